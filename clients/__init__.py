@@ -1,0 +1,1 @@
+"""Party node: the Flower ClientApp, party configuration and local data source."""

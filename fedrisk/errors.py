@@ -1,0 +1,47 @@
+"""The error hierarchy of the fedrisk core package: one base, builtin-compatible subclasses."""
+
+from __future__ import annotations
+
+
+class FedRiskError(Exception):
+    """Base class of every error raised by the ``fedrisk`` package."""
+
+
+class ConfigError(FedRiskError, ValueError):
+    """A configuration value is invalid (wrong type, out of range, unknown name)."""
+
+
+class DataFileError(FedRiskError, ValueError):
+    """A data file cannot be read: malformed CSV/Parquet, bad encoding, unknown format."""
+
+
+class DatasetNotFoundError(FedRiskError, FileNotFoundError):
+    """A named dataset's file is not where fedrisk looked for it."""
+
+
+class SchemaError(FedRiskError, ValueError):
+    """A frame does not satisfy its dataset schema. ``problems`` lists every violation found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems or [])
+
+
+class ModelError(FedRiskError, ValueError):
+    """A model cannot be built, loaded or fed: bad spec, wrong vector length, corrupted file."""
+
+
+class ArtifactError(FedRiskError, ValueError):
+    """A model artifact is malformed, incompatible or fails verification."""
+
+
+class SignatureError(ArtifactError):
+    """An artifact's signature is missing, made by an untrusted key, or does not verify."""
+
+
+class DecisionError(FedRiskError, ValueError):
+    """A decision policy, scorecard or fraud rule set is invalid or cannot be applied."""
+
+
+class IdentityError(FedRiskError, ValueError):
+    """A party identity key, bundle or sealed secret is missing, wrong or tampered with."""

@@ -1,0 +1,1 @@
+"""CKKS secure aggregation: HE parameters, key files, update codec and ciphertext sums (TenSEAL)."""

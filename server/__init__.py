@@ -1,0 +1,1 @@
+"""Aggregation server: the Flower ServerApp, the encrypted strategy and coordinator logic."""

@@ -1,0 +1,1 @@
+"""Lender-facing scoring service (FastAPI). Imports the fedrisk core only."""

@@ -1,0 +1,1 @@
+"""Federation scenarios and runners over Flower's simulation engine, and their reports."""
