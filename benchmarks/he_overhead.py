@@ -1,0 +1,105 @@
+"""What CKKS costs: encrypted vs plaintext federations side by side, in one run.
+
+For LR and for an MLP of about 10k parameters, runs the same federation (same data, parties,
+seed and rounds) twice in Flower's simulation engine, once CKKS-encrypted and once in the
+insecure plaintext comparison mode, and prints seconds per round, bytes uploaded per party per
+round, and the encrypted / plaintext ratios.
+
+    .venv/bin/python benchmarks/he_overhead.py [--parties 3] [--rounds 5] [--dataset synthetic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fedrisk.training import configure_torch
+from simulations.runner import SimulationSpec, prepare_data, run_federation
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--parties", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--partition", default="iid")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    configure_torch(threads=2)
+    console = Console()
+    rows = []
+    for model, hidden in (("lr", (64, 32)), ("mlp", (96, 48))):
+        spec = SimulationSpec(
+            dataset=args.dataset,
+            parties=args.parties,
+            partition=args.partition,
+            model=model,
+            rounds=args.rounds,
+            hidden=hidden,
+            seed=0,
+        )
+        data = prepare_data(spec)
+        results = {}
+        for plaintext in (False, True):
+            with tempfile.TemporaryDirectory() as registry:
+                outcome = run_federation(
+                    spec, data, release_dir=Path(registry), plaintext=plaintext
+                )
+            results[plaintext] = outcome
+            n_params = len(outcome.artifact.weights)
+        enc, plain = results[False], results[True]
+        rows.append(
+            {
+                "model": model,
+                "parameters": n_params,
+                "enc_seconds_per_round": enc.seconds_per_round,
+                "plain_seconds_per_round": plain.seconds_per_round,
+                "time_ratio": enc.seconds_per_round / plain.seconds_per_round,
+                "enc_bytes_up_per_party_round": enc.bytes_up_per_party_round,
+                "plain_bytes_up_per_party_round": plain.bytes_up_per_party_round,
+                "bytes_ratio": enc.bytes_up_per_party_round / plain.bytes_up_per_party_round,
+                "enc_final_auc": enc.history[-1]["auc"],
+                "plain_final_auc": plain.history[-1]["auc"],
+            }
+        )
+    table = Table(
+        title=f"CKKS overhead: {args.dataset}, {args.parties} parties, {args.rounds} rounds"
+    )
+    for col in (
+        "model",
+        "params",
+        "s/round enc",
+        "s/round plain",
+        "time ratio",
+        "KB up/party/round enc",
+        "KB plain",
+        "bytes ratio",
+        "AUC enc",
+        "AUC plain",
+    ):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["model"],
+            str(r["parameters"]),
+            f"{r['enc_seconds_per_round']:.2f}",
+            f"{r['plain_seconds_per_round']:.2f}",
+            f"{r['time_ratio']:.2f}",
+            f"{r['enc_bytes_up_per_party_round'] / 1024:.0f}",
+            f"{r['plain_bytes_up_per_party_round'] / 1024:.1f}",
+            f"{r['bytes_ratio']:.1f}",
+            f"{r['enc_final_auc']:.4f}",
+            f"{r['plain_final_auc']:.4f}",
+        )
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The party's Flower ClientApp: one handler per message type of the fedrisk protocol."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.party import PartyNode, PartyRefusedError, resolve_party_config
+from fedrisk.errors import FedRiskError
+from fedrisk.run_config import parse_run_config
+from fedrisk.training import configure_torch
+from secure_agg import protocol as proto
+
+log = logging.getLogger(__name__)
+
+app = ClientApp()
+
+
+def _node(context: Context) -> PartyNode:
+    """Parse the run config and the party's config, load and validate its data.
+
+    Raises
+    ------
+    PartyRefusedError
+        Re-raised with the protocol's refusal mark, so the server excludes this party for the
+        rest of the run and shows why. Nothing is encrypted or sent before validation passes.
+    """
+    # A party process trains one small model at a time; one thread avoids oversubscribing
+    # the cores that several simulated parties share.
+    configure_torch(threads=1)
+    federation = parse_run_config(dict(context.run_config))
+    try:
+        config = resolve_party_config(dict(context.node_config), federation)
+        return PartyNode(config, federation)
+    except FedRiskError as e:
+        raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
+
+
+def _reply(message: Message, node: PartyNode, **records: ArrayRecord | MetricRecord) -> Message:
+    content = RecordDict({proto.CONFIG: ConfigRecord({proto.CFG_PARTY: node.config.name})})
+    for key, record in records.items():
+        content[key] = record
+    return Message(content=content, reply_to=message)
+
+
+def _arrays(message: Message, key: str) -> ArrayRecord | None:
+    return message.content.array_records.get(key)
+
+
+def _handle(fn: Callable[[Message, PartyNode], Message]) -> Callable[[Message, Context], Message]:
+    def handler(message: Message, context: Context) -> Message:
+        return fn(message, _node(context))
+
+    handler.__name__ = fn.__name__
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+@app.query("stats")
+@_handle
+def stats(message: Message, node: PartyNode) -> Message:
+    """Validate local data and send its additive feature statistics, encrypted."""
+    return _reply(message, node, **{proto.ENC_STATS: node.local_stats()})
+
+
+@app.train()
+@_handle
+def train(message: Message, node: PartyNode) -> Message:
+    """Decrypt the global model, train on local data, send the weighted update encrypted."""
+    enc_stats = _arrays(message, proto.ENC_STATS)
+    if enc_stats is None:
+        raise PartyRefusedError("train message carries no statistics sum")
+    rnd = int(message.content.config_records[proto.CONFIG][proto.CFG_ROUND])  # type: ignore[arg-type]
+    update = node.train(enc_stats, _arrays(message, proto.ENC_GLOBAL), rnd)
+    return _reply(message, node, **{proto.ENC_UPDATE: update})
+
+
+@app.evaluate()
+@_handle
+def evaluate(message: Message, node: PartyNode) -> Message:
+    """Score the local test split with the global model; send score histograms encrypted."""
+    enc_stats = _arrays(message, proto.ENC_STATS)
+    enc_global = _arrays(message, proto.ENC_GLOBAL)
+    if enc_stats is None or enc_global is None:
+        raise PartyRefusedError("evaluate message must carry the statistics sum and the model")
+    return _reply(message, node, **{proto.ENC_HIST: node.evaluate(enc_stats, enc_global)})
+
+
+@app.query("metrics")
+@_handle
+def metrics(message: Message, node: PartyNode) -> Message:
+    """Decrypt the pooled histograms; only the global AUC and KS leave the party."""
+    enc_hist = _arrays(message, proto.ENC_HIST)
+    if enc_hist is None:
+        raise PartyRefusedError("metrics query carries no histograms")
+    auc, ks = node.metrics(enc_hist)
+    return _reply(
+        message,
+        node,
+        **{proto.METRICS: MetricRecord({proto.METRIC_AUC: auc, proto.METRIC_KS: ks})},
+    )
+
+
+@app.query("release")
+@_handle
+def release(message: Message, node: PartyNode) -> Message:
+    """Decrypt the final model and write the signed artifact at this party."""
+    enc_stats = _arrays(message, proto.ENC_STATS)
+    enc_global = _arrays(message, proto.ENC_GLOBAL)
+    if enc_stats is None or enc_global is None:
+        raise PartyRefusedError("release query must carry the statistics sum and the model")
+    cfg = message.content.config_records[proto.CONFIG]
+    model_id, path = node.release(
+        enc_stats,
+        enc_global,
+        rounds=int(cfg[proto.CFG_ROUND]),  # type: ignore[arg-type]
+        history=json.loads(str(cfg[proto.CFG_HISTORY])),
+        parties=json.loads(str(cfg[proto.CFG_PARTIES])),
+    )
+    log.info("release written under %s", path.parent)
+    content = RecordDict(
+        {
+            proto.CONFIG: ConfigRecord(
+                {proto.CFG_PARTY: node.config.name, proto.CFG_MODEL_ID: model_id}
+            )
+        }
+    )
+    return Message(content=content, reply_to=message)

@@ -1,0 +1,323 @@
+"""A party's configuration and the local work behind each federated message.
+
+Everything here runs beside the party's own data: reading and validating it, fitting the shared
+preprocessor from the decrypted statistics sum, training, evaluating, and releasing the model.
+Only encrypted vectors leave (built by ``secure_agg``), plus the party's name and, on the
+metrics query, the pooled AUC/KS that every party agreed to publish.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fedrisk.artifact import Lineage, ModelArtifact, RoundMetrics, write_artifact
+from fedrisk.errors import FedRiskError
+from fedrisk.features import FeatureStats, Preprocessor
+from fedrisk.identity import load_signing_key
+from fedrisk.metrics import auc_from_histograms, ks_from_histograms, score_histograms
+from fedrisk.models import ModelSpec, build_model, load_vector, model_to_vector, set_logit_offset
+from fedrisk.run_config import FederationConfig
+from fedrisk.schema import DatasetSchema, load_schema
+from fedrisk.scorecard import ScorecardScaling
+from fedrisk.training import (
+    TrainConfig,
+    default_config,
+    logit_offset_for,
+    pos_weight_for,
+    predict_proba,
+    train_local,
+)
+from fedrisk.validation import load_party_frame
+from secure_agg.aggregation import (
+    CkksAggregation,
+    InsecurePlainAggregation,
+    VectorAggregation,
+    unweight_sum,
+    weight_update,
+)
+from secure_agg.keys import load_secret_context
+from secure_agg.params import HEParams
+
+log = logging.getLogger(__name__)
+
+STATS_BINS = 64
+HIST_BINS = 2000
+PARTY_CONFIG_FILE = "party.toml"
+
+
+class PartyRefusedError(FedRiskError, ValueError):
+    """The party will not join: its data or its configuration is invalid."""
+
+
+class PartyConfig(BaseModel):
+    """Where a party's data, schema and keys live (``party.toml``, kept beside the data).
+
+    Notes
+    -----
+    ``secret_context`` and ``signing_key`` are paths to files of mode 0600 that never leave the
+    party; this config holds paths only, so it can be logged.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    train: Path
+    test: Path
+    schema_file: Path
+    secret_context: Path | None = None
+    signing_key: Path | None = None
+    release_dir: Path | None = None
+    he_params: HEParams = HEParams()
+
+
+def load_party_config(path: Path) -> PartyConfig:
+    """Read ``party.toml``; relative paths are taken relative to its folder."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise PartyRefusedError(f"party config {path} cannot be read: {e}") from e
+    for key in ("train", "test", "schema_file", "secret_context", "signing_key", "release_dir"):
+        if key in raw and not Path(raw[key]).is_absolute():
+            raw[key] = str(path.parent / raw[key])
+    try:
+        return PartyConfig.model_validate(raw)
+    except ValidationError as e:
+        raise PartyRefusedError(f"party config {path} is invalid: {e}") from e
+
+
+def resolve_party_config(
+    node_config: Mapping[str, object], federation: FederationConfig
+) -> PartyConfig:
+    """Deployment nodes name their ``party-config``; simulated nodes use their partition id."""
+    explicit = node_config.get("party-config")
+    if isinstance(explicit, str) and explicit:
+        return load_party_config(Path(explicit))
+    if federation.sim_workspace and "partition-id" in node_config:
+        pid = int(str(node_config["partition-id"]))
+        path = Path(federation.sim_workspace) / "parties" / f"party_{pid}" / PARTY_CONFIG_FILE
+        return load_party_config(path)
+    raise PartyRefusedError(
+        "node config must set party-config=PATH (deployment) or the run must set sim-workspace "
+        f"(simulation); got node config keys {sorted(node_config)}"
+    )
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A party's validated training and test frames and its schema."""
+
+    schema: DatasetSchema
+    train: pd.DataFrame
+    test: pd.DataFrame
+
+
+@functools.lru_cache(maxsize=8)
+def _load_local_data(config: PartyConfig, stamp: tuple[int, int]) -> LocalData:
+    del stamp  # part of the cache key only: a changed file is read again
+    schema = load_schema(config.schema_file)
+    try:
+        train = load_party_frame(config.train, schema)
+        test = load_party_frame(config.test, schema)
+    except FedRiskError as e:
+        raise PartyRefusedError(f"party {config.name}: {e}") from e
+    return LocalData(schema=schema, train=train, test=test)
+
+
+def load_local_data(config: PartyConfig) -> LocalData:
+    """Read and validate the party's files (cached while the files are unchanged)."""
+    try:
+        stamp = (config.train.stat().st_mtime_ns, config.test.stat().st_mtime_ns)
+    except OSError as e:
+        raise PartyRefusedError(f"party {config.name}: data file missing: {e}") from e
+    return _load_local_data(config, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _aggregation(secret_context: Path | None, plaintext: bool) -> VectorAggregation:
+    if plaintext:
+        return InsecurePlainAggregation()
+    if secret_context is None:
+        raise PartyRefusedError("secret_context must be set in party.toml for an encrypted run")
+    return CkksAggregation(load_secret_context(secret_context))
+
+
+class PartyNode:
+    """One party's side of every message type; stateless between messages by design.
+
+    Each message carries the encrypted statistics sum (and model), so a party that restarts or
+    joins late needs nothing cached to take part in the next round.
+    """
+
+    def __init__(self, config: PartyConfig, federation: FederationConfig) -> None:
+        self.config = config
+        self.federation = federation
+        self.data = load_local_data(config)
+        self.channel = _aggregation(config.secret_context, federation.plaintext)
+
+    # ----------------------------------------------------------------- phases
+
+    def local_stats(self) -> Any:
+        """Encrypted additive statistics of the training split."""
+        stats = FeatureStats.from_frame(self.data.train, self.data.schema, n_bins=STATS_BINS)
+        return self.channel.encode(stats.to_vector())
+
+    def train(self, enc_stats: Any, enc_global: Any | None, rnd: int) -> Any:
+        """Train one round locally; return ``n * weights ++ [n]`` encrypted."""
+        prep, stats = self._preprocessor(enc_stats)
+        model, _ = self._model(prep, stats, enc_global)
+        x = prep.transform(self.data.train)
+        y = self.data.train[self._target].to_numpy(dtype=np.float32)
+        generator = torch.Generator().manual_seed(self._seed(rnd))
+        train_local(
+            model,
+            x,
+            y,
+            config=self._train_config(),
+            generator=generator,
+            # The global bad rate, from the decrypted statistics sum, so every party weighs the
+            # classes alike and the released model's offset matches its training.
+            pos_weight=pos_weight_for(_positive_rate(stats)),
+        )
+        update = weight_update(model_to_vector(model), len(y))
+        return self.channel.encode(update)
+
+    def evaluate(self, enc_stats: Any, enc_global: Any) -> Any:
+        """Encrypted per-class score histograms of the local test split."""
+        prep, stats = self._preprocessor(enc_stats)
+        model, _ = self._model(prep, stats, enc_global)
+        p = predict_proba(model, prep.transform(self.data.test))
+        y = self.data.test[self._target].to_numpy()
+        return self.channel.encode(score_histograms(y, p, n_bins=HIST_BINS).ravel())
+
+    def metrics(self, enc_hist: Any) -> tuple[float, float]:
+        """Decrypt the pooled histograms: global AUC and KS over every party's test split."""
+        hist = np.clip(self.channel.decode(enc_hist), 0.0, None).reshape(2, HIST_BINS)
+        hist = np.rint(hist)  # counts came through CKKS with ~1e-8 noise
+        return auc_from_histograms(hist), ks_from_histograms(hist)
+
+    def release(
+        self,
+        enc_stats: Any,
+        enc_global: Any,
+        *,
+        rounds: int,
+        history: list[dict[str, Any]],
+        parties: list[str],
+    ) -> tuple[str, Path]:
+        """Decrypt the final model and write it as an Ed25519-signed artifact."""
+        if self.config.release_dir is None or self.config.signing_key is None:
+            raise PartyRefusedError(
+                f"party {self.config.name} is not set up to release: release_dir and "
+                "signing_key must be set in party.toml"
+            )
+        prep, stats = self._preprocessor(enc_stats)
+        model, spec = self._model(prep, stats, enc_global)
+        fingerprint = hashlib.sha256(
+            self.data.schema.fingerprint().encode() + np.round(stats.to_vector(), 3).tobytes()
+        ).hexdigest()
+        model_id = f"{self.federation.stage}-{self.federation.model}-{uuid.uuid4().hex[:12]}"
+        artifact = ModelArtifact(
+            model_id=model_id,
+            stage=self.federation.stage,
+            model_spec=spec,
+            weights=model_to_vector(model).tolist(),
+            preprocessing=prep.to_dict(),
+            schema=self.data.schema,
+            baseline=prep.reference_row(),
+            scorecard=ScorecardScaling(),
+            logit_offset=logit_offset_for(_positive_rate(stats)),
+            metrics=[
+                RoundMetrics(
+                    round=int(h["round"]),
+                    auc=float(h["auc"]),
+                    ks=float(h["ks"]),
+                    n_parties=len(h["eval_parties"]),
+                )
+                for h in history
+            ],
+            he_params=None if self.federation.plaintext else self.config.he_params.model_dump(),
+            lineage=Lineage(
+                run_id=self.federation.run_id or model_id,
+                parties=parties,
+                rounds=rounds,
+                dataset_fingerprint=fingerprint,
+                created_at=datetime.now(UTC).isoformat(),
+            ),
+        )
+        path = write_artifact(
+            artifact, self.config.release_dir, signing_key=load_signing_key(self.config.signing_key)
+        )
+        log.info("released model %s to %s", model_id, path)
+        return model_id, path
+
+    # ----------------------------------------------------------------- helpers
+
+    @property
+    def _target(self) -> str:
+        target = self.data.schema.target_column
+        if target is None:
+            raise PartyRefusedError(f"party {self.config.name}: schema has no target column")
+        return target
+
+    def _preprocessor(self, enc_stats: Any) -> tuple[Preprocessor, FeatureStats]:
+        vector = np.asarray(self.channel.decode(enc_stats), dtype=np.float64)
+        stats = FeatureStats.from_vector(vector, self.data.schema, n_bins=STATS_BINS)
+        return Preprocessor(self.data.schema).fit_stats(stats), stats
+
+    def _model(
+        self, prep: Preprocessor, stats: FeatureStats, enc_global: Any | None
+    ) -> tuple[torch.nn.Module, ModelSpec]:
+        spec = ModelSpec(
+            kind=self.federation.model,
+            n_features=prep.n_features_out,
+            hidden=self.federation.hidden,
+        )
+        # Every party builds the same initial model from the run's seed, so round 1 needs no
+        # model from the server.
+        model = build_model(spec, generator=torch.Generator().manual_seed(self.federation.seed))
+        if enc_global is not None:
+            weights, _total = unweight_sum(self.channel.decode(enc_global))
+            load_vector(model, weights)
+        set_logit_offset(model, logit_offset_for(_positive_rate(stats)))
+        return model, spec
+
+    def _train_config(self) -> TrainConfig:
+        fed = self.federation
+        overrides: dict[str, Any] = {"local_epochs": fed.local_epochs, "batch_size": fed.batch_size}
+        if fed.learning_rate > 0:
+            overrides["learning_rate"] = fed.learning_rate
+        return default_config(fed.model).model_copy(update=overrides)
+
+    def _seed(self, rnd: int) -> int:
+        digest = hashlib.sha256(f"{self.federation.seed}:{rnd}:{self.config.name}".encode())
+        return int.from_bytes(digest.digest()[:8], "little") % (2**63)
+
+
+def _positive_rate(stats: FeatureStats) -> float:
+    rate = stats.positive_rate
+    if rate is None or not 0.0 < rate < 1.0:
+        raise PartyRefusedError(
+            f"the parties' pooled bad rate must be strictly between 0 and 1; got {rate}"
+        )
+    return rate
+
+
+def describe(config: PartyConfig) -> str:
+    """A log-safe one-line description (paths only, never contents)."""
+    return json.dumps({"party": config.name, "train": str(config.train), "test": str(config.test)})

@@ -1,0 +1,83 @@
+"""The federated run's configuration shared by parties and server, parsed once on entry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedrisk.errors import ConfigError
+
+MIN_SECURE_PARTIES = 3
+
+
+class FederationConfig(BaseModel):
+    """Everything a federated run needs; keys mirror the FAB's ``[tool.flwr.app.config]``.
+
+    Notes
+    -----
+    ``plaintext`` exists only to measure what encryption costs. It is never the default and the
+    server logs a loud warning when it is set. ``allow_fewer_parties`` lifts the 3-party floor:
+    with 2 parties each one can subtract its own update from the aggregate and read the other's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    run_id: str = Field(default="", alias="run-id")
+    rounds: int = Field(default=3, ge=1, le=1000)
+    model: Literal["lr", "mlp"] = "lr"
+    hidden: tuple[int, ...] = (64, 32)
+    seed: int = Field(default=0, ge=0)
+    plaintext: bool = False
+    min_parties: int = Field(default=MIN_SECURE_PARTIES, ge=1, alias="min-parties")
+    allow_fewer_parties: bool = Field(default=False, alias="allow-fewer-parties")
+    fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    round_timeout: float = Field(default=600.0, gt=0.0, alias="round-timeout")
+    local_epochs: int = Field(default=1, ge=1, le=100, alias="local-epochs")
+    batch_size: int = Field(default=256, ge=1, alias="batch-size")
+    learning_rate: float = Field(default=0.0, ge=0.0, alias="learning-rate")
+    release_party: str = Field(default="party_0", alias="release-party")
+    stage: Literal["application", "behaviour", "collection"] = "application"
+    public_context: str = Field(default="", alias="public-context")
+    server_dir: str = Field(default="", alias="server-dir")
+    sim_workspace: str = Field(default="", alias="sim-workspace")
+    resume: bool = False
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _parse_hidden(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return tuple(int(part) for part in value.split(",") if part.strip())
+            except ValueError as e:
+                raise ValueError(f"hidden must be comma-separated integers; got {value!r}") from e
+        return value
+
+    @model_validator(mode="after")
+    def _check_party_floor(self) -> FederationConfig:
+        if self.min_parties < MIN_SECURE_PARTIES and not self.allow_fewer_parties:
+            raise ValueError(
+                f"min-parties must be at least {MIN_SECURE_PARTIES}; got {self.min_parties}. "
+                "With fewer than 3 parties each party can subtract its own update from the "
+                "aggregate and recover another party's update. Set allow-fewer-parties=true "
+                "only if every party accepts that."
+            )
+        return self
+
+    @property
+    def server_path(self) -> Path | None:
+        """Directory where the server keeps progress, results and ciphertext checkpoints."""
+        return Path(self.server_dir) if self.server_dir else None
+
+
+def parse_run_config(raw: Mapping[str, object]) -> FederationConfig:
+    """Validate Flower's run config; the error lists every bad key."""
+    try:
+        return FederationConfig.model_validate(dict(raw))
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"invalid run config: {problems}") from e

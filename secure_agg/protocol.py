@@ -1,0 +1,45 @@
+"""Protocol strings between ClientApp and ServerApp: message types, record keys, metric names.
+
+Defined once here so the party and the server cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Message types (Flower routes "<category>.<action>" to the matching ClientApp handler).
+MSG_STATS: Final = "query.stats"
+MSG_TRAIN: Final = "train"
+MSG_EVALUATE: Final = "evaluate"
+MSG_METRICS: Final = "query.metrics"
+MSG_RELEASE: Final = "query.release"
+
+# Record keys inside a message's RecordDict.
+CONFIG: Final = "config"
+METRICS: Final = "metrics"
+ENC_STATS: Final = "enc-stats"
+ENC_GLOBAL: Final = "enc-global"
+ENC_UPDATE: Final = "enc-update"
+ENC_HIST: Final = "enc-hist"
+
+# ConfigRecord keys.
+CFG_ROUND: Final = "round"
+CFG_RUN_ID: Final = "run-id"
+CFG_PARTY: Final = "party"
+CFG_HISTORY: Final = "history"
+CFG_PARTIES: Final = "parties"
+CFG_MODEL_ID: Final = "model-id"
+CFG_ARTIFACT_SHA256: Final = "artifact-sha256"
+
+# Metric names.
+METRIC_AUC: Final = "auc"
+METRIC_KS: Final = "ks"
+METRIC_PARTIES: Final = "n-parties"
+
+# A party that refuses to join (its data failed validation) raises an error whose text starts
+# with this mark; the server excludes that party for the rest of the run.
+REFUSAL_MARK: Final = "PARTY-REFUSED:"
+
+# Ciphertext chunk Arrays carry this stype; plaintext comparison Arrays carry the other.
+STYPE_CKKS: Final = "tenseal.ckks"
+STYPE_PLAIN: Final = "numpy.float64.INSECURE"

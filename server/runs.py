@@ -1,0 +1,154 @@
+"""Submitting a federated run to a SuperLink with ``flwr run`` and following its real status.
+
+``flwr run`` exits 0 even when the run fails, so the outcome is read from ``flwr ls --run-id``
+and from the ServerApp's own progress log; a failed run raises ``RunFailedError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.progress import read_events
+
+FLOWER_APP_DIR = Path(__file__).resolve().parents[1] / "simulations" / "flower_app"
+
+
+class RunFailedError(RuntimeError):
+    """The federated run ended in a state other than ``finished:completed``."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended, as the coordinator sees it."""
+
+    run_id: str
+    status: str
+    seconds: float
+    events: list[dict[str, Any]]
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for every Flower process: no telemetry, no update check, our own home."""
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(flwr_home)
+    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    venv_bin = str(Path(sys.executable).parent)
+    # The SuperLink launches flower-superexec and flwr-serverapp by name: they live beside us.
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def flwr_bin(name: str) -> str:
+    """Absolute path of a Flower console script in this interpreter's environment."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def run_config_arg(values: Mapping[str, object]) -> str:
+    """``--run-config`` text: space-separated ``key=value`` pairs in TOML syntax."""
+    return " ".join(f"{key}={_toml_value(value)}" for key, value in values.items())
+
+
+def submit_run(
+    *,
+    connection: str,
+    flwr_home: Path,
+    run_config: Mapping[str, object],
+    federation_config: Mapping[str, object] | None = None,
+    app_dir: Path = FLOWER_APP_DIR,
+) -> str:
+    """Submit the fedrisk Flower App; return the run id."""
+    cmd = [flwr_bin("flwr"), "run", str(app_dir), connection, "--format", "json"]
+    cmd += ["--run-config", run_config_arg(run_config)]
+    if federation_config:
+        cmd += ["--federation-config", run_config_arg(federation_config)]
+    proc = subprocess.run(
+        cmd, env=flower_env(flwr_home), capture_output=True, text=True, timeout=300, check=False
+    )
+    try:
+        answer = json.loads(proc.stdout[proc.stdout.index("{") :])
+    except (ValueError, json.JSONDecodeError) as e:
+        raise RunFailedError(
+            f"flwr run did not start the run (exit {proc.returncode}): "
+            f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
+        ) from e
+    if not answer.get("success") or "run-id" not in answer:
+        raise RunFailedError(f"flwr run refused the run: {answer}")
+    return str(answer["run-id"])
+
+
+def run_status(*, connection: str, flwr_home: Path, run_id: str) -> str:
+    """The SuperLink's status string for a run, e.g. ``running`` or ``finished:failed``."""
+    proc = subprocess.run(
+        [flwr_bin("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
+        env=flower_env(flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        answer = json.loads(proc.stdout[proc.stdout.index("{") :])
+        return str(answer["runs"][0]["status"])
+    except (ValueError, KeyError, IndexError, json.JSONDecodeError):
+        return "unknown"
+
+
+def wait_for_run(
+    *,
+    connection: str,
+    flwr_home: Path,
+    run_id: str,
+    progress_path: Path,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = 3600.0,
+    poll: float = 1.0,
+) -> RunOutcome:
+    """Follow a run until it finishes; raise ``RunFailedError`` unless it completed.
+
+    Progress events are passed to ``on_event`` as they appear, for a live display.
+    """
+    started = time.monotonic()
+    seen = 0
+    status = "unknown"
+    while True:
+        events = read_events(progress_path)
+        for event in events[seen:]:
+            if on_event is not None:
+                on_event(event)
+        seen = len(events)
+        status = run_status(connection=connection, flwr_home=flwr_home, run_id=run_id)
+        if status.startswith("finished"):
+            break
+        if time.monotonic() - started > timeout:
+            raise RunFailedError(f"run {run_id} did not finish within {timeout:.0f}s ({status})")
+        time.sleep(poll)
+    events = read_events(progress_path)
+    for event in events[seen:]:
+        if on_event is not None:
+            on_event(event)
+    outcome = RunOutcome(
+        run_id=run_id, status=status, seconds=time.monotonic() - started, events=events
+    )
+    failures = [e for e in events if e.get("event") == "failed"]
+    if status != "finished:completed" or failures:
+        reason = failures[-1]["reason"] if failures else "see the SuperLink log"
+        raise RunFailedError(f"run {run_id} ended as {status}: {reason}")
+    return outcome

@@ -1,0 +1,127 @@
+"""A private Flower simulation SuperLink on 127.0.0.1, started and stopped by PID.
+
+``flwr run`` with the built-in "local" connection starts a detached SuperLink on fixed ports that
+outlives the run. We start our own on free ports instead, in its own process group, with a
+per-run ``FLWR_HOME``, and kill the whole group (Ray included) when the context exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from server.runs import flower_env, flwr_bin
+
+CONNECTION = "fedrisk-sim"
+
+
+class SimulationEngineError(RuntimeError):
+    """The simulation SuperLink could not be started."""
+
+
+@dataclass(frozen=True)
+class SimulationLink:
+    """A running simulation SuperLink: where it listens and how to reach it from ``flwr``."""
+
+    pid: int
+    port: int
+    flwr_home: Path
+    log_path: Path
+    connection: str = CONNECTION
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process_group(pid: int, *, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+@contextmanager
+def simulation_link(workdir: Path, *, startup_timeout: float = 60.0) -> Iterator[SimulationLink]:
+    """Start ``flower-superlink --simulation`` on a free loopback port; stop it on exit."""
+    flwr_home = workdir / "flwr-home"
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n',
+        encoding="utf-8",
+    )
+    log_path = workdir / "superlink.log"
+    cmd = [
+        flwr_bin("flower-superlink"),
+        # Plain HTTP is acceptable only here: the simulation SuperLink serves loopback and every
+        # party runs inside its process tree. Deployment always uses TLS (server/superlink.py).
+        "--insecure",
+        "--simulation",
+        "--isolation",
+        "subprocess",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--database",
+        str(workdir / "superlink-state.db"),
+        "--disable-runtime-dependency-installation",
+    ]
+    with log_path.open("ab") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            env=flower_env(flwr_home),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_ready(proc, port, log_path, timeout=startup_timeout)
+        yield SimulationLink(pid=proc.pid, port=port, flwr_home=flwr_home, log_path=log_path)
+    finally:
+        stop_process_group(proc.pid)
+        proc.wait(timeout=30)
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], port: int, log_path: Path, *, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SimulationEngineError(
+                f"flower-superlink exited with code {proc.returncode}; see {log_path}"
+            )
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SimulationEngineError(f"flower-superlink not ready within {timeout:.0f}s; see {log_path}")

@@ -1,0 +1,281 @@
+"""Runs a federation in Flower's simulation engine and compares it with the baselines.
+
+``run_federation`` executes the real ServerApp and ClientApps under ``flwr run`` (Ray-backed
+simulation runtime, one virtual SuperNode per party). ``compare`` then scores, on the same pooled
+test data: the released federated model, a centralized model trained on the pooled training
+data, and each party's local-only model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedrisk.artifact import ModelArtifact, load_trusted_keys, read_artifact
+from fedrisk.datasets import Dataset, load_dataset
+from fedrisk.features import Preprocessor
+from fedrisk.inference import NumpyScorer
+from fedrisk.metrics import auc, ks
+from fedrisk.partitions import PartyData, parse_partition, partition_frame
+from fedrisk.training import default_config, predict_proba, train_centralized
+from secure_agg.params import HEParams
+from server.runs import RunFailedError, submit_run, wait_for_run
+from simulations.engine import simulation_link
+from simulations.workspace import SimWorkspace, prepare_workspace
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """One federated experiment: data, split, model and federation settings."""
+
+    dataset: str
+    parties: int
+    partition: str
+    model: str
+    rounds: int
+    seed: int = 0
+    test_fraction: float = 0.2
+    stage: str = "application"
+    local_epochs: int = 1
+    learning_rate: float = 0.0
+    release_party: str = "party_0"
+    round_timeout: float = 600.0
+    allow_fewer_parties: bool = False
+    hidden: tuple[int, ...] = (64, 32)
+
+
+@dataclass
+class FederationOutcome:
+    """What a federated run produced: the released artifact and the public round history."""
+
+    he: bool
+    artifact: ModelArtifact
+    artifact_dir: Path
+    history: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    seconds: float
+
+    @property
+    def seconds_per_round(self) -> float:
+        """Mean wall time of a round, as the server measured it."""
+        times = [float(h["seconds"]) for h in self.history]
+        return float(np.mean(times)) if times else float("nan")
+
+    @property
+    def bytes_up_per_party_round(self) -> float:
+        """Mean bytes one party uploads per training round."""
+        sizes = [float(h["bytes_up_per_party"]) for h in self.history]
+        return float(np.mean(sizes)) if sizes else float("nan")
+
+
+@dataclass
+class PreparedData:
+    """A dataset split into parties, plus the pooled test data every model is scored on."""
+
+    dataset: Dataset
+    parties: list[PartyData]
+    pooled_train: pd.DataFrame
+    pooled_test: pd.DataFrame
+
+
+@dataclass
+class Comparison:
+    """AUC and KS of every model on the same pooled test data."""
+
+    federated: dict[str, float]
+    plaintext: dict[str, float] | None
+    centralized: dict[str, float]
+    local: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare_data(spec: SimulationSpec, *, data_dir: Path | None = None) -> PreparedData:
+    """Load and partition the dataset (seeded); pool the parties' test splits."""
+    rng = np.random.default_rng(spec.seed)
+    dataset = load_dataset(spec.dataset, data_dir=data_dir, rng=rng)
+    parties = partition_frame(
+        dataset.frame,
+        dataset.schema,
+        parse_partition(spec.partition),
+        n_parties=spec.parties,
+        rng=rng,
+        test_fraction=spec.test_fraction,
+    )
+    return PreparedData(
+        dataset=dataset,
+        parties=list(parties),
+        pooled_train=pd.concat([p.train for p in parties], ignore_index=True),
+        pooled_test=pd.concat([p.test for p in parties], ignore_index=True),
+    )
+
+
+def run_federation(
+    spec: SimulationSpec,
+    data: PreparedData,
+    *,
+    release_dir: Path,
+    plaintext: bool = False,
+    workdir: Path | None = None,
+    on_event: EventHandler | None = None,
+    he_params: HEParams | None = None,
+) -> FederationOutcome:
+    """Run the real ServerApp and ClientApps in Flower's simulation engine.
+
+    Raises
+    ------
+    RunFailedError
+        When the run does not complete (``flwr run`` itself exits 0 on failure).
+    """
+    own_tmp = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="fedrisk-sim-")) if workdir is None else workdir
+    try:
+        ws = prepare_workspace(
+            root / "federation",
+            schema=data.dataset.schema,
+            parties=data.parties,
+            release_dir=release_dir,
+            he_params=he_params,
+        )
+        run_config = _run_config(spec, ws, plaintext=plaintext)
+        with simulation_link(root) as link:
+            run_id = submit_run(
+                connection=link.connection,
+                flwr_home=link.flwr_home,
+                run_config=run_config,
+                federation_config={
+                    "num-supernodes": spec.parties,
+                    "client-resources-num-cpus": 1,
+                },
+            )
+            outcome = wait_for_run(
+                connection=link.connection,
+                flwr_home=link.flwr_home,
+                run_id=run_id,
+                progress_path=ws.server_dir / "progress.jsonl",
+                on_event=on_event,
+                timeout=spec.round_timeout * (3 * spec.rounds + 3),
+            )
+        released = [e for e in outcome.events if e.get("event") == "released"]
+        if not released:
+            raise RunFailedError(f"run {run_id} completed without releasing a model")
+        model_id = str(released[-1]["model_id"])
+        artifact_dir = release_dir / model_id
+        artifact = read_artifact(artifact_dir, trusted_keys=load_trusted_keys(ws.trusted_keys_dir))
+        results = json.loads((ws.server_dir / "results.json").read_text(encoding="utf-8"))
+        return FederationOutcome(
+            he=not plaintext,
+            artifact=artifact,
+            artifact_dir=artifact_dir,
+            history=list(results["history"]),
+            events=outcome.events,
+            seconds=outcome.seconds,
+        )
+    finally:
+        if own_tmp:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_config(spec: SimulationSpec, ws: SimWorkspace, *, plaintext: bool) -> dict[str, object]:
+    return {
+        "run-id": f"sim-{uuid.uuid4().hex[:12]}",
+        "rounds": spec.rounds,
+        "model": spec.model,
+        "hidden": ",".join(str(h) for h in spec.hidden),
+        "seed": spec.seed,
+        "plaintext": plaintext,
+        "min-parties": min(3, spec.parties),
+        "allow-fewer-parties": spec.allow_fewer_parties or spec.parties < 3,
+        "local-epochs": spec.local_epochs,
+        "learning-rate": spec.learning_rate,
+        "release-party": spec.release_party,
+        "stage": spec.stage,
+        "public-context": str(ws.public_context),
+        "server-dir": str(ws.server_dir),
+        "sim-workspace": str(ws.root),
+        "round-timeout": spec.round_timeout,
+    }
+
+
+def score_artifact(artifact: ModelArtifact, frame: pd.DataFrame) -> np.ndarray:
+    """PDs of a released model on raw rows, with the artifact's own preprocessing."""
+    prep = Preprocessor.from_dict(artifact.preprocessing)
+    scorer = NumpyScorer(
+        artifact.model_spec, np.asarray(artifact.weights), logit_offset=artifact.logit_offset
+    )
+    return scorer.predict_proba(prep.transform(frame))
+
+
+def evaluate_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """AUC and KS of scores against binary labels."""
+    return {"auc": float(auc(y, p)), "ks": float(ks(y, p))}
+
+
+def compare(
+    spec: SimulationSpec,
+    data: PreparedData,
+    *,
+    federated: FederationOutcome,
+    plaintext: FederationOutcome | None = None,
+) -> Comparison:
+    """Score federated, centralized and local-only models on the same pooled test data."""
+    target = data.dataset.schema.target_column
+    assert target is not None
+    y = data.pooled_test[target].to_numpy()
+    rng = np.random.default_rng(spec.seed + 1)
+    config = default_config(spec.model)  # type: ignore[arg-type]
+    central = train_centralized(
+        data.pooled_train,
+        data.pooled_test,
+        data.dataset.schema,
+        model_kind=spec.model,  # type: ignore[arg-type]
+        config=config,
+        rng=rng,
+    )
+    local: list[dict[str, Any]] = []
+    for party in data.parties:
+        result = train_centralized(
+            party.train,
+            data.pooled_test,
+            data.dataset.schema,
+            model_kind=spec.model,  # type: ignore[arg-type]
+            config=config,
+            rng=rng,
+        )
+        own_y = party.test[target].to_numpy()
+        own_local = predict_proba(result.model, result.preprocessor.transform(party.test))
+        own_fed = score_artifact(federated.artifact, party.test)
+        local.append(
+            {
+                "party": party.name,
+                "n_train": len(party.train),
+                "n_test": len(party.test),
+                "auc": result.auc,
+                "ks": result.ks,
+                "own_test_local_auc": _safe_auc(own_y, own_local),
+                "own_test_federated_auc": _safe_auc(own_y, own_fed),
+            }
+        )
+    return Comparison(
+        federated=evaluate_scores(y, score_artifact(federated.artifact, data.pooled_test)),
+        plaintext=(
+            evaluate_scores(y, score_artifact(plaintext.artifact, data.pooled_test))
+            if plaintext is not None
+            else None
+        ),
+        centralized={"auc": central.auc, "ks": central.ks},
+        local=local,
+    )
+
+
+def _safe_auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    return float(auc(y, p)) if len(np.unique(y)) == 2 else None

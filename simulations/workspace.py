@@ -1,0 +1,110 @@
+"""Lays out a simulated federation on disk: one folder per party, one for the server.
+
+Each simulated party gets what a real one would hold: its own train/test files, the schema, the
+CKKS secret context (mode 0600), an Ed25519 signing key and a ``party.toml``. The server folder
+gets the public context only. The ClientApp then reads its files exactly as a deployed party does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrisk.identity import generate_signing_key, save_private_key, save_public_key
+from fedrisk.partitions import PartyData
+from fedrisk.schema import DatasetSchema, schema_to_toml
+from secure_agg.keys import write_key_files
+from secure_agg.params import HEParams
+
+
+@dataclass(frozen=True)
+class SimWorkspace:
+    """Paths of a prepared simulated federation."""
+
+    root: Path
+    party_names: list[str]
+    public_context: Path
+    server_dir: Path
+    release_dir: Path
+    trusted_keys_dir: Path
+
+
+def _toml_path(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def prepare_workspace(
+    root: Path,
+    *,
+    schema: DatasetSchema,
+    parties: Sequence[PartyData],
+    release_dir: Path,
+    he_params: HEParams | None = None,
+) -> SimWorkspace:
+    """Write every party's files, the keys and the server folder under ``root``.
+
+    ``release_dir`` is the registry folder that receives the released artifact; the releasing
+    party's public signing key is placed in its ``trusted_keys/`` so the scoring service trusts it.
+    """
+    params = he_params or HEParams()
+    root.mkdir(parents=True, exist_ok=True)
+    keys_dir = root / "keys"
+    if keys_dir.exists():
+        shutil.rmtree(keys_dir)
+    key_paths = write_key_files(params, keys_dir)
+    server_dir = root / "server"
+    server_dir.mkdir(exist_ok=True)
+    public_context = server_dir / "ckks.public.ctx"
+    shutil.copyfile(key_paths.public, public_context)
+    trusted = release_dir / "trusted_keys"
+    trusted.mkdir(parents=True, exist_ok=True)
+    schema_text = schema_to_toml(schema)
+    names: list[str] = []
+    for index, party in enumerate(parties):
+        folder = root / "parties" / f"party_{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        party.train.to_parquet(folder / "train.parquet", index=False)
+        party.test.to_parquet(folder / "test.parquet", index=False)
+        (folder / "schema.toml").write_text(schema_text, encoding="utf-8")
+        secret = folder / "ckks.secret.ctx"
+        shutil.copyfile(key_paths.secret, secret)
+        secret.chmod(0o600)
+        signing_key = generate_signing_key()
+        key_file = folder / "signing.key"
+        key_file.unlink(missing_ok=True)
+        save_private_key(signing_key, key_file)
+        save_public_key(signing_key.public_key(), trusted / f"{party.name}.pub")
+        (folder / "party.toml").write_text(
+            "\n".join(
+                [
+                    f'name = "{party.name}"',
+                    'train = "train.parquet"',
+                    'test = "test.parquet"',
+                    'schema_file = "schema.toml"',
+                    'secret_context = "ckks.secret.ctx"',
+                    'signing_key = "signing.key"',
+                    f"release_dir = {_toml_path(release_dir)}",
+                    "",
+                    "[he_params]",
+                    f"poly_modulus_degree = {params.poly_modulus_degree}",
+                    f"coeff_mod_bit_sizes = {list(params.coeff_mod_bit_sizes)}",
+                    f"global_scale_bits = {params.global_scale_bits}",
+                    "",
+                ]
+            ),
+            encoding="utf-8",
+        )
+        names.append(party.name)
+    # The shared key folder held the secret only to copy it to the parties: remove it so the
+    # workspace's server side never sits next to a secret key.
+    shutil.rmtree(keys_dir)
+    return SimWorkspace(
+        root=root,
+        party_names=names,
+        public_context=public_context,
+        server_dir=server_dir,
+        release_dir=release_dir,
+        trusted_keys_dir=trusted,
+    )
