@@ -39,7 +39,3 @@ METRIC_PARTIES: Final = "n-parties"
 # A party that refuses to join (its data failed validation) raises an error whose text starts
 # with this mark; the server excludes that party for the rest of the run.
 REFUSAL_MARK: Final = "PARTY-REFUSED:"
-
-# Ciphertext chunk Arrays carry this stype; plaintext comparison Arrays carry the other.
-STYPE_CKKS: Final = "tenseal.ckks"
-STYPE_PLAIN: Final = "numpy.float64.INSECURE"
