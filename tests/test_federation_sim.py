@@ -23,8 +23,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _no_flower_processes_left() -> bool:
-    out = os.popen("ps -eo pid,args").read()
-    return "flower-superlink" not in out and "flwr-simulation" not in out
+    """No simulation SuperLink, simulation runtime or Ray worker outlives the run."""
+    out = os.popen("ps -eo args").read().splitlines()
+    leftovers = [
+        line
+        for line in out
+        if ("flower-superlink" in line and "--simulation" in line)
+        or "flwr-simulation" in line
+        or "raylet" in line
+    ]
+    return not leftovers
 
 
 @pytest.fixture(scope="module")
