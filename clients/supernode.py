@@ -1,0 +1,445 @@
+"""Launch and stop a real ``flower-supernode`` for a provisioned party, after checking its data.
+
+Flower 1.41: ``flower-supernode --superlink HOST:PORT --root-certificates CA.crt
+--auth-supernode-private-key KEY --node-config FILE.toml --port RUNTIME_PORT``. The auth key is
+an OpenSSH-format ECDSA (NIST curve) private key; the node config may be a TOML file (its keys
+reach the ClientApp as ``context.node_config``); ``--port`` is the SuperNode's local Runtime API
+(default 9094, so every local SuperNode needs its own). Without ``--root-certificates`` Flower
+falls back to the system trust store, which does not know the federation's private CA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+import tomli_w
+
+from clients.bundle import (
+    NODE_CONFIG_BUNDLE_DIR,
+    NODE_CONFIG_DATA_PATH,
+    NODE_CONFIG_PARTY,
+    NODE_CONFIG_PARTY_CONFIG,
+    NODE_CONFIG_RELEASE_DIR,
+    PartyBundle,
+)
+from fedrisk.errors import ConfigError, FedRiskError, IdentityError
+from fedrisk.schema import load_schema
+from fedrisk.validation import load_party_frame
+from secure_agg.params import parse_he_params
+
+log = logging.getLogger(__name__)
+
+PARTY_CONFIG_FILE: Final = "party.toml"
+NODE_CONFIG_FILE: Final = "node-config.toml"
+RUNTIME_FILE: Final = "supernode.json"
+LOG_FILE: Final = "supernode.log"
+CONNECTION_REFUSED_MARK: Final = "Exit Code: 305"
+"""What flower-supernode logs when the SuperLink refused it (TLS or auth); its process exit code is
+then 1, like for any other error, so the log is the observable."""
+
+
+class SuperNodeError(FedRiskError, RuntimeError):
+    """The SuperNode process could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class PartyRuntime:
+    """Files a party's SuperNode runs with, under the bundle's ``state/`` directory."""
+
+    state_dir: Path
+    party_config: Path
+    node_config: Path
+    flwr_home: Path
+    log_path: Path
+
+
+def _validate_data(path: Path, schema_file: Path, *, what: str) -> int:
+    schema = load_schema(schema_file)
+    frame = load_party_frame(path, schema)
+    log.info("%s data %s: %d rows valid against schema %s", what, path, len(frame), schema.name)
+    return len(frame)
+
+
+def prepare_party_runtime(
+    bundle: PartyBundle,
+    *,
+    train: Path,
+    test: Path | None = None,
+    schema: Path | None = None,
+    release_dir: Path | None = None,
+    state_dir: Path | None = None,
+) -> PartyRuntime:
+    """Check the party's data and keys, then write its ``party.toml`` and SuperNode node config.
+
+    Parameters
+    ----------
+    bundle
+        The party's loaded bundle.
+    train
+        The party's training data file (CSV, CSV.gz or Parquet).
+    test
+        Its held-out test file; when omitted the training file is used and a warning is logged
+        (evaluation metrics are then in-sample).
+    schema
+        Dataset schema TOML; default the one provisioned in the bundle.
+    release_dir
+        Where the party writes a released model artifact; default ``state/releases``.
+    state_dir
+        Runtime directory; default ``BUNDLE/state``.
+
+    Raises
+    ------
+    SchemaError, DataFileError
+        The data does not satisfy the schema (nothing is started then).
+    IdentityError
+        The CKKS secret context is missing: run the key ceremony first.
+
+    Notes
+    -----
+    Validation happens here, before any connection to the SuperLink, so a party with bad data
+    never joins the federation.
+    """
+    layout = bundle.layout
+    schema_file = Path(schema) if schema else layout.schema
+    if not schema_file.is_file():
+        raise ConfigError(
+            f"schema must be given (--schema) or provisioned in the bundle; got no {schema_file}"
+        )
+    if not bundle.has_secret_context:
+        raise IdentityError(
+            f"party {bundle.name} must hold the CKKS secret context {layout.secret_context}; got "
+            "none: the lead runs `fedrisk keys init`, the others `fedrisk keys accept`"
+        )
+    train = Path(train).resolve()
+    _validate_data(train, schema_file, what="training")
+    if test is None:
+        log.warning(
+            "no test file for %s: evaluation will use the training data (in-sample metrics)",
+            bundle.name,
+        )
+        test = train
+    else:
+        test = Path(test).resolve()
+        _validate_data(test, schema_file, what="test")
+    try:
+        he_params = parse_he_params(json.loads(layout.he_params.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"CKKS parameters {layout.he_params} must be readable JSON; {e}") from e
+
+    state = Path(state_dir).resolve() if state_dir else layout.state_dir
+    releases = Path(release_dir).resolve() if release_dir else state / "releases"
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    releases.mkdir(parents=True, exist_ok=True)
+    party_config = state / PARTY_CONFIG_FILE
+    party_config.write_text(
+        tomli_w.dumps(
+            {
+                "name": bundle.name,
+                "train": str(train),
+                "test": str(test),
+                "schema_file": str(schema_file.resolve()),
+                "secret_context": str(layout.secret_context),
+                "signing_key": str(layout.signing_key),
+                "release_dir": str(releases),
+                "he_params": he_params.model_dump(mode="json"),
+            }
+        ),
+        encoding="utf-8",
+    )
+    node_config = state / NODE_CONFIG_FILE
+    node_config.write_text(
+        tomli_w.dumps(
+            {
+                NODE_CONFIG_PARTY_CONFIG: str(party_config),
+                NODE_CONFIG_PARTY: bundle.name,
+                NODE_CONFIG_BUNDLE_DIR: str(layout.root),
+                NODE_CONFIG_DATA_PATH: str(train),
+                NODE_CONFIG_RELEASE_DIR: str(releases),
+            }
+        ),
+        encoding="utf-8",
+    )
+    return PartyRuntime(
+        state_dir=state,
+        party_config=party_config,
+        node_config=node_config,
+        flwr_home=state / "flwr-home",
+        log_path=state / LOG_FILE,
+    )
+
+
+def pick_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.is_file() else name
+
+
+def supernode_environment(flwr_home: Path) -> dict[str, str]:
+    """Environment for the SuperNode: its own ``FLWR_HOME``, no telemetry, venv bin on PATH."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_HOME": str(Path(flwr_home).resolve()),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            # flower-superexec and flwr-clientapp are started by bare name.
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+Trust = Literal["bundle-ca", "system"] | Path
+
+
+def supernode_command(
+    bundle: PartyBundle,
+    *,
+    superlink: str,
+    node_config: Path,
+    runtime_port: int,
+    trust: Trust = "bundle-ca",
+    insecure: bool = False,
+    max_retries: int | None = None,
+    max_wait_time: float | None = None,
+) -> list[str]:
+    """The ``flower-supernode`` argv for a party.
+
+    ``trust`` picks the root certificate: the bundle's CA (default), ``"system"`` (no
+    ``--root-certificates``: the OS store, which will not verify a private CA) or another file.
+    """
+    argv = [_bin("flower-supernode"), "--superlink", superlink]
+    if insecure:
+        argv.append("--insecure")
+    else:
+        if trust == "bundle-ca":
+            argv += ["--root-certificates", str(bundle.layout.ca_certificate)]
+        elif isinstance(trust, Path):
+            argv += ["--root-certificates", str(trust.resolve())]
+        argv += ["--auth-supernode-private-key", str(bundle.layout.auth_private_key)]
+    argv += ["--node-config", str(node_config), "--port", str(runtime_port)]
+    if max_retries is not None:
+        argv += ["--max-retries", str(max_retries)]
+    if max_wait_time is not None:
+        argv += ["--max-wait-time", str(max_wait_time)]
+    return argv
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _signal_tree(root: int, targets: list[int], sig: int) -> None:
+    """Send ``sig`` once to ``root``'s process group and once to each target outside it.
+
+    A process must not get SIGTERM twice: flwr's handler restores the default one on the first,
+    so a second would kill it before its graceful shutdown (e.g. a SuperNode's deactivation).
+    """
+    group_sent = False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(root, sig)
+        group_sent = True
+    for target in targets:
+        with contextlib.suppress(OSError):
+            if group_sent and os.getpgid(target) == root:
+                continue
+            os.kill(target, sig)
+
+
+@dataclass
+class SuperNodeProcess:
+    """A running ``flower-supernode`` started by ``start_supernode``."""
+
+    pid: int
+    party: str
+    superlink: str
+    runtime_port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def is_running(self) -> bool:
+        """Whether the SuperNode process is alive."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return _alive(self.pid)
+
+    def wait(self, *, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the process to exit; its exit code or ``None``."""
+        if self.process is None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _alive(self.pid):
+                time.sleep(0.1)
+            return None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def was_refused(self) -> bool:
+        """Whether the SuperNode logged that it could not connect (TLS failure or unknown key)."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        return CONNECTION_REFUSED_MARK in text
+
+    def stop(self, *, timeout: float = 15.0) -> None:
+        """SIGTERM the SuperNode and its children (it deactivates itself), SIGKILL if needed."""
+        targets = [self.pid, *_descendants(self.pid)]
+        for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            _signal_tree(self.pid, targets, sig)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                if self.process is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.process.wait(timeout=0.1)
+                else:
+                    time.sleep(0.1)
+                if not any(_alive(t) for t in targets):
+                    return
+        survivors = [t for t in targets if _alive(t)]
+        if survivors:
+            raise SuperNodeError(f"processes must stop after SIGKILL; got survivors {survivors}")
+
+
+def start_supernode(
+    bundle: PartyBundle,
+    runtime: PartyRuntime,
+    *,
+    superlink: str,
+    runtime_port: int | None = None,
+    trust: Trust = "bundle-ca",
+    insecure: bool = False,
+    max_retries: int | None = None,
+    max_wait_time: float | None = None,
+) -> SuperNodeProcess:
+    """Start the party's ``flower-supernode`` (in its own session, logging to ``state/``).
+
+    Parameters
+    ----------
+    bundle
+        The party's loaded bundle (auth key, CA certificate).
+    runtime
+        From ``prepare_party_runtime`` (data already validated).
+    superlink
+        ``HOST:PORT`` of the SuperLink; HOST must be in its certificate.
+    runtime_port
+        Local Runtime API port of this SuperNode; a free one when omitted.
+    trust, insecure, max_retries, max_wait_time
+        See ``supernode_command``. ``insecure`` disables TLS and node authentication; it must be
+        asked for explicitly and is logged loudly.
+
+    Returns
+    -------
+    SuperNodeProcess
+        The process handle. A refused SuperNode exits early (code 1) and ``was_refused()``.
+    """
+    if insecure:
+        log.warning(
+            "INSECURE: SuperNode of %s connects WITHOUT TLS and WITHOUT authentication", bundle.name
+        )
+    port = runtime_port or pick_free_port()
+    argv = supernode_command(
+        bundle,
+        superlink=superlink,
+        node_config=runtime.node_config,
+        runtime_port=port,
+        trust=trust,
+        insecure=insecure,
+        max_retries=max_retries,
+        max_wait_time=max_wait_time,
+    )
+    runtime.flwr_home.mkdir(parents=True, exist_ok=True)
+    with runtime.log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            argv,
+            cwd=runtime.state_dir,
+            env=supernode_environment(runtime.flwr_home),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (runtime.state_dir / RUNTIME_FILE).write_text(
+        json.dumps(
+            {
+                "pid": process.pid,
+                "party": bundle.name,
+                "superlink": superlink,
+                "runtime_port": port,
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return SuperNodeProcess(
+        pid=process.pid,
+        party=bundle.name,
+        superlink=superlink,
+        runtime_port=port,
+        log_path=runtime.log_path,
+        process=process,
+    )
+
+
+def running_supernode(state_dir: Path) -> SuperNodeProcess | None:
+    """The SuperNode recorded in ``state_dir``, if that pid still runs ``flower-supernode``."""
+    try:
+        runtime = json.loads((Path(state_dir) / RUNTIME_FILE).read_text(encoding="utf-8"))
+        pid = int(runtime["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if b"flower-supernode" not in cmdline or not _alive(pid):
+        return None
+    return SuperNodeProcess(
+        pid=pid,
+        party=str(runtime["party"]),
+        superlink=str(runtime["superlink"]),
+        runtime_port=int(runtime["runtime_port"]),
+        log_path=Path(state_dir) / LOG_FILE,
+    )
