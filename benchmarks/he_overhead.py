@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--partition", default="iid")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    configure_torch(threads=2)
+    configure_torch(threads=1)
     console = Console()
     rows = []
     for model, hidden in (("lr", (64, 32)), ("mlp", (96, 48))):

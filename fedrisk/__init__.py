@@ -1,3 +1,3 @@
-"""fedrisk core: credit-data schemas, datasets, features, models, metrics, decisions and artifacts."""
+"""fedrisk core: credit data, features, models, metrics, lifecycle decisions and artifacts."""
 
 __version__ = "0.1.0"

@@ -100,7 +100,7 @@ def train_central_cmd(
     ] = None,
 ) -> None:
     """Train a centralized baseline on pooled data and print AUC, KS and Gini."""
-    configure_torch(threads=2)
+    configure_torch(threads=1)
     if model not in ("lr", "mlp"):
         _fail(f"--model must be lr or mlp; got {model!r}")
     try:
@@ -197,7 +197,7 @@ def simulate_cmd(
     data_dir: Annotated[Path | None, typer.Option(help="Data folder")] = None,
 ) -> None:
     """Run an encrypted federation in Flower's simulation engine and compare it with baselines."""
-    configure_torch(threads=2)
+    configure_torch(threads=1)
     if parties < 3 and not allow_fewer_parties:
         _fail(
             f"--parties must be at least 3; got {parties}. With 2 parties each can subtract its "
@@ -278,13 +278,25 @@ def demo_cmd(
     data_dir: Annotated[Path | None, typer.Option(help="Data folder")] = None,
 ) -> None:
     """The end-to-end demo run by ``make demo``."""
-    configure_torch(threads=2)
+    configure_torch(threads=1)
     from simulations.demo import run_demo
 
     try:
         run_demo(console=console, data_dir=data_dir)
     except (FedRiskError, RunFailedError) as e:
         _fail(str(e))
+
+
+def _mount_role_commands() -> None:
+    """Coordinator and party commands live with their packages; they are mounted here."""
+    from clients import commands as party_commands
+    from server import commands as coordinator_commands
+
+    coordinator_commands.register(app)
+    party_commands.register(app)
+
+
+_mount_role_commands()
 
 
 def main() -> None:
