@@ -12,7 +12,6 @@ from flwr.clientapp import ClientApp
 from clients.party import PartyNode, PartyRefusedError, resolve_party_config
 from fedrisk.errors import FedRiskError
 from fedrisk.run_config import parse_run_config
-from fedrisk.training import configure_torch
 from secure_agg import protocol as proto
 
 log = logging.getLogger(__name__)
@@ -29,9 +28,6 @@ def _node(context: Context) -> PartyNode:
         Re-raised with the protocol's refusal mark, so the server excludes this party for the
         rest of the run and shows why. Nothing is encrypted or sent before validation passes.
     """
-    # A party process trains one small model at a time; one thread avoids oversubscribing
-    # the cores that several simulated parties share.
-    configure_torch(threads=1)
     federation = parse_run_config(dict(context.run_config))
     try:
         config = resolve_party_config(dict(context.node_config), federation)

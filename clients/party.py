@@ -21,26 +21,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedrisk.artifact import Lineage, ModelArtifact, RoundMetrics, write_artifact
 from fedrisk.errors import FedRiskError
 from fedrisk.features import FeatureStats, Preprocessor
 from fedrisk.identity import load_signing_key
+from fedrisk.inference import ModelSpec, NumpyScorer, logit_offset_for, pos_weight_for
 from fedrisk.metrics import auc_from_histograms, ks_from_histograms, score_histograms
-from fedrisk.models import ModelSpec, build_model, load_vector, model_to_vector, set_logit_offset
 from fedrisk.run_config import FederationConfig
 from fedrisk.schema import DatasetSchema, load_schema
 from fedrisk.scorecard import ScorecardScaling
-from fedrisk.training import (
-    TrainConfig,
-    default_config,
-    logit_offset_for,
-    pos_weight_for,
-    predict_proba,
-    train_local,
-)
 from fedrisk.validation import load_party_frame
 from secure_agg.aggregation import (
     CkksAggregation,
@@ -178,9 +169,26 @@ class PartyNode:
         return self.channel.encode(stats.to_vector())
 
     def train(self, enc_stats: Any, enc_global: Any | None, rnd: int) -> Any:
-        """Train one round locally; return ``n * weights ++ [n]`` encrypted."""
+        """Train one round locally; return ``n * weights ++ [n]`` encrypted.
+
+        Notes
+        -----
+        torch is imported here only: in deployment every message starts a fresh ClientApp
+        process, and the statistics, evaluation, metrics and release messages need no torch.
+        """
+        import torch
+
+        from fedrisk.models import build_model, load_vector, model_to_vector
+        from fedrisk.training import configure_torch, default_config, train_local
+
+        configure_torch(threads=1)  # small models: one thread beats two on a shared 2-core box
         prep, stats = self._preprocessor(enc_stats)
-        model, _ = self._model(prep, stats, enc_global)
+        spec = self._spec(prep)
+        # Every party builds the same initial model from the run's seed, so round 1 needs no
+        # model from the server.
+        model = build_model(spec, generator=torch.Generator().manual_seed(self.federation.seed))
+        if enc_global is not None:
+            load_vector(model, self._global_weights(enc_global))
         x = prep.transform(self.data.train)
         y = self.data.train[self._target].to_numpy(dtype=np.float32)
         generator = torch.Generator().manual_seed(self._seed(rnd))
@@ -188,7 +196,7 @@ class PartyNode:
             model,
             x,
             y,
-            config=self._train_config(),
+            config=default_config(self.federation.model).model_copy(update=self._train_overrides()),
             generator=generator,
             # The global bad rate, from the decrypted statistics sum, so every party weighs the
             # classes alike and the released model's offset matches its training.
@@ -200,8 +208,12 @@ class PartyNode:
     def evaluate(self, enc_stats: Any, enc_global: Any) -> Any:
         """Encrypted per-class score histograms of the local test split."""
         prep, stats = self._preprocessor(enc_stats)
-        model, _ = self._model(prep, stats, enc_global)
-        p = predict_proba(model, prep.transform(self.data.test))
+        scorer = NumpyScorer(
+            self._spec(prep),
+            self._global_weights(enc_global),
+            logit_offset=_logit_offset(stats),
+        )
+        p = scorer.predict_proba(prep.transform(self.data.test))
         y = self.data.test[self._target].to_numpy()
         return self.channel.encode(score_histograms(y, p, n_bins=HIST_BINS).ravel())
 
@@ -227,7 +239,7 @@ class PartyNode:
                 "signing_key must be set in party.toml"
             )
         prep, stats = self._preprocessor(enc_stats)
-        model, spec = self._model(prep, stats, enc_global)
+        spec = self._spec(prep)
         fingerprint = hashlib.sha256(
             self.data.schema.fingerprint().encode() + np.round(stats.to_vector(), 3).tobytes()
         ).hexdigest()
@@ -236,12 +248,12 @@ class PartyNode:
             model_id=model_id,
             stage=self.federation.stage,
             model_spec=spec,
-            weights=model_to_vector(model).tolist(),
+            weights=self._global_weights(enc_global).tolist(),
             preprocessing=prep.to_dict(),
             schema=self.data.schema,
             baseline=prep.reference_row(),
             scorecard=ScorecardScaling(),
-            logit_offset=logit_offset_for(_positive_rate(stats)),
+            logit_offset=_logit_offset(stats),
             metrics=[
                 RoundMetrics(
                     round=int(h["round"]),
@@ -280,29 +292,24 @@ class PartyNode:
         stats = FeatureStats.from_vector(vector, self.data.schema, n_bins=STATS_BINS)
         return Preprocessor(self.data.schema).fit_stats(stats), stats
 
-    def _model(
-        self, prep: Preprocessor, stats: FeatureStats, enc_global: Any | None
-    ) -> tuple[torch.nn.Module, ModelSpec]:
-        spec = ModelSpec(
+    def _spec(self, prep: Preprocessor) -> ModelSpec:
+        return ModelSpec(
             kind=self.federation.model,
             n_features=prep.n_features_out,
             hidden=self.federation.hidden,
         )
-        # Every party builds the same initial model from the run's seed, so round 1 needs no
-        # model from the server.
-        model = build_model(spec, generator=torch.Generator().manual_seed(self.federation.seed))
-        if enc_global is not None:
-            weights, _total = unweight_sum(self.channel.decode(enc_global))
-            load_vector(model, _snap(weights))
-        set_logit_offset(model, logit_offset_for(_positive_rate(stats)))
-        return model, spec
 
-    def _train_config(self) -> TrainConfig:
+    def _global_weights(self, enc_global: Any) -> np.ndarray:
+        """Decrypt ``sum(n_i * w_i) ++ [sum(n_i)]`` and divide: the weighted-average model."""
+        weights, _total = unweight_sum(self.channel.decode(enc_global))
+        return _snap(weights)
+
+    def _train_overrides(self) -> dict[str, Any]:
         fed = self.federation
         overrides: dict[str, Any] = {"local_epochs": fed.local_epochs, "batch_size": fed.batch_size}
         if fed.learning_rate > 0:
             overrides["learning_rate"] = fed.learning_rate
-        return default_config(fed.model).model_copy(update=overrides)
+        return overrides
 
     def _seed(self, rnd: int) -> int:
         digest = hashlib.sha256(f"{self.federation.seed}:{rnd}:{self.config.name}".encode())
@@ -319,6 +326,11 @@ def _snap(weights: np.ndarray) -> np.ndarray:
     """
     grid = 2.0**32
     return np.round(np.asarray(weights, dtype=np.float64) * grid) / grid
+
+
+def _logit_offset(stats: FeatureStats) -> float:
+    """The offset that undoes balanced class weighting with the pooled bad rate."""
+    return logit_offset_for(_positive_rate(stats))
 
 
 def _positive_rate(stats: FeatureStats) -> float:

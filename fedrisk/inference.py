@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fedrisk.errors import ModelError
+from fedrisk.errors import ConfigError, ModelError
 
-__all__ = ["ModelSpec", "NumpyScorer", "count_parameters", "parameter_layout", "sigmoid"]
+__all__ = [
+    "ModelSpec",
+    "NumpyScorer",
+    "count_parameters",
+    "logit_offset_for",
+    "parameter_layout",
+    "pos_weight_for",
+    "sigmoid",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -201,3 +210,32 @@ class NumpyScorer:
         """Calibrated probability of default per row, shape ``(n,)``."""
         z = self.logits(x)
         return sigmoid(z, out=z)
+
+
+def pos_weight_for(
+    pos_rate: float, *, class_weight: Literal["balanced", "none"] = "balanced"
+) -> float:
+    """Weight of the bad class for bad rate ``pos_rate``: ``(1 - rate) / rate`` when balanced.
+
+    Raises
+    ------
+    ConfigError
+        If ``pos_rate`` is not strictly between 0 and 1 (balanced weighting only).
+    """
+    if class_weight == "none":
+        return 1.0
+    if not 0.0 < pos_rate < 1.0:
+        raise ConfigError(f"pos_rate must be in (0, 1) for balanced weights; got {pos_rate}")
+    return (1.0 - pos_rate) / pos_rate
+
+
+def logit_offset_for(
+    pos_rate: float, *, class_weight: Literal["balanced", "none"] = "balanced"
+) -> float:
+    """Offset added to logits to undo class weighting: ``-log(pos_weight_for(pos_rate))``.
+
+    With balanced weights this equals ``log(pos_rate / (1 - pos_rate))``: the model learns
+    odds relative to a 50:50 prior, and the offset puts the real prior back. It lives here,
+    beside the scorer that applies it, so party processes can compute it without torch.
+    """
+    return -math.log(pos_weight_for(pos_rate, class_weight=class_weight))

@@ -34,7 +34,7 @@ from torch import nn
 from fedrisk import metrics
 from fedrisk.errors import ConfigError, ModelError, SchemaError
 from fedrisk.features import Preprocessor
-from fedrisk.inference import sigmoid
+from fedrisk.inference import logit_offset_for, pos_weight_for, sigmoid
 from fedrisk.models import ModelSpec, RiskModel, build_model, get_logit_offset, set_logit_offset
 from fedrisk.schema import DatasetSchema
 
@@ -139,34 +139,6 @@ def configure_torch(*, threads: int = 1, deterministic: bool = True) -> None:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(threads)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def pos_weight_for(
-    pos_rate: float, *, class_weight: Literal["balanced", "none"] = "balanced"
-) -> float:
-    """Weight of the bad class for bad rate ``pos_rate``: ``(1 - rate) / rate`` when balanced.
-
-    Raises
-    ------
-    ConfigError
-        If ``pos_rate`` is not strictly between 0 and 1 (balanced weighting only).
-    """
-    if class_weight == "none":
-        return 1.0
-    if not 0.0 < pos_rate < 1.0:
-        raise ConfigError(f"pos_rate must be in (0, 1) for balanced weights; got {pos_rate}")
-    return (1.0 - pos_rate) / pos_rate
-
-
-def logit_offset_for(
-    pos_rate: float, *, class_weight: Literal["balanced", "none"] = "balanced"
-) -> float:
-    """Offset added to logits to undo class weighting: ``-log(pos_weight_for(pos_rate))``.
-
-    With balanced weights this equals ``log(pos_rate / (1 - pos_rate))``: the model learns
-    odds relative to a 50:50 prior, and the offset puts the real prior back.
-    """
-    return -math.log(pos_weight_for(pos_rate, class_weight=class_weight))
 
 
 @dataclass(frozen=True)

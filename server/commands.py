@@ -221,9 +221,84 @@ def install_public(
     typer.echo(f"Installed the CKKS public context at {path}")
 
 
+def run(
+    workspace: WorkspaceOption,
+    rounds: Annotated[int, typer.Option("--rounds", help="Federated rounds.")] = 3,
+    model: Annotated[str, typer.Option("--model", help="lr or mlp.")] = "lr",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the last unfinished run from its checkpoint.")
+    ] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the initial model and shuffles.")
+    ] = 0,
+    release_party: Annotated[
+        str | None, typer.Option("--release-party", help="Party that releases (default: lead).")
+    ] = None,
+    stage: Annotated[
+        str, typer.Option("--stage", help="application, behaviour or collection.")
+    ] = "application",
+    min_parties: Annotated[int, typer.Option("--min-parties", help="Quorum per round.")] = 3,
+    round_timeout: Annotated[
+        float, typer.Option("--round-timeout", help="Seconds to wait for parties per phase.")
+    ] = 300.0,
+) -> None:
+    """Submit the encrypted federated run and follow it live; non-zero exit if it fails."""
+    from rich.console import Console
+
+    from server.coordinator import execute_run, prepare_run, resumable_run
+    from server.runs import RunFailedError
+
+    console = Console()
+    try:
+        deployed = (
+            resumable_run(workspace)
+            if resume
+            else prepare_run(
+                workspace,
+                rounds=rounds,
+                model=model,
+                seed=seed,
+                release_party=release_party,
+                min_parties=min_parties,
+                round_timeout=round_timeout,
+                stage=stage,
+            )
+        )
+    except (FedRiskError, SecureAggError) as e:
+        raise _fail(e) from e
+    console.print(f"run {deployed.run_config['run-id']} -> {deployed.run_dir}")
+
+    def show(event: dict[str, object]) -> None:
+        kind = event.get("event")
+        if kind == "round":
+            console.print(
+                f"round {event['round']}/{deployed.run_config['rounds']}: "
+                f"{len(event['train_parties'])} parties answering "  # type: ignore[arg-type]
+                f"AUC {float(event['auc']):.4f} KS {float(event['ks']):.4f} "  # type: ignore[arg-type]
+                f"({float(event['seconds']):.1f}s)"  # type: ignore[arg-type]
+                + (f" dropped: {event['dropped']}" if event.get("dropped") else "")
+            )
+        elif kind in ("waiting", "stats", "resumed", "refused", "party-error", "released"):
+            details = {k: v for k, v in event.items() if k not in ("event", "time")}
+            console.print(f"{kind}: {details}")
+        elif kind == "failed":
+            console.print(f"[red]failed:[/] {event.get('reason')}")
+
+    try:
+        outcome = execute_run(workspace, deployed, on_event=show)
+    except (RunFailedError, FedRiskError) as e:
+        raise _fail(e) from e
+    released = [e for e in outcome.events if e.get("event") == "released"]
+    console.print(
+        f"[green]run completed[/] in {outcome.seconds:.0f}s; "
+        f"model {released[-1]['model_id']} released at {released[-1]['party']}"
+    )
+
+
 def register(cli: typer.Typer) -> None:
-    """Mount ``provision`` and the ``server`` group on the top-level ``fedrisk`` app."""
+    """Mount ``provision``, ``run`` and the ``server`` group on the top-level ``fedrisk`` app."""
     cli.command("provision")(provision)
+    cli.command("run")(run)
     cli.add_typer(server_app, name="server")
 
 

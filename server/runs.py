@@ -7,15 +7,14 @@ and from the ServerApp's own progress log; a failed run raises ``RunFailedError`
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedrisk.processes import console_script, flower_environment
 from server.progress import read_events
 
 FLOWER_APP_DIR = Path(__file__).resolve().parents[1] / "simulations" / "flower_app"
@@ -33,24 +32,6 @@ class RunOutcome:
     status: str
     seconds: float
     events: list[dict[str, Any]]
-
-
-def flower_env(flwr_home: Path) -> dict[str, str]:
-    """Environment for every Flower process: no telemetry, no update check, our own home."""
-    env = dict(os.environ)
-    env["FLWR_HOME"] = str(flwr_home)
-    env["FLWR_TELEMETRY_ENABLED"] = "0"
-    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
-    venv_bin = str(Path(sys.executable).parent)
-    # The SuperLink launches flower-superexec and flwr-serverapp by name: they live beside us.
-    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-    return env
-
-
-def flwr_bin(name: str) -> str:
-    """Absolute path of a Flower console script in this interpreter's environment."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
 
 
 def _toml_value(value: object) -> str:
@@ -75,12 +56,17 @@ def submit_run(
     app_dir: Path = FLOWER_APP_DIR,
 ) -> str:
     """Submit the fedrisk Flower App; return the run id."""
-    cmd = [flwr_bin("flwr"), "run", str(app_dir), connection, "--format", "json"]
+    cmd = [console_script("flwr"), "run", str(app_dir), connection, "--format", "json"]
     cmd += ["--run-config", run_config_arg(run_config)]
     if federation_config:
         cmd += ["--federation-config", run_config_arg(federation_config)]
     proc = subprocess.run(
-        cmd, env=flower_env(flwr_home), capture_output=True, text=True, timeout=300, check=False
+        cmd,
+        env=flower_environment(flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     try:
         answer = json.loads(proc.stdout[proc.stdout.index("{") :])
@@ -97,8 +83,8 @@ def submit_run(
 def run_status(*, connection: str, flwr_home: Path, run_id: str) -> str:
     """The SuperLink's status string for a run, e.g. ``running`` or ``finished:failed``."""
     proc = subprocess.run(
-        [flwr_bin("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
-        env=flower_env(flwr_home),
+        [console_script("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
+        env=flower_environment(flwr_home),
         capture_output=True,
         text=True,
         timeout=60,
@@ -120,13 +106,16 @@ def wait_for_run(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = 3600.0,
     poll: float = 1.0,
+    skip_events: int = 0,
 ) -> RunOutcome:
     """Follow a run until it finishes; raise ``RunFailedError`` unless it completed.
 
-    Progress events are passed to ``on_event`` as they appear, for a live display.
+    Progress events are passed to ``on_event`` as they appear, for a live display. The first
+    ``skip_events`` lines of the progress file belong to earlier attempts (a resumed run) and
+    are ignored.
     """
     started = time.monotonic()
-    seen = 0
+    seen = skip_events
     status = "unknown"
     while True:
         events = read_events(progress_path)
@@ -144,6 +133,7 @@ def wait_for_run(
     for event in events[seen:]:
         if on_event is not None:
             on_event(event)
+    events = events[skip_events:]
     outcome = RunOutcome(
         run_id=run_id, status=status, seconds=time.monotonic() - started, events=events
     )

@@ -1,0 +1,163 @@
+"""The coordinator's ``fedrisk run``: submit the federated run to the TLS SuperLink and follow it.
+
+Each run keeps its server-side state under ``WORKSPACE/runs/<run-id>/``: ``run.json`` (the
+settings it was started with), ``progress.jsonl`` (round events), ``checkpoints/`` (ciphertexts
+only) and ``results.json`` when it completes. ``--resume`` picks the newest run that has not
+completed and continues it from its last checkpoint with the same settings, so no completed
+round is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedrisk.errors import ConfigError
+from fedrisk.run_config import FederationConfig
+from secure_agg.ceremony import load_manifest
+from server.progress import read_events
+from server.provisioning import WorkspaceLayout
+from server.runs import RunOutcome, submit_run, wait_for_run
+from server.superlink import CONNECTION_NAME, SuperLinkError, running_superlink
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class DeployedRun:
+    """Where a deployed run's server-side files live."""
+
+    run_dir: Path
+    run_config: dict[str, object]
+
+    @property
+    def progress(self) -> Path:
+        """The run's round events."""
+        return self.run_dir / "progress.jsonl"
+
+    @property
+    def results(self) -> Path:
+        """Written by the ServerApp when the run completes."""
+        return self.run_dir / "results.json"
+
+
+def _runs_dir(workspace: Path) -> Path:
+    return workspace / "runs"
+
+
+def prepare_run(
+    workspace: Path,
+    *,
+    rounds: int,
+    model: str,
+    seed: int = 0,
+    release_party: str | None = None,
+    min_parties: int = 3,
+    round_timeout: float = 300.0,
+    stage: str = "application",
+    local_epochs: int = 1,
+    plaintext: bool = False,
+) -> DeployedRun:
+    """Create a new run folder and its validated run config.
+
+    ``plaintext`` runs the INSECURE comparison mode (updates readable by the server); it exists
+    for benchmarks only and must be asked for explicitly.
+    """
+    layout = WorkspaceLayout(workspace)
+    manifest = load_manifest(layout.manifest)
+    if not layout.public_context.exists():
+        raise ConfigError(
+            f"public context must be installed before a run; {layout.public_context} is missing. "
+            "Run `fedrisk server install-public-context` with the lead party's hand-out."
+        )
+    party = release_party or manifest.lead
+    if party not in manifest.party_names:
+        raise ConfigError(f"release party must be one of {manifest.party_names}; got {party!r}")
+    run_id = f"run-{uuid.uuid4().hex[:12]}"
+    run_dir = _runs_dir(workspace) / run_id
+    config: dict[str, object] = {
+        "run-id": run_id,
+        "rounds": rounds,
+        "model": model,
+        "seed": seed,
+        "min-parties": min_parties,
+        "release-party": party,
+        "stage": stage,
+        "local-epochs": local_epochs,
+        "round-timeout": round_timeout,
+        "public-context": str(layout.public_context.resolve()),
+        "server-dir": str(run_dir.resolve()),
+        "plaintext": plaintext,
+    }
+    FederationConfig.model_validate(config)  # fail here, not inside the SuperLink
+    run_dir.mkdir(parents=True)
+    (run_dir / RUN_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return DeployedRun(run_dir=run_dir, run_config=config)
+
+
+def resumable_run(workspace: Path) -> DeployedRun:
+    """The newest run that has not completed, set to resume from its last checkpoint."""
+    candidates = sorted(
+        (p for p in _runs_dir(workspace).glob("run-*") if (p / RUN_FILE).exists()),
+        key=lambda p: (p / RUN_FILE).stat().st_mtime,
+    )
+    unfinished = [p for p in candidates if not (p / "results.json").exists()]
+    if not unfinished:
+        raise ConfigError(f"--resume needs an unfinished run under {_runs_dir(workspace)}; none")
+    run_dir = unfinished[-1]
+    config = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    config["resume"] = True
+    return DeployedRun(run_dir=run_dir, run_config=config)
+
+
+def execute_run(
+    workspace: Path,
+    run: DeployedRun,
+    *,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = 3600.0,
+) -> RunOutcome:
+    """Submit to the workspace's running SuperLink and wait for the real outcome.
+
+    Raises
+    ------
+    RunFailedError
+        The run ended in any state but ``finished:completed`` (``flwr run`` exits 0 anyway).
+    """
+    if running_superlink(workspace) is None:
+        raise SuperLinkError(
+            f"no SuperLink is running for workspace {workspace}; start it with "
+            "`fedrisk server start --workspace ...`"
+        )
+    flwr_home = WorkspaceLayout(workspace).flwr_home
+    earlier_events = len(read_events(run.progress))
+    run_id = submit_run(connection=CONNECTION_NAME, flwr_home=flwr_home, run_config=run.run_config)
+    with (run.run_dir / "flower-runs.txt").open("a", encoding="utf-8") as handle:
+        handle.write(run_id + "\n")  # every Flower run id this fedrisk run used
+    return wait_for_run(
+        skip_events=earlier_events,
+        connection=CONNECTION_NAME,
+        flwr_home=flwr_home,
+        run_id=run_id,
+        progress_path=run.progress,
+        on_event=on_event,
+        timeout=timeout,
+    )
+
+
+def trusted_release_keys(workspace: Path) -> dict[str, Ed25519PublicKey]:
+    """The parties' Ed25519 verify keys from the manifest, keyed by key id, for artifact checks."""
+    manifest = load_manifest(WorkspaceLayout(workspace).manifest)
+    keys: dict[str, Ed25519PublicKey] = {}
+    for record in manifest.parties:
+        key = serialization.load_pem_public_key(record.signing_public_key.encode())
+        assert isinstance(key, Ed25519PublicKey)
+        keys[record.signing_key_id] = key
+    return keys

@@ -1,0 +1,198 @@
+"""A whole multi-organisation deployment on one machine, with real processes on 127.0.0.1.
+
+It performs, through the same functions the CLI commands call, what each role does by hand:
+the coordinator provisions the federation, the lead party runs the CKKS key ceremony, the other
+parties accept their sealed secret context, the coordinator installs the public context and
+starts the TLS SuperLink with node authentication, each party validates its data and starts its
+SuperNode, and the coordinator submits the run. Every process is stopped by PID on exit.
+Used by ``make demo``, the deployment integration tests and ``benchmarks/deployment.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clients.bundle import PartyBundle, load_bundle
+from clients.supernode import SuperNodeProcess, prepare_party_runtime, start_supernode
+from fedrisk.partitions import PartyData
+from fedrisk.schema import DatasetSchema, write_schema
+from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
+from secure_agg.params import HEParams
+from server.coordinator import DeployedRun, execute_run, prepare_run, resumable_run
+from server.provisioning import WorkspaceLayout, install_public_context, provision_workspace
+from server.runs import RunOutcome
+from server.superlink import SuperLinkProcess, register_supernodes, start_superlink
+
+
+@dataclass
+class LocalDeployment:
+    """Handles on a running local federation: the coordinator's and every party's side."""
+
+    root: Path
+    workspace: Path
+    bundles: dict[str, Path]
+    data: dict[str, tuple[Path, Path]]
+    release_dir: Path
+    superlink: SuperLinkProcess | None = None
+    supernodes: dict[str, SuperNodeProcess] = field(default_factory=dict)
+    plaintext: bool = False
+
+    @property
+    def lead(self) -> str:
+        """The party that ran the key ceremony and releases the model by default."""
+        return next(iter(self.bundles))
+
+    def bundle(self, party: str) -> PartyBundle:
+        """A party's loaded bundle."""
+        return load_bundle(self.bundles[party])
+
+    def start_superlink(self) -> SuperLinkProcess:
+        """Start the coordinator's TLS SuperLink and register every party's auth key."""
+        self.superlink = start_superlink(self.workspace)
+        register_supernodes(self.workspace)
+        return self.superlink
+
+    def start_party(self, party: str) -> SuperNodeProcess:
+        """Validate the party's data and start its SuperNode against the SuperLink."""
+        assert self.superlink is not None, "start the SuperLink first"
+        bundle = self.bundle(party)
+        train, test = self.data[party]
+        runtime = prepare_party_runtime(
+            bundle, train=train, test=test, release_dir=self.release_dir
+        )
+        node = start_supernode(bundle, runtime, superlink=self.superlink.address)
+        self.supernodes[party] = node
+        return node
+
+    def stop_party(self, party: str) -> None:
+        """Stop one party's SuperNode (and its ClientApp processes) by PID."""
+        node = self.supernodes.pop(party, None)
+        if node is not None:
+            node.stop()
+
+    def run(
+        self,
+        *,
+        rounds: int,
+        model: str = "lr",
+        seed: int = 0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        round_timeout: float = 120.0,
+        resume: bool = False,
+    ) -> tuple[DeployedRun, RunOutcome]:
+        """Submit a run (or resume the last unfinished one) and wait for its real outcome."""
+        deployed = (
+            resumable_run(self.workspace)
+            if resume
+            else prepare_run(
+                self.workspace,
+                rounds=rounds,
+                model=model,
+                seed=seed,
+                round_timeout=round_timeout,
+                plaintext=self.plaintext,
+            )
+        )
+        return deployed, execute_run(self.workspace, deployed, on_event=on_event)
+
+    def stop(self) -> None:
+        """Stop every SuperNode first, then the SuperLink (the reverse order strands nodes)."""
+        for party in list(self.supernodes):
+            with contextlib.suppress(Exception):
+                self.stop_party(party)
+        if self.superlink is not None:
+            with contextlib.suppress(Exception):
+                self.superlink.stop()
+            self.superlink = None
+
+
+def provision_local(
+    root: Path,
+    *,
+    schema: DatasetSchema,
+    parties: Sequence[PartyData],
+    he_params: HEParams | None = None,
+) -> LocalDeployment:
+    """Provision, run the key ceremony and hand out files: everything before processes start."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    schema_file = root / "schema.toml"
+    write_schema(schema, schema_file)
+    workspace = root / "coordinator"
+    bundles_dir = root / "bundles"
+    names = [p.name for p in parties]
+    provision_workspace(
+        workspace, parties=names, lead=names[0], bundles_dir=bundles_dir, schema_file=schema_file
+    )
+    bundles = {name: bundles_dir / name for name in names}
+    lead = load_bundle(bundles[names[0]])
+    handouts = root / "handouts"
+    ceremony = run_key_ceremony(
+        lead.manifest,
+        lead=lead.name,
+        signing_key=lead.signing_key(),
+        own_ckks_dir=lead.layout.ckks_dir,
+        out_dir=handouts,
+        params=he_params or HEParams(),
+    )
+    for name, sealed in ceremony.sealed.items():
+        party = load_bundle(bundles[name])
+        accept_sealed_context(
+            sealed.read_bytes(),
+            manifest=party.manifest,
+            recipient=party.name,
+            receiving_key=party.receiving_key(),
+            own_ckks_dir=party.layout.ckks_dir,
+        )
+    install_public_context(
+        workspace, context_file=ceremony.public_context, signature_file=ceremony.public_signature
+    )
+    data: dict[str, tuple[Path, Path]] = {}
+    for party in parties:
+        folder = root / "party-data" / party.name
+        folder.mkdir(parents=True)
+        party.train.to_csv(folder / "train.csv", index=False)
+        party.test.to_csv(folder / "test.csv", index=False)
+        data[party.name] = (folder / "train.csv", folder / "test.csv")
+    release_dir = root / "registry"
+    trusted = release_dir / "trusted_keys"
+    trusted.mkdir(parents=True)
+    # The lender's registry trusts the parties' provisioned signing keys, nothing else.
+    for record in lead.manifest.parties:
+        (trusted / f"{record.name}.pub").write_text(record.signing_public_key, encoding="utf-8")
+    return LocalDeployment(
+        root=root,
+        workspace=workspace,
+        bundles=bundles,
+        data=data,
+        release_dir=release_dir,
+    )
+
+
+@contextlib.contextmanager
+def running_federation(
+    root: Path,
+    *,
+    schema: DatasetSchema,
+    parties: Sequence[PartyData],
+) -> Iterator[LocalDeployment]:
+    """Provision, start the SuperLink and every SuperNode; stop them all on exit."""
+    deployment = provision_local(root, schema=schema, parties=parties)
+    try:
+        deployment.start_superlink()
+        for party in parties:
+            deployment.start_party(party.name)
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def coordinator_files(deployment: LocalDeployment) -> list[Path]:
+    """Every file in the coordinator's workspace (for the no-secret-key checks)."""
+    return sorted(p for p in WorkspaceLayout(deployment.workspace).root.rglob("*") if p.is_file())
