@@ -10,14 +10,9 @@ falls back to the system trust store, which does not know the federation's priva
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +29,14 @@ from clients.bundle import (
     NODE_CONFIG_RELEASE_DIR,
     PartyBundle,
 )
-from fedrisk.errors import ConfigError, FedRiskError, IdentityError
+from fedrisk.errors import ConfigError, FedRiskError, IdentityError, ProcessStopError
+from fedrisk.processes import (
+    console_script,
+    flower_environment,
+    is_alive,
+    pick_free_port,
+    stop_process_tree,
+)
 from fedrisk.schema import load_schema
 from fedrisk.validation import load_party_frame
 from secure_agg.params import parse_he_params
@@ -180,34 +182,6 @@ def prepare_party_runtime(
     )
 
 
-def pick_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.is_file() else name
-
-
-def supernode_environment(flwr_home: Path) -> dict[str, str]:
-    """Environment for the SuperNode: its own ``FLWR_HOME``, no telemetry, venv bin on PATH."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "FLWR_HOME": str(Path(flwr_home).resolve()),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            # flower-superexec and flwr-clientapp are started by bare name.
-            "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
 Trust = Literal["bundle-ca", "system"] | Path
 
 
@@ -226,8 +200,9 @@ def supernode_command(
 
     ``trust`` picks the root certificate: the bundle's CA (default), ``"system"`` (no
     ``--root-certificates``: the OS store, which will not verify a private CA) or another file.
+    Raises ``ExecutableNotFoundError`` when ``flower-supernode`` is not installed.
     """
-    argv = [_bin("flower-supernode"), "--superlink", superlink]
+    argv = [console_script("flower-supernode"), "--superlink", superlink]
     if insecure:
         argv.append("--insecure")
     else:
@@ -242,51 +217,6 @@ def supernode_command(
     if max_wait_time is not None:
         argv += ["--max-wait-time", str(max_wait_time)]
     return argv
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def _signal_tree(root: int, targets: list[int], sig: int) -> None:
-    """Send ``sig`` once to ``root``'s process group and once to each target outside it.
-
-    A process must not get SIGTERM twice: flwr's handler restores the default one on the first,
-    so a second would kill it before its graceful shutdown (e.g. a SuperNode's deactivation).
-    """
-    group_sent = False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(root, sig)
-        group_sent = True
-    for target in targets:
-        with contextlib.suppress(OSError):
-            if group_sent and os.getpgid(target) == root:
-                continue
-            os.kill(target, sig)
 
 
 @dataclass
@@ -304,13 +234,13 @@ class SuperNodeProcess:
         """Whether the SuperNode process is alive."""
         if self.process is not None:
             return self.process.poll() is None
-        return _alive(self.pid)
+        return is_alive(self.pid)
 
     def wait(self, *, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the process to exit; its exit code or ``None``."""
         if self.process is None:
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _alive(self.pid):
+            while time.monotonic() < deadline and is_alive(self.pid):
                 time.sleep(0.1)
             return None
         try:
@@ -327,22 +257,14 @@ class SuperNodeProcess:
         return CONNECTION_REFUSED_MARK in text
 
     def stop(self, *, timeout: float = 15.0) -> None:
-        """SIGTERM the SuperNode and its children (it deactivates itself), SIGKILL if needed."""
-        targets = [self.pid, *_descendants(self.pid)]
-        for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            _signal_tree(self.pid, targets, sig)
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                if self.process is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        self.process.wait(timeout=0.1)
-                else:
-                    time.sleep(0.1)
-                if not any(_alive(t) for t in targets):
-                    return
-        survivors = [t for t in targets if _alive(t)]
-        if survivors:
-            raise SuperNodeError(f"processes must stop after SIGKILL; got survivors {survivors}")
+        """SIGTERM the SuperNode and its children (it deactivates itself), SIGKILL if needed.
+
+        ``timeout`` is the grace period before SIGKILL (see ``fedrisk.processes``).
+        """
+        try:
+            stop_process_tree(self.pid, process=self.process, grace=timeout)
+        except ProcessStopError as e:
+            raise SuperNodeError(f"the SuperNode of {self.party} must stop; {e}") from e
 
 
 def start_supernode(
@@ -397,7 +319,7 @@ def start_supernode(
         process = subprocess.Popen(
             argv,
             cwd=runtime.state_dir,
-            env=supernode_environment(runtime.flwr_home),
+            env=flower_environment(runtime.flwr_home),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -434,7 +356,7 @@ def running_supernode(state_dir: Path) -> SuperNodeProcess | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if b"flower-supernode" not in cmdline or not _alive(pid):
+    if b"flower-supernode" not in cmdline or not is_alive(pid):
         return None
     return SuperNodeProcess(
         pid=pid,

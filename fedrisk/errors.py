@@ -45,3 +45,15 @@ class DecisionError(FedRiskError, ValueError):
 
 class IdentityError(FedRiskError, ValueError):
     """A party identity key, bundle or sealed secret is missing, wrong or tampered with."""
+
+
+class ExecutableNotFoundError(FedRiskError, FileNotFoundError):
+    """A console script (e.g. ``flower-superlink``) is not beside the interpreter nor on PATH."""
+
+
+class ProcessStopError(FedRiskError, RuntimeError):
+    """Processes of a tree survived SIGKILL. ``survivors`` lists their pids."""
+
+    def __init__(self, message: str, survivors: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.survivors: list[int] = list(survivors or [])

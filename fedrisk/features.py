@@ -69,6 +69,22 @@ def _center(spec: FeatureSpec) -> float:
     return lo if lo is not None else (hi if hi is not None else 0.0)
 
 
+def _scale(spec: FeatureSpec) -> float:
+    """Divisor applied after centring: half the transformed range, 1 for unbounded features.
+
+    Notes
+    -----
+    These sums travel through CKKS, whose encoder works in float64: a slot holding ~1e16 (the
+    sum of squares of raw money amounts over 24k rows) leaves errors of several units in every
+    other slot of the same ciphertext, counts included. Scaled to [-1, 1] first, every sum stays
+    below the row count and the decrypted statistics keep ~1e-8 absolute precision.
+    """
+    bounds = _histogram_range(spec)
+    if bounds is None or bounds[1] <= bounds[0]:
+        return 1.0
+    return 0.5 * (bounds[1] - bounds[0])
+
+
 def _histogram_index(t: FloatArray, lo: float, hi: float, n_bins: int) -> IntArray:
     """Bin index in ``[0, n_bins)`` of transformed values (bins closed on the left)."""
     if hi <= lo:
@@ -148,7 +164,7 @@ def _layout(
     schema: DatasetSchema, n_bins: int
 ) -> tuple[dict[str, _Slot], int, npt.NDArray[np.bool_]]:
     # Head: n_rows, n_labelled, n_positive. Then, per feature in schema order:
-    #   numeric:     count, sum(t - c), sum((t - c)^2), histogram[n_bins] (bounded features only)
+    #   numeric:     count, sum((t - c) / s), sum(((t - c) / s)^2), histogram[n_bins] (bounded only)
     #   categorical: count per known category, unknown count, missing count
     slots: dict[str, _Slot] = {}
     is_count: list[bool] = [True, True, True]
@@ -175,9 +191,10 @@ class FeatureStats:
     """Additive per-feature statistics of a party's rows, stored as one flat float64 vector.
 
     Numeric features keep the non-null count, the sum and the sum of squares of the
-    transformed value minus a fixed centre (the middle of the transformed schema range; 0 if
-    unbounded), and, when the schema bounds them, a histogram of ``n_bins`` equal bins over
-    the transformed ``[min, max]`` (values outside are clipped to the bounds). Categorical
+    transformed value minus a fixed centre, divided by a fixed scale (the middle and half-width
+    of the transformed schema range; 0 and 1 if unbounded), and, when the schema bounds them,
+    a histogram of ``n_bins`` equal bins over the transformed ``[min, max]`` (values outside
+    are clipped to the bounds). Categorical
     features keep a count per known category plus unknown and missing counts. The head holds
     the row count and, when the frame has the target, the labelled and positive counts.
 
@@ -247,7 +264,7 @@ class FeatureStats:
             if spec.kind is FeatureKind.NUMERIC:
                 t = _forward(spec, _series_floats(frame[spec.name], spec.name))
                 present = t[~np.isnan(t)]
-                centred = present - _center(spec)
+                centred = (present - _center(spec)) / _scale(spec)
                 vec[slot.start] = present.shape[0]
                 vec[slot.start + 1] = centred.sum()
                 vec[slot.start + 2] = np.dot(centred, centred)
@@ -336,16 +353,16 @@ class FeatureStats:
         n = self._vector[slot.start]
         if n < 0.5:
             return None
-        return float(_center(spec) + self._vector[slot.start + 1] / n)
+        return float(_center(spec) + _scale(spec) * self._vector[slot.start + 1] / n)
 
     def variance(self, name: str) -> float | None:
         """Population variance of the transformed values of ``name``; None when it has none."""
-        _, slot = self._numeric_slot(name)
+        spec, slot = self._numeric_slot(name)
         n = self._vector[slot.start]
         if n < 0.5:
             return None
         m = self._vector[slot.start + 1] / n
-        return float(max(self._vector[slot.start + 2] / n - m * m, 0.0))
+        return float(_scale(spec) ** 2 * max(self._vector[slot.start + 2] / n - m * m, 0.0))
 
     def histogram(self, name: str) -> FloatArray | None:
         """Histogram counts of ``name`` over its transformed range; None if it is unbounded."""

@@ -160,7 +160,7 @@ class EncryptedFedAvg(Strategy):
 
     # ------------------------------------------------------------------ the run
 
-    def start(  # type: ignore[override]
+    def start(
         self,
         grid: Grid,
         initial_arrays: ArrayRecord | None = None,
@@ -378,9 +378,10 @@ class EncryptedFedAvg(Strategy):
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
-                reason = _short_reason(reply.error.reason)
+                raw = reply.error.reason or ""
+                reason = _short_reason(raw)
                 errors.append(reason)
-                if proto.REFUSAL_MARK in reply.error.reason:
+                if proto.REFUSAL_MARK in raw:
                     self._state.refused[node] = reason
                     self.progress.emit("refused", phase=phase, reason=reason)
                 else:

@@ -38,10 +38,6 @@ import contextlib
 import http.client
 import json
 import logging
-import os
-import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -54,10 +50,16 @@ from typing import Any, Final
 
 import tomli_w
 
-from fedrisk.errors import ConfigError, FedRiskError
+from fedrisk.errors import ConfigError, FedRiskError, ProcessStopError
+from fedrisk.processes import (
+    console_script,
+    flower_environment,
+    is_alive,
+    pick_free_port,
+    stop_process_tree,
+)
 from secure_agg.ceremony import load_manifest
 from server.provisioning import WorkspaceLayout
-from server.runs import flower_env, flwr_bin
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +84,8 @@ class SuperLinkError(FedRiskError, RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------------
-# flwr executables, environment and the connection file
+# The flwr connection file
 # --------------------------------------------------------------------------------------------------
-
-
-def flwr_executable(name: str) -> str:
-    """Absolute path of a flwr console script, preferring the running interpreter's venv."""
-    path = flwr_bin(name)
-    if Path(path).is_file() or shutil.which(path):
-        return path
-    raise SuperLinkError(f"{name} must be installed (pip install flwr); got nothing on PATH")
-
-
-def flwr_environment(flwr_home: Path) -> dict[str, str]:
-    """Environment for flwr processes: private ``FLWR_HOME``, no telemetry, venv bin on PATH."""
-    env = flower_env(Path(flwr_home).resolve())
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def write_flwr_connection(
@@ -162,91 +149,8 @@ def write_flwr_connection(
 
 
 # --------------------------------------------------------------------------------------------------
-# Process plumbing
+# Logs
 # --------------------------------------------------------------------------------------------------
-
-
-def pick_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat_text = (entry / "stat").read_text()
-            ppid = int(stat_text.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-    return True
-
-
-def _signal_tree(root: int, targets: list[int], sig: int) -> None:
-    """Send ``sig`` once to ``root``'s process group and once to each target outside it.
-
-    A process must not get SIGTERM twice: flwr's handler restores the default one on the first,
-    so a second would kill it before its graceful shutdown (e.g. a SuperNode's deactivation).
-    """
-    group_sent = False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(root, sig)
-        group_sent = True
-    for target in targets:
-        with contextlib.suppress(OSError):
-            if group_sent and os.getpgid(target) == root:
-                continue
-            os.kill(target, sig)
-
-
-def stop_process_tree(
-    pid: int, *, process: subprocess.Popen[bytes] | None = None, timeout: float = 15.0
-) -> None:
-    """Stop ``pid``, its process group and every descendant: SIGTERM, then SIGKILL after timeout.
-
-    Notes
-    -----
-    flower-superlink starts flower-superexec in a session of its own, so killing the group alone
-    would leave it behind; descendants are collected before anything is signalled.
-    """
-    targets = [pid, *_descendants(pid)]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        _signal_tree(pid, targets, sig)
-        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline:
-            if process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=0.1)
-            else:
-                time.sleep(0.1)
-            if not any(_alive(t) for t in targets):
-                return
-    survivors = [t for t in targets if _alive(t)]
-    if survivors:
-        raise SuperLinkError(f"processes must stop after SIGKILL; got survivors {survivors}")
 
 
 def log_tail(path: Path, *, lines: int = 30) -> str:
@@ -280,11 +184,17 @@ class SuperLinkProcess:
         """Whether the SuperLink process is still alive."""
         if self.process is not None:
             return self.process.poll() is None
-        return _alive(self.pid)
+        return is_alive(self.pid)
 
     def stop(self, *, timeout: float = 15.0) -> None:
-        """Stop the SuperLink and everything it started; forget its runtime file."""
-        stop_process_tree(self.pid, process=self.process, timeout=timeout)
+        """Stop the SuperLink and everything it started; forget its runtime file.
+
+        SIGTERM once, SIGKILL after ``timeout`` seconds (see ``fedrisk.processes``).
+        """
+        try:
+            stop_process_tree(self.pid, process=self.process, grace=timeout)
+        except ProcessStopError as e:
+            raise SuperLinkError(f"the SuperLink must stop; {e}") from e
         runtime = WorkspaceLayout(self.workspace).superlink_dir / RUNTIME_FILE
         with contextlib.suppress(FileNotFoundError):
             runtime.unlink()
@@ -348,7 +258,7 @@ def superlink_command(
     layout: WorkspaceLayout, *, host: str, port: int, insecure: bool
 ) -> list[str]:
     """The ``flower-superlink`` argv for a workspace."""
-    argv = [flwr_executable("flower-superlink")]
+    argv = [console_script("flower-superlink")]
     if insecure:
         # flwr refuses --enable-supernode-auth without TLS, so plaintext also means no node auth.
         argv.append("--insecure")
@@ -434,7 +344,7 @@ def start_superlink(
         process = subprocess.Popen(
             argv,
             cwd=layout.root,
-            env=flwr_environment(layout.flwr_home),
+            env=flower_environment(layout.flwr_home),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -494,7 +404,7 @@ def running_superlink(workspace: Path) -> SuperLinkProcess | None:
     joined = b" ".join(cmdline)
     if b"flower-superlink" not in joined or str(layout.database).encode() not in cmdline:
         return None
-    if not _alive(pid):
+    if not is_alive(pid):
         return None
     return SuperLinkProcess(
         pid=pid,
@@ -523,12 +433,12 @@ def run_flwr_json(
         The command failed, timed out, printed no JSON, or reported ``"success": false``.
     """
     layout = WorkspaceLayout(Path(workspace).resolve())
-    argv = [flwr_executable("flwr"), *args, "--format", "json"]
+    argv = [console_script("flwr"), *args, "--format", "json"]
     try:
         done = subprocess.run(
             argv,
             cwd=layout.root,
-            env=flwr_environment(layout.flwr_home),
+            env=flower_environment(layout.flwr_home),
             capture_output=True,
             timeout=timeout,
             check=False,

@@ -142,13 +142,13 @@ def provision_local(
         params=he_params or HEParams(),
     )
     for name, sealed in ceremony.sealed.items():
-        party = load_bundle(bundles[name])
+        receiver = load_bundle(bundles[name])
         accept_sealed_context(
             sealed.read_bytes(),
-            manifest=party.manifest,
-            recipient=party.name,
-            receiving_key=party.receiving_key(),
-            own_ckks_dir=party.layout.ckks_dir,
+            manifest=receiver.manifest,
+            recipient=receiver.name,
+            receiving_key=receiver.receiving_key(),
+            own_ckks_dir=receiver.layout.ckks_dir,
         )
     install_public_context(
         workspace, context_file=ceremony.public_context, signature_file=ceremony.public_signature

@@ -2,14 +2,11 @@
 
 ``flwr run`` with the built-in "local" connection starts a detached SuperLink on fixed ports that
 outlives the run. We start our own on free ports instead, in its own process group, with a
-per-run ``FLWR_HOME``, and kill the whole group (Ray included) when the context exits.
+per-run ``FLWR_HOME``, and stop its whole tree (Ray included) when the context exits.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +16,12 @@ from pathlib import Path
 
 import httpx
 
-from server.runs import flower_env, flwr_bin
+from fedrisk.processes import (
+    console_script,
+    flower_environment,
+    pick_free_port,
+    stop_process_tree,
+)
 
 CONNECTION = "fedrisk-sim"
 
@@ -39,38 +41,12 @@ class SimulationLink:
     connection: str = CONNECTION
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process_group(pid: int, *, grace: float = 10.0) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-
-
 @contextmanager
 def simulation_link(workdir: Path, *, startup_timeout: float = 60.0) -> Iterator[SimulationLink]:
     """Start ``flower-superlink --simulation`` on a free loopback port; stop it on exit."""
     flwr_home = workdir / "flwr-home"
     flwr_home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = pick_free_port()
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n'
         f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n',
@@ -78,7 +54,7 @@ def simulation_link(workdir: Path, *, startup_timeout: float = 60.0) -> Iterator
     )
     log_path = workdir / "superlink.log"
     cmd = [
-        flwr_bin("flower-superlink"),
+        console_script("flower-superlink"),
         # Plain HTTP is acceptable only here: the simulation SuperLink serves loopback and every
         # party runs inside its process tree. Deployment always uses TLS (server/superlink.py).
         "--insecure",
@@ -96,7 +72,7 @@ def simulation_link(workdir: Path, *, startup_timeout: float = 60.0) -> Iterator
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
             cmd,
-            env=flower_env(flwr_home),
+            env=flower_environment(flwr_home),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -105,7 +81,9 @@ def simulation_link(workdir: Path, *, startup_timeout: float = 60.0) -> Iterator
         _wait_ready(proc, port, log_path, timeout=startup_timeout)
         yield SimulationLink(pid=proc.pid, port=port, flwr_home=flwr_home, log_path=log_path)
     finally:
-        stop_process_group(proc.pid)
+        # Ray's workers stay in the SuperLink's group after it exits; flower-superexec runs in a
+        # session of its own. stop_process_tree finds both.
+        stop_process_tree(proc.pid, process=proc, grace=10.0)
         proc.wait(timeout=30)
 
 

@@ -12,7 +12,7 @@ from fedrisk.artifact import load_trusted_keys, read_artifact
 from fedrisk.datasets import load_dataset
 from fedrisk.partitions import parse_partition, partition_frame
 from server.checkpoints import CheckpointStore
-from simulations.deployment import coordinator_files, provision_local, running_federation
+from simulations.deployment import coordinator_files, running_federation
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -34,7 +34,7 @@ def test_three_party_encrypted_run_releases_a_verified_artifact(
     events: list[dict] = []
 
     with running_federation(tmp_path / "fed", schema=schema, parties=parties) as fed:
-        deployed, outcome = fed.run(rounds=3, on_event=events.append)
+        deployed, _ = fed.run(rounds=3, on_event=events.append)
 
     rounds = [e for e in events if e["event"] == "round"]
     assert [e["round"] for e in rounds] == [1, 2, 3]

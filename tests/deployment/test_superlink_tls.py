@@ -25,6 +25,7 @@ from clients.supernode import (
     start_supernode,
 )
 from fedrisk.errors import IdentityError
+from fedrisk.processes import descendants, is_alive
 from fedrisk.schema import write_schema
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
@@ -39,13 +40,7 @@ from server.superlink import (
     superlink_command,
 )
 from tests.deployment.conftest import PARTIES, SCHEMA, write_party_data
-from tests.support.processes import (
-    ProcessRegistry,
-    descendants,
-    is_alive,
-    read_log,
-    wait_for,
-)
+from tests.support.processes import ProcessRegistry, read_log, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
