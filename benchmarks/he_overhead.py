@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrisk.training import configure_torch
-from simulations.runner import SimulationSpec, prepare_data, run_federation
+from simulations.runner import FederationOutcome, SimulationSpec, prepare_data, run_federation
+
+
+def _median_round_seconds(outcomes: list[FederationOutcome]) -> float:
+    """Median wall time of a round (train, evaluate and metrics waves) over all runs."""
+    return float(statistics.median(h["seconds"] for o in outcomes for h in o.history))
 
 
 def main() -> None:
@@ -28,12 +34,13 @@ def main() -> None:
     parser.add_argument("--parties", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--partition", default="iid")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per mode")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     configure_torch(threads=1)
-    console = Console()
+    console = Console(width=160)
     rows = []
-    for model, hidden in (("lr", (64, 32)), ("mlp", (96, 48))):
+    for model, hidden in (("lr", (64, 32)), ("mlp", (96, 64))):
         spec = SimulationSpec(
             dataset=args.dataset,
             parties=args.parties,
@@ -44,22 +51,25 @@ def main() -> None:
             seed=0,
         )
         data = prepare_data(spec)
-        results = {}
-        for plaintext in (False, True):
-            with tempfile.TemporaryDirectory() as registry:
-                outcome = run_federation(
-                    spec, data, release_dir=Path(registry), plaintext=plaintext
-                )
-            results[plaintext] = outcome
-            n_params = len(outcome.artifact.weights)
-        enc, plain = results[False], results[True]
+        results: dict[bool, list[FederationOutcome]] = {False: [], True: []}
+        # Interleave the modes so machine noise hits both alike; compare medians of round times.
+        for _ in range(args.repeats):
+            for plaintext in (False, True):
+                with tempfile.TemporaryDirectory() as registry:
+                    outcome = run_federation(
+                        spec, data, release_dir=Path(registry), plaintext=plaintext
+                    )
+                results[plaintext].append(outcome)
+        enc_t = _median_round_seconds(results[False])
+        plain_t = _median_round_seconds(results[True])
+        enc, plain = results[False][-1], results[True][-1]
         rows.append(
             {
                 "model": model,
-                "parameters": n_params,
-                "enc_seconds_per_round": enc.seconds_per_round,
-                "plain_seconds_per_round": plain.seconds_per_round,
-                "time_ratio": enc.seconds_per_round / plain.seconds_per_round,
+                "parameters": len(enc.artifact.weights),
+                "enc_seconds_per_round": enc_t,
+                "plain_seconds_per_round": plain_t,
+                "time_ratio": enc_t / plain_t,
                 "enc_bytes_up_per_party_round": enc.bytes_up_per_party_round,
                 "plain_bytes_up_per_party_round": plain.bytes_up_per_party_round,
                 "bytes_ratio": enc.bytes_up_per_party_round / plain.bytes_up_per_party_round,

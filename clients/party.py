@@ -309,6 +309,8 @@ class PartyNode:
         overrides: dict[str, Any] = {"local_epochs": fed.local_epochs, "batch_size": fed.batch_size}
         if fed.learning_rate > 0:
             overrides["learning_rate"] = fed.learning_rate
+        if fed.optimizer != "default":
+            overrides["optimizer"] = fed.optimizer
         return overrides
 
     def _seed(self, rnd: int) -> int:

@@ -21,6 +21,13 @@ target ``int64`` with 1 = bad. What each name means:
   ``Marital``, ``Job``, ``Income``, ``Assets`` and ``Debt`` have missing values.
 
 The last three files have no id column: ``id`` is added as the 1-based data row number.
+
+Derived datasets (:data:`DERIVED_DATASET_NAMES`) are computed from a real file on load:
+
+- ``taiwan-collection``: the C-card (collection) target derived from ``taiwan`` by
+  :func:`derive_collection_frame`: among accounts delinquent in one month, are they still
+  delinquent the next month (1 = not cured = bad)? 7 700 rows, bad rate 63.2 %. Nothing in it
+  is synthetic.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from fedrisk.errors import ConfigError, DatasetNotFoundError, SchemaError
@@ -41,14 +49,17 @@ from fedrisk.synthetic import SYNTHETIC_SCHEMA, generate_pooled
 from fedrisk.validation import map_target, read_table_with_lines, validate_and_coerce
 
 __all__ = [
+    "COLLECTION_MONTHS",
     "DATASET_FILES",
     "DATASET_NAMES",
     "DATA_DIR_ENV",
+    "DERIVED_DATASET_NAMES",
     "FATE_HETERO_VIEWS",
     "SYNTHETIC_DEFAULT_ROWS",
     "Dataset",
     "dataset_paths",
     "dataset_schema",
+    "derive_collection_frame",
     "load_dataset",
     "resolve_data_dir",
 ]
@@ -63,6 +74,13 @@ DATASET_NAMES: tuple[str, ...] = (
     "lending-club",
     "credit-data",
 )
+
+DERIVED_DATASET_NAMES: tuple[str, ...] = ("taiwan-collection",)
+"""Datasets computed from a real file on load; :func:`load_dataset` accepts them too.
+
+Kept apart from :data:`DATASET_NAMES` (the datasets shipped as files) so code iterating over
+the shipped files is unchanged.
+"""
 
 DATA_DIR_ENV = "FEDRISK_DATA_DIR"
 SYNTHETIC_DEFAULT_ROWS = 20_000
@@ -83,6 +101,7 @@ DATASET_FILES: Mapping[str, tuple[str, ...]] = {
     "german": ("german_credit.csv",),
     "lending-club": ("lending_club_2016q1_sample.csv",),
     "credit-data": ("credit_data_belanche.csv",),
+    "taiwan-collection": ("UCI_Credit_Card.csv.gz",),
 }
 """The files each real dataset reads, relative to the data directory."""
 
@@ -142,7 +161,7 @@ def dataset_schema(name: str) -> DatasetSchema:
     Raises
     ------
     ConfigError
-        If ``name`` is not one of :data:`DATASET_NAMES`.
+        If ``name`` is not one of :data:`DATASET_NAMES` or :data:`DERIVED_DATASET_NAMES`.
     """
     _check_name(name)
     if name == "synthetic":
@@ -152,8 +171,9 @@ def dataset_schema(name: str) -> DatasetSchema:
 
 
 def _check_name(name: str) -> None:
-    if name not in DATASET_NAMES:
-        raise ConfigError(f"dataset name must be one of {', '.join(DATASET_NAMES)}; got {name!r}")
+    if name not in DATASET_NAMES and name not in DERIVED_DATASET_NAMES:
+        known = ", ".join((*DATASET_NAMES, *DERIVED_DATASET_NAMES))
+        raise ConfigError(f"dataset name must be one of {known}; got {name!r}")
 
 
 def dataset_paths(name: str, *, data_dir: Path | None = None) -> tuple[Path, ...]:
@@ -175,7 +195,7 @@ def load_dataset(
     Parameters
     ----------
     name
-        One of :data:`DATASET_NAMES`.
+        One of :data:`DATASET_NAMES` or :data:`DERIVED_DATASET_NAMES`.
     data_dir
         Directory holding the real files; see :func:`resolve_data_dir`.
     rng
@@ -300,6 +320,138 @@ def _load_relabelled(label_column: str, mapping: Mapping[str, int]) -> _Loader:
     return load
 
 
+COLLECTION_MONTHS: tuple[str, ...] = (
+    "2005-04",
+    "2005-05",
+    "2005-06",
+    "2005-07",
+    "2005-08",
+    "2005-09",
+)
+"""The six observed months of the Taiwan data, oldest first."""
+
+# Taiwan's monthly columns in calendar order (April ... September 2005). The source numbers
+# them backwards and skips PAY_1: PAY_0/BILL_AMT1/PAY_AMT1 are September, ..._6 are April.
+_STATUS_BY_MONTH = ("PAY_6", "PAY_5", "PAY_4", "PAY_3", "PAY_2", "PAY_0")
+_BILL_BY_MONTH = tuple(f"BILL_AMT{k}" for k in range(6, 0, -1))
+_PAID_BY_MONTH = tuple(f"PAY_AMT{k}" for k in range(6, 0, -1))
+_STATIC_COLUMNS = ("ID", "LIMIT_BAL", "SEX", "EDUCATION", "MARRIAGE", "AGE")
+_COLLECTION_LAGS = 2
+
+
+def derive_collection_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Derive the C-card (collection) rows and target from Taiwan credit-card accounts.
+
+    Definition
+    ----------
+    Months run April (index 0) to September 2005 (index 5); an account is *delinquent* in a
+    month when its repayment status ``PAY_*`` is >= 1 (months past due; -2, -1 and 0 mean no
+    consumption, paid in full and revolving credit, all paid duly).
+
+    - **Who is in the data:** accounts delinquent in at least one month from April to August
+      (a month that has a following month). Accounts never delinquent there are not in
+      collections and are left out.
+    - **One row per account, at entry:** the row is taken at the account's *first* delinquent
+      month ``m`` in April ... August (its entry into collections), so rows are independent.
+      The first month, not the last, because choosing the last delinquent month would peek at
+      the future: an account whose last delinquent month is before August is, by that very
+      choice, not delinquent the month after, so the label would leak into the selection.
+      The first delinquent month depends on months up to ``m`` only.
+    - **Target** ``not_cured``: 1 (bad) when the account is still delinquent in month
+      ``m + 1`` (status >= 1, whatever the number of months), 0 (good) when it paid (status
+      <= 0).
+    - **Features**, only what is known at the end of month ``m``: ``LIMIT_BAL``, ``SEX``,
+      ``EDUCATION``, ``MARRIAGE``, ``AGE``; ``ENTRY_MONTH`` (``"2005-04"`` ... ``"2005-08"``);
+      ``MONTHS_LATE`` (status in ``m``); ``BILL_AMT`` and ``PAY_AMT`` (bill and payment in
+      ``m``); ``BILL_AMT_PREV1/2``, ``PAY_AMT_PREV1/2`` and ``STATUS_PREV1/2`` for the one and
+      two months before ``m`` (missing when that is before April 2005); ``UTILISATION`` =
+      ``BILL_AMT / LIMIT_BAL`` (missing when the limit is 0). Nothing from ``m + 1`` or later
+      is used, and the source's own target (default in October) is dropped.
+
+    Parameters
+    ----------
+    frame
+        Taiwan rows with ``ID``, the five static columns and every ``PAY_*``, ``BILL_AMT*``
+        and ``PAY_AMT*`` column (raw or as loaded by ``load_dataset("taiwan")``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per selected account, in input order, with ``ID``, the features above and
+        ``not_cured`` (int64). Not yet validated: :func:`load_dataset` validates it against
+        the ``taiwan-collection`` schema.
+
+    Raises
+    ------
+    SchemaError
+        If a needed column is missing or a status is not a number.
+
+    Notes
+    -----
+    In this file status 1 appears only in September, so entries (April ... August) start at 2
+    months past due; a September status of 1 (partly paid) still counts as not cured. ``AGE``
+    is recorded once, so it may be a few months later than ``m``; that adds no outcome
+    information.
+    """
+    needed = (*_STATIC_COLUMNS, *_STATUS_BY_MONTH, *_BILL_BY_MONTH, *_PAID_BY_MONTH)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"the collection derivation needs every Taiwan column; missing {missing}",
+            problems=[f"{c}: column missing" for c in missing],
+        )
+    try:
+        status = frame[list(_STATUS_BY_MONTH)].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise SchemaError(
+            "the PAY_* status columns must be numbers; got non-numeric values",
+            problems=["PAY_*: non-numeric values"],
+        ) from e
+    if np.isnan(status).any():
+        raise SchemaError(
+            "the PAY_* status columns must have no missing values; got some",
+            problems=["PAY_*: missing values"],
+        )
+    bills = frame[list(_BILL_BY_MONTH)].to_numpy(dtype=np.float64)
+    paid = frame[list(_PAID_BY_MONTH)].to_numpy(dtype=np.float64)
+    delinquent = status[:, :-1] >= 1.0  # months that have a following month
+    rows = np.flatnonzero(delinquent.any(axis=1))
+    entry = np.argmax(delinquent[rows], axis=1)  # first delinquent month
+
+    def lagged(values: npt.NDArray[np.float64], lag: int) -> npt.NDArray[np.float64]:
+        month = entry - lag
+        out = np.full(len(rows), np.nan)
+        known = month >= 0
+        out[known] = values[rows[known], month[known]]
+        return out
+
+    limit = frame["LIMIT_BAL"].to_numpy(dtype=np.float64)[rows]
+    bill_now = lagged(bills, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        utilisation = np.where(limit > 0, bill_now / limit, np.nan)
+    derived = frame.iloc[rows][list(_STATIC_COLUMNS)].reset_index(drop=True)
+    derived["ENTRY_MONTH"] = np.asarray(COLLECTION_MONTHS, dtype=object)[entry]
+    derived["MONTHS_LATE"] = lagged(status, 0)
+    derived["BILL_AMT"] = bill_now
+    for lag in range(1, _COLLECTION_LAGS + 1):
+        derived[f"BILL_AMT_PREV{lag}"] = lagged(bills, lag)
+    derived["PAY_AMT"] = lagged(paid, 0)
+    for lag in range(1, _COLLECTION_LAGS + 1):
+        derived[f"PAY_AMT_PREV{lag}"] = lagged(paid, lag)
+    for lag in range(1, _COLLECTION_LAGS + 1):
+        derived[f"STATUS_PREV{lag}"] = lagged(status, lag)
+    derived["UTILISATION"] = utilisation
+    derived["not_cured"] = (status[rows, entry + 1] >= 1.0).astype(np.int64)
+    return derived
+
+
+def _load_collection(name: str, schema: DatasetSchema, paths: list[Path]) -> Dataset:
+    accounts = _read_validated(paths[0], dataset_schema("taiwan"))
+    derived = derive_collection_frame(accounts)
+    frame = validate_and_coerce(derived, schema, source=f"{paths[0]} (derived {name})")
+    return Dataset(name=name, frame=frame, schema=schema)
+
+
 _LOADERS: Mapping[str, _Loader] = {
     "taiwan": _load_plain,
     "fate-homo": _load_fate_homo,
@@ -308,4 +460,5 @@ _LOADERS: Mapping[str, _Loader] = {
     "german": _load_relabelled("class", {"1": 0, "2": 1}),
     "lending-club": _load_relabelled("Class", {"good": 0, "bad": 1}),
     "credit-data": _load_relabelled("Status", {"good": 0, "bad": 1}),
+    "taiwan-collection": _load_collection,
 }

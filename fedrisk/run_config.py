@@ -38,6 +38,9 @@ class FederationConfig(BaseModel):
     local_epochs: int = Field(default=1, ge=1, le=100, alias="local-epochs")
     batch_size: int = Field(default=256, ge=1, alias="batch-size")
     learning_rate: float = Field(default=0.0, ge=0.0, alias="learning-rate")
+    # Adam restarts at every party each round; under strong label skew its averaged steps are
+    # biased, and plain SGD (with the matching learning rate) tracks the centralized model.
+    optimizer: Literal["default", "adam", "sgd"] = "default"
     release_party: str = Field(default="party_0", alias="release-party")
     stage: Literal["application", "behaviour", "collection"] = "application"
     public_context: str = Field(default="", alias="public-context")

@@ -292,8 +292,15 @@ def _mount_role_commands() -> None:
     from clients import commands as party_commands
     from server import commands as coordinator_commands
 
+    from server.scoring import commands as lender_commands
+    from simulations import report_commands
+
     coordinator_commands.register(app)
     party_commands.register(app)
+    app.add_typer(report_commands.app)
+    app.command("serve")(lender_commands.serve)
+    app.add_typer(lender_commands.audit_app, name="audit")
+    app.add_typer(lender_commands.models_app, name="models")
 
 
 _mount_role_commands()

@@ -5,6 +5,9 @@ the coordinator provisions the federation, the lead party runs the CKKS key cere
 parties accept their sealed secret context, the coordinator installs the public context and
 starts the TLS SuperLink with node authentication, each party validates its data and starts its
 SuperNode, and the coordinator submits the run. Every process is stopped by PID on exit.
+``kill_party`` and ``kill_superlink`` crash a process tree at once (SIGKILL, no graceful
+shutdown) for the fault-tolerance tests; ``start_superlink`` then restarts the SuperLink on the
+same port and state database, so SuperNodes reconnect on their own.
 Used by ``make demo``, the deployment integration tests and ``benchmarks/deployment.py``.
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Any
 from clients.bundle import PartyBundle, load_bundle
 from clients.supernode import SuperNodeProcess, prepare_party_runtime, start_supernode
 from fedrisk.partitions import PartyData
+from fedrisk.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
 from fedrisk.schema import DatasetSchema, write_schema
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
@@ -41,6 +47,8 @@ class LocalDeployment:
     superlink: SuperLinkProcess | None = None
     supernodes: dict[str, SuperNodeProcess] = field(default_factory=dict)
     plaintext: bool = False
+    superlink_port: int | None = None
+    """The SuperLink's port once started; a restart reuses it so SuperNodes find it again."""
 
     @property
     def lead(self) -> str:
@@ -51,11 +59,24 @@ class LocalDeployment:
         """A party's loaded bundle."""
         return load_bundle(self.bundles[party])
 
-    def start_superlink(self) -> SuperLinkProcess:
-        """Start the coordinator's TLS SuperLink and register every party's auth key."""
-        self.superlink = start_superlink(self.workspace)
+    def start_superlink(self, *, port: int | None = None) -> SuperLinkProcess:
+        """Start the coordinator's TLS SuperLink and register every party's auth key.
+
+        ``port`` defaults to the port of an earlier start (a restart after a crash: the state
+        database on disk still knows every node and run, and the SuperNodes, which retry without
+        limit, reconnect to the same address), or a free one the first time. Registering again
+        is idempotent.
+        """
+        self.superlink = start_superlink(self.workspace, port=port or self.superlink_port)
+        self.superlink_port = self.superlink.port
         register_supernodes(self.workspace)
         return self.superlink
+
+    def kill_superlink(self) -> None:
+        """Crash the SuperLink with everything it started (SuperExec, ServerApp): SIGKILL."""
+        if self.superlink is not None:
+            _crash(self.superlink.pid, self.superlink.process)
+            self.superlink = None
 
     def start_party(self, party: str) -> SuperNodeProcess:
         """Validate the party's data and start its SuperNode against the SuperLink."""
@@ -75,6 +96,16 @@ class LocalDeployment:
         if node is not None:
             node.stop()
 
+    def kill_party(self, party: str) -> None:
+        """Crash one party's SuperNode and its ClientApp processes: SIGKILL, no deactivation.
+
+        Unlike ``stop_party`` the SuperLink is not told: it keeps the node online until its
+        heartbeat expires, as when a party's machine loses power mid-round.
+        """
+        node = self.supernodes.pop(party, None)
+        if node is not None:
+            _crash(node.pid, node.process)
+
     def run(
         self,
         *,
@@ -84,8 +115,14 @@ class LocalDeployment:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         round_timeout: float = 120.0,
         resume: bool = False,
+        min_parties: int = 3,
+        timeout: float = 3600.0,
     ) -> tuple[DeployedRun, RunOutcome]:
-        """Submit a run (or resume the last unfinished one) and wait for its real outcome."""
+        """Submit a run (or resume the last unfinished one) and wait for its real outcome.
+
+        With ``resume`` the other settings are those the unfinished run was started with.
+        ``timeout`` bounds the wait for the outcome, in seconds.
+        """
         deployed = (
             resumable_run(self.workspace)
             if resume
@@ -95,10 +132,11 @@ class LocalDeployment:
                 model=model,
                 seed=seed,
                 round_timeout=round_timeout,
+                min_parties=min_parties,
                 plaintext=self.plaintext,
             )
         )
-        return deployed, execute_run(self.workspace, deployed, on_event=on_event)
+        return deployed, execute_run(self.workspace, deployed, on_event=on_event, timeout=timeout)
 
     def stop(self) -> None:
         """Stop every SuperNode first, then the SuperLink (the reverse order strands nodes)."""
@@ -109,6 +147,17 @@ class LocalDeployment:
             with contextlib.suppress(Exception):
                 self.superlink.stop()
             self.superlink = None
+
+
+def _crash(pid: int, process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process tree all at once, then reap it; a crash, not a shutdown.
+
+    The tree is collected before any signal, so children cannot escape by being reparented when
+    their parent dies first. ``stop_process_tree`` afterwards reaps the root and catches anything
+    that was forked meanwhile.
+    """
+    signal_tree(pid, [pid, *descendants(pid)], signal.SIGKILL)
+    stop_process_tree(pid, process=process, grace=KILL_WAIT)
 
 
 def provision_local(

@@ -49,6 +49,7 @@ class SimulationSpec:
     stage: str = "application"
     local_epochs: int = 1
     learning_rate: float = 0.0
+    optimizer: str = "default"
     release_party: str = "party_0"
     round_timeout: float = 600.0
     allow_fewer_parties: bool = False
@@ -197,6 +198,8 @@ def _run_config(spec: SimulationSpec, ws: SimWorkspace, *, plaintext: bool) -> d
         "allow-fewer-parties": spec.allow_fewer_parties or spec.parties < 3,
         "local-epochs": spec.local_epochs,
         "learning-rate": spec.learning_rate,
+        "optimizer": spec.optimizer,
+        "batch-size": 256,
         "release-party": spec.release_party,
         "stage": spec.stage,
         "public-context": str(ws.public_context),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrisk.identity import generate_signing_key, save_private_key, save_public_key
+from fedrisk.identity import generate_signing_key, key_id, save_private_key, save_public_key
 from fedrisk.partitions import PartyData
 from fedrisk.schema import DatasetSchema, schema_to_toml
 from secure_agg.keys import write_key_files
@@ -75,7 +75,10 @@ def prepare_workspace(
         key_file = folder / "signing.key"
         key_file.unlink(missing_ok=True)
         save_private_key(signing_key, key_file)
-        save_public_key(signing_key.public_key(), trusted / f"{party.name}.pub")
+        # Named by key id too: a later run into the same registry must not replace the key
+        # that verifies an earlier run's artifact.
+        public = signing_key.public_key()
+        save_public_key(public, trusted / f"{party.name}-{key_id(public)}.pub")
         (folder / "party.toml").write_text(
             "\n".join(
                 [
