@@ -4,12 +4,14 @@ Each run keeps its server-side state under ``WORKSPACE/runs/<run-id>/``: ``run.j
 settings it was started with), ``progress.jsonl`` (round events), ``checkpoints/`` (ciphertexts
 only) and ``results.json`` when it completes. ``--resume`` picks the newest run that has not
 completed and continues it from its last checkpoint with the same settings, so no completed
-round is lost or repeated.
+round is lost or repeated. ``flower-runs.txt`` lists every Flower run id an attempt used; before
+a resumed attempt starts, earlier attempts the SuperLink still counts as unfinished are stopped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +26,13 @@ from fedrisk.run_config import FederationConfig
 from secure_agg.ceremony import load_manifest
 from server.progress import read_events
 from server.provisioning import WorkspaceLayout
-from server.runs import RunOutcome, submit_run, wait_for_run
-from server.superlink import CONNECTION_NAME, SuperLinkError, running_superlink
+from server.runs import RunOutcome, run_status, submit_run, wait_for_run
+from server.superlink import CONNECTION_NAME, SuperLinkError, run_flwr_json, running_superlink
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+FLOWER_RUNS_FILE = "flower-runs.txt"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,14 @@ class DeployedRun:
     def results(self) -> Path:
         """Written by the ServerApp when the run completes."""
         return self.run_dir / "results.json"
+
+    @property
+    def flower_run_ids(self) -> list[str]:
+        """Every Flower run id this run's attempts used, oldest first."""
+        path = self.run_dir / FLOWER_RUNS_FILE
+        if not path.exists():
+            return []
+        return path.read_text(encoding="utf-8").split()
 
 
 def _runs_dir(workspace: Path) -> Path:
@@ -137,9 +150,11 @@ def execute_run(
             "`fedrisk server start --workspace ...`"
         )
     flwr_home = WorkspaceLayout(workspace).flwr_home
+    if run.run_config.get("resume"):
+        stop_earlier_attempts(workspace, run)
     earlier_events = len(read_events(run.progress))
     run_id = submit_run(connection=CONNECTION_NAME, flwr_home=flwr_home, run_config=run.run_config)
-    with (run.run_dir / "flower-runs.txt").open("a", encoding="utf-8") as handle:
+    with (run.run_dir / FLOWER_RUNS_FILE).open("a", encoding="utf-8") as handle:
         handle.write(run_id + "\n")  # every Flower run id this fedrisk run used
     return wait_for_run(
         skip_events=earlier_events,
@@ -150,6 +165,34 @@ def execute_run(
         on_event=on_event,
         timeout=timeout,
     )
+
+
+def stop_earlier_attempts(workspace: Path, run: DeployedRun) -> list[str]:
+    """Stop the Flower runs of this run's earlier attempts that have not finished; their ids.
+
+    Notes
+    -----
+    After a coordinator crash the SuperLink's state database still lists the interrupted
+    attempt as running until its ServerApp's task token expires, and a ServerApp that outlived
+    its SuperLink would resume polling once the SuperLink is back. Either could write events or
+    checkpoints into the run folder next to the resumed attempt, so the earlier attempt is
+    stopped first (``flwr stop``); the SuperLink then also drops its undelivered messages.
+    """
+    flwr_home = WorkspaceLayout(workspace).flwr_home
+    stopped: list[str] = []
+    for flower_run in run.flower_run_ids:
+        status = run_status(connection=CONNECTION_NAME, flwr_home=flwr_home, run_id=flower_run)
+        if status.startswith("finished"):
+            continue
+        try:
+            run_flwr_json(workspace, ["stop", flower_run, CONNECTION_NAME])
+        except SuperLinkError as e:
+            # It finished in between, or this state database never knew it (a new database).
+            log.warning("earlier attempt %s (%s) could not be stopped: %s", flower_run, status, e)
+            continue
+        log.info("stopped earlier attempt %s of %s (was %s)", flower_run, run.run_dir.name, status)
+        stopped.append(flower_run)
+    return stopped
 
 
 def trusted_release_keys(workspace: Path) -> dict[str, Ed25519PublicKey]:

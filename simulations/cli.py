@@ -291,7 +291,6 @@ def _mount_role_commands() -> None:
     """Coordinator and party commands live with their packages; they are mounted here."""
     from clients import commands as party_commands
     from server import commands as coordinator_commands
-
     from server.scoring import commands as lender_commands
     from simulations import report_commands
 
