@@ -1,0 +1,6 @@
+"""``python -m server.scoring``: the scoring service's commands without the full ``fedrisk`` CLI."""
+
+from server.scoring.commands import cli
+
+if __name__ == "__main__":
+    cli()

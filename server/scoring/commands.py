@@ -1,0 +1,359 @@
+"""Command-line entry points of the scoring service: ``serve``, ``audit verify`` and ``models …``.
+
+The lead mounts these into the ``fedrisk`` CLI::
+
+    app.command("serve")(serve)
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(models_app, name="models")
+
+``python -m server.scoring`` runs :data:`cli` (the same commands) on its own. The ``models``
+commands change the database directly, in one transaction with their audit record; a running
+service picks the change up within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from pydantic import SecretStr, ValidationError
+from sqlalchemy import Engine
+
+from fedrisk.errors import FedRiskError
+from server.scoring import store
+from server.scoring.audit import AuditChain, verify_chain
+from server.scoring.database import create_schema, default_db_url, make_engine, write_connection
+from server.scoring.errors import ScoringError
+from server.scoring.registry import ModelRegistry
+from server.scoring.settings import DEFAULT_IDENTIFIER_KEY, STAGES, Settings, Stage
+
+T = TypeVar("T")
+
+audit_app = typer.Typer(help="Audit-log tools.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model registry: list, register, promote, roll back.", no_args_is_help=True
+)
+cli = typer.Typer(help="fedrisk scoring service.", no_args_is_help=True)
+
+RegistryOpt = Annotated[Path, typer.Option("--registry", help="Model registry directory")]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="SQLAlchemy URL (default: sqlite next to the registry)")
+]
+ActorOpt = Annotated[str, typer.Option("--actor", help="Who makes the change (recorded)")]
+NoteOpt = Annotated[str, typer.Option("--note", help="Why (recorded)")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _stage(value: str) -> Stage:
+    for stage in STAGES:
+        if stage == value:
+            return stage
+    raise _fail(f"stage must be one of {list(STAGES)}; got {value!r}")
+
+
+def _engine(db: str | None, registry: Path | None) -> Engine:
+    if db is None:
+        if registry is None:
+            raise _fail("--db (or --registry for the default SQLite file) is required")
+        db = default_db_url(registry)
+    engine = make_engine(db)
+    create_schema(engine)
+    return engine
+
+
+def _transaction(engine: Engine, fn: Callable[[Any, AuditChain], T]) -> T:
+    with write_connection(engine) as connection, connection.begin():
+        chain = AuditChain.open(connection)
+        result = fn(connection, chain)
+        chain.flush()
+    return result
+
+
+def _run(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except (FedRiskError, ScoringError) as e:
+        raise _fail(f"error: {e}") from e
+
+
+def _parse_shares(values: list[str]) -> dict[str, float]:
+    shares: dict[str, float] = {}
+    for item in values:
+        stage, _, share = item.partition("=")
+        try:
+            shares[_stage(stage.strip())] = float(share)
+        except ValueError as e:
+            raise _fail(f"--challenger-share must look like stage=0.2; got {item!r}") from e
+    return shares
+
+
+def serve(
+    registry: RegistryOpt,
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Lifecycle policy TOML/YAML")
+    ] = None,
+    fraud_rules: Annotated[
+        Path | None, typer.Option("--fraud-rules", help="Fraud rules TOML/YAML")
+    ] = None,
+    reason_table: Annotated[
+        Path | None, typer.Option("--reason-table", help="Reason-code table TOML")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest JSON body (413 above)")] = 64 * 1024,
+    max_upload_bytes: Annotated[int, typer.Option(help="Largest batch upload")] = 2 * 1024**3,
+    challenger_share: Annotated[
+        list[str],
+        typer.Option("--challenger-share", help="Default challenger share, e.g. application=0.2"),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    graph_ring_size: Annotated[
+        int, typer.Option(help="Linked applications above which the graph flags a ring")
+    ] = 5,
+    graph_hub_degree: Annotated[
+        int, typer.Option(help="Identifiers shared by more applications are hubs (ignored)")
+    ] = 50,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+) -> None:
+    """Run the scoring service (FastAPI on uvicorn; OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from server.scoring.app import create_app
+
+    try:
+        settings = Settings(
+            registry_dir=registry,
+            db_url=db,
+            policy_path=policy,
+            fraud_rules_path=fraud_rules,
+            reason_table_path=reason_table,
+            max_body_bytes=max_body_bytes,
+            max_upload_bytes=max_upload_bytes,
+            challenger_shares=_parse_shares(challenger_share),
+            graph_ring_size=graph_ring_size,
+            graph_hub_degree=graph_hub_degree,
+            identifier_key=SecretStr(
+                os.environ.get("FEDRISK_IDENTIFIER_KEY", DEFAULT_IDENTIFIER_KEY)
+            ),
+            admin_token=SecretStr(os.environ["FEDRISK_ADMIN_TOKEN"])
+            if os.environ.get("FEDRISK_ADMIN_TOKEN")
+            else None,
+        )
+    except ValidationError as e:
+        raise _fail(f"invalid settings:\n{e}") from e
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        timeout_graceful_shutdown=10,
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    db: Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the service database")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Check the audit hash chain; exit 1 naming the first broken record."""
+    engine = make_engine(db)
+    try:
+        with engine.connect() as connection:
+            report = verify_chain(connection)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.__dict__))
+    elif report.ok:
+        typer.echo(
+            f"audit chain OK: {report.records} records, {report.decisions} decisions verified"
+        )
+    else:
+        typer.echo(f"audit chain BROKEN at record {report.first_broken}: {report.problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@models_app.command("list")
+def models_list(registry: RegistryOpt, db: DbOpt = None) -> None:
+    """Verify every artifact in the registry and show stage, role and refusals."""
+    engine = _engine(db, registry)
+    try:
+        models = ModelRegistry(registry)
+        models.load_all()
+        with engine.connect() as connection:
+            assignments = store.load_assignments(connection)
+            stages = store.registered_model_stages(connection)
+    finally:
+        engine.dispose()
+    models.set_assignments(assignments)
+    for model_id, model in sorted(models.models.items()):
+        placed = models.role_of(model_id)
+        role = f"{placed[1]} of {placed[0]}" if placed else "-"
+        stage = stages.get(model_id) or model.artifact.stage or "-"
+        typer.echo(f"{model_id}\tstage={stage}\trole={role}\tsigner={model.signer}")
+    for name, refusal in sorted(models.refused.items()):
+        typer.echo(f"{name}\tREFUSED ({refusal.reason}): {refusal.message}")
+    for stage, a in assignments.items():
+        typer.echo(
+            f"[{stage}] champion={a.champion_id} challenger={a.challenger_id} "
+            f"share={a.challenger_share} history={list(a.history)}"
+        )
+
+
+@models_app.command("register")
+def models_register(
+    source: Annotated[
+        Path, typer.Argument(help="Artifact directory (artifact.json + artifact.sig)")
+    ],
+    registry: RegistryOpt,
+    db: DbOpt = None,
+    stage: Annotated[str | None, typer.Option(help="Stage, when the artifact names none")] = None,
+    actor: ActorOpt = "cli",
+    note: NoteOpt = "",
+) -> None:
+    """Verify a signed artifact, copy it into the registry and register it for its stage."""
+    engine = _engine(db, registry)
+    try:
+        models = ModelRegistry(registry)
+        model, _ = _run(lambda: models.install(source))
+        declared = model.artifact.stage
+        chosen = _stage(stage) if stage else declared
+        if chosen is None:
+            raise _fail("--stage is required: the artifact names no stage")
+        if declared is not None and chosen != declared:
+            raise _fail(f"--stage must match the artifact's stage {declared}; got {chosen}")
+        a = _run(
+            lambda: _transaction(
+                engine,
+                lambda c, ch: store.register_model(
+                    c,
+                    ch,
+                    model_id=model.model_id,
+                    stage=chosen,
+                    artifact_sha256=model.artifact_sha256,
+                    actor=actor,
+                    note=note,
+                ),
+            )
+        )
+    finally:
+        engine.dispose()
+    typer.echo(f"registered {model.model_id} for {chosen}; champion={a.champion_id}")
+
+
+@models_app.command("promote")
+def models_promote(
+    model_id: Annotated[str, typer.Argument(help="Registered model id")],
+    registry: RegistryOpt,
+    db: DbOpt = None,
+    role: Annotated[str, typer.Option(help="champion or challenger")] = "champion",
+    share: Annotated[float | None, typer.Option(help="Challenger traffic share (0-1)")] = None,
+    actor: ActorOpt = "cli",
+    note: NoteOpt = "",
+) -> None:
+    """Make a registered, verified model its stage's champion or challenger."""
+    if role not in ("champion", "challenger"):
+        raise _fail(f"--role must be champion or challenger; got {role!r}")
+    chosen_role: Literal["champion", "challenger"] = (
+        "champion" if role == "champion" else "challenger"
+    )
+    if share is not None and not 0.0 < share < 1.0:
+        raise _fail(f"--share must be in (0, 1); got {share}")
+    engine = _engine(db, registry)
+    try:
+        models = ModelRegistry(registry)
+        _run(lambda: models.verify(registry / model_id))
+        shares = {s: Settings(registry_dir=registry).share_for(s) for s in STAGES}
+        a = _run(
+            lambda: _transaction(
+                engine,
+                lambda c, ch: store.promote_model(
+                    c,
+                    ch,
+                    model_id=model_id,
+                    role=chosen_role,
+                    share=share,
+                    default_shares=shares,
+                    actor=actor,
+                    note=note,
+                ),
+            )
+        )
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"[{a.stage}] champion={a.champion_id} challenger={a.challenger_id} "
+        f"share={a.challenger_share}"
+    )
+
+
+@models_app.command("rollback")
+def models_rollback(
+    stage: Annotated[str, typer.Argument(help="application, behaviour or collection")],
+    registry: Annotated[
+        Path | None, typer.Option("--registry", help="Registry (default DB location)")
+    ] = None,
+    db: DbOpt = None,
+    actor: ActorOpt = "cli",
+    note: NoteOpt = "",
+) -> None:
+    """Restore the stage's previous champion."""
+    chosen = _stage(stage)
+    engine = _engine(db, registry)
+    try:
+        a = _run(
+            lambda: _transaction(
+                engine,
+                lambda c, ch: store.rollback_stage(c, ch, stage=chosen, actor=actor, note=note),
+            )
+        )
+    finally:
+        engine.dispose()
+    typer.echo(f"[{a.stage}] champion={a.champion_id} (rolled back)")
+
+
+@models_app.command("stop-challenger")
+def models_stop_challenger(
+    stage: Annotated[str, typer.Argument(help="application, behaviour or collection")],
+    registry: Annotated[
+        Path | None, typer.Option("--registry", help="Registry (default DB location)")
+    ] = None,
+    db: DbOpt = None,
+    actor: ActorOpt = "cli",
+    note: NoteOpt = "",
+) -> None:
+    """End the stage's challenger experiment."""
+    chosen = _stage(stage)
+    engine = _engine(db, registry)
+    try:
+        a = _run(
+            lambda: _transaction(
+                engine,
+                lambda c, ch: store.clear_challenger(c, ch, stage=chosen, actor=actor, note=note),
+            )
+        )
+    finally:
+        engine.dispose()
+    typer.echo(f"[{a.stage}] challenger stopped; champion={a.champion_id}")
+
+
+cli.command("serve")(serve)
+cli.add_typer(audit_app, name="audit")
+cli.add_typer(models_app, name="models")

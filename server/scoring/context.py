@@ -1,0 +1,68 @@
+"""Runtime context of the scoring service: components built at start-up, shared by the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from sqlalchemy import Engine
+
+from fedrisk.fraud_rules import RuleSet
+from fedrisk.lifecycle import LifecyclePolicy
+from server.scoring import store
+from server.scoring.antifraud import FraudScreen, IdentifierHasher
+from server.scoring.registry import ModelRegistry
+from server.scoring.service import ScoringService
+from server.scoring.settings import Settings
+from server.scoring.telemetry import Metrics
+from server.scoring.writer import GroupCommitWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """Everything the routes need; built in the lifespan, stored on ``app.state.ctx``."""
+
+    settings: Settings
+    engine: Engine
+    writer: GroupCommitWriter
+    registry: ModelRegistry
+    policy: LifecyclePolicy
+    rules: RuleSet
+    screen: FraudScreen
+    hasher: IdentifierHasher
+    metrics: Metrics
+    service: ScoringService
+    assignments_version: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a read-only ``fn(connection, ...)`` on a worker thread."""
+
+        def run() -> Any:
+            with self.engine.connect() as connection:
+                return fn(connection, *args, **kwargs)
+
+        return await anyio.to_thread.run_sync(run)
+
+    def refresh_models(self) -> None:
+        """Load newly registered models and the current assignments (blocking; DB + files)."""
+        with self.engine.connect() as connection:
+            registered = store.registered_model_stages(connection)
+            digests = store.registered_digests(connection)
+            assignments = store.load_assignments(connection)
+            version = store.assignments_version(connection)
+        missing = [m for m in registered if m not in self.registry.models]
+        if missing:
+            self.registry.load_all(only=missing)
+        for model_id in missing:
+            model = self.registry.models.get(model_id)
+            if model is not None and model.artifact_sha256 != digests.get(model_id):
+                self.registry.models.pop(model_id, None)
+                logger.error("refused model %s: artifact changed since it was registered", model_id)
+        self.registry.set_assignments(assignments)
+        self.assignments_version = version

@@ -1,0 +1,245 @@
+"""Database tables of the scoring service and the engine factory (SQLite, or PostgreSQL by URL).
+
+Tables
+------
+``decisions``         one row per automated decision: hashed subject, fingerprint, model, score,
+                      outcome
+``audit_log``         hash-chained audit records, ``seq`` is contiguous from 1
+``audit_head``        one row: ``seq`` and ``hash`` of the last audit record (lets ``verify`` see a
+                      deleted tail, and is the row writers lock to append)
+``review_items``      manual-review queue: manual-review outcomes, fraud flags, applicant requests
+``fraud_links``       one row per screened application: its keyed-hash identifiers (device, ip,
+                      phone, card, id number); the relationship graph and the velocity history
+                      are rebuilt from these rows at start-up
+``fraud_list_entries`` values of the rule set's external lists (blacklists)
+``model_assignments`` champion / challenger / share / champion history per lifecycle stage
+``model_events``      every registration, promotion and rollback
+``registered_models`` stage and artifact digest of every model registered
+``batch_jobs``        one row per batch-scoring upload (no per-row persistence)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import NullPool
+
+logger = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+HASH_LEN = 64
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("created_at", String(40), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("subject_hash", String(HASH_LEN), nullable=False),
+    Column("fingerprint", String(HASH_LEN), nullable=False),
+    Column("model_id", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("score", Float, nullable=True),
+    Column("probability", Float, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("rules_hit", JSON, nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("audit_seq", Integer, nullable=False),
+    # no index on subject_hash: a random key touches a random index page on every commit; add
+    # one if decisions must be looked up by subject
+    Index("ix_decisions_created", "created_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(HASH_LEN), nullable=False),
+    Column("hash", String(HASH_LEN), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(HASH_LEN), nullable=False),
+)
+
+review_items = Table(
+    "review_items",
+    metadata,
+    Column("item_id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", String(32), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("reviewer", String(200), nullable=True),
+    Column("claimed_at", String(40), nullable=True),
+    Column("resolved_at", String(40), nullable=True),
+    Column("resolution", String(32), nullable=True),
+    Column("note", Text, nullable=True),
+    UniqueConstraint("decision_id", "kind", name="uq_review_decision_kind"),
+    Index("ix_review_status", "status"),
+)
+
+fraud_links = Table(
+    "fraud_links",
+    metadata,
+    Column("link_id", Integer, primary_key=True, autoincrement=True),
+    Column("application_key", String(HASH_LEN), nullable=False),
+    Column("decision_id", String(32), nullable=False),
+    Column("identifiers", JSON, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+fraud_list_entries = Table(
+    "fraud_list_entries",
+    metadata,
+    Column("list_name", String(64), primary_key=True),
+    Column("value", String(200), primary_key=True),
+    Column("added_at", String(40), nullable=False),
+)
+
+model_assignments = Table(
+    "model_assignments",
+    metadata,
+    Column("stage", String(16), primary_key=True),
+    Column("champion_id", String(200), nullable=True),
+    Column("challenger_id", String(200), nullable=True),
+    Column("challenger_share", Float, nullable=False),
+    Column("history", JSON, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+model_events = Table(
+    "model_events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", String(40), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("model_id", String(200), nullable=True),
+    Column("previous_model_id", String(200), nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("audit_seq", Integer, nullable=False),
+)
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("model_id", String(200), primary_key=True),
+    Column("stage", String(16), nullable=False),
+    Column("artifact_sha256", String(HASH_LEN), nullable=False),
+    Column("registered_at", String(40), nullable=False),
+)
+
+batch_jobs = Table(
+    "batch_jobs",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("created_at", String(40), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("model_id", String(200), nullable=False),
+    Column("input_sha256", String(HASH_LEN), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("audit_seq", Integer, nullable=False),
+)
+
+IMMEDIATE = "fedrisk_sqlite_immediate"
+"""Execution option: on SQLite, begin with ``BEGIN IMMEDIATE`` (take the write lock up front)."""
+
+
+def default_db_url(registry_dir: Path) -> str:
+    """SQLite file next to the registry: ``sqlite:///REGISTRY/../scoring.db``."""
+    return f"sqlite:///{(registry_dir.resolve().parent / 'scoring.db').as_posix()}"
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Create the SQLAlchemy engine for ``url`` and tune it for an append-heavy workload.
+
+    Parameters
+    ----------
+    url
+        ``sqlite:///path.db`` or ``postgresql+psycopg://user@host:port/db``.
+    pool_size
+        Connections kept open (PostgreSQL).
+
+    Notes
+    -----
+    SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit survives a process crash (the WAL
+    is written before the commit returns) and readers never block the writer; only a power loss
+    can drop the last commits. The sqlite3 driver's implicit transaction handling is switched off
+    so SQLAlchemy's ``BEGIN`` really starts the transaction (``BEGIN IMMEDIATE`` for writers,
+    which serialises appends to the audit chain across processes).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30.0},
+            poolclass=NullPool if database in ("", ":memory:") else None,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # driver-level autocommit: SQLAlchemy's own BEGIN (below) controls the transaction
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(IMMEDIATE):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table that does not exist yet (idempotent)."""
+    metadata.create_all(engine)
+
+
+def write_connection(engine: Engine) -> Connection:
+    """A connection whose transactions take the write lock up front (SQLite ``BEGIN IMMEDIATE``)."""
+    return engine.connect().execution_options(**{IMMEDIATE: True})

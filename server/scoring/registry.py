@@ -1,0 +1,487 @@
+"""Model registry of the scoring service: verified artifacts, scorers, champion and challenger.
+
+Each artifact in ``REGISTRY/<model_id>/`` is verified against the trusted keys in
+``REGISTRY/trusted_keys/*.pub`` and turned into a :class:`LoadedModel` (preprocessor, numpy
+scorer, reason ranker, scaling), built once. Traffic per stage goes to the champion, except a
+stable hash of the subject id sends the configured share to the challenger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedrisk.artifact import (
+    ARTIFACT_FILE,
+    MODEL_ID_PATTERN,
+    SIGNATURE_FILE,
+    TRUSTED_KEYS_DIR,
+    ModelArtifact,
+    load_trusted_keys,
+    read_artifact,
+)
+from fedrisk.errors import ArtifactError, FedRiskError, SignatureError
+from fedrisk.features import Preprocessor
+from fedrisk.inference import NumpyScorer
+from fedrisk.reasons import ReasonCode, ReasonCodeTable, ReasonRanker
+from fedrisk.schema import DatasetSchema, FeatureKind, FeatureSpec
+from fedrisk.scorecard import ScorecardScaling
+from server.scoring.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from server.scoring.settings import STAGES, Stage
+from server.scoring.store import Assignment
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["champion", "challenger"]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Model output for a batch of rows."""
+
+    x: npt.NDArray[np.float32]
+    logits: npt.NDArray[np.float64]
+    pd: npt.NDArray[np.float64]
+    score: npt.NDArray[np.float64]
+
+
+_MISSING = object()
+
+
+class FeatureChecker:
+    """Checks request features against a model schema; built once per model.
+
+    Unknown features, missing or null non-nullable ones, wrong kinds, numbers outside the schema's
+    ``[min, max]`` and unknown categories are all reported, each with its ``loc``.
+    """
+
+    def __init__(self, schema: DatasetSchema, *, model_id: str) -> None:
+        self.model_id = model_id
+        self.names = schema.feature_names
+        self._known = frozenset(self.names)
+        self._specs = [
+            (
+                s.name,
+                s.kind is FeatureKind.NUMERIC,
+                s.min,
+                s.max,
+                frozenset(s.categories or ()),
+                s.nullable,
+            )
+            for s in schema.features
+        ]
+
+    def check(
+        self, features: Mapping[str, object], *, prefix: tuple[str, ...] = ("body", "features")
+    ) -> None:
+        """Raise :class:`InvalidInputError` listing every problem; return silently when valid."""
+        errors: list[dict[str, object]] = []
+        for name in features:
+            if name not in self._known:
+                errors.append(
+                    _error(
+                        (*prefix, name),
+                        "extra_forbidden",
+                        f"unknown feature for model {self.model_id}",
+                    )
+                )
+        for name, numeric, lo, hi, categories, nullable in self._specs:
+            value = features.get(name, _MISSING)
+            loc = (*prefix, name)
+            if value is _MISSING or value is None:
+                if not nullable:
+                    kind = "missing" if value is _MISSING else "null_not_allowed"
+                    errors.append(
+                        _error(loc, kind, f"feature {name} is required by model {self.model_id}")
+                    )
+                continue
+            if numeric:
+                if not isinstance(value, float | int) or isinstance(value, bool):
+                    errors.append(_error(loc, "float_type", f"feature {name} must be a number"))
+                elif (lo is not None and value < lo) or (hi is not None and value > hi):
+                    errors.append(
+                        _error(
+                            loc,
+                            "out_of_range",
+                            f"feature {name} must be in [{lo}, {hi}]; got {value}",
+                        )
+                    )
+            elif not isinstance(value, str):
+                errors.append(
+                    _error(loc, "string_type", f"feature {name} must be a category string")
+                )
+            elif value not in categories:
+                errors.append(
+                    _error(
+                        loc,
+                        "enum",
+                        f"feature {name} must be one of {sorted(categories)}; got {value!r}",
+                    )
+                )
+        if errors:
+            raise InvalidInputError(errors)
+
+
+def _error(loc: tuple[str, ...], kind: str, msg: str) -> dict[str, object]:
+    return {"type": kind, "loc": list(loc), "msg": msg}
+
+
+@dataclass
+class LoadedModel:
+    """A verified artifact with everything needed to score, built once at load time."""
+
+    artifact: ModelArtifact
+    artifact_sha256: str
+    signer: str
+    preprocessor: Preprocessor
+    scorer: NumpyScorer
+    ranker: ReasonRanker
+    scaling: ScorecardScaling
+    schema: DatasetSchema
+    checker: FeatureChecker
+
+    @property
+    def model_id(self) -> str:
+        """The artifact's model id (its version)."""
+        return self.artifact.model_id
+
+    def score_records(self, records: Sequence[Mapping[str, object]]) -> Scored:
+        """Preprocess and score plain-mapping rows (the request path, no pandas)."""
+        x = self.preprocessor.transform_records(records)
+        return self._score(x)
+
+    def score_matrix(self, x: npt.NDArray[np.float32]) -> Scored:
+        """Score already-preprocessed rows."""
+        return self._score(x)
+
+    def _score(self, x: npt.NDArray[np.float32]) -> Scored:
+        logits = self.scorer.logits(x)
+        pd = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid without overflow warnings
+        return Scored(x=x, logits=logits, pd=pd, score=self.scaling.score_from_logit(logits))
+
+    def reasons(self, scored: Scored) -> list[list[ReasonCode]]:
+        """Up to four reason codes per scored row (occlusion against the artifact's baseline)."""
+        return self.ranker.rank_transformed(scored.x, logits=scored.logits)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An artifact the registry would not load, and why."""
+
+    path: str
+    reason: Literal["unsigned", "untrusted", "tampered", "incompatible", "unreadable"]
+    message: str
+
+
+def artifact_digest(directory: Path) -> str:
+    """SHA-256 hex of ``artifact.json`` (what the DB records for a registered model)."""
+    return hashlib.sha256((directory / ARTIFACT_FILE).read_bytes()).hexdigest()
+
+
+def classify_refusal(
+    error: FedRiskError,
+) -> Literal["unsigned", "untrusted", "tampered", "incompatible", "unreadable"]:
+    """Short reason of a refused artifact, for logs, metrics and API errors."""
+    text = str(error)
+    if isinstance(error, SignatureError):
+        if "unsigned" in text:
+            return "unsigned"
+        if "trusted key" in text:
+            return "untrusted"
+        return "tampered"
+    if "cannot be read" in text:
+        return "unreadable"
+    return "incompatible"
+
+
+def build_model(
+    directory: Path,
+    *,
+    trusted_keys: Mapping[str, Ed25519PublicKey],
+    reason_table: ReasonCodeTable | None = None,
+) -> LoadedModel:
+    """Verify one artifact directory and build its scoring objects.
+
+    Raises
+    ------
+    SignatureError
+        Unsigned, untrusted signer, or tampered content.
+    ArtifactError
+        Unreadable or schema-incompatible artifact (preprocessing that does not fit the model,
+        a baseline missing features, an unknown format).
+    """
+    artifact = read_artifact(directory, trusted_keys=trusted_keys)
+    signer = json.loads((directory / SIGNATURE_FILE).read_bytes()).get("key_id", "")
+    schema = artifact.dataset_schema
+    try:
+        preprocessor = Preprocessor.from_dict(artifact.preprocessing)
+    except FedRiskError as e:
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: preprocessing is not usable: {e}"
+        ) from e
+    if preprocessor.schema.fingerprint() != schema.fingerprint():
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: preprocessing schema must equal the artifact schema "
+            f"{schema.name}; got {preprocessor.schema.name}"
+        )
+    if preprocessor.n_features_out != artifact.model_spec.n_features:
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: model_spec.n_features must equal the preprocessor's "
+            f"{preprocessor.n_features_out} output columns; got {artifact.model_spec.n_features}"
+        )
+    offset = artifact.logit_offset
+    try:
+        scorer = NumpyScorer(artifact.model_spec, np.asarray(artifact.weights), logit_offset=offset)
+        table = reason_table or ReasonCodeTable.from_schema(schema)
+        ranker = ReasonRanker(
+            scorer.logits,
+            preprocessor,
+            artifact.baseline,
+            table=table,
+            scaling=artifact.scorecard,
+            features=schema.feature_names,
+        )
+    except FedRiskError as e:
+        raise ArtifactError(f"artifact {artifact.model_id}: cannot build its scorer: {e}") from e
+    return LoadedModel(
+        artifact=artifact,
+        artifact_sha256=artifact_digest(directory),
+        signer=str(signer),
+        preprocessor=preprocessor,
+        scorer=scorer,
+        ranker=ranker,
+        scaling=artifact.scorecard,
+        schema=schema,
+        checker=FeatureChecker(schema, model_id=artifact.model_id),
+    )
+
+
+def challenger_bucket(subject_id: str, *, salt: str) -> float:
+    """Stable pseudo-uniform number in [0, 1) for a subject: the traffic-split hash.
+
+    The same subject always lands in the same bucket for the same experiment (``salt`` is the
+    challenger's model id), so an applicant is not bounced between models.
+    """
+    digest = hashlib.blake2b(f"{salt}\x00{subject_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+class ModelRegistry:
+    """Verified models of a registry directory and the champion/challenger assignment per stage.
+
+    Parameters
+    ----------
+    registry_dir
+        ``REGISTRY`` with ``<model_id>/`` artifacts and ``trusted_keys/*.pub``.
+    reason_table
+        Optional reason-code table overriding the derived codes/texts.
+    """
+
+    def __init__(self, registry_dir: Path, *, reason_table: ReasonCodeTable | None = None) -> None:
+        self.registry_dir = Path(registry_dir)
+        self.reason_table = reason_table
+        self.trusted_keys: dict[str, Ed25519PublicKey] = {}
+        self.reload_trusted_keys()
+        self.models: dict[str, LoadedModel] = {}
+        self.refused: dict[str, Refusal] = {}
+        self.assignments: dict[Stage, Assignment] = {
+            stage: Assignment(stage=stage) for stage in STAGES
+        }
+
+    # -- loading ------------------------------------------------------------------------------
+    def reload_trusted_keys(self) -> None:
+        """Read ``trusted_keys/*.pub`` again (a newly trusted releasing party needs no restart)."""
+        keys_dir = self.registry_dir / TRUSTED_KEYS_DIR
+        self.trusted_keys = load_trusted_keys(keys_dir) if keys_dir.is_dir() else {}
+        if not self.trusted_keys:
+            logger.warning("no trusted keys in %s: every artifact will be refused", keys_dir)
+
+    def artifact_dirs(self) -> list[Path]:
+        """Candidate artifact directories (skips ``trusted_keys`` and hidden/temp dirs)."""
+        if not self.registry_dir.is_dir():
+            return []
+        return sorted(
+            p
+            for p in self.registry_dir.iterdir()
+            if p.is_dir() and p.name != TRUSTED_KEYS_DIR and not p.name.startswith(".")
+        )
+
+    def verify(self, directory: Path) -> LoadedModel:
+        """Verify and build one artifact without registering it (see :func:`build_model`)."""
+        return build_model(
+            directory, trusted_keys=self.trusted_keys, reason_table=self.reason_table
+        )
+
+    def load_directory(self, directory: Path) -> LoadedModel | None:
+        """Load one registry directory; a refused artifact is logged and remembered, not raised."""
+        try:
+            model = self.verify(directory)
+        except FedRiskError as e:
+            refusal = Refusal(path=str(directory), reason=classify_refusal(e), message=str(e))
+            self.refused[directory.name] = refusal
+            logger.error("refused model artifact %s (%s): %s", directory, refusal.reason, e)
+            return None
+        self.refused.pop(directory.name, None)
+        self.models[model.model_id] = model
+        logger.info(
+            "loaded model %s (stage %s, signer %s)",
+            model.model_id,
+            model.artifact.stage,
+            model.signer,
+        )
+        return model
+
+    def load_all(self, *, only: Iterable[str] | None = None) -> None:
+        """Load every artifact directory (or only the named ones) not loaded yet."""
+        wanted = None if only is None else set(only)
+        for directory in self.artifact_dirs():
+            if directory.name in self.models or (
+                wanted is not None and directory.name not in wanted
+            ):
+                continue
+            self.load_directory(directory)
+
+    def install(self, source: Path) -> tuple[LoadedModel, Path]:
+        """Verify an artifact directory and copy it into the registry.
+
+        The source is verified before anything is copied, and the copy lands under a temporary
+        name that is renamed into place, so a bad artifact never touches the registry.
+
+        Raises
+        ------
+        SignatureError, ArtifactError
+            The artifact is refused.
+        ConflictError
+            The registry already holds different content under this model id.
+        """
+        self.reload_trusted_keys()
+        if "\x00" in str(source):
+            raise ArtifactError("artifact directory path must not contain NUL bytes")
+        model = self.verify(source)
+        target = self.registry_dir / model.model_id
+        if target.resolve() == source.resolve():
+            return model, target
+        if target.exists():
+            if artifact_digest(target) != model.artifact_sha256:
+                raise ConflictError(
+                    f"model_id {model.model_id!r} already exists in the registry with different "
+                    "content; released models are immutable, use a new model_id"
+                )
+            return self.models.get(model.model_id, model), target
+        self.registry_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model.model_id}.", dir=self.registry_dir))
+        try:
+            for name in (ARTIFACT_FILE, SIGNATURE_FILE):
+                shutil.copyfile(source / name, tmp / name)
+            tmp.chmod(0o755)
+            tmp.rename(target)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ArtifactError(f"cannot copy artifact into {target}: {e}") from e
+        # re-verify the installed copy: what is served is what was checked
+        return self.verify(target), target
+
+    def install_upload(
+        self, artifact_bytes: bytes, signature_bytes: bytes
+    ) -> tuple[LoadedModel, Path]:
+        """Verify uploaded ``artifact.json`` + ``artifact.sig`` bytes and install them."""
+        try:
+            model_id = json.loads(artifact_bytes).get("model_id")
+        except (ValueError, AttributeError) as e:
+            raise ArtifactError("artifact must be a JSON object with a model_id") from e
+        if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id):
+            raise ArtifactError(
+                f"artifact model_id must match {MODEL_ID_PATTERN.pattern}; got {model_id!r}"
+            )
+        with tempfile.TemporaryDirectory(prefix="fedrisk-upload-") as tmp:
+            staged = Path(tmp) / model_id
+            staged.mkdir()
+            (staged / ARTIFACT_FILE).write_bytes(artifact_bytes)
+            (staged / SIGNATURE_FILE).write_bytes(signature_bytes)
+            return self.install(staged)
+
+    def add(self, model: LoadedModel) -> None:
+        """Make a verified model available for routing."""
+        self.models[model.model_id] = model
+        self.refused.pop(model.model_id, None)
+
+    # -- routing ------------------------------------------------------------------------------
+    def set_assignments(self, assignments: Mapping[Stage, Assignment]) -> None:
+        """Replace the champion/challenger table (after a DB change)."""
+        self.assignments = dict(assignments)
+
+    def get(self, model_id: str) -> LoadedModel:
+        """A loaded model by id. Raises NotFoundError."""
+        try:
+            return self.models[model_id]
+        except KeyError as e:
+            raise NotFoundError(f"model {model_id!r} is not loaded") from e
+
+    def route(self, stage: Stage, subject_id: str) -> tuple[LoadedModel, Role]:
+        """Model answering for ``subject_id`` at ``stage``.
+
+        Raises
+        ------
+        UnavailableError
+            The stage has no loaded champion.
+        """
+        assignment = self.assignments[stage]
+        challenger = assignment.challenger_id
+        if (
+            challenger is not None
+            and challenger in self.models
+            and challenger_bucket(subject_id, salt=challenger) < assignment.challenger_share
+        ):
+            return self.models[challenger], "challenger"
+        champion = assignment.champion_id
+        if champion is None or champion not in self.models:
+            raise UnavailableError(f"stage {stage} has no loaded champion model")
+        return self.models[champion], "champion"
+
+    def champion(self, stage: Stage) -> LoadedModel:
+        """The stage's champion. Raises UnavailableError."""
+        champion = self.assignments[stage].champion_id
+        if champion is None or champion not in self.models:
+            raise UnavailableError(f"stage {stage} has no loaded champion model")
+        return self.models[champion]
+
+    def role_of(self, model_id: str) -> tuple[Stage, Role] | None:
+        """Stage and role a model currently holds, or None."""
+        for stage, assignment in self.assignments.items():
+            if assignment.champion_id == model_id:
+                return stage, "champion"
+            if assignment.challenger_id == model_id:
+                return stage, "challenger"
+        return None
+
+
+def feature_kind(spec: FeatureSpec) -> str:
+    """``numeric`` or ``categorical`` (for docs and errors)."""
+    return "numeric" if spec.kind is FeatureKind.NUMERIC else "categorical"
+
+
+def describe_schema(schema: DatasetSchema) -> list[dict[str, Any]]:
+    """Feature list of a model for ``GET /v1/models``."""
+    return [
+        {
+            "name": s.name,
+            "kind": feature_kind(s),
+            "min": s.min,
+            "max": s.max,
+            "categories": list(s.categories) if s.categories else None,
+            "nullable": s.nullable,
+            "description": s.description,
+        }
+        for s in schema.features
+    ]
