@@ -17,13 +17,20 @@ import contextlib
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clients.bundle import PartyBundle, load_bundle
-from clients.supernode import SuperNodeProcess, prepare_party_runtime, start_supernode
+from clients.supernode import LOG_FILE as SUPERNODE_LOG_FILE
+from clients.supernode import (
+    SuperNodeError,
+    SuperNodeProcess,
+    prepare_party_runtime,
+    start_supernode,
+)
 from fedrisk.partitions import PartyData
 from fedrisk.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
 from fedrisk.schema import DatasetSchema, write_schema
@@ -33,6 +40,9 @@ from server.coordinator import DeployedRun, execute_run, prepare_run, resumable_
 from server.provisioning import WorkspaceLayout, install_public_context, provision_workspace
 from server.runs import RunOutcome
 from server.superlink import SuperLinkProcess, register_supernodes, start_superlink
+
+ACCEPTED_MARK = b"SuperNode ID: "
+"""What flower-supernode logs once the SuperLink has activated it (Flower 1.41)."""
 
 
 @dataclass
@@ -95,6 +105,45 @@ class LocalDeployment:
         node = self.supernodes.pop(party, None)
         if node is not None:
             node.stop()
+
+    def restart_party(
+        self, party: str, *, timeout: float = 180.0, retry_every: float = 1.0
+    ) -> SuperNodeProcess:
+        """Start a crashed party's SuperNode again, retrying until the SuperLink accepts it.
+
+        Raises
+        ------
+        SuperNodeError
+            It was not accepted within ``timeout`` seconds.
+
+        Notes
+        -----
+        Flower 1.41 keeps a node online until two heartbeat intervals (2 x 30 s) pass without a
+        heartbeat, and refuses to activate a node it still counts as online: a SuperNode
+        restarted sooner logs exit code 305 ("Failed to activate SuperNode") and exits. Like a
+        service manager's restart policy, this starts it again every ``retry_every`` seconds
+        until it logs its node id. The node id is the one registered for the party's key.
+        """
+        log_path = self.bundle(party).layout.state_dir / SUPERNODE_LOG_FILE
+        deadline = time.monotonic() + timeout
+        attempts = 0
+        while True:
+            offset = log_path.stat().st_size if log_path.exists() else 0
+            node = self.start_party(party)
+            attempts += 1
+            while node.is_running() and time.monotonic() < deadline:
+                with log_path.open("rb") as handle:
+                    handle.seek(offset)
+                    if ACCEPTED_MARK in handle.read():
+                        return node
+                time.sleep(0.2)
+            self.stop_party(party)  # refused; also stops what it left behind (its SuperExec)
+            if time.monotonic() >= deadline:
+                raise SuperNodeError(
+                    f"the SuperNode of {party} must be accepted by the SuperLink within "
+                    f"{timeout:.0f}s; got {attempts} refused attempts (see {log_path})"
+                )
+            time.sleep(retry_every)
 
     def kill_party(self, party: str) -> None:
         """Crash one party's SuperNode and its ClientApp processes: SIGKILL, no deactivation.
