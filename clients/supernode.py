@@ -31,10 +31,11 @@ from clients.bundle import (
 )
 from fedrisk.errors import ConfigError, FedRiskError, IdentityError, ProcessStopError
 from fedrisk.processes import (
+    child_running,
     console_script,
-    flower_environment,
     is_alive,
     pick_free_port,
+    start_flower_process,
     stop_process_tree,
 )
 from fedrisk.schema import load_schema
@@ -232,9 +233,7 @@ class SuperNodeProcess:
 
     def is_running(self) -> bool:
         """Whether the SuperNode process is alive."""
-        if self.process is not None:
-            return self.process.poll() is None
-        return is_alive(self.pid)
+        return child_running(self.pid, self.process)
 
     def wait(self, *, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the process to exit; its exit code or ``None``."""
@@ -315,16 +314,9 @@ def start_supernode(
         max_wait_time=max_wait_time,
     )
     runtime.flwr_home.mkdir(parents=True, exist_ok=True)
-    with runtime.log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            argv,
-            cwd=runtime.state_dir,
-            env=flower_environment(runtime.flwr_home),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_flower_process(
+        argv, cwd=runtime.state_dir, flwr_home=runtime.flwr_home, log_path=runtime.log_path
+    )
     (runtime.state_dir / RUNTIME_FILE).write_text(
         json.dumps(
             {

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -80,6 +81,53 @@ def _read_key_bytes(path: Path, *, what: str) -> bytes:
 # --------------------------------------------------------------------------------------------------
 
 
+_PrivateKey = TypeVar("_PrivateKey", Ed25519PrivateKey, X25519PrivateKey)
+# mypy refuses an abstract class where type[T] is expected (python/mypy#4717); isinstance takes it
+_ED25519_PRIVATE: type[Ed25519PrivateKey] = Ed25519PrivateKey  # type: ignore[type-abstract]
+_X25519_PRIVATE: type[X25519PrivateKey] = X25519PrivateKey  # type: ignore[type-abstract]
+
+
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def _public_pem(pub: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return pub.public_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+
+
+def _raw_key_id(pub: Ed25519PublicKey | X25519PublicKey) -> str:
+    raw = pub.public_bytes(
+        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
+    )
+    return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_CHARS]
+
+
+def _load_private_key(
+    path: Path, *, what: str, kind: type[_PrivateKey], algorithm: str
+) -> _PrivateKey:
+    """Read an unencrypted PEM private key of ``kind``; ``what`` and ``algorithm`` name it."""
+    data = _read_key_bytes(path, what=what)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise IdentityError(
+            f"{what} file {path} must hold an unencrypted PEM private key; got unreadable "
+            f"content ({e})"
+        ) from e
+    if not isinstance(key, kind):
+        raise IdentityError(
+            f"{what} file {path} must hold an {algorithm} private key; got {type(key).__name__}"
+        )
+    return key
+
+
 def generate_signing_key() -> Ed25519PrivateKey:
     """Create a fresh Ed25519 signing key from the operating system's CSPRNG."""
     return Ed25519PrivateKey.generate()
@@ -101,12 +149,7 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """
     if not isinstance(key, Ed25519PrivateKey):
         raise IdentityError(f"key must be an Ed25519PrivateKey; got {type(key).__name__}")
-    pem = key.private_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PrivateFormat.PKCS8,
-        encryption_algorithm=serialization.NoEncryption(),
-    )
-    write_key_file(Path(path), pem, private=True)
+    write_key_file(Path(path), _private_pem(key), private=True)
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -117,30 +160,14 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     IdentityError
         The file is missing, not PEM, encrypted, or holds another key type; the message names it.
     """
-    data = _read_key_bytes(path, what="signing key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise IdentityError(
-            f"signing key file {path} must hold an unencrypted PEM private key; got unreadable "
-            f"content ({e})"
-        ) from e
-    if not isinstance(key, Ed25519PrivateKey):
-        raise IdentityError(
-            f"signing key file {path} must hold an Ed25519 private key; got {type(key).__name__}"
-        )
-    return key
+    return _load_private_key(path, what="signing key", kind=_ED25519_PRIVATE, algorithm="Ed25519")
 
 
 def save_public_key(pub: Ed25519PublicKey, path: Path) -> None:
     """Write an Ed25519 public key as SubjectPublicKeyInfo PEM (mode 0644, atomically)."""
     if not isinstance(pub, Ed25519PublicKey):
         raise IdentityError(f"pub must be an Ed25519PublicKey; got {type(pub).__name__}")
-    pem = pub.public_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PublicFormat.SubjectPublicKeyInfo,
-    )
-    write_key_file(Path(path), pem, private=False)
+    write_key_file(Path(path), _public_pem(pub), private=False)
 
 
 def load_verify_key(path: Path) -> Ed25519PublicKey:
@@ -152,12 +179,7 @@ def load_verify_key(path: Path) -> Ed25519PublicKey:
         The file is missing, not PEM, or holds another key type; the message names it.
     """
     data = _read_key_bytes(path, what="public key")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise IdentityError(
-            f"public key file {path} must hold a PEM public key; got unreadable content ({e})"
-        ) from e
+    key = _load_public_pem(data, source=f"public key file {path}")
     if not isinstance(key, Ed25519PublicKey):
         raise IdentityError(
             f"public key file {path} must hold an Ed25519 public key; got {type(key).__name__}"
@@ -167,10 +189,7 @@ def load_verify_key(path: Path) -> Ed25519PublicKey:
 
 def key_id(pub: Ed25519PublicKey) -> str:
     """Short stable identifier of a public key: the first 16 hex chars of sha256(raw key bytes)."""
-    raw = pub.public_bytes(
-        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
-    )
-    return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_CHARS]
+    return _raw_key_id(pub)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,12 +217,7 @@ def save_receiving_key(key: X25519PrivateKey, path: Path) -> None:
     """Write an X25519 private key as unencrypted PKCS#8 PEM, mode 0600, atomically."""
     if not isinstance(key, X25519PrivateKey):
         raise IdentityError(f"key must be an X25519PrivateKey; got {type(key).__name__}")
-    pem = key.private_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PrivateFormat.PKCS8,
-        encryption_algorithm=serialization.NoEncryption(),
-    )
-    write_key_file(Path(path), pem, private=True)
+    write_key_file(Path(path), _private_pem(key), private=True)
 
 
 def load_receiving_key(path: Path) -> X25519PrivateKey:
@@ -214,39 +228,21 @@ def load_receiving_key(path: Path) -> X25519PrivateKey:
     IdentityError
         The file is missing, not PEM, encrypted, or holds another key type; the message names it.
     """
-    data = _read_key_bytes(path, what="receiving key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise IdentityError(
-            f"receiving key file {path} must hold an unencrypted PEM private key; got unreadable "
-            f"content ({e})"
-        ) from e
-    if not isinstance(key, X25519PrivateKey):
-        raise IdentityError(
-            f"receiving key file {path} must hold an X25519 private key; got {type(key).__name__}"
-        )
-    return key
+    return _load_private_key(path, what="receiving key", kind=_X25519_PRIVATE, algorithm="X25519")
 
 
 def receiving_public_key_pem(pub: X25519PublicKey) -> str:
     """An X25519 public key as SubjectPublicKeyInfo PEM text (for manifests and .pub files)."""
     if not isinstance(pub, X25519PublicKey):
         raise IdentityError(f"pub must be an X25519PublicKey; got {type(pub).__name__}")
-    return pub.public_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PublicFormat.SubjectPublicKeyInfo,
-    ).decode("ascii")
+    return _public_pem(pub).decode("ascii")
 
 
 def verify_key_pem(pub: Ed25519PublicKey) -> str:
     """An Ed25519 public key as SubjectPublicKeyInfo PEM text (for manifests)."""
     if not isinstance(pub, Ed25519PublicKey):
         raise IdentityError(f"pub must be an Ed25519PublicKey; got {type(pub).__name__}")
-    return pub.public_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PublicFormat.SubjectPublicKeyInfo,
-    ).decode("ascii")
+    return _public_pem(pub).decode("ascii")
 
 
 def save_receiving_public_key(pub: X25519PublicKey, path: Path) -> None:
@@ -289,10 +285,7 @@ def load_receiving_public_key(path: Path) -> X25519PublicKey:
 
 def receiving_key_id(pub: X25519PublicKey) -> str:
     """Short stable identifier of an X25519 public key: first 16 hex chars of sha256(raw bytes)."""
-    raw = pub.public_bytes(
-        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
-    )
-    return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_CHARS]
+    return _raw_key_id(pub)
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,30 @@ def is_alive(pid: int) -> bool:
     return True
 
 
+def child_running(pid: int, process: Process | None) -> bool:
+    """Whether a child is alive: ``process.poll()`` when we hold its ``Popen``, else by ``pid``."""
+    if process is not None:
+        return process.poll() is None
+    return is_alive(pid)
+
+
+def start_flower_process(
+    argv: Sequence[str], *, cwd: Path, flwr_home: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start a Flower console script in a session of its own, stdin closed, output appended to
+    ``log_path``, with ``flower_environment(flwr_home)``; stop it with ``stop_process_tree``."""
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=flower_environment(flwr_home),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def signal_tree(root: int, targets: Iterable[int], sig: int) -> None:
     """Send ``sig`` once to ``root``'s process group and once to each target outside that group.
 

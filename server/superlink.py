@@ -52,10 +52,12 @@ import tomli_w
 
 from fedrisk.errors import ConfigError, FedRiskError, ProcessStopError
 from fedrisk.processes import (
+    child_running,
     console_script,
     flower_environment,
     is_alive,
     pick_free_port,
+    start_flower_process,
     stop_process_tree,
 )
 from secure_agg.ceremony import load_manifest
@@ -182,9 +184,7 @@ class SuperLinkProcess:
 
     def is_running(self) -> bool:
         """Whether the SuperLink process is still alive."""
-        if self.process is not None:
-            return self.process.poll() is None
-        return is_alive(self.pid)
+        return child_running(self.pid, self.process)
 
     def stop(self, *, timeout: float = 15.0) -> None:
         """Stop the SuperLink and everything it started; forget its runtime file.
@@ -340,16 +340,9 @@ def start_superlink(
         insecure=insecure,
     )
     argv = superlink_command(layout, host=host, port=port, insecure=insecure)
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            argv,
-            cwd=layout.root,
-            env=flower_environment(layout.flwr_home),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_flower_process(
+        argv, cwd=layout.root, flwr_home=layout.flwr_home, log_path=log_path
+    )
     handle = SuperLinkProcess(
         pid=process.pid,
         host=host,

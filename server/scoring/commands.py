@@ -46,6 +46,10 @@ DbOpt = Annotated[
 ]
 ActorOpt = Annotated[str, typer.Option("--actor", help="Who makes the change (recorded)")]
 NoteOpt = Annotated[str, typer.Option("--note", help="Why (recorded)")]
+StageArg = Annotated[str, typer.Argument(help="application, behaviour or collection")]
+RegistryForDbOpt = Annotated[
+    Path | None, typer.Option("--registry", help="Registry (default DB location)")
+]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -83,6 +87,28 @@ def _run(fn: Callable[[], T]) -> T:
         return fn()
     except (FedRiskError, ScoringError) as e:
         raise _fail(f"error: {e}") from e
+
+
+def _change_stage(
+    stage: str,
+    db: str | None,
+    registry: Path | None,
+    change: Callable[..., store.Assignment],
+    *,
+    actor: str,
+    note: str,
+) -> store.Assignment:
+    """Apply one stage-level ``store`` change (rollback, stop challenger) in its transaction."""
+    chosen = _stage(stage)
+    engine = _engine(db, registry)
+    try:
+        return _run(
+            lambda: _transaction(
+                engine, lambda c, ch: change(c, ch, stage=chosen, actor=actor, note=note)
+            )
+        )
+    finally:
+        engine.dispose()
 
 
 def _parse_shares(values: list[str]) -> dict[str, float]:
@@ -306,51 +332,27 @@ def models_promote(
 
 @models_app.command("rollback")
 def models_rollback(
-    stage: Annotated[str, typer.Argument(help="application, behaviour or collection")],
-    registry: Annotated[
-        Path | None, typer.Option("--registry", help="Registry (default DB location)")
-    ] = None,
+    stage: StageArg,
+    registry: RegistryForDbOpt = None,
     db: DbOpt = None,
     actor: ActorOpt = "cli",
     note: NoteOpt = "",
 ) -> None:
     """Restore the stage's previous champion."""
-    chosen = _stage(stage)
-    engine = _engine(db, registry)
-    try:
-        a = _run(
-            lambda: _transaction(
-                engine,
-                lambda c, ch: store.rollback_stage(c, ch, stage=chosen, actor=actor, note=note),
-            )
-        )
-    finally:
-        engine.dispose()
+    a = _change_stage(stage, db, registry, store.rollback_stage, actor=actor, note=note)
     typer.echo(f"[{a.stage}] champion={a.champion_id} (rolled back)")
 
 
 @models_app.command("stop-challenger")
 def models_stop_challenger(
-    stage: Annotated[str, typer.Argument(help="application, behaviour or collection")],
-    registry: Annotated[
-        Path | None, typer.Option("--registry", help="Registry (default DB location)")
-    ] = None,
+    stage: StageArg,
+    registry: RegistryForDbOpt = None,
     db: DbOpt = None,
     actor: ActorOpt = "cli",
     note: NoteOpt = "",
 ) -> None:
     """End the stage's challenger experiment."""
-    chosen = _stage(stage)
-    engine = _engine(db, registry)
-    try:
-        a = _run(
-            lambda: _transaction(
-                engine,
-                lambda c, ch: store.clear_challenger(c, ch, stage=chosen, actor=actor, note=note),
-            )
-        )
-    finally:
-        engine.dispose()
+    a = _change_stage(stage, db, registry, store.clear_challenger, actor=actor, note=note)
     typer.echo(f"[{a.stage}] challenger stopped; champion={a.champion_id}")
 
 

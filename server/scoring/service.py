@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,6 +154,24 @@ def _answer(model: LoadedModel, rows: list[dict[str, Any]]) -> list[ModelAnswer]
     return [(pds[i], scores[i], reasons[i]) for i in range(len(rows))]
 
 
+@dataclass(frozen=True)
+class _Started:
+    """One decision in flight: what was routed, and the id and time it is stored under."""
+
+    stage: Stage
+    subject: str
+    body: dict[str, Any]
+    model: LoadedModel
+    role: Role
+    now: datetime
+    created_at: str
+    decision_id: str
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(model_id=self.model.model_id, stage=self.stage, role=self.role)
+
+
 class ScoringService:
     """The three lifecycle decision paths.
 
@@ -206,31 +225,43 @@ class ScoringService:
             # nothing of this decision was committed; the client may retry
             raise UnavailableError("the decision could not be stored; retry later") from e
 
-    def _row(
+    def _start(self, stage: Stage, subject: str, body: dict[str, Any]) -> _Started:
+        """Route to a model, check the features, and stamp the decision id and time."""
+        model, role = self._route(stage, subject, body["features"])
+        now = datetime.now(UTC)
+        return _Started(
+            stage=stage,
+            subject=subject,
+            body=body,
+            model=model,
+            role=role,
+            now=now,
+            created_at=now.isoformat(timespec="microseconds"),
+            decision_id=new_decision_id(),
+        )
+
+    async def _record(
         self,
+        d: _Started,
         *,
-        decision_id: str,
-        created_at: str,
-        stage: Stage,
-        subject: str,
-        body: dict[str, Any],
-        model: LoadedModel,
-        role: Role,
         score: float,
         pd: float,
         outcome: str,
         reasons: list[dict[str, object]],
         rules_hit: list[str],
         details: dict[str, Any],
-    ) -> dict[str, Any]:
-        return {
-            "decision_id": decision_id,
-            "created_at": created_at,
-            "stage": stage,
-            "subject_hash": self.hasher.hash("subject", subject),
-            "fingerprint": fingerprint(body),
-            "model_id": model.model_id,
-            "role": role,
+        links: list[dict[str, Any]] | None = None,
+        review: dict[str, Any] | None = None,
+    ) -> None:
+        """Persist the decision with its audit record, then count it."""
+        row = {
+            "decision_id": d.decision_id,
+            "created_at": d.created_at,
+            "stage": d.stage,
+            "subject_hash": self.hasher.hash("subject", d.subject),
+            "fingerprint": fingerprint(d.body),
+            "model_id": d.model.model_id,
+            "role": d.role,
             "score": score,
             "probability": pd,
             "outcome": outcome,
@@ -238,20 +269,17 @@ class ScoringService:
             "rules_hit": rules_hit,
             "details": details,
         }
+        await self._persist(DecisionWrite(row=row, links=links or [], review=review))
+        self.metrics.child(self.metrics.decisions, d.stage, outcome, d.role).inc()
 
     # -------------------------------------------------------------------------------- A-card
     async def application(self, request: ApplicationRequest) -> ApplicationResponse:
         """Anti-fraud, then PD, score, decision, limit and price tier, reasons; persisted."""
-        stage: Stage = "application"
-        body = request.model_dump(mode="json")
-        model, role = self._route(stage, request.applicant_id, body["features"])
-        now = datetime.now(UTC)
-        created_at = now.isoformat(timespec="microseconds")
-        decision_id = new_decision_id()
+        d = self._start("application", request.applicant_id, request.model_dump(mode="json"))
         screening = self.screen.screen(
-            request.application_id, body["signals"], now=now, decision_id=decision_id
+            request.application_id, d.body["signals"], now=d.now, decision_id=d.decision_id
         )
-        pd, score, reasons = await self.batcher.score(model, body["features"])
+        pd, score, reasons = await self.batcher.score(d.model, d.body["features"])
         result = decide_application(
             pd,
             score,
@@ -273,17 +301,11 @@ class ScoringService:
             }
         if review is not None:
             review.update(
-                decision_id=decision_id, stage=stage, status="open", created_at=created_at
+                decision_id=d.decision_id, stage=d.stage, status="open", created_at=d.created_at
             )
         stored_rules = rule_ids + (["graph_ring"] if screening.ring.is_ring else [])
-        row = self._row(
-            decision_id=decision_id,
-            created_at=created_at,
-            stage=stage,
-            subject=request.applicant_id,
-            body=body,
-            model=model,
-            role=role,
+        await self._record(
+            d,
             score=score,
             pd=pd,
             outcome=outcome,
@@ -298,15 +320,14 @@ class ScoringService:
                 "overrides": list(result.overrides),
                 "component_size": screening.ring.component_size,
             },
+            links=screening.links,
+            review=review,
         )
-        write = DecisionWrite(row=row, links=screening.links, review=review)
-        await self._persist(write)
-        self.metrics.child(self.metrics.decisions, stage, outcome, role).inc()
         for rule in stored_rules:
             self.metrics.child(self.metrics.fraud_hits, rule).inc()
         ring = screening.ring
         return ApplicationResponse(
-            decision_id=decision_id,
+            decision_id=d.decision_id,
             application_id=request.application_id,
             decision=outcome,
             model_decision=OUTCOME[result.model_decision],
@@ -336,20 +357,15 @@ class ScoringService:
                 ),
             ),
             queued_for_review=review is not None,
-            model=ModelRef(model_id=model.model_id, stage=stage, role=role),
-            created_at=created_at,
+            model=d.ref,
+            created_at=d.created_at,
         )
 
     # -------------------------------------------------------------------------------- B-card
     async def behaviour(self, request: BehaviourRequest) -> BehaviourResponse:
         """Behaviour score + early warnings -> raise / keep / cut / freeze; persisted."""
-        stage: Stage = "behaviour"
-        body = request.model_dump(mode="json")
-        model, role = self._route(stage, request.account_id, body["features"])
-        now = datetime.now(UTC)
-        created_at = now.isoformat(timespec="microseconds")
-        decision_id = new_decision_id()
-        pd, score, score_reasons = await self.batcher.score(model, body["features"])
+        d = self._start("behaviour", request.account_id, request.model_dump(mode="json"))
+        pd, score, score_reasons = await self.batcher.score(d.model, d.body["features"])
         signals = BehaviourSignals(
             multi_lender_count=request.multi_lender_count,
             prohibited_use_flows=tuple(
@@ -365,14 +381,8 @@ class ScoringService:
             signals=signals,
             policy=self.policy.behaviour,
         )
-        row = self._row(
-            decision_id=decision_id,
-            created_at=created_at,
-            stage=stage,
-            subject=request.account_id,
-            body=body,
-            model=model,
-            role=role,
+        await self._record(
+            d,
             score=score,
             pd=pd,
             outcome=result.action.value,
@@ -384,10 +394,8 @@ class ScoringService:
                 "policy_reasons": [r.code for r in result.reasons],
             },
         )
-        await self._persist(DecisionWrite(row=row))
-        self.metrics.child(self.metrics.decisions, stage, result.action.value, role).inc()
         return BehaviourResponse(
-            decision_id=decision_id,
+            decision_id=d.decision_id,
             account_id=request.account_id,
             action=result.action.value,
             current_limit=result.current_limit,
@@ -397,20 +405,15 @@ class ScoringService:
             warnings=[FindingOut(code=w.code, text=w.text) for w in result.warnings],
             reasons=[FindingOut(code=r.code, text=r.text) for r in result.reasons],
             score_reasons=_reasons_out(score_reasons),
-            model=ModelRef(model_id=model.model_id, stage=stage, role=role),
-            created_at=created_at,
+            model=d.ref,
+            created_at=d.created_at,
         )
 
     # -------------------------------------------------------------------------------- C-card
     async def collection(self, request: CollectionRequest) -> CollectionResponse:
         """Recovery probability -> segment and collection action; persisted."""
-        stage: Stage = "collection"
-        body = request.model_dump(mode="json")
-        model, role = self._route(stage, request.account_id, body["features"])
-        now = datetime.now(UTC)
-        created_at = now.isoformat(timespec="microseconds")
-        decision_id = new_decision_id()
-        pd, score, score_reasons = await self.batcher.score(model, body["features"])
+        d = self._start("collection", request.account_id, request.model_dump(mode="json"))
+        pd, score, score_reasons = await self.batcher.score(d.model, d.body["features"])
         # the C-card model predicts "does not pay" (target 1 = bad), so recovery is its complement
         recovery = 1.0 - pd
         signals = CollectionSignals(
@@ -420,14 +423,8 @@ class ScoringService:
             prior_delinquencies=request.prior_delinquencies,
         )
         result = decide_collection(recovery, signals=signals, policy=self.policy.collection)
-        row = self._row(
-            decision_id=decision_id,
-            created_at=created_at,
-            stage=stage,
-            subject=request.account_id,
-            body=body,
-            model=model,
-            role=role,
+        await self._record(
+            d,
             score=score,
             pd=pd,
             outcome=result.action.value,
@@ -439,10 +436,8 @@ class ScoringService:
                 "policy_reasons": [r.code for r in result.reasons],
             },
         )
-        await self._persist(DecisionWrite(row=row))
-        self.metrics.child(self.metrics.decisions, stage, result.action.value, role).inc()
         return CollectionResponse(
-            decision_id=decision_id,
+            decision_id=d.decision_id,
             account_id=request.account_id,
             recovery_probability=recovery,
             pd=pd,
@@ -451,6 +446,6 @@ class ScoringService:
             action=result.action.value,
             reasons=[FindingOut(code=r.code, text=r.text) for r in result.reasons],
             score_reasons=_reasons_out(score_reasons),
-            model=ModelRef(model_id=model.model_id, stage=stage, role=role),
-            created_at=created_at,
+            model=d.ref,
+            created_at=d.created_at,
         )

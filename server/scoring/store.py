@@ -66,15 +66,7 @@ def load_assignments(connection: Connection) -> dict[Stage, Assignment]:
     result: dict[Stage, Assignment] = {stage: Assignment(stage=stage) for stage in STAGES}
     for row in connection.execute(select(model_assignments)):
         stage = _stage(row.stage)
-        result[stage] = Assignment(
-            stage=stage,
-            champion_id=row.champion_id,
-            challenger_id=row.challenger_id,
-            challenger_share=float(row.challenger_share),
-            history=tuple(row.history or ()),
-            version=int(row.version),
-            updated_at=row.updated_at,
-        )
+        result[stage] = _assignment(stage, row)
     return result
 
 
@@ -84,6 +76,18 @@ def assignments_version(connection: Connection) -> int:
         connection.execute(
             select(func.coalesce(func.sum(model_assignments.c.version), 0))
         ).scalar_one()
+    )
+
+
+def _assignment(stage: Stage, row: Any) -> Assignment:
+    return Assignment(
+        stage=stage,
+        champion_id=row.champion_id,
+        challenger_id=row.challenger_id,
+        challenger_share=float(row.challenger_share),
+        history=tuple(row.history or ()),
+        version=int(row.version),
+        updated_at=row.updated_at,
     )
 
 
@@ -117,18 +121,49 @@ def _current(connection: Connection, stage: Stage) -> tuple[Assignment, bool]:
     ).first()
     if row is None:
         return Assignment(stage=stage), False
-    return (
-        Assignment(
-            stage=stage,
-            champion_id=row.champion_id,
-            challenger_id=row.challenger_id,
-            challenger_share=float(row.challenger_share),
-            history=tuple(row.history or ()),
-            version=int(row.version),
-            updated_at=row.updated_at,
-        ),
-        True,
+    return _assignment(stage, row), True
+
+
+def _advance(
+    connection: Connection,
+    chain: AuditChain,
+    current: Assignment,
+    *,
+    exists: bool,
+    champion_id: str | None,
+    challenger_id: str | None,
+    challenger_share: float,
+    history: tuple[str, ...],
+    action: str,
+    model_id: str | None,
+    previous: str | None,
+    actor: str,
+    note: str,
+    extra: dict[str, Any] | None = None,
+) -> Assignment:
+    """Store the stage's next assignment version and record the model event behind it."""
+    new = Assignment(
+        stage=current.stage,
+        champion_id=champion_id,
+        challenger_id=challenger_id,
+        challenger_share=challenger_share,
+        history=history,
+        version=current.version + 1,
+        updated_at=utc_now(),
     )
+    _save_assignment(connection, new, exists=exists)
+    _record_event(
+        connection,
+        chain,
+        stage=current.stage,
+        action=action,
+        model_id=model_id,
+        previous=previous,
+        actor=actor,
+        note=note,
+        extra=extra,
+    )
+    return new
 
 
 def _record_event(
@@ -238,20 +273,15 @@ def register_model(
         )
     current, exists = _current(connection, stage)
     if current.champion_id is None:
-        new = Assignment(
-            stage=stage,
+        return _advance(
+            connection,
+            chain,
+            current,
+            exists=exists,
             champion_id=model_id,
             challenger_id=current.challenger_id,
             challenger_share=current.challenger_share,
             history=current.history,
-            version=current.version + 1,
-            updated_at=utc_now(),
-        )
-        _save_assignment(connection, new, exists=exists)
-        _record_event(
-            connection,
-            chain,
-            stage=stage,
             action="promoted",
             model_id=model_id,
             previous=None,
@@ -259,7 +289,6 @@ def register_model(
             note="first model of the stage becomes champion",
             extra={"role": "champion"},
         )
-        return new
     return current
 
 
@@ -290,21 +319,13 @@ def promote_model(
     if stage is None:
         raise NotFoundError(f"model_id must be a registered model; got {model_id!r}")
     current, exists = _current(connection, stage)
-    stamp = utc_now()
     if role == "champion":
         if current.champion_id == model_id:
             raise ConflictError(f"model {model_id!r} is already the {stage} champion")
         history = current.history + ((current.champion_id,) if current.champion_id else ())
+        champion: str | None = model_id
         challenger = None if current.challenger_id == model_id else current.challenger_id
-        new = Assignment(
-            stage=stage,
-            champion_id=model_id,
-            challenger_id=challenger,
-            challenger_share=current.challenger_share if challenger else 0.0,
-            history=history,
-            version=current.version + 1,
-            updated_at=stamp,
-        )
+        challenger_share = current.challenger_share if challenger else 0.0
         previous = current.champion_id
     else:
         if current.champion_id == model_id:
@@ -316,29 +337,27 @@ def promote_model(
             raise ConflictError(
                 f"model {model_id!r} is already the {stage} challenger at share {effective}"
             )
-        new = Assignment(
-            stage=stage,
-            champion_id=current.champion_id,
-            challenger_id=model_id,
-            challenger_share=effective,
-            history=current.history,
-            version=current.version + 1,
-            updated_at=stamp,
-        )
+        history = current.history
+        champion = current.champion_id
+        challenger = model_id
+        challenger_share = effective
         previous = current.challenger_id
-    _save_assignment(connection, new, exists=exists)
-    _record_event(
+    return _advance(
         connection,
         chain,
-        stage=stage,
+        current,
+        exists=exists,
+        champion_id=champion,
+        challenger_id=challenger,
+        challenger_share=challenger_share,
+        history=history,
         action="promoted",
         model_id=model_id,
         previous=previous,
         actor=actor,
         note=note,
-        extra={"role": role, "challenger_share": new.challenger_share},
+        extra={"role": role, "challenger_share": challenger_share},
     )
-    return new
 
 
 def rollback_stage(
@@ -356,27 +375,21 @@ def rollback_stage(
         raise ConflictError(f"stage {stage} has no earlier champion to roll back to")
     restored = current.history[-1]
     challenger = None if current.challenger_id == restored else current.challenger_id
-    new = Assignment(
-        stage=stage,
+    return _advance(
+        connection,
+        chain,
+        current,
+        exists=exists,
         champion_id=restored,
         challenger_id=challenger,
         challenger_share=current.challenger_share if challenger else 0.0,
         history=current.history[:-1],
-        version=current.version + 1,
-        updated_at=utc_now(),
-    )
-    _save_assignment(connection, new, exists=exists)
-    _record_event(
-        connection,
-        chain,
-        stage=stage,
         action="rolled_back",
         model_id=restored,
         previous=current.champion_id,
         actor=actor,
         note=note,
     )
-    return new
 
 
 def clear_challenger(
@@ -392,27 +405,21 @@ def clear_challenger(
     current, exists = _current(connection, stage)
     if current.challenger_id is None:
         raise ConflictError(f"stage {stage} has no challenger")
-    new = Assignment(
-        stage=stage,
+    return _advance(
+        connection,
+        chain,
+        current,
+        exists=exists,
         champion_id=current.champion_id,
         challenger_id=None,
         challenger_share=0.0,
         history=current.history,
-        version=current.version + 1,
-        updated_at=utc_now(),
-    )
-    _save_assignment(connection, new, exists=exists)
-    _record_event(
-        connection,
-        chain,
-        stage=stage,
         action="challenger_cleared",
         model_id=None,
         previous=current.challenger_id,
         actor=actor,
         note=note,
     )
-    return new
 
 
 def list_model_events(connection: Connection, *, limit: int = 100) -> list[ModelEvent]:
