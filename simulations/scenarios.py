@@ -49,7 +49,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.artifact import TRUSTED_KEYS_DIR, load_trusted_keys, read_artifact
-from fedrisk.errors import ConfigError
+from fedrisk.errors import ArtifactError, ConfigError
 from fedrisk.partitions import parse_partition
 from simulations.runner import (
     Comparison,
@@ -291,7 +291,7 @@ def run_scenario(
         )
         artifact_dir = publish_artifact(
             staging / outcome.artifact.model_id,
-            staging / TRUSTED_KEYS_DIR / f"{spec.release_party}.pub",
+            release_key(staging, spec.release_party),
             registry=registry,
         )
     outcome = dataclasses.replace(outcome, artifact_dir=artifact_dir)
@@ -308,6 +308,16 @@ def run_scenario(
         comparison=comparison,
         results_path=results_path,
     )
+
+
+def release_key(staging: Path, party: str) -> Path:
+    """The releasing party's public key in a fresh staging registry (``<party>-<key id>.pub``)."""
+    keys = sorted((staging / TRUSTED_KEYS_DIR).glob(f"{party}-*.pub"))
+    if len(keys) != 1:
+        raise ArtifactError(
+            f"staging registry must hold exactly one key of {party}; got {[k.name for k in keys]}"
+        )
+    return keys[0]
 
 
 def publish_artifact(artifact_dir: Path, signer_key: Path, *, registry: Path) -> Path:

@@ -60,7 +60,6 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fedrisk.artifact import TRUSTED_KEYS_DIR
 from fedrisk.errors import ConfigError, FedRiskError
 from fedrisk.features import Preprocessor
 from fedrisk.metrics import auc, ks
@@ -90,6 +89,7 @@ from simulations.scenarios import (
     Stage,
     get_scenario,
     publish_artifact,
+    release_key,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -620,7 +620,7 @@ def run_cell(
         if registry is not None:
             publish_artifact(
                 staging / encrypted.artifact.model_id,
-                staging / TRUSTED_KEYS_DIR / f"{spec.release_party}.pub",
+                release_key(staging, spec.release_party),
                 registry=registry,
             )
         plaintext = None
