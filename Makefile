@@ -32,8 +32,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fedrisk demo
 
+# Each prints a side-by-side ratio; see the README's benchmark section for the latest figures.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/he_overhead.py
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/deployment.py
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
