@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -342,8 +341,3 @@ def _positive_rate(stats: FeatureStats) -> float:
             f"the parties' pooled bad rate must be strictly between 0 and 1; got {rate}"
         )
     return rate
-
-
-def describe(config: PartyConfig) -> str:
-    """A log-safe one-line description (paths only, never contents)."""
-    return json.dumps({"party": config.name, "train": str(config.train), "test": str(config.test)})

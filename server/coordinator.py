@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from fedrisk.errors import ConfigError
 from fedrisk.run_config import FederationConfig
 from secure_agg.ceremony import load_manifest
@@ -193,14 +190,3 @@ def stop_earlier_attempts(workspace: Path, run: DeployedRun) -> list[str]:
         log.info("stopped earlier attempt %s of %s (was %s)", flower_run, run.run_dir.name, status)
         stopped.append(flower_run)
     return stopped
-
-
-def trusted_release_keys(workspace: Path) -> dict[str, Ed25519PublicKey]:
-    """The parties' Ed25519 verify keys from the manifest, keyed by key id, for artifact checks."""
-    manifest = load_manifest(WorkspaceLayout(workspace).manifest)
-    keys: dict[str, Ed25519PublicKey] = {}
-    for record in manifest.parties:
-        key = serialization.load_pem_public_key(record.signing_public_key.encode())
-        assert isinstance(key, Ed25519PublicKey)
-        keys[record.signing_key_id] = key
-    return keys
