@@ -40,17 +40,16 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, Self
+from typing import Annotated, Literal, Protocol, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedrisk.errors import DecisionError
+from fedrisk.policy_files import parse_mapping, read_policy_file
 
 __all__ = [
     "DEFAULT_FRAUD_RULES_PATH",
@@ -498,17 +497,7 @@ def rules_from_text(
     DecisionError
         On a syntax error or any invalid rule; the message names the rule id and field.
     """
-    data: Any
-    try:
-        data = tomllib.loads(text) if fmt == "toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise DecisionError(f"fraud rules {source} must be valid {fmt.upper()}; got {e}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise DecisionError(
-            f"fraud rules {source} must be a mapping at top level; got {type(data).__name__}"
-        )
+    data = parse_mapping(text, fmt=fmt, what="fraud rules", source=source)
     try:
         return RuleSet.model_validate(data)
     except ValidationError as e:
@@ -523,14 +512,8 @@ def load_rules(path: Path) -> RuleSet:
     DecisionError
         If the file is missing, has another suffix, or is invalid.
     """
-    suffix = path.suffix.lower()
-    if suffix not in {".toml", ".yaml", ".yml"}:
-        raise DecisionError(f"fraud rules file must end in .toml, .yaml or .yml; got {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DecisionError(f"fraud rules file must be readable; got {path}: {e}") from e
-    return rules_from_text(text, fmt="toml" if suffix == ".toml" else "yaml", source=str(path))
+    text, fmt = read_policy_file(path, what="fraud rules")
+    return rules_from_text(text, fmt=fmt, source=str(path))
 
 
 def load_default_rules() -> RuleSet:

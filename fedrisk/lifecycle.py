@@ -25,17 +25,16 @@ Everything in between is the middle band (manual review / keep).
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedrisk.errors import DecisionError
 from fedrisk.fraud_rules import FraudAction, RuleHit
+from fedrisk.policy_files import parse_mapping, read_policy_file
 from fedrisk.reasons import DEFAULT_MAX_REASONS, ReasonCode
 
 __all__ = [
@@ -850,15 +849,7 @@ def policy_from_text(
     DecisionError
         On a syntax error or an invalid value; the message names every offending field.
     """
-    data: Any
-    try:
-        data = tomllib.loads(text) if fmt == "toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise DecisionError(f"policy {source} must be valid {fmt.upper()}; got {e}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise DecisionError(f"policy {source} must be a mapping; got {type(data).__name__}")
+    data = parse_mapping(text, fmt=fmt, what="policy", source=source)
     try:
         return LifecyclePolicy.model_validate(data)
     except ValidationError as e:
@@ -874,11 +865,5 @@ def load_policy(path: Path | None = None) -> LifecyclePolicy:
         If the file is missing, has another suffix, or is invalid.
     """
     chosen = DEFAULT_POLICY_PATH if path is None else path
-    suffix = chosen.suffix.lower()
-    if suffix not in {".toml", ".yaml", ".yml"}:
-        raise DecisionError(f"policy file must end in .toml, .yaml or .yml; got {chosen}")
-    try:
-        text = chosen.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DecisionError(f"policy file must be readable; got {chosen}: {e}") from e
-    return policy_from_text(text, fmt="toml" if suffix == ".toml" else "yaml", source=str(chosen))
+    text, fmt = read_policy_file(chosen, what="policy")
+    return policy_from_text(text, fmt=fmt, source=str(chosen))
