@@ -76,6 +76,29 @@ def test_scenario_data_splits_and_settings_are_consistent(name: str) -> None:
         assert spec.parties == scenario.parties
 
 
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_label_skewed_splits_train_with_the_label_skew_plan(name: str) -> None:
+    scenario = SCENARIOS[name]
+
+    for model in ("lr", "mlp"):
+        skewed = scenario.spec(model=model, partition="dirichlet:0.3")
+        balanced = scenario.spec(model=model, partition="iid")
+        plan = scenario.plan(model, label_skew=True)
+
+        assert skewed.optimizer == plan.optimizer == "sgd"
+        assert skewed.learning_rate == plan.learning_rate > 0
+        assert skewed.rounds == plan.rounds
+        assert balanced.optimizer == "default"
+        assert balanced.learning_rate == scenario.plan(model).learning_rate
+
+
+def test_a_scenario_without_a_label_skew_plan_keeps_its_own() -> None:
+    spec = SMOKE_SCENARIO.spec(model="lr", partition="dirichlet:0.3")
+
+    assert spec.optimizer == "default"
+    assert spec.rounds == SMOKE_SCENARIO.lr.rounds
+
+
 def test_the_lending_club_a_card_uses_application_time_features_only() -> None:
     scenario = SCENARIOS["application-lending-club"]
 

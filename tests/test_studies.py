@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedrisk.metrics import auc, ks
-from simulations.scenarios import SMOKE_SCENARIO
+from simulations.scenarios import SMOKE_SCENARIO, get_scenario
 from simulations.studies import (
     PRESETS,
     BaselineResult,
@@ -294,3 +294,28 @@ def test_study_reruns_a_cell_whose_settings_changed_and_records_failures(tmp_pat
     assert "FAILED" in lines[1]
     assert "DatasetNotFoundError" in results.failures[key]
     assert load_results(path).failures == results.failures
+
+
+def test_a_label_skew_cell_trained_with_another_optimiser_is_due_again(tmp_path: Path) -> None:
+    scenario = get_scenario("behaviour-taiwan")
+    plan = scenario.plan("lr", label_skew=True)
+    done = make_cell(
+        task=scenario.name, partition_kind="label", partition="dirichlet:0.3", rounds=plan.rounds
+    ).model_copy(
+        update={
+            "parties": scenario.parties,
+            "local_epochs": plan.local_epochs,
+            "learning_rate": plan.learning_rate,
+        }
+    )
+    config = StudyConfig(
+        preset="test", tasks=(scenario.name,), partitions=("label",), models=("lr",), seeds=(0,)
+    )
+    for optimizer, due in (("sgd", 0), ("default", 1)):
+        path = tmp_path / f"{optimizer}.json"
+        save_results(make_results([done.model_copy(update={"optimizer": optimizer})]), path)
+        lines: list[str] = []
+
+        run_study(config, results_path=path, data_dir=tmp_path / "none", on_progress=lines.append)
+
+        assert lines[0] == f"{1 - due} of 1 cells already done; {due} to run"
