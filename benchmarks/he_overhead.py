@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     configure_torch(threads=1)
-    console = Console(width=160)
+    console = Console(width=200)
     rows = []
     for model, hidden in (("lr", (64, 32)), ("mlp", (96, 64))):
         spec = SimulationSpec(
@@ -73,6 +73,8 @@ def main() -> None:
                 "enc_bytes_up_per_party_round": enc.bytes_up_per_party_round,
                 "plain_bytes_up_per_party_round": plain.bytes_up_per_party_round,
                 "bytes_ratio": enc.bytes_up_per_party_round / plain.bytes_up_per_party_round,
+                "enc_bytes_down_per_party_round": enc.bytes_down_per_party_round,
+                "plain_bytes_down_per_party_round": plain.bytes_down_per_party_round,
                 "enc_final_auc": enc.history[-1]["auc"],
                 "plain_final_auc": plain.history[-1]["auc"],
             }
@@ -89,6 +91,8 @@ def main() -> None:
         "KB up/party/round enc",
         "KB plain",
         "bytes ratio",
+        "KB down/party/round enc",
+        "KB down plain",
         "AUC enc",
         "AUC plain",
     ):
@@ -103,6 +107,8 @@ def main() -> None:
             f"{r['enc_bytes_up_per_party_round'] / 1024:.0f}",
             f"{r['plain_bytes_up_per_party_round'] / 1024:.1f}",
             f"{r['bytes_ratio']:.1f}",
+            f"{r['enc_bytes_down_per_party_round'] / 1024:.0f}",
+            f"{r['plain_bytes_down_per_party_round'] / 1024:.1f}",
             f"{r['enc_final_auc']:.4f}",
             f"{r['plain_final_auc']:.4f}",
         )

@@ -13,6 +13,7 @@ from clients.party import PartyNode, PartyRefusedError, resolve_party_config
 from fedrisk.errors import FedRiskError
 from fedrisk.run_config import parse_run_config
 from secure_agg import protocol as proto
+from secure_agg.record_cache import take_records
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,27 @@ def _arrays(message: Message, key: str) -> ArrayRecord | None:
     return message.content.array_records.get(key)
 
 
-def _handle(fn: Callable[[Message, PartyNode], Message]) -> Callable[[Message, Context], Message]:
+def _sealed(message: Message, context: Context) -> dict[str, ArrayRecord]:
+    """The statistics sum and global model the message names, attached or from this run's cache.
+
+    Raises
+    ------
+    secure_agg.record_cache.MissingRecordError
+        If one is neither attached nor cached (the server then resends it).
+    """
+    config = message.content.config_records.get(proto.CONFIG, ConfigRecord())
+    return take_records(
+        message.content, config, context.state, keys=(proto.ENC_STATS, proto.ENC_GLOBAL)
+    )
+
+
+Handler = Callable[[Message, PartyNode, dict[str, ArrayRecord]], Message]
+
+
+def _handle(fn: Handler) -> Callable[[Message, Context], Message]:
     def handler(message: Message, context: Context) -> Message:
-        return fn(message, _node(context))
+        sealed = _sealed(message, context)
+        return fn(message, _node(context), sealed)
 
     handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__
@@ -58,37 +77,37 @@ def _handle(fn: Callable[[Message, PartyNode], Message]) -> Callable[[Message, C
 
 @app.query("stats")
 @_handle
-def stats(message: Message, node: PartyNode) -> Message:
+def stats(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
     """Validate local data and send its additive feature statistics, encrypted."""
     return _reply(message, node, **{proto.ENC_STATS: node.local_stats()})
 
 
 @app.train()
 @_handle
-def train(message: Message, node: PartyNode) -> Message:
+def train(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
     """Decrypt the global model, train on local data, send the weighted update encrypted."""
-    enc_stats = _arrays(message, proto.ENC_STATS)
+    enc_stats = sealed.get(proto.ENC_STATS)
     if enc_stats is None:
-        raise PartyRefusedError("train message carries no statistics sum")
+        raise PartyRefusedError("train message names no statistics sum")
     rnd = int(message.content.config_records[proto.CONFIG][proto.CFG_ROUND])  # type: ignore[arg-type]
-    update = node.train(enc_stats, _arrays(message, proto.ENC_GLOBAL), rnd)
+    update = node.train(enc_stats, sealed.get(proto.ENC_GLOBAL), rnd)
     return _reply(message, node, **{proto.ENC_UPDATE: update})
 
 
 @app.evaluate()
 @_handle
-def evaluate(message: Message, node: PartyNode) -> Message:
+def evaluate(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
     """Score the local test split with the global model; send score histograms encrypted."""
-    enc_stats = _arrays(message, proto.ENC_STATS)
-    enc_global = _arrays(message, proto.ENC_GLOBAL)
+    enc_stats = sealed.get(proto.ENC_STATS)
+    enc_global = sealed.get(proto.ENC_GLOBAL)
     if enc_stats is None or enc_global is None:
-        raise PartyRefusedError("evaluate message must carry the statistics sum and the model")
+        raise PartyRefusedError("evaluate message must name the statistics sum and the model")
     return _reply(message, node, **{proto.ENC_HIST: node.evaluate(enc_stats, enc_global)})
 
 
 @app.query("metrics")
 @_handle
-def metrics(message: Message, node: PartyNode) -> Message:
+def metrics(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
     """Decrypt the pooled histograms; only the global AUC and KS leave the party."""
     enc_hist = _arrays(message, proto.ENC_HIST)
     if enc_hist is None:
@@ -103,12 +122,12 @@ def metrics(message: Message, node: PartyNode) -> Message:
 
 @app.query("release")
 @_handle
-def release(message: Message, node: PartyNode) -> Message:
+def release(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
     """Decrypt the final model and write the signed artifact at this party."""
-    enc_stats = _arrays(message, proto.ENC_STATS)
-    enc_global = _arrays(message, proto.ENC_GLOBAL)
+    enc_stats = sealed.get(proto.ENC_STATS)
+    enc_global = sealed.get(proto.ENC_GLOBAL)
     if enc_stats is None or enc_global is None:
-        raise PartyRefusedError("release query must carry the statistics sum and the model")
+        raise PartyRefusedError("release query must name the statistics sum and the model")
     cfg = message.content.config_records[proto.CONFIG]
     model_id, path = node.release(
         enc_stats,

@@ -148,10 +148,11 @@ def _aggregation(secret_context: Path | None, plaintext: bool) -> VectorAggregat
 
 
 class PartyNode:
-    """One party's side of every message type; stateless between messages by design.
+    """One party's side of every message type; holds no state between messages.
 
-    Each message carries the encrypted statistics sum (and model), so a party that restarts or
-    joins late needs nothing cached to take part in the next round.
+    The ClientApp hands it the encrypted statistics sum and model each message names (attached,
+    or cached in the run's ``Context.state`` by :mod:`secure_agg.record_cache`); a party that
+    restarts or joins late is simply sent them again.
     """
 
     def __init__(self, config: PartyConfig, federation: FederationConfig) -> None:

@@ -278,7 +278,15 @@ def run(
                 f"({float(event['seconds']):.1f}s)"  # type: ignore[arg-type]
                 + (f" dropped: {event['dropped']}" if event.get("dropped") else "")
             )
-        elif kind in ("waiting", "stats", "resumed", "refused", "party-error", "released"):
+        elif kind in (
+            "waiting",
+            "stats",
+            "resumed",
+            "refused",
+            "party-error",
+            "resent",
+            "released",
+        ):
             details = {k: v for k, v in event.items() if k not in ("event", "time")}
             console.print(f"{kind}: {details}")
         elif kind == "failed":

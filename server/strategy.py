@@ -5,7 +5,7 @@ The protocol of one federated run, all driven from here:
 1. ``query.stats``: every connected party validates its data, then sends its additive feature
    statistics, encrypted. The server sums them. Parties whose data fails validation refuse with
    the schema error; they are excluded and the error is surfaced in the progress log.
-2. For each round: ``train`` carries the encrypted statistics sum and the encrypted global model
+2. For each round: ``train`` names the encrypted statistics sum and the encrypted global model
    (absent in round 1, when every party starts from the same seeded initialisation). Each party
    decrypts, fits the same preprocessor, trains locally, and answers ``n * weights ++ [n]``
    encrypted. The server sums the answers into the next encrypted global model.
@@ -13,6 +13,11 @@ The protocol of one federated run, all driven from here:
    per-class score histograms, encrypted. The server sums them; ``query.metrics`` asks one party
    to decrypt the pooled histograms and report global AUC and KS.
 4. ``query.release``: the designated party decrypts the final model and writes a signed artifact.
+
+Messages name their sealed records by digest and carry only those the party does not hold yet
+(:mod:`secure_agg.record_cache`): the statistics sum travels to a party once per run and each
+global model once (with ``evaluate``; the next ``train`` reuses it). A party that lost its cache
+is sent the full message again within the same wave.
 
 Notes
 -----
@@ -37,6 +42,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fedrisk.run_config import FederationConfig
 from secure_agg import protocol as proto
+from secure_agg import record_cache
 from secure_agg.aggregation import VectorAggregation
 from server.checkpoints import Checkpoint, CheckpointStore
 from server.progress import ProgressLog
@@ -60,6 +66,17 @@ class RoundOutcome:
     ks: float
     seconds: float
     bytes_up_per_party: float
+    bytes_down_per_party: float
+
+
+@dataclass(frozen=True)
+class _Wave:
+    """One message type sent to many parties: its config and the sealed records it names."""
+
+    message_type: str
+    config: ConfigRecord
+    records: dict[str, ArrayRecord]
+    digests: dict[str, str]
 
 
 @dataclass
@@ -69,6 +86,8 @@ class _State:
     enc_stats: ArrayRecord | None = None
     enc_global: ArrayRecord | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    held: dict[int, dict[str, str]] = field(default_factory=dict)
+    """Per node, the digest of each sealed record it confirmed holding."""
 
 
 class EncryptedFedAvg(Strategy):
@@ -101,6 +120,7 @@ class EncryptedFedAvg(Strategy):
         self.checkpoints = checkpoints
         self._state = _State()
         self._last_bytes_up = 0.0
+        self._bytes_down: dict[int, int] = {}
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -126,8 +146,8 @@ class EncryptedFedAvg(Strategy):
     ) -> Iterable[Message]:
         """Send the encrypted global model and statistics to the sampled parties."""
         nodes = self._sample(grid, fraction=self.config.fraction)
-        content = self._content(config, server_round, enc_global=arrays)
-        return [self._message(content, node, proto.MSG_TRAIN) for node in nodes]
+        self._train_wave = self._wave(proto.MSG_TRAIN, config, server_round, enc_global=arrays)
+        return [self._wave_message(self._train_wave, node) for node in nodes]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -145,8 +165,10 @@ class EncryptedFedAvg(Strategy):
     ) -> Iterable[Message]:
         """Ask every live party to score its local test split with the global model."""
         nodes = self._sample(grid, fraction=1.0)
-        content = self._content(config, server_round, enc_global=arrays)
-        return [self._message(content, node, proto.MSG_EVALUATE) for node in nodes]
+        self._evaluate_wave = self._wave(
+            proto.MSG_EVALUATE, config, server_round, enc_global=arrays
+        )
+        return [self._wave_message(self._evaluate_wave, node) for node in nodes]
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -254,13 +276,14 @@ class EncryptedFedAvg(Strategy):
     ) -> RoundOutcome:
         started = time.monotonic()
         state = self._state
+        self._bytes_down = {}
         self.progress.emit("round-start", round=rnd, rounds=self.config.rounds)
         enc_global = state.enc_global if state.enc_global is not None else ArrayRecord()
         train_msgs = list(
             self.configure_train(rnd, enc_global, train_config or ConfigRecord(), grid)
         )
         sent_to = [m.metadata.dst_node_id for m in train_msgs]
-        replies = list(grid.send_and_receive(train_msgs, timeout=self.config.round_timeout))
+        replies = self._deliver(grid, train_msgs, self._train_wave)
         answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
         dropped = [self._party_name(n) for n in sent_to if n not in answered]
         new_global, _ = self.aggregate_train(rnd, replies)
@@ -271,7 +294,7 @@ class EncryptedFedAvg(Strategy):
         eval_msgs = self.configure_evaluate(
             rnd, new_global, evaluate_config or ConfigRecord(), grid
         )
-        eval_replies = grid.send_and_receive(eval_msgs, timeout=self.config.round_timeout)
+        eval_replies = self._deliver(grid, list(eval_msgs), self._evaluate_wave)
         self.aggregate_evaluate(rnd, eval_replies)
         auc, ks = self._decrypt_metrics(grid)
         outcome = RoundOutcome(
@@ -283,6 +306,9 @@ class EncryptedFedAvg(Strategy):
             ks=ks,
             seconds=time.monotonic() - started,
             bytes_up_per_party=self._last_bytes_up,
+            bytes_down_per_party=(
+                sum(self._bytes_down.values()) / len(self._bytes_down) if self._bytes_down else 0.0
+            ),
         )
         if dropped:
             log.warning("round %d: parties dropped or failed: %s", rnd, ", ".join(dropped))
@@ -316,23 +342,15 @@ class EncryptedFedAvg(Strategy):
                 f"release-party {target!r} is not connected; connected parties: "
                 f"{sorted(state.node_party.values())}"
             )
-        assert state.enc_stats is not None and state.enc_global is not None
-        cfg = self._config_record(rounds)
-        cfg[proto.CFG_HISTORY] = json.dumps(state.history)
-        cfg[proto.CFG_PARTIES] = json.dumps(sorted(set(state.node_party.values())))
-        content = RecordDict(
+        assert state.enc_global is not None
+        cfg = ConfigRecord(
             {
-                proto.ENC_STATS: state.enc_stats,
-                proto.ENC_GLOBAL: state.enc_global,
-                proto.CONFIG: cfg,
+                proto.CFG_HISTORY: json.dumps(state.history),
+                proto.CFG_PARTIES: json.dumps(sorted(set(state.node_party.values()))),
             }
         )
-        replies = list(
-            grid.send_and_receive(
-                [self._message(content, nodes[0], proto.MSG_RELEASE)],
-                timeout=self.config.round_timeout,
-            )
-        )
+        wave = self._wave(proto.MSG_RELEASE, cfg, rounds, enc_global=state.enc_global)
+        replies = self._deliver(grid, [self._wave_message(wave, nodes[0])], wave)
         good = self._accept(replies, phase="release")
         if not good:
             raise FederationError(f"release at {target!r} failed: {self._last_errors}")
@@ -347,15 +365,49 @@ class EncryptedFedAvg(Strategy):
     def _config_record(self, rnd: int) -> ConfigRecord:
         return ConfigRecord({proto.CFG_ROUND: rnd, proto.CFG_RUN_ID: self.config.run_id})
 
-    def _content(self, config: ConfigRecord, rnd: int, *, enc_global: ArrayRecord) -> RecordDict:
+    def _wave(
+        self, message_type: str, config: ConfigRecord, rnd: int, *, enc_global: ArrayRecord
+    ) -> _Wave:
         assert self._state.enc_stats is not None
         cfg = self._config_record(rnd)
         for key, value in config.items():
             cfg[key] = value
-        records: dict[str, Any] = {proto.ENC_STATS: self._state.enc_stats, proto.CONFIG: cfg}
+        records = {proto.ENC_STATS: self._state.enc_stats}
         if len(enc_global) > 0:
             records[proto.ENC_GLOBAL] = enc_global
-        return RecordDict(records)
+        return _Wave(message_type, cfg, records, record_cache.digests_of(records))
+
+    def _wave_message(self, wave: _Wave, node: int, *, full: bool = False) -> Message:
+        """The wave's message to ``node``, without the records it already holds unless ``full``."""
+        held = {} if full else self._state.held.get(node, {})
+        content = record_cache.attach(wave.config, wave.records, wave.digests, held=held)
+        self._bytes_down[node] = self._bytes_down.get(node, 0) + sum(
+            r.count_bytes() for r in content.array_records.values()
+        )
+        return self._message(content, node, wave.message_type)
+
+    def _deliver(self, grid: Grid, messages: list[Message], wave: _Wave) -> list[Message]:
+        """Send a wave; resend in full to parties that lost their cache; note who holds what."""
+        replies = list(grid.send_and_receive(messages, timeout=self.config.round_timeout))
+        resend = [
+            r.metadata.src_node_id
+            for r in replies
+            if r.has_error() and record_cache.RESEND_MARK in (r.error.reason or "")
+        ]
+        if resend:
+            names = sorted(self._party_name(n) for n in resend)
+            log.info("%s: resending full records to %s", wave.message_type, ", ".join(names))
+            # A restarted SuperNode keeps its node id but not its cache.
+            self.progress.emit("resent", phase=wave.message_type, parties=names)
+            for node in resend:
+                self._state.held.pop(node, None)
+            replies = [r for r in replies if r.metadata.src_node_id not in resend]
+            retry = [self._wave_message(wave, node, full=True) for node in resend]
+            replies += grid.send_and_receive(retry, timeout=self.config.round_timeout)
+        for reply in replies:
+            if not reply.has_error():
+                self._state.held.setdefault(reply.metadata.src_node_id, {}).update(wave.digests)
+        return replies
 
     @staticmethod
     def _message(content: RecordDict, node: int, message_type: str) -> Message:
@@ -422,6 +474,8 @@ class EncryptedFedAvg(Strategy):
     _enc_hist: ArrayRecord
     _eval_parties: list[str]
     _last_errors: list[str]
+    _train_wave: _Wave
+    _evaluate_wave: _Wave
 
 
 def _short_reason(reason: str) -> str:
@@ -444,4 +498,5 @@ def _outcome_dict(outcome: RoundOutcome) -> dict[str, Any]:
         "ks": outcome.ks,
         "seconds": outcome.seconds,
         "bytes_up_per_party": outcome.bytes_up_per_party,
+        "bytes_down_per_party": outcome.bytes_down_per_party,
     }

@@ -79,6 +79,12 @@ class FederationOutcome:
         sizes = [float(h["bytes_up_per_party"]) for h in self.history]
         return float(np.mean(sizes)) if sizes else float("nan")
 
+    @property
+    def bytes_down_per_party_round(self) -> float:
+        """Mean sealed-record bytes one party receives per round (train and evaluate)."""
+        sizes = [float(h.get("bytes_down_per_party", "nan")) for h in self.history]
+        return float(np.mean(sizes)) if sizes else float("nan")
+
 
 @dataclass
 class PreparedData:

@@ -56,6 +56,12 @@ def test_encrypted_simulation_releases_a_signed_model_that_predicts(encrypted_ru
 
     assert [h["round"] for h in outcome.history] == [1, 2]
     assert all(len(h["train_parties"]) == 3 for h in outcome.history)
+    # The statistics sum reaches each party once (round 1's train); after that only the new
+    # global model travels down, with evaluate; train reuses it from the party's cache.
+    down = [h["bytes_down_per_party"] for h in outcome.history]
+    global_bytes = outcome.history[-1]["bytes_up_per_party"]  # an update is model-sized
+    assert down[1] < down[0]
+    assert down[1] == pytest.approx(global_bytes, rel=0.05)
     assert test_auc > 0.7
     # The pooled-histogram AUC the parties decrypted matches the exact AUC on the union.
     assert abs(outcome.history[-1]["auc"] - test_auc) < 0.002
