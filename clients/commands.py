@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -22,6 +20,7 @@ from clients.supernode import (
     start_supernode,
 )
 from fedrisk.errors import FedRiskError
+from fedrisk.processes import wait_in_foreground
 from secure_agg.ceremony import (
     COORDINATOR_DIR,
     accept_sealed_context,
@@ -164,25 +163,23 @@ def party_start(
     if detach:
         return
 
-    def _terminate(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        code = handle.process.wait() if handle.process else 0
-        if code and handle.was_refused():
-            typer.secho(
-                "The SuperLink refused this SuperNode (TLS or authentication); see "
-                f"{handle.log_path}",
-                fg=typer.colors.RED,
-                err=True,
-            )
-        raise typer.Exit(code or 0)
-    except KeyboardInterrupt:
-        typer.echo("Stopping the SuperNode...")
-    finally:
+    def _stop() -> None:
         with contextlib.suppress(FedRiskError):
             handle.stop()
+
+    code = wait_in_foreground(handle.process.wait if handle.process else lambda: 0, _stop)
+    if code is None:
+        typer.echo("Stopped the SuperNode.")
+        return
+    if code and handle.was_refused():
+        typer.secho(
+            "The SuperLink did not accept this SuperNode. Right after a crash it still holds the "
+            "party's previous session for up to a minute (until its heartbeat expires): start "
+            f"again then. Otherwise TLS or authentication failed; see {handle.log_path}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+    raise typer.Exit(code)
 
 
 @party_app.command("stop")

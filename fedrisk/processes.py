@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final, TypeAlias
 
@@ -311,3 +311,23 @@ def stop_process_tree(
             f"process tree of {pid} must stop after SIGKILL; got survivors {survivors}",
             survivors,
         )
+
+
+def wait_in_foreground(wait: Callable[[], int], stop: Callable[[], None]) -> int | None:
+    """Block on ``wait`` (a child's exit code); Ctrl-C or SIGTERM interrupts it; always ``stop``.
+
+    For the ``start`` commands that keep a server in the foreground. Returns the child's exit
+    code, or None when interrupted. ``stop`` runs either way, so nothing is left behind.
+    """
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return wait()
+    except KeyboardInterrupt:
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop()

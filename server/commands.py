@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from fedrisk.errors import FedRiskError
+from fedrisk.processes import wait_in_foreground
 from secure_agg.errors import SecureAggError
 from server.provisioning import (
     DEFAULT_HOSTS,
@@ -159,19 +158,16 @@ def start(
     if detach:
         return
 
-    def _terminate(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        code = handle.process.wait() if handle.process else 0
-        typer.secho(f"SuperLink exited with code {code}", err=True)
-        raise typer.Exit(code or 0)
-    except KeyboardInterrupt:
-        typer.echo("Stopping the SuperLink...")
-    finally:
+    def _stop() -> None:
         with contextlib.suppress(FedRiskError):
             handle.stop()
+
+    code = wait_in_foreground(handle.process.wait if handle.process else lambda: 0, _stop)
+    if code is None:
+        typer.echo("Stopped the SuperLink.")
+        return
+    typer.secho(f"SuperLink exited with code {code}", err=True)
+    raise typer.Exit(code)
 
 
 @server_app.command("stop")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from fedrisk.processes import (
     is_alive,
     pick_free_port,
     stop_process_tree,
+    wait_in_foreground,
 )
 from tests.support.processes import wait_for
 
@@ -295,3 +298,28 @@ def test_console_scripts_are_found_beside_the_interpreter_or_refused() -> None:
         console_script("fedrisk-no-such-script")
     assert isinstance(caught.value, FedRiskError)
     assert isinstance(caught.value, FileNotFoundError)
+
+
+def test_a_foreground_child_that_exits_gives_its_code_and_is_stopped() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    stopped: list[int] = []
+
+    code = wait_in_foreground(child.wait, lambda: stopped.append(child.pid))
+
+    assert code == 3
+    assert stopped == [child.pid]
+
+
+def test_sigterm_interrupts_the_foreground_wait_and_stops_the_child() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        code = wait_in_foreground(child.wait, lambda: stop_process_tree(child.pid, process=child))
+    finally:
+        timer.cancel()
+
+    assert code is None
+    assert child.poll() is not None  # stopped by its pid, not left running
+    assert signal.getsignal(signal.SIGTERM) is before
