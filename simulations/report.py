@@ -94,10 +94,13 @@ TABLE_COLUMNS = (
     "model",
     "seeds",
     "encrypted fed. AUC",
+    "encrypted fed. KS",
     "plaintext fed. AUC",
     "centralized AUC",
+    "centralized KS",
     "gap (fed − central)",
     "local-only AUC",
+    "local-only KS",
     "small-lender gain",
     "status",
 )
@@ -111,10 +114,13 @@ def table_cells(row: SummaryRow) -> list[str]:
         row.model,
         str(row.n_seeds),
         fmt(row.encrypted_auc_mean, row.encrypted_auc_sd),
+        fmt(row.encrypted_ks_mean, row.encrypted_ks_sd),
         fmt(row.plaintext_auc_mean),
         fmt(row.centralized_auc_mean, row.centralized_auc_sd),
+        fmt(row.centralized_ks_mean, row.centralized_ks_sd),
         fmt(row.gap_mean, row.gap_sd, signed=True),
         fmt(row.local_auc_mean),
+        fmt(row.local_ks_mean),
         fmt(row.cold_start_gain_mean, row.cold_start_gain_sd, signed=True),
         row.status,
     ]
@@ -135,6 +141,19 @@ def summary_table(rows: Sequence[SummaryRow], *, title: str = "Study summary") -
 # ---------------------------------------------------------------- report document
 
 
+def summary_markdown(rows: Sequence[SummaryRow]) -> str:
+    """The summary table as Markdown (``summary.md``, pasted into the README)."""
+    lines = [
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
+    for row in rows:
+        cells = table_cells(row)
+        cells[0] = task_label(row.task)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class ReportFiles:
     """What :func:`write_report` wrote."""
@@ -142,6 +161,7 @@ class ReportFiles:
     html: Path
     results: Path
     plots: dict[str, Path]
+    markdown: Path
 
 
 def party_gains(cells: Sequence[CellResult]) -> list[dict[str, Any]]:
@@ -732,7 +752,7 @@ def render_html(results: StudyResults, rows: Sequence[SummaryRow], pngs: dict[st
 
 
 def write_report(results: StudyResults, out: Path) -> ReportFiles:
-    """Write ``out/index.html``, ``out/plots/*.png`` and ``out/results.json``.
+    """Write ``out/index.html``, ``out/plots/*.png``, ``out/results.json`` and ``out/summary.md``.
 
     Raises
     ------
@@ -758,7 +778,9 @@ def write_report(results: StudyResults, out: Path) -> ReportFiles:
     results_path = out / "results.json"
     document = report_document(results, rows, {name: f"plots/{name}" for name in pngs})
     _atomic_write(results_path, json.dumps(document, indent=1))
-    return ReportFiles(html=html_path, results=results_path, plots=paths)
+    markdown_path = out / "summary.md"
+    _atomic_write(markdown_path, summary_markdown(rows))
+    return ReportFiles(html=html_path, results=results_path, plots=paths, markdown=markdown_path)
 
 
 def _atomic_write(path: Path, text: str) -> None:

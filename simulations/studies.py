@@ -834,6 +834,8 @@ class SummaryRow(_Strict):
     gap_sd: float | None
     local_auc_mean: float
     """Local-only AUC on the pooled test data, mean over parties and seeds."""
+    local_ks_mean: float
+    """Local-only KS on the pooled test data, mean over parties and seeds."""
     best_local_auc_mean: float
     cold_start_party: str
     cold_start_share: float
@@ -923,6 +925,7 @@ def summarize(results: StudyResults) -> list[SummaryRow]:
             gap_mean=gap[0],
             gap_sd=gap[1],
             local_auc_mean=_r(np.mean(locals_)),
+            local_ks_mean=_r(np.mean([p.local_ks for c in cells for p in c.party_results])),
             best_local_auc_mean=_r(
                 np.mean([max(p.local_auc for p in c.party_results) for c in cells])
             ),

@@ -17,7 +17,7 @@ from simulations.scenarios import SMOKE_SCENARIO
 from simulations.studies import summarize
 from tests.test_studies import make_cell, make_results
 
-WIDE = {"COLUMNS": "250"}  # rich must not wrap or truncate the summary table
+WIDE = {"COLUMNS": "330"}  # rich must not wrap or truncate the summary table
 
 
 def expected_plots(task: str, models: list[str]) -> set[str]:
@@ -76,6 +76,11 @@ def test_report_from_results_has_every_plot_embedded(tmp_path: Path) -> None:
             assert cell in html
     assert "Synthetic data" in html
     assert "Notes on gaps" in html  # 0.78 vs 0.80 misses the target
+    markdown = files.markdown.read_text(encoding="utf-8").splitlines()
+    assert markdown[0].count("|") == len(TABLE_COLUMNS) + 1
+    assert len(markdown) == 2 + len(document["summary"])
+    for line, row in zip(markdown[2:], document["summary"], strict=True):
+        assert line.split(" | ")[1:][:-1] == row["table"][1:-1]
 
 
 def test_report_json_holds_the_numbers_of_the_table_and_the_gains(tmp_path: Path) -> None:
@@ -91,6 +96,10 @@ def test_report_json_holds_the_numbers_of_the_table_and_the_gains(tmp_path: Path
     assert row["table"][TABLE_COLUMNS.index("encrypted fed. AUC")] == fmt(
         row["encrypted_auc_mean"], row["encrypted_auc_sd"]
     )
+    assert row["table"][TABLE_COLUMNS.index("centralized KS")] == fmt(0.46, 0.0)
+    local_ks = [p.local_ks for c in cells for p in c.party_results]
+    assert row["local_ks_mean"] == pytest.approx(np.mean(local_ks), abs=1e-6)
+    assert row["table"][TABLE_COLUMNS.index("local-only KS")] == fmt(row["local_ks_mean"])
     gains = document["party_gains"][0]["parties"]
     assert [g["party"] for g in gains] == ["party_0", "party_1", "party_2"]
     assert gains[2]["gain_mean"] == pytest.approx(0.06)
