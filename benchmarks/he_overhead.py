@@ -35,12 +35,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--partition", default="iid")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per mode")
+    parser.add_argument("--models", nargs="+", choices=("lr", "mlp"), default=["lr", "mlp"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     configure_torch(threads=1)
     console = Console(width=200)
     rows = []
     for model, hidden in (("lr", (64, 32)), ("mlp", (96, 64))):
+        if model not in args.models:
+            continue
         spec = SimulationSpec(
             dataset=args.dataset,
             parties=args.parties,

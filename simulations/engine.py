@@ -65,8 +65,6 @@ def simulation_link(workdir: Path, *, startup_timeout: float = 60.0) -> Iterator
         "127.0.0.1",
         "--port",
         str(port),
-        "--database",
-        str(workdir / "superlink-state.db"),
         "--disable-runtime-dependency-installation",
     ]
     with log_path.open("ab") as log_file:
