@@ -13,7 +13,8 @@ from clients.party import PartyNode, PartyRefusedError, resolve_party_config
 from fedrisk.errors import FedRiskError
 from fedrisk.run_config import parse_run_config
 from secure_agg import protocol as proto
-from secure_agg.record_cache import take_records
+from secure_agg.aggregation import FloatVector
+from secure_agg.record_cache import take_decrypted
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ def _arrays(message: Message, key: str) -> ArrayRecord | None:
     return message.content.array_records.get(key)
 
 
-def _sealed(message: Message, context: Context) -> dict[str, ArrayRecord]:
-    """The statistics sum and global model the message names, attached or from this run's cache.
+def _sealed(message: Message, context: Context, node: PartyNode) -> dict[str, FloatVector]:
+    """The statistics sum and global model the message names, decrypted: from the attached
+    ciphertext, or from this run's cache.
 
     Raises
     ------
@@ -57,18 +59,22 @@ def _sealed(message: Message, context: Context) -> dict[str, ArrayRecord]:
         If one is neither attached nor cached (the server then resends it).
     """
     config = message.content.config_records.get(proto.CONFIG, ConfigRecord())
-    return take_records(
-        message.content, config, context.state, keys=(proto.ENC_STATS, proto.ENC_GLOBAL)
+    return take_decrypted(
+        message.content,
+        config,
+        context.state,
+        keys=(proto.ENC_STATS, proto.ENC_GLOBAL),
+        decrypt=node.decrypt,
     )
 
 
-Handler = Callable[[Message, PartyNode, dict[str, ArrayRecord]], Message]
+Handler = Callable[[Message, PartyNode, dict[str, FloatVector]], Message]
 
 
 def _handle(fn: Handler) -> Callable[[Message, Context], Message]:
     def handler(message: Message, context: Context) -> Message:
-        sealed = _sealed(message, context)
-        return fn(message, _node(context), sealed)
+        node = _node(context)
+        return fn(message, node, _sealed(message, context, node))
 
     handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__
@@ -77,37 +83,37 @@ def _handle(fn: Handler) -> Callable[[Message, Context], Message]:
 
 @app.query("stats")
 @_handle
-def stats(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
+def stats(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
     """Validate local data and send its additive feature statistics, encrypted."""
     return _reply(message, node, **{proto.ENC_STATS: node.local_stats()})
 
 
 @app.train()
 @_handle
-def train(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
+def train(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
     """Decrypt the global model, train on local data, send the weighted update encrypted."""
-    enc_stats = sealed.get(proto.ENC_STATS)
-    if enc_stats is None:
+    stats = sealed.get(proto.ENC_STATS)
+    if stats is None:
         raise PartyRefusedError("train message names no statistics sum")
     rnd = int(message.content.config_records[proto.CONFIG][proto.CFG_ROUND])  # type: ignore[arg-type]
-    update = node.train(enc_stats, sealed.get(proto.ENC_GLOBAL), rnd)
+    update = node.train(stats, sealed.get(proto.ENC_GLOBAL), rnd)
     return _reply(message, node, **{proto.ENC_UPDATE: update})
 
 
 @app.evaluate()
 @_handle
-def evaluate(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
+def evaluate(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
     """Score the local test split with the global model; send score histograms encrypted."""
-    enc_stats = sealed.get(proto.ENC_STATS)
-    enc_global = sealed.get(proto.ENC_GLOBAL)
-    if enc_stats is None or enc_global is None:
+    stats = sealed.get(proto.ENC_STATS)
+    global_sum = sealed.get(proto.ENC_GLOBAL)
+    if stats is None or global_sum is None:
         raise PartyRefusedError("evaluate message must name the statistics sum and the model")
-    return _reply(message, node, **{proto.ENC_HIST: node.evaluate(enc_stats, enc_global)})
+    return _reply(message, node, **{proto.ENC_HIST: node.evaluate(stats, global_sum)})
 
 
 @app.query("metrics")
 @_handle
-def metrics(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
+def metrics(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
     """Decrypt the pooled histograms; only the global AUC and KS leave the party."""
     enc_hist = _arrays(message, proto.ENC_HIST)
     if enc_hist is None:
@@ -122,16 +128,16 @@ def metrics(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -
 
 @app.query("release")
 @_handle
-def release(message: Message, node: PartyNode, sealed: dict[str, ArrayRecord]) -> Message:
+def release(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
     """Decrypt the final model and write the signed artifact at this party."""
-    enc_stats = sealed.get(proto.ENC_STATS)
-    enc_global = sealed.get(proto.ENC_GLOBAL)
-    if enc_stats is None or enc_global is None:
+    stats = sealed.get(proto.ENC_STATS)
+    global_sum = sealed.get(proto.ENC_GLOBAL)
+    if stats is None or global_sum is None:
         raise PartyRefusedError("release query must name the statistics sum and the model")
     cfg = message.content.config_records[proto.CONFIG]
     model_id, path = node.release(
-        enc_stats,
-        enc_global,
+        stats,
+        global_sum,
         rounds=int(cfg[proto.CFG_ROUND]),  # type: ignore[arg-type]
         history=json.loads(str(cfg[proto.CFG_HISTORY])),
         parties=json.loads(str(cfg[proto.CFG_PARTIES])),

@@ -34,6 +34,7 @@ from fedrisk.scorecard import ScorecardScaling
 from fedrisk.validation import load_party_frame
 from secure_agg.aggregation import (
     CkksAggregation,
+    FloatVector,
     InsecurePlainAggregation,
     VectorAggregation,
     unweight_sum,
@@ -150,9 +151,9 @@ def _aggregation(secret_context: Path | None, plaintext: bool) -> VectorAggregat
 class PartyNode:
     """One party's side of every message type; holds no state between messages.
 
-    The ClientApp hands it the encrypted statistics sum and model each message names (attached,
-    or cached in the run's ``Context.state`` by :mod:`secure_agg.record_cache`); a party that
-    restarts or joins late is simply sent them again.
+    The ClientApp hands it the decrypted statistics sum and global model each message names
+    (decrypted from the attached ciphertext, or cached in the run's ``Context.state`` by
+    :mod:`secure_agg.record_cache`); a party that restarts or joins late is sent them again.
     """
 
     def __init__(self, config: PartyConfig, federation: FederationConfig) -> None:
@@ -168,8 +169,15 @@ class PartyNode:
         stats = FeatureStats.from_frame(self.data.train, self.data.schema, n_bins=STATS_BINS)
         return self.channel.encode(stats.to_vector())
 
-    def train(self, enc_stats: Any, enc_global: Any | None, rnd: int) -> Any:
+    def decrypt(self, record: Any) -> FloatVector:
+        """Decrypt a record the server sent (a sum of the parties' encrypted vectors)."""
+        return self.channel.decode(record)
+
+    def train(self, stats: FloatVector, global_sum: FloatVector | None, rnd: int) -> Any:
         """Train one round locally; return ``n * weights ++ [n]`` encrypted.
+
+        ``stats`` and ``global_sum`` are the decrypted statistics sum and weighted model sum
+        (None in round 1).
 
         Notes
         -----
@@ -182,13 +190,13 @@ class PartyNode:
         from fedrisk.training import configure_torch, default_config, train_local
 
         configure_torch(threads=1)  # small models: one thread beats two on a shared 2-core box
-        prep, stats = self._preprocessor(enc_stats)
+        prep, pooled = self._preprocessor(stats)
         spec = self._spec(prep)
         # Every party builds the same initial model from the run's seed, so round 1 needs no
         # model from the server.
         model = build_model(spec, generator=torch.Generator().manual_seed(self.federation.seed))
-        if enc_global is not None:
-            load_vector(model, self._global_weights(enc_global))
+        if global_sum is not None:
+            load_vector(model, _global_weights(global_sum))
         x = prep.transform(self.data.train)
         y = self.data.train[self._target].to_numpy(dtype=np.float32)
         generator = torch.Generator().manual_seed(self._seed(rnd))
@@ -200,18 +208,18 @@ class PartyNode:
             generator=generator,
             # The global bad rate, from the decrypted statistics sum, so every party weighs the
             # classes alike and the released model's offset matches its training.
-            pos_weight=pos_weight_for(_positive_rate(stats)),
+            pos_weight=pos_weight_for(_positive_rate(pooled)),
         )
         update = weight_update(model_to_vector(model), len(y))
         return self.channel.encode(update)
 
-    def evaluate(self, enc_stats: Any, enc_global: Any) -> Any:
+    def evaluate(self, stats: FloatVector, global_sum: FloatVector) -> Any:
         """Encrypted per-class score histograms of the local test split."""
-        prep, stats = self._preprocessor(enc_stats)
+        prep, pooled = self._preprocessor(stats)
         scorer = NumpyScorer(
             self._spec(prep),
-            self._global_weights(enc_global),
-            logit_offset=_logit_offset(stats),
+            _global_weights(global_sum),
+            logit_offset=_logit_offset(pooled),
         )
         p = scorer.predict_proba(prep.transform(self.data.test))
         y = self.data.test[self._target].to_numpy()
@@ -225,8 +233,8 @@ class PartyNode:
 
     def release(
         self,
-        enc_stats: Any,
-        enc_global: Any,
+        stats: FloatVector,
+        global_sum: FloatVector,
         *,
         rounds: int,
         history: list[dict[str, Any]],
@@ -238,22 +246,22 @@ class PartyNode:
                 f"party {self.config.name} is not set up to release: release_dir and "
                 "signing_key must be set in party.toml"
             )
-        prep, stats = self._preprocessor(enc_stats)
+        prep, pooled = self._preprocessor(stats)
         spec = self._spec(prep)
         fingerprint = hashlib.sha256(
-            self.data.schema.fingerprint().encode() + np.round(stats.to_vector(), 3).tobytes()
+            self.data.schema.fingerprint().encode() + np.round(pooled.to_vector(), 3).tobytes()
         ).hexdigest()
         model_id = f"{self.federation.stage}-{self.federation.model}-{uuid.uuid4().hex[:12]}"
         artifact = ModelArtifact(
             model_id=model_id,
             stage=self.federation.stage,
             model_spec=spec,
-            weights=self._global_weights(enc_global).tolist(),
+            weights=_global_weights(global_sum).tolist(),
             preprocessing=prep.to_dict(),
             schema=self.data.schema,
             baseline=prep.reference_row(),
             scorecard=ScorecardScaling(),
-            logit_offset=_logit_offset(stats),
+            logit_offset=_logit_offset(pooled),
             metrics=[
                 RoundMetrics(
                     round=int(h["round"]),
@@ -287,10 +295,9 @@ class PartyNode:
             raise PartyRefusedError(f"party {self.config.name}: schema has no target column")
         return target
 
-    def _preprocessor(self, enc_stats: Any) -> tuple[Preprocessor, FeatureStats]:
-        vector = np.asarray(self.channel.decode(enc_stats), dtype=np.float64)
-        stats = FeatureStats.from_vector(vector, self.data.schema, n_bins=STATS_BINS)
-        return Preprocessor(self.data.schema).fit_stats(stats), stats
+    def _preprocessor(self, stats: FloatVector) -> tuple[Preprocessor, FeatureStats]:
+        pooled = FeatureStats.from_vector(stats, self.data.schema, n_bins=STATS_BINS)
+        return Preprocessor(self.data.schema).fit_stats(pooled), pooled
 
     def _spec(self, prep: Preprocessor) -> ModelSpec:
         return ModelSpec(
@@ -298,11 +305,6 @@ class PartyNode:
             n_features=prep.n_features_out,
             hidden=self.federation.hidden,
         )
-
-    def _global_weights(self, enc_global: Any) -> np.ndarray:
-        """Decrypt ``sum(n_i * w_i) ++ [sum(n_i)]`` and divide: the weighted-average model."""
-        weights, _total = unweight_sum(self.channel.decode(enc_global))
-        return _snap(weights)
 
     def _train_overrides(self) -> dict[str, Any]:
         fed = self.federation
@@ -316,6 +318,12 @@ class PartyNode:
     def _seed(self, rnd: int) -> int:
         digest = hashlib.sha256(f"{self.federation.seed}:{rnd}:{self.config.name}".encode())
         return int.from_bytes(digest.digest()[:8], "little") % (2**63)
+
+
+def _global_weights(global_sum: FloatVector) -> np.ndarray:
+    """``sum(n_i * w_i) ++ [sum(n_i)]`` divided out: the weighted-average model."""
+    weights, _total = unweight_sum(global_sum)
+    return _snap(weights)
 
 
 def _snap(weights: np.ndarray) -> np.ndarray:
