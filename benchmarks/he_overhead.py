@@ -2,8 +2,9 @@
 
 For LR and for an MLP of about 10k parameters, runs the same federation (same data, parties,
 seed and rounds) twice in Flower's simulation engine, once CKKS-encrypted and once in the
-insecure plaintext comparison mode, and prints seconds per round, bytes uploaded per party per
-round, and the encrypted / plaintext ratios.
+insecure plaintext comparison mode, and prints seconds per round (mean of rounds 2..R), bytes
+per party per round up and down, and the encrypted / plaintext ratios; the modes alternate,
+and the ratio range shows the spread over the repeats.
 
     .venv/bin/python benchmarks/he_overhead.py [--parties 3] [--rounds 5] [--dataset synthetic]
 """
@@ -23,9 +24,31 @@ from fedrisk.training import configure_torch
 from simulations.runner import FederationOutcome, SimulationSpec, prepare_data, run_federation
 
 
-def _median_round_seconds(outcomes: list[FederationOutcome]) -> float:
-    """Median wall time of a round (train, evaluate and metrics waves) over all runs."""
-    return float(statistics.median(h["seconds"] for o in outcomes for h in o.history))
+def _steady_round_seconds(outcome: FederationOutcome) -> float:
+    """Mean wall time of rounds 2..R (train, evaluate and metrics waves).
+
+    Round 1 also starts the simulation's worker processes and imports torch, seconds that vary
+    from run to run and are the same work in both modes. A mean rather than a median: Flower's
+    simulation runtime polls every 0.1 s, so single round times come in 0.1 s steps and a median
+    of them moves in whole steps.
+    """
+    steady = [h["seconds"] for h in outcome.history[1:]] or [outcome.history[0]["seconds"]]
+    return float(statistics.fmean(steady))
+
+
+PHASES = ("train", "evaluate", "metrics", "server_sums")
+
+
+def _steady_phase_seconds(outcomes: list[FederationOutcome]) -> dict[str, float]:
+    """Mean seconds of each phase of rounds 2..R over runs (the waves include the parties' work)."""
+    return {
+        phase: float(
+            statistics.fmean(
+                h["phase_seconds"][phase] for o in outcomes for h in (o.history[1:] or o.history)
+            )
+        )
+        for phase in PHASES
+    }
 
 
 def main() -> None:
@@ -63,8 +86,11 @@ def main() -> None:
                         spec, data, release_dir=Path(registry), plaintext=plaintext
                     )
                 results[plaintext].append(outcome)
-        enc_t = _median_round_seconds(results[False])
-        plain_t = _median_round_seconds(results[True])
+        enc_runs = [_steady_round_seconds(o) for o in results[False]]
+        plain_runs = [_steady_round_seconds(o) for o in results[True]]
+        enc_t, plain_t = statistics.fmean(enc_runs), statistics.fmean(plain_runs)
+        # Each repeat ran both modes back to back: its ratio shows the machine's noise.
+        pair_ratios = [e / p for e, p in zip(enc_runs, plain_runs, strict=True)]
         enc, plain = results[False][-1], results[True][-1]
         rows.append(
             {
@@ -73,11 +99,15 @@ def main() -> None:
                 "enc_seconds_per_round": enc_t,
                 "plain_seconds_per_round": plain_t,
                 "time_ratio": enc_t / plain_t,
+                "time_ratio_min": min(pair_ratios),
+                "time_ratio_max": max(pair_ratios),
                 "enc_bytes_up_per_party_round": enc.bytes_up_per_party_round,
                 "plain_bytes_up_per_party_round": plain.bytes_up_per_party_round,
                 "bytes_ratio": enc.bytes_up_per_party_round / plain.bytes_up_per_party_round,
                 "enc_bytes_down_per_party_round": enc.bytes_down_per_party_round,
                 "plain_bytes_down_per_party_round": plain.bytes_down_per_party_round,
+                "enc_phase_seconds": _steady_phase_seconds(results[False]),
+                "plain_phase_seconds": _steady_phase_seconds(results[True]),
                 "enc_final_auc": enc.history[-1]["auc"],
                 "plain_final_auc": plain.history[-1]["auc"],
             }
@@ -91,6 +121,7 @@ def main() -> None:
         "s/round enc",
         "s/round plain",
         "time ratio",
+        "ratio range",
         "KB up/party/round enc",
         "KB plain",
         "bytes ratio",
@@ -107,6 +138,7 @@ def main() -> None:
             f"{r['enc_seconds_per_round']:.2f}",
             f"{r['plain_seconds_per_round']:.2f}",
             f"{r['time_ratio']:.2f}",
+            f"{r['time_ratio_min']:.2f}-{r['time_ratio_max']:.2f}",
             f"{r['enc_bytes_up_per_party_round'] / 1024:.0f}",
             f"{r['plain_bytes_up_per_party_round'] / 1024:.1f}",
             f"{r['bytes_ratio']:.1f}",
@@ -116,6 +148,13 @@ def main() -> None:
             f"{r['plain_final_auc']:.4f}",
         )
     console.print(table)
+    phases = Table(title="Where a round's time goes (mean s, rounds 2..R): CKKS / plaintext")
+    for col in ("model", *PHASES):
+        phases.add_column(col)
+    for r in rows:
+        enc_p, plain_p = r["enc_phase_seconds"], r["plain_phase_seconds"]
+        phases.add_row(r["model"], *(f"{enc_p[p]:.3f} / {plain_p[p]:.3f}" for p in PHASES))
+    console.print(phases)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 

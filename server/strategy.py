@@ -49,6 +49,11 @@ from server.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
+# Seconds between pulls for a wave's replies: quick ones during the quick period, then slow.
+_QUICK_PULL = 0.02
+_QUICK_PERIOD = 2.0
+_SLOW_PULL = 0.25
+
 
 class FederationError(RuntimeError):
     """The run cannot go on: too few parties answered, or the release failed."""
@@ -67,6 +72,8 @@ class RoundOutcome:
     seconds: float
     bytes_up_per_party: float
     bytes_down_per_party: float
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """Where the round's time went: each message wave, and the server's ciphertext sums."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class EncryptedFedAvg(Strategy):
         self._state = _State()
         self._last_bytes_up = 0.0
         self._bytes_down: dict[int, int] = {}
+        self._sum_seconds = 0.0
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -254,7 +262,7 @@ class EncryptedFedAvg(Strategy):
         nodes = list(grid.get_node_ids())
         content = RecordDict({proto.CONFIG: self._config_record(0)})
         messages = [self._message(content, node, proto.MSG_STATS) for node in nodes]
-        replies = grid.send_and_receive(messages, timeout=self.config.round_timeout)
+        replies = self._exchange(grid, messages)
         good = self._accept(replies, phase="statistics")
         self._require_quorum(good, phase="statistics")
         if not keep_sum:
@@ -277,13 +285,17 @@ class EncryptedFedAvg(Strategy):
         started = time.monotonic()
         state = self._state
         self._bytes_down = {}
+        self._sum_seconds = 0.0
+        phases: dict[str, float] = {}
         self.progress.emit("round-start", round=rnd, rounds=self.config.rounds)
         enc_global = state.enc_global if state.enc_global is not None else ArrayRecord()
         train_msgs = list(
             self.configure_train(rnd, enc_global, train_config or ConfigRecord(), grid)
         )
         sent_to = [m.metadata.dst_node_id for m in train_msgs]
+        mark = time.monotonic()
         replies = self._deliver(grid, train_msgs, self._train_wave)
+        phases["train"] = time.monotonic() - mark
         answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
         dropped = [self._party_name(n) for n in sent_to if n not in answered]
         new_global, _ = self.aggregate_train(rnd, replies)
@@ -294,9 +306,14 @@ class EncryptedFedAvg(Strategy):
         eval_msgs = self.configure_evaluate(
             rnd, new_global, evaluate_config or ConfigRecord(), grid
         )
+        mark = time.monotonic()
         eval_replies = self._deliver(grid, list(eval_msgs), self._evaluate_wave)
+        phases["evaluate"] = time.monotonic() - mark
         self.aggregate_evaluate(rnd, eval_replies)
+        mark = time.monotonic()
         auc, ks = self._decrypt_metrics(grid)
+        phases["metrics"] = time.monotonic() - mark
+        phases["server_sums"] = self._sum_seconds
         outcome = RoundOutcome(
             round=rnd,
             train_parties=train_parties,
@@ -309,6 +326,7 @@ class EncryptedFedAvg(Strategy):
             bytes_down_per_party=(
                 sum(self._bytes_down.values()) / len(self._bytes_down) if self._bytes_down else 0.0
             ),
+            phase_seconds=phases,
         )
         if dropped:
             log.warning("round %d: parties dropped or failed: %s", rnd, ", ".join(dropped))
@@ -319,12 +337,7 @@ class EncryptedFedAvg(Strategy):
         """Ask one party to decrypt the pooled histograms; only AUC and KS come back."""
         node = self._pick_party_node(grid)
         content = RecordDict({proto.ENC_HIST: self._enc_hist, proto.CONFIG: self._config_record(0)})
-        replies = list(
-            grid.send_and_receive(
-                [self._message(content, node, proto.MSG_METRICS)],
-                timeout=self.config.round_timeout,
-            )
-        )
+        replies = self._exchange(grid, [self._message(content, node, proto.MSG_METRICS)])
         good = self._accept(replies, phase="metrics")
         if not good:
             raise FederationError("no party answered the metrics query")
@@ -360,7 +373,10 @@ class EncryptedFedAvg(Strategy):
     # ------------------------------------------------------------------ helpers
 
     def _sum(self, records: list[ArrayRecord]) -> ArrayRecord:
-        return self.summer.sum_records(records, min_parties=self.config.min_parties)
+        mark = time.monotonic()
+        total = self.summer.sum_records(records, min_parties=self.config.min_parties)
+        self._sum_seconds += time.monotonic() - mark
+        return total
 
     def _config_record(self, rnd: int) -> ConfigRecord:
         return ConfigRecord({proto.CFG_ROUND: rnd, proto.CFG_RUN_ID: self.config.run_id})
@@ -388,7 +404,7 @@ class EncryptedFedAvg(Strategy):
 
     def _deliver(self, grid: Grid, messages: list[Message], wave: _Wave) -> list[Message]:
         """Send a wave; resend in full to parties that lost their cache; note who holds what."""
-        replies = list(grid.send_and_receive(messages, timeout=self.config.round_timeout))
+        replies = self._exchange(grid, messages)
         resend = [
             r.metadata.src_node_id
             for r in replies
@@ -403,10 +419,35 @@ class EncryptedFedAvg(Strategy):
                 self._state.held.pop(node, None)
             replies = [r for r in replies if r.metadata.src_node_id not in resend]
             retry = [self._wave_message(wave, node, full=True) for node in resend]
-            replies += grid.send_and_receive(retry, timeout=self.config.round_timeout)
+            replies += self._exchange(grid, retry)
         for reply in replies:
             if not reply.has_error():
                 self._state.held.setdefault(reply.metadata.src_node_id, {}).update(wave.digests)
+        return replies
+
+    def _exchange(self, grid: Grid, messages: list[Message]) -> list[Message]:
+        """Push a wave and pull its replies until all are in or ``round_timeout`` passes.
+
+        Flower's ``send_and_receive`` sleeps a fixed interval between pulls (0.1 s in the
+        simulation runtime, 3 s in deployment), so every wave lasted a whole number of
+        intervals. Pulling every 20 ms for the first two seconds returns soon after the last
+        reply of a quick wave; after that, a slow one (a cold ClientApp process) is pulled four
+        times a second.
+        """
+        pushed = [mid for mid in grid.push_messages(messages) if mid is not None]
+        waiting = set(pushed)
+        started = time.monotonic()
+        deadline = started + self.config.round_timeout
+        replies: list[Message] = []
+        while waiting:
+            got = list(grid.pull_messages(list(waiting)))
+            replies += got
+            waiting -= {reply.metadata.reply_to_message_id for reply in got}
+            now = time.monotonic()
+            if not waiting or now >= deadline:
+                break
+            interval = _QUICK_PULL if now - started < _QUICK_PERIOD else _SLOW_PULL
+            time.sleep(min(interval, deadline - now))
         return replies
 
     @staticmethod
@@ -499,4 +540,5 @@ def _outcome_dict(outcome: RoundOutcome) -> dict[str, Any]:
         "seconds": outcome.seconds,
         "bytes_up_per_party": outcome.bytes_up_per_party,
         "bytes_down_per_party": outcome.bytes_down_per_party,
+        "phase_seconds": outcome.phase_seconds,
     }
