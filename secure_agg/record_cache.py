@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from secure_agg.aggregation import FloatVector
 from secure_agg.errors import SecureAggError
 from secure_agg.protocol import CONFIG
 
@@ -82,7 +83,6 @@ def attach(
     return content
 
 
-FloatVector = npt.NDArray[np.float64]
 _VALUES: Final = "values"
 
 
