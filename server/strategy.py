@@ -434,8 +434,7 @@ class EncryptedFedAvg(Strategy):
         reply of a quick wave; after that, a slow one (a cold ClientApp process) is pulled four
         times a second.
         """
-        pushed = [mid for mid in grid.push_messages(messages) if mid is not None]
-        waiting = set(pushed)
+        waiting = {mid for mid in grid.push_messages(messages) if mid is not None}
         started = time.monotonic()
         deadline = started + self.config.round_timeout
         replies: list[Message] = []
