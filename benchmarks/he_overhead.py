@@ -16,6 +16,7 @@ import json
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -24,16 +25,19 @@ from fedrisk.training import configure_torch
 from simulations.runner import FederationOutcome, SimulationSpec, prepare_data, run_federation
 
 
-def _steady_round_seconds(outcome: FederationOutcome) -> float:
-    """Mean wall time of rounds 2..R (train, evaluate and metrics waves).
+def _steady_rounds(outcome: FederationOutcome) -> list[dict[str, Any]]:
+    """Rounds 2..R (round 1 alone if there is no other).
 
     Round 1 also starts the simulation's worker processes and imports torch, seconds that vary
-    from run to run and are the same work in both modes. A mean rather than a median: Flower's
-    simulation runtime polls every 0.1 s, so single round times come in 0.1 s steps and a median
-    of them moves in whole steps.
+    from run to run and are the same work in both modes. Callers take means rather than medians:
+    Flower's simulation runtime polls every 0.1 s, so a median of round times moves in whole steps.
     """
-    steady = [h["seconds"] for h in outcome.history[1:]] or [outcome.history[0]["seconds"]]
-    return float(statistics.fmean(steady))
+    return outcome.history[1:] or outcome.history
+
+
+def _steady_round_seconds(outcome: FederationOutcome) -> float:
+    """Mean wall time of the steady rounds (train, evaluate and metrics waves)."""
+    return float(statistics.fmean(h["seconds"] for h in _steady_rounds(outcome)))
 
 
 PHASES = ("train", "evaluate", "metrics", "server_sums")
@@ -43,9 +47,7 @@ def _steady_phase_seconds(outcomes: list[FederationOutcome]) -> dict[str, float]
     """Mean seconds of each phase of rounds 2..R over runs (the waves include the parties' work)."""
     return {
         phase: float(
-            statistics.fmean(
-                h["phase_seconds"][phase] for o in outcomes for h in (o.history[1:] or o.history)
-            )
+            statistics.fmean(h["phase_seconds"][phase] for o in outcomes for h in _steady_rounds(o))
         )
         for phase in PHASES
     }

@@ -227,7 +227,7 @@ class PartyNode:
 
     def metrics(self, enc_hist: Any) -> tuple[float, float]:
         """Decrypt the pooled histograms: global AUC and KS over every party's test split."""
-        hist = np.clip(self.channel.decode(enc_hist), 0.0, None).reshape(2, HIST_BINS)
+        hist = np.clip(self.decrypt(enc_hist), 0.0, None).reshape(2, HIST_BINS)
         hist = np.rint(hist)  # counts came through CKKS with ~1e-8 noise
         return auc_from_histograms(hist), ks_from_histograms(hist)
 

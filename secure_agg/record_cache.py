@@ -142,7 +142,7 @@ def take_decrypted(
         )
     # Only once every record checked out, so a failure leaves the cache as it was.
     for key, digest in fresh.items():
-        state[_STATE_PREFIX + key] = ArrayRecord({_VALUES: Array(np.array(out[key]))})
+        state[_STATE_PREFIX + key] = ArrayRecord({_VALUES: Array(out[key])})
         cached_digests[key] = digest
     state[_STATE_DIGESTS] = ConfigRecord(cached_digests)
     return out
