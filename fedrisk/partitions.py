@@ -4,7 +4,9 @@ Every partition is seeded by the ``rng`` passed in, disjoint and complete: each 
 exactly one party, and within a party to exactly one of its train and test splits. Party
 ``i`` is named ``party_i``.
 
-- ``iid``: a stratified random deal into parties of equal size and equal bad rate.
+- ``iid``: a stratified random deal into parties of equal size and equal bad rate; each
+  party holds two rows of each class when the data allows (a deal of few rows can leave a
+  party one short, which a swap with another party fixes).
 - ``dirichlet:<alpha>``: label skew. For each class, the shares of the parties are drawn
   from Dirichlet(alpha, ..., alpha); small alpha gives parties dominated by one class.
   Each party first gets two rows of each class (when the data allows), so both its train
@@ -185,6 +187,7 @@ def assign_parties(
     classes = _class_codes(frame, schema)
     if spec.kind == "iid":
         parties = _deal_stratified(classes, _equal_sizes(len(frame), n_parties), rng)
+        _ensure_classes(parties, classes, n_parties, rng)
         return parties, _size_descriptions(parties, n_parties, "IID share")
     if spec.kind == "quantity":
         sizes = _quantity_sizes(len(frame), n_parties)
@@ -341,19 +344,29 @@ def _quantity_sizes(n_rows: int, n_parties: int) -> IntArray:
 def _ensure_classes(
     parties: IntArray, classes: IntArray, n_parties: int, rng: np.random.Generator
 ) -> None:
-    """Swap rows with party 0 until each party holds a few rows of every class (sizes kept)."""
+    """Swap rows between parties until each holds a few rows of every class (sizes kept).
+
+    A party short of a class takes a row of it from party 0 (the largest party under
+    quantity skew) or, when party 0 has none to spare, from the party with the most to
+    spare, and gives back a row of a class it has to spare.
+    """
     codes = np.unique(classes)
-    for code in codes:
-        need = min(_MIN_PER_CLASS, int((classes == code).sum()) // n_parties)
-        for party in range(1, n_parties):
-            have = int(((parties == party) & (classes == code)).sum())
-            for _ in range(need - have):
-                donors = np.flatnonzero((parties == 0) & (classes == code))
-                takers = np.flatnonzero((parties == party) & (classes != code))
-                if len(donors) == 0 or len(takers) == 0:
+    need = {int(c): min(_MIN_PER_CLASS, int((classes == c).sum()) // n_parties) for c in codes}
+
+    def count(party: int, code: int) -> int:
+        return int(((parties == party) & (classes == code)).sum())
+
+    for code in need:
+        for party in range(n_parties):
+            while count(party, code) < need[code]:
+                spare = [count(p, code) - need[code] if p != party else 0 for p in range(n_parties)]
+                donor = 0 if spare[0] > 0 else int(np.argmax(spare))
+                surplus = [c for c in need if c != code and count(party, c) > need[c]]
+                if spare[donor] <= 0 or not surplus:
                     break
-                give, take = rng.choice(donors), rng.choice(takers)
-                parties[give], parties[take] = party, 0
+                give = rng.choice(np.flatnonzero((parties == donor) & (classes == code)))
+                take = rng.choice(np.flatnonzero((parties == party) & np.isin(classes, surplus)))
+                parties[give], parties[take] = party, donor
 
 
 def _dirichlet(
