@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import hashlib
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn
@@ -10,6 +16,7 @@ from typing import Any, Final, Literal, NoReturn
 import numpy as np
 import numpy.typing as npt
 import tenseal as ts
+import tenseal.sealapi as sealapi
 
 from fedrisk.identity import write_key_file
 from secure_agg.errors import (
@@ -37,6 +44,13 @@ _SERVER_RULE: Final = (
 # --------------------------------------------------------------------------------------------------
 
 
+CHUNK_MAGIC: Final = b"FRCK"
+CHUNK_VERSION: Final = 1
+_CHUNK_HEADER = struct.Struct("<4sBxxxI32s")  # magic, version, pad, values held, SHA-256 of body
+SUM_HEADROOM_BITS: Final = 10
+"""A fresh value may use all but this many of the level's bits: room for sums of 1024 parties."""
+
+
 class CkksContext:
     """A CKKS context, either *secret* (a party: encrypts and decrypts) or *public* (the server).
 
@@ -48,12 +62,36 @@ class CkksContext:
     The repr never shows key material, and the object refuses to be pickled so a secret key cannot
     leave the process by accident (e.g. through a Ray or multiprocessing queue). Serialize
     explicitly with ``public_context_bytes`` or ``secret_context_bytes``.
+
+    How values become ciphertexts (the protocol only ever adds them):
+
+    - *Complex packing*: a CKKS slot is a complex number, so one ciphertext carries ``N`` real
+      values, the first ``N / 2`` as real parts and the rest as imaginary parts. Addition works
+      on both parts alike; it halves the ciphertexts per vector.
+    - *Level*: fresh ciphertexts sit at the level of the first two coefficient primes (100 bits
+      for the default ``[60, 40, 40, 60]``), not at the top of the chain. Addition needs no
+      level; the lower one is smaller and faster, and keeps one rescale in hand. Values hold
+      ``first + second prime - scale`` bits there (60 for the default), of which
+      ``SUM_HEADROOM_BITS`` are left free so sums of up to 1024 parties cannot overflow.
+    - *Symmetric encryption*: a party holds the secret key, so it encrypts with it, which SEAL
+      does about twice as fast as with the public key, and saves the ciphertext *seeded*: its
+      uniformly random half is sent as the seed that regenerates it, halving the bytes. The
+      server loads and adds these with its public context exactly like public-key ciphertexts.
+      A public context (e.g. the server's) still encrypts, with the public key.
+    - *Wire format*: each ciphertext is SEAL's own serialization behind a 44-byte header:
+      ``b"FRCK"``, a version byte, the number of values held and the SHA-256 of the SEAL bytes,
+      so truncated, padded or flipped bytes are refused before SEAL parses them.
+
+    TenSEAL provides the context, its keys and the key files; the ciphertexts go through
+    ``tenseal.sealapi``, TenSEAL's bindings of the SEAL library underneath, because TenSEAL's
+    own vectors offer none of the four points above.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_seal")
 
     def __init__(self, raw: Any) -> None:
         self._raw: Any = raw
+        self._seal: _Seal | None = None
 
     @property
     def kind(self) -> ContextKind:
@@ -77,13 +115,18 @@ class CkksContext:
 
     @property
     def slots(self) -> int:
-        """Values per ciphertext (N / 2)."""
-        return self.poly_modulus_degree // 2
+        """Real values per ciphertext: N (two per complex CKKS slot)."""
+        return self.poly_modulus_degree
 
     @property
     def global_scale(self) -> float:
         """The CKKS scale new ciphertexts are encoded at."""
         return float(self._raw.global_scale)
+
+    @property
+    def max_abs_value(self) -> float:
+        """Largest magnitude one encrypted value may have (see the class notes)."""
+        return self._backend().max_abs
 
     def __repr__(self) -> str:
         return f"CkksContext(kind={self.kind!r}, poly_modulus_degree={self.poly_modulus_degree})"
@@ -112,10 +155,29 @@ class CkksContext:
         """Encrypt at most ``slots`` finite floats into one serialized ciphertext."""
         if not 0 < values.size <= self.slots:
             raise CodecError(f"values must hold 1..{self.slots} floats; got {values.size}")
+        seal = self._backend()
+        peak = float(np.max(np.abs(values)))
+        if not peak < seal.max_abs:
+            raise CodecError(
+                f"values must be below {seal.max_abs:.3g} in magnitude to be summed under CKKS "
+                f"at this level; got {peak:.3g}"
+            )
+        half = self.slots // 2
+        packed = values[:half].astype(np.complex128)
+        if values.size > half:
+            packed[: values.size - half] += 1j * values[half:]
         try:
-            return bytes(ts.ckks_vector(self._raw, values.tolist()).serialize())
+            plain = sealapi.Plaintext()
+            seal.encoder.encode(packed.tolist(), seal.parms_id, self.global_scale, plain)
+            if seal.encryptor_sk is not None:
+                body = _save(seal.encryptor_sk.encrypt_symmetric(plain))
+            else:
+                ciphertext = sealapi.Ciphertext()
+                seal.encryptor_pk.encrypt(plain, ciphertext)
+                body = _save(ciphertext)
         except (ValueError, RuntimeError, TypeError) as e:
             raise CodecError(f"values cannot be encrypted: {e}") from e
+        return _chunk(body, values.size)
 
     def decrypt(self, data: bytes, *, expected_size: int) -> FloatVector:
         """Decrypt one serialized ciphertext that must hold ``expected_size`` values."""
@@ -123,12 +185,16 @@ class CkksContext:
             raise PublicContextError(
                 "decrypt needs the secret CKKS context; this context is public (server side)"
             )
-        vector = self._load(data, expected_size=expected_size)
+        seal = self._backend()
+        ciphertext = self._load(data, expected_size=expected_size)
+        assert seal.decryptor is not None
         try:
-            plain = vector.decrypt()
-        except (ValueError, RuntimeError) as e:
+            plain = sealapi.Plaintext()
+            seal.decryptor.decrypt(ciphertext, plain)
+            slots = np.asarray(seal.encoder.decode_complex(plain), dtype=np.complex128)
+        except (ValueError, RuntimeError, TypeError) as e:
             raise CodecError(f"ciphertext cannot be decrypted: {e}") from e
-        return np.asarray(plain, dtype=np.float64)
+        return np.concatenate([slots.real, slots.imag])[:expected_size].astype(np.float64)
 
     def add(self, ciphertexts: Sequence[bytes], *, expected_size: int | None = None) -> bytes:
         """Sum serialized ciphertexts that each hold ``expected_size`` values (public key only).
@@ -137,31 +203,143 @@ class CkksContext:
         """
         if not ciphertexts:
             raise CodecError("ciphertexts must be non-empty; got 0")
-        total = self._load(ciphertexts[0], expected_size=expected_size)
-        size = int(total.size())
+        size = _chunk_size(ciphertexts[0]) if expected_size is None else expected_size
+        seal = self._backend()
+        total = self._load(ciphertexts[0], expected_size=size)
         for data in ciphertexts[1:]:
             other = self._load(data, expected_size=size)
             try:
-                total.add_(other)
+                seal.evaluator.add_inplace(total, other)
             except (ValueError, RuntimeError, TypeError) as e:
                 raise CodecError(f"ciphertexts cannot be added (scale or level differ): {e}") from e
-        return bytes(total.serialize())
+        return _chunk(_save(total), size)
+
+    def _backend(self) -> _Seal:
+        if self._seal is None:
+            self._seal = _Seal(self._raw, secret=self.has_secret_key)
+        return self._seal
 
     def _load(self, data: bytes, *, expected_size: int | None) -> Any:
-        if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
-            raise CodecError("ciphertext must be non-empty bytes; got empty or non-bytes data")
+        """Check a chunk's header and digest, then parse its SEAL ciphertext; return it."""
+        size, body = _unchunk(data)
+        if expected_size is not None and size != expected_size:
+            raise CodecError(f"ciphertext must hold {expected_size} values; got {size}")
+        seal = self._backend()
         try:
-            vector = ts.ckks_vector_from(self._raw, bytes(data))
+            ciphertext = _load_ciphertext(seal.context, body)
         except (ValueError, RuntimeError, TypeError) as e:
-            # TenSEAL raises ValueError("failed to parse CKKS stream") for garbage and truncation,
-            # RuntimeError for a failed checksum or parameters of another ring.
+            # SEAL refuses bytes of another ring or parameter set, and coefficients out of range.
             raise CodecError(
                 f"ciphertext bytes are corrupted, truncated or from other parameters ({e})"
             ) from e
-        size = int(vector.size())
-        if expected_size is not None and size != expected_size:
-            raise CodecError(f"ciphertext must hold {expected_size} values; got {size}")
-        return vector
+        if ciphertext.parms_id() != seal.parms_id or ciphertext.size() != 2:
+            raise CodecError(
+                "ciphertext must be a fresh or summed one at the protocol's level with 2 "
+                f"polynomials; got level {_level_of(seal.context, ciphertext)} with "
+                f"{ciphertext.size()} polynomials"
+            )
+        if ciphertext.scale != self.global_scale:
+            raise CodecError(
+                f"ciphertext scale must be 2^{math.log2(self.global_scale):g}; got "
+                f"{ciphertext.scale:g}"
+            )
+        return ciphertext
+
+
+class _Seal:
+    """The SEAL objects one context needs, built once (an encoder precomputes its FFT tables)."""
+
+    def __init__(self, raw: Any, *, secret: bool) -> None:
+        self.context: Any = raw.seal_context().data
+        level = self.context.last_context_data().prev_context_data()
+        self.parms_id: Any = level.parms_id()
+        primes = [m.bit_count() for m in level.parms().coeff_modulus()]
+        value_bits = sum(primes) - math.log2(float(raw.global_scale))
+        self.max_abs: float = 2.0 ** (value_bits - 1 - SUM_HEADROOM_BITS)
+        self.encoder: Any = sealapi.CKKSEncoder(self.context)
+        self.evaluator: Any = sealapi.Evaluator(self.context)
+        self.encryptor_pk: Any = sealapi.Encryptor(self.context, raw.public_key().data)
+        self.encryptor_sk: Any = None
+        self.decryptor: Any = None
+        if secret:
+            self.encryptor_sk = sealapi.Encryptor(self.context, raw.secret_key().data)
+            self.decryptor = sealapi.Decryptor(self.context, raw.secret_key().data)
+
+
+def _level_of(context: Any, ciphertext: Any) -> int | None:
+    data = context.get_context_data(ciphertext.parms_id())
+    return None if data is None else int(data.chain_index())
+
+
+def _chunk(body: bytes, size: int) -> bytes:
+    digest = hashlib.sha256(body).digest()
+    return _CHUNK_HEADER.pack(CHUNK_MAGIC, CHUNK_VERSION, size, digest) + body
+
+
+def _chunk_size(data: bytes) -> int:
+    return _unchunk(data)[0]
+
+
+def _unchunk(data: bytes) -> tuple[int, bytes]:
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) == 0:
+        raise CodecError("ciphertext must be non-empty bytes; got empty or non-bytes data")
+    raw = bytes(data)
+    if len(raw) <= _CHUNK_HEADER.size:
+        raise CodecError(
+            f"ciphertext must be longer than its {_CHUNK_HEADER.size}-byte header; got {len(raw)} "
+            "bytes (truncated?)"
+        )
+    magic, version, size, digest = _CHUNK_HEADER.unpack_from(raw)
+    if magic != CHUNK_MAGIC or version != CHUNK_VERSION:
+        raise CodecError(
+            f"ciphertext must start with {CHUNK_MAGIC!r} version {CHUNK_VERSION}; got "
+            f"{magic!r} version {version} (not a fedrisk ciphertext, or corrupted)"
+        )
+    body = raw[_CHUNK_HEADER.size :]
+    if hashlib.sha256(body).digest() != digest:
+        raise CodecError(
+            "ciphertext bytes are corrupted, truncated or padded: their SHA-256 does not match "
+            "the header"
+        )
+    if size < 1:
+        raise CodecError(f"ciphertext must hold at least 1 value; its header says {size}")
+    return int(size), body
+
+
+# SEAL's Python bindings save and load through file paths only. On Linux an anonymous in-memory
+# file (memfd) stands in, so ciphertexts never touch a disk; elsewhere a private temp file does.
+
+
+@contextlib.contextmanager
+def _scratch_file() -> Iterator[tuple[str, int]]:
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("fedrisk-ciphertext", os.MFD_CLOEXEC)
+        try:
+            yield f"/proc/self/fd/{fd}", fd
+        finally:
+            os.close(fd)
+        return
+    fd, path = tempfile.mkstemp(prefix="fedrisk-ct-")
+    try:
+        yield path, fd
+    finally:
+        os.close(fd)
+        Path(path).unlink()
+
+
+def _save(obj: Any) -> bytes:
+    with _scratch_file() as (path, fd):
+        obj.save(path)
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+
+
+def _load_ciphertext(context: Any, body: bytes) -> Any:
+    with _scratch_file() as (path, fd):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, body, 0)
+        ciphertext = sealapi.Ciphertext()
+        ciphertext.load(context, path)
+        return ciphertext
 
 
 def _wrap_checked(raw: Any, *, expect: ContextKind | None, source: str) -> CkksContext:

@@ -42,7 +42,7 @@ class HEParams(BaseModel):
     ----------
     poly_modulus_degree
         Ring dimension N, a power of two in ``SUPPORTED_POLY_MODULUS_DEGREES``. One ciphertext holds
-        N / 2 values (``slots``).
+        N values (``slots``): N / 2 complex slots, each carrying a real and an imaginary part.
     coeff_mod_bit_sizes
         Bit sizes of the coefficient primes: first, middle (one per multiplicative level), special.
     global_scale_bits
@@ -120,8 +120,8 @@ class HEParams(BaseModel):
 
     @property
     def slots(self) -> int:
-        """Number of values one ciphertext holds (N / 2)."""
-        return self.poly_modulus_degree // 2
+        """Number of real values one ciphertext holds (N: two per complex CKKS slot)."""
+        return self.poly_modulus_degree
 
     @property
     def global_scale(self) -> float:

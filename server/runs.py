@@ -97,6 +97,9 @@ def run_status(*, connection: str, flwr_home: Path, run_id: str) -> str:
         return "unknown"
 
 
+TERMINAL_EVENTS = frozenset({"finished", "failed"})
+
+
 def wait_for_run(
     *,
     connection: str,
@@ -105,7 +108,8 @@ def wait_for_run(
     progress_path: Path,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     timeout: float = 3600.0,
-    poll: float = 1.0,
+    poll: float = 0.5,
+    status_every: float = 15.0,
     skip_events: int = 0,
 ) -> RunOutcome:
     """Follow a run until it finishes; raise ``RunFailedError`` unless it completed.
@@ -113,20 +117,34 @@ def wait_for_run(
     Progress events are passed to ``on_event`` as they appear, for a live display. The first
     ``skip_events`` lines of the progress file belong to earlier attempts (a resumed run) and
     are ignored.
+
+    Notes
+    -----
+    The progress file is read every ``poll`` seconds; the SuperLink is asked for the run's status
+    (``flwr ls``) once the ServerApp logged its last event and, to notice a run that ended
+    without logging one (a ServerApp that failed to start, was killed or stopped), 1, 2, 4, ...
+    seconds apart, at most ``status_every``.
+    Each ``flwr ls`` is a fresh process that imports Flower, about a CPU-second: asked every
+    second, it took one of a 2-core machine's cores away from the federation it was watching.
     """
     started = time.monotonic()
     seen = skip_events
     status = "unknown"
+    asked, gap = started, 1.0
     while True:
         events = read_events(progress_path)
         for event in events[seen:]:
             if on_event is not None:
                 on_event(event)
-        seen = len(events)
-        status = run_status(connection=connection, flwr_home=flwr_home, run_id=run_id)
-        if status.startswith("finished"):
-            break
-        if time.monotonic() - started > timeout:
+        seen = max(seen, len(events))
+        ended = any(e.get("event") in TERMINAL_EVENTS for e in events[skip_events:])
+        now = time.monotonic()
+        if ended or now - asked >= gap:
+            asked, gap = now, min(2.0 * gap, status_every)
+            status = run_status(connection=connection, flwr_home=flwr_home, run_id=run_id)
+            if status.startswith("finished"):
+                break
+        if now - started > timeout:
             raise RunFailedError(f"run {run_id} did not finish within {timeout:.0f}s ({status})")
         time.sleep(poll)
     events = read_events(progress_path)

@@ -130,7 +130,7 @@ def test_replayed_update_is_refused(secret_ctx: CkksContext) -> None:
 
 def test_mismatched_update_shapes_are_refused(secret_ctx: CkksContext) -> None:
     short = encrypt_vector(secret_ctx, np.ones(3))
-    long = encrypt_vector(secret_ctx, np.ones(5000))
+    long = encrypt_vector(secret_ctx, np.ones(9000))  # two chunks of 8192
     longer_tail = encrypt_vector(secret_ctx, np.ones(4))
 
     with pytest.raises(AggregationError, match="same non-zero number of chunks"):

@@ -29,7 +29,7 @@ from secure_agg.errors import CodecError
 from secure_agg.keys import CkksContext, generate_context
 from secure_agg.params import HEParams
 
-SLOTS = 4096
+SLOTS = 8192  # N = 8192 real values per ciphertext (complex packing)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # SEAL compresses ciphertexts with zstd
 
 
@@ -112,8 +112,19 @@ def test_bad_input_vectors_are_rejected(ctx: CkksContext, vec: np.ndarray) -> No
         lambda b: b"",
         lambda b: b.replace(ZSTD_MAGIC, b"\x00" * 4, 1),
         lambda b: b[:-1] + b"\x00" * 64,
+        lambda b: b[:5000] + bytes([b[5000] ^ 0x10]) + b[5001:],
+        lambda b: b"XXXX" + b[4:],
     ],
-    ids=["half", "minus-one-byte", "garbage", "empty", "broken-frame", "trailing-junk"],
+    ids=[
+        "half",
+        "minus-one-byte",
+        "garbage",
+        "empty",
+        "broken-frame",
+        "trailing-junk",
+        "flipped-bit",
+        "wrong-magic",
+    ],
 )
 def test_corrupted_chunk_raises_codec_error(
     ctx: CkksContext, sample: tuple[np.ndarray, list[bytes]], corrupt: object
@@ -132,7 +143,7 @@ def test_chunk_count_and_order_are_checked(
 
     with pytest.raises(CodecError, match="chunks must number 2"):
         decrypt_vector(ctx, chunks[:1], length=vec.size)
-    with pytest.raises(CodecError, match="must hold 4096 values; got 10"):
+    with pytest.raises(CodecError, match="must hold 8192 values; got 10"):
         decrypt_vector(ctx, [chunks[1], chunks[0]], length=vec.size)
     with pytest.raises(CodecError, match="must hold 20 values; got 10"):
         decrypt_vector(ctx, chunks, length=SLOTS + 20)  # claims a longer last chunk

@@ -18,7 +18,7 @@ def test_defaults_match_the_measured_setup() -> None:
     assert params.poly_modulus_degree == 8192
     assert params.coeff_mod_bit_sizes == (60, 40, 40, 60)
     assert params.global_scale_bits == 40
-    assert params.slots == 4096
+    assert params.slots == 8192
     assert params.global_scale == 2.0**40
 
 
