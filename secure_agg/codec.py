@@ -3,8 +3,12 @@
 Record layout (one ``ArrayRecord`` per encrypted vector)::
 
     "header"      Array(ndarray=int64[4])  [format version, scheme (1 = ckks), length, n_chunks]
-    "ckks.00000"  Array(dtype="ckks", shape=(nbytes,), stype="tenseal.ckks", data=<ciphertext>)
+    "ckks.00000"  Array(dtype="ckks", shape=(nbytes,), stype="seal.ckks", data=<ciphertext>)
     "ckks.00001"  ...                          one per chunk of ``slots`` values, the last shorter
+
+Each ciphertext is the byte form ``secure_agg.keys`` gives it (a header with the value count and
+a SHA-256, then SEAL's serialization). Format version 1 carried TenSEAL ``CKKSVector``s; its
+records are refused by version rather than misread.
 
 The insecure comparison mode uses the same header with scheme 0 and one ``"plain"`` float64 Array.
 The header holds no slot count: whoever holds a context (decrypt, sum) checks the chunk count and
@@ -27,12 +31,12 @@ from secure_agg.keys import CkksContext
 FloatVector = npt.NDArray[np.float64]
 Scheme = Literal["ckks", "plain"]
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 HEADER_KEY: Final = "header"
 CHUNK_KEY_PREFIX: Final = "ckks."
 PLAIN_KEY: Final = "plain"
 CKKS_DTYPE: Final = "ckks"
-CKKS_STYPE: Final = "tenseal.ckks"
+CKKS_STYPE: Final = "seal.ckks"
 
 _SCHEME_CODES: Final[dict[Scheme, int]] = {"plain": 0, "ckks": 1}
 _HEADER_FIELDS: Final = 4

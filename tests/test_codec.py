@@ -65,7 +65,7 @@ def test_record_layout(sample: tuple[np.ndarray, list[bytes]]) -> None:
     record = chunks_to_record(chunks, length=vec.size)
 
     assert sorted(record) == ["ckks.00000", "ckks.00001", HEADER_KEY]
-    assert record[HEADER_KEY].numpy().tolist() == [1, 1, vec.size, 2]
+    assert record[HEADER_KEY].numpy().tolist() == [2, 1, vec.size, 2]
     first = record["ckks.00000"]
     assert (first.dtype, first.stype, first.shape) == (CKKS_DTYPE, CKKS_STYPE, (len(chunks[0]),))
     assert record_scheme(record) == "ckks"
@@ -185,11 +185,11 @@ def test_record_with_missing_or_extra_chunk_is_rejected(
 @pytest.mark.parametrize(
     "header",
     [
-        np.array([2, 1, 4106, 2], dtype=np.int64),
-        np.array([1, 7, 4106, 2], dtype=np.int64),
-        np.array([1, 1, 4106, 0], dtype=np.int64),
-        np.array([1, 1, 4106], dtype=np.int64),
-        np.array([1.0, 1.0, 4106.0, 2.0]),
+        np.array([1, 1, 8202, 2], dtype=np.int64),  # version 1: TenSEAL vectors
+        np.array([2, 7, 8202, 2], dtype=np.int64),
+        np.array([2, 1, 8202, 0], dtype=np.int64),
+        np.array([2, 1, 8202], dtype=np.int64),
+        np.array([2.0, 1.0, 8202.0, 2.0]),
     ],
     ids=["version", "scheme", "zero-chunks", "short", "float"],
 )
