@@ -310,9 +310,12 @@ def _unchunk(data: bytes) -> tuple[int, bytes]:
 # file (memfd) stands in, so ciphertexts never touch a disk; elsewhere a private temp file does.
 
 
+_MEMFD: Final = hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir()
+
+
 @contextlib.contextmanager
 def _scratch_file() -> Iterator[tuple[str, int]]:
-    if hasattr(os, "memfd_create"):
+    if _MEMFD:
         fd = os.memfd_create("fedrisk-ciphertext", os.MFD_CLOEXEC)
         try:
             yield f"/proc/self/fd/{fd}", fd

@@ -239,3 +239,20 @@ def test_ciphertext_at_another_level_or_scale_is_refused() -> None:
         ctx.decrypt(top, expected_size=2)
     with pytest.raises(CodecError, match="scale must be 2\\^40"):
         ctx.add([other_scale, ctx.encrypt(np.array([1.0, 2.0]))])
+
+
+def test_ciphertexts_round_trip_through_a_temp_file_where_memfd_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import secure_agg.keys as keys
+
+    monkeypatch.setattr(keys, "_MEMFD", False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(keys.tempfile, "tempdir", None)  # re-read TMPDIR
+    ctx = generate_context(SMALL)
+    vec = np.array([0.5, -1.25, 8.0])
+
+    total = ctx.add([ctx.encrypt(vec), ctx.encrypt(vec), ctx.encrypt(vec)])
+
+    np.testing.assert_allclose(ctx.decrypt(total, expected_size=3), 3 * vec, atol=1e-6)
+    assert list(tmp_path.iterdir()) == []  # every scratch file removed
