@@ -84,7 +84,8 @@ class CkksContext:
 
     TenSEAL provides the context, its keys and the key files; the ciphertexts go through
     ``tenseal.sealapi``, TenSEAL's bindings of the SEAL library underneath, because TenSEAL's
-    own vectors offer none of the four points above.
+    own vectors encode real values only, at the top level, and encrypt symmetrically only under
+    a freshly generated key.
     """
 
     __slots__ = ("_raw", "_seal")
