@@ -170,11 +170,11 @@ class CkksContext:
         try:
             plain = sealapi.Plaintext()
             seal.encoder.encode(packed.tolist(), seal.parms_id, self.global_scale, plain)
-            if seal.encryptor_sk is not None:
-                body = _save(seal.encryptor_sk.encrypt_symmetric(plain))
+            if seal.decryptor is not None:  # a party: symmetric, saved seeded
+                body = _save(seal.encryptor.encrypt_symmetric(plain))
             else:
                 ciphertext = sealapi.Ciphertext()
-                seal.encryptor_pk.encrypt(plain, ciphertext)
+                seal.encryptor.encrypt(plain, ciphertext)
                 body = _save(ciphertext)
         except (ValueError, RuntimeError, TypeError) as e:
             raise CodecError(f"values cannot be encrypted: {e}") from e
@@ -187,7 +187,7 @@ class CkksContext:
                 "decrypt needs the secret CKKS context; this context is public (server side)"
             )
         seal = self._backend()
-        ciphertext = self._load(data, expected_size=expected_size)
+        _, ciphertext = self._load(data, expected_size=expected_size)
         assert seal.decryptor is not None
         try:
             plain = sealapi.Plaintext()
@@ -204,11 +204,10 @@ class CkksContext:
         """
         if not ciphertexts:
             raise CodecError("ciphertexts must be non-empty; got 0")
-        size = _chunk_size(ciphertexts[0]) if expected_size is None else expected_size
         seal = self._backend()
-        total = self._load(ciphertexts[0], expected_size=size)
+        size, total = self._load(ciphertexts[0], expected_size=expected_size)
         for data in ciphertexts[1:]:
-            other = self._load(data, expected_size=size)
+            _, other = self._load(data, expected_size=size)
             try:
                 seal.evaluator.add_inplace(total, other)
             except (ValueError, RuntimeError, TypeError) as e:
@@ -220,8 +219,11 @@ class CkksContext:
             self._seal = _Seal(self._raw, secret=self.has_secret_key)
         return self._seal
 
-    def _load(self, data: bytes, *, expected_size: int | None) -> Any:
-        """Check a chunk's header and digest, then parse its SEAL ciphertext; return it."""
+    def _load(self, data: bytes, *, expected_size: int | None) -> tuple[int, Any]:
+        """Check a chunk's header and digest, then parse its SEAL ciphertext.
+
+        Returns the number of values it holds and the ciphertext.
+        """
         size, body = _unchunk(data)
         if expected_size is not None and size != expected_size:
             raise CodecError(f"ciphertext must hold {expected_size} values; got {size}")
@@ -244,7 +246,7 @@ class CkksContext:
                 f"ciphertext scale must be 2^{math.log2(self.global_scale):g}; got "
                 f"{ciphertext.scale:g}"
             )
-        return ciphertext
+        return size, ciphertext
 
 
 class _Seal:
@@ -259,12 +261,9 @@ class _Seal:
         self.max_abs: float = 2.0 ** (value_bits - 1 - SUM_HEADROOM_BITS)
         self.encoder: Any = sealapi.CKKSEncoder(self.context)
         self.evaluator: Any = sealapi.Evaluator(self.context)
-        self.encryptor_pk: Any = sealapi.Encryptor(self.context, raw.public_key().data)
-        self.encryptor_sk: Any = None
-        self.decryptor: Any = None
-        if secret:
-            self.encryptor_sk = sealapi.Encryptor(self.context, raw.secret_key().data)
-            self.decryptor = sealapi.Decryptor(self.context, raw.secret_key().data)
+        key = raw.secret_key().data if secret else raw.public_key().data
+        self.encryptor: Any = sealapi.Encryptor(self.context, key)
+        self.decryptor: Any = sealapi.Decryptor(self.context, key) if secret else None
 
 
 def _level_of(context: Any, ciphertext: Any) -> int | None:
@@ -275,10 +274,6 @@ def _level_of(context: Any, ciphertext: Any) -> int | None:
 def _chunk(body: bytes, size: int) -> bytes:
     digest = hashlib.sha256(body).digest()
     return _CHUNK_HEADER.pack(CHUNK_MAGIC, CHUNK_VERSION, size, digest) + body
-
-
-def _chunk_size(data: bytes) -> int:
-    return _unchunk(data)[0]
 
 
 def _unchunk(data: bytes) -> tuple[int, bytes]:
