@@ -42,9 +42,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fedrisk.datasets import load_dataset
-from fedrisk.partitions import PartyData, parse_partition, partition_frame
-from fedrisk.schema import DatasetSchema
+from fedrisk.data.datasets import load_dataset
+from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
+from fedrisk.data.schema import DatasetSchema
 from simulations.deployment import LocalDeployment, running_federation
 
 ROUND_TIMEOUT = 900.0
@@ -222,9 +222,9 @@ from pathlib import Path
 clock = time.perf_counter
 t = {}
 s = clock(); import flwr.clientapp, clients.clientapp; t["import_clientapp"] = clock() - s
-s = clock(); import torch, fedrisk.models, fedrisk.training; t["import_torch"] = clock() - s
+s = clock(); import torch, fedrisk.ml.models, fedrisk.ml.training; t["import_torch"] = clock() - s
 from clients.party import PartyNode, load_party_config
-from fedrisk.run_config import FederationConfig
+from fedrisk.federation.run_config import FederationConfig
 federation = FederationConfig(run_id="bench", seed=0, plaintext=sys.argv[2] == "1")
 s = clock(); node = PartyNode(load_party_config(Path(sys.argv[1])), federation)
 t["party_init"] = clock() - s

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedrisk.training import configure_torch
+from fedrisk.ml.training import configure_torch
 from simulations.runner import FederationOutcome, SimulationSpec, prepare_data, run_federation
 
 

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from fedrisk.processes import descendants
-from fedrisk.training import configure_torch
+from fedrisk.federation.processes import descendants
+from fedrisk.ml.training import configure_torch
 from simulations.runner import SimulationSpec, prepare_data, run_federation
 
 

@@ -18,14 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
 from fedrisk.errors import IdentityError
-from fedrisk.identity import key_id, load_receiving_key, load_signing_key, receiving_key_id
-from secure_agg.ceremony import (
+from fedrisk.federation.roster import (
     BundleInfo,
     BundleLayout,
     FederationManifest,
     PartyRecord,
     load_manifest,
 )
+from fedrisk.release.identity import key_id, load_receiving_key, load_signing_key, receiving_key_id
 
 # Node config keys a deployed SuperNode passes to the ClientApp (``context.node_config``).
 NODE_CONFIG_PARTY_CONFIG: Final = "party-config"

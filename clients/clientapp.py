@@ -11,8 +11,8 @@ from flwr.clientapp import ClientApp
 
 from clients.party import PartyNode, PartyRefusedError, resolve_party_config
 from fedrisk.errors import FedRiskError
-from fedrisk.run_config import parse_run_config
-from secure_agg import protocol as proto
+from fedrisk.federation import protocol as proto
+from fedrisk.federation.run_config import parse_run_config
 from secure_agg.aggregation import FloatVector
 from secure_agg.record_cache import take_decrypted
 

@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fedrisk.artifact import Lineage, ModelArtifact, RoundMetrics, write_artifact
+from fedrisk.data.schema import DatasetSchema, load_schema
+from fedrisk.data.validation import load_party_frame
+from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.errors import FedRiskError
-from fedrisk.features import FeatureStats, Preprocessor
-from fedrisk.identity import load_signing_key
-from fedrisk.inference import ModelSpec, NumpyScorer, logit_offset_for, pos_weight_for
-from fedrisk.metrics import auc_from_histograms, ks_from_histograms, score_histograms
-from fedrisk.run_config import FederationConfig
-from fedrisk.schema import DatasetSchema, load_schema
-from fedrisk.scorecard import ScorecardScaling
-from fedrisk.validation import load_party_frame
+from fedrisk.federation.run_config import FederationConfig
+from fedrisk.ml.features import FeatureStats, Preprocessor
+from fedrisk.ml.inference import ModelSpec, NumpyScorer, logit_offset_for, pos_weight_for
+from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
+from fedrisk.release.artifact import Lineage, ModelArtifact, RoundMetrics, write_artifact
+from fedrisk.release.identity import load_signing_key
 from secure_agg.aggregation import (
     CkksAggregation,
     FloatVector,
@@ -186,8 +186,8 @@ class PartyNode:
         """
         import torch
 
-        from fedrisk.models import build_model, load_vector, model_to_vector
-        from fedrisk.training import configure_torch, default_config, train_local
+        from fedrisk.ml.models import build_model, load_vector, model_to_vector
+        from fedrisk.ml.training import configure_torch, default_config, train_local
 
         configure_torch(threads=1)  # small models: one thread beats two on a shared 2-core box
         prep, pooled = self._preprocessor(stats)

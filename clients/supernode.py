@@ -29,8 +29,10 @@ from clients.bundle import (
     NODE_CONFIG_RELEASE_DIR,
     PartyBundle,
 )
+from fedrisk.data.schema import load_schema
+from fedrisk.data.validation import load_party_frame
 from fedrisk.errors import ConfigError, FedRiskError, IdentityError, ProcessStopError
-from fedrisk.processes import (
+from fedrisk.federation.processes import (
     child_running,
     console_script,
     is_alive,
@@ -38,8 +40,6 @@ from fedrisk.processes import (
     start_flower_process,
     stop_process_tree,
 )
-from fedrisk.schema import load_schema
-from fedrisk.validation import load_party_frame
 from secure_agg.params import parse_he_params
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ class SuperNodeProcess:
     def stop(self, *, timeout: float = 15.0) -> None:
         """SIGTERM the SuperNode and its children (it deactivates itself), SIGKILL if needed.
 
-        ``timeout`` is the grace period before SIGKILL (see ``fedrisk.processes``).
+        ``timeout`` is the grace period before SIGKILL (see ``fedrisk.federation.processes``).
         """
         try:
             stop_process_tree(self.pid, process=self.process, grace=timeout)

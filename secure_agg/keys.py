@@ -18,7 +18,8 @@ import numpy.typing as npt
 import tenseal as ts
 import tenseal.sealapi as sealapi
 
-from fedrisk.identity import write_key_file
+from fedrisk.federation.roster import PUBLIC_SUFFIX, SECRET_SUFFIX
+from fedrisk.release.identity import write_key_file
 from secure_agg.errors import (
     CodecError,
     KeyFileError,
@@ -30,8 +31,6 @@ from secure_agg.params import HEParams
 ContextKind = Literal["secret", "public"]
 FloatVector = npt.NDArray[np.float64]
 
-SECRET_SUFFIX: Final = ".secret.ctx"  # noqa: S105 (a file suffix)
-PUBLIC_SUFFIX: Final = ".public.ctx"
 
 _SERVER_RULE: Final = (
     "the aggregation server must never hold the CKKS secret key: with it, it could decrypt every "

@@ -25,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from fedrisk.federation.protocol import CONFIG
 from secure_agg.aggregation import FloatVector
 from secure_agg.errors import SecureAggError
-from secure_agg.protocol import CONFIG
 
 DIGEST_PREFIX: Final = "digest:"
 RESEND_MARK: Final = "PARTY-NEEDS-RECORDS:"

@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedrisk.datasets import DATASET_NAMES, load_dataset
+from fedrisk.data.datasets import DATASET_NAMES, load_dataset
 from fedrisk.errors import FedRiskError
-from fedrisk.training import configure_torch, default_config, train_centralized
-from server.runs import RunFailedError
+from fedrisk.ml.training import configure_torch, default_config, train_centralized
+from server.coordinator.runs import RunFailedError
 from simulations.runner import (
     Comparison,
     FederationOutcome,
@@ -289,9 +289,9 @@ def demo_cmd(
 
 def _mount_role_commands() -> None:
     """Coordinator and party commands live with their packages; they are mounted here."""
-    from clients import commands as party_commands
-    from server import commands as coordinator_commands
-    from server.scoring import commands as lender_commands
+    from clients import cli as party_commands
+    from server.coordinator import cli as coordinator_commands
+    from server.scoring import cli as lender_commands
     from simulations import report_commands
 
     coordinator_commands.register(app)

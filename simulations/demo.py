@@ -29,12 +29,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from fedrisk.artifact import ModelArtifact, load_trusted_keys, read_artifact
-from fedrisk.datasets import DATA_DIR_ENV, load_dataset
+from fedrisk.data.datasets import DATA_DIR_ENV, load_dataset
+from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
+from fedrisk.data.schema import DatasetSchema
 from fedrisk.errors import FedRiskError
-from fedrisk.partitions import PartyData, parse_partition, partition_frame
-from fedrisk.processes import console_script, pick_free_port, stop_process_tree
-from fedrisk.schema import DatasetSchema
+from fedrisk.federation.processes import console_script, pick_free_port, stop_process_tree
+from fedrisk.release.artifact import ModelArtifact, load_trusted_keys, read_artifact
 from simulations.deployment import running_federation
 from simulations.runner import score_artifact
 

@@ -31,15 +31,19 @@ from clients.supernode import (
     prepare_party_runtime,
     start_supernode,
 )
-from fedrisk.partitions import PartyData
-from fedrisk.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
-from fedrisk.schema import DatasetSchema, write_schema
+from fedrisk.data.partitions import PartyData
+from fedrisk.data.schema import DatasetSchema, write_schema
+from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
-from server.coordinator import DeployedRun, execute_run, prepare_run, resumable_run
-from server.provisioning import WorkspaceLayout, install_public_context, provision_workspace
-from server.runs import RunOutcome
-from server.superlink import SuperLinkProcess, register_supernodes, start_superlink
+from server.coordinator.deployed_runs import DeployedRun, execute_run, prepare_run, resumable_run
+from server.coordinator.provisioning import (
+    WorkspaceLayout,
+    install_public_context,
+    provision_workspace,
+)
+from server.coordinator.runs import RunOutcome
+from server.coordinator.superlink import SuperLinkProcess, register_supernodes, start_superlink
 
 ACCEPTED_MARK = b"SuperNode ID: "
 """What flower-supernode logs once the SuperLink has activated it (Flower 1.41)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from fedrisk.processes import (
+from fedrisk.federation.processes import (
     console_script,
     flower_environment,
     pick_free_port,
@@ -56,7 +56,8 @@ def simulation_link(workdir: Path, *, startup_timeout: float = 60.0) -> Iterator
     cmd = [
         console_script("flower-superlink"),
         # Plain HTTP is acceptable only here: the simulation SuperLink serves loopback and every
-        # party runs inside its process tree. Deployment always uses TLS (server/superlink.py).
+        # party runs inside its process tree. Deployment always uses TLS
+        # (server/coordinator/superlink.py).
         "--insecure",
         "--simulation",
         "--isolation",

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrisk.errors import ConfigError, FedRiskError
-from fedrisk.training import configure_torch
-from server.runs import RunFailedError
+from fedrisk.ml.training import configure_torch
+from server.coordinator.runs import RunFailedError
 from simulations.report import summary_table, write_report
 from simulations.scenarios import SCENARIOS, SMOKE_SCENARIO, get_scenario
 from simulations.studies import (

@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedrisk.artifact import ModelArtifact, load_trusted_keys, read_artifact
-from fedrisk.datasets import Dataset, load_dataset
-from fedrisk.features import Preprocessor
-from fedrisk.inference import NumpyScorer
-from fedrisk.metrics import auc, ks
-from fedrisk.partitions import PartyData, parse_partition, partition_frame
-from fedrisk.training import default_config, predict_proba, train_centralized
+from fedrisk.data.datasets import Dataset, load_dataset
+from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
+from fedrisk.ml.features import Preprocessor
+from fedrisk.ml.inference import NumpyScorer
+from fedrisk.ml.metrics import auc, ks
+from fedrisk.ml.training import default_config, predict_proba, train_centralized
+from fedrisk.release.artifact import ModelArtifact, load_trusted_keys, read_artifact
 from secure_agg.params import HEParams
-from server.runs import RunFailedError, submit_run, wait_for_run
+from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
 from simulations.engine import simulation_link
 from simulations.workspace import SimWorkspace, prepare_workspace
 

@@ -24,7 +24,7 @@ The scenarios
     with six months of repayment status, bills and payments. Five banks, IID split.
 ``collection-taiwan`` (C-card)
     Derived from the same Taiwan accounts (``taiwan-collection``, see
-    :func:`fedrisk.datasets.derive_collection_frame`): 7 700 accounts at their first
+    :func:`fedrisk.data.datasets.derive_collection_frame`): 7 700 accounts at their first
     delinquent month from April to August 2005; bad = still delinquent the next month
     (63.2 %). Four collection agencies / banks, IID split. Real data, nothing synthetic.
 
@@ -58,9 +58,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedrisk.artifact import TRUSTED_KEYS_DIR, load_trusted_keys, read_artifact
+from fedrisk.data.partitions import parse_partition
 from fedrisk.errors import ArtifactError, ConfigError
-from fedrisk.partitions import parse_partition
+from fedrisk.release.artifact import TRUSTED_KEYS_DIR, load_trusted_keys, read_artifact
 from simulations.runner import (
     Comparison,
     EventHandler,
@@ -83,7 +83,7 @@ class TrainingPlan(BaseModel):
     rounds: int = Field(ge=1, le=1000)
     local_epochs: int = Field(default=1, ge=1, le=100)
     learning_rate: float = Field(default=0.0, ge=0.0, le=10.0)
-    """0 keeps :func:`fedrisk.training.default_config`'s rate for the model kind."""
+    """0 keeps :func:`fedrisk.ml.training.default_config`'s rate for the model kind."""
     optimizer: Literal["default", "adam", "sgd"] = "default"
     """The parties' optimiser; ``default`` keeps the model kind's (Adam)."""
 
@@ -306,7 +306,7 @@ def run_scenario(
     ------
     fedrisk.errors.FedRiskError
         On bad data or configuration.
-    server.runs.RunFailedError
+    server.coordinator.runs.RunFailedError
         If the federated run fails.
     """
     spec = scenario.spec(seed=seed, model=model, partition=partition, rounds=rounds)

@@ -60,19 +60,19 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.errors import ConfigError, FedRiskError
-from fedrisk.features import Preprocessor
-from fedrisk.metrics import auc, ks
-from fedrisk.models import ModelSpec, build_model
-from fedrisk.scorecard import ScorecardScaling
-from fedrisk.training import (
+from fedrisk.ml.features import Preprocessor
+from fedrisk.ml.metrics import auc, ks
+from fedrisk.ml.models import ModelSpec, build_model
+from fedrisk.ml.training import (
     TrainConfig,
     default_config,
     predict_proba,
     train_centralized,
     train_local,
 )
-from server.runs import RunFailedError
+from server.coordinator.runs import RunFailedError
 from simulations.runner import (
     EventHandler,
     FederationOutcome,
@@ -607,7 +607,7 @@ def run_cell(
 
     Raises
     ------
-    fedrisk.errors.FedRiskError, server.runs.RunFailedError
+    fedrisk.errors.FedRiskError, server.coordinator.runs.RunFailedError
         When data, configuration or a federated run fails.
     """
     started = time.monotonic()

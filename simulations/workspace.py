@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedrisk.identity import generate_signing_key, key_id, save_private_key, save_public_key
-from fedrisk.partitions import PartyData
-from fedrisk.schema import DatasetSchema, schema_to_toml
+from fedrisk.data.partitions import PartyData
+from fedrisk.data.schema import DatasetSchema, schema_to_toml
+from fedrisk.release.identity import generate_signing_key, key_id, save_private_key, save_public_key
 from secure_agg.keys import write_key_files
 from secure_agg.params import HEParams
 

@@ -1,6 +1,6 @@
 """``python -m server.scoring``: the scoring service's commands without the full ``fedrisk`` CLI."""
 
-from server.scoring.commands import cli
+from server.scoring.cli import cli
 
 if __name__ == "__main__":
     cli()

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fedrisk.errors import DecisionError
-from fedrisk.fraud_graph import GraphConfig, RelationshipGraph, RingCheck
-from fedrisk.fraud_rules import (
+from fedrisk.decisions.fraud_graph import GraphConfig, RelationshipGraph, RingCheck
+from fedrisk.decisions.fraud_rules import (
     BlacklistRule,
     FraudRuleEngine,
     MismatchRule,
@@ -25,6 +24,7 @@ from fedrisk.fraud_rules import (
     RuleSet,
     VelocityRule,
 )
+from fedrisk.errors import DecisionError
 from server.scoring.errors import ConflictError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class IdentifierHasher:
 
 
 def _text(value: object) -> str | None:
-    # same normalisation as fedrisk.fraud_rules: None/NaN/blank are missing, values stripped
+    # same normalisation as fedrisk.decisions.fraud_rules: None/NaN/blank are missing, values
+    # stripped
     if value is None or (isinstance(value, float) and value != value):
         return None
     text = str(value).strip()
@@ -62,7 +63,8 @@ def _text(value: object) -> str | None:
 
 
 class HashedHistory:
-    """Velocity history over hashed identifiers (implements ``fedrisk.fraud_rules.HistoryLookup``).
+    """Velocity history over hashed identifiers (implements
+    ``fedrisk.decisions.fraud_rules.HistoryLookup``).
 
     Parameters
     ----------

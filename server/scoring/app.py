@@ -15,11 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from fedrisk.decisions.fraud_graph import GraphConfig
+from fedrisk.decisions.fraud_rules import RuleSet, load_default_rules, load_rules
+from fedrisk.decisions.lifecycle import load_policy
+from fedrisk.decisions.reasons import ReasonCodeTable
 from fedrisk.errors import ArtifactError, DecisionError, FedRiskError
-from fedrisk.fraud_graph import GraphConfig
-from fedrisk.fraud_rules import RuleSet, load_default_rules, load_rules
-from fedrisk.lifecycle import load_policy
-from fedrisk.reasons import ReasonCodeTable
 from server.scoring import store
 from server.scoring.antifraud import FraudScreen, IdentifierHasher
 from server.scoring.context import ServiceContext

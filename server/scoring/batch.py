@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from fedrisk.lifecycle import ApplicationPolicy, BehaviourPolicy
+from fedrisk.decisions.lifecycle import ApplicationPolicy, BehaviourPolicy
 from server.scoring.errors import InvalidInputError
 from server.scoring.registry import LoadedModel
 from server.scoring.settings import Stage
@@ -64,7 +64,8 @@ def decide_application_batch(
     npt.NDArray[np.object_],
     npt.NDArray[np.float64],
 ]:
-    """Vectorised A-card cut-offs and limit bands (``fedrisk.lifecycle.decide_application`` without
+    """Vectorised A-card cut-offs and limit bands
+    (``fedrisk.decisions.lifecycle.decide_application`` without
     fraud input): decision, credit limit, price tier and APR per row (NaN/None where none)."""
     if policy.basis == "pd":
         code = np.where(

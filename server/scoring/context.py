@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 from sqlalchemy import Engine
 
-from fedrisk.fraud_rules import RuleSet
-from fedrisk.lifecycle import LifecyclePolicy
+from fedrisk.decisions.fraud_rules import RuleSet
+from fedrisk.decisions.lifecycle import LifecyclePolicy
 from server.scoring import store
 from server.scoring.antifraud import FraudScreen, IdentifierHasher
 from server.scoring.registry import ModelRegistry

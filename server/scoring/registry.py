@@ -22,7 +22,13 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fedrisk.artifact import (
+from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
+from fedrisk.decisions.reasons import ReasonCode, ReasonCodeTable, ReasonRanker
+from fedrisk.decisions.scorecard import ScorecardScaling
+from fedrisk.errors import ArtifactError, FedRiskError, SignatureError
+from fedrisk.ml.features import Preprocessor
+from fedrisk.ml.inference import NumpyScorer
+from fedrisk.release.artifact import (
     ARTIFACT_FILE,
     MODEL_ID_PATTERN,
     SIGNATURE_FILE,
@@ -31,12 +37,6 @@ from fedrisk.artifact import (
     load_trusted_keys,
     read_artifact,
 )
-from fedrisk.errors import ArtifactError, FedRiskError, SignatureError
-from fedrisk.features import Preprocessor
-from fedrisk.inference import NumpyScorer
-from fedrisk.reasons import ReasonCode, ReasonCodeTable, ReasonRanker
-from fedrisk.schema import DatasetSchema, FeatureKind, FeatureSpec
-from fedrisk.scorecard import ScorecardScaling
 from server.scoring.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from server.scoring.settings import STAGES, Stage
 from server.scoring.store import Assignment

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from fedrisk.lifecycle import (
+from fedrisk.decisions.lifecycle import (
     BehaviourSignals,
     CollectionSignals,
     Decision,
@@ -27,7 +27,7 @@ from fedrisk.lifecycle import (
     decide_behaviour,
     decide_collection,
 )
-from fedrisk.reasons import ReasonCode
+from fedrisk.decisions.reasons import ReasonCode
 from server.scoring.antifraud import FraudScreen, IdentifierHasher
 from server.scoring.audit import canonical_json
 from server.scoring.errors import UnavailableError

@@ -1,9 +1,11 @@
 """Signed test model artifacts built with fedrisk itself, and registry directories to serve them.
 
 Builds a small model the way the federated pipeline will (synthetic data from
-``fedrisk.datasets.load_dataset("synthetic")``, ``fedrisk.features.Preprocessor``, torch training
-from ``fedrisk.training``), packs it as a ``fedrisk.artifact.ModelArtifact``, signs it with a key
-from ``fedrisk.identity`` and writes it into a registry directory with the signer trusted.
+``fedrisk.data.datasets.load_dataset("synthetic")``, ``fedrisk.ml.features.Preprocessor``, torch
+training
+from ``fedrisk.ml.training``), packs it as a ``fedrisk.release.artifact.ModelArtifact``, signs it
+with a key
+from ``fedrisk.release.identity`` and writes it into a registry directory with the signer trusted.
 
 Typical use::
 
@@ -28,7 +30,15 @@ import pandas as pd
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedrisk.artifact import (
+from fedrisk.data.datasets import load_dataset
+from fedrisk.data.schema import DatasetSchema, FeatureKind
+from fedrisk.decisions.scorecard import ScorecardScaling
+from fedrisk.ml.features import Preprocessor
+from fedrisk.ml.inference import ModelSpec, NumpyScorer
+from fedrisk.ml.metrics import auc, ks
+from fedrisk.ml.models import build_model, model_to_vector
+from fedrisk.ml.training import TrainConfig, train_with_early_stopping
+from fedrisk.release.artifact import (
     TRUSTED_KEYS_DIR,
     Lineage,
     ModelArtifact,
@@ -36,15 +46,7 @@ from fedrisk.artifact import (
     utc_now_iso,
     write_artifact,
 )
-from fedrisk.datasets import load_dataset
-from fedrisk.features import Preprocessor
-from fedrisk.identity import generate_signing_key, key_id, save_public_key
-from fedrisk.inference import ModelSpec, NumpyScorer
-from fedrisk.metrics import auc, ks
-from fedrisk.models import build_model, model_to_vector
-from fedrisk.schema import DatasetSchema, FeatureKind
-from fedrisk.scorecard import ScorecardScaling
-from fedrisk.training import TrainConfig, train_with_early_stopping
+from fedrisk.release.identity import generate_signing_key, key_id, save_public_key
 
 Stage = Literal["application", "behaviour", "collection"]
 

@@ -3,7 +3,7 @@
 Use the ``process_registry`` fixture (import it into a ``conftest.py``) and ``track`` every pid a
 test starts: teardown stops each one, its process group and all descendants, even when the test
 failed. Waits are bounded; nothing here kills by name. Free ports, liveness and tree stopping come
-from ``fedrisk.processes``, the same code the launchers use.
+from ``fedrisk.federation.processes``, the same code the launchers use.
 """
 
 from __future__ import annotations
@@ -16,19 +16,20 @@ from pathlib import Path
 import pytest
 
 from fedrisk.errors import ProcessStopError
-from fedrisk.processes import pick_free_port, stop_process_tree
+from fedrisk.federation.processes import pick_free_port, stop_process_tree
 
 TEARDOWN_GRACE = 10.0
 """Seconds a tracked process tree gets between SIGTERM and SIGKILL at teardown."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (``fedrisk.processes.pick_free_port``)."""
+    """A TCP port free on ``host`` right now (``fedrisk.federation.processes.pick_free_port``)."""
     return pick_free_port(host)
 
 
 def stop_pid(pid: int, *, timeout: float = TEARDOWN_GRACE) -> list[int]:
-    """Stop ``pid``'s whole tree (``fedrisk.processes.stop_process_tree``) without raising.
+    """Stop ``pid``'s whole tree (``fedrisk.federation.processes.stop_process_tree``) without
+    raising.
 
     Returns the pids still alive after SIGKILL (normally none), for teardown code that must go on
     stopping the other processes and report all survivors at the end.

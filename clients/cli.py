@@ -1,0 +1,207 @@
+"""Party commands: ``fedrisk keys init|accept`` (CKKS key ceremony), ``fedrisk party start|stop``.
+
+Mount with ``clients.cli.register(app)`` on the top-level typer app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clients.bundle import load_bundle
+from clients.supernode import (
+    prepare_party_runtime,
+    running_supernode,
+    start_supernode,
+)
+from fedrisk.errors import FedRiskError
+from fedrisk.federation.processes import wait_in_foreground
+from fedrisk.federation.roster import COORDINATOR_DIR, load_manifest
+from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
+from secure_agg.errors import SecureAggError
+from secure_agg.params import HEParams
+
+keys_app = typer.Typer(help="CKKS key ceremony between the parties.", no_args_is_help=True)
+party_app = typer.Typer(help="Run this party's Flower SuperNode.", no_args_is_help=True)
+
+BundleOption = Annotated[
+    Path, typer.Option("--bundle", "-b", help="This party's bundle from the coordinator.")
+]
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+@keys_app.command("init")
+def keys_init(
+    bundle: BundleOption,
+    out: Annotated[Path, typer.Option("--out", help="New directory for the hand-outs.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="Federation manifest (default: the bundle's copy)."),
+    ] = None,
+    poly_modulus_degree: Annotated[int, typer.Option("--poly-modulus-degree")] = 8192,
+) -> None:
+    """Lead party: create the CKKS context, seal it to every other party, export the public part."""
+    try:
+        party = load_bundle(bundle)
+        roster = load_manifest(manifest) if manifest else party.manifest
+        if roster != party.manifest:
+            raise FedRiskError(
+                f"manifest {manifest} must be the one provisioned in the bundle; got another"
+            )
+        result = run_key_ceremony(
+            roster,
+            lead=party.name,
+            signing_key=party.signing_key(),
+            own_ckks_dir=party.layout.ckks_dir,
+            out_dir=out,
+            params=HEParams(poly_modulus_degree=poly_modulus_degree),
+        )
+    except (FedRiskError, SecureAggError, ValueError) as e:
+        raise _fail(e) from e
+    typer.echo(f"CKKS context created (public fingerprint {result.public_context_sha256[:16]}).")
+    typer.echo(f"  your secret context: {result.own_secret_context}")
+    for name, path in result.sealed.items():
+        typer.echo(f"  for {name}: {path}  (sealed to {name}, signed by you)")
+    typer.echo(
+        f"  for the coordinator: {result.public_context} (+ {result.public_signature.name}); "
+        f"hand over only the {COORDINATOR_DIR}/ directory"
+    )
+
+
+@keys_app.command("accept")
+def keys_accept(
+    bundle: BundleOption,
+    sealed: Annotated[
+        Path, typer.Option("--sealed", help="The <party>.sealed file from the lead.")
+    ],
+) -> None:
+    """Receiving party: verify the lead's signature, decrypt and install the CKKS secret context."""
+    try:
+        party = load_bundle(bundle)
+        data = sealed.read_bytes()
+        accepted = accept_sealed_context(
+            data,
+            manifest=party.manifest,
+            recipient=party.name,
+            receiving_key=party.receiving_key(),
+            own_ckks_dir=party.layout.ckks_dir,
+        )
+    except OSError as e:
+        raise _fail(FedRiskError(f"sealed file {sealed} must be readable; got {e}")) from e
+    except (FedRiskError, SecureAggError) as e:
+        raise _fail(e) from e
+    typer.echo(
+        f"Accepted the CKKS secret context from {accepted.sender} (public fingerprint "
+        f"{accepted.public_context_sha256[:16]}), installed at {accepted.secret_context}"
+    )
+
+
+@party_app.command("start")
+def party_start(
+    bundle: BundleOption,
+    data: Annotated[Path, typer.Option("--data", help="This party's training data file.")],
+    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink HOST:PORT.")],
+    test: Annotated[
+        Path | None, typer.Option("--test", help="Held-out test file (default: --data).")
+    ] = None,
+    schema: Annotated[
+        Path | None, typer.Option("--schema", help="Schema TOML (default: the bundle's).")
+    ] = None,
+    release_dir: Annotated[
+        Path | None, typer.Option("--release-dir", help="Where released models are written.")
+    ] = None,
+    runtime_port: Annotated[
+        int | None, typer.Option("--runtime-port", help="Local SuperNode Runtime API port.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="No TLS, no node auth. Local experiments only.")
+    ] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Leave it running and return.")] = False,
+) -> None:
+    """Validate local data against the schema, then run flower-supernode against the SuperLink."""
+    if insecure:
+        typer.secho(
+            "INSECURE: this SuperNode will connect without TLS and without authentication; "
+            "updates and identities cross the network in plaintext.",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+    try:
+        party = load_bundle(bundle)
+        existing = running_supernode(party.layout.state_dir)
+        if existing is not None:
+            raise FedRiskError(
+                f"party {party.name} already runs a SuperNode (pid {existing.pid}); "
+                "stop it first with `fedrisk party stop`"
+            )
+        runtime = prepare_party_runtime(
+            party, train=data, test=test, schema=schema, release_dir=release_dir
+        )
+        handle = start_supernode(
+            party, runtime, superlink=superlink, runtime_port=runtime_port, insecure=insecure
+        )
+    except (FedRiskError, SecureAggError) as e:
+        raise _fail(e) from e
+    typer.echo(
+        f"SuperNode of {party.name} started: pid {handle.pid}, SuperLink {superlink}, "
+        f"log {handle.log_path}"
+    )
+    if detach:
+        return
+
+    def _stop() -> None:
+        with contextlib.suppress(FedRiskError):
+            handle.stop()
+
+    code = wait_in_foreground(handle.process.wait if handle.process else lambda: 0, _stop)
+    if code is None:
+        typer.echo("Stopped the SuperNode.")
+        return
+    if code and handle.was_refused():
+        typer.secho(
+            "The SuperLink did not accept this SuperNode. Right after a crash it still holds the "
+            "party's previous session for up to a minute (until its heartbeat expires): start "
+            f"again then. Otherwise TLS or authentication failed; see {handle.log_path}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+    raise typer.Exit(code)
+
+
+@party_app.command("stop")
+def party_stop(bundle: BundleOption) -> None:
+    """Stop this party's SuperNode (by the pid recorded at start)."""
+    try:
+        party = load_bundle(bundle)
+    except FedRiskError as e:
+        raise _fail(e) from e
+    handle = running_supernode(party.layout.state_dir)
+    if handle is None:
+        typer.echo(f"No SuperNode is running for {party.name}.")
+        return
+    handle.stop()
+    typer.echo(f"Stopped SuperNode pid {handle.pid}.")
+
+
+def register(cli: typer.Typer) -> None:
+    """Mount the ``keys`` and ``party`` groups on the top-level ``fedrisk`` app."""
+    cli.add_typer(keys_app, name="keys")
+    cli.add_typer(party_app, name="party")
+
+
+def main() -> None:
+    """Stand-alone entry point (the lead mounts these commands into ``fedrisk``)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    cli = typer.Typer(no_args_is_help=True)
+    register(cli)
+    cli()

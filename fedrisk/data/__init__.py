@@ -1,0 +1,1 @@
+"""Credit data: schemas, validation, bundled datasets, the synthetic generator and partitions."""

@@ -1,0 +1,1 @@
+"""Lending decisions: scorecard scaling, reason codes, lifecycle policies and anti-fraud."""

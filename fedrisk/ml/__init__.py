@@ -1,0 +1,1 @@
+"""Machine learning: preprocessing, models, training, metrics and numpy inference."""

@@ -1,0 +1,390 @@
+"""Signed model artifacts: the released global model with everything needed to score and audit it.
+
+Layout of one artifact in a registry directory::
+
+    REGISTRY/<model_id>/artifact.json   canonical JSON of ``ModelArtifact`` (sorted keys, no spaces)
+    REGISTRY/<model_id>/artifact.sig    JSON: algorithm, signer key id, base64 Ed25519 signature
+    REGISTRY/trusted_keys/<name>.pub    PEM Ed25519 public keys of the releasing parties
+
+The signature covers the exact bytes of ``artifact.json`` (prefixed with a domain tag), so a change
+of one byte anywhere in the file fails verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedrisk.data.schema import DatasetSchema
+from fedrisk.decisions.scorecard import ScorecardScaling
+from fedrisk.errors import ArtifactError, IdentityError, SignatureError
+from fedrisk.ml.inference import ModelSpec, count_parameters
+from fedrisk.release.identity import key_id, load_verify_key, write_key_file
+
+ARTIFACT_FILE: Final = "artifact.json"
+SIGNATURE_FILE: Final = "artifact.sig"
+RESULTS_FILE: Final = "results.json"
+TRUSTED_KEYS_DIR: Final = "trusted_keys"
+SIGNATURE_FORMAT: Final = "fedrisk.release.artifact-signature/1"
+SIGNATURE_ALGORITHM: Final = "ed25519"
+SIGNING_DOMAIN: Final = b"fedrisk.release.artifact/1\n"
+"""Prefix of every signed message, so an artifact signature can never be replayed as a signature
+over some other kind of message made with the same key (and vice versa)."""
+
+MODEL_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RoundMetrics(BaseModel):
+    """Pooled evaluation of the global model after one federated round."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int = Field(ge=0)
+    auc: float
+    ks: float
+    n_parties: int = Field(ge=1)
+
+    @field_validator("auc", "ks")
+    @classmethod
+    def _unit_interval(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(f"metric must be in [0, 1]; got {value}")
+        return value
+
+
+class Lineage(BaseModel):
+    """Where a model came from: the run, the parties, the data it was trained on, when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str = Field(min_length=1)
+    parties: list[str]
+    rounds: int = Field(ge=0)
+    dataset_fingerprint: str
+    created_at: str
+
+    @field_validator("created_at")
+    @classmethod
+    def _iso_timestamp(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError as e:
+            raise ValueError(f"created_at must be an ISO-8601 timestamp; got {value!r}") from e
+        return value
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as ISO-8601 with seconds, for ``Lineage.created_at``."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# The contract names the field ``schema``, which shadows BaseModel's deprecated ``schema()``.
+# Declaring it in a small base class keeps the warning (and the type: ignore) in one place.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
+
+    class _SchemaField(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        schema: DatasetSchema  # type: ignore[assignment]
+
+
+class ModelArtifact(_SchemaField):
+    """A released global model: weights, preprocessing, schema, scaling, metrics and lineage.
+
+    ``schema`` (inherited field) is the ``DatasetSchema`` the model was trained on.
+
+    ``logit_offset`` is added to the model's logit when scoring: it undoes the prior shift of
+    class-weighted training (``NumpyScorer(..., logit_offset=...)``).
+
+    Notes
+    -----
+    ``he_params`` records the CKKS parameters the model was aggregated under (audit only);
+    the artifact holds no key material.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: Literal[1] = 1
+    model_id: str
+    stage: Literal["application", "behaviour", "collection"] | None = None
+    model_spec: ModelSpec
+    weights: list[float]
+    preprocessing: dict[str, object]
+    baseline: dict[str, float | str]
+    scorecard: ScorecardScaling = Field(default_factory=ScorecardScaling)
+    metrics: list[RoundMetrics] = Field(default_factory=list)
+    logit_offset: float = 0.0
+    he_params: dict[str, object] | None = None
+    lineage: Lineage
+
+    @field_validator("model_id")
+    @classmethod
+    def _safe_model_id(cls, value: str) -> str:
+        # The id becomes a directory name: no separators, no leading dot, no "..".
+        if not MODEL_ID_PATTERN.fullmatch(value):
+            raise ValueError(
+                "model_id must be 1-128 characters of letters, digits, '.', '_' or '-', starting "
+                f"with a letter or digit; got {value!r}"
+            )
+        return value
+
+    @field_validator("preprocessing", "he_params")
+    @classmethod
+    def _plain_json(cls, value: dict[str, object] | None) -> dict[str, object] | None:
+        # Checked here, not at write time: pydantic's JSON mode would silently turn NaN into null.
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"value must be plain JSON data without NaN/inf; got {e}") from e
+        return value
+
+    @field_validator("logit_offset")
+    @classmethod
+    def _finite_offset(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"logit_offset must be finite; got {value}")
+        return value
+
+    @field_validator("baseline")
+    @classmethod
+    def _finite_baseline(cls, value: dict[str, float | str]) -> dict[str, float | str]:
+        bad = sorted(k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v))
+        if bad:
+            raise ValueError(f"baseline values must be finite; got NaN/inf for {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_match_spec(self) -> ModelArtifact:
+        expected = count_parameters(self.model_spec)
+        if len(self.weights) != expected:
+            raise ValueError(
+                f"weights must number {expected} for {self.model_spec}; got {len(self.weights)}"
+            )
+        if not all(math.isfinite(w) for w in self.weights):
+            raise ValueError("weights must all be finite; got NaN or inf")
+        return self
+
+    @property
+    def dataset_schema(self) -> DatasetSchema:
+        """The same as ``schema``, under a name that does not shadow ``BaseModel.schema``."""
+        return self.schema
+
+
+def canonical_json_bytes(artifact: ModelArtifact) -> bytes:
+    """The exact bytes written to ``artifact.json`` and signed: sorted keys, no whitespace, ASCII.
+
+    Raises
+    ------
+    ArtifactError
+        A field holds something JSON cannot represent (NaN, numpy scalars, ...).
+    """
+    try:
+        payload = artifact.model_dump(mode="json")
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"artifact must be JSON-serializable; got {e}") from e
+    return text.encode("ascii")
+
+
+def sign_artifact_bytes(content: bytes, *, signing_key: Ed25519PrivateKey) -> bytes:
+    """The ``artifact.sig`` document for the exact ``artifact.json`` bytes ``content``."""
+    signature = signing_key.sign(SIGNING_DOMAIN + content)
+    doc = {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "format": SIGNATURE_FORMAT,
+        "key_id": key_id(signing_key.public_key()),
+        "signature": base64.b64encode(signature).decode("ascii"),
+    }
+    return json.dumps(doc, sort_keys=True, indent=2).encode("ascii") + b"\n"
+
+
+def write_artifact(
+    artifact: ModelArtifact, directory: Path, *, signing_key: Ed25519PrivateKey
+) -> Path:
+    """Sign ``artifact`` and write it to ``directory/<model_id>/`` atomically.
+
+    Parameters
+    ----------
+    artifact
+        The model to release.
+    directory
+        The registry directory; created if missing.
+    signing_key
+        The releasing party's Ed25519 key; its public half must be in the verifier's trusted keys.
+
+    Returns
+    -------
+    Path
+        The artifact directory.
+
+    Raises
+    ------
+    ArtifactError
+        An artifact with the same ``model_id`` and different content already exists (released
+        models are immutable: bump the id instead).
+
+    Notes
+    -----
+    Both files are written into a temporary directory beside the target, then renamed into place
+    in one step, so readers never see a half-written or unsigned artifact.
+    """
+    content = canonical_json_bytes(artifact)
+    directory = Path(directory)
+    target = directory / artifact.model_id
+    if target.exists():
+        _check_same_artifact(target, content)
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{artifact.model_id}.", suffix=".tmp", dir=directory))
+    try:
+        write_key_file(tmp / ARTIFACT_FILE, content, private=False)
+        write_key_file(
+            tmp / SIGNATURE_FILE,
+            sign_artifact_bytes(content, signing_key=signing_key),
+            private=False,
+        )
+        tmp.chmod(0o755)
+        tmp.rename(target)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if target.exists():  # another writer won the race; same content is fine
+            _check_same_artifact(target, content)
+            return target
+        raise ArtifactError(f"artifact {target} cannot be written: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with contextlib.suppress(OSError):
+        _fsync_directory(directory)
+    return target
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_same_artifact(target: Path, content: bytes) -> None:
+    existing = target / ARTIFACT_FILE
+    try:
+        same = existing.read_bytes() == content
+    except OSError:
+        same = False
+    if not same:
+        raise ArtifactError(
+            f"artifact directory {target} must not already hold a different artifact "
+            "(released models are immutable; use a new model_id)"
+        )
+
+
+def _read_signature(sig_path: Path) -> tuple[str, bytes]:
+    try:
+        doc = json.loads(sig_path.read_bytes())
+    except FileNotFoundError as e:
+        raise SignatureError(f"artifact is unsigned: {sig_path} is missing") from e
+    except (OSError, ValueError) as e:
+        raise SignatureError(f"signature file {sig_path} must be JSON; got unreadable data") from e
+    if not isinstance(doc, dict):
+        raise SignatureError(f"signature file {sig_path} must hold a JSON object")
+    if doc.get("algorithm") != SIGNATURE_ALGORITHM or doc.get("format") != SIGNATURE_FORMAT:
+        raise SignatureError(
+            f"signature file {sig_path} must use {SIGNATURE_ALGORITHM} / {SIGNATURE_FORMAT}; "
+            f"got {doc.get('algorithm')!r} / {doc.get('format')!r}"
+        )
+    signer, encoded = doc.get("key_id"), doc.get("signature")
+    if not isinstance(signer, str) or not isinstance(encoded, str):
+        raise SignatureError(f"signature file {sig_path} must have string key_id and signature")
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise SignatureError(f"signature in {sig_path} must be base64; got invalid data") from e
+    return signer, signature
+
+
+def read_artifact(path: Path, *, trusted_keys: Mapping[str, Ed25519PublicKey]) -> ModelArtifact:
+    """Read an artifact and verify its signature against trusted keys before parsing it.
+
+    Parameters
+    ----------
+    path
+        The artifact directory ``REGISTRY/<model_id>`` (or its ``artifact.json``).
+    trusted_keys
+        Public keys allowed to release models, by any name (e.g. from ``load_trusted_keys``); the
+        signer is matched by key id.
+
+    Raises
+    ------
+    SignatureError
+        Missing signature, signer not trusted, or content that does not match the signature.
+    ArtifactError
+        Missing file, malformed JSON, a schema mismatch, or a directory named unlike its model_id.
+    """
+    path = Path(path)
+    target = path.parent if path.name == ARTIFACT_FILE and path.is_file() else path
+    json_path, sig_path = target / ARTIFACT_FILE, target / SIGNATURE_FILE
+    try:
+        content = json_path.read_bytes()
+    except OSError as e:
+        raise ArtifactError(f"artifact file {json_path} cannot be read: {e.strerror or e}") from e
+    signer, signature = _read_signature(sig_path)
+    by_id = {key_id(pub): (name, pub) for name, pub in trusted_keys.items()}
+    if signer not in by_id:
+        raise SignatureError(
+            f"artifact {json_path} must be signed by a trusted key; got signer {signer} "
+            f"(trusted: {sorted(by_id) or 'none'})"
+        )
+    try:
+        by_id[signer][1].verify(signature, SIGNING_DOMAIN + content)
+    except InvalidSignature as e:
+        raise SignatureError(
+            f"artifact {json_path} does not match its signature (tampered or corrupted)"
+        ) from e
+    try:
+        artifact = ModelArtifact.model_validate_json(content)
+    except ValidationError as e:
+        raise ArtifactError(f"artifact {json_path} does not match the artifact schema:\n{e}") from e
+    if target.name != artifact.model_id:
+        raise ArtifactError(
+            f"artifact directory name must equal its model_id {artifact.model_id!r}; got {target}"
+        )
+    return artifact
+
+
+def load_trusted_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
+    """Load every ``<name>.pub`` Ed25519 key in ``directory`` (e.g. ``REGISTRY/trusted_keys``).
+
+    Raises
+    ------
+    ArtifactError
+        The directory is missing or a key file is unreadable (the message names it).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"trusted key directory {directory} must exist; got none")
+    keys: dict[str, Ed25519PublicKey] = {}
+    for pub_path in sorted(directory.glob("*.pub")):
+        try:
+            keys[pub_path.stem] = load_verify_key(pub_path)
+        except IdentityError as e:
+            raise ArtifactError(f"trusted key {pub_path} cannot be used: {e}") from e
+    return keys

@@ -1,0 +1,1 @@
+"""The aggregation coordinator: ServerApp, strategy, checkpoints, provisioning and the SuperLink."""

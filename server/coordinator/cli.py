@@ -1,0 +1,314 @@
+"""Coordinator commands: ``fedrisk provision`` and ``fedrisk server start|stop|status|...``.
+
+Mount with ``server.coordinator.cli.register(app)`` on the top-level typer app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedrisk.errors import FedRiskError
+from fedrisk.federation.processes import wait_in_foreground
+from secure_agg.errors import SecureAggError
+from server.coordinator.provisioning import (
+    DEFAULT_HOSTS,
+    install_public_context,
+    provision_workspace,
+)
+from server.coordinator.superlink import (
+    CONNECTION_NAME,
+    DEFAULT_READY_TIMEOUT,
+    INSECURE_WARNING,
+    SuperLinkError,
+    list_supernodes,
+    register_supernodes,
+    running_superlink,
+    start_superlink,
+)
+
+server_app = typer.Typer(
+    help="Run the coordinator's Flower SuperLink (TLS + SuperNode authentication).",
+    no_args_is_help=True,
+)
+
+WorkspaceOption = Annotated[
+    Path, typer.Option("--workspace", "-w", help="The coordinator's provisioned workspace.")
+]
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def provision(
+    workspace: WorkspaceOption,
+    parties: Annotated[
+        str, typer.Option("--parties", help="Comma-separated party names, e.g. bank_a,bank_b.")
+    ],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="Extra DNS name or IP the SuperLink certificate must cover (repeatable); "
+            f"{' and '.join(DEFAULT_HOSTS)} are always included.",
+        ),
+    ] = None,
+    lead: Annotated[
+        str | None,
+        typer.Option("--lead", help="Party that runs the CKKS key ceremony (default: the first)."),
+    ] = None,
+    bundles_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundles-dir", help="Where party bundles go (default: WORKSPACE-bundles, outside)."
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option("--schema", help="Dataset schema TOML to ship in every bundle."),
+    ] = None,
+    validity_days: Annotated[
+        int, typer.Option("--validity-days", help="SuperLink certificate lifetime.")
+    ] = 365,
+) -> None:
+    """Create the federation CA, the SuperLink TLS identity, the manifest and party bundles."""
+    try:
+        result = provision_workspace(
+            workspace,
+            parties=parties.split(","),
+            hosts=host or [],
+            lead=lead,
+            bundles_dir=bundles_dir,
+            schema_file=schema,
+            validity_days=validity_days,
+        )
+    except FedRiskError as e:
+        raise _fail(e) from e
+    ws = result.workspace
+    if not result.created:
+        typer.echo(f"Workspace {ws.root} is already provisioned identically; nothing was written.")
+        return
+    typer.echo(f"Provisioned federation {result.manifest.federation!r} in {ws.root}")
+    typer.echo(f"  manifest (public keys):  {ws.manifest}")
+    typer.echo(f"  CA certificate:          {ws.ca_certificate}")
+    typer.echo(f"  SuperLink certificate:   {ws.superlink_certificate}")
+    typer.echo(f"  certificate hosts:       {', '.join(result.manifest.superlink_hosts)}")
+    typer.echo(f"  lead party (key ceremony): {result.manifest.lead}")
+    typer.echo("Party bundles (PRIVATE keys: hand each to its party out of band, then delete):")
+    for name, path in result.bundles.items():
+        typer.echo(f"  {name}: {path}")
+
+
+@server_app.command("start")
+def start(
+    workspace: WorkspaceOption,
+    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option("--port", help="HTTPS port (Fleet+Control+Runtime APIs).")
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Plaintext, no SuperNode auth. Local experiments only."),
+    ] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Leave the SuperLink running and return.")
+    ] = False,
+    ready_timeout: Annotated[
+        float, typer.Option("--ready-timeout", help="Seconds to wait for the SuperLink.")
+    ] = DEFAULT_READY_TIMEOUT,
+) -> None:
+    """Start flower-superlink with TLS and node auth, and register every party's auth key."""
+    if insecure:
+        typer.secho(INSECURE_WARNING, fg=typer.colors.RED, bold=True, err=True)
+    existing = running_superlink(workspace)
+    if existing is not None:
+        raise _fail(
+            SuperLinkError(
+                f"workspace {workspace} already has a running SuperLink (pid {existing.pid}, "
+                f"{existing.address}); stop it first with `fedrisk server stop`"
+            )
+        )
+    try:
+        handle = start_superlink(
+            workspace, host=host, port=port, insecure=insecure, ready_timeout=ready_timeout
+        )
+    except FedRiskError as e:
+        raise _fail(e) from e
+    try:
+        if insecure:
+            typer.secho("SuperNode authentication is off: no keys registered.", fg=typer.colors.RED)
+        else:
+            for name, node_id in register_supernodes(workspace).items():
+                state = f"node {node_id}" if node_id else "already registered"
+                typer.echo(f"  registered {name}: {state}")
+    except FedRiskError as e:
+        handle.stop()
+        raise _fail(e) from e
+    typer.echo(
+        f"SuperLink running: pid {handle.pid}, https://{handle.address} "
+        f"(flwr connection {CONNECTION_NAME!r}, log {handle.log_path})"
+    )
+    if detach:
+        return
+
+    def _stop() -> None:
+        with contextlib.suppress(FedRiskError):
+            handle.stop()
+
+    code = wait_in_foreground(handle.process.wait if handle.process else lambda: 0, _stop)
+    if code is None:
+        typer.echo("Stopped the SuperLink.")
+        return
+    typer.secho(f"SuperLink exited with code {code}", err=True)
+    raise typer.Exit(code)
+
+
+@server_app.command("stop")
+def stop(workspace: WorkspaceOption) -> None:
+    """Stop the workspace's SuperLink (by the pid recorded at start) and its children."""
+    handle = running_superlink(workspace)
+    if handle is None:
+        typer.echo("No SuperLink is running for this workspace.")
+        return
+    try:
+        handle.stop()
+    except FedRiskError as e:
+        raise _fail(e) from e
+    typer.echo(f"Stopped SuperLink pid {handle.pid}.")
+
+
+@server_app.command("status")
+def status(workspace: WorkspaceOption) -> None:
+    """Show the SuperLink's address and the SuperNodes it knows."""
+    handle = running_superlink(workspace)
+    if handle is None:
+        typer.echo("No SuperLink is running for this workspace.")
+        raise typer.Exit(1)
+    typer.echo(f"SuperLink pid {handle.pid} at {handle.address}")
+    try:
+        for node in list_supernodes(workspace):
+            typer.echo(f"  node {node.get('node-id')}: {node.get('status')}")
+    except FedRiskError as e:
+        raise _fail(e) from e
+
+
+@server_app.command("install-public-context")
+def install_public(
+    workspace: WorkspaceOption,
+    context: Annotated[
+        Path, typer.Option("--context", help="coordinator/ckks.public.ctx from the lead.")
+    ],
+    signature: Annotated[
+        Path | None, typer.Option("--signature", help="Its .sig.json (default: beside it).")
+    ] = None,
+) -> None:
+    """Install the lead's signed CKKS public context; refuses anything holding a secret key."""
+    try:
+        path = install_public_context(workspace, context_file=context, signature_file=signature)
+    except (FedRiskError, SecureAggError) as e:
+        raise _fail(e) from e
+    typer.echo(f"Installed the CKKS public context at {path}")
+
+
+def run(
+    workspace: WorkspaceOption,
+    rounds: Annotated[int, typer.Option("--rounds", help="Federated rounds.")] = 3,
+    model: Annotated[str, typer.Option("--model", help="lr or mlp.")] = "lr",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the last unfinished run from its checkpoint.")
+    ] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the initial model and shuffles.")
+    ] = 0,
+    release_party: Annotated[
+        str | None, typer.Option("--release-party", help="Party that releases (default: lead).")
+    ] = None,
+    stage: Annotated[
+        str, typer.Option("--stage", help="application, behaviour or collection.")
+    ] = "application",
+    min_parties: Annotated[int, typer.Option("--min-parties", help="Quorum per round.")] = 3,
+    round_timeout: Annotated[
+        float, typer.Option("--round-timeout", help="Seconds to wait for parties per phase.")
+    ] = 300.0,
+) -> None:
+    """Submit the encrypted federated run and follow it live; non-zero exit if it fails."""
+    from rich.console import Console
+
+    from server.coordinator.deployed_runs import execute_run, prepare_run, resumable_run
+    from server.coordinator.runs import RunFailedError
+
+    console = Console()
+    try:
+        deployed = (
+            resumable_run(workspace)
+            if resume
+            else prepare_run(
+                workspace,
+                rounds=rounds,
+                model=model,
+                seed=seed,
+                release_party=release_party,
+                min_parties=min_parties,
+                round_timeout=round_timeout,
+                stage=stage,
+            )
+        )
+    except (FedRiskError, SecureAggError) as e:
+        raise _fail(e) from e
+    console.print(f"run {deployed.run_config['run-id']} -> {deployed.run_dir}")
+
+    def show(event: dict[str, object]) -> None:
+        kind = event.get("event")
+        if kind == "round":
+            console.print(
+                f"round {event['round']}/{deployed.run_config['rounds']}: "
+                f"{len(event['train_parties'])} parties answering "  # type: ignore[arg-type]
+                f"AUC {float(event['auc']):.4f} KS {float(event['ks']):.4f} "  # type: ignore[arg-type]
+                f"({float(event['seconds']):.1f}s)"  # type: ignore[arg-type]
+                + (f" dropped: {event['dropped']}" if event.get("dropped") else "")
+            )
+        elif kind in (
+            "waiting",
+            "stats",
+            "resumed",
+            "refused",
+            "party-error",
+            "resent",
+            "released",
+        ):
+            details = {k: v for k, v in event.items() if k not in ("event", "time")}
+            console.print(f"{kind}: {details}")
+        elif kind == "failed":
+            console.print(f"[red]failed:[/] {event.get('reason')}")
+
+    try:
+        outcome = execute_run(workspace, deployed, on_event=show)
+    except (RunFailedError, FedRiskError) as e:
+        raise _fail(e) from e
+    released = [e for e in outcome.events if e.get("event") == "released"]
+    console.print(
+        f"[green]run completed[/] in {outcome.seconds:.0f}s; "
+        f"model {released[-1]['model_id']} released at {released[-1]['party']}"
+    )
+
+
+def register(cli: typer.Typer) -> None:
+    """Mount ``provision``, ``run`` and the ``server`` group on the top-level ``fedrisk`` app."""
+    cli.command("provision")(provision)
+    cli.command("run")(run)
+    cli.add_typer(server_app, name="server")
+
+
+def main() -> None:
+    """Stand-alone entry point (the lead mounts these commands into ``fedrisk``)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    cli = typer.Typer(no_args_is_help=True)
+    register(cli)
+    cli()

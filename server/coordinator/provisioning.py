@@ -1,0 +1,554 @@
+"""Coordinator provisioning: the federation CA, the SuperLink TLS identity, one bundle per party.
+
+Workspace (the coordinator's own directory)::
+
+    WORKSPACE/manifest.json                 parties and their PUBLIC keys, the lead, CA fingerprint
+    WORKSPACE/ca/ca.crt, ca/ca.key          the federation's private CA (key mode 0600)
+    WORKSPACE/superlink/superlink.crt|.key  the SuperLink's TLS identity (key mode 0600)
+    WORKSPACE/auth/<party>.pub              SuperNode auth public keys, registered at server start
+    WORKSPACE/ckks/ckks.public.ctx          the CKKS public context, after the key ceremony
+
+Bundles (``WORKSPACE-bundles/<party>/`` by default, OUTSIDE the workspace) hold each party's
+private keys; hand each one to its party out of band, then delete the bundles directory. The
+coordinator keeps no party's private key and never any CKKS secret key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedrisk.data.schema import load_schema
+from fedrisk.errors import ConfigError
+from fedrisk.federation.roster import (
+    PUBLIC_CONTEXT_FILE,
+    PUBLIC_SIGNATURE_FILE,
+    BundleInfo,
+    BundleLayout,
+    FederationManifest,
+    PartyRecord,
+    check_party_name,
+    load_manifest,
+)
+from fedrisk.release.identity import (
+    generate_receiving_key,
+    generate_signing_key,
+    key_id,
+    receiving_key_id,
+    receiving_public_key_pem,
+    verify_key_pem,
+    write_key_file,
+)
+from secure_agg.ceremony import verify_public_context
+
+DEFAULT_HOSTS: Final = ("127.0.0.1", "localhost")
+"""Names the SuperLink certificate is always valid for (besides ``--host`` names)."""
+
+AUTH_CURVE: Final = ec.SECP384R1()
+"""SuperNode auth keys: NIST P-384, what ``flwr supernode register`` documents (any NIST curve)."""
+
+CA_VALIDITY_DAYS: Final = 3650
+_DNS_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+_DNS_NAME = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_PRIVATE_DIR_MODE: Final = 0o700
+
+
+@dataclass(frozen=True)
+class WorkspaceLayout:
+    """Where each file of the coordinator's workspace lives."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        """The federation manifest (public keys only)."""
+        return self.root / "manifest.json"
+
+    @property
+    def ca_certificate(self) -> Path:
+        """The federation CA certificate."""
+        return self.root / "ca" / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        """The CA private key (mode 0600): the coordinator's own secret."""
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def superlink_dir(self) -> Path:
+        """SuperLink TLS identity and runtime state (database, log, pid file)."""
+        return self.root / "superlink"
+
+    @property
+    def superlink_certificate(self) -> Path:
+        """The SuperLink's TLS certificate, signed by the CA."""
+        return self.superlink_dir / "superlink.crt"
+
+    @property
+    def superlink_key(self) -> Path:
+        """The SuperLink's TLS private key (mode 0600): the coordinator's own secret."""
+        return self.superlink_dir / "superlink.key"
+
+    @property
+    def database(self) -> Path:
+        """The SuperLink's link state (SQLite, on disk so nodes and runs survive a restart)."""
+        return self.superlink_dir / "linkstate.db"
+
+    @property
+    def flwr_home(self) -> Path:
+        """``FLWR_HOME`` of every flwr command run for this workspace."""
+        return self.root / "flwr-home"
+
+    @property
+    def schema(self) -> Path:
+        """The federation's dataset schema, when one was provisioned."""
+        return self.root / "schema.toml"
+
+    def auth_public_key(self, party: str) -> Path:
+        """The OpenSSH public key of ``party``'s SuperNode."""
+        return self.root / "auth" / f"{party}.pub"
+
+    @property
+    def ckks_dir(self) -> Path:
+        """The CKKS public context, installed after the key ceremony."""
+        return self.root / "ckks"
+
+    @property
+    def public_context(self) -> Path:
+        """The CKKS public context the ServerApp aggregates with."""
+        return self.ckks_dir / PUBLIC_CONTEXT_FILE
+
+    @property
+    def coordinator_secret_files(self) -> tuple[Path, ...]:
+        """The only private keys the coordinator may hold: its CA and TLS keys."""
+        return (self.ca_key, self.superlink_key)
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """What ``provision_workspace`` produced (or found, when re-run with the same arguments)."""
+
+    workspace: WorkspaceLayout
+    manifest: FederationManifest
+    bundles: dict[str, Path]
+    created: bool
+
+
+def default_bundles_dir(workspace: Path) -> Path:
+    """``WORKSPACE-bundles`` beside the workspace, so party secrets never sit inside it."""
+    workspace = Path(workspace).resolve()
+    return workspace.parent / f"{workspace.name}-bundles"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _check_hosts(hosts: Sequence[str]) -> tuple[str, ...]:
+    result: list[str] = []
+    for host in (*DEFAULT_HOSTS, *hosts):
+        host = host.strip()
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _DNS_NAME.fullmatch(host):
+                raise ConfigError(
+                    f"host must be an IP address or a DNS name (no wildcards); got {host!r}"
+                ) from None
+        if host not in result:
+            result.append(host)
+    return tuple(result)
+
+
+def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def create_ca(
+    federation: str, *, validity_days: int = CA_VALIDITY_DAYS
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed ECDSA P-384 CA that may sign end-entity certificates only (path length 0)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"fedrisk {federation} CA")])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def issue_server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    hosts: Sequence[str],
+    validity_days: int,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A TLS server certificate for the SuperLink, valid for ``hosts`` (IP or DNS SANs)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedrisk-superlink")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=validity_days))
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_new(path: Path, data: bytes, *, private: bool) -> None:
+    """Create ``path`` (never replace one), with mode 0600 for private files."""
+    if path.exists():
+        raise ConfigError(f"file must not exist yet (keys are never overwritten); got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE if private else 0o755)
+    write_key_file(path, data, private=private)
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def _same_request(
+    manifest: FederationManifest, parties: Sequence[str], hosts: Sequence[str], lead: str
+) -> bool:
+    return (
+        sorted(manifest.party_names) == sorted(parties)
+        and manifest.lead == lead
+        and set(manifest.superlink_hosts) == set(hosts)
+    )
+
+
+def _make_party(
+    name: str,
+    layout: BundleLayout,
+    *,
+    info: BundleInfo,
+    ca_pem: bytes,
+    schema_bytes: bytes | None,
+) -> PartyRecord:
+    """Write one party's bundle (without its manifest copy) and return its public record."""
+    auth_key = ec.generate_private_key(AUTH_CURVE)
+    auth_private = auth_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    auth_public = auth_key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    signing = generate_signing_key()
+    receiving = generate_receiving_key()
+    signing_pem = verify_key_pem(signing.public_key())
+    receiving_pem = receiving_public_key_pem(receiving.public_key())
+
+    layout.root.mkdir(parents=True, mode=_PRIVATE_DIR_MODE)
+    _write_new(layout.info, (info.model_dump_json(indent=2) + "\n").encode(), private=False)
+    _write_new(layout.ca_certificate, ca_pem, private=False)
+    _write_new(layout.auth_private_key, auth_private, private=True)
+    _write_new(layout.auth_public_key, auth_public + b"\n", private=False)
+    _write_new(
+        layout.signing_key,
+        signing.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        private=True,
+    )
+    _write_new(layout.signing_public_key, signing_pem.encode(), private=False)
+    _write_new(
+        layout.receiving_key,
+        receiving.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        private=True,
+    )
+    _write_new(layout.receiving_public_key, receiving_pem.encode(), private=False)
+    if schema_bytes is not None:
+        _write_new(layout.schema, schema_bytes, private=False)
+    auth_line = auth_public.decode("ascii").strip()
+    return PartyRecord(
+        name=name,
+        signing_public_key=signing_pem,
+        signing_key_id=key_id(signing.public_key()),
+        receiving_public_key=receiving_pem,
+        receiving_key_id=receiving_key_id(receiving.public_key()),
+        auth_public_key=auth_line,
+        auth_key_sha256=hashlib.sha256(auth_line.encode("ascii")).hexdigest(),
+    )
+
+
+def provision_workspace(
+    workspace: Path,
+    *,
+    parties: Sequence[str],
+    hosts: Sequence[str] = (),
+    lead: str | None = None,
+    bundles_dir: Path | None = None,
+    schema_file: Path | None = None,
+    validity_days: int = 365,
+) -> ProvisionResult:
+    """Create the federation's CA, the SuperLink's TLS identity, the manifest and party bundles.
+
+    Parameters
+    ----------
+    workspace
+        The coordinator's directory; must be new or empty (or already provisioned identically).
+    parties
+        Party names (``a-z0-9_-``, starting with a letter); at least one.
+    hosts
+        Extra names or IPs the SuperLink certificate must be valid for; ``127.0.0.1`` and
+        ``localhost`` are always included.
+    lead
+        The party that runs the CKKS key ceremony; defaults to the first party.
+    bundles_dir
+        Where the per-party bundles go; default ``WORKSPACE-bundles`` beside the workspace.
+    schema_file
+        Optional dataset schema (TOML) copied into every bundle and the workspace.
+    validity_days
+        Lifetime of the SuperLink certificate.
+
+    Returns
+    -------
+    ProvisionResult
+        ``created`` is false when the workspace was already provisioned with the same parties,
+        lead and hosts: nothing is written then.
+
+    Raises
+    ------
+    ConfigError
+        Invalid names, a workspace provisioned differently, a non-empty workspace without a
+        manifest (an interrupted run), or a non-empty bundles directory. Keys are never
+        overwritten.
+
+    Notes
+    -----
+    Each bundle holds only its own party's private keys (mode 0600 in a 0700 directory), the CA
+    certificate and the public manifest. The coordinator generates the party keys for convenience
+    but keeps none of them: the bundles live outside the workspace and should be deleted once
+    handed over. The manifest is written last, so an interrupted run leaves no manifest and a
+    re-run refuses instead of mixing old and new keys.
+    """
+    layout = WorkspaceLayout(Path(workspace).resolve())
+    names = [check_party_name(p.strip()) for p in parties if p.strip()]
+    if not names:
+        raise ConfigError(f"parties must name at least one party; got {list(parties)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parties must be unique; got {names}")
+    lead_name = check_party_name(lead) if lead else names[0]
+    if lead_name not in names:
+        raise ConfigError(f"lead must be one of the parties {names}; got {lead_name!r}")
+    all_hosts = _check_hosts(hosts)
+    if validity_days < 1:
+        raise ConfigError(f"validity_days must be >= 1; got {validity_days}")
+    bundles_root = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir(layout.root)
+    if bundles_root == layout.root or layout.root in bundles_root.parents:
+        raise ConfigError(
+            "bundles directory must be outside the workspace (it holds party secrets the "
+            f"coordinator must not keep); got {bundles_root}"
+        )
+
+    if layout.manifest.exists():
+        manifest = load_manifest(layout.manifest)
+        if _same_request(manifest, names, all_hosts, lead_name):
+            return ProvisionResult(layout, manifest, {}, created=False)
+        raise ConfigError(
+            f"workspace {layout.root} is already provisioned for parties {manifest.party_names} "
+            f"(lead {manifest.lead}, hosts {list(manifest.superlink_hosts)}); refusing to replace "
+            f"its keys with parties {names} (lead {lead_name}, hosts {list(all_hosts)}). "
+            "Use a new workspace."
+        )
+    if not _is_empty_dir(layout.root):
+        raise ConfigError(
+            f"workspace must be a new or empty directory; got {layout.root} with files but no "
+            "manifest.json (an interrupted provisioning?): remove it and run again"
+        )
+    if not _is_empty_dir(bundles_root):
+        raise ConfigError(f"bundles directory must be new or empty; got {bundles_root}")
+
+    schema_bytes: bytes | None = None
+    if schema_file is not None:
+        load_schema(Path(schema_file))  # refuse an invalid schema before writing anything
+        schema_bytes = Path(schema_file).read_bytes()
+
+    federation = layout.root.name
+    ca_key, ca_cert = create_ca(federation)
+    server_key, server_cert = issue_server_certificate(
+        ca_key, ca_cert, hosts=all_hosts, validity_days=validity_days
+    )
+    ca_pem = _pem_cert(ca_cert)
+    layout.root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
+    _write_new(layout.ca_certificate, ca_pem, private=False)
+    _write_new(layout.ca_key, _pem_private(ca_key), private=True)
+    _write_new(layout.superlink_certificate, _pem_cert(server_cert), private=False)
+    _write_new(layout.superlink_key, _pem_private(server_key), private=True)
+    if schema_bytes is not None:
+        _write_new(layout.schema, schema_bytes, private=False)
+
+    created_at = _now().isoformat(timespec="seconds")
+    bundles_root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
+    records: list[PartyRecord] = []
+    bundles: dict[str, Path] = {}
+    for name in names:
+        bundle = BundleLayout(bundles_root / name)
+        info = BundleInfo(
+            party=name,
+            federation=federation,
+            lead=lead_name,
+            superlink_hosts=all_hosts,
+            created_at=created_at,
+        )
+        record = _make_party(name, bundle, info=info, ca_pem=ca_pem, schema_bytes=schema_bytes)
+        _write_new(
+            layout.auth_public_key(name), (record.auth_public_key + "\n").encode(), private=False
+        )
+        records.append(record)
+        bundles[name] = bundle.root
+
+    manifest = FederationManifest(
+        federation=federation,
+        created_at=created_at,
+        lead=lead_name,
+        ca_certificate_sha256=hashlib.sha256(
+            ca_cert.public_bytes(serialization.Encoding.DER)
+        ).hexdigest(),
+        superlink_hosts=all_hosts,
+        parties=tuple(records),
+    )
+    manifest_bytes = manifest.to_json().encode()
+    for name in names:
+        _write_new(BundleLayout(bundles[name]).manifest, manifest_bytes, private=False)
+    _write_new(layout.manifest, manifest_bytes, private=False)
+    return ProvisionResult(layout, manifest, bundles, created=True)
+
+
+def install_public_context(
+    workspace: Path, *, context_file: Path, signature_file: Path | None = None
+) -> Path:
+    """Install the lead's CKKS public context into the workspace after checking its signature.
+
+    Parameters
+    ----------
+    workspace
+        A provisioned workspace.
+    context_file
+        ``coordinator/ckks.public.ctx`` from the key ceremony's output.
+    signature_file
+        Its ``.sig.json`` statement; default: next to ``context_file``.
+
+    Returns
+    -------
+    Path
+        The installed public context (``WORKSPACE/ckks/ckks.public.ctx``).
+
+    Raises
+    ------
+    IdentityError
+        Not signed by the manifest's lead, or altered.
+    SecretContextRefusedError
+        The file holds a secret key: the coordinator refuses to store it.
+    ConfigError
+        A different public context is already installed.
+    """
+    layout = WorkspaceLayout(Path(workspace).resolve())
+    manifest = load_manifest(layout.manifest)
+    context_file = Path(context_file)
+    signature_file = (
+        Path(signature_file) if signature_file else context_file.with_name(PUBLIC_SIGNATURE_FILE)
+    )
+    verified = verify_public_context(context_file, signature_file, manifest=manifest)
+    target = layout.public_context
+    if target.exists():
+        if target.read_bytes() == verified.data:
+            return target
+        raise ConfigError(
+            f"public context must not be replaced once installed (parties hold the matching "
+            f"secret); got a different one than {target}"
+        )
+    layout.ckks_dir.mkdir(parents=True, exist_ok=True)
+    write_key_file(target, verified.data, private=False)
+    shutil.copyfile(signature_file, layout.ckks_dir / PUBLIC_SIGNATURE_FILE)
+    return target
+
+
+def workspace_private_key_files(workspace: Path) -> list[Path]:
+    """Every file under ``workspace`` that contains a PEM/OpenSSH private key marker."""
+    found: list[Path] = []
+    for path in sorted(Path(workspace).rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if b"PRIVATE KEY-----" in data:
+                found.append(path)
+    return found

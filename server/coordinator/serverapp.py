@@ -1,0 +1,76 @@
+"""The aggregation server's Flower ServerApp: loads the public context and runs the strategy."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedrisk.federation.run_config import FederationConfig, parse_run_config
+from secure_agg.aggregation import CkksAggregation, InsecurePlainAggregation, VectorAggregation
+from secure_agg.keys import load_public_context
+from server.coordinator.checkpoints import CheckpointStore
+from server.coordinator.progress import ProgressLog
+from server.coordinator.strategy import EncryptedFedAvg
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+def build_summer(config: FederationConfig) -> VectorAggregation:
+    """The public-context summer; refuses a secret context and warns loudly on plaintext.
+
+    Notes
+    -----
+    ``load_public_context`` raises when the file holds a secret key: the server must never be
+    able to decrypt. Plaintext mode exists only to measure what encryption costs.
+    """
+    if config.plaintext:
+        log.warning(
+            "PLAINTEXT MODE: updates, statistics and histograms travel UNENCRYPTED. "
+            "This mode is insecure and exists only for comparison benchmarks."
+        )
+        return InsecurePlainAggregation()
+    if not config.public_context:
+        raise ValueError(
+            "public-context must name the CKKS public context file; got an empty value"
+        )
+    return CkksAggregation(load_public_context(Path(config.public_context)))
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Parse the run config once, then run stats, rounds, evaluation and release."""
+    config = parse_run_config(dict(context.run_config))
+    server_dir = config.server_path
+    progress = ProgressLog(server_dir / "progress.jsonl" if server_dir else None)
+    try:
+        summer = build_summer(config)
+        checkpoints = CheckpointStore(server_dir / "checkpoints") if server_dir else None
+        strategy = EncryptedFedAvg(
+            config=config, summer=summer, progress=progress, checkpoints=checkpoints
+        )
+        result = strategy.start(grid=grid, num_rounds=config.rounds)
+    except Exception as e:
+        progress.emit("failed", reason=f"{type(e).__name__}: {e}")
+        raise
+    if server_dir is not None:
+        history = strategy.history
+        summary = {
+            "run_id": config.run_id,
+            "rounds": config.rounds,
+            "he": not config.plaintext,
+            "history": history,
+            "final": {"auc": history[-1]["auc"], "ks": history[-1]["ks"]} if history else None,
+            "evaluate_metrics": {
+                str(k): dict(v) for k, v in result.evaluate_metrics_clientapp.items()
+            },
+        }
+        tmp = server_dir / "results.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        tmp.replace(server_dir / "results.json")
+    progress.emit("finished")

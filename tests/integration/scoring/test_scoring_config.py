@@ -1,0 +1,94 @@
+"""Service configuration: policy and rule files, settings validation, admin token (in-process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr, ValidationError
+
+from fedrisk.errors import DecisionError
+from server.scoring.app import create_app
+from server.scoring.settings import Settings
+from tests.integration.scoring.conftest import application
+from tests.support.artifacts import TrainedModel, build_registry
+
+DECISION = "/v1/applications/decision"
+
+
+@pytest.fixture
+def registry(tmp_path: Path, trained: TrainedModel) -> Path:
+    path = tmp_path / "registry"
+    build_registry(path, {"acard-v1": "application"})
+    return path
+
+
+def test_a_custom_policy_sets_the_cut_offs(
+    registry: Path, tmp_path: Path, trained: TrainedModel
+) -> None:
+    # arrange: decline anything with PD above 0.0001
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[application]\napprove_cutoff = 0.00005\ndecline_cutoff = 0.0001\n")
+    settings = Settings(registry_dir=registry, policy_path=policy)
+
+    # act
+    with TestClient(create_app(settings)) as client:
+        answers = [
+            client.post(DECISION, json=application(trained, i, age=30)).json() for i in range(5)
+        ]
+
+    # assert
+    assert {a["decision"] for a in answers} == {"decline"}
+    assert all(a["credit_limit"] is None for a in answers)
+
+
+def test_invalid_rule_or_policy_files_stop_start_up(registry: Path, tmp_path: Path) -> None:
+    # arrange
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: R1\n    kind: velocity\n    field: device_id\n    severity: high\n"
+    )
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[application]\napprove_cutoff = 0.5\ndecline_cutoff = 0.1\n")
+
+    # act / assert
+    with (
+        pytest.raises(DecisionError, match="R1"),
+        TestClient(create_app(Settings(registry_dir=registry, fraud_rules_path=rules))),
+    ):
+        pass
+    with (
+        pytest.raises(DecisionError, match="approve_cutoff"),
+        TestClient(create_app(Settings(registry_dir=registry, policy_path=policy))),
+    ):
+        pass
+
+
+def test_settings_are_validated(registry: Path) -> None:
+    # act / assert
+    with pytest.raises(ValidationError, match="challenger share"):
+        Settings(registry_dir=registry, challenger_shares={"application": 1.5})
+    with pytest.raises(ValidationError):
+        Settings(registry_dir=registry, max_body_bytes=10)
+    with pytest.raises(ValidationError):
+        Settings.model_validate({"registry_dir": str(registry), "unknown": 1})
+
+
+def test_admin_token_guards_management_endpoints(registry: Path, trained: TrainedModel) -> None:
+    # arrange
+    settings = Settings(registry_dir=registry, admin_token=SecretStr("s3cret"))
+
+    # act
+    with TestClient(create_app(settings)) as client:
+        anonymous = client.get("/v1/reviews")
+        wrong = client.post(
+            "/v1/stages/application/rollback", json={}, headers={"authorization": "Bearer nope"}
+        )
+        allowed = client.get("/v1/reviews", headers={"authorization": "Bearer s3cret"})
+        decision = client.post(DECISION, json=application(trained, 1, age=30))
+
+    # assert
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert allowed.status_code == 200
+    assert decision.status_code == 200
