@@ -27,12 +27,12 @@ from fedrisk.federation.roster import (
     SECRET_SUFFIX,
     FederationManifest,
 )
+from fedrisk.files import write_atomic
 from fedrisk.release.identity import (
     key_id,
     open_sealed,
     read_sealed_header,
     seal_for,
-    write_key_file,
 )
 from secure_agg.errors import KeyFileError
 from secure_agg.keys import (
@@ -98,9 +98,9 @@ def _write_secret_context(path: Path, data: bytes, params: HEParams) -> None:
             "ciphertext made with the old key); got an existing, different file"
         )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_key_file(path, data, private=True)
+    write_atomic(path, data, private=True)
     params_file = path.parent / "he_params.json"
-    write_key_file(
+    write_atomic(
         params_file,
         (json.dumps(params.model_dump(mode="json"), indent=2) + "\n").encode(),
         private=False,
@@ -186,13 +186,13 @@ def run_key_ceremony(
             },
         )
         path = out_dir / f"{record.name}{SEALED_SUFFIX}"
-        write_key_file(path, blob, private=True)
+        write_atomic(path, blob, private=True)
         sealed[record.name] = path
 
     coordinator = out_dir / COORDINATOR_DIR
     coordinator.mkdir()
     public_path = coordinator / PUBLIC_CONTEXT_FILE
-    write_key_file(public_path, public_bytes, private=False)
+    write_atomic(public_path, public_bytes, private=False)
     statement: dict[str, object] = {
         "v": 1,
         "purpose": PUBLIC_CONTEXT_PURPOSE,
@@ -205,7 +205,7 @@ def run_key_ceremony(
     }
     statement["signature"] = base64.b64encode(signing_key.sign(_canonical(statement))).decode()
     signature_path = coordinator / PUBLIC_SIGNATURE_FILE
-    write_key_file(signature_path, (json.dumps(statement, indent=2) + "\n").encode(), private=False)
+    write_atomic(signature_path, (json.dumps(statement, indent=2) + "\n").encode(), private=False)
 
     _write_secret_context(own_secret, secret_bytes, params)
     return CeremonyResult(

@@ -19,7 +19,7 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 
 from fedrisk.federation.roster import PUBLIC_SUFFIX, SECRET_SUFFIX
-from fedrisk.release.identity import write_key_file
+from fedrisk.files import write_atomic
 from secure_agg.errors import (
     CodecError,
     KeyFileError,
@@ -364,7 +364,7 @@ def _wrap_checked(raw: Any, *, expect: ContextKind | None, source: str) -> CkksC
 
 @dataclass(frozen=True)
 class KeyPaths:
-    """Where ``write_key_files`` put the two context files."""
+    """Where ``write_atomics`` put the two context files."""
 
     secret: Path
     public: Path
@@ -490,14 +490,14 @@ def write_context_files(
             )
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        write_key_file(paths.secret, secret_context_bytes(ctx), private=True)
-        write_key_file(paths.public, public_context_bytes(ctx), private=False)
+        write_atomic(paths.secret, secret_context_bytes(ctx), private=True)
+        write_atomic(paths.public, public_context_bytes(ctx), private=False)
     except OSError as e:
         raise KeyFileError(f"context files cannot be written to {directory}: {e}") from e
     return paths
 
 
-def write_key_files(
+def write_atomics(
     params: HEParams, directory: Path, *, stem: str = "ckks", overwrite: bool = False
 ) -> KeyPaths:
     """Generate a fresh context for ``params`` and write its secret and public files.

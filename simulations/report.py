@@ -34,6 +34,7 @@ from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 
 from fedrisk.errors import ConfigError
+from fedrisk.files import write_atomic
 from simulations.scenarios import get_scenario
 from simulations.studies import (
     PARTITION_KINDS,
@@ -774,16 +775,10 @@ def write_report(results: StudyResults, out: Path) -> ReportFiles:
         paths[name] = plots_dir / name
         paths[name].write_bytes(png)
     html_path = out / "index.html"
-    _atomic_write(html_path, render_html(results, rows, pngs))
+    write_atomic(html_path, render_html(results, rows, pngs))
     results_path = out / "results.json"
     document = report_document(results, rows, {name: f"plots/{name}" for name in pngs})
-    _atomic_write(results_path, json.dumps(document, indent=1))
+    write_atomic(results_path, json.dumps(document, indent=1))
     markdown_path = out / "summary.md"
-    _atomic_write(markdown_path, summary_markdown(rows))
+    write_atomic(markdown_path, summary_markdown(rows))
     return ReportFiles(html=html_path, results=results_path, plots=paths, markdown=markdown_path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.errors import ConfigError, FedRiskError
+from fedrisk.files import write_atomic
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.metrics import auc, ks
 from fedrisk.ml.models import ModelSpec, build_model
@@ -348,9 +349,7 @@ def load_results(path: Path) -> StudyResults:
 def save_results(results: StudyResults, path: Path) -> None:
     """Write ``results`` atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(results.model_dump_json(indent=1), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, results.model_dump_json(indent=1))
 
 
 # ---------------------------------------------------------------- curves

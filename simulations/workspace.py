@@ -15,7 +15,7 @@ from pathlib import Path
 from fedrisk.data.partitions import PartyData
 from fedrisk.data.schema import DatasetSchema, schema_to_toml
 from fedrisk.release.identity import generate_signing_key, key_id, save_private_key, save_public_key
-from secure_agg.keys import write_key_files
+from secure_agg.keys import write_atomics
 from secure_agg.params import HEParams
 
 
@@ -53,7 +53,7 @@ def prepare_workspace(
     keys_dir = root / "keys"
     if keys_dir.exists():
         shutil.rmtree(keys_dir)
-    key_paths = write_key_files(params, keys_dir)
+    key_paths = write_atomics(params, keys_dir)
     server_dir = root / "server"
     server_dir.mkdir(exist_ok=True)
     public_context = server_dir / "ckks.public.ctx"

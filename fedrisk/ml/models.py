@@ -6,8 +6,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from torch import nn
 
 from fedrisk.errors import ModelError
+from fedrisk.files import write_atomic
 from fedrisk.ml.inference import ModelSpec, count_parameters, parameter_layout
 
 __all__ = [
@@ -172,19 +171,6 @@ def set_logit_offset(model: nn.Module, offset: float) -> None:
     risk_model.logit_offset.fill_(float(offset))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: nn.Module, spec: ModelSpec, directory: Path) -> None:
     """Write ``model`` to ``directory`` without pickle.
 
@@ -212,8 +198,8 @@ def save_model(model: nn.Module, spec: ModelSpec, directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         # Weights first: a crash in between leaves a header that refuses the stale weights.
-        _atomic_write(directory / WEIGHTS_FILE, weights_bytes)
-        _atomic_write(directory / MODEL_FILE, json.dumps(header, indent=2).encode("utf-8"))
+        write_atomic(directory / WEIGHTS_FILE, weights_bytes)
+        write_atomic(directory / MODEL_FILE, json.dumps(header, indent=2).encode("utf-8"))
     except OSError as e:
         raise ModelError(
             f"directory must be writable; could not save model to {directory}: {e}"

@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -34,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fedrisk.data.schema import DatasetSchema
 from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.errors import ArtifactError, IdentityError, SignatureError
+from fedrisk.files import staged_directory
 from fedrisk.ml.inference import ModelSpec, count_parameters
-from fedrisk.release.identity import key_id, load_verify_key, write_key_file
+from fedrisk.release.identity import key_id, load_verify_key
 
 ARTIFACT_FILE: Final = "artifact.json"
 SIGNATURE_FILE: Final = "artifact.sig"
@@ -251,37 +248,18 @@ def write_artifact(
     if target.exists():
         _check_same_artifact(target, content)
         return target
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{artifact.model_id}.", suffix=".tmp", dir=directory))
     try:
-        write_key_file(tmp / ARTIFACT_FILE, content, private=False)
-        write_key_file(
-            tmp / SIGNATURE_FILE,
-            sign_artifact_bytes(content, signing_key=signing_key),
-            private=False,
-        )
-        tmp.chmod(0o755)
-        tmp.rename(target)
+        with staged_directory(target) as tmp:
+            (tmp / ARTIFACT_FILE).write_bytes(content)
+            (tmp / SIGNATURE_FILE).write_bytes(
+                sign_artifact_bytes(content, signing_key=signing_key)
+            )
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         if target.exists():  # another writer won the race; same content is fine
             _check_same_artifact(target, content)
             return target
         raise ArtifactError(f"artifact {target} cannot be written: {e}") from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    with contextlib.suppress(OSError):
-        _fsync_directory(directory)
     return target
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_same_artifact(target: Path, content: bytes) -> None:

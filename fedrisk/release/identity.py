@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,50 +21,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedrisk.errors import IdentityError
+from fedrisk.files import write_atomic
 
-PRIVATE_FILE_MODE = 0o600
-PUBLIC_FILE_MODE = 0o644
 KEY_ID_HEX_CHARS = 16
 
 
 # --------------------------------------------------------------------------------------------------
 # Key files
 # --------------------------------------------------------------------------------------------------
-
-
-def write_key_file(path: Path, data: bytes, *, private: bool) -> None:
-    """Write a key (or other sensitive) file atomically.
-
-    Parameters
-    ----------
-    path
-        Destination; its directory must exist.
-    data
-        File content.
-    private
-        Create the file mode 0600 (owner only) instead of 0644.
-
-    Notes
-    -----
-    The temporary file is created in the destination directory with its final mode *before* any
-    byte is written, so a secret is never readable by others, not even for a moment, and
-    ``os.replace`` makes the new file appear whole or not at all.
-    """
-    path = Path(path)
-    mode = PRIVATE_FILE_MODE if private else PUBLIC_FILE_MODE
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def _read_key_bytes(path: Path, *, what: str) -> bytes:
@@ -149,7 +111,7 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """
     if not isinstance(key, Ed25519PrivateKey):
         raise IdentityError(f"key must be an Ed25519PrivateKey; got {type(key).__name__}")
-    write_key_file(Path(path), _private_pem(key), private=True)
+    write_atomic(Path(path), _private_pem(key), private=True)
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -167,7 +129,7 @@ def save_public_key(pub: Ed25519PublicKey, path: Path) -> None:
     """Write an Ed25519 public key as SubjectPublicKeyInfo PEM (mode 0644, atomically)."""
     if not isinstance(pub, Ed25519PublicKey):
         raise IdentityError(f"pub must be an Ed25519PublicKey; got {type(pub).__name__}")
-    write_key_file(Path(path), _public_pem(pub), private=False)
+    write_atomic(Path(path), _public_pem(pub), private=False)
 
 
 def load_verify_key(path: Path) -> Ed25519PublicKey:
@@ -217,7 +179,7 @@ def save_receiving_key(key: X25519PrivateKey, path: Path) -> None:
     """Write an X25519 private key as unencrypted PKCS#8 PEM, mode 0600, atomically."""
     if not isinstance(key, X25519PrivateKey):
         raise IdentityError(f"key must be an X25519PrivateKey; got {type(key).__name__}")
-    write_key_file(Path(path), _private_pem(key), private=True)
+    write_atomic(Path(path), _private_pem(key), private=True)
 
 
 def load_receiving_key(path: Path) -> X25519PrivateKey:
@@ -247,7 +209,7 @@ def verify_key_pem(pub: Ed25519PublicKey) -> str:
 
 def save_receiving_public_key(pub: X25519PublicKey, path: Path) -> None:
     """Write an X25519 public key as SubjectPublicKeyInfo PEM (mode 0644, atomically)."""
-    write_key_file(Path(path), receiving_public_key_pem(pub).encode("ascii"), private=False)
+    write_atomic(Path(path), receiving_public_key_pem(pub).encode("ascii"), private=False)
 
 
 def _load_public_pem(data: bytes, *, source: str) -> object:

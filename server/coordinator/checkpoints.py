@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Array, ArrayRecord
+
+from fedrisk.files import staged_directory
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,7 @@ class CheckpointStore:
     def save(self, checkpoint: Checkpoint) -> Path:
         """Write ``round-NNNN`` via a temporary directory and a rename: never half-written."""
         final = self.directory / f"round-{checkpoint.round:04d}"
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.directory))
-        try:
+        with staged_directory(final, replace=True) as tmp:
             manifest = {
                 "round": checkpoint.round,
                 "history": checkpoint.history,
@@ -49,12 +48,6 @@ class CheckpointStore:
                 },
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.replace(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
     def latest(self) -> Checkpoint | None:

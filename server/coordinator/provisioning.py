@@ -42,6 +42,7 @@ from fedrisk.federation.roster import (
     check_party_name,
     load_manifest,
 )
+from fedrisk.files import write_atomic
 from fedrisk.release.identity import (
     generate_receiving_key,
     generate_signing_key,
@@ -49,7 +50,6 @@ from fedrisk.release.identity import (
     receiving_key_id,
     receiving_public_key_pem,
     verify_key_pem,
-    write_key_file,
 )
 from secure_agg.ceremony import verify_public_context
 
@@ -268,7 +268,7 @@ def _write_new(path: Path, data: bytes, *, private: bool) -> None:
     if path.exists():
         raise ConfigError(f"file must not exist yet (keys are never overwritten); got {path}")
     path.parent.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE if private else 0o755)
-    write_key_file(path, data, private=private)
+    write_atomic(path, data, private=private)
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -535,7 +535,7 @@ def install_public_context(
             f"secret); got a different one than {target}"
         )
     layout.ckks_dir.mkdir(parents=True, exist_ok=True)
-    write_key_file(target, verified.data, private=False)
+    write_atomic(target, verified.data, private=False)
     shutil.copyfile(signature_file, layout.ckks_dir / PUBLIC_SIGNATURE_FILE)
     return target
 

@@ -10,6 +10,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedrisk.federation.run_config import FederationConfig, parse_run_config
+from fedrisk.files import write_atomic
 from secure_agg.aggregation import CkksAggregation, InsecurePlainAggregation, VectorAggregation
 from secure_agg.keys import load_public_context
 from server.coordinator.checkpoints import CheckpointStore
@@ -70,7 +71,5 @@ def main(grid: Grid, context: Context) -> None:
                 str(k): dict(v) for k, v in result.evaluate_metrics_clientapp.items()
             },
         }
-        tmp = server_dir / "results.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        tmp.replace(server_dir / "results.json")
+        write_atomic(server_dir / "results.json", json.dumps(summary, indent=2))
     progress.emit("finished")

@@ -62,6 +62,7 @@ from fedrisk.federation.processes import (
     stop_process_tree,
 )
 from fedrisk.federation.roster import load_manifest
+from fedrisk.files import write_atomic
 from server.coordinator.provisioning import WorkspaceLayout
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,7 @@ def write_flwr_connection(
     section[name] = connection
     if make_default:
         section["default"] = name
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomli_w.dumps(config), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, tomli_w.dumps(config))
     return path
 
 

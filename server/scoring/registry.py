@@ -26,6 +26,7 @@ from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
 from fedrisk.decisions.reasons import ReasonCode, ReasonCodeTable, ReasonRanker
 from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.errors import ArtifactError, FedRiskError, SignatureError
+from fedrisk.files import staged_directory
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.inference import NumpyScorer
 from fedrisk.release.artifact import (
@@ -379,15 +380,11 @@ class ModelRegistry:
                     "content; released models are immutable, use a new model_id"
                 )
             return self.models.get(model.model_id, model), target
-        self.registry_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{model.model_id}.", dir=self.registry_dir))
         try:
-            for name in (ARTIFACT_FILE, SIGNATURE_FILE):
-                shutil.copyfile(source / name, tmp / name)
-            tmp.chmod(0o755)
-            tmp.rename(target)
+            with staged_directory(target) as tmp:
+                for name in (ARTIFACT_FILE, SIGNATURE_FILE):
+                    shutil.copyfile(source / name, tmp / name)
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise ArtifactError(f"cannot copy artifact into {target}: {e}") from e
         # re-verify the installed copy: what is served is what was checked
         return self.verify(target), target

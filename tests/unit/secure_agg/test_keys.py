@@ -28,7 +28,7 @@ from secure_agg.keys import (
     public_context,
     public_context_bytes,
     secret_context_bytes,
-    write_key_files,
+    write_atomics,
 )
 from secure_agg.params import HEParams
 
@@ -38,7 +38,7 @@ SMALL = HEParams(poly_modulus_degree=4096, coeff_mod_bit_sizes=(37, 35, 37), glo
 @pytest.fixture(scope="module")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, KeyPaths]:
     directory = tmp_path_factory.mktemp("keys")
-    return directory, write_key_files(HEParams(), directory)
+    return directory, write_atomics(HEParams(), directory)
 
 
 def _mode(path: Path) -> int:
@@ -59,7 +59,7 @@ def test_key_files_have_owner_only_secret_and_readable_public(
 def test_secret_file_mode_ignores_a_permissive_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        paths = write_key_files(SMALL, tmp_path, stem="party")
+        paths = write_atomics(SMALL, tmp_path, stem="party")
     finally:
         os.umask(old)
 
@@ -139,7 +139,7 @@ def test_existing_key_files_are_not_overwritten(key_dir: tuple[Path, KeyPaths]) 
     before = paths.secret.read_bytes()
 
     with pytest.raises(KeyFileError, match="must not exist already"):
-        write_key_files(HEParams(), directory)
+        write_atomics(HEParams(), directory)
 
     assert paths.secret.read_bytes() == before
 

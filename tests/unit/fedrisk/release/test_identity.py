@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedrisk.errors import IdentityError
+from fedrisk.files import write_atomic
 from fedrisk.release.identity import (
     generate_signing_key,
     key_id,
@@ -20,7 +21,6 @@ from fedrisk.release.identity import (
     load_verify_key,
     save_private_key,
     save_public_key,
-    write_key_file,
 )
 
 
@@ -66,8 +66,8 @@ def test_private_mode_holds_under_a_permissive_umask(tmp_path: Path) -> None:
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
-    write_key_file(tmp_path / "a", b"one", private=True)
-    write_key_file(tmp_path / "a", b"two", private=True)
+    write_atomic(tmp_path / "a", b"one", private=True)
+    write_atomic(tmp_path / "a", b"two", private=True)
 
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
     assert (tmp_path / "a").read_bytes() == b"two"
