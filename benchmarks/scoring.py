@@ -233,7 +233,7 @@ def start_server(registry: Path, db_url: str, port: int, log: Path) -> int:
     """Start the service (1 uvicorn worker, uvloop + httptools) and wait until it answers."""
     proc = start_process(
         [
-            sys.executable, "-m", "server.scoring", "serve",
+            sys.executable, "-m", "server.scoring", "serve", "--development",
             "--registry", str(registry), "--db", db_url,
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         ],

@@ -1,37 +1,47 @@
 """Party commands: ``fedrisk keys init|accept`` (CKKS key ceremony), ``fedrisk party start|stop``.
 
-Mount with ``clients.cli.register(app)`` on the top-level typer app.
+The ``fedrisk`` dispatcher (:mod:`simulations.cli`) mounts ``keys_app`` and ``party_app``;
+``register`` mounts both on another typer app. Options are checked (paths exist, ports in range,
+``--superlink`` is ``HOST:PORT``) before TenSEAL or the SuperNode code is imported: those imports
+sit inside the commands.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from clients.bundle import load_bundle
-from clients.supernode import (
-    prepare_party_runtime,
-    running_supernode,
-    start_supernode,
-)
 from fedrisk.errors import FedRiskError
-from fedrisk.federation.processes import wait_in_foreground
 from fedrisk.federation.roster import COORDINATOR_DIR, load_manifest
-from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.errors import SecureAggError
-from secure_agg.params import HEParams
+from secure_agg.params import SUPPORTED_POLY_MODULUS_DEGREES, HEParams
 
 keys_app = typer.Typer(help="CKKS key ceremony between the parties.", no_args_is_help=True)
 party_app = typer.Typer(help="Run this party's Flower SuperNode.", no_args_is_help=True)
 
 BundleOption = Annotated[
-    Path, typer.Option("--bundle", "-b", help="This party's bundle from the coordinator.")
+    Path,
+    typer.Option(
+        "--bundle",
+        "-b",
+        exists=True,
+        file_okay=False,
+        help="This party's bundle from the coordinator.",
+    ),
 ]
+
+
+def superlink_address(value: str) -> str:
+    """Option callback: ``--superlink`` must be ``HOST:PORT``, the port in 1-65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise typer.BadParameter(f"must be HOST:PORT with a port in 1-65535; got {value!r}")
+    return value
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -45,11 +55,23 @@ def keys_init(
     out: Annotated[Path, typer.Option("--out", help="New directory for the hand-outs.")],
     manifest: Annotated[
         Path | None,
-        typer.Option("--manifest", help="Federation manifest (default: the bundle's copy)."),
+        typer.Option(
+            "--manifest",
+            exists=True,
+            dir_okay=False,
+            help="Federation manifest (default: the bundle's copy).",
+        ),
     ] = None,
-    poly_modulus_degree: Annotated[int, typer.Option("--poly-modulus-degree")] = 8192,
+    poly_modulus_degree: Annotated[
+        int,
+        typer.Option(
+            "--poly-modulus-degree", click_type=click.Choice(SUPPORTED_POLY_MODULUS_DEGREES)
+        ),
+    ] = 8192,
 ) -> None:
     """Lead party: create the CKKS context, seal it to every other party, export the public part."""
+    from secure_agg.ceremony import run_key_ceremony  # TenSEAL, once the options are checked
+
     try:
         party = load_bundle(bundle)
         roster = load_manifest(manifest) if manifest else party.manifest
@@ -81,10 +103,15 @@ def keys_init(
 def keys_accept(
     bundle: BundleOption,
     sealed: Annotated[
-        Path, typer.Option("--sealed", help="The <party>.sealed file from the lead.")
+        Path,
+        typer.Option(
+            "--sealed", exists=True, dir_okay=False, help="The <party>.sealed file from the lead."
+        ),
     ],
 ) -> None:
     """Receiving party: verify the lead's signature, decrypt and install the CKKS secret context."""
+    from secure_agg.ceremony import accept_sealed_context  # TenSEAL, once the options are checked
+
     try:
         party = load_bundle(bundle)
         data = sealed.read_bytes()
@@ -108,19 +135,34 @@ def keys_accept(
 @party_app.command("start")
 def party_start(
     bundle: BundleOption,
-    data: Annotated[Path, typer.Option("--data", help="This party's training data file.")],
-    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink HOST:PORT.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", exists=True, dir_okay=False, help="This party's training data file."
+        ),
+    ],
+    superlink: Annotated[
+        str, typer.Option("--superlink", callback=superlink_address, help="SuperLink HOST:PORT.")
+    ],
     test: Annotated[
-        Path | None, typer.Option("--test", help="Held-out test file (default: --data).")
+        Path | None,
+        typer.Option(
+            "--test", exists=True, dir_okay=False, help="Held-out test file (default: --data)."
+        ),
     ] = None,
     schema: Annotated[
-        Path | None, typer.Option("--schema", help="Schema TOML (default: the bundle's).")
+        Path | None,
+        typer.Option(
+            "--schema", exists=True, dir_okay=False, help="Schema TOML (default: the bundle's)."
+        ),
     ] = None,
     release_dir: Annotated[
-        Path | None, typer.Option("--release-dir", help="Where released models are written.")
+        Path | None,
+        typer.Option("--release-dir", file_okay=False, help="Where released models are written."),
     ] = None,
     runtime_port: Annotated[
-        int | None, typer.Option("--runtime-port", help="Local SuperNode Runtime API port.")
+        int | None,
+        typer.Option("--runtime-port", min=1, max=65535, help="Local SuperNode Runtime API port."),
     ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="No TLS, no node auth. Local experiments only.")
@@ -128,6 +170,9 @@ def party_start(
     detach: Annotated[bool, typer.Option("--detach", help="Leave it running and return.")] = False,
 ) -> None:
     """Validate local data against the schema, then run flower-supernode against the SuperLink."""
+    from clients.supernode import prepare_party_runtime, running_supernode, start_supernode
+    from fedrisk.federation.processes import wait_in_foreground
+
     if insecure:
         typer.secho(
             "INSECURE: this SuperNode will connect without TLS and without authentication; "
@@ -181,6 +226,8 @@ def party_start(
 @party_app.command("stop")
 def party_stop(bundle: BundleOption) -> None:
     """Stop this party's SuperNode (by the pid recorded at start)."""
+    from clients.supernode import running_supernode
+
     try:
         party = load_bundle(bundle)
     except FedRiskError as e:
@@ -194,14 +241,6 @@ def party_stop(bundle: BundleOption) -> None:
 
 
 def register(cli: typer.Typer) -> None:
-    """Mount the ``keys`` and ``party`` groups on the top-level ``fedrisk`` app."""
+    """Mount the ``keys`` and ``party`` groups on another typer app (the tests' own)."""
     cli.add_typer(keys_app, name="keys")
     cli.add_typer(party_app, name="party")
-
-
-def main() -> None:
-    """Stand-alone entry point (the lead mounts these commands into ``fedrisk``)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    cli = typer.Typer(no_args_is_help=True)
-    register(cli)
-    cli()

@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedrisk.data.schema import DatasetSchema, load_schema
 from fedrisk.data.validation import load_party_frame
-from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.features import FeatureStats, Preprocessor
-from fedrisk.ml.inference import ModelSpec, NumpyScorer, logit_offset_for, pos_weight_for
+from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
-from fedrisk.release.artifact import Lineage, ModelArtifact, RoundMetrics, write_artifact
+from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.release.artifact import Lineage, RoundMetrics, artifact_from_pipeline, write_artifact
 from fedrisk.release.identity import load_signing_key
 from secure_agg.aggregation import (
     CkksAggregation,
@@ -186,42 +186,36 @@ class PartyNode:
         """
         import torch
 
-        from fedrisk.ml.models import build_model, load_vector, model_to_vector
-        from fedrisk.ml.training import configure_torch, default_config, train_local
+        from fedrisk.ml.models import initial_weights
+        from fedrisk.ml.training import LocalEpochs, configure_torch, default_config
 
         configure_torch(threads=1)  # small models: one thread beats two on a shared 2-core box
         prep, pooled = self._preprocessor(stats)
         spec = self._spec(prep)
-        # Every party builds the same initial model from the run's seed, so round 1 needs no
-        # model from the server.
-        model = build_model(spec, generator=torch.Generator().manual_seed(self.federation.seed))
-        if global_sum is not None:
-            load_vector(model, _global_weights(global_sum))
-        x = prep.transform(self.data.train)
-        y = self.data.train[self._target].to_numpy(dtype=np.float32)
-        generator = torch.Generator().manual_seed(self._seed(rnd))
-        train_local(
-            model,
-            x,
-            y,
+        if global_sum is None:
+            # Every party builds the same initial model from the run's seed, so round 1 needs
+            # no model from the server.
+            start = initial_weights(
+                spec, generator=torch.Generator().manual_seed(self.federation.seed)
+            )
+        else:
+            start = _global_weights(global_sum)
+        trainer = LocalEpochs(
             config=default_config(self.federation.model).model_copy(update=self._train_overrides()),
-            generator=generator,
+            generator=torch.Generator().manual_seed(self._seed(rnd)),
             # The global bad rate, from the decrypted statistics sum, so every party weighs the
             # classes alike and the released model's offset matches its training.
             pos_weight=pos_weight_for(_positive_rate(pooled)),
         )
-        update = weight_update(model_to_vector(model), len(y))
+        pipeline = RiskPipeline.from_fitted(
+            prep, spec, start, logit_offset=_logit_offset(pooled), trainer=trainer
+        ).partial_fit(self.data.train)
+        update = weight_update(pipeline.weights_, len(self.data.train))
         return self.channel.encode(update)
 
     def evaluate(self, stats: FloatVector, global_sum: FloatVector) -> Any:
         """Encrypted per-class score histograms of the local test split."""
-        prep, pooled = self._preprocessor(stats)
-        scorer = NumpyScorer(
-            self._spec(prep),
-            _global_weights(global_sum),
-            logit_offset=_logit_offset(pooled),
-        )
-        p = scorer.predict_proba(prep.transform(self.data.test))
+        p = self._global_pipeline(stats, global_sum).predict_proba(self.data.test)
         y = self.data.test[self._target].to_numpy()
         return self.channel.encode(score_histograms(y, p, n_bins=HIST_BINS).ravel())
 
@@ -246,22 +240,15 @@ class PartyNode:
                 f"party {self.config.name} is not set up to release: release_dir and "
                 "signing_key must be set in party.toml"
             )
-        prep, pooled = self._preprocessor(stats)
-        spec = self._spec(prep)
+        pooled = FeatureStats.from_vector(stats, self.data.schema, n_bins=STATS_BINS)
         fingerprint = hashlib.sha256(
             self.data.schema.fingerprint().encode() + np.round(pooled.to_vector(), 3).tobytes()
         ).hexdigest()
         model_id = f"{self.federation.stage}-{self.federation.model}-{uuid.uuid4().hex[:12]}"
-        artifact = ModelArtifact(
+        artifact = artifact_from_pipeline(
+            self._global_pipeline(stats, global_sum),
             model_id=model_id,
             stage=self.federation.stage,
-            model_spec=spec,
-            weights=_global_weights(global_sum).tolist(),
-            preprocessing=prep.to_dict(),
-            schema=self.data.schema,
-            baseline=prep.reference_row(),
-            scorecard=ScorecardScaling(),
-            logit_offset=_logit_offset(pooled),
             metrics=[
                 RoundMetrics(
                     round=int(h["round"]),
@@ -294,6 +281,13 @@ class PartyNode:
         if target is None:
             raise PartyRefusedError(f"party {self.config.name}: schema has no target column")
         return target
+
+    def _global_pipeline(self, stats: FloatVector, global_sum: FloatVector) -> RiskPipeline:
+        """The global model as every party holds it: shared preprocessing, averaged weights."""
+        prep, pooled = self._preprocessor(stats)
+        return RiskPipeline.from_fitted(
+            prep, self._spec(prep), _global_weights(global_sum), logit_offset=_logit_offset(pooled)
+        )
 
     def _preprocessor(self, stats: FloatVector) -> tuple[Preprocessor, FeatureStats]:
         pooled = FeatureStats.from_vector(stats, self.data.schema, n_bins=STATS_BINS)

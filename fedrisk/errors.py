@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class FedRiskError(Exception):
     """Base class of every error raised by the ``fedrisk`` package."""
@@ -31,12 +33,31 @@ class ModelError(FedRiskError, ValueError):
     """A model cannot be built, loaded or fed: bad spec, wrong vector length, corrupted file."""
 
 
+class ArtifactRefusal(StrEnum):
+    """Why an artifact is refused: the ``reason`` every :class:`ArtifactError` carries."""
+
+    UNSIGNED = "unsigned"
+    UNTRUSTED = "untrusted"
+    TAMPERED = "tampered"
+    INCOMPATIBLE = "incompatible"
+    UNREADABLE = "unreadable"
+
+
 class ArtifactError(FedRiskError, ValueError):
-    """A model artifact is malformed, incompatible or fails verification."""
+    """A model artifact is malformed, incompatible or fails verification; ``reason`` says which."""
+
+    def __init__(
+        self, message: str, *, reason: ArtifactRefusal = ArtifactRefusal.INCOMPATIBLE
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SignatureError(ArtifactError):
     """An artifact's signature is missing, made by an untrusted key, or does not verify."""
+
+    def __init__(self, message: str, *, reason: ArtifactRefusal = ArtifactRefusal.TAMPERED) -> None:
+        super().__init__(message, reason=reason)
 
 
 class DecisionError(FedRiskError, ValueError):
@@ -49,6 +70,10 @@ class IdentityError(FedRiskError, ValueError):
 
 class ExecutableNotFoundError(FedRiskError, FileNotFoundError):
     """A console script (e.g. ``flower-superlink``) is not beside the interpreter nor on PATH."""
+
+
+class ForeignPackageError(FedRiskError, ImportError):
+    """A top-level name fedrisk installs (``server``, ``clients``…) resolves to another project."""
 
 
 class ProcessStopError(FedRiskError, RuntimeError):

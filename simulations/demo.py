@@ -34,9 +34,13 @@ from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
 from fedrisk.data.schema import DatasetSchema
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.processes import console_script, pick_free_port, stop_process_tree
-from fedrisk.release.artifact import ModelArtifact, load_trusted_keys, read_artifact
+from fedrisk.release.artifact import (
+    ModelArtifact,
+    load_trusted_keys,
+    pipeline_from_artifact,
+    read_artifact,
+)
 from simulations.deployment import running_federation
-from simulations.runner import score_artifact
 
 DEMO_OUT = Path("demo-out")
 PARTY_NAMES = ("bank", "ecommerce", "telecom")
@@ -88,6 +92,7 @@ def _start_service(registry: Path, out: Path) -> tuple[subprocess.Popen[bytes], 
         [
             console_script("fedrisk"),
             "serve",
+            "--development",  # a one-off demo database: the published identifier key will do
             "--registry",
             str(registry),
             "--db",
@@ -130,7 +135,7 @@ def _applications(
     artifact: ModelArtifact, schema: DatasetSchema, test: pd.DataFrame
 ) -> list[tuple[str, dict[str, Any]]]:
     """Three ordinary applicants, the riskiest test applicant, and a six-application ring."""
-    pd_scores = score_artifact(artifact, test)
+    pd_scores = pipeline_from_artifact(artifact).predict_proba(test)
     order = np.argsort(pd_scores)
     picks = [("low risk", int(order[0])), ("typical", int(order[len(order) // 2]))]
     picks += [("typical", int(order[len(order) // 3])), ("high risk", int(order[-1]))]
@@ -245,7 +250,8 @@ def run_demo(
                     )
                 answers.append((app_label, response.json()))
             queue = client.get("/v1/reviews").json()
-        Console(width=max(console.width, 150)).print(_decisions_table(answers))
+        # At least 150 columns so the reasons column stays readable; same destination as the rest.
+        Console(width=max(console.width, 150), file=console.file).print(_decisions_table(answers))
         n_queue = len(queue["items"])
         console.print(f"  review queue now holds {n_queue} items (fraud flags, manual reviews)")
     finally:
@@ -256,6 +262,8 @@ def run_demo(
         f"decisions database:  {out / 'scoring.db'} (verify: fedrisk audit verify "
         f"--db sqlite:///{(out / 'scoring.db').resolve()})"
     )
-    console.print(f"serve it again:      fedrisk serve --registry {registry}  -> /docs")
+    console.print(
+        f"serve it again:      fedrisk serve --development --registry {registry}  -> /docs"
+    )
     console.print("simulation report:   fedrisk report --out report/  (open report/index.html)")
     sys.stdout.flush()

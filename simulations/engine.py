@@ -22,12 +22,14 @@ from fedrisk.federation.processes import (
     pick_free_port,
     stop_process_tree,
 )
+from server.coordinator.runs import RunFailedError
+from server.coordinator.superlink import log_tail
 
 CONNECTION = "fedrisk-sim"
 
 
-class SimulationEngineError(RuntimeError):
-    """The simulation SuperLink could not be started."""
+class SimulationEngineError(RunFailedError):
+    """The simulation SuperLink could not be started (so the run failed before it began)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def _wait_ready(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SimulationEngineError(
-                f"flower-superlink exited with code {proc.returncode}; see {log_path}"
+                f"flower-superlink exited with code {proc.returncode}; the end of {log_path}:\n"
+                f"{log_tail(log_path, lines=15)}"
             )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).is_success:

@@ -42,6 +42,7 @@ from simulations.studies import (
     SMALL_LENDER_SHARE,
     TARGET_GAP,
     CellResult,
+    StudyConfig,
     StudyResults,
     SummaryRow,
     mean_sd,
@@ -638,12 +639,9 @@ _CAPTIONS = {
 }
 
 
-def render_html(results: StudyResults, rows: Sequence[SummaryRow], pngs: dict[str, bytes]) -> str:
-    """The report page, with every PNG embedded as base64."""
+def _header_html(results: StudyResults, rows: Sequence[SummaryRow]) -> list[str]:
+    """The page head, the title, what the study ran and a warning on synthetic data."""
     config = results.config
-    plaintext = ", ".join(str(s) for s in config.plaintext_seeds) or "none"
-    failing = [r for r in rows if r.status == "gap"]
-    synthetic = any(r.synthetic for r in rows)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>fedrisk: federated credit-risk study</title>",
@@ -654,35 +652,43 @@ def render_html(results: StudyResults, rows: Sequence[SummaryRow], pngs: dict[st
         f"({len(config.tasks)} task(s) × {len(config.partitions)} partition(s) × "
         f"{len(config.models)} model kind(s) × {len(config.seeds)} seed(s)).</p>",
     ]
-    if synthetic:
+    if any(r.synthetic for r in rows):
         parts.append(
             "<div class='warn'><b>Synthetic data.</b> Rows marked smoke-synthetic use "
             "generated applicants to test the pipeline; their numbers say nothing about real "
             "credit risk.</div>"
         )
-    parts.extend(
-        [
-            "<div class='box'><b>How to read this report.</b> Several lenders train one risk "
-            "model together without pooling their data: each trains on its own rows and sends "
-            "its update encrypted (CKKS homomorphic encryption); the server adds the encrypted "
-            "updates without being able to read them. We compare that <b>federated, "
-            "encrypted</b> model with a <b>centralized</b> model trained on all rows pooled "
-            "(what one would get if data could be shared) and with each lender's "
-            "<b>local-only</b> model (what it has today). <b>AUC</b> is the probability that a "
-            "random bad account scores riskier than a random good one (0.5 = coin toss, 1 = "
-            "perfect); <b>KS</b> is the largest gap between the cumulative shares of bads and "
-            "goods. Every model is scored on the same pooled test accounts, which no model "
-            "trained on. Target: the federated encrypted AUC within "
-            f"{TARGET_GAP} of centralized. Numbers are mean ± sd over seeds "
-            f"({', '.join(str(s) for s in config.seeds)}); the plaintext (insecure) federation "
-            f"ran for seed(s) {plaintext} only, to measure what encryption costs in accuracy. "
-            "Small-lender gain: the smallest party's AUC on its own test rows with the "
-            "federated model minus with its own model (a small lender holds ≤ "
-            f"{SMALL_LENDER_SHARE:.0%} of rows, as under quantity skew).</div>",
-            "<h2>Summary</h2>",
-            _summary_html(rows),
-        ]
+    return parts
+
+
+def _how_to_read_html(config: StudyConfig) -> str:
+    """The box that explains the comparison, AUC, KS and the target to a risk manager."""
+    plaintext = ", ".join(str(s) for s in config.plaintext_seeds) or "none"
+    return (
+        "<div class='box'><b>How to read this report.</b> Several lenders train one risk "
+        "model together without pooling their data: each trains on its own rows and sends "
+        "its update encrypted (CKKS homomorphic encryption); the server adds the encrypted "
+        "updates without being able to read them. We compare that <b>federated, "
+        "encrypted</b> model with a <b>centralized</b> model trained on all rows pooled "
+        "(what one would get if data could be shared) and with each lender's "
+        "<b>local-only</b> model (what it has today). <b>AUC</b> is the probability that a "
+        "random bad account scores riskier than a random good one (0.5 = coin toss, 1 = "
+        "perfect); <b>KS</b> is the largest gap between the cumulative shares of bads and "
+        "goods. Every model is scored on the same pooled test accounts, which no model "
+        "trained on. Target: the federated encrypted AUC within "
+        f"{TARGET_GAP} of centralized. Numbers are mean ± sd over seeds "
+        f"({', '.join(str(s) for s in config.seeds)}); the plaintext (insecure) federation "
+        f"ran for seed(s) {plaintext} only, to measure what encryption costs in accuracy. "
+        "Small-lender gain: the smallest party's AUC on its own test rows with the "
+        "federated model minus with its own model (a small lender holds ≤ "
+        f"{SMALL_LENDER_SHARE:.0%} of rows, as under quantity skew).</div>"
     )
+
+
+def _summary_section_html(rows: Sequence[SummaryRow], pngs: dict[str, bytes]) -> list[str]:
+    """The summary table, how many rows miss the target, and the gap overview plot."""
+    parts = ["<h2>Summary</h2>", _summary_html(rows)]
+    failing = [r for r in rows if r.status == "gap"]
     if failing:
         parts.append(
             f"<p><b>{len(failing)} of {len(rows)} rows miss the {TARGET_GAP} target.</b> "
@@ -701,6 +707,12 @@ def render_html(results: StudyResults, rows: Sequence[SummaryRow], pngs: dict[st
                 "green band is the ±0.01 target.",
             )
         )
+    return parts
+
+
+def _notes_html(rows: Sequence[SummaryRow], failures: dict[str, str]) -> list[str]:
+    """The notes on every row that misses (or beats) the target, and the failed cells."""
+    parts = []
     notes = [r for r in rows if r.note]
     if notes:
         parts.append("<h2>Notes on gaps</h2><ul class='note'>")
@@ -709,46 +721,68 @@ def render_html(results: StudyResults, rows: Sequence[SummaryRow], pngs: dict[st
             for r in notes
         )
         parts.append("</ul>")
-    if results.failures:
+    if failures:
         parts.append("<h2>Cells that failed</h2><ul class='note'>")
-        parts.extend(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in results.failures.items())
+        parts.extend(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in failures.items())
         parts.append("</ul>")
+    return parts
+
+
+def _task_section_html(
+    task: str, task_rows: Sequence[SummaryRow], pngs: dict[str, bytes]
+) -> list[str]:
+    """One task: its description, detail and cold-start tables, and its plots per model."""
+    parts = [f"<h2>{_e(task_label(task))}</h2>"]
+    try:
+        scenario = get_scenario(task)
+        parts.append(
+            f"<p>{_e(scenario.description)}<br><b>Stage:</b> {_e(scenario.stage)}; "
+            f"<b>target:</b> {_e(scenario.target)}; <b>dataset:</b> "
+            f"<code>{_e(scenario.dataset)}</code>; <b>parties:</b> {scenario.parties}.</p>"
+        )
+    except ConfigError:  # a task from an older scenario list: no description
+        pass
+    parts.append(_detail_html(task_rows))
+    parts.append("<h3>Cold start: the smallest party</h3>")
+    parts.append(_cold_start_html(task_rows))
+    for model in dict.fromkeys(r.model for r in task_rows):
+        parts.append(f"<h3>{_e(model.upper())} models</h3>")
+        for kind in PLOT_KINDS:
+            name = plot_name(kind, task, model)
+            if name in pngs:
+                parts.append(_img(name, pngs[name], _CAPTIONS[kind]))
+    return parts
+
+
+_METHOD_HTML = (
+    "<h2>Method</h2><p class='note'>Each cell deals the task's rows to parties with the "
+    "stated partition (IID; label skew: each class's rows shared out by Dirichlet(0.3) "
+    "weights; feature skew: contiguous bands of one column, or groups of whole states; "
+    "quantity skew: one party with 50 % of rows, the others shrinking to about 4 %), "
+    "splits each party 80/20 into train and test, and pools the test splits. The "
+    "federated runs are real Flower simulations of the party and server apps; the released "
+    "model is signed by the releasing party. Centralized and local-only models are "
+    "early-stopped on a 10 % validation split of their training rows. Curves are from the "
+    "first seed; tables average all seeds. The C-card target is derived from the Taiwan "
+    "data: accounts delinquent in some month from April to August 2005, taken at their "
+    "first delinquent month, bad = still delinquent the next month; features use only "
+    "what was known in that month. All numbers in this page are in "
+    "<code>results.json</code>.</p>"
+)
+
+
+def render_html(results: StudyResults, rows: Sequence[SummaryRow], pngs: dict[str, bytes]) -> str:
+    """The report page, with every PNG embedded as base64."""
+    parts = [
+        *_header_html(results, rows),
+        _how_to_read_html(results.config),
+        *_summary_section_html(rows, pngs),
+        *_notes_html(rows, results.failures),
+    ]
     for task in dict.fromkeys(r.task for r in rows):
-        task_rows = [r for r in rows if r.task == task]
-        parts.append(f"<h2>{_e(task_label(task))}</h2>")
-        try:
-            scenario = get_scenario(task)
-            parts.append(
-                f"<p>{_e(scenario.description)}<br><b>Stage:</b> {_e(scenario.stage)}; "
-                f"<b>target:</b> {_e(scenario.target)}; <b>dataset:</b> "
-                f"<code>{_e(scenario.dataset)}</code>; <b>parties:</b> {scenario.parties}.</p>"
-            )
-        except ConfigError:  # a task from an older scenario list: no description
-            pass
-        parts.append(_detail_html(task_rows))
-        parts.append("<h3>Cold start: the smallest party</h3>")
-        parts.append(_cold_start_html(task_rows))
-        for model in dict.fromkeys(r.model for r in task_rows):
-            parts.append(f"<h3>{_e(model.upper())} models</h3>")
-            for kind in PLOT_KINDS:
-                name = plot_name(kind, task, model)
-                if name in pngs:
-                    parts.append(_img(name, pngs[name], _CAPTIONS[kind]))
-    parts.append(
-        "<h2>Method</h2><p class='note'>Each cell deals the task's rows to parties with the "
-        "stated partition (IID; label skew: each class's rows shared out by Dirichlet(0.3) "
-        "weights; feature skew: contiguous bands of one column, or groups of whole states; "
-        "quantity skew: one party with 50 % of rows, the others shrinking to about 4 %), "
-        "splits each party 80/20 into train and test, and pools the test splits. The "
-        "federated runs are real Flower simulations of the party and server apps; the released "
-        "model is signed by the releasing party. Centralized and local-only models are "
-        "early-stopped on a 10 % validation split of their training rows. Curves are from the "
-        "first seed; tables average all seeds. The C-card target is derived from the Taiwan "
-        "data: accounts delinquent in some month from April to August 2005, taken at their "
-        "first delinquent month, bad = still delinquent the next month; features use only "
-        "what was known in that month. All numbers in this page are in "
-        "<code>results.json</code>.</p></body></html>"
-    )
+        parts.extend(_task_section_html(task, [r for r in rows if r.task == task], pngs))
+    parts.append(_METHOD_HTML)
+    parts.append("</body></html>")
     return "".join(parts)
 
 

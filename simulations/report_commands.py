@@ -1,52 +1,44 @@
-"""``fedrisk report``, ``fedrisk study`` and ``fedrisk scenario``: studies, their report, releases.
+"""Experiment commands ``fedrisk study``, ``fedrisk report`` and ``fedrisk scenario``.
 
-``app`` is a :class:`typer.Typer` the main CLI (:mod:`simulations.cli`) mounts, so these
-commands sit beside ``simulate`` and ``demo``.
+``app`` holds the three (tests invoke it directly); the ``fedrisk`` dispatcher
+(:mod:`simulations.cli`) mounts each function on its own. As in :mod:`simulations.commands`, the
+study and scenario code (which imports torch) is imported inside a command, after its options
+have been checked.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from fedrisk.errors import ConfigError, FedRiskError
-from fedrisk.ml.training import configure_torch
-from server.coordinator.runs import RunFailedError
-from simulations.report import summary_table, write_report
-from simulations.scenarios import SCENARIOS, SMOKE_SCENARIO, get_scenario
-from simulations.studies import (
-    PRESETS,
-    StudyResults,
-    get_preset,
-    load_results,
-    run_study,
-    summarize,
-)
+from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
+from simulations.commands import DataDirOption, SeedOption, console, fail, in_existing_directory
+from simulations.studies.config import PRESETS
 
-os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+if TYPE_CHECKING:
+    from simulations.studies import StudyResults
 
 app = typer.Typer(
     help="Simulation studies of the lifecycle scenarios and their report.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 STUDY_FILE = "study.json"
 """Where ``report`` keeps the raw study results it runs (resumable), inside ``--out``."""
 
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
+PresetOption = Annotated[
+    str,
+    typer.Option(
+        help="Study preset (see the README)",
+        click_type=click.Choice(sorted(PRESETS), case_sensitive=True),
+    ),
+]
 
 
 def read_study(path: Path) -> StudyResults:
@@ -57,6 +49,9 @@ def read_study(path: Path) -> StudyResults:
     ConfigError
         If the file is neither.
     """
+    from fedrisk.errors import ConfigError
+    from simulations.studies import StudyResults, load_results
+
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -69,6 +64,8 @@ def read_study(path: Path) -> StudyResults:
 def _study(
     preset: str, results_path: Path, *, data_dir: Path | None, max_cells: int | None
 ) -> StudyResults:
+    from simulations.studies import get_preset, run_study
+
     config = get_preset(preset)
     console.print(
         f"[bold]study {preset}[/]: {len(config.tasks)} task(s) × {len(config.partitions)} "
@@ -85,6 +82,9 @@ def _study(
 
 
 def _print_summary(results: StudyResults) -> None:
+    from simulations.report import summary_table
+    from simulations.studies import summarize
+
     rows = summarize(results)
     console.print(summary_table(rows, title=f"Study {results.config.preset}: mean ± sd over seeds"))
     for row in rows:
@@ -93,20 +93,31 @@ def _print_summary(results: StudyResults) -> None:
 
 
 @app.command("study")
-def study_cmd(
-    out: Annotated[Path, typer.Option(help="results.json to write (and resume from)")],
-    preset: Annotated[str, typer.Option(help=f"One of: {', '.join(PRESETS)}")] = "smoke",
+def study(
+    out: Annotated[
+        Path,
+        typer.Option(
+            dir_okay=False,
+            callback=in_existing_directory,
+            help="results.json to write (and resume from)",
+        ),
+    ],
+    preset: PresetOption = "smoke",
     max_cells: Annotated[
-        int | None, typer.Option(help="Stop after this many new cells (resume later)")
+        int | None, typer.Option(min=1, help="Stop after this many new cells (resume later)")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data folder")] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Run a simulation study (resumable: cells already in --out are skipped)."""
+    from fedrisk.errors import FedRiskError
+    from fedrisk.ml.training import configure_torch
+    from server.coordinator.runs import RunFailedError
+
     configure_torch(threads=2)
     try:
         results = _study(preset, out, data_dir=data_dir, max_cells=max_cells)
     except (FedRiskError, RunFailedError) as e:
-        raise _fail(str(e)) from e
+        raise fail(str(e)) from e
     if results.cells:
         _print_summary(results)
     if results.failures:
@@ -114,18 +125,28 @@ def study_cmd(
 
 
 @app.command("report")
-def report_cmd(
-    out: Annotated[Path, typer.Option(help="Folder for index.html, plots/ and results.json")],
+def report(
+    out: Annotated[
+        Path,
+        typer.Option(file_okay=False, help="Folder for index.html, plots/ and results.json"),
+    ],
     results: Annotated[
         Path | None,
-        typer.Option(help="A study's results.json; without it the --preset study runs first"),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A study's results.json; without it the --preset study runs first",
+        ),
     ] = None,
-    preset: Annotated[
-        str, typer.Option(help=f"Study to run when no --results: {', '.join(PRESETS)}")
-    ] = "smoke",
-    data_dir: Annotated[Path | None, typer.Option(help="Data folder")] = None,
+    preset: PresetOption = "smoke",
+    data_dir: DataDirOption = None,
 ) -> None:
     """Write the HTML report (PNG plots, results.json) of a simulation study."""
+    from fedrisk.errors import FedRiskError
+    from fedrisk.ml.training import configure_torch
+    from server.coordinator.runs import RunFailedError
+    from simulations.report import write_report
+
     configure_torch(threads=2)
     try:
         if results is None:
@@ -135,7 +156,7 @@ def report_cmd(
             study = read_study(results)
         files = write_report(study, out)
     except (FedRiskError, RunFailedError) as e:
-        raise _fail(str(e)) from e
+        raise fail(str(e)) from e
     _print_summary(study)
     console.print(f"report: {files.html}")
     console.print(f"numbers: {files.results}")
@@ -143,16 +164,25 @@ def report_cmd(
 
 
 @app.command("scenario")
-def scenario_cmd(
+def scenario(
     name: Annotated[str | None, typer.Argument(help="Scenario to train; omit to list them")] = None,
     registry: Annotated[
-        Path, typer.Option(help="Registry folder receiving the signed artifact")
+        Path,
+        typer.Option(file_okay=False, help="Registry folder receiving the signed artifact"),
     ] = Path("registry"),
-    model: Annotated[str | None, typer.Option(help="lr or mlp (default: the scenario's)")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    data_dir: Annotated[Path | None, typer.Option(help="Data folder")] = None,
+    model: Annotated[
+        ModelKind | None,
+        typer.Option(
+            click_type=click.Choice(MODEL_KINDS), help="Model kind (default: the scenario's)"
+        ),
+    ] = None,
+    seed: SeedOption = 0,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Train a lifecycle scenario encrypted and release its signed, stage-tagged artifact."""
+    from fedrisk.errors import FedRiskError
+    from simulations.scenarios import SCENARIOS, SMOKE_SCENARIO, get_scenario
+
     if name is None:
         table = Table(title="Lifecycle scenarios")
         for column in ("name", "stage", "dataset", "parties", "partition", "target"):
@@ -161,26 +191,24 @@ def scenario_cmd(
             table.add_row(s.name, s.stage, s.dataset, str(s.parties), s.partition, s.target)
         console.print(table)
         return
-    configure_torch(threads=2)
+    try:
+        chosen = get_scenario(name)
+    except FedRiskError as e:
+        raise fail(str(e), code=2) from e
+
+    from fedrisk.ml.training import configure_torch
+    from server.coordinator.runs import RunFailedError
     from simulations.scenarios import run_scenario
 
-    if model not in (None, "lr", "mlp"):
-        raise _fail(f"--model must be lr or mlp; got {model!r}")
+    configure_torch(threads=2)
     try:
-        scenario = get_scenario(name)
-        run = run_scenario(
-            scenario,
-            registry=registry,
-            seed=seed,
-            model=model,  # type: ignore[arg-type]
-            data_dir=data_dir,
-        )
+        run = run_scenario(chosen, registry=registry, seed=seed, model=model, data_dir=data_dir)
     except (FedRiskError, RunFailedError) as e:
-        raise _fail(str(e)) from e
+        raise fail(str(e)) from e
     fed, cen = run.comparison.federated, run.comparison.centralized
     console.print(
-        f"{scenario.name} ({scenario.stage}): federated encrypted AUC {fed['auc']:.4f}, "
+        f"{chosen.name} ({chosen.stage}): federated encrypted AUC {fed['auc']:.4f}, "
         f"KS {fed['ks']:.4f}; centralized AUC {cen['auc']:.4f}"
     )
-    console.print(f"signed artifact: {run.outcome.artifact_dir} (stage {scenario.stage})")
+    console.print(f"signed artifact: {run.outcome.artifact_dir} (stage {chosen.stage})")
     console.print(f"results: {run.results_path}")

@@ -22,38 +22,22 @@ import pandas as pd
 
 from fedrisk.data.datasets import Dataset, load_dataset
 from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
-from fedrisk.ml.features import Preprocessor
-from fedrisk.ml.inference import NumpyScorer
+from fedrisk.federation.run_config import MIN_SECURE_PARTIES, RunConfigValue, parse_run_config
 from fedrisk.ml.metrics import auc, ks
-from fedrisk.ml.training import default_config, predict_proba, train_centralized
-from fedrisk.release.artifact import ModelArtifact, load_trusted_keys, read_artifact
+from fedrisk.ml.training import default_config, train_centralized
+from fedrisk.release.artifact import (
+    ModelArtifact,
+    load_trusted_keys,
+    pipeline_from_artifact,
+    read_artifact,
+)
 from secure_agg.params import HEParams
 from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
 from simulations.engine import simulation_link
+from simulations.spec import SimulationSpec
 from simulations.workspace import SimWorkspace, prepare_workspace
 
 EventHandler = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class SimulationSpec:
-    """One federated experiment: data, split, model and federation settings."""
-
-    dataset: str
-    parties: int
-    partition: str
-    model: str
-    rounds: int
-    seed: int = 0
-    test_fraction: float = 0.2
-    stage: str = "application"
-    local_epochs: int = 1
-    learning_rate: float = 0.0
-    optimizer: str = "default"
-    release_party: str = "party_0"
-    round_timeout: float = 600.0
-    allow_fewer_parties: bool = False
-    hidden: tuple[int, ...] = (64, 32)
 
 
 @dataclass
@@ -192,36 +176,32 @@ def run_federation(
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _run_config(spec: SimulationSpec, ws: SimWorkspace, *, plaintext: bool) -> dict[str, object]:
-    return {
-        "run-id": f"sim-{uuid.uuid4().hex[:12]}",
-        "rounds": spec.rounds,
-        "model": spec.model,
-        "hidden": ",".join(str(h) for h in spec.hidden),
-        "seed": spec.seed,
-        "plaintext": plaintext,
-        "min-parties": min(3, spec.parties),
-        "allow-fewer-parties": spec.allow_fewer_parties or spec.parties < 3,
-        "local-epochs": spec.local_epochs,
-        "learning-rate": spec.learning_rate,
-        "optimizer": spec.optimizer,
-        "batch-size": 256,
-        "release-party": spec.release_party,
-        "stage": spec.stage,
-        "public-context": str(ws.public_context),
-        "server-dir": str(ws.server_dir),
-        "sim-workspace": str(ws.root),
-        "round-timeout": spec.round_timeout,
-    }
-
-
-def score_artifact(artifact: ModelArtifact, frame: pd.DataFrame) -> np.ndarray:
-    """PDs of a released model on raw rows, with the artifact's own preprocessing."""
-    prep = Preprocessor.from_dict(artifact.preprocessing)
-    scorer = NumpyScorer(
-        artifact.model_spec, np.asarray(artifact.weights), logit_offset=artifact.logit_offset
+def _run_config(
+    spec: SimulationSpec, ws: SimWorkspace, *, plaintext: bool
+) -> dict[str, RunConfigValue]:
+    """The validated run config of one simulated run (unset settings keep the FAB defaults)."""
+    config = parse_run_config(
+        {
+            "run_id": f"sim-{uuid.uuid4().hex[:12]}",
+            "rounds": spec.rounds,
+            "model": spec.model,
+            "hidden": spec.hidden,
+            "seed": spec.seed,
+            "plaintext": plaintext,
+            "min_parties": min(MIN_SECURE_PARTIES, spec.parties),
+            "allow_fewer_parties": spec.allow_fewer_parties or spec.parties < MIN_SECURE_PARTIES,
+            "local_epochs": spec.local_epochs,
+            "learning_rate": spec.learning_rate,
+            "optimizer": spec.optimizer,
+            "release_party": spec.release_party,
+            "stage": spec.stage,
+            "public_context": str(ws.public_context),
+            "server_dir": str(ws.server_dir),
+            "sim_workspace": str(ws.root),
+            "round_timeout": spec.round_timeout,
+        }
     )
-    return scorer.predict_proba(prep.transform(frame))
+    return config.to_run_config()
 
 
 def evaluate_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -241,12 +221,12 @@ def compare(
     assert target is not None
     y = data.pooled_test[target].to_numpy()
     rng = np.random.default_rng(spec.seed + 1)
-    config = default_config(spec.model)  # type: ignore[arg-type]
+    config = default_config(spec.model)
     central = train_centralized(
         data.pooled_train,
         data.pooled_test,
         data.dataset.schema,
-        model_kind=spec.model,  # type: ignore[arg-type]
+        model_kind=spec.model,
         config=config,
         rng=rng,
     )
@@ -256,13 +236,13 @@ def compare(
             party.train,
             data.pooled_test,
             data.dataset.schema,
-            model_kind=spec.model,  # type: ignore[arg-type]
+            model_kind=spec.model,
             config=config,
             rng=rng,
         )
         own_y = party.test[target].to_numpy()
-        own_local = predict_proba(result.model, result.preprocessor.transform(party.test))
-        own_fed = score_artifact(federated.artifact, party.test)
+        own_local = result.pipeline.predict_proba(party.test)
+        own_fed = pipeline_from_artifact(federated.artifact).predict_proba(party.test)
         local.append(
             {
                 "party": party.name,
@@ -275,9 +255,13 @@ def compare(
             }
         )
     return Comparison(
-        federated=evaluate_scores(y, score_artifact(federated.artifact, data.pooled_test)),
+        federated=evaluate_scores(
+            y, pipeline_from_artifact(federated.artifact).predict_proba(data.pooled_test)
+        ),
         plaintext=(
-            evaluate_scores(y, score_artifact(plaintext.artifact, data.pooled_test))
+            evaluate_scores(
+                y, pipeline_from_artifact(plaintext.artifact).predict_proba(data.pooled_test)
+            )
             if plaintext is not None
             else None
         ),

@@ -31,7 +31,7 @@ The scenarios
 Per-model settings (rounds, learning rate) were chosen once with an in-process FedAvg
 emulation on seed 100, which the studies do not report (they use seeds 0, 1, 2): enough
 rounds for the global AUC to level off without running far past it (the federated run has no
-early stopping). See ``simulations/studies.py`` for the comparison against baselines.
+early stopping). See :mod:`simulations.studies` for the comparison against baselines.
 
 Under label skew (``dirichlet:`` splits, ``label_skew_lr`` / ``label_skew_mlp``) the parties
 train with plain SGD at a higher rate instead of Adam. Every party starts a fresh Adam each
@@ -54,25 +54,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.data.partitions import parse_partition
+from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ArtifactError, ConfigError
+from fedrisk.ml.kinds import ModelKind
 from fedrisk.release.artifact import TRUSTED_KEYS_DIR, load_trusted_keys, read_artifact
-from simulations.runner import (
-    Comparison,
-    EventHandler,
-    FederationOutcome,
-    SimulationSpec,
-    compare,
-    prepare_data,
-    run_federation,
-)
+from simulations.spec import SimulationSpec
 
-Stage = Literal["application", "behaviour", "collection"]
-ModelKind = Literal["lr", "mlp"]
+if TYPE_CHECKING:
+    from simulations.runner import Comparison, EventHandler, FederationOutcome
 
 
 class TrainingPlan(BaseModel):
@@ -309,6 +303,10 @@ def run_scenario(
     server.coordinator.runs.RunFailedError
         If the federated run fails.
     """
+    # The runner (torch) is imported here, not at the top: the CLI looks scenarios up and
+    # refuses an unknown name without it.
+    from simulations.runner import compare, prepare_data, run_federation
+
     spec = scenario.spec(seed=seed, model=model, partition=partition, rounds=rounds)
     data = prepare_data(spec, data_dir=data_dir)
     registry.mkdir(parents=True, exist_ok=True)

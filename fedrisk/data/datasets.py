@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from fedrisk.data.catalog import DATASET_NAMES, DERIVED_DATASET_NAMES
 from fedrisk.data.schema import DatasetSchema, schema_from_toml
 from fedrisk.data.synthetic import SYNTHETIC_SCHEMA, generate_pooled
 from fedrisk.data.validation import map_target, read_table_with_lines, validate_and_coerce
@@ -63,24 +64,6 @@ __all__ = [
     "load_dataset",
     "resolve_data_dir",
 ]
-
-DATASET_NAMES: tuple[str, ...] = (
-    "synthetic",
-    "taiwan",
-    "fate-homo",
-    "fate-hetero",
-    "give-credit",
-    "german",
-    "lending-club",
-    "credit-data",
-)
-
-DERIVED_DATASET_NAMES: tuple[str, ...] = ("taiwan-collection",)
-"""Datasets computed from a real file on load; :func:`load_dataset` accepts them too.
-
-Kept apart from :data:`DATASET_NAMES` (the datasets shipped as files) so code iterating over
-the shipped files is unchanged.
-"""
 
 DATA_DIR_ENV = "FEDRISK_DATA_DIR"
 SYNTHETIC_DEFAULT_ROWS = 20_000

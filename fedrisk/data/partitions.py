@@ -22,9 +22,9 @@ exactly one party, and within a party to exactly one of its train and test split
   shrink geometrically; every party gets at least 40 rows and two rows of each class. With
   two parties the split is 90 / 10.
 
-Each party's rows are split into train and test stratified by the target: for a class with
-``n >= 2`` rows in the party, ``round(test_fraction * n)`` of them, but at least 1 and at
-most ``n - 1``, go to test.
+Each party's rows are split into train and test stratified by the target with
+:func:`fedrisk.data.splits.stratified_split`: for a class with ``n >= 2`` rows in the party,
+``round(test_fraction * n)`` of them, but at least 1 and at most ``n - 1``, go to test.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from fedrisk.data.schema import DatasetSchema, FeatureKind
+from fedrisk.data.splits import stratified_split
 from fedrisk.errors import ConfigError
 
 __all__ = [
@@ -249,30 +250,16 @@ def partition_frame(
     result: list[PartyData] = []
     for party in range(n_parties):
         rows = np.flatnonzero(parties == party)
-        train, test = _split_rows(rows, classes[rows], test_fraction, rng)
+        train, test = stratified_split(classes[rows], test_fraction=test_fraction, rng=rng)
         result.append(
             PartyData(
                 name=f"party_{party}",
-                train=frame.iloc[train].reset_index(drop=True),
-                test=frame.iloc[test].reset_index(drop=True),
+                train=frame.iloc[rows[train]].reset_index(drop=True),
+                test=frame.iloc[rows[test]].reset_index(drop=True),
                 description=descriptions[party],
             )
         )
     return result
-
-
-def _split_rows(
-    rows: IntArray, classes: IntArray, test_fraction: float, rng: np.random.Generator
-) -> tuple[IntArray, IntArray]:
-    test_parts: list[IntArray] = []
-    for code in np.unique(classes):
-        members = rng.permutation(rows[classes == code])
-        n = len(members)
-        n_test = min(max(round(test_fraction * n), 1), n - 1) if n >= 2 else 0
-        test_parts.append(members[:n_test])
-    test = np.sort(np.concatenate(test_parts)) if test_parts else np.empty(0, dtype=np.int64)
-    train = np.setdiff1d(rows, test, assume_unique=True)
-    return train.astype(np.int64), test.astype(np.int64)
 
 
 def _equal_sizes(n_rows: int, n_parties: int) -> IntArray:

@@ -49,6 +49,7 @@ Views
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -214,16 +215,45 @@ def _choice_rows(
     return chosen
 
 
-def _simulate(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> pd.DataFrame:
-    """Draw one customer per entry of ``segments``; returns every column except the id."""
-    n = len(segments)
-    masks = {s: segments == s for s in SEGMENTS}
+Column = npt.NDArray[np.generic] | pd.Series
+"""One generated column: numbers as arrays, categories as string Series."""
 
+
+@dataclass(frozen=True)
+class _Population:
+    """Who the drawn customers are: demographics and latent creditworthiness ``z``."""
+
+    age: FloatArray
+    age_std: FloatArray
+    """Age centred on 40 in units of 12 years, the scale every view's formulas use."""
+    region_index: npt.NDArray[np.int64]
+    z: FloatArray
+    online_share: FloatArray
+
+    @property
+    def size(self) -> int:
+        """Number of customers."""
+        return len(self.age)
+
+    @property
+    def max_tenure(self) -> FloatArray:
+        """Months since the customer turned 18: no relationship can be longer."""
+        return (self.age - 18.0) * 12.0
+
+
+def _text(values: npt.NDArray[np.object_] | npt.NDArray[np.str_]) -> pd.Series:
+    return pd.Series(values, dtype="str")
+
+
+def _draw_population(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> _Population:
+    """Step 1-2 of the generative model: age and region per segment, then latent ``z``."""
+    n = len(segments)
     age = np.empty(n)
     region_index = np.empty(n, dtype=np.int64)
     z_mean = np.empty(n)
     online_share = np.empty(n)
-    for s, mask in masks.items():
+    for s in SEGMENTS:
+        mask = segments == s
         k = int(mask.sum())
         shape, scale = _AGE_GAMMA[s]
         age[mask] = 18.0 + rng.gamma(shape, scale, size=k)
@@ -233,8 +263,16 @@ def _simulate(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> pd.Da
     age = np.clip(np.round(age), 18, 95)
     age_std = (age - 40.0) / 12.0
     z = z_mean + 0.25 * age_std + _REGION_SHIFT[region_index] + 0.97 * rng.standard_normal(n)
+    return _Population(
+        age=age, age_std=age_std, region_index=region_index, z=z, online_share=online_share
+    )
 
-    # Bank view.
+
+def _bank_view(
+    population: _Population, *, from_bank: BoolArray, rng: np.random.Generator
+) -> dict[str, Column]:
+    """The bank's features except age and region; ``from_bank`` customers have longer tenure."""
+    n, z, age, age_std = population.size, population.z, population.age, population.age_std
     employment = _choice_rows(
         rng,
         _EMPLOYMENT,
@@ -267,8 +305,7 @@ def _simulate(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> pd.Da
         np.clip(1.1 * _sigmoid(-0.4 - 0.6 * z + 0.8 * rng.standard_normal(n)), 0.0, 1.5), 3
     )
     delinquencies = np.minimum(rng.poisson(np.exp(-1.5 - 0.7 * z)), 50).astype(np.float64)
-    max_tenure = (age - 18.0) * 12.0
-    bank_tenure = np.round(max_tenure * rng.beta(2.0 + masks["bank"] * 1.5, 3.0, size=n))
+    bank_tenure = np.round(population.max_tenure * rng.beta(2.0 + from_bank * 1.5, 3.0, size=n))
     credit_lines = np.minimum(rng.poisson(1.0 + 0.6 * np.clip(age - 18.0, 0, 40) / 10.0), 60)
     housing = _choice_rows(
         rng,
@@ -282,9 +319,21 @@ def _simulate(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> pd.Da
             ]
         ),
     )
+    return {
+        "employment": _text(employment),
+        "income": income,
+        "credit_utilisation": utilisation,
+        "delinquencies_2y": delinquencies,
+        "bank_tenure_months": bank_tenure,
+        "num_credit_lines": credit_lines.astype(np.float64),
+        "housing": _text(housing),
+    }
 
-    # E-commerce view: missing for customers with no online account.
-    online = rng.random(n) < online_share
+
+def _ecommerce_view(population: _Population, *, rng: np.random.Generator) -> dict[str, Column]:
+    """The e-commerce features: missing for customers with no online account."""
+    n, z, age_std = population.size, population.z, population.age_std
+    online = rng.random(n) < population.online_share
     spend = np.expm1(6.4 + 0.25 * z - 0.25 * age_std + 0.8 * rng.standard_normal(n))
     orders = rng.poisson(np.exp(2.0 + 0.15 * z - 0.2 * age_std))
     returns = rng.beta(np.full(n, 2.0), 2.0 * np.exp(1.6 + 0.5 * z + 0.3 * rng.standard_normal(n)))
@@ -295,15 +344,21 @@ def _simulate(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> pd.Da
             [np.full(n, 1.0), np.full(n, 0.2) - 0.3 * age_std, -0.6 - 0.6 * z, -1.2 - 0.5 * z]
         ),
     )
-    spend = np.where(online, np.round(np.clip(spend, 0, 1_000_000), 2), np.nan)
-    orders_col = np.where(online, np.minimum(orders, 5000).astype(np.float64), np.nan)
-    returns_col = np.where(online & (orders > 0), np.round(returns, 3), np.nan)
-    payment_col = np.where(online, payment, np.nan)
+    return {
+        "online_spend_12m": np.where(online, np.round(np.clip(spend, 0, 1_000_000), 2), np.nan),
+        "orders_12m": np.where(online, np.minimum(orders, 5000).astype(np.float64), np.nan),
+        "returns_rate": np.where(online & (orders > 0), np.round(returns, 3), np.nan),
+        "payment_method": _text(np.where(online, payment, np.nan)),
+    }
 
-    # Telecom view.
-    phone_tenure = np.round(max_tenure * rng.beta(1.5 + 0.3 * np.clip(z + 2, 0, 4), 3.0, size=n))
+
+def _telecom_view(population: _Population, *, rng: np.random.Generator) -> dict[str, Column]:
+    """The telecom features: top-ups for prepaid plans, late bills for postpaid ones."""
+    n, z, age_std = population.size, population.z, population.age_std
+    phone_tenure = np.round(
+        population.max_tenure * rng.beta(1.5 + 0.3 * np.clip(z + 2, 0, 4), 3.0, size=n)
+    )
     postpaid = rng.random(n) < _sigmoid(0.3 + 0.8 * z + 0.4 * age_std)
-    plan = np.where(postpaid, "postpaid", "prepaid")
     topups = np.where(
         postpaid, np.nan, np.minimum(rng.poisson(np.exp(0.9 - 0.4 * z)), 200).astype(np.float64)
     )
@@ -311,42 +366,44 @@ def _simulate(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> pd.Da
         np.float64
     )
     bill = np.expm1(3.3 + 0.15 * z + 0.4 * postpaid + 0.35 * rng.standard_normal(n))
-    bill = np.round(np.clip(bill, 0, 100_000), 2)
     device = _choice_rows(
         rng,
         _DEVICES,
         np.column_stack([np.full(n, 0.3) - 0.5 * z, np.full(n, 0.8), -0.6 + 0.5 * z]),
     )
+    return {
+        "phone_tenure_months": phone_tenure,
+        "plan_type": _text(np.where(postpaid, "postpaid", "prepaid")),
+        "monthly_topups": topups,
+        "late_bill_payments_12m": late_bills,
+        "avg_monthly_bill": np.round(np.clip(bill, 0, 100_000), 2),
+        "device_tier": _text(device),
+    }
 
+
+def _simulate(segments: npt.NDArray[np.str_], rng: np.random.Generator) -> pd.DataFrame:
+    """Draw one customer per entry of ``segments``; returns every column except the id.
+
+    The steps draw from ``rng`` in a fixed order (population, bank, e-commerce, telecom, label),
+    so a seed always gives the same frame.
+    """
+    population = _draw_population(segments, rng)
+    bank = _bank_view(population, from_bank=segments == "bank", rng=rng)
+    ecommerce = _ecommerce_view(population, rng=rng)
+    telecom = _telecom_view(population, rng=rng)
     # Label: logistic link on the latent score.
-    default = (rng.random(n) < _sigmoid(_LABEL_INTERCEPT - _LABEL_SLOPE * z)).astype(np.int64)
-
-    def text(values: npt.NDArray[np.object_] | npt.NDArray[np.str_]) -> pd.Series:
-        return pd.Series(values, dtype="str")
-
+    default = (
+        rng.random(population.size) < _sigmoid(_LABEL_INTERCEPT - _LABEL_SLOPE * population.z)
+    ).astype(np.int64)
     return pd.DataFrame(
         {
             _TARGET: default,
-            "age": age,
-            "region": text(np.asarray(_REGIONS, dtype=object)[region_index]),
-            "employment": text(employment),
-            "income": income,
-            "credit_utilisation": utilisation,
-            "delinquencies_2y": delinquencies,
-            "bank_tenure_months": bank_tenure,
-            "num_credit_lines": credit_lines.astype(np.float64),
-            "housing": text(housing),
-            "online_spend_12m": spend,
-            "orders_12m": orders_col,
-            "returns_rate": returns_col,
-            "payment_method": text(payment_col),
-            "phone_tenure_months": phone_tenure,
-            "plan_type": text(plan),
-            "monthly_topups": topups,
-            "late_bill_payments_12m": late_bills,
-            "avg_monthly_bill": bill,
-            "device_tier": text(device),
-            _SEGMENT: text(segments),
+            "age": population.age,
+            "region": _text(np.asarray(_REGIONS, dtype=object)[population.region_index]),
+            **bank,
+            **ecommerce,
+            **telecom,
+            _SEGMENT: _text(segments),
         }
     )
 

@@ -20,7 +20,10 @@ text)`` items whose codes are stable strings (see ``BehaviourCode``, ``Collectio
 Cut-off convention (both A- and B-card): with ``basis = "pd"`` a case is favourable when
 ``pd <= favourable cut-off`` and unfavourable when ``pd > unfavourable cut-off``; with
 ``basis = "score"`` favourable when ``score >= cut-off`` and unfavourable when ``score < cut-off``.
-Everything in between is the middle band (manual review / keep).
+Everything in between is the middle band (manual review / keep). :func:`cutoff_bands` is the one
+definition of this convention; the per-applicant decisions and the vectorised policy methods
+(``ApplicationPolicy.decision_codes`` / ``band_indices``, ``BehaviourPolicy.risk_band_codes``,
+used for batch scoring) all go through it.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import math
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, NamedTuple, Self
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedrisk.decisions.fraud_rules import FraudAction, RuleHit
@@ -58,6 +63,7 @@ __all__ = [
     "FundsFlow",
     "LifecyclePolicy",
     "LimitBand",
+    "cutoff_bands",
     "decide_application",
     "decide_behaviour",
     "decide_collection",
@@ -79,7 +85,8 @@ class Decision(StrEnum):
     DECLINE = "decline"
 
 
-_DECISION_RANK = {Decision.APPROVE: 0, Decision.REVIEW: 1, Decision.DECLINE: 2}
+_DECISION_ORDER = (Decision.APPROVE, Decision.REVIEW, Decision.DECLINE)
+_DECISION_RANK = {decision: rank for rank, decision in enumerate(_DECISION_ORDER)}
 
 
 class BehaviourAction(StrEnum):
@@ -174,16 +181,30 @@ def _check_cutoffs(basis: Basis, favourable: float, unfavourable: float, names: 
         )
 
 
-def _band(
-    pd: float, score: float, *, basis: Basis, favourable: float, unfavourable: float
-) -> Literal["favourable", "middle", "unfavourable"]:
+def cutoff_bands(
+    pd: npt.ArrayLike,
+    score: npt.ArrayLike,
+    *,
+    basis: Basis,
+    favourable: float,
+    unfavourable: float,
+) -> npt.NDArray[np.int8]:
+    """Band of each row under the cut-off convention: 0 favourable, 1 middle, 2 unfavourable.
+
+    NaN compares false with both cut-offs, so a row without a PD (or score) is in the middle band.
+    """
     if basis == "pd":
-        if pd <= favourable:
-            return "favourable"
-        return "unfavourable" if pd > unfavourable else "middle"
-    if score >= favourable:
-        return "favourable"
-    return "unfavourable" if score < unfavourable else "middle"
+        good, bad = np.less_equal(pd, favourable), np.greater(pd, unfavourable)
+    else:
+        good, bad = np.greater_equal(score, favourable), np.less(score, unfavourable)
+    return np.asarray(np.where(good, 0, np.where(bad, 2, 1)), dtype=np.int8)
+
+
+_BANDS: tuple[Literal["favourable"], Literal["middle"], Literal["unfavourable"]] = (
+    "favourable",
+    "middle",
+    "unfavourable",
+)
 
 
 def _risk_text(pd: float, score: float, basis: Basis) -> str:
@@ -261,28 +282,29 @@ class ApplicationPolicy(BaseModel):
                 )
         return self
 
-    def model_decision(self, pd: float, score: float) -> Decision:
-        """The decision from the cut-offs alone."""
-        band = _band(
+    def decision_codes(self, pd: npt.ArrayLike, score: npt.ArrayLike) -> npt.NDArray[np.int8]:
+        """Vectorised :meth:`model_decision`: 0 approve, 1 review, 2 decline per row."""
+        return cutoff_bands(
             pd,
             score,
             basis=self.basis,
             favourable=self.approve_cutoff,
             unfavourable=self.decline_cutoff,
         )
-        return {
-            "favourable": Decision.APPROVE,
-            "middle": Decision.REVIEW,
-            "unfavourable": Decision.DECLINE,
-        }[band]
+
+    def band_indices(self, score: npt.ArrayLike) -> npt.NDArray[np.intp]:
+        """Vectorised :meth:`band_for`: each row's index into ``limit_bands``, -1 below all."""
+        mins = np.array([band.min_score for band in self.limit_bands], dtype=np.float64)
+        return np.asarray(np.searchsorted(mins, score, side="right") - 1, dtype=np.intp)
+
+    def model_decision(self, pd: float, score: float) -> Decision:
+        """The decision from the cut-offs alone."""
+        return _DECISION_ORDER[int(self.decision_codes(pd, score))]
 
     def band_for(self, score: float) -> LimitBand | None:
         """The band with the highest ``min_score <= score``; None below every band."""
-        chosen: LimitBand | None = None
-        for band in self.limit_bands:
-            if score >= band.min_score:
-                chosen = band
-        return chosen
+        index = int(self.band_indices(score))
+        return None if index < 0 else self.limit_bands[index]
 
 
 class ApplicationDecision(BaseModel):
@@ -486,6 +508,16 @@ class BehaviourPolicy(BaseModel):
                 )
         return self
 
+    def risk_band_codes(self, pd: npt.ArrayLike, score: npt.ArrayLike) -> npt.NDArray[np.int8]:
+        """Risk band per row from the cut-offs alone: 0 raise-eligible, 1 keep, 2 cut."""
+        return cutoff_bands(
+            pd,
+            score,
+            basis=self.basis,
+            favourable=self.raise_cutoff,
+            unfavourable=self.cut_cutoff,
+        )
+
 
 class BehaviourDecision(BaseModel):
     """B-card result: the limit action, the new limit, early warnings and the action's reasons."""
@@ -504,6 +536,83 @@ class BehaviourDecision(BaseModel):
 def _floor_step(value: float, step: float) -> float:
     # the epsilon keeps 1200.0 / 100 from flooring to 11 through float error
     return math.floor(value / step + 1e-9) * step
+
+
+class _Triggers(NamedTuple):
+    """An account's early warnings, and those among them that force a freeze or a cut."""
+
+    warnings: list[Finding]
+    freeze: list[Finding]
+    cut: list[Finding]
+
+
+def _prohibited_uses(signals: BehaviourSignals, policy: BehaviourPolicy) -> list[str]:
+    """Kinds of prohibited use the loan money flowed to (above the policy's minimum), sorted."""
+    return sorted(
+        {
+            flow.kind
+            for flow in signals.prohibited_use_flows
+            if flow.kind in policy.prohibited_kinds
+            and (flow.amount is None or flow.amount > policy.prohibited_min_amount)
+        }
+    )
+
+
+def _behaviour_triggers(signals: BehaviourSignals, policy: BehaviourPolicy) -> _Triggers:
+    """Every early warning in a fixed order: lenders, prohibited uses, delays, days past due."""
+    triggers = _Triggers(warnings=[], freeze=[], cut=[])
+    if signals.multi_lender_count >= policy.multi_lender_warn:
+        found = Finding(
+            code=BehaviourCode.MULTI_LENDER,
+            text=f"Borrowing from {signals.multi_lender_count} other lenders",
+        )
+        triggers.warnings.append(found)
+        if signals.multi_lender_count >= policy.multi_lender_cut:
+            triggers.cut.append(found)
+    for kind in _prohibited_uses(signals, policy):
+        found = Finding(
+            code=BehaviourCode.PROHIBITED_USE,
+            text=f"Loan funds flowing to a prohibited use: {kind.replace('_', ' ')}",
+        )
+        triggers.warnings.append(found)
+        (triggers.freeze if policy.prohibited_action == "freeze" else triggers.cut).append(found)
+    if signals.payment_delays >= policy.delay_warn:
+        found = Finding(
+            code=BehaviourCode.PAYMENT_DELAYS,
+            text=f"{signals.payment_delays} late payment(s) in the review window",
+        )
+        triggers.warnings.append(found)
+        if signals.payment_delays >= policy.delay_cut:
+            triggers.cut.append(found)
+    if signals.days_past_due > 0:
+        found = Finding(code=BehaviourCode.PAST_DUE, text=f"{signals.days_past_due} days past due")
+        triggers.warnings.append(found)
+        if signals.days_past_due >= policy.dpd_freeze:
+            triggers.freeze.append(found)
+        elif signals.days_past_due >= policy.dpd_cut:
+            triggers.cut.append(found)
+    return triggers
+
+
+def _favourable_action(
+    current_limit: float, *, warnings: Sequence[Finding], policy: BehaviourPolicy, risk_text: str
+) -> tuple[BehaviourAction, float, list[Finding]]:
+    """Raise a low-risk account's limit unless a warning or the policy maximum prevents it."""
+    proposed = min(
+        _floor_step(current_limit * policy.raise_factor, policy.limit_step), policy.max_limit
+    )
+    if warnings:
+        blocked = Finding(
+            code=BehaviourCode.WARNINGS_BLOCK_RAISE, text="Early warnings block a limit raise"
+        )
+        return BehaviourAction.KEEP, current_limit, [blocked]
+    if proposed <= current_limit:
+        at_max = Finding(
+            code=BehaviourCode.AT_MAX_LIMIT, text="Limit is already at the policy maximum"
+        )
+        return BehaviourAction.KEEP, current_limit, [at_max]
+    good = Finding(code=BehaviourCode.GOOD_SCORE, text=f"Behaviour risk is low ({risk_text})")
+    return BehaviourAction.RAISE, proposed, [good]
 
 
 def decide_behaviour(
@@ -540,56 +649,8 @@ def decide_behaviour(
     _check_pd_score(pd, score)
     if not (math.isfinite(current_limit) and current_limit >= 0):
         raise DecisionError(f"current_limit must be a finite number >= 0; got {current_limit!r}")
-    warnings: list[Finding] = []
-    freeze: list[Finding] = []
-    cut: list[Finding] = []
-
-    if signals.multi_lender_count >= policy.multi_lender_warn:
-        found = Finding(
-            code=BehaviourCode.MULTI_LENDER,
-            text=f"Borrowing from {signals.multi_lender_count} other lenders",
-        )
-        warnings.append(found)
-        if signals.multi_lender_count >= policy.multi_lender_cut:
-            cut.append(found)
-    prohibited = sorted(
-        {
-            flow.kind
-            for flow in signals.prohibited_use_flows
-            if flow.kind in policy.prohibited_kinds
-            and (flow.amount is None or flow.amount > policy.prohibited_min_amount)
-        }
-    )
-    for kind in prohibited:
-        found = Finding(
-            code=BehaviourCode.PROHIBITED_USE,
-            text=f"Loan funds flowing to a prohibited use: {kind.replace('_', ' ')}",
-        )
-        warnings.append(found)
-        (freeze if policy.prohibited_action == "freeze" else cut).append(found)
-    if signals.payment_delays >= policy.delay_warn:
-        found = Finding(
-            code=BehaviourCode.PAYMENT_DELAYS,
-            text=f"{signals.payment_delays} late payment(s) in the review window",
-        )
-        warnings.append(found)
-        if signals.payment_delays >= policy.delay_cut:
-            cut.append(found)
-    if signals.days_past_due > 0:
-        found = Finding(code=BehaviourCode.PAST_DUE, text=f"{signals.days_past_due} days past due")
-        warnings.append(found)
-        if signals.days_past_due >= policy.dpd_freeze:
-            freeze.append(found)
-        elif signals.days_past_due >= policy.dpd_cut:
-            cut.append(found)
-
-    risk = _band(
-        pd,
-        score,
-        basis=policy.basis,
-        favourable=policy.raise_cutoff,
-        unfavourable=policy.cut_cutoff,
-    )
+    warnings, freeze, cut = _behaviour_triggers(signals, policy)
+    risk = _BANDS[int(policy.risk_band_codes(pd, score))]
     risk_text = _risk_text(pd, score, policy.basis)
     if risk == "unfavourable":
         cut.append(
@@ -604,27 +665,9 @@ def decide_behaviour(
         new_limit = _floor_step(current_limit * policy.cut_factor, policy.limit_step)
         reasons = cut
     elif risk == "favourable":
-        proposed = min(
-            _floor_step(current_limit * policy.raise_factor, policy.limit_step), policy.max_limit
+        action, new_limit, reasons = _favourable_action(
+            current_limit, warnings=warnings, policy=policy, risk_text=risk_text
         )
-        good = Finding(code=BehaviourCode.GOOD_SCORE, text=f"Behaviour risk is low ({risk_text})")
-        if warnings:
-            action, new_limit = BehaviourAction.KEEP, current_limit
-            reasons = [
-                Finding(
-                    code=BehaviourCode.WARNINGS_BLOCK_RAISE,
-                    text="Early warnings block a limit raise",
-                )
-            ]
-        elif proposed <= current_limit:
-            action, new_limit = BehaviourAction.KEEP, current_limit
-            reasons = [
-                Finding(
-                    code=BehaviourCode.AT_MAX_LIMIT, text="Limit is already at the policy maximum"
-                )
-            ]
-        else:
-            action, new_limit, reasons = BehaviourAction.RAISE, proposed, [good]
     else:
         action, new_limit = BehaviourAction.KEEP, current_limit
         reasons = [

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
+from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ConfigError
+from fedrisk.ml.kinds import ModelKind, Optimizer
 
 MIN_SECURE_PARTIES = 3
+
+RunConfigValue = str | int | float | bool
+"""What a Flower run-config value may be (a TOML scalar)."""
 
 
 class FederationConfig(BaseModel):
@@ -27,8 +41,8 @@ class FederationConfig(BaseModel):
 
     run_id: str = Field(default="", alias="run-id")
     rounds: int = Field(default=3, ge=1, le=1000)
-    model: Literal["lr", "mlp"] = "lr"
-    hidden: tuple[int, ...] = (64, 32)
+    model: ModelKind = "lr"
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = (64, 32)
     seed: int = Field(default=0, ge=0)
     plaintext: bool = False
     min_parties: int = Field(default=MIN_SECURE_PARTIES, ge=1, alias="min-parties")
@@ -40,9 +54,9 @@ class FederationConfig(BaseModel):
     learning_rate: float = Field(default=0.0, ge=0.0, alias="learning-rate")
     # Adam restarts at every party each round; under strong label skew its averaged steps are
     # biased, and plain SGD (with the matching learning rate) tracks the centralized model.
-    optimizer: Literal["default", "adam", "sgd"] = "default"
+    optimizer: Optimizer = "default"
     release_party: str = Field(default="party_0", alias="release-party")
-    stage: Literal["application", "behaviour", "collection"] = "application"
+    stage: Stage = "application"
     public_context: str = Field(default="", alias="public-context")
     server_dir: str = Field(default="", alias="server-dir")
     sim_workspace: str = Field(default="", alias="sim-workspace")
@@ -57,6 +71,10 @@ class FederationConfig(BaseModel):
             except ValueError as e:
                 raise ValueError(f"hidden must be comma-separated integers; got {value!r}") from e
         return value
+
+    @field_serializer("hidden")
+    def _hidden_text(self, hidden: tuple[int, ...]) -> str:
+        return ",".join(str(width) for width in hidden)
 
     @model_validator(mode="after")
     def _check_party_floor(self) -> FederationConfig:
@@ -74,13 +92,51 @@ class FederationConfig(BaseModel):
         """Directory where the server keeps progress, results and ciphertext checkpoints."""
         return Path(self.server_dir) if self.server_dir else None
 
+    def to_run_config(self) -> dict[str, RunConfigValue]:
+        """Flower's run config for this run: every key of the FAB's ``[tool.flwr.app.config]``.
+
+        ``parse_run_config`` of the result gives this configuration back.
+        """
+        return self.model_dump(by_alias=True)
+
+
+def run_config_keys() -> list[str]:
+    """Every run-config key, as the FAB and ``--run-config`` spell it."""
+    return [info.alias or name for name, info in FederationConfig.model_fields.items()]
+
 
 def parse_run_config(raw: Mapping[str, object]) -> FederationConfig:
-    """Validate Flower's run config; the error lists every bad key."""
+    """Validate a run config once, on entry: Flower's ``context.run_config``, or settings keyed
+    by run-config keys or field names.
+
+    Raises
+    ------
+    ConfigError
+        Listing every bad setting as ``<key> must be …; got …``.
+    """
     try:
         return FederationConfig.model_validate(dict(raw))
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        problems = [_describe(error) for error in e.errors()]
+        listed = (
+            f" {problems[0]}" if len(problems) == 1 else "".join(f"\n  - {p}" for p in problems)
         )
-        raise ConfigError(f"invalid run config: {problems}") from e
+        raise ConfigError(f"invalid run config:{listed}") from e
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One problem as ``<key> must be …; got …``, named by its run-config key."""
+    name = str(error["loc"][0]) if error["loc"] else "run config"
+    field = FederationConfig.model_fields.get(name)
+    key = (field.alias or name) if field is not None else name
+    got = error.get("input")
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"run-config keys must be among {run_config_keys()}; got {key!r}"
+    if message.startswith("Value error, "):
+        # The model's own validators already say "<key> must be …; got …".
+        return message.removeprefix("Value error, ")
+    expected = message.removeprefix("Input should be ")
+    if expected.startswith("a valid "):
+        expected = expected.split(",")[0]  # "a valid integer, unable to parse …": the first part
+    return f"{key} must be {expected}; got {got!r}"

@@ -1,6 +1,8 @@
-"""Credit-risk metrics (AUC, KS, Gini, Brier, log-loss, PSI), exact and from pooled histograms."""
+"""Credit-risk metrics (AUC, KS, Gini, Brier, log-loss, PSI) and ROC/KS curves, exact and pooled."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -9,15 +11,19 @@ from fedrisk.errors import SchemaError
 
 __all__ = [
     "HISTOGRAM_LOGIT_RANGE",
+    "KsPoints",
+    "RocPoints",
     "auc",
     "auc_from_histograms",
     "brier",
     "gini",
     "histogram_bin_edges",
     "ks",
+    "ks_curve",
     "ks_from_histograms",
     "log_loss",
     "psi",
+    "roc_curve",
     "score_histograms",
 ]
 
@@ -93,15 +99,15 @@ def _as_probabilities(p: npt.ArrayLike, *, name: str = "p") -> FloatArray:
 
 def _tie_grouped_counts(
     labels: npt.NDArray[np.bool_], scores: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Positive and negative counts per distinct score, in ascending score order."""
-    _, inverse = np.unique(scores, return_inverse=True)
-    n_groups = int(inverse.max()) + 1
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Distinct scores (ascending) and the positive and negative counts of each."""
+    distinct, inverse = np.unique(scores, return_inverse=True)
+    n_groups = distinct.shape[0]
     pos = np.bincount(inverse, weights=labels.astype(np.float64), minlength=n_groups).astype(
         np.float64
     )
     total: FloatArray = np.bincount(inverse, minlength=n_groups).astype(np.float64)
-    return pos, total - pos
+    return distinct, pos, total - pos
 
 
 def _auc_from_grouped(pos: FloatArray, neg: FloatArray) -> float:
@@ -138,7 +144,7 @@ def auc(y: npt.ArrayLike, s: npt.ArrayLike) -> float:
         If lengths differ, ``y`` is not 0/1 with both classes present, or ``s`` is not finite.
     """
     labels, scores = _labels_and_scores(y, s, name="s", need_both=True)
-    pos, neg = _tie_grouped_counts(labels, scores)
+    _, pos, neg = _tie_grouped_counts(labels, scores)
     return _auc_from_grouped(pos, neg)
 
 
@@ -153,8 +159,78 @@ def ks(y: npt.ArrayLike, s: npt.ArrayLike) -> float:
         As :func:`auc`.
     """
     labels, scores = _labels_and_scores(y, s, name="s", need_both=True)
-    pos, neg = _tie_grouped_counts(labels, scores)
+    _, pos, neg = _tie_grouped_counts(labels, scores)
     return _ks_from_grouped(pos, neg)
+
+
+class RocPoints(NamedTuple):
+    """An exact ROC curve: one point per distinct score, from (0, 0) to (1, 1)."""
+
+    fpr: FloatArray
+    """Share of goods flagged."""
+    tpr: FloatArray
+    """Share of bads caught."""
+    thresholds: FloatArray
+    """Flag every score at or above this; descending, ``thresholds[0]`` is ``+inf``."""
+
+
+class KsPoints(NamedTuple):
+    """An exact KS chart: cumulative shares among the riskiest accounts, one point per score."""
+
+    population: FloatArray
+    """Share of all accounts flagged (riskiest first)."""
+    cum_bad: FloatArray
+    """Share of all bads among them (the ROC curve's TPR)."""
+    cum_good: FloatArray
+    """Share of all goods among them (the ROC curve's FPR)."""
+    thresholds: FloatArray
+    """As :attr:`RocPoints.thresholds`."""
+
+
+def _descending_cumulative(
+    y: npt.ArrayLike, s: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Bads and goods flagged at each threshold, highest score first, starting from none."""
+    labels, scores = _labels_and_scores(y, s, name="s", need_both=True)
+    distinct, pos, neg = _tie_grouped_counts(labels, scores)
+    # Tied scores share one threshold, so a tie is one step of the curve (no arbitrary order).
+    tp = np.r_[0.0, np.cumsum(pos[::-1])]
+    fp = np.r_[0.0, np.cumsum(neg[::-1])]
+    return tp, fp, np.r_[np.inf, distinct[::-1]]
+
+
+def roc_curve(y: npt.ArrayLike, s: npt.ArrayLike) -> RocPoints:
+    """The exact ROC curve of scores ``s`` (higher = riskier); ties form one step.
+
+    The points are those of ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``; the
+    trapezoidal area under them is :func:`auc`.
+
+    Raises
+    ------
+    SchemaError
+        As :func:`auc`.
+    """
+    tp, fp, thresholds = _descending_cumulative(y, s)
+    return RocPoints(fpr=fp / fp[-1], tpr=tp / tp[-1], thresholds=thresholds)
+
+
+def ks_curve(y: npt.ArrayLike, s: npt.ArrayLike) -> KsPoints:
+    """The exact KS chart of scores ``s`` (higher = riskier); ties form one step.
+
+    ``max(cum_bad - cum_good)`` over the points is :func:`ks`.
+
+    Raises
+    ------
+    SchemaError
+        As :func:`auc`.
+    """
+    tp, fp, thresholds = _descending_cumulative(y, s)
+    return KsPoints(
+        population=(tp + fp) / (tp[-1] + fp[-1]),
+        cum_bad=tp / tp[-1],
+        cum_good=fp / fp[-1],
+        thresholds=thresholds,
+    )
 
 
 def gini(y: npt.ArrayLike, s: npt.ArrayLike) -> float:

@@ -25,6 +25,7 @@ __all__ = [
     "build_model",
     "count_parameters",
     "get_logit_offset",
+    "initial_weights",
     "load_model",
     "load_vector",
     "model_to_vector",
@@ -40,10 +41,11 @@ _FORMAT = "fedrisk.model/1"
 class RiskModel(nn.Module):
     """A stack of dense layers with ReLU between them, returning one logit per row.
 
-    With no hidden layer this is logistic regression. The scalar ``logit_offset`` buffer is
-    added by :func:`fedrisk.ml.training.predict_proba` (not by :meth:`forward`) to undo the prior
-    shift of class-weighted training; it is not persistent, so it stays out of the
-    ``state_dict`` and the weight vector that federated rounds average.
+    With no hidden layer this is logistic regression. The scalar ``logit_offset`` buffer undoes
+    the prior shift of class-weighted training: training sets it, :func:`save_model` keeps it,
+    and scoring (:class:`fedrisk.ml.inference.NumpyScorer`, not :meth:`forward`) adds it. It is
+    not persistent, so it stays out of the ``state_dict`` and the weight vector that federated
+    rounds average.
     """
 
     logit_offset: torch.Tensor
@@ -106,6 +108,11 @@ def build_model(spec: ModelSpec, *, generator: torch.Generator) -> RiskModel:
     return model
 
 
+def initial_weights(spec: ModelSpec, *, generator: torch.Generator) -> npt.NDArray[np.float64]:
+    """The weight vector of a fresh :func:`build_model` (where a federated run starts)."""
+    return model_to_vector(build_model(spec, generator=generator))
+
+
 def _check_model(model: nn.Module) -> RiskModel:
     if not isinstance(model, RiskModel):
         raise ModelError(f"model must be a RiskModel from build_model; got {type(model).__name__}")
@@ -153,7 +160,7 @@ def load_vector(model: nn.Module, vector: npt.ArrayLike) -> None:
 
 
 def get_logit_offset(model: nn.Module) -> float:
-    """The calibration offset added to the model's logits by ``predict_proba``."""
+    """The calibration offset that scoring adds to the model's logits."""
     return float(_check_model(model).logit_offset.item())
 
 

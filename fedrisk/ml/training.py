@@ -1,12 +1,17 @@
 """Training of risk models: one federated round at a party, early-stopped baselines, calibrated PDs.
 
+The two ways to train are :class:`LocalEpochs` (one federated round) and :class:`EarlyStopping`
+(baselines); both are :class:`fedrisk.ml.pipeline.Trainer` objects that a
+:class:`fedrisk.ml.pipeline.RiskPipeline` is given to fit with.
+
 Class imbalance and calibration
 -------------------------------
 Defaults are rare, so training weights the bad class by ``pos_weight`` (``"balanced"``:
 ``(1 - pi) / pi`` for a bad rate ``pi``). Weighting shifts the optimum of the loss by exactly
 ``log(pos_weight)`` on the logit scale, so the calibrated log-odds of default are
 ``logit + logit_offset`` with ``logit_offset = -log(pos_weight)``; for ``"balanced"`` that is
-``logit(pi)``. :func:`predict_proba` and :class:`fedrisk.ml.inference.NumpyScorer` add the offset.
+``logit(pi)``. :class:`fedrisk.ml.inference.NumpyScorer` (behind every
+:class:`fedrisk.ml.pipeline.RiskPipeline`) adds the offset.
 
 In a federated run every party must weight with the same, global ``pos_weight``: compute the
 global bad rate from summed counts (:attr:`fedrisk.ml.features.FeatureStats.positive_rate` of the
@@ -32,28 +37,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import nn
 
 from fedrisk.data.schema import DatasetSchema
-from fedrisk.errors import ConfigError, ModelError, SchemaError
+from fedrisk.data.splits import stratified_split
+from fedrisk.errors import ConfigError, ModelError
 from fedrisk.ml import metrics
-from fedrisk.ml.features import Preprocessor
-from fedrisk.ml.inference import logit_offset_for, pos_weight_for, sigmoid
-from fedrisk.ml.models import ModelSpec, RiskModel, build_model, get_logit_offset, set_logit_offset
+from fedrisk.ml.inference import logit_offset_for, pos_weight_for
+from fedrisk.ml.models import (
+    ModelSpec,
+    RiskModel,
+    build_model,
+    load_vector,
+    model_to_vector,
+    set_logit_offset,
+)
+from fedrisk.ml.pipeline import ModelKind, RiskPipeline, TrainReport, target_values
 
 __all__ = [
     "CentralResult",
+    "EarlyStopping",
+    "LocalEpochs",
     "TrainConfig",
     "TrainReport",
     "configure_torch",
     "default_config",
     "logit_offset_for",
     "pos_weight_for",
-    "predict_proba",
     "train_centralized",
     "train_local",
     "train_with_early_stopping",
 ]
 
 FloatArray = npt.NDArray[np.float64]
-_PREDICT_BATCH = 65536
 
 
 class TrainConfig(BaseModel):
@@ -142,21 +155,8 @@ def configure_torch(*, threads: int = 1, deterministic: bool = True) -> None:
 
 
 @dataclass(frozen=True)
-class TrainReport:
-    """What a training call did."""
-
-    epochs: int
-    train_losses: tuple[float, ...]
-    n_examples: int
-    pos_weight: float
-    logit_offset: float
-    val_losses: tuple[float, ...] = ()
-    best_epoch: int | None = None
-
-
-@dataclass(frozen=True)
 class CentralResult:
-    """A centralised (pooled-data) model and its test metrics."""
+    """A centralised (pooled-data) pipeline and its test metrics."""
 
     auc: float
     ks: float
@@ -165,10 +165,7 @@ class CentralResult:
     log_loss: float
     n_train: int
     n_test: int
-    model: RiskModel
-    spec: ModelSpec
-    preprocessor: Preprocessor
-    report: TrainReport = field(repr=False)
+    pipeline: RiskPipeline = field(repr=False)
 
 
 def _as_tensors(
@@ -312,23 +309,6 @@ def train_local(
     )
 
 
-def _stratified_split(
-    labels: torch.Tensor, fraction: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    train_parts: list[torch.Tensor] = []
-    val_parts: list[torch.Tensor] = []
-    for cls in (0.0, 1.0):
-        members = torch.nonzero(labels == cls).reshape(-1)
-        members = members[torch.randperm(int(members.shape[0]), generator=generator)]
-        n_val = round(fraction * int(members.shape[0]))
-        # Keep at least one row of each present class on both sides when possible.
-        if members.shape[0] >= 2:
-            n_val = min(max(n_val, 1), int(members.shape[0]) - 1)
-        val_parts.append(members[:n_val])
-        train_parts.append(members[n_val:])
-    return torch.sort(torch.cat(train_parts)).values, torch.sort(torch.cat(val_parts)).values
-
-
 def train_with_early_stopping(
     model: nn.Module,
     X: npt.ArrayLike,  # noqa: N803 - the usual name for a design matrix
@@ -340,9 +320,10 @@ def train_with_early_stopping(
 ) -> TrainReport:
     """Train ``model`` in place until the validation loss stops improving (baselines).
 
-    A stratified ``config.validation_fraction`` of the rows (drawn with ``generator``) is held
-    out; training stops after ``config.patience`` epochs without a lower weighted validation
-    loss, or at ``config.max_epochs``, and the best epoch's weights are restored.
+    A stratified ``config.validation_fraction`` of the rows is held out
+    (:func:`fedrisk.data.splits.stratified_split`, seeded from ``generator``); training stops
+    after ``config.patience`` epochs without a lower weighted validation loss, or at
+    ``config.max_epochs``, and the best epoch's weights are restored.
 
     Raises
     ------
@@ -354,7 +335,15 @@ def train_with_early_stopping(
     if features.shape[0] < 2:
         raise ModelError(f"X must have at least 2 rows for a validation split; got {len(labels)}")
     weight = _resolve_pos_weight(labels, config, pos_weight)
-    train_idx, val_idx = _stratified_split(labels, config.validation_fraction, generator)
+    # The split draws from a numpy generator seeded by the caller's torch generator, so one
+    # generator still decides the whole run.
+    split_seed = int(torch.randint(0, 2**62, (), generator=generator))
+    train_rows, val_rows = stratified_split(
+        labels.numpy(),
+        test_fraction=config.validation_fraction,
+        rng=np.random.default_rng(split_seed),
+    )
+    train_idx, val_idx = torch.from_numpy(train_rows), torch.from_numpy(val_rows)
     x_train, y_train = features[train_idx], labels[train_idx]
     x_val, y_val = features[val_idx], labels[val_idx]
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, dtype=torch.float32))
@@ -398,37 +387,73 @@ def train_with_early_stopping(
     )
 
 
-def predict_proba(model: nn.Module, X: npt.ArrayLike) -> FloatArray:  # noqa: N803
-    """Calibrated probability of default per row: ``sigmoid(logit + logit_offset)``.
+def _model_at(spec: ModelSpec, weights: npt.ArrayLike) -> RiskModel:
+    """A model holding ``weights``; builds without drawing from any generator."""
+    model = RiskModel(spec)
+    load_vector(model, weights)
+    return model
 
-    Returns
-    -------
-    numpy.ndarray
-        float64 array of shape ``(n,)``.
+
+@dataclass(frozen=True, eq=False)
+class EarlyStopping:
+    """Trainer of baselines: :func:`train_with_early_stopping`, initialised from ``rng``.
+
+    Each :meth:`train` call draws one torch seed from ``rng``; it seeds the initial weights,
+    the validation split and the shuffling.
     """
-    features, _ = _as_tensors(model, X, None)
-    offset = get_logit_offset(model)
-    model.eval()
-    parts: list[FloatArray] = []
-    with torch.no_grad():
-        for start in range(0, int(features.shape[0]), _PREDICT_BATCH):
-            logits = model(features[start : start + _PREDICT_BATCH])
-            parts.append(logits.to(torch.float64).numpy())
-    z = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
-    z += offset
-    return sigmoid(z, out=z)
+
+    config: TrainConfig
+    rng: np.random.Generator
+    pos_weight: float | None = None
+
+    def train(
+        self,
+        spec: ModelSpec,
+        x: npt.NDArray[np.float32],
+        y: npt.NDArray[np.int64],
+        *,
+        weights: FloatArray | None,
+    ) -> tuple[FloatArray, TrainReport]:
+        """Train from ``weights`` (fresh when None) until validation loss stops improving."""
+        generator = torch.Generator().manual_seed(int(self.rng.integers(0, 2**63 - 1)))
+        model = (
+            build_model(spec, generator=generator) if weights is None else _model_at(spec, weights)
+        )
+        report = train_with_early_stopping(
+            model, x, y, config=self.config, generator=generator, pos_weight=self.pos_weight
+        )
+        return model_to_vector(model), report
 
 
-def _targets(frame: pd.DataFrame, schema: DatasetSchema, *, source: str) -> npt.NDArray[np.int64]:
-    target = schema.target_column
-    if target is None:
-        raise SchemaError(f"schema {schema.name} must have a target column to train; got None")
-    if target not in frame.columns:
-        raise SchemaError(f"{source} must have target column {target}; it is missing")
-    values = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=np.float64)
-    if not np.isin(values, (0.0, 1.0)).all():
-        raise SchemaError(f"{source} target {target} must be 0/1 with no missing values")
-    return values.astype(np.int64)
+@dataclass(frozen=True, eq=False)
+class LocalEpochs:
+    """Trainer of one federated round: :func:`train_local` for ``config.local_epochs`` epochs.
+
+    ``generator`` shuffles the rows (and initialises the model when no weights are given);
+    federated parties pass the global ``pos_weight`` (see the module notes).
+    """
+
+    config: TrainConfig
+    generator: torch.Generator
+    pos_weight: float | None = None
+
+    def train(
+        self,
+        spec: ModelSpec,
+        x: npt.NDArray[np.float32],
+        y: npt.NDArray[np.int64],
+        *,
+        weights: FloatArray | None,
+    ) -> tuple[FloatArray, TrainReport]:
+        """Train ``config.local_epochs`` epochs from ``weights`` (fresh when None)."""
+        if weights is None:
+            model = build_model(spec, generator=self.generator)
+        else:
+            model = _model_at(spec, weights)
+        report = train_local(
+            model, x, y, config=self.config, generator=self.generator, pos_weight=self.pos_weight
+        )
+        return model_to_vector(model), report
 
 
 def train_centralized(
@@ -436,14 +461,14 @@ def train_centralized(
     test_frame: pd.DataFrame,
     schema: DatasetSchema,
     *,
-    model_kind: Literal["lr", "mlp"],
+    model_kind: ModelKind,
     config: TrainConfig | None = None,
     rng: np.random.Generator,
     hidden: tuple[int, ...] = (64, 32),
     binning: Literal["none", "quantile"] = "none",
     bin_features: Sequence[str] | None = None,
 ) -> CentralResult:
-    """Fit preprocessing and a model on pooled data, then score the test frame.
+    """Fit a :class:`~fedrisk.ml.pipeline.RiskPipeline` on pooled data, then score the test frame.
 
     Parameters
     ----------
@@ -468,26 +493,25 @@ def train_centralized(
         If the schema has no target or a frame lacks columns or has non-0/1 targets.
     """
     cfg = default_config(model_kind) if config is None else config
-    y_train = _targets(train_frame, schema, source="train_frame")
-    y_test = _targets(test_frame, schema, source="test_frame")
-    preprocessor = Preprocessor(schema, binning=binning, bin_features=bin_features).fit(train_frame)
-    x_train = preprocessor.transform(train_frame)
-    x_test = preprocessor.transform(test_frame)
-    generator = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-    spec = ModelSpec(kind=model_kind, n_features=preprocessor.n_features_out, hidden=hidden)
-    model = build_model(spec, generator=generator)
-    report = train_with_early_stopping(model, x_train, y_train, config=cfg, generator=generator)
-    p_test = predict_proba(model, x_test)
+    # Both checked before training, so a bad test frame fails at once, not after the fit.
+    target_values(train_frame, schema, source="train_frame")
+    y_test = target_values(test_frame, schema, source="test_frame")
+    pipeline = RiskPipeline(
+        schema,
+        model_kind=model_kind,
+        hidden=hidden,
+        binning=binning,
+        bin_features=bin_features,
+        trainer=EarlyStopping(cfg, rng=rng),
+    ).fit(train_frame)
+    p_test = pipeline.predict_proba(test_frame)
     return CentralResult(
         auc=metrics.auc(y_test, p_test),
         ks=metrics.ks(y_test, p_test),
         gini=metrics.gini(y_test, p_test),
         brier=metrics.brier(y_test, p_test),
         log_loss=metrics.log_loss(y_test, p_test),
-        n_train=int(y_train.shape[0]),
+        n_train=len(train_frame),
         n_test=int(y_test.shape[0]),
-        model=model,
-        spec=spec,
-        preprocessor=preprocessor,
-        report=report,
+        pipeline=pipeline,
     )

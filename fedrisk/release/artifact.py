@@ -8,6 +8,10 @@ Layout of one artifact in a registry directory::
 
 The signature covers the exact bytes of ``artifact.json`` (prefixed with a domain tag), so a change
 of one byte anywhere in the file fails verification.
+
+:func:`artifact_from_pipeline` packs a fitted :class:`fedrisk.ml.pipeline.RiskPipeline` and
+:func:`pipeline_from_artifact` unpacks it: the one way from a released model to its scorer.
+Every refusal raises an :class:`fedrisk.errors.ArtifactError` whose ``reason`` says why.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
@@ -29,9 +33,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedrisk.data.schema import DatasetSchema
 from fedrisk.decisions.scorecard import ScorecardScaling
-from fedrisk.errors import ArtifactError, IdentityError, SignatureError
+from fedrisk.errors import (
+    ArtifactError,
+    ArtifactRefusal,
+    FedRiskError,
+    IdentityError,
+    SignatureError,
+)
 from fedrisk.files import staged_directory
+from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.inference import ModelSpec, count_parameters
+from fedrisk.ml.pipeline import RiskPipeline
 from fedrisk.release.identity import key_id, load_verify_key
 
 ARTIFACT_FILE: Final = "artifact.json"
@@ -108,7 +120,7 @@ class ModelArtifact(_SchemaField):
     ``schema`` (inherited field) is the ``DatasetSchema`` the model was trained on.
 
     ``logit_offset`` is added to the model's logit when scoring: it undoes the prior shift of
-    class-weighted training (``NumpyScorer(..., logit_offset=...)``).
+    class-weighted training (``RiskPipeline.logit_offset_``).
 
     Notes
     -----
@@ -182,6 +194,77 @@ class ModelArtifact(_SchemaField):
     def dataset_schema(self) -> DatasetSchema:
         """The same as ``schema``, under a name that does not shadow ``BaseModel.schema``."""
         return self.schema
+
+
+def artifact_from_pipeline(
+    pipeline: RiskPipeline,
+    *,
+    model_id: str,
+    stage: Literal["application", "behaviour", "collection"] | None,
+    lineage: Lineage,
+    scorecard: ScorecardScaling | None = None,
+    metrics: Sequence[RoundMetrics] = (),
+    he_params: Mapping[str, object] | None = None,
+) -> ModelArtifact:
+    """Pack a fitted pipeline as an artifact (inverse of :func:`pipeline_from_artifact`).
+
+    The baseline kept for reason codes is the preprocessor's typical applicant.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        If a field is invalid (e.g. ``model_id`` unsafe as a directory name).
+    """
+    preprocessor = pipeline.preprocessor_
+    return ModelArtifact(
+        model_id=model_id,
+        stage=stage,
+        model_spec=pipeline.spec_,
+        weights=pipeline.weights_.tolist(),
+        preprocessing=preprocessor.to_dict(),
+        schema=preprocessor.schema,
+        baseline=preprocessor.reference_row(),
+        scorecard=ScorecardScaling() if scorecard is None else scorecard,
+        logit_offset=pipeline.logit_offset_,
+        metrics=list(metrics),
+        he_params=None if he_params is None else dict(he_params),
+        lineage=lineage,
+    )
+
+
+def pipeline_from_artifact(artifact: ModelArtifact) -> RiskPipeline:
+    """The fitted pipeline of a released model: its preprocessing, weights and offset.
+
+    Every consumer of an artifact scores through this (the scoring service, the simulations,
+    the studies), so a model is scored the same way wherever it is used.
+
+    Raises
+    ------
+    ArtifactError
+        With reason ``incompatible``: the preprocessing is not a valid state, was fitted for
+        another schema, or does not produce ``model_spec.n_features`` columns.
+    """
+    try:
+        preprocessor = Preprocessor.from_dict(artifact.preprocessing)
+    except FedRiskError as e:
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: preprocessing must be a valid preprocessor state; {e}"
+        ) from e
+    schema = artifact.dataset_schema
+    if preprocessor.schema.fingerprint() != schema.fingerprint():
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: preprocessing schema must equal the artifact schema "
+            f"{schema.name}; got {preprocessor.schema.name}"
+        )
+    try:
+        return RiskPipeline.from_fitted(
+            preprocessor,
+            artifact.model_spec,
+            artifact.weights,
+            logit_offset=artifact.logit_offset,
+        )
+    except FedRiskError as e:
+        raise ArtifactError(f"artifact {artifact.model_id}: cannot build its scorer; {e}") from e
 
 
 def canonical_json_bytes(artifact: ModelArtifact) -> bytes:
@@ -279,7 +362,9 @@ def _read_signature(sig_path: Path) -> tuple[str, bytes]:
     try:
         doc = json.loads(sig_path.read_bytes())
     except FileNotFoundError as e:
-        raise SignatureError(f"artifact is unsigned: {sig_path} is missing") from e
+        raise SignatureError(
+            f"artifact is unsigned: {sig_path} is missing", reason=ArtifactRefusal.UNSIGNED
+        ) from e
     except (OSError, ValueError) as e:
         raise SignatureError(f"signature file {sig_path} must be JSON; got unreadable data") from e
     if not isinstance(doc, dict):
@@ -323,13 +408,17 @@ def read_artifact(path: Path, *, trusted_keys: Mapping[str, Ed25519PublicKey]) -
     try:
         content = json_path.read_bytes()
     except OSError as e:
-        raise ArtifactError(f"artifact file {json_path} cannot be read: {e.strerror or e}") from e
+        raise ArtifactError(
+            f"artifact file {json_path} cannot be read: {e.strerror or e}",
+            reason=ArtifactRefusal.UNREADABLE,
+        ) from e
     signer, signature = _read_signature(sig_path)
     by_id = {key_id(pub): (name, pub) for name, pub in trusted_keys.items()}
     if signer not in by_id:
         raise SignatureError(
             f"artifact {json_path} must be signed by a trusted key; got signer {signer} "
-            f"(trusted: {sorted(by_id) or 'none'})"
+            f"(trusted: {sorted(by_id) or 'none'})",
+            reason=ArtifactRefusal.UNTRUSTED,
         )
     try:
         by_id[signer][1].verify(signature, SIGNING_DOMAIN + content)

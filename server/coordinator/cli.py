@@ -1,20 +1,25 @@
-"""Coordinator commands: ``fedrisk provision`` and ``fedrisk server start|stop|status|...``.
+"""Coordinator commands: ``fedrisk provision``, ``fedrisk run`` and ``fedrisk server ...``.
 
-Mount with ``server.coordinator.cli.register(app)`` on the top-level typer app.
+The ``fedrisk`` dispatcher (:mod:`simulations.cli`) mounts ``provision``, ``run`` and
+``server_app``; ``register`` mounts them on another typer app. Options are checked (paths exist,
+ports in range, model kind and stage from their closed sets) before a run is prepared or a
+process started.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
+from fedrisk.decisions.stages import STAGES, Stage
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.processes import wait_in_foreground
+from fedrisk.federation.run_config import MIN_SECURE_PARTIES
+from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
 from secure_agg.errors import SecureAggError
 from server.coordinator.provisioning import (
     DEFAULT_HOSTS,
@@ -37,8 +42,17 @@ server_app = typer.Typer(
     no_args_is_help=True,
 )
 
+POSITIVE_SECONDS = click.FloatRange(min=0.0, min_open=True)
+
 WorkspaceOption = Annotated[
-    Path, typer.Option("--workspace", "-w", help="The coordinator's provisioned workspace.")
+    Path,
+    typer.Option(
+        "--workspace",
+        "-w",
+        exists=True,
+        file_okay=False,
+        help="The coordinator's provisioned workspace.",
+    ),
 ]
 
 
@@ -48,7 +62,12 @@ def _fail(error: Exception) -> typer.Exit:
 
 
 def provision(
-    workspace: WorkspaceOption,
+    workspace: Annotated[
+        Path,
+        typer.Option(
+            "--workspace", "-w", file_okay=False, help="The coordinator's workspace to create."
+        ),
+    ],
     parties: Annotated[
         str, typer.Option("--parties", help="Comma-separated party names, e.g. bank_a,bank_b.")
     ],
@@ -72,10 +91,15 @@ def provision(
     ] = None,
     schema: Annotated[
         Path | None,
-        typer.Option("--schema", help="Dataset schema TOML to ship in every bundle."),
+        typer.Option(
+            "--schema",
+            exists=True,
+            dir_okay=False,
+            help="Dataset schema TOML to ship in every bundle.",
+        ),
     ] = None,
     validity_days: Annotated[
-        int, typer.Option("--validity-days", help="SuperLink certificate lifetime.")
+        int, typer.Option("--validity-days", min=1, help="SuperLink certificate lifetime.")
     ] = 365,
 ) -> None:
     """Create the federation CA, the SuperLink TLS identity, the manifest and party bundles."""
@@ -111,7 +135,8 @@ def start(
     workspace: WorkspaceOption,
     host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
     port: Annotated[
-        int | None, typer.Option("--port", help="HTTPS port (Fleet+Control+Runtime APIs).")
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="HTTPS port (Fleet+Control+Runtime APIs)."),
     ] = None,
     insecure: Annotated[
         bool,
@@ -121,7 +146,12 @@ def start(
         bool, typer.Option("--detach", help="Leave the SuperLink running and return.")
     ] = False,
     ready_timeout: Annotated[
-        float, typer.Option("--ready-timeout", help="Seconds to wait for the SuperLink.")
+        float,
+        typer.Option(
+            "--ready-timeout",
+            click_type=POSITIVE_SECONDS,
+            help="Seconds to wait for the SuperLink.",
+        ),
     ] = DEFAULT_READY_TIMEOUT,
 ) -> None:
     """Start flower-superlink with TLS and node auth, and register every party's auth key."""
@@ -203,10 +233,22 @@ def status(workspace: WorkspaceOption) -> None:
 def install_public(
     workspace: WorkspaceOption,
     context: Annotated[
-        Path, typer.Option("--context", help="coordinator/ckks.public.ctx from the lead.")
+        Path,
+        typer.Option(
+            "--context",
+            exists=True,
+            dir_okay=False,
+            help="coordinator/ckks.public.ctx from the lead.",
+        ),
     ],
     signature: Annotated[
-        Path | None, typer.Option("--signature", help="Its .sig.json (default: beside it).")
+        Path | None,
+        typer.Option(
+            "--signature",
+            exists=True,
+            dir_okay=False,
+            help="Its .sig.json (default: beside it).",
+        ),
     ] = None,
 ) -> None:
     """Install the lead's signed CKKS public context; refuses anything holding a secret key."""
@@ -219,23 +261,34 @@ def install_public(
 
 def run(
     workspace: WorkspaceOption,
-    rounds: Annotated[int, typer.Option("--rounds", help="Federated rounds.")] = 3,
-    model: Annotated[str, typer.Option("--model", help="lr or mlp.")] = "lr",
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 3,
+    model: Annotated[
+        ModelKind,
+        typer.Option("--model", click_type=click.Choice(MODEL_KINDS), help="Model kind."),
+    ] = "lr",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the last unfinished run from its checkpoint.")
     ] = False,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the initial model and shuffles.")
+        int, typer.Option("--seed", min=0, help="Seed of the initial model and shuffles.")
     ] = 0,
     release_party: Annotated[
         str | None, typer.Option("--release-party", help="Party that releases (default: lead).")
     ] = None,
     stage: Annotated[
-        str, typer.Option("--stage", help="application, behaviour or collection.")
+        Stage,
+        typer.Option("--stage", click_type=click.Choice(STAGES), help="Lifecycle stage."),
     ] = "application",
-    min_parties: Annotated[int, typer.Option("--min-parties", help="Quorum per round.")] = 3,
+    min_parties: Annotated[
+        int, typer.Option("--min-parties", min=MIN_SECURE_PARTIES, help="Quorum per round.")
+    ] = MIN_SECURE_PARTIES,
     round_timeout: Annotated[
-        float, typer.Option("--round-timeout", help="Seconds to wait for parties per phase.")
+        float,
+        typer.Option(
+            "--round-timeout",
+            click_type=POSITIVE_SECONDS,
+            help="Seconds to wait for parties per phase.",
+        ),
     ] = 300.0,
 ) -> None:
     """Submit the encrypted federated run and follow it live; non-zero exit if it fails."""
@@ -300,15 +353,7 @@ def run(
 
 
 def register(cli: typer.Typer) -> None:
-    """Mount ``provision``, ``run`` and the ``server`` group on the top-level ``fedrisk`` app."""
+    """Mount ``provision``, ``run`` and the ``server`` group on another typer app (the tests')."""
     cli.command("provision")(provision)
     cli.command("run")(run)
     cli.add_typer(server_app, name="server")
-
-
-def main() -> None:
-    """Stand-alone entry point (the lead mounts these commands into ``fedrisk``)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    cli = typer.Typer(no_args_is_help=True)
-    register(cli)
-    cli()

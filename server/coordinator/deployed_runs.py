@@ -20,7 +20,8 @@ from typing import Any
 
 from fedrisk.errors import ConfigError
 from fedrisk.federation.roster import load_manifest
-from fedrisk.federation.run_config import FederationConfig
+from fedrisk.federation.run_config import FederationConfig, RunConfigValue, parse_run_config
+from fedrisk.files import write_atomic
 from server.coordinator.progress import read_events
 from server.coordinator.provisioning import WorkspaceLayout
 from server.coordinator.runs import RunOutcome, run_status, submit_run, wait_for_run
@@ -39,10 +40,15 @@ FLOWER_RUNS_FILE = "flower-runs.txt"
 
 @dataclass(frozen=True)
 class DeployedRun:
-    """Where a deployed run's server-side files live."""
+    """Where a deployed run's server-side files live, and the settings it runs with."""
 
     run_dir: Path
-    run_config: dict[str, object]
+    config: FederationConfig
+
+    @property
+    def run_config(self) -> dict[str, RunConfigValue]:
+        """What ``flwr run --run-config`` submits."""
+        return self.config.to_run_config()
 
     @property
     def progress(self) -> Path:
@@ -97,24 +103,26 @@ def prepare_run(
         raise ConfigError(f"release party must be one of {manifest.party_names}; got {party!r}")
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     run_dir = _runs_dir(workspace) / run_id
-    config: dict[str, object] = {
-        "run-id": run_id,
-        "rounds": rounds,
-        "model": model,
-        "seed": seed,
-        "min-parties": min_parties,
-        "release-party": party,
-        "stage": stage,
-        "local-epochs": local_epochs,
-        "round-timeout": round_timeout,
-        "public-context": str(layout.public_context.resolve()),
-        "server-dir": str(run_dir.resolve()),
-        "plaintext": plaintext,
-    }
-    FederationConfig.model_validate(config)  # fail here, not inside the SuperLink
+    # Validated here, not inside the SuperLink.
+    config = parse_run_config(
+        {
+            "run_id": run_id,
+            "rounds": rounds,
+            "model": model,
+            "seed": seed,
+            "min_parties": min_parties,
+            "release_party": party,
+            "stage": stage,
+            "local_epochs": local_epochs,
+            "round_timeout": round_timeout,
+            "public_context": str(layout.public_context.resolve()),
+            "server_dir": str(run_dir.resolve()),
+            "plaintext": plaintext,
+        }
+    )
     run_dir.mkdir(parents=True)
-    (run_dir / RUN_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return DeployedRun(run_dir=run_dir, run_config=config)
+    write_atomic(run_dir / RUN_FILE, json.dumps(config.to_run_config(), indent=2))
+    return DeployedRun(run_dir=run_dir, config=config)
 
 
 def resumable_run(workspace: Path) -> DeployedRun:
@@ -127,9 +135,8 @@ def resumable_run(workspace: Path) -> DeployedRun:
     if not unfinished:
         raise ConfigError(f"--resume needs an unfinished run under {_runs_dir(workspace)}; none")
     run_dir = unfinished[-1]
-    config = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    config["resume"] = True
-    return DeployedRun(run_dir=run_dir, run_config=config)
+    config = parse_run_config(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
+    return DeployedRun(run_dir=run_dir, config=config.model_copy(update={"resume": True}))
 
 
 def execute_run(
@@ -152,7 +159,7 @@ def execute_run(
             "`fedrisk server start --workspace ...`"
         )
     flwr_home = WorkspaceLayout(workspace).flwr_home
-    if run.run_config.get("resume"):
+    if run.config.resume:
         stop_earlier_attempts(workspace, run)
     earlier_events = len(read_events(run.progress))
     run_id = submit_run(connection=CONNECTION_NAME, flwr_home=flwr_home, run_config=run.run_config)

@@ -347,6 +347,153 @@ def _make_party(
     )
 
 
+@dataclass(frozen=True)
+class _Request:
+    """A checked provisioning request: who the parties are and where their files go."""
+
+    layout: WorkspaceLayout
+    parties: list[str]
+    lead: str
+    hosts: tuple[str, ...]
+    bundles_root: Path
+    validity_days: int
+
+
+def _check_request(
+    workspace: Path,
+    *,
+    parties: Sequence[str],
+    hosts: Sequence[str],
+    lead: str | None,
+    bundles_dir: Path | None,
+    validity_days: int,
+) -> _Request:
+    """Validate every argument before anything is read or written."""
+    layout = WorkspaceLayout(Path(workspace).resolve())
+    names = [check_party_name(p.strip()) for p in parties if p.strip()]
+    if not names:
+        raise ConfigError(f"parties must name at least one party; got {list(parties)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parties must be unique; got {names}")
+    lead_name = check_party_name(lead) if lead else names[0]
+    if lead_name not in names:
+        raise ConfigError(f"lead must be one of the parties {names}; got {lead_name!r}")
+    all_hosts = _check_hosts(hosts)
+    if validity_days < 1:
+        raise ConfigError(f"validity_days must be >= 1; got {validity_days}")
+    bundles_root = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir(layout.root)
+    if bundles_root == layout.root or layout.root in bundles_root.parents:
+        raise ConfigError(
+            "bundles directory must be outside the workspace (it holds party secrets the "
+            f"coordinator must not keep); got {bundles_root}"
+        )
+    return _Request(layout, names, lead_name, all_hosts, bundles_root, validity_days)
+
+
+def _existing_provision(request: _Request) -> ProvisionResult | None:
+    """The result of an identical earlier run; refuse a workspace or bundles dir in the way."""
+    layout = request.layout
+    if layout.manifest.exists():
+        manifest = load_manifest(layout.manifest)
+        if _same_request(manifest, request.parties, request.hosts, request.lead):
+            return ProvisionResult(layout, manifest, {}, created=False)
+        raise ConfigError(
+            f"workspace {layout.root} is already provisioned for parties {manifest.party_names} "
+            f"(lead {manifest.lead}, hosts {list(manifest.superlink_hosts)}); refusing to replace "
+            f"its keys with parties {request.parties} (lead {request.lead}, hosts "
+            f"{list(request.hosts)}). Use a new workspace."
+        )
+    if not _is_empty_dir(layout.root):
+        raise ConfigError(
+            f"workspace must be a new or empty directory; got {layout.root} with files but no "
+            "manifest.json (an interrupted provisioning?): remove it and run again"
+        )
+    if not _is_empty_dir(request.bundles_root):
+        raise ConfigError(f"bundles directory must be new or empty; got {request.bundles_root}")
+    return None
+
+
+def _read_schema(schema_file: Path | None) -> bytes | None:
+    """The schema file's bytes, refused if invalid before anything is written."""
+    if schema_file is None:
+        return None
+    load_schema(Path(schema_file))
+    return Path(schema_file).read_bytes()
+
+
+def _write_coordinator_identity(
+    request: _Request, *, schema_bytes: bytes | None
+) -> x509.Certificate:
+    """Create the CA and the SuperLink's TLS identity in the workspace; returns the CA cert."""
+    layout = request.layout
+    ca_key, ca_cert = create_ca(layout.root.name)
+    server_key, server_cert = issue_server_certificate(
+        ca_key, ca_cert, hosts=request.hosts, validity_days=request.validity_days
+    )
+    layout.root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
+    _write_new(layout.ca_certificate, _pem_cert(ca_cert), private=False)
+    _write_new(layout.ca_key, _pem_private(ca_key), private=True)
+    _write_new(layout.superlink_certificate, _pem_cert(server_cert), private=False)
+    _write_new(layout.superlink_key, _pem_private(server_key), private=True)
+    if schema_bytes is not None:
+        _write_new(layout.schema, schema_bytes, private=False)
+    return ca_cert
+
+
+def _write_bundles(
+    request: _Request, *, ca_pem: bytes, schema_bytes: bytes | None, created_at: str
+) -> tuple[list[PartyRecord], dict[str, Path]]:
+    """One bundle per party, and its SuperNode auth key registered in the workspace."""
+    request.bundles_root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
+    records: list[PartyRecord] = []
+    bundles: dict[str, Path] = {}
+    for name in request.parties:
+        bundle = BundleLayout(request.bundles_root / name)
+        info = BundleInfo(
+            party=name,
+            federation=request.layout.root.name,
+            lead=request.lead,
+            superlink_hosts=request.hosts,
+            created_at=created_at,
+        )
+        record = _make_party(name, bundle, info=info, ca_pem=ca_pem, schema_bytes=schema_bytes)
+        _write_new(
+            request.layout.auth_public_key(name),
+            (record.auth_public_key + "\n").encode(),
+            private=False,
+        )
+        records.append(record)
+        bundles[name] = bundle.root
+    return records, bundles
+
+
+def _write_manifests(
+    request: _Request,
+    *,
+    ca_cert: x509.Certificate,
+    records: list[PartyRecord],
+    bundles: dict[str, Path],
+    created_at: str,
+) -> FederationManifest:
+    """Write the public manifest into every bundle, then into the workspace (last of all)."""
+    manifest = FederationManifest(
+        federation=request.layout.root.name,
+        created_at=created_at,
+        lead=request.lead,
+        ca_certificate_sha256=hashlib.sha256(
+            ca_cert.public_bytes(serialization.Encoding.DER)
+        ).hexdigest(),
+        superlink_hosts=request.hosts,
+        parties=tuple(records),
+    )
+    manifest_bytes = manifest.to_json().encode()
+    for name in request.parties:
+        _write_new(BundleLayout(bundles[name]).manifest, manifest_bytes, private=False)
+    # Its presence marks a finished run: an interrupted one leaves none (see provision_workspace).
+    _write_new(request.layout.manifest, manifest_bytes, private=False)
+    return manifest
+
+
 def provision_workspace(
     workspace: Path,
     *,
@@ -398,97 +545,27 @@ def provision_workspace(
     handed over. The manifest is written last, so an interrupted run leaves no manifest and a
     re-run refuses instead of mixing old and new keys.
     """
-    layout = WorkspaceLayout(Path(workspace).resolve())
-    names = [check_party_name(p.strip()) for p in parties if p.strip()]
-    if not names:
-        raise ConfigError(f"parties must name at least one party; got {list(parties)}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"parties must be unique; got {names}")
-    lead_name = check_party_name(lead) if lead else names[0]
-    if lead_name not in names:
-        raise ConfigError(f"lead must be one of the parties {names}; got {lead_name!r}")
-    all_hosts = _check_hosts(hosts)
-    if validity_days < 1:
-        raise ConfigError(f"validity_days must be >= 1; got {validity_days}")
-    bundles_root = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir(layout.root)
-    if bundles_root == layout.root or layout.root in bundles_root.parents:
-        raise ConfigError(
-            "bundles directory must be outside the workspace (it holds party secrets the "
-            f"coordinator must not keep); got {bundles_root}"
-        )
-
-    if layout.manifest.exists():
-        manifest = load_manifest(layout.manifest)
-        if _same_request(manifest, names, all_hosts, lead_name):
-            return ProvisionResult(layout, manifest, {}, created=False)
-        raise ConfigError(
-            f"workspace {layout.root} is already provisioned for parties {manifest.party_names} "
-            f"(lead {manifest.lead}, hosts {list(manifest.superlink_hosts)}); refusing to replace "
-            f"its keys with parties {names} (lead {lead_name}, hosts {list(all_hosts)}). "
-            "Use a new workspace."
-        )
-    if not _is_empty_dir(layout.root):
-        raise ConfigError(
-            f"workspace must be a new or empty directory; got {layout.root} with files but no "
-            "manifest.json (an interrupted provisioning?): remove it and run again"
-        )
-    if not _is_empty_dir(bundles_root):
-        raise ConfigError(f"bundles directory must be new or empty; got {bundles_root}")
-
-    schema_bytes: bytes | None = None
-    if schema_file is not None:
-        load_schema(Path(schema_file))  # refuse an invalid schema before writing anything
-        schema_bytes = Path(schema_file).read_bytes()
-
-    federation = layout.root.name
-    ca_key, ca_cert = create_ca(federation)
-    server_key, server_cert = issue_server_certificate(
-        ca_key, ca_cert, hosts=all_hosts, validity_days=validity_days
+    request = _check_request(
+        workspace,
+        parties=parties,
+        hosts=hosts,
+        lead=lead,
+        bundles_dir=bundles_dir,
+        validity_days=validity_days,
     )
-    ca_pem = _pem_cert(ca_cert)
-    layout.root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
-    _write_new(layout.ca_certificate, ca_pem, private=False)
-    _write_new(layout.ca_key, _pem_private(ca_key), private=True)
-    _write_new(layout.superlink_certificate, _pem_cert(server_cert), private=False)
-    _write_new(layout.superlink_key, _pem_private(server_key), private=True)
-    if schema_bytes is not None:
-        _write_new(layout.schema, schema_bytes, private=False)
-
+    existing = _existing_provision(request)
+    if existing is not None:
+        return existing
+    schema_bytes = _read_schema(schema_file)
+    ca_cert = _write_coordinator_identity(request, schema_bytes=schema_bytes)
     created_at = _now().isoformat(timespec="seconds")
-    bundles_root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
-    records: list[PartyRecord] = []
-    bundles: dict[str, Path] = {}
-    for name in names:
-        bundle = BundleLayout(bundles_root / name)
-        info = BundleInfo(
-            party=name,
-            federation=federation,
-            lead=lead_name,
-            superlink_hosts=all_hosts,
-            created_at=created_at,
-        )
-        record = _make_party(name, bundle, info=info, ca_pem=ca_pem, schema_bytes=schema_bytes)
-        _write_new(
-            layout.auth_public_key(name), (record.auth_public_key + "\n").encode(), private=False
-        )
-        records.append(record)
-        bundles[name] = bundle.root
-
-    manifest = FederationManifest(
-        federation=federation,
-        created_at=created_at,
-        lead=lead_name,
-        ca_certificate_sha256=hashlib.sha256(
-            ca_cert.public_bytes(serialization.Encoding.DER)
-        ).hexdigest(),
-        superlink_hosts=all_hosts,
-        parties=tuple(records),
+    records, bundles = _write_bundles(
+        request, ca_pem=_pem_cert(ca_cert), schema_bytes=schema_bytes, created_at=created_at
     )
-    manifest_bytes = manifest.to_json().encode()
-    for name in names:
-        _write_new(BundleLayout(bundles[name]).manifest, manifest_bytes, private=False)
-    _write_new(layout.manifest, manifest_bytes, private=False)
-    return ProvisionResult(layout, manifest, bundles, created=True)
+    manifest = _write_manifests(
+        request, ca_cert=ca_cert, records=records, bundles=bundles, created_at=created_at
+    )
+    return ProvisionResult(request.layout, manifest, bundles, created=True)
 
 
 def install_public_context(

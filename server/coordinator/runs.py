@@ -1,7 +1,8 @@
 """Submitting a federated run to a SuperLink with ``flwr run`` and following its real status.
 
 ``flwr run`` exits 0 even when the run fails, so the outcome is read from ``flwr ls --run-id``
-and from the ServerApp's own progress log; a failed run raises ``RunFailedError``.
+and from the ServerApp's own progress log; a failed run raises ``RunFailedError`` saying why, in
+the words of the code that failed (see :func:`failure_reason`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ FLOWER_APP_DIR = Path(__file__).resolve().parent / "flower_app"
 
 class RunFailedError(RuntimeError):
     """The federated run ended in a state other than ``finished:completed``."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """The SuperLink's view of a run, as ``flwr ls --run-id`` reports it."""
+
+    status: str
+    """``pending``, ``starting``, ``running`` or ``finished:<completed|failed|stopped>``;
+    ``unknown`` when the SuperLink could not be asked."""
+    details: str = ""
+    """Flower's status details: for a failed run, the exception that ended the ServerApp (or
+    the simulation runtime), e.g. ``ServerApp failed with exception: ...``."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +93,8 @@ def submit_run(
     return str(answer["run-id"])
 
 
-def run_status(*, connection: str, flwr_home: Path, run_id: str) -> str:
-    """The SuperLink's status string for a run, e.g. ``running`` or ``finished:failed``."""
+def run_state(*, connection: str, flwr_home: Path, run_id: str) -> RunState:
+    """The SuperLink's status of a run and, once it failed, Flower's details of why."""
     proc = subprocess.run(
         [console_script("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
         env=flower_environment(flwr_home),
@@ -91,10 +104,48 @@ def run_status(*, connection: str, flwr_home: Path, run_id: str) -> str:
         check=False,
     )
     try:
-        answer = json.loads(proc.stdout[proc.stdout.index("{") :])
-        return str(answer["runs"][0]["status"])
-    except (ValueError, KeyError, IndexError, json.JSONDecodeError):
-        return "unknown"
+        run = json.loads(proc.stdout[proc.stdout.index("{") :])["runs"][0]
+        return RunState(status=str(run["status"]), details=str(run.get("status-details") or ""))
+    except (ValueError, KeyError, IndexError, TypeError, json.JSONDecodeError):
+        return RunState(status="unknown")
+
+
+def run_status(*, connection: str, flwr_home: Path, run_id: str) -> str:
+    """The SuperLink's status string for a run, e.g. ``running`` or ``finished:failed``."""
+    return run_state(connection=connection, flwr_home=flwr_home, run_id=run_id).status
+
+
+PARTY_PROBLEM_EVENTS = frozenset({"refused", "party-error"})
+
+
+def failure_reason(events: list[dict[str, Any]], details: str) -> str:
+    """Why a run failed, in the words of the code that failed.
+
+    Parameters
+    ----------
+    events
+        The run's progress events. A ``failed`` event carries the exception the ServerApp caught;
+        ``refused`` and ``party-error`` events carry the parties' own messages (a ClientApp that
+        refused its data or raised).
+    details
+        Flower's status details of the run (:attr:`RunState.details`). They name the exception
+        of a ServerApp that failed before it could log one, e.g. on a bad run config.
+
+    Notes
+    -----
+    A party's message is added to the server's verdict unless the verdict already quotes it: the
+    server may only say that too few parties answered, the party's message says what went wrong
+    there. Each distinct party message appears once.
+    """
+    failures = [str(e.get("reason")) for e in events if e.get("event") == "failed"]
+    reason = failures[-1] if failures else details.strip()
+    party_problems = dict.fromkeys(
+        f"{e.get('event')}: {e.get('reason')}"
+        for e in events
+        if e.get("event") in PARTY_PROBLEM_EVENTS and str(e.get("reason")) not in reason
+    )
+    reason = "; ".join(part for part in (reason, *party_problems) if part)
+    return reason or "neither the ServerApp nor Flower recorded a reason"
 
 
 TERMINAL_EVENTS = frozenset({"finished", "failed"})
@@ -129,7 +180,7 @@ def wait_for_run(
     """
     started = time.monotonic()
     seen = skip_events
-    status = "unknown"
+    state = RunState(status="unknown")
     asked, gap = started, 1.0
     while True:
         events = read_events(progress_path)
@@ -141,11 +192,13 @@ def wait_for_run(
         now = time.monotonic()
         if ended or now - asked >= gap:
             asked, gap = now, min(2.0 * gap, status_every)
-            status = run_status(connection=connection, flwr_home=flwr_home, run_id=run_id)
-            if status.startswith("finished"):
+            state = run_state(connection=connection, flwr_home=flwr_home, run_id=run_id)
+            if state.status.startswith("finished"):
                 break
         if now - started > timeout:
-            raise RunFailedError(f"run {run_id} did not finish within {timeout:.0f}s ({status})")
+            raise RunFailedError(
+                f"run {run_id} did not finish within {timeout:.0f}s ({state.status})"
+            )
         time.sleep(poll)
     events = read_events(progress_path)
     for event in events[seen:]:
@@ -153,10 +206,9 @@ def wait_for_run(
             on_event(event)
     events = events[skip_events:]
     outcome = RunOutcome(
-        run_id=run_id, status=status, seconds=time.monotonic() - started, events=events
+        run_id=run_id, status=state.status, seconds=time.monotonic() - started, events=events
     )
-    failures = [e for e in events if e.get("event") == "failed"]
-    if status != "finished:completed" or failures:
-        reason = failures[-1]["reason"] if failures else "see the SuperLink log"
-        raise RunFailedError(f"run {run_id} ended as {status}: {reason}")
+    if state.status != "finished:completed" or any(e.get("event") == "failed" for e in events):
+        reason = failure_reason(events, state.details)
+        raise RunFailedError(f"run {run_id} ended as {state.status}: {reason}")
     return outcome

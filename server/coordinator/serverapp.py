@@ -55,21 +55,19 @@ def main(grid: Grid, context: Context) -> None:
         strategy = EncryptedFedAvg(
             config=config, summer=summer, progress=progress, checkpoints=checkpoints
         )
-        result = strategy.start(grid=grid, num_rounds=config.rounds)
+        result = strategy.start(grid, num_rounds=config.rounds, timeout=config.round_timeout)
     except Exception as e:
         progress.emit("failed", reason=f"{type(e).__name__}: {e}")
         raise
     if server_dir is not None:
-        history = strategy.history
+        history = list(result.history)
         summary = {
             "run_id": config.run_id,
             "rounds": config.rounds,
             "he": not config.plaintext,
             "history": history,
             "final": {"auc": history[-1]["auc"], "ks": history[-1]["ks"]} if history else None,
-            "evaluate_metrics": {
-                str(k): dict(v) for k, v in result.evaluate_metrics_clientapp.items()
-            },
+            "evaluate_metrics": {str(k): dict(v) for k, v in result.metrics.items()},
         }
         write_atomic(server_dir / "results.json", json.dumps(summary, indent=2))
     progress.emit("finished")

@@ -10,15 +10,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Engine, Table, insert, select, update
 from sqlalchemy.engine import Connection
 
-from server.scoring.database import audit_head, audit_log, decisions
+from server.scoring.db.engine import write_connection
+from server.scoring.db.tables import audit_head, audit_log, decisions
+
+T = TypeVar("T")
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first record."""
@@ -163,6 +166,19 @@ class AuditChain:
             self.connection.execute(insert(audit_head).values(id=1, seq=self.seq, hash=self.hash))
             self._has_head = True
         self._rows.clear()
+
+
+def audited_transaction(engine: Engine, fn: Callable[[Connection, AuditChain], T]) -> T:
+    """Run ``fn(connection, chain)`` in one write transaction; its audit records commit with it.
+
+    The transaction takes the write lock up front (SQLite ``BEGIN IMMEDIATE``, the locked chain
+    head on PostgreSQL), so it appends after any writer already inside.
+    """
+    with write_connection(engine) as connection, connection.begin():
+        chain = AuditChain.open(connection)
+        result = fn(connection, chain)
+        chain.flush()
+    return result
 
 
 @dataclass(frozen=True)

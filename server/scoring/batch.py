@@ -15,7 +15,7 @@ import io
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from fedrisk.data.schema import FeatureKind, FeatureSpec
 from fedrisk.decisions.lifecycle import ApplicationPolicy, BehaviourPolicy
 from server.scoring.errors import InvalidInputError
 from server.scoring.registry import LoadedModel
@@ -38,7 +39,9 @@ logger = logging.getLogger(__name__)
 
 UploadFormat = Literal["csv", "parquet"]
 
+# Labels of the lifecycle codes (0 favourable, 1 middle, 2 unfavourable), in the API's words.
 _DECISIONS = np.array(["approve", "manual_review", "decline"], dtype=object)
+_RISK_BANDS = np.array(["raise_eligible", "keep", "cut"], dtype=object)
 
 
 @dataclass
@@ -64,45 +67,40 @@ def decide_application_batch(
     npt.NDArray[np.object_],
     npt.NDArray[np.float64],
 ]:
-    """Vectorised A-card cut-offs and limit bands
-    (``fedrisk.decisions.lifecycle.decide_application`` without
-    fraud input): decision, credit limit, price tier and APR per row (NaN/None where none)."""
-    if policy.basis == "pd":
-        code = np.where(
-            pd_ <= policy.approve_cutoff, 0, np.where(pd_ > policy.decline_cutoff, 2, 1)
-        )
-    else:
-        code = np.where(
-            score >= policy.approve_cutoff, 0, np.where(score < policy.decline_cutoff, 2, 1)
-        )
-    mins = np.array([b.min_score for b in policy.limit_bands], dtype=np.float64)
-    band = np.searchsorted(mins, score, side="right") - 1  # highest band with min_score <= score
+    """Vectorised ``fedrisk.decisions.lifecycle.decide_application`` without fraud input.
+
+    Uses the policy's own cut-offs and limit bands (``decision_codes``, ``band_indices``).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Decision, credit limit, price tier and APR per row (NaN/None where none is offered).
+    """
+    code = policy.decision_codes(pd_, score)
+    band = policy.band_indices(score)
     no_band = band < 0
-    code = np.where((code == 0) & no_band, 1, code)  # approve without an offer -> review
+    # As decide_application: an approval without an offer goes to review; a decline gets none.
+    code = np.where((code == 0) & no_band, 1, code)
     offered = (code != 2) & ~no_band
-    idx = np.clip(band, 0, len(mins) - 1)
-    limits = np.array([b.limit for b in policy.limit_bands], dtype=np.float64)[idx]
-    aprs = np.array(
-        [np.nan if b.apr is None else b.apr for b in policy.limit_bands], dtype=np.float64
-    )[idx]
-    tiers = np.array([b.price_tier for b in policy.limit_bands], dtype=object)[idx]
-    limit = np.where(offered, limits, np.nan)
-    apr = np.where(offered, aprs, np.nan)
-    tier = tiers.copy()
+    idx = np.clip(band, 0, len(policy.limit_bands) - 1)
+    bands = policy.limit_bands
+    limits = np.array([b.limit for b in bands], dtype=np.float64)[idx]
+    aprs = np.array([np.nan if b.apr is None else b.apr for b in bands], dtype=np.float64)[idx]
+    tier = np.array([b.price_tier for b in bands], dtype=object)[idx]
     tier[~offered] = None
-    return _DECISIONS[code], limit, tier, apr
+    return (
+        _DECISIONS[code],
+        np.where(offered, limits, np.nan),
+        tier,
+        np.where(offered, aprs, np.nan),
+    )
 
 
 def behaviour_band(
     pd_: npt.NDArray[np.float64], score: npt.NDArray[np.float64], *, policy: BehaviourPolicy
 ) -> npt.NDArray[np.object_]:
     """B-card risk band per row from the policy cut-offs: raise_eligible, keep or cut."""
-    labels = np.array(["raise_eligible", "keep", "cut"], dtype=object)
-    if policy.basis == "pd":
-        code = np.where(pd_ <= policy.raise_cutoff, 0, np.where(pd_ > policy.cut_cutoff, 2, 1))
-    else:
-        code = np.where(score >= policy.raise_cutoff, 0, np.where(score < policy.cut_cutoff, 2, 1))
-    return labels[code]
+    return _RISK_BANDS[policy.risk_band_codes(pd_, score)]
 
 
 def read_header(path: Path, fmt: UploadFormat) -> list[str]:
@@ -254,6 +252,82 @@ def _to_text(column: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.object_]:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
 
 
+@dataclass
+class _CheckedRows:
+    """One batch's feature columns as arrays, and each row's first problem (None if valid)."""
+
+    columns: dict[str, Any]
+    problems: npt.NDArray[np.object_]
+    bad: npt.NDArray[np.bool_]
+
+    def flag(self, mask: npt.NDArray[np.bool_], message: str) -> None:
+        """Record ``message`` for the rows in ``mask``; a row keeps its first problem."""
+        hit = mask & ~self.bad
+        if hit.any():
+            self.problems[hit] = message
+            self.bad[hit] = True
+
+
+def _check_rows(batch: pa.RecordBatch, specs: Sequence[FeatureSpec]) -> _CheckedRows:
+    """Convert every feature column of ``batch`` and flag the rows a value makes invalid."""
+    n = batch.num_rows
+    present = set(batch.schema.names)
+    checked = _CheckedRows(
+        columns={}, problems=np.full(n, None, dtype=object), bad=np.zeros(n, dtype=bool)
+    )
+    for spec in specs:
+        numeric = spec.kind is FeatureKind.NUMERIC
+        if spec.name not in present:
+            checked.columns[spec.name] = (
+                np.full(n, np.nan) if numeric else np.full(n, None, dtype=object)
+            )
+        elif numeric:
+            checked.columns[spec.name] = _check_numeric(batch.column(spec.name), spec, checked)
+        else:
+            checked.columns[spec.name] = _check_category(batch.column(spec.name), spec, checked)
+    return checked
+
+
+def _check_numeric(
+    column: pa.Array | pa.ChunkedArray, spec: FeatureSpec, checked: _CheckedRows
+) -> npt.NDArray[np.float64]:
+    floats, bad = _to_float(column)
+    checked.flag(bad, f"{spec.name} must be a number")
+    if not spec.nullable:
+        checked.flag(np.isnan(floats) & ~bad, f"{spec.name} is required")
+    lo = -np.inf if spec.min is None else spec.min
+    hi = np.inf if spec.max is None else spec.max
+    checked.flag(
+        ~np.isnan(floats) & ((floats < lo) | (floats > hi)),
+        f"{spec.name} must be in [{spec.min}, {spec.max}]",
+    )
+    return floats
+
+
+def _check_category(
+    column: pa.Array | pa.ChunkedArray, spec: FeatureSpec, checked: _CheckedRows
+) -> npt.NDArray[np.object_]:
+    texts = _to_text(column)
+    as_arrow = pa.array(texts, type=pa.string(), from_pandas=True)
+    missing = np.asarray(pc.is_null(as_arrow))
+    if not spec.nullable:
+        checked.flag(missing, f"{spec.name} is required")
+    value_set = pa.array(list(spec.categories or ()), type=pa.string())
+    known = np.asarray(pc.is_in(as_arrow, value_set=value_set))
+    checked.flag(~known & ~missing, f"{spec.name} must be one of the schema's categories")
+    return texts
+
+
+def _reason_columns(reasons: list[list[str]], ok: npt.NDArray[np.bool_]) -> dict[str, Any]:
+    """``reason_1`` .. ``reason_4`` (None where a row has fewer reasons or was not scored)."""
+    out: dict[str, Any] = {}
+    for i in range(4):
+        col = np.full(len(ok), None, dtype=object)
+        col[ok] = [r[i] if i < len(r) else None for r in reasons]
+        out[f"reason_{i + 1}"] = col
+    return out
+
+
 class BatchScorer:
     """Turns record batches into scored CSV chunks for one plan."""
 
@@ -284,99 +358,62 @@ class BatchScorer:
     def score_batch(self, batch: pa.RecordBatch) -> bytes:
         """Validate, score and render one record batch as CSV bytes."""
         n = batch.num_rows
-        present = set(batch.schema.names)
-        frame: dict[str, Any] = {}
-        problems = np.full(n, None, dtype=object)
-        bad_rows = np.zeros(n, dtype=bool)
-
-        def flag(mask: npt.NDArray[np.bool_], message: str) -> None:
-            # first problem of a row wins
-            hit = mask & ~bad_rows
-            if hit.any():
-                problems[hit] = message
-                bad_rows[hit] = True
-
-        for spec in self._specs:
-            if spec.name not in present:
-                values: Any = (
-                    np.full(n, np.nan)
-                    if spec.kind.value == "numeric"
-                    else np.full(n, None, dtype=object)
-                )
-                frame[spec.name] = values
-                continue
-            column = batch.column(spec.name)
-            if spec.kind.value == "numeric":
-                floats, bad = _to_float(column)
-                flag(bad, f"{spec.name} must be a number")
-                missing = np.isnan(floats) & ~bad
-                if not spec.nullable:
-                    flag(missing, f"{spec.name} is required")
-                lo = -np.inf if spec.min is None else spec.min
-                hi = np.inf if spec.max is None else spec.max
-                flag(
-                    ~np.isnan(floats) & ((floats < lo) | (floats > hi)),
-                    f"{spec.name} must be in [{spec.min}, {spec.max}]",
-                )
-                frame[spec.name] = floats
-            else:
-                texts = _to_text(column)
-                missing = np.asarray(
-                    pc.is_null(pa.array(texts, type=pa.string(), from_pandas=True))
-                )
-                if not spec.nullable:
-                    flag(missing, f"{spec.name} is required")
-                value_set = pa.array(list(spec.categories or ()), type=pa.string())
-                known = np.asarray(
-                    pc.is_in(
-                        pa.array(texts, type=pa.string(), from_pandas=True), value_set=value_set
-                    )
-                )
-                flag(~known & ~missing, f"{spec.name} must be one of the schema's categories")
-                frame[spec.name] = texts
-        ok = ~bad_rows
-        rows = np.arange(self.rows + 1, self.rows + n + 1, dtype=np.int64)
+        checked = _check_rows(batch, self._specs)
+        ok = ~checked.bad
+        out: dict[str, Any] = {"row": np.arange(self.rows + 1, self.rows + n + 1, dtype=np.int64)}
         self.rows += n
-        self.errors += int((~ok).sum())
-        out: dict[str, Any] = {"row": rows}
+        self.errors += int(checked.bad.sum())
         if self.plan.id_column:
             out[self.plan.id_column] = _to_text(batch.column(self.plan.id_column))
+        pd_col, score_col, reasons = self._score_rows(checked.columns, ok)
+        out |= {"pd": pd_col, "score": score_col}
+        out |= self._stage_columns(pd_col, score_col, ok)
+        if self.plan.with_reasons:
+            out |= _reason_columns(reasons, ok)
+        out["error"] = checked.problems
+        return self._render(out)
+
+    def _score_rows(
+        self, columns: dict[str, Any], ok: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], list[list[str]]]:
+        """PD, score and reason codes of the valid rows (NaN and no reasons for the others)."""
+        n = len(ok)
         pd_col = np.full(n, np.nan)
         score_col = np.full(n, np.nan)
+        if not ok.any():
+            return pd_col, score_col, []
+        # object dtype keeps pandas from converting the strings to Arrow-backed arrays,
+        # which cost more than the whole model pass
+        good = pd.DataFrame(
+            {k: pd.Series(v[ok], dtype=v.dtype, copy=False) for k, v in columns.items()}
+        )
+        scored = self.plan.model.score_frame(good)
+        pd_col[ok] = scored.pd
+        score_col[ok] = scored.score
         reasons: list[list[str]] = []
-        if ok.any():
-            # object dtype keeps pandas from converting the strings to Arrow-backed arrays,
-            # which cost more than the whole model pass
-            good = pd.DataFrame(
-                {k: pd.Series(v[ok], dtype=v.dtype, copy=False) for k, v in frame.items()}
-            )
-            scored = self.plan.model.score_matrix(self.plan.model.preprocessor.transform(good))
-            pd_col[ok] = scored.pd
-            score_col[ok] = scored.score
-            if self.plan.with_reasons:
-                reasons = [[r.code for r in rr] for rr in self.plan.model.reasons(scored)]
-        out["pd"] = pd_col
-        out["score"] = score_col
+        if self.plan.with_reasons:
+            reasons = [[r.code for r in rr] for rr in self.plan.model.reasons(scored)]
+        return pd_col, score_col, reasons
+
+    def _stage_columns(
+        self,
+        pd_col: npt.NDArray[np.float64],
+        score_col: npt.NDArray[np.float64],
+        ok: npt.NDArray[np.bool_],
+    ) -> dict[str, Any]:
+        """The stage's decision columns (None where a row was not scored)."""
         if self.plan.stage == "application":
             decision, limit, tier, apr = decide_application_batch(
                 pd_col, score_col, policy=self.application
             )
             decision[~ok] = None
             tier[~ok] = None
-            out |= {"decision": decision, "credit_limit": limit, "price_tier": tier, "apr": apr}
-        elif self.plan.stage == "behaviour":
+            return {"decision": decision, "credit_limit": limit, "price_tier": tier, "apr": apr}
+        if self.plan.stage == "behaviour":
             band = behaviour_band(pd_col, score_col, policy=self.behaviour)
             band[~ok] = None
-            out["risk_band"] = band
-        else:
-            out["recovery_probability"] = 1.0 - pd_col
-        if self.plan.with_reasons:
-            for i in range(4):
-                col = np.full(n, None, dtype=object)
-                col[ok] = [r[i] if i < len(r) else None for r in reasons]
-                out[f"reason_{i + 1}"] = col
-        out["error"] = problems
-        return self._render(out)
+            return {"risk_band": band}
+        return {"recovery_probability": 1.0 - pd_col}
 
     def error_rows(self, messages: list[str]) -> bytes:
         """Output rows for input lines that could not be parsed at all."""

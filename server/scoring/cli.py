@@ -8,29 +8,36 @@ The lead mounts these into the ``fedrisk`` CLI::
 
 ``python -m server.scoring`` runs :data:`cli` (the same commands) on its own. The ``models``
 commands change the database directly, in one transaction with their audit record; a running
-service picks the change up within a second.
+service picks the change up within a second. The database, registry and web-server modules are
+imported inside the commands, so ``--help`` and a refused option answer at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
-from pydantic import SecretStr, ValidationError
-from sqlalchemy import Engine
+from pydantic import ValidationError
 
 from fedrisk.errors import FedRiskError
-from server.scoring import store
-from server.scoring.audit import AuditChain, verify_chain
-from server.scoring.database import create_schema, default_db_url, make_engine, write_connection
 from server.scoring.errors import ScoringError
-from server.scoring.registry import ModelRegistry
-from server.scoring.settings import DEFAULT_IDENTIFIER_KEY, STAGES, Settings, Stage
+from server.scoring.settings import (
+    DEFAULT_CHALLENGER_SHARE,
+    ENV_PREFIX,
+    STAGES,
+    Settings,
+    Stage,
+    stage_named,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from server.scoring.store import Assignment
 
 T = TypeVar("T")
 
@@ -58,28 +65,28 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _stage(value: str) -> Stage:
-    for stage in STAGES:
-        if stage == value:
-            return stage
-    raise _fail(f"stage must be one of {list(STAGES)}; got {value!r}")
+    stage = stage_named(value)
+    if stage is None:
+        raise _fail(f"stage must be one of {list(STAGES)}; got {value!r}")
+    return stage
 
 
 def _engine(db: str | None, registry: Path | None) -> Engine:
+    """Engine of the service database, migrated to the latest schema revision."""
+    from server.scoring.db.engine import default_db_url, make_engine
+    from server.scoring.db.migrate import upgrade_database
+
     if db is None:
         if registry is None:
             raise _fail("--db (or --registry for the default SQLite file) is required")
         db = default_db_url(registry)
     engine = make_engine(db)
-    create_schema(engine)
+    try:
+        _run(lambda: upgrade_database(engine))
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
-
-
-def _transaction(engine: Engine, fn: Callable[[Any, AuditChain], T]) -> T:
-    with write_connection(engine) as connection, connection.begin():
-        chain = AuditChain.open(connection)
-        result = fn(connection, chain)
-        chain.flush()
-    return result
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -93,17 +100,19 @@ def _change_stage(
     stage: str,
     db: str | None,
     registry: Path | None,
-    change: Callable[..., store.Assignment],
+    change: Callable[..., Assignment],
     *,
     actor: str,
     note: str,
-) -> store.Assignment:
+) -> Assignment:
     """Apply one stage-level ``store`` change (rollback, stop challenger) in its transaction."""
+    from server.scoring.audit import audited_transaction
+
     chosen = _stage(stage)
     engine = _engine(db, registry)
     try:
         return _run(
-            lambda: _transaction(
+            lambda: audited_transaction(
                 engine, lambda c, ch: change(c, ch, stage=chosen, actor=actor, note=note)
             )
         )
@@ -122,6 +131,18 @@ def _parse_shares(values: list[str]) -> dict[str, float]:
     return shares
 
 
+def _settings(**given: Any) -> Settings:
+    """Settings from the options given on the command line, then ``FEDRISK_*`` variables."""
+    try:
+        return Settings(**{name: value for name, value in given.items() if value is not None})
+    except ValidationError as e:
+        raise _fail(f"invalid settings:\n{e}") from e
+
+
+def _default(field: str) -> str:
+    return f"default {Settings.model_fields[field].default}; env {ENV_PREFIX}{field.upper()}"
+
+
 def serve(
     registry: RegistryOpt,
     db: DbOpt = None,
@@ -136,47 +157,66 @@ def serve(
     reason_table: Annotated[
         Path | None, typer.Option("--reason-table", help="Reason-code table TOML")
     ] = None,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest JSON body (413 above)")] = 64 * 1024,
-    max_upload_bytes: Annotated[int, typer.Option(help="Largest batch upload")] = 2 * 1024**3,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(help=f"Largest JSON body, 413 above ({_default('max_body_bytes')})"),
+    ] = None,
+    max_upload_bytes: Annotated[
+        int | None,
+        typer.Option(help=f"Largest batch upload ({_default('max_upload_bytes')})"),
+    ] = None,
     challenger_share: Annotated[
         list[str],
         typer.Option("--challenger-share", help="Default challenger share, e.g. application=0.2"),
     ] = [],  # noqa: B006 - typer needs a literal default
     graph_ring_size: Annotated[
-        int, typer.Option(help="Linked applications above which the graph flags a ring")
-    ] = 5,
+        int | None,
+        typer.Option(
+            help=f"Linked applications above which the graph flags a ring "
+            f"({_default('graph_ring_size')})"
+        ),
+    ] = None,
     graph_hub_degree: Annotated[
-        int, typer.Option(help="Identifiers shared by more applications are hubs (ignored)")
-    ] = 50,
+        int | None,
+        typer.Option(
+            help=f"Identifiers shared by more applications are hubs, ignored "
+            f"({_default('graph_hub_degree')})"
+        ),
+    ] = None,
+    development: Annotated[
+        bool,
+        typer.Option(
+            "--development",
+            help=f"Allow the published development identifier key when {ENV_PREFIX}"
+            "IDENTIFIER_KEY is unset (local trials and tests; never in production)",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
-    """Run the scoring service (FastAPI on uvicorn; OpenAPI docs at /docs)."""
+    """Run the scoring service (FastAPI on uvicorn; OpenAPI docs at /docs).
+
+    Needs FEDRISK_IDENTIFIER_KEY (the key that hashes applicant identifiers) unless
+    --development; FEDRISK_ADMIN_TOKEN guards the management endpoints. Every setting can also
+    come from a FEDRISK_<NAME> variable; a flag given here wins.
+    """
+    settings = _settings(
+        registry_dir=registry,
+        db_url=db,
+        policy_path=policy,
+        fraud_rules_path=fraud_rules,
+        reason_table_path=reason_table,
+        max_body_bytes=max_body_bytes,
+        max_upload_bytes=max_upload_bytes,
+        challenger_shares=_parse_shares(challenger_share) or None,
+        graph_ring_size=graph_ring_size,
+        graph_hub_degree=graph_hub_degree,
+        development=development or None,
+    )
     import uvicorn
 
     from server.scoring.app import create_app
 
-    try:
-        settings = Settings(
-            registry_dir=registry,
-            db_url=db,
-            policy_path=policy,
-            fraud_rules_path=fraud_rules,
-            reason_table_path=reason_table,
-            max_body_bytes=max_body_bytes,
-            max_upload_bytes=max_upload_bytes,
-            challenger_shares=_parse_shares(challenger_share),
-            graph_ring_size=graph_ring_size,
-            graph_hub_degree=graph_hub_degree,
-            identifier_key=SecretStr(
-                os.environ.get("FEDRISK_IDENTIFIER_KEY", DEFAULT_IDENTIFIER_KEY)
-            ),
-            admin_token=SecretStr(os.environ["FEDRISK_ADMIN_TOKEN"])
-            if os.environ.get("FEDRISK_ADMIN_TOKEN")
-            else None,
-        )
-    except ValidationError as e:
-        raise _fail(f"invalid settings:\n{e}") from e
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -198,6 +238,9 @@ def audit_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Check the audit hash chain; exit 1 naming the first broken record."""
+    from server.scoring.audit import verify_chain
+    from server.scoring.db.engine import make_engine
+
     engine = make_engine(db)
     try:
         with engine.connect() as connection:
@@ -219,6 +262,9 @@ def audit_verify(
 @models_app.command("list")
 def models_list(registry: RegistryOpt, db: DbOpt = None) -> None:
     """Verify every artifact in the registry and show stage, role and refusals."""
+    from server.scoring import store
+    from server.scoring.registry import ModelRegistry
+
     engine = _engine(db, registry)
     try:
         models = ModelRegistry(registry)
@@ -255,6 +301,10 @@ def models_register(
     note: NoteOpt = "",
 ) -> None:
     """Verify a signed artifact, copy it into the registry and register it for its stage."""
+    from server.scoring import store
+    from server.scoring.audit import audited_transaction
+    from server.scoring.registry import ModelRegistry
+
     engine = _engine(db, registry)
     try:
         models = ModelRegistry(registry)
@@ -266,7 +316,7 @@ def models_register(
         if declared is not None and chosen != declared:
             raise _fail(f"--stage must match the artifact's stage {declared}; got {chosen}")
         a = _run(
-            lambda: _transaction(
+            lambda: audited_transaction(
                 engine,
                 lambda c, ch: store.register_model(
                     c,
@@ -302,13 +352,17 @@ def models_promote(
     )
     if share is not None and not 0.0 < share < 1.0:
         raise _fail(f"--share must be in (0, 1); got {share}")
+    from server.scoring import store
+    from server.scoring.audit import audited_transaction
+    from server.scoring.registry import ModelRegistry
+
     engine = _engine(db, registry)
     try:
         models = ModelRegistry(registry)
         _run(lambda: models.verify(registry / model_id))
-        shares = {s: Settings(registry_dir=registry).share_for(s) for s in STAGES}
+        shares = dict.fromkeys(STAGES, DEFAULT_CHALLENGER_SHARE)
         a = _run(
-            lambda: _transaction(
+            lambda: audited_transaction(
                 engine,
                 lambda c, ch: store.promote_model(
                     c,
@@ -339,6 +393,8 @@ def models_rollback(
     note: NoteOpt = "",
 ) -> None:
     """Restore the stage's previous champion."""
+    from server.scoring import store
+
     a = _change_stage(stage, db, registry, store.rollback_stage, actor=actor, note=note)
     typer.echo(f"[{a.stage}] champion={a.champion_id} (rolled back)")
 
@@ -352,6 +408,8 @@ def models_stop_challenger(
     note: NoteOpt = "",
 ) -> None:
     """End the stage's challenger experiment."""
+    from server.scoring import store
+
     a = _change_stage(stage, db, registry, store.clear_challenger, actor=actor, note=note)
     typer.echo(f"[{a.stage}] challenger stopped; champion={a.champion_id}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import Engine
 
 from fedrisk.decisions.fraud_rules import RuleSet
 from fedrisk.decisions.lifecycle import LifecyclePolicy
+from fedrisk.errors import ArtifactRefusal
 from server.scoring import store
 from server.scoring.antifraud import FraudScreen, IdentifierHasher
 from server.scoring.registry import ModelRegistry
@@ -25,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ServiceContext:
-    """Everything the routes need; built in the lifespan, stored on ``app.state.ctx``."""
+    """Everything the routes need; built at start-up, stored on ``app.state.ctx``."""
 
     settings: Settings
     engine: Engine
@@ -49,6 +51,22 @@ class ServiceContext:
 
         return await anyio.to_thread.run_sync(run)
 
+    def refuse_changed_artifacts(
+        self, model_ids: Iterable[str], digests: Mapping[str, str]
+    ) -> None:
+        """Refuse every loaded model of ``model_ids`` whose ``artifact.json`` is no longer the one
+        registered (``digests``: model id -> SHA-256 at registration)."""
+        for model_id in model_ids:
+            model = self.registry.models.get(model_id)
+            if model is None or digests.get(model_id) == model.artifact_sha256:
+                continue
+            self.registry.refuse(
+                model_id,
+                reason=ArtifactRefusal.TAMPERED,
+                message=f"artifact of {model_id} changed since it was registered",
+            )
+            self.metrics.refused_artifacts.labels(ArtifactRefusal.TAMPERED).inc()
+
     def refresh_models(self) -> None:
         """Load newly registered models and the current assignments (blocking; DB + files)."""
         with self.engine.connect() as connection:
@@ -59,10 +77,12 @@ class ServiceContext:
         missing = [m for m in registered if m not in self.registry.models]
         if missing:
             self.registry.load_all(only=missing)
-        for model_id in missing:
-            model = self.registry.models.get(model_id)
-            if model is not None and model.artifact_sha256 != digests.get(model_id):
-                self.registry.models.pop(model_id, None)
-                logger.error("refused model %s: artifact changed since it was registered", model_id)
+        self.refuse_changed_artifacts(missing, digests)
         self.registry.set_assignments(assignments)
         self.assignments_version = version
+
+    async def reload_assignments(self) -> None:
+        """Read the champion/challenger table again after this process changed it."""
+        assignments = await self.read(store.load_assignments)
+        self.registry.set_assignments(assignments)
+        self.assignments_version = await self.read(store.assignments_version)

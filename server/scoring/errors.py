@@ -29,3 +29,8 @@ class InvalidInputError(ScoringError, ValueError):
 
 class UnavailableError(ScoringError, RuntimeError):
     """The service cannot answer now: no champion model for a stage, write queue full (HTTP 503)."""
+
+
+class SchemaVersionError(ScoringError, RuntimeError):
+    """The database cannot be migrated: a revision this code does not know, or tables that are
+    neither a versioned schema nor the complete pre-migration one."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -205,6 +205,23 @@ class CollectionResponse(Strict):
     created_at: str
 
 
+class DecisionOut(Strict):
+    """A stored decision (no request data: only its fingerprint)."""
+
+    decision_id: str
+    created_at: str
+    stage: str
+    fingerprint: str
+    model_id: str
+    role: str
+    score: float | None
+    probability: float | None
+    outcome: str
+    reasons: list[dict[str, Any]]
+    rules_hit: list[str]
+    details: dict[str, Any]
+
+
 # ----------------------------------------------------------------------------- models
 class FeatureOut(Strict):
     """One input feature a model expects."""
@@ -292,6 +309,19 @@ class RollbackRequest(Strict):
 
     actor: Reviewer = "api"
     note: Note = ""
+
+
+class ModelEventOut(Strict):
+    """One registration, promotion or rollback."""
+
+    event_id: int
+    created_at: str
+    stage: str
+    action: str
+    model_id: str | None
+    previous_model_id: str | None
+    actor: str
+    note: str
 
 
 # ----------------------------------------------------------------------------- reviews

@@ -1,9 +1,11 @@
 """Model registry of the scoring service: verified artifacts, scorers, champion and challenger.
 
 Each artifact in ``REGISTRY/<model_id>/`` is verified against the trusted keys in
-``REGISTRY/trusted_keys/*.pub`` and turned into a :class:`LoadedModel` (preprocessor, numpy
-scorer, reason ranker, scaling), built once. Traffic per stage goes to the champion, except a
-stable hash of the subject id sends the configured share to the challenger.
+``REGISTRY/trusted_keys/*.pub`` and turned into a :class:`LoadedModel` (the artifact's
+:class:`fedrisk.ml.pipeline.RiskPipeline`, reason ranker, scaling), built once. A refused
+artifact is remembered with the typed ``reason`` of its :class:`fedrisk.errors.ArtifactError`.
+Traffic per stage goes to the champion, except a stable hash of the subject id sends the
+configured share to the challenger.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
 from fedrisk.decisions.reasons import ReasonCode, ReasonCodeTable, ReasonRanker
 from fedrisk.decisions.scorecard import ScorecardScaling
-from fedrisk.errors import ArtifactError, FedRiskError, SignatureError
+from fedrisk.errors import ArtifactError, ArtifactRefusal, FedRiskError
 from fedrisk.files import staged_directory
-from fedrisk.ml.features import Preprocessor
-from fedrisk.ml.inference import NumpyScorer
+from fedrisk.ml.inference import sigmoid
+from fedrisk.ml.pipeline import RiskPipeline
 from fedrisk.release.artifact import (
     ARTIFACT_FILE,
     MODEL_ID_PATTERN,
@@ -36,6 +39,7 @@ from fedrisk.release.artifact import (
     TRUSTED_KEYS_DIR,
     ModelArtifact,
     load_trusted_keys,
+    pipeline_from_artifact,
     read_artifact,
 )
 from server.scoring.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
@@ -145,8 +149,7 @@ class LoadedModel:
     artifact: ModelArtifact
     artifact_sha256: str
     signer: str
-    preprocessor: Preprocessor
-    scorer: NumpyScorer
+    pipeline: RiskPipeline
     ranker: ReasonRanker
     scaling: ScorecardScaling
     schema: DatasetSchema
@@ -159,17 +162,17 @@ class LoadedModel:
 
     def score_records(self, records: Sequence[Mapping[str, object]]) -> Scored:
         """Preprocess and score plain-mapping rows (the request path, no pandas)."""
-        x = self.preprocessor.transform_records(records)
-        return self._score(x)
+        return self._score(self.pipeline.transform_records(records))
 
-    def score_matrix(self, x: npt.NDArray[np.float32]) -> Scored:
-        """Score already-preprocessed rows."""
-        return self._score(x)
+    def score_frame(self, frame: pd.DataFrame) -> Scored:
+        """Preprocess and score the rows of a frame (the batch path)."""
+        return self._score(self.pipeline.transform(frame))
 
     def _score(self, x: npt.NDArray[np.float32]) -> Scored:
-        logits = self.scorer.logits(x)
-        pd = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid without overflow warnings
-        return Scored(x=x, logits=logits, pd=pd, score=self.scaling.score_from_logit(logits))
+        logits = self.pipeline.scorer_.logits(x)
+        return Scored(
+            x=x, logits=logits, pd=sigmoid(logits), score=self.scaling.score_from_logit(logits)
+        )
 
     def reasons(self, scored: Scored) -> list[list[ReasonCode]]:
         """Up to four reason codes per scored row (occlusion against the artifact's baseline)."""
@@ -181,29 +184,13 @@ class Refusal:
     """An artifact the registry would not load, and why."""
 
     path: str
-    reason: Literal["unsigned", "untrusted", "tampered", "incompatible", "unreadable"]
+    reason: ArtifactRefusal
     message: str
 
 
 def artifact_digest(directory: Path) -> str:
     """SHA-256 hex of ``artifact.json`` (what the DB records for a registered model)."""
     return hashlib.sha256((directory / ARTIFACT_FILE).read_bytes()).hexdigest()
-
-
-def classify_refusal(
-    error: FedRiskError,
-) -> Literal["unsigned", "untrusted", "tampered", "incompatible", "unreadable"]:
-    """Short reason of a refused artifact, for logs, metrics and API errors."""
-    text = str(error)
-    if isinstance(error, SignatureError):
-        if "unsigned" in text:
-            return "unsigned"
-        if "trusted key" in text:
-            return "untrusted"
-        return "tampered"
-    if "cannot be read" in text:
-        return "unreadable"
-    return "incompatible"
 
 
 def build_model(
@@ -214,53 +201,37 @@ def build_model(
 ) -> LoadedModel:
     """Verify one artifact directory and build its scoring objects.
 
+    The pipeline comes from :func:`fedrisk.release.artifact.pipeline_from_artifact`, the one
+    artifact -> scorer path.
+
     Raises
     ------
     SignatureError
-        Unsigned, untrusted signer, or tampered content.
+        Unsigned, untrusted signer, or tampered content (``reason`` says which).
     ArtifactError
-        Unreadable or schema-incompatible artifact (preprocessing that does not fit the model,
-        a baseline missing features, an unknown format).
+        Unreadable (``reason`` unreadable) or incompatible artifact: preprocessing that does not
+        fit the model, a baseline missing features, an unknown format.
     """
     artifact = read_artifact(directory, trusted_keys=trusted_keys)
     signer = json.loads((directory / SIGNATURE_FILE).read_bytes()).get("key_id", "")
     schema = artifact.dataset_schema
+    pipeline = pipeline_from_artifact(artifact)
     try:
-        preprocessor = Preprocessor.from_dict(artifact.preprocessing)
-    except FedRiskError as e:
-        raise ArtifactError(
-            f"artifact {artifact.model_id}: preprocessing is not usable: {e}"
-        ) from e
-    if preprocessor.schema.fingerprint() != schema.fingerprint():
-        raise ArtifactError(
-            f"artifact {artifact.model_id}: preprocessing schema must equal the artifact schema "
-            f"{schema.name}; got {preprocessor.schema.name}"
-        )
-    if preprocessor.n_features_out != artifact.model_spec.n_features:
-        raise ArtifactError(
-            f"artifact {artifact.model_id}: model_spec.n_features must equal the preprocessor's "
-            f"{preprocessor.n_features_out} output columns; got {artifact.model_spec.n_features}"
-        )
-    offset = artifact.logit_offset
-    try:
-        scorer = NumpyScorer(artifact.model_spec, np.asarray(artifact.weights), logit_offset=offset)
-        table = reason_table or ReasonCodeTable.from_schema(schema)
         ranker = ReasonRanker(
-            scorer.logits,
-            preprocessor,
+            pipeline.scorer_.logits,
+            pipeline.preprocessor_,
             artifact.baseline,
-            table=table,
+            table=reason_table or ReasonCodeTable.from_schema(schema),
             scaling=artifact.scorecard,
             features=schema.feature_names,
         )
     except FedRiskError as e:
-        raise ArtifactError(f"artifact {artifact.model_id}: cannot build its scorer: {e}") from e
+        raise ArtifactError(f"artifact {artifact.model_id}: cannot rank its reasons: {e}") from e
     return LoadedModel(
         artifact=artifact,
         artifact_sha256=artifact_digest(directory),
         signer=str(signer),
-        preprocessor=preprocessor,
-        scorer=scorer,
+        pipeline=pipeline,
         ranker=ranker,
         scaling=artifact.scorecard,
         schema=schema,
@@ -328,8 +299,8 @@ class ModelRegistry:
         """Load one registry directory; a refused artifact is logged and remembered, not raised."""
         try:
             model = self.verify(directory)
-        except FedRiskError as e:
-            refusal = Refusal(path=str(directory), reason=classify_refusal(e), message=str(e))
+        except ArtifactError as e:
+            refusal = Refusal(path=str(directory), reason=e.reason, message=str(e))
             self.refused[directory.name] = refusal
             logger.error("refused model artifact %s (%s): %s", directory, refusal.reason, e)
             return None
@@ -412,6 +383,14 @@ class ModelRegistry:
         """Make a verified model available for routing."""
         self.models[model.model_id] = model
         self.refused.pop(model.model_id, None)
+
+    def refuse(self, model_id: str, *, reason: ArtifactRefusal, message: str) -> Refusal:
+        """Unload a model (when loaded) and remember why it is refused."""
+        self.models.pop(model_id, None)
+        refusal = Refusal(path=str(self.registry_dir / model_id), reason=reason, message=message)
+        self.refused[model_id] = refusal
+        logger.error("refused model artifact %s (%s): %s", model_id, reason, message)
+        return refusal
 
     # -- routing ------------------------------------------------------------------------------
     def set_assignments(self, assignments: Mapping[Stage, Assignment]) -> None:

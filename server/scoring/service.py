@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from fedrisk.decisions.lifecycle import (
+    ApplicationDecision,
     BehaviourSignals,
     CollectionSignals,
     Decision,
@@ -28,7 +29,7 @@ from fedrisk.decisions.lifecycle import (
     decide_collection,
 )
 from fedrisk.decisions.reasons import ReasonCode
-from server.scoring.antifraud import FraudScreen, IdentifierHasher
+from server.scoring.antifraud import FraudScreen, IdentifierHasher, Screening
 from server.scoring.audit import canonical_json
 from server.scoring.errors import UnavailableError
 from server.scoring.payloads import (
@@ -172,6 +173,68 @@ class _Started:
         return ModelRef(model_id=self.model.model_id, stage=self.stage, role=self.role)
 
 
+def _rules_hit(screening: Screening) -> list[str]:
+    """Ids of the fraud rules an application hit, plus ``graph_ring`` when it closes a ring."""
+    return [hit.rule_id for hit in screening.hits] + (
+        ["graph_ring"] if screening.ring.is_ring else []
+    )
+
+
+def _review_item(
+    d: _Started, *, rules_hit: list[str], outcome: str, overrides: Sequence[str]
+) -> dict[str, Any] | None:
+    """The review-queue row of an application: fraud signals first, then a review outcome."""
+    if rules_hit:
+        review = {"kind": "fraud", "reason": "fraud signals: " + ", ".join(rules_hit)}
+    elif outcome == "manual_review":
+        review = {"kind": "manual_review", "reason": "; ".join(overrides) or "score in review band"}
+    else:
+        return None
+    return {
+        **review,
+        "decision_id": d.decision_id,
+        "stage": d.stage,
+        "status": "open",
+        "created_at": d.created_at,
+    }
+
+
+def _application_details(screening: Screening, result: ApplicationDecision) -> dict[str, Any]:
+    """What an A-card decision stores beyond score and outcome."""
+    return {
+        "application_key": screening.application_key,
+        "model_decision": OUTCOME[result.model_decision],
+        "credit_limit": result.credit_limit,
+        "price_tier": result.price_tier,
+        "apr": result.apr,
+        "overrides": list(result.overrides),
+        "component_size": screening.ring.component_size,
+    }
+
+
+def _fraud_out(screening: Screening) -> FraudOut:
+    """API form of an application's fraud screening."""
+    ring = screening.ring
+    return FraudOut(
+        hits=[
+            RuleHitOut(
+                rule_id=h.rule_id,
+                kind=h.kind,
+                severity=h.severity.value,
+                action=h.action.value,
+                message=h.message,
+            )
+            for h in screening.hits
+        ],
+        graph=GraphOut(
+            component_size=ring.component_size,
+            is_ring=ring.is_ring,
+            linked_kinds=list(ring.linked_kinds),
+            ignored_hub_kinds=list(ring.ignored_hub_kinds),
+        ),
+    )
+
+
 class ScoringService:
     """The three lifecycle decision paths.
 
@@ -289,43 +352,21 @@ class ScoringService:
             ring_flag=screening.ring.is_ring,
         )
         outcome = OUTCOME[result.decision]
-        rule_ids = [hit.rule_id for hit in screening.hits]
-        review: dict[str, Any] | None = None
-        if rule_ids or screening.ring.is_ring:
-            why = rule_ids + (["graph_ring"] if screening.ring.is_ring else [])
-            review = {"kind": "fraud", "reason": "fraud signals: " + ", ".join(why)}
-        elif outcome == "manual_review":
-            review = {
-                "kind": "manual_review",
-                "reason": "; ".join(result.overrides) or "score in review band",
-            }
-        if review is not None:
-            review.update(
-                decision_id=d.decision_id, stage=d.stage, status="open", created_at=d.created_at
-            )
-        stored_rules = rule_ids + (["graph_ring"] if screening.ring.is_ring else [])
+        rules_hit = _rules_hit(screening)
+        review = _review_item(d, rules_hit=rules_hit, outcome=outcome, overrides=result.overrides)
         await self._record(
             d,
             score=score,
             pd=pd,
             outcome=outcome,
             reasons=_reasons_stored(result.reasons),
-            rules_hit=stored_rules,
-            details={
-                "application_key": screening.application_key,
-                "model_decision": OUTCOME[result.model_decision],
-                "credit_limit": result.credit_limit,
-                "price_tier": result.price_tier,
-                "apr": result.apr,
-                "overrides": list(result.overrides),
-                "component_size": screening.ring.component_size,
-            },
+            rules_hit=rules_hit,
+            details=_application_details(screening, result),
             links=screening.links,
             review=review,
         )
-        for rule in stored_rules:
+        for rule in rules_hit:
             self.metrics.child(self.metrics.fraud_hits, rule).inc()
-        ring = screening.ring
         return ApplicationResponse(
             decision_id=d.decision_id,
             application_id=request.application_id,
@@ -338,24 +379,7 @@ class ScoringService:
             apr=result.apr,
             reasons=_reasons_out(result.reasons),
             overrides=list(result.overrides),
-            fraud=FraudOut(
-                hits=[
-                    RuleHitOut(
-                        rule_id=h.rule_id,
-                        kind=h.kind,
-                        severity=h.severity.value,
-                        action=h.action.value,
-                        message=h.message,
-                    )
-                    for h in screening.hits
-                ],
-                graph=GraphOut(
-                    component_size=ring.component_size,
-                    is_ring=ring.is_ring,
-                    linked_kinds=list(ring.linked_kinds),
-                    ignored_hub_kinds=list(ring.ignored_hub_kinds),
-                ),
-            ),
+            fraud=_fraud_out(screening),
             queued_for_review=review is not None,
             model=d.ref,
             created_at=d.created_at,

@@ -1,20 +1,41 @@
-"""Configuration of the scoring service: one pydantic model, parsed once at start-up."""
+"""Configuration of the scoring service: one pydantic-settings model, parsed once at start-up.
+
+Every environment variable the service reads is read here, as ``FEDRISK_<FIELD>`` (for example
+``FEDRISK_IDENTIFIER_KEY``, ``FEDRISK_ADMIN_TOKEN``, ``FEDRISK_DB_URL``). Values passed to the
+constructor (the ``serve`` command's flags, or a test) take precedence over the environment.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Stage = Literal["application", "behaviour", "collection"]
 STAGES: tuple[Stage, ...] = ("application", "behaviour", "collection")
 
+ENV_PREFIX = "FEDRISK_"
+"""Prefix of the service's environment variables: field ``identifier_key`` is read from
+``FEDRISK_IDENTIFIER_KEY``."""
+
 DEFAULT_IDENTIFIER_KEY = "fedrisk-development-identifier-key"
-"""Key of the identifier HMAC when none is configured (development only; a warning is logged)."""
+"""Key of the identifier HMAC in development mode when none is configured (a warning is logged)."""
+
+DEFAULT_CHALLENGER_SHARE = 0.1
+"""Traffic share of a challenger promoted without one, unless the settings say otherwise."""
 
 
-class Settings(BaseModel):
+def stage_named(value: object) -> Stage | None:
+    """The lifecycle stage called ``value``, or None when there is no such stage."""
+    for stage in STAGES:
+        if stage == value:
+            return stage
+    return None
+
+
+class Settings(BaseSettings):
     """Scoring-service settings.
 
     Attributes
@@ -27,25 +48,45 @@ class Settings(BaseModel):
         Lifecycle policy TOML (cut-offs, limit and price tables); built-in defaults when unset.
     fraud_rules_path
         Anti-fraud rules (TOML or YAML); built-in defaults when unset.
+    reason_table_path
+        Reason-code table TOML overriding the codes and texts derived from each model's schema.
     max_body_bytes
         Largest JSON request body; bigger ones get 413.
     max_upload_bytes
         Largest batch upload (CSV or Parquet).
     challenger_shares
         Default traffic share of a challenger per stage, used when a promotion names no share.
+    default_challenger_share
+        Share of the stages ``challenger_shares`` does not name.
     identifier_key
         Key of the HMAC that hashes applicant ids and fraud-linking identifiers before storage.
+        Required unless ``development`` is set.
     graph_ring_size
         Connected applications (incl. the new one) from which the relationship graph flags a ring.
     graph_hub_degree
         Identifiers shared by more applications than this are hubs and are ignored for linking.
     write_queue
         Pending decision writes allowed before the service answers 503.
+    batch_chunk_rows
+        Rows read, scored and streamed back per chunk of a batch upload.
     admin_token
         When set, model-management and review endpoints need ``Authorization: Bearer <token>``.
+    development
+        Development or test run: without ``identifier_key`` the built-in development key is used
+        (with a warning). Never set it in production.
+
+    Notes
+    -----
+    The identifier key decides which stored hashes can be linked to a person and which
+    applications the fraud graph connects. A production service that silently fell back to a
+    key published in this source would store hashes anyone can recompute, so outside
+    ``development`` a missing key (or the published development key) is refused when the
+    settings are built, before anything starts.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
+    )
 
     registry_dir: Path
     db_url: str | None = None
@@ -55,13 +96,14 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
     challenger_shares: dict[Stage, float] = Field(default_factory=dict)
-    default_challenger_share: float = Field(default=0.1, gt=0.0, lt=1.0)
-    identifier_key: SecretStr = SecretStr(DEFAULT_IDENTIFIER_KEY)
+    default_challenger_share: float = Field(default=DEFAULT_CHALLENGER_SHARE, gt=0.0, lt=1.0)
+    identifier_key: SecretStr | None = None
     graph_ring_size: int = Field(default=5, ge=2)
     graph_hub_degree: int = Field(default=50, ge=2)
     write_queue: int = Field(default=10_000, ge=1)
     batch_chunk_rows: int = Field(default=65_536, ge=1, le=10_000_000)
     admin_token: SecretStr | None = None
+    development: bool = False
 
     @field_validator("challenger_shares")
     @classmethod
@@ -71,6 +113,38 @@ class Settings(BaseModel):
                 raise ValueError(f"challenger share of {stage} must be in (0, 1); got {share}")
         return value
 
+    @model_validator(mode="after")
+    def _identifier_key_outside_development(self) -> Self:
+        if self.development:
+            return self
+        env = f"{ENV_PREFIX}IDENTIFIER_KEY"
+        if self.identifier_key is None or not self.identifier_key.get_secret_value():
+            raise ValueError(
+                f"identifier_key must be set in production (environment variable {env}); got "
+                f"none. For a local trial or tests set development=True "
+                f"({ENV_PREFIX}DEVELOPMENT=1 or `serve --development`)"
+            )
+        if self.identifier_key.get_secret_value() == DEFAULT_IDENTIFIER_KEY:
+            raise ValueError(
+                f"identifier_key must be a secret of your own in production ({env}); got the "
+                "published development key"
+            )
+        return self
+
+    @property
+    def uses_development_key(self) -> bool:
+        """Whether identifiers are hashed with the published development key (development only)."""
+        return self.identifier_key_bytes() == DEFAULT_IDENTIFIER_KEY.encode()
+
+    def identifier_key_bytes(self) -> bytes:
+        """Key of the identifier HMAC: the configured one, else the development key."""
+        key = self.identifier_key.get_secret_value() if self.identifier_key is not None else ""
+        return (key or DEFAULT_IDENTIFIER_KEY).encode()
+
     def share_for(self, stage: Stage) -> float:
         """Default challenger share of ``stage``."""
         return self.challenger_shares.get(stage, self.default_challenger_share)
+
+    def default_shares(self) -> dict[Stage, float]:
+        """Default challenger share of every stage."""
+        return {stage: self.share_for(stage) for stage in STAGES}

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from server.scoring.audit import AuditChain, utc_now
-from server.scoring.database import (
+from server.scoring.db.tables import (
     batch_jobs,
     decisions,
     fraud_links,
@@ -26,7 +26,7 @@ from server.scoring.database import (
     review_items,
 )
 from server.scoring.errors import ConflictError, NotFoundError
-from server.scoring.settings import STAGES, Stage
+from server.scoring.settings import STAGES, Stage, stage_named
 
 ReviewStatus = Literal["open", "claimed", "resolved"]
 ReviewKind = Literal["manual_review", "fraud", "human_review_request"]
@@ -92,10 +92,10 @@ def _assignment(stage: Stage, row: Any) -> Assignment:
 
 
 def _stage(value: str) -> Stage:
-    for stage in STAGES:
-        if stage == value:
-            return stage
-    raise NotFoundError(f"stage must be one of {list(STAGES)}; got {value!r}")
+    stage = stage_named(value)
+    if stage is None:
+        raise NotFoundError(f"stage must be one of {list(STAGES)}; got {value!r}")
+    return stage
 
 
 def _save_assignment(connection: Connection, new: Assignment, *, exists: bool) -> None:
@@ -689,14 +689,14 @@ def iter_fraud_links(connection: Connection, *, batch: int = 10_000) -> Sequence
 
 
 # ------------------------------------------------------------------- fraud lists, batch jobs
-def list_sizes(connection: Connection) -> dict[str, int]:
-    """Entries per fraud list."""
-    rows = connection.execute(
-        select(fraud_list_entries.c.list_name, func.count()).group_by(
-            fraud_list_entries.c.list_name
-        )
-    )
-    return {row[0]: int(row[1]) for row in rows}
+def fraud_lists(connection: Connection) -> dict[str, list[str]]:
+    """Every value of every fraud list, by list name."""
+    lists: dict[str, list[str]] = {}
+    for row in connection.execute(
+        select(fraud_list_entries.c.list_name, fraud_list_entries.c.value)
+    ):
+        lists.setdefault(row.list_name, []).append(row.value)
+    return lists
 
 
 def list_values(connection: Connection, name: str) -> list[str]:

@@ -28,14 +28,15 @@ from typing import Any, Literal
 from sqlalchemy import JSON, Engine, Table, insert
 from sqlalchemy.engine import Connection
 
-from server.scoring.audit import COMPACT, DECISION_FIELDS, GENESIS_HASH, AuditChain
-from server.scoring.database import (
-    audit_log,
-    decisions,
-    fraud_links,
-    review_items,
-    write_connection,
+from server.scoring.audit import (
+    COMPACT,
+    DECISION_FIELDS,
+    GENESIS_HASH,
+    AuditChain,
+    audited_transaction,
 )
+from server.scoring.db.engine import write_connection
+from server.scoring.db.tables import audit_log, decisions, fraud_links, review_items
 
 logger = logging.getLogger(__name__)
 
@@ -358,11 +359,7 @@ class GroupCommitWriter:
         if self._closed:
             raise WriterClosedError("the decision writer is stopped")
         if self.mode == "inline":
-            with write_connection(self._engine) as connection, connection.begin():
-                chain = AuditChain.open(connection)
-                result = fn(connection, chain)
-                chain.flush()
-            return result
+            return audited_transaction(self._engine, fn)
         pending = _Pending(fn, None, None, done=threading.Event())
         self._enqueue(pending)
         assert pending.done is not None

@@ -1,43 +1,18 @@
-"""Fixtures for the deployment tests: a provisioned federation, its schema and party data."""
+"""Fixtures for the deployment tests: a provisioned federation and its schema file.
+
+The federation's party names, schema and data writer live in ``tests.support.federation``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec, write_schema
+from fedrisk.data.schema import write_schema
 from server.coordinator.provisioning import ProvisionResult, provision_workspace
+from tests.support.federation import PARTIES, SCHEMA
 from tests.support.processes import process_registry  # noqa: F401  (fixture)
-
-PARTIES = ("bank_a", "bank_b", "telco_c")
-
-SCHEMA = DatasetSchema(
-    name="tiny",
-    id_column="id",
-    target_column="bad",
-    features=(
-        FeatureSpec(name="income", kind=FeatureKind.NUMERIC, min=0.0, max=1e6),
-        FeatureSpec(name="region", kind=FeatureKind.CATEGORICAL, categories=("north", "south")),
-    ),
-)
-
-
-def write_party_data(path: Path, *, rows: int, seed: int) -> Path:
-    """A small CSV that satisfies ``SCHEMA``."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "id": [f"c{seed}_{i}" for i in range(rows)],
-            "bad": rng.integers(0, 2, size=rows),
-            "income": rng.uniform(0, 1e5, size=rows).round(2),
-            "region": rng.choice(["north", "south"], size=rows),
-        }
-    )
-    frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from server.coordinator.superlink import (
     register_supernodes,
     start_superlink,
 )
-from tests.integration.deployment.conftest import SCHEMA, write_party_data
+from tests.support.federation import SCHEMA, write_party_data
 from tests.support.processes import ProcessRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

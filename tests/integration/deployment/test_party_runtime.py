@@ -18,7 +18,7 @@ from fedrisk.errors import IdentityError, SchemaError
 from secure_agg.ceremony import run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.provisioning import ProvisionResult
-from tests.integration.deployment.conftest import write_party_data
+from tests.support.federation import write_party_data
 
 
 @pytest.fixture

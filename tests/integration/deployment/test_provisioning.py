@@ -26,7 +26,7 @@ from server.coordinator.provisioning import (
     provision_workspace,
     workspace_private_key_files,
 )
-from tests.integration.deployment.conftest import PARTIES
+from tests.support.federation import PARTIES
 
 PRIVATE_MARKER = b"PRIVATE KEY-----"
 

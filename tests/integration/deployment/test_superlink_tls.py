@@ -39,7 +39,7 @@ from server.coordinator.superlink import (
     start_superlink,
     superlink_command,
 )
-from tests.integration.deployment.conftest import PARTIES, SCHEMA, write_party_data
+from tests.support.federation import PARTIES, SCHEMA, write_party_data
 from tests.support.processes import ProcessRegistry, read_log, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,13 +13,13 @@ import pytest
 
 from server.scoring.audit import canonical_json
 from server.scoring.payloads import ApplicationRequest
-from tests.integration.scoring.conftest import (
+from tests.support.artifacts import TrainedModel, build_registry
+from tests.support.scoring import (
     ScoringServer,
     application,
     sample_features,
     server_at,
 )
-from tests.support.artifacts import TrainedModel, build_registry
 
 DECISION = "/v1/applications/decision"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.integration.scoring.conftest import REPO, application, server_at
 from tests.support.artifacts import TrainedModel, build_registry
+from tests.support.scoring import REPO, application, server_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

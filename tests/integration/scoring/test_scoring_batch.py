@@ -11,14 +11,26 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fedrisk.decisions.lifecycle import decide_application, load_policy
+from fedrisk.decisions.lifecycle import (
+    ApplicationPolicy,
+    BehaviourAction,
+    BehaviourPolicy,
+    BehaviourSignals,
+    LimitBand,
+    decide_application,
+    decide_behaviour,
+    load_policy,
+)
 from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.ml.inference import NumpyScorer
-from server.scoring.batch import decide_application_batch
+from server.scoring.batch import behaviour_band, decide_application_batch
+from server.scoring.registry import ModelRegistry
 from server.scoring.service import OUTCOME
-from tests.integration.scoring.conftest import ScoringServer, server_at
 from tests.support.artifacts import TrainedModel, build_registry
+from tests.support.scoring import ScoringServer, server_at
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +120,17 @@ def test_parquet_and_multipart_uploads_with_reasons(
     assert multipart.status_code == 200, multipart.text
     collection = read_csv(multipart.content)
     np.testing.assert_allclose(collection["recovery_probability"] + collection["pd"], 1.0)
-    assert collection["reason_1"].str.startswith("RC-").all()
+    # every row carries exactly the ranker's reasons (a row better than the baseline on every
+    # feature has none), and every reason is a code
+    registry = ModelRegistry(shared_server.registry)
+    registry.load_all(only=["ccard-v1"])
+    model = registry.models["ccard-v1"]
+    expected = [[r.code for r in rr] for rr in model.reasons(model.score_frame(data))]
+    for i in range(4):
+        got = [None if pd.isna(v) else v for v in collection[f"reason_{i + 1}"]]
+        assert got == [codes[i] if i < len(codes) else None for codes in expected]
+    assert all(code.startswith("RC-") for codes in expected for code in codes)
+    assert sum(1 for codes in expected if codes) > 0.9 * len(expected)
 
 
 def test_bad_rows_get_an_error_and_the_rest_is_scored(
@@ -245,3 +267,109 @@ def test_vectorised_application_policy_matches_the_per_applicant_decision() -> N
         assert decisions[i] == OUTCOME[one.decision], (p, s)
         assert (one.credit_limit is None and np.isnan(limits[i])) or limits[i] == one.credit_limit
         assert tiers[i] == one.price_tier
+
+
+# ------------------------------------------------------------ vectorised == per-applicant
+
+PD = st.floats(0.0, 1.0)
+SCORE = st.floats(300.0, 900.0)
+
+
+@st.composite
+def cutoff_pair(draw: st.DrawFn, basis: str) -> tuple[float, float]:
+    """(favourable, unfavourable) cut-offs valid for ``basis``."""
+    if basis == "pd":
+        low, high = sorted(draw(st.lists(st.floats(0.001, 0.999), min_size=2, max_size=2)))
+        return (low, high) if low < high else (low, min(high + 0.0005, 0.9995))
+    low, high = sorted(draw(st.lists(st.floats(400.0, 800.0), min_size=2, max_size=2)))
+    return (high, low) if low < high else (high + 1.0, low)
+
+
+@st.composite
+def rows_at_cutoffs(
+    draw: st.DrawFn, cutoffs: tuple[float, ...], basis: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random PDs and scores, some exactly at a cut-off (where the rules are easiest to break)."""
+    n = draw(st.integers(1, 60))
+    pds = np.array(draw(st.lists(PD, min_size=n, max_size=n)))
+    scores = np.array(draw(st.lists(SCORE, min_size=n, max_size=n)))
+    edges = np.array([c for c in cutoffs if (basis == "pd") == (0 <= c <= 1)])
+    if edges.size:
+        at = draw(st.lists(st.integers(0, n - 1), max_size=n))
+        picks = draw(st.lists(st.integers(0, edges.size - 1), min_size=len(at), max_size=len(at)))
+        target = pds if basis == "pd" else scores
+        target[at] = edges[picks]
+    return pds, scores
+
+
+@st.composite
+def application_case(
+    draw: st.DrawFn,
+) -> tuple[ApplicationPolicy, np.ndarray, np.ndarray]:
+    basis = draw(st.sampled_from(["pd", "score"]))
+    approve, decline = draw(cutoff_pair(basis))
+    mins = sorted(set(draw(st.lists(st.integers(400, 800), min_size=1, max_size=5))))
+    bands = tuple(
+        LimitBand(min_score=m, limit=1000.0 * (i + 1), price_tier=f"T{i}", apr=0.3 - 0.02 * i)
+        for i, m in enumerate(mins)
+    )
+    policy = ApplicationPolicy(
+        basis=basis, approve_cutoff=approve, decline_cutoff=decline, limit_bands=bands
+    )
+    pds, scores = draw(rows_at_cutoffs((approve, decline, *mins), basis))
+    if basis == "pd":  # band edges are scores: put some rows on them too
+        scores[: len(mins)] = np.resize(np.asarray(mins, dtype=float), min(len(mins), len(scores)))
+    return policy, pds, scores
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=application_case())
+def test_application_batch_agrees_with_the_per_applicant_decision(
+    case: tuple[ApplicationPolicy, np.ndarray, np.ndarray],
+) -> None:
+    # arrange
+    policy, pds, scores = case
+
+    # act
+    decisions, limits, tiers, aprs = decide_application_batch(pds, scores, policy=policy)
+
+    # assert
+    for i, (p, s) in enumerate(zip(pds, scores, strict=True)):
+        one = decide_application(float(p), float(s), policy=policy)
+        assert decisions[i] == OUTCOME[one.decision], (p, s)
+        assert tiers[i] == one.price_tier
+        for got, want in ((limits[i], one.credit_limit), (aprs[i], one.apr)):
+            assert (want is None and np.isnan(got)) or got == want
+
+
+@st.composite
+def behaviour_case(draw: st.DrawFn) -> tuple[BehaviourPolicy, np.ndarray, np.ndarray]:
+    basis = draw(st.sampled_from(["pd", "score"]))
+    raise_at, cut_at = draw(cutoff_pair(basis))
+    policy = BehaviourPolicy(basis=basis, raise_cutoff=raise_at, cut_cutoff=cut_at)
+    pds, scores = draw(rows_at_cutoffs((raise_at, cut_at), basis))
+    return policy, pds, scores
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=behaviour_case())
+def test_behaviour_band_agrees_with_the_per_account_decision(
+    case: tuple[BehaviourPolicy, np.ndarray, np.ndarray],
+) -> None:
+    # arrange: an account with no early warnings and room to raise, so the cut-offs alone decide
+    policy, pds, scores = case
+    band_of = {
+        BehaviourAction.RAISE: "raise_eligible",
+        BehaviourAction.KEEP: "keep",
+        BehaviourAction.CUT: "cut",
+    }
+
+    # act
+    bands = behaviour_band(pds, scores, policy=policy)
+
+    # assert
+    for i, (p, s) in enumerate(zip(pds, scores, strict=True)):
+        one = decide_behaviour(
+            float(p), float(s), current_limit=1000.0, signals=BehaviourSignals(), policy=policy
+        )
+        assert bands[i] == band_of[one.action], (p, s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
 from fedrisk.errors import DecisionError
+from server.scoring.antifraud import IdentifierHasher
 from server.scoring.app import create_app
-from server.scoring.settings import Settings
-from tests.integration.scoring.conftest import application
+from server.scoring.settings import DEFAULT_IDENTIFIER_KEY, Settings
 from tests.support.artifacts import TrainedModel, build_registry
+from tests.support.scoring import application, service_settings
 
 DECISION = "/v1/applications/decision"
 
@@ -30,7 +32,7 @@ def test_a_custom_policy_sets_the_cut_offs(
     # arrange: decline anything with PD above 0.0001
     policy = tmp_path / "policy.toml"
     policy.write_text("[application]\napprove_cutoff = 0.00005\ndecline_cutoff = 0.0001\n")
-    settings = Settings(registry_dir=registry, policy_path=policy)
+    settings = service_settings(registry, policy_path=policy)
 
     # act
     with TestClient(create_app(settings)) as client:
@@ -55,12 +57,12 @@ def test_invalid_rule_or_policy_files_stop_start_up(registry: Path, tmp_path: Pa
     # act / assert
     with (
         pytest.raises(DecisionError, match="R1"),
-        TestClient(create_app(Settings(registry_dir=registry, fraud_rules_path=rules))),
+        TestClient(create_app(service_settings(registry, fraud_rules_path=rules))),
     ):
         pass
     with (
         pytest.raises(DecisionError, match="approve_cutoff"),
-        TestClient(create_app(Settings(registry_dir=registry, policy_path=policy))),
+        TestClient(create_app(service_settings(registry, policy_path=policy))),
     ):
         pass
 
@@ -68,16 +70,16 @@ def test_invalid_rule_or_policy_files_stop_start_up(registry: Path, tmp_path: Pa
 def test_settings_are_validated(registry: Path) -> None:
     # act / assert
     with pytest.raises(ValidationError, match="challenger share"):
-        Settings(registry_dir=registry, challenger_shares={"application": 1.5})
+        service_settings(registry, challenger_shares={"application": 1.5})
     with pytest.raises(ValidationError):
-        Settings(registry_dir=registry, max_body_bytes=10)
+        service_settings(registry, max_body_bytes=10)
     with pytest.raises(ValidationError):
         Settings.model_validate({"registry_dir": str(registry), "unknown": 1})
 
 
 def test_admin_token_guards_management_endpoints(registry: Path, trained: TrainedModel) -> None:
     # arrange
-    settings = Settings(registry_dir=registry, admin_token=SecretStr("s3cret"))
+    settings = service_settings(registry, admin_token=SecretStr("s3cret"))
 
     # act
     with TestClient(create_app(settings)) as client:
@@ -92,3 +94,25 @@ def test_admin_token_guards_management_endpoints(registry: Path, trained: Traine
     assert anonymous.status_code == 401 and wrong.status_code == 401
     assert allowed.status_code == 200
     assert decision.status_code == 200
+
+
+def test_subjects_are_hashed_with_the_key_in_the_settings(
+    registry: Path, tmp_path: Path, trained: TrainedModel
+) -> None:
+    # arrange
+    db = tmp_path / "keyed.db"
+    settings = service_settings(
+        registry, identifier_key=SecretStr("lender-secret"), db_url=f"sqlite:///{db}"
+    )
+
+    # act
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(DECISION, json=application(trained, 1, age=30)).json()
+    with sqlite3.connect(db) as connection:
+        (stored,) = connection.execute(
+            "SELECT subject_hash FROM decisions WHERE decision_id = ?", (answer["decision_id"],)
+        ).fetchone()
+
+    # assert
+    assert stored == IdentifierHasher(b"lender-secret").hash("subject", "app-cust-1")
+    assert stored != IdentifierHasher(DEFAULT_IDENTIFIER_KEY.encode()).hash("subject", "app-cust-1")

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from fedrisk.release.artifact import ModelArtifact
 from server.scoring.cli import cli
-from tests.integration.scoring.conftest import ScoringServer, application, start_server
 from tests.support.artifacts import (
     Signer,
     TrainedModel,
@@ -26,6 +25,7 @@ from tests.support.artifacts import (
     trust,
 )
 from tests.support.processes import ProcessRegistry
+from tests.support.scoring import ScoringServer, application, start_server
 
 DECISION = "/v1/applications/decision"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

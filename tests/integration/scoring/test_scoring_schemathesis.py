@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.integration.scoring.conftest import ScoringServer
+from tests.support.scoring import ScoringServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -3,90 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from server.scoring import store
-from server.scoring.audit import AuditChain, utc_now, verify_chain
+from server.scoring.audit import audited_transaction, verify_chain
 from server.scoring.cli import cli
-from server.scoring.database import create_schema, make_engine, write_connection
+from server.scoring.db.engine import make_engine
+from server.scoring.db.migrate import upgrade_database
 from server.scoring.errors import ConflictError, NotFoundError
-from server.scoring.writer import DecisionWrite, GroupCommitWriter
+from server.scoring.writer import GroupCommitWriter
+from tests.support.scoring import decision_write, write_decisions
 
 
 @pytest.fixture
-def engine(db_url: str) -> Any:
+def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
-    create_schema(eng)
+    upgrade_database(eng)
     yield eng
     eng.dispose()
 
 
-def decision(
-    i: int, *, outcome: str = "approve", review: dict[str, Any] | None = None
-) -> DecisionWrite:
-    decision_id = uuid.uuid4().hex
-    stamp = utc_now()
-    row = {
-        "decision_id": decision_id,
-        "created_at": stamp,
-        "stage": "application",
-        "subject_hash": f"{i:064x}",
-        "fingerprint": uuid.uuid4().hex * 2,
-        "model_id": "acard-v1",
-        "role": "champion",
-        "score": 600.0 + i / 7,
-        "probability": 1 / (3 + i),
-        "outcome": outcome,
-        "reasons": [{"code": "RC-ABC123", "feature": "age", "points": 1.25 + i}],
-        "rules_hit": ["FR-X"] if i % 3 == 0 else [],
-        "details": {"credit_limit": 1000.0, "price_tier": "C"},
-    }
-    links = [
-        {
-            "application_key": uuid.uuid4().hex * 2,
-            "decision_id": decision_id,
-            "identifiers": {"device_id": f"{i % 5:064x}"},
-            "created_at": stamp,
-        }
-    ]
-    if review is not None:
-        review = {"decision_id": decision_id, "stage": "application", "created_at": stamp, **review}
-    return DecisionWrite(row=row, links=links, review=review)
-
-
-def write_all(engine: Engine, items: list[DecisionWrite]) -> list[BaseException | None]:
-    async def run() -> list[BaseException | None]:
-        writer = GroupCommitWriter(engine)
-        try:
-            results = await asyncio.gather(
-                *(writer.submit_decision(d) for d in items), return_exceptions=True
-            )
-        finally:
-            writer.close()
-        return [r if isinstance(r, BaseException) else None for r in results]
-
-    return asyncio.run(run())
-
-
-def job(engine: Engine, fn: Any) -> Any:
-    with write_connection(engine) as connection, connection.begin():
-        chain = AuditChain.open(connection)
-        result = fn(connection, chain)
-        chain.flush()
-    return result
-
-
 def test_group_commit_persists_every_decision_with_its_audit_record(engine: Engine) -> None:
     # arrange
-    items = [decision(i) for i in range(150)]
+    items = [decision_write(i) for i in range(150)]
 
     # act
-    errors = write_all(engine, items)
+    errors = write_decisions(engine, items)
 
     # assert
     assert errors == [None] * 150
@@ -104,11 +50,11 @@ def test_a_failing_decision_leaves_nothing_half_written_and_spares_its_batch(
     engine: Engine,
 ) -> None:
     # arrange: the review row of decision 5 violates NOT NULL, mid-transaction
-    items = [decision(i) for i in range(10)]
-    items[5] = decision(5, review={"kind": "manual_review", "status": None, "reason": "x"})
+    items = [decision_write(i) for i in range(10)]
+    items[5] = decision_write(5, review={"kind": "manual_review", "status": None, "reason": "x"})
 
     # act
-    errors = write_all(engine, items)
+    errors = write_decisions(engine, items)
 
     # assert
     assert errors[5] is not None
@@ -141,7 +87,7 @@ def test_verify_names_the_first_broken_record(
     engine: Engine, db_url: str, tamper: str, first_broken: int
 ) -> None:
     # arrange
-    assert write_all(engine, [decision(i) for i in range(12)]) == [None] * 12
+    assert write_decisions(engine, [decision_write(i) for i in range(12)]) == [None] * 12
     with engine.begin() as connection:
         if tamper.startswith("REORDER"):
             a, b = (int(x) for x in tamper.split()[1:])
@@ -167,7 +113,7 @@ def test_verify_names_the_first_broken_record(
 
 def test_untouched_chain_verifies_through_the_cli(engine: Engine, db_url: str) -> None:
     # arrange
-    write_all(engine, [decision(i) for i in range(5)])
+    write_decisions(engine, [decision_write(i) for i in range(5)])
 
     # act
     result = CliRunner().invoke(cli, ["audit", "verify", "--db", db_url])
@@ -179,56 +125,58 @@ def test_untouched_chain_verifies_through_the_cli(engine: Engine, db_url: str) -
 
 def test_review_queue_claim_and_resolve_with_conflicts(engine: Engine) -> None:
     # arrange
-    declined = decision(1, outcome="decline")
-    approved = decision(2, outcome="approve")
-    review = decision(
+    declined = decision_write(1, outcome="decline")
+    approved = decision_write(2, outcome="approve")
+    review = decision_write(
         3,
         outcome="manual_review",
         review={"kind": "manual_review", "status": "open", "reason": "band"},
     )
-    write_all(engine, [declined, approved, review])
+    write_decisions(engine, [declined, approved, review])
     declined_id = declined.row["decision_id"]
 
     # act
-    requested = job(
+    requested = audited_transaction(
         engine,
         lambda c, ch: store.request_human_review(c, ch, decision_id=declined_id, reason="please"),
     )
     with pytest.raises(ConflictError, match="decline only"):
-        job(
+        audited_transaction(
             engine,
             lambda c, ch: store.request_human_review(
                 c, ch, decision_id=approved.row["decision_id"], reason="x"
             ),
         )
     with pytest.raises(ConflictError, match="already requested"):
-        job(
+        audited_transaction(
             engine,
             lambda c, ch: store.request_human_review(
                 c, ch, decision_id=declined_id, reason="again"
             ),
         )
     with pytest.raises(NotFoundError):
-        job(engine, lambda c, ch: store.request_human_review(c, ch, decision_id="nope", reason="x"))
-    claimed = job(
+        audited_transaction(
+            engine, lambda c, ch: store.request_human_review(c, ch, decision_id="nope", reason="x")
+        )
+    claimed = audited_transaction(
         engine, lambda c, ch: store.claim_review(c, ch, item_id=requested.item_id, reviewer="ann")
     )
-    again = job(
+    again = audited_transaction(
         engine, lambda c, ch: store.claim_review(c, ch, item_id=requested.item_id, reviewer="ann")
     )
     with pytest.raises(ConflictError):
-        job(
+        audited_transaction(
             engine,
             lambda c, ch: store.claim_review(c, ch, item_id=requested.item_id, reviewer="bob"),
         )
     with pytest.raises(ConflictError):
-        job(
+        audited_transaction(
             engine,
             lambda c, ch: store.resolve_review(
                 c, ch, item_id=requested.item_id, reviewer="bob", resolution="approve", note=""
             ),
         )
-    resolved = job(
+    resolved = audited_transaction(
         engine,
         lambda c, ch: store.resolve_review(
             c, ch, item_id=requested.item_id, reviewer="ann", resolution="approve", note="ok"
@@ -260,7 +208,7 @@ def test_promotion_and_rollback_are_recorded(engine: Engine) -> None:
     shares = {"application": 0.1, "behaviour": 0.1, "collection": 0.1}
 
     def register(model_id: str) -> store.Assignment:
-        return job(
+        return audited_transaction(
             engine,
             lambda c, ch: store.register_model(
                 c,
@@ -276,26 +224,28 @@ def test_promotion_and_rollback_are_recorded(engine: Engine) -> None:
     first = register("m1")
     register("m2")
     register("m3")
-    challenger = job(
+    challenger = audited_transaction(
         engine,
         lambda c, ch: store.promote_model(
             c, ch, model_id="m3", role="challenger", share=0.25, default_shares=shares, actor="t"
         ),
     )
-    promoted = job(
+    promoted = audited_transaction(
         engine,
         lambda c, ch: store.promote_model(
             c, ch, model_id="m2", role="champion", share=None, default_shares=shares, actor="t"
         ),
     )
-    rolled = job(
+    rolled = audited_transaction(
         engine,
         lambda c, ch: store.rollback_stage(c, ch, stage="application", actor="t", note="bad AUC"),
     )
     with pytest.raises(ConflictError):
-        job(engine, lambda c, ch: store.rollback_stage(c, ch, stage="application", actor="t"))
+        audited_transaction(
+            engine, lambda c, ch: store.rollback_stage(c, ch, stage="application", actor="t")
+        )
     with pytest.raises(ConflictError):
-        job(
+        audited_transaction(
             engine,
             lambda c, ch: store.register_model(
                 c, ch, model_id="m1", stage="behaviour", artifact_sha256="x", actor="t"
@@ -328,9 +278,9 @@ def test_a_second_process_can_append_while_the_service_writes(engine: Engine, db
         writer = GroupCommitWriter(engine)
         try:
             for round_ in range(5):
-                batch = [writer.submit_decision(decision(round_ * 10 + i)) for i in range(10)]
+                batch = [writer.submit_decision(decision_write(round_ * 10 + i)) for i in range(10)]
                 await asyncio.to_thread(
-                    job,
+                    audited_transaction,
                     other,
                     lambda c, ch, r=round_: store.register_model(
                         c,

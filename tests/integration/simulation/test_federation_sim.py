@@ -11,7 +11,7 @@ import pytest
 
 from fedrisk.errors import SignatureError
 from fedrisk.ml.metrics import auc
-from fedrisk.release.artifact import load_trusted_keys, read_artifact
+from fedrisk.release.artifact import load_trusted_keys, pipeline_from_artifact, read_artifact
 from secure_agg.aggregation import sum_encrypted
 from secure_agg.codec import encrypt_vector
 from secure_agg.keys import generate_context
@@ -21,7 +21,6 @@ from simulations.runner import (
     SimulationSpec,
     prepare_data,
     run_federation,
-    score_artifact,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -77,7 +76,7 @@ def test_encrypted_simulation_releases_a_signed_model_that_predicts(encrypted_ru
     _, data, _, outcome, events = encrypted_run
 
     target = data.dataset.schema.target_column
-    p = score_artifact(outcome.artifact, data.pooled_test)
+    p = pipeline_from_artifact(outcome.artifact).predict_proba(data.pooled_test)
     test_auc = auc(data.pooled_test[target].to_numpy(), p)
 
     assert [h["round"] for h in outcome.history] == [1, 2]

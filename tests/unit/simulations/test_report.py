@@ -15,7 +15,7 @@ from simulations.report import PLOT_KINDS, TABLE_COLUMNS, fmt, plot_name, write_
 from simulations.report_commands import STUDY_FILE, app, read_study
 from simulations.scenarios import SMOKE_SCENARIO
 from simulations.studies import summarize
-from tests.unit.simulations.test_studies import make_cell, make_results
+from tests.support.studies import make_cell, make_results
 
 WIDE = {"COLUMNS": "330"}  # rich must not wrap or truncate the summary table
 

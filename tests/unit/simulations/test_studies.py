@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,127 +13,18 @@ from fedrisk.ml.metrics import auc, ks
 from simulations.scenarios import SMOKE_SCENARIO, get_scenario
 from simulations.studies import (
     PRESETS,
-    BaselineResult,
-    CellResult,
-    ColdStart,
-    FederatedResult,
-    PartyResult,
-    RoundPoint,
     StudyConfig,
-    StudyResults,
     cell_key,
     gap_note,
-    ks_curve,
+    ks_on_grid,
     load_results,
-    model_curves,
-    roc_curve,
+    roc_on_grid,
     run_study,
     save_results,
     score_histogram,
     summarize,
 )
-
-# ------------------------------------------------------------------ builders (real objects)
-
-
-def scored_sample(seed: int, n: int = 400, shift: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and PDs where bads score higher on average."""
-    rng = np.random.default_rng(seed)
-    y = (rng.random(n) < 0.3).astype(np.int64)
-    logit = rng.normal(size=n) + shift * y - 1.0
-    return y, 1.0 / (1.0 + np.exp(-logit))
-
-
-def make_cell(
-    *,
-    task: str = SMOKE_SCENARIO.name,
-    partition_kind: str = "quantity",
-    partition: str = "quantity",
-    model: str = "lr",
-    seed: int = 0,
-    enc_auc: float = 0.80,
-    central_auc: float = 0.80,
-    history: Sequence[float] = (0.78, 0.80),
-    plaintext: bool = True,
-    rounds: int = 2,
-) -> CellResult:
-    """A complete cell with real curves computed from a seeded sample."""
-    y, p = scored_sample(seed)
-    y2, p2 = scored_sample(seed + 100)
-    fed = FederatedResult(
-        auc=enc_auc,
-        ks=0.45,
-        model_id=f"application-{model}-{seed:012d}",
-        seconds=40.0,
-        seconds_per_round=1.2,
-        bytes_up_per_party_round=2.0e6,
-        history=[RoundPoint(round=i + 1, auc=a, ks=0.4) for i, a in enumerate(history)],
-    )
-    parties = [
-        PartyResult(
-            party=f"party_{i}",
-            n_train=800 - 300 * i,
-            n_test=200 - 75 * i,
-            n_test_bad=60 - 20 * i,
-            share_of_rows=[0.5, 0.46, 0.04][i],
-            bad_rate=[0.2, 0.3, 0.5][i],
-            local_auc=0.78 - 0.01 * i,
-            local_ks=0.4,
-            own_test_local_auc=0.77 - 0.02 * i,
-            own_test_federated_auc=0.79,
-            own_gain=0.02 + 0.02 * i,
-            local_round_auc=[0.75 - 0.01 * i] * rounds,
-        )
-        for i in range(3)
-    ]
-    return CellResult(
-        key=cell_key(task, partition, model, seed),
-        task=task,
-        stage="application",
-        dataset="synthetic",
-        synthetic=True,
-        partition_kind=partition_kind,  # type: ignore[arg-type]
-        partition=partition,
-        model=model,  # type: ignore[arg-type]
-        seed=seed,
-        parties=3,
-        rounds=rounds,
-        local_epochs=1,
-        learning_rate=0.0,
-        n_train=16_000,
-        n_test=4_000,
-        n_test_bad=600,
-        encrypted=fed,
-        plaintext=fed.model_copy(update={"auc": enc_auc + 1e-6}) if plaintext else None,
-        centralized=BaselineResult(auc=central_auc, ks=0.46),
-        party_results=parties,
-        cold_start=ColdStart(
-            party="party_2",
-            share_of_rows=0.04,
-            small_lender=True,
-            n_test=50,
-            n_test_bad=20,
-            own_test_local_auc=0.73,
-            own_test_federated_auc=0.79,
-            gain=0.06,
-        ),
-        curves={
-            "federated": model_curves(y, p, full=True),
-            "centralized": model_curves(y2, p2, full=True),
-            **{f"local:party_{i}": model_curves(y, p, full=False) for i in range(3)},
-        },
-        seconds=60.0,
-    )
-
-
-def make_results(cells: Sequence[CellResult], config: StudyConfig | None = None) -> StudyResults:
-    return StudyResults(
-        created_at="2025-01-01T00:00:00+00:00",
-        updated_at="2025-01-01T00:00:00+00:00",
-        config=config or PRESETS["smoke"],
-        cells={c.key: c for c in cells},
-    )
-
+from tests.support.studies import make_cell, make_results, scored_sample
 
 # ------------------------------------------------------------------ curves
 
@@ -144,7 +34,7 @@ def make_results(cells: Sequence[CellResult], config: StudyConfig | None = None)
 def test_roc_curve_area_matches_the_exact_auc(seed: int, shift: float) -> None:
     y, p = scored_sample(seed, n=300, shift=shift)
 
-    curve = roc_curve(y, p)
+    curve = roc_on_grid(y, p)
 
     area = float(np.trapezoid(curve.tpr, curve.fpr))
     assert len(curve.fpr) == 101
@@ -159,13 +49,32 @@ def test_roc_curve_area_matches_the_exact_auc(seed: int, shift: float) -> None:
 def test_ks_chart_gap_is_the_ks_statistic(seed: int, shift: float) -> None:
     y, p = scored_sample(seed, n=300, shift=shift)
 
-    chart = ks_curve(y, p)
+    chart = ks_on_grid(y, p)
 
     gaps = np.asarray(chart.cum_bad) - np.asarray(chart.cum_good)
     assert chart.ks == pytest.approx(ks(y, p), abs=1e-6)
     assert gaps.max() == pytest.approx(chart.ks, abs=0.03)
     assert chart.cum_bad[-1] == pytest.approx(1.0)
     assert chart.cum_good[-1] == pytest.approx(1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_grid_curves_do_not_depend_on_the_order_of_tied_scores(seed: int) -> None:
+    # Arrange: few distinct scores, so most accounts share their score with others.
+    rng = np.random.default_rng(seed)
+    y = np.r_[0, 1, (rng.random(200) < 0.3).astype(np.int64)]
+    p = rng.integers(1, 6, y.size) / 6.0
+    order = rng.permutation(y.size)
+
+    # Act
+    roc, shuffled_roc = roc_on_grid(y, p), roc_on_grid(y[order], p[order])
+    chart, shuffled_chart = ks_on_grid(y, p), ks_on_grid(y[order], p[order])
+
+    # Assert
+    assert roc == shuffled_roc
+    assert chart == shuffled_chart
+    assert max(np.asarray(chart.cum_bad) - np.asarray(chart.cum_good)) <= chart.ks + 2e-6
 
 
 def test_score_histogram_counts_every_good_and_bad_once() -> None:
@@ -185,8 +94,8 @@ def test_perfect_scores_give_a_corner_roc_and_ks_of_one() -> None:
     y = np.array([0, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
 
-    assert roc_curve(y, p).tpr[1] == pytest.approx(1.0)
-    assert ks_curve(y, p).ks == pytest.approx(1.0)
+    assert roc_on_grid(y, p).tpr[1] == pytest.approx(1.0)
+    assert ks_on_grid(y, p).ks == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------ summary and notes

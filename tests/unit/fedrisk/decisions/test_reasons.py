@@ -1,4 +1,5 @@
-"""Tests of reason codes: stable codes, table loading, occlusion ranking for LR and MLP."""
+"""Reason codes on the real path: stable codes, table loading, and occlusion ranking through the
+fitted ``Preprocessor`` and ``NumpyScorer`` (LR and MLP)."""
 
 from __future__ import annotations
 
@@ -45,32 +46,31 @@ SCALING = ScorecardScaling()
 TABLE = ReasonCodeTable.from_schema(SCHEMA)
 
 
-class ToyTransform:
-    """Identity on a and b, one-hot c over (x, y): output columns [a, b, c=x, c=y]."""
+# Fitted so that the model matrix is exact: a is standardised with mean 0 and scale 1, b (bounded
+# to [0, 100]) with mean 50 and scale 25, and c is one-hot over [x, y, __unknown__] with x modal.
+# The output columns are [a, (b - 50) / 25, c=x, c=y, c=__unknown__].
+FIT_FRAME = pd.DataFrame(
+    {
+        "id": np.arange(8),
+        "bad": [0, 1] * 4,
+        "a": [-1.0, 1.0] * 4,
+        "b": [25.0, 75.0, 75.0, 25.0] * 2,
+        "c": ["x", "x", "x", "y"] * 2,
+    }
+)
+PRE = Preprocessor(SCHEMA).fit(FIT_FRAME)
+BASELINE = PRE.reference_row()  # {"a": 0.0, "b": 50.0, "c": "x"}
 
-    def transform(self, frame: pd.DataFrame) -> npt.NDArray[np.float64]:
-        c = frame["c"].astype(str).to_numpy()
-        return np.column_stack(
-            [
-                frame["a"].to_numpy(dtype=float),
-                frame["b"].to_numpy(dtype=float),
-                (c == "x").astype(float),
-                (c == "y").astype(float),
-            ]
-        )
-
-    def columns_of(self, feature: str) -> list[int]:
-        return {"a": [0], "b": [1], "c": [2, 3]}[feature]
-
-
-WEIGHTS = np.array([1.0, -0.5, 0.0, 2.0])  # higher a, lower b, c == "y" raise the bad logit
+# Higher a, lower b and c == "y" raise the bad logit: +1 per unit of a, -0.5 per 25 of b, +2 for y.
+LR = NumpyScorer(ModelSpec(kind="lr", n_features=5), [1.0, -0.5, 0.0, 2.0, 0.0, -1.0])
 
 
-def toy_logit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return np.asarray(x, dtype=np.float64) @ WEIGHTS - 1.0
+def test_the_fitted_preprocessor_gives_the_exact_matrix_the_tests_rely_on() -> None:
+    x = PRE.transform(pd.DataFrame({"a": [3.0], "b": [100.0], "c": ["y"]}))
 
-
-BASELINE: dict[str, float | str] = {"a": 0.0, "b": 0.0, "c": "x"}
+    assert BASELINE == {"a": 0.0, "b": 50.0, "c": "x"}
+    assert x.tolist() == [[3.0, 2.0, 0.0, 1.0, 0.0]]
+    assert isinstance(PRE, ColumnwiseTransform)
 
 
 def test_reason_code_is_a_stable_hash_of_the_feature_name() -> None:
@@ -152,14 +152,12 @@ def test_table_from_toml_reports_bad_files(tmp_path: Path, text: str, match: str
         ReasonCodeTable.from_toml(path)
 
 
-def test_rank_on_hand_made_lr_matches_hand_computed_points() -> None:
-    applicant = {"a": 3.0, "b": 4.0, "c": "y"}
+def test_rank_on_a_real_lr_matches_hand_computed_points() -> None:
+    applicant = {"a": 3.0, "b": 100.0, "c": "y"}
 
-    reasons = rank_reasons(
-        toy_logit, ToyTransform(), applicant, BASELINE, table=TABLE, scaling=SCALING
-    )
+    reasons = rank_reasons(LR.logits, PRE, applicant, BASELINE, table=TABLE, scaling=SCALING)
 
-    # a: logit +3 vs baseline; c=y: +2; b: -2 (helps the applicant, so not a reason)
+    # a: logit +3 vs baseline; c=y: +2; b: -1 (helps the applicant, so not a reason)
     assert [r.feature for r in reasons] == ["a", "c"]
     assert reasons[0].points == pytest.approx(3 * 20 / math.log(2))
     assert reasons[1].points == pytest.approx(2 * 20 / math.log(2))
@@ -168,10 +166,11 @@ def test_rank_on_hand_made_lr_matches_hand_computed_points() -> None:
 
 
 def test_rank_with_a_bare_transform_callable_gives_the_same_answer() -> None:
-    applicant = {"a": 3.0, "b": 4.0, "c": "y"}
-    transform = ToyTransform().transform
+    applicant = {"a": 3.0, "b": 100.0, "c": "y"}
 
-    reasons = rank_reasons(toy_logit, transform, applicant, BASELINE, table=TABLE, scaling=SCALING)
+    reasons = rank_reasons(
+        LR.logits, PRE.transform, applicant, BASELINE, table=TABLE, scaling=SCALING
+    )
 
     assert [(r.feature, round(r.points, 9)) for r in reasons] == [
         ("a", round(3 * 20 / math.log(2), 9)),
@@ -181,9 +180,9 @@ def test_rank_with_a_bare_transform_callable_gives_the_same_answer() -> None:
 
 def test_rank_returns_nothing_when_no_feature_lowers_the_score() -> None:
     reasons = rank_reasons(
-        toy_logit,
-        ToyTransform(),
-        {"a": -1.0, "b": 5.0, "c": "x"},
+        LR.logits,
+        PRE,
+        {"a": -1.0, "b": 75.0, "c": "x"},
         BASELINE,
         table=TABLE,
         scaling=SCALING,
@@ -193,19 +192,16 @@ def test_rank_returns_nothing_when_no_feature_lowers_the_score() -> None:
 
 
 def test_rank_keeps_at_most_max_reasons_and_breaks_ties_in_baseline_order() -> None:
-    applicant = {"a": 2.0, "b": 0.0, "c": "y"}  # a and c both cost exactly 2 logits
+    applicant = {"a": 2.0, "b": 50.0, "c": "y"}  # a and c both cost exactly 2 logits
 
     one = rank_reasons(
-        toy_logit,
-        ToyTransform(),
-        applicant,
-        BASELINE,
-        table=TABLE,
-        scaling=SCALING,
-        max_reasons=1,
+        LR.logits, PRE, applicant, BASELINE, table=TABLE, scaling=SCALING, max_reasons=1
     )
+    both = rank_reasons(LR.logits, PRE, applicant, BASELINE, table=TABLE, scaling=SCALING)
 
     assert [r.feature for r in one] == ["a"]
+    assert [r.feature for r in both] == ["a", "c"]
+    assert both[0].points == both[1].points
 
 
 def test_ranker_calls_the_model_once_per_batch() -> None:
@@ -213,11 +209,11 @@ def test_ranker_calls_the_model_once_per_batch() -> None:
 
     def counting_logit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         calls.append(x.shape[0])
-        return toy_logit(x)
+        return LR.logits(x)
 
-    ranker = ReasonRanker(counting_logit, ToyTransform(), BASELINE, table=TABLE, scaling=SCALING)
-    x = ToyTransform().transform(
-        pd.DataFrame({"a": [3.0, 0.0, 1.0], "b": [4.0, -2.0, 0.0], "c": ["y", "x", "x"]})
+    ranker = ReasonRanker(counting_logit, PRE, BASELINE, table=TABLE, scaling=SCALING)
+    x = PRE.transform(
+        pd.DataFrame({"a": [3.0, 0.0, 1.0], "b": [100.0, 0.0, 50.0], "c": ["y", "x", "x"]})
     )
 
     batch = ranker.rank_transformed(x)
@@ -226,19 +222,29 @@ def test_ranker_calls_the_model_once_per_batch() -> None:
     assert [[r.feature for r in row] for row in batch] == [["a", "c"], ["b"], ["a"]]
 
 
-def test_ranker_accepts_precomputed_logits() -> None:
-    ranker = ReasonRanker(toy_logit, ToyTransform(), BASELINE, table=TABLE, scaling=SCALING)
-    x = ToyTransform().transform(pd.DataFrame({"a": [3.0], "b": [4.0], "c": ["y"]}))
+def test_rank_frame_and_rank_agree_with_the_transformed_path() -> None:
+    frame = pd.DataFrame({"a": [3.0, 0.0, 1.0], "b": [100.0, 0.0, 50.0], "c": ["y", "x", "x"]})
+    ranker = ReasonRanker(LR.logits, PRE, BASELINE, table=TABLE, scaling=SCALING)
 
-    with_logits = ranker.rank_transformed(x, logits=toy_logit(x))
+    by_frame = ranker.rank_frame(frame)
+    one_by_one = [ranker.rank(row) for row in frame.to_dict("records")]
+
+    assert by_frame == one_by_one == ranker.rank_transformed(PRE.transform(frame))
+
+
+def test_ranker_accepts_precomputed_logits() -> None:
+    ranker = ReasonRanker(LR.logits, PRE, BASELINE, table=TABLE, scaling=SCALING)
+    x = PRE.transform(pd.DataFrame({"a": [3.0], "b": [100.0], "c": ["y"]}))
+
+    with_logits = ranker.rank_transformed(x, logits=LR.logits(x))
 
     assert with_logits == ranker.rank_transformed(x)
 
 
 def test_ranker_rejects_wrong_width_and_missing_inputs() -> None:
-    ranker = ReasonRanker(toy_logit, ToyTransform(), BASELINE, table=TABLE, scaling=SCALING)
+    ranker = ReasonRanker(LR.logits, PRE, BASELINE, table=TABLE, scaling=SCALING)
 
-    with pytest.raises(DecisionError, match=r"x must have shape \(m, 4\)"):
+    with pytest.raises(DecisionError, match=r"x must have shape \(m, 5\)"):
         ranker.rank_transformed(np.zeros((2, 3)))
     with pytest.raises(DecisionError, match="applicant must give every model feature"):
         ranker.rank({"a": 1.0, "b": 2.0})
@@ -247,8 +253,8 @@ def test_ranker_rejects_wrong_width_and_missing_inputs() -> None:
 def test_ranker_rejects_features_without_baseline_or_table_entry() -> None:
     with pytest.raises(DecisionError, match="baseline must give a value"):
         ReasonRanker(
-            toy_logit,
-            ToyTransform(),
+            LR.logits,
+            PRE,
             {"a": 0.0, "b": 0.0},
             table=TABLE,
             scaling=SCALING,
@@ -256,15 +262,10 @@ def test_ranker_rejects_features_without_baseline_or_table_entry() -> None:
         )
     small = ReasonCodeTable(entries=(TABLE.entry("a"),))
     with pytest.raises(DecisionError, match="reason-code table"):
-        ReasonRanker(toy_logit, ToyTransform(), BASELINE, table=small, scaling=SCALING)
+        ReasonRanker(LR.logits, PRE, BASELINE, table=small, scaling=SCALING)
 
 
-def test_toy_transform_satisfies_the_protocol() -> None:
-    assert isinstance(ToyTransform(), ColumnwiseTransform)
-
-
-# -- real components: fedrisk.ml.features.Preprocessor + fedrisk.ml.inference.NumpyScorer
-# -------------
+# -- random real models: the fast path against raw occlusion, LR points against weights ----------
 
 
 def _fitted_preprocessor(rng: np.random.Generator) -> tuple[Preprocessor, pd.DataFrame]:
@@ -328,21 +329,18 @@ def test_lr_points_equal_weight_times_column_differences() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(
-    st.lists(st.floats(min_value=-5, max_value=5), min_size=4, max_size=4),
+    st.lists(st.floats(min_value=-5, max_value=5), min_size=5, max_size=5),
     st.floats(min_value=-10, max_value=10),
-    st.floats(min_value=-10, max_value=10),
+    st.floats(min_value=0, max_value=100),
     st.sampled_from(["x", "y"]),
 )
 def test_reasons_are_positive_sorted_and_at_most_four(
     weights: list[float], a: float, b: float, c: str
 ) -> None:
-    w = np.array(weights)
-
-    def logit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return np.asarray(x, dtype=np.float64) @ w
+    scorer = NumpyScorer(ModelSpec(kind="lr", n_features=5), [*weights, 0.0])
 
     reasons = rank_reasons(
-        logit, ToyTransform(), {"a": a, "b": b, "c": c}, BASELINE, table=TABLE, scaling=SCALING
+        scorer.logits, PRE, {"a": a, "b": b, "c": c}, BASELINE, table=TABLE, scaling=SCALING
     )
 
     points = [r.points for r in reasons]

@@ -154,8 +154,8 @@ def test_children_left_in_the_group_after_the_root_exits_are_stopped(tmp_path: P
     # act
     stop_process_tree(proc.pid, process=proc, grace=5.0)
 
-    # assert
-    wait_for(lambda: not is_alive(orphan), timeout=WAIT, what="orphan gone")
+    # assert: gone when stop_process_tree returns, not some time later
+    assert not is_alive(orphan)
 
 
 def test_orphans_in_a_group_led_by_a_descendant_are_stopped(tmp_path: Path) -> None:
@@ -184,15 +184,21 @@ def test_orphans_in_a_group_led_by_a_descendant_are_stopped(tmp_path: Path) -> N
 
 
 def test_a_dead_pid_is_not_an_error_and_this_process_is_refused() -> None:
-    # arrange
-    proc = subprocess.Popen(["true"], start_new_session=True)
+    # arrange: a child that exited with its own code and was reaped
+    proc = subprocess.Popen(["sh", "-c", "exit 7"], start_new_session=True)
     proc.wait(timeout=WAIT)
 
-    # act / assert
+    # act: no error
     stop_process_tree(proc.pid, process=proc, grace=1.0)
+
+    # assert: the real exit code is kept (no signal was recorded)
+    assert proc.returncode == 7
+    assert not is_alive(proc.pid)
     for own in (os.getpid(), os.getpgrp(), 1):
-        with pytest.raises(ConfigError, match="pid must be"):
+        with pytest.raises(ConfigError, match="pid must be") as refused:
             stop_process_tree(own)
+        assert str(own) in str(refused.value)
+    assert is_alive(os.getpid())
 
 
 def test_a_zombie_is_not_alive() -> None:
@@ -237,8 +243,10 @@ def test_a_free_ipv6_port_is_bindable() -> None:
     port = pick_free_port("::1")
 
     # assert
+    assert 0 < port < 65536
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
         sock.bind(("::1", port))
+        assert sock.getsockname()[1] == port
 
 
 def test_the_flower_environment_has_the_flower_variables(

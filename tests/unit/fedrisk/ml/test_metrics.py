@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -38,6 +39,77 @@ def test_auc_and_ks_match_scikit_learn(data: tuple[list[int], list[float]]) -> N
     assert auc == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
     assert ks == pytest.approx(max(0.0, float(np.max(tpr - fpr))), abs=1e-12)
     assert metrics.gini(y, s) == pytest.approx(2 * auc - 1, abs=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(labelled_scores)
+def test_roc_curve_matches_scikit_learn_and_its_area_is_the_auc(
+    data: tuple[list[int], list[float]],
+) -> None:
+    # Arrange
+    y, s = data
+    assume(0 < sum(y) < len(y))
+
+    # Act
+    curve = metrics.roc_curve(y, s)
+
+    # Assert
+    fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(curve.fpr, fpr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(curve.tpr, tpr, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(curve.thresholds, thresholds)
+    area = float(np.trapezoid(curve.tpr, curve.fpr))
+    assert area == pytest.approx(metrics.auc(y, s), abs=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(labelled_scores)
+def test_ks_curve_is_the_roc_against_population_and_its_widest_gap_is_ks(
+    data: tuple[list[int], list[float]],
+) -> None:
+    # Arrange
+    y, s = data
+    assume(0 < sum(y) < len(y))
+    n_bad = sum(y)
+    n_good = len(y) - n_bad
+
+    # Act
+    chart = metrics.ks_curve(y, s)
+
+    # Assert
+    fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(chart.cum_bad, tpr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(chart.cum_good, fpr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        chart.population, (tpr * n_bad + fpr * n_good) / len(y), rtol=0, atol=1e-12
+    )
+    np.testing.assert_array_equal(chart.thresholds, thresholds)
+    widest = max(0.0, float(np.max(chart.cum_bad - chart.cum_good)))
+    assert widest == pytest.approx(metrics.ks(y, s), abs=1e-12)
+
+
+def test_hand_worked_curves_with_a_tie() -> None:
+    # Scores 0.8 (bad), 0.5 (bad and good tied), 0.3 (good): the tie is one step.
+    y = [1, 1, 0, 0]
+    s = [0.8, 0.5, 0.5, 0.3]
+
+    roc = metrics.roc_curve(y, s)
+    chart = metrics.ks_curve(y, s)
+
+    np.testing.assert_array_equal(roc.thresholds, [np.inf, 0.8, 0.5, 0.3])
+    np.testing.assert_array_equal(roc.fpr, [0.0, 0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(roc.tpr, [0.0, 0.5, 1.0, 1.0])
+    np.testing.assert_array_equal(chart.population, [0.0, 0.25, 0.75, 1.0])
+    np.testing.assert_array_equal(chart.cum_bad, roc.tpr)
+    np.testing.assert_array_equal(chart.cum_good, roc.fpr)
+
+
+@pytest.mark.parametrize("curve", [metrics.roc_curve, metrics.ks_curve])
+def test_curves_reject_bad_inputs(curve: Callable[..., object]) -> None:
+    with pytest.raises(SchemaError, match="both classes"):
+        curve([0, 0], [0.1, 0.2])
+    with pytest.raises(SchemaError, match="finite"):
+        curve([0, 1], [0.1, float("inf")])
 
 
 @settings(max_examples=100, deadline=None)

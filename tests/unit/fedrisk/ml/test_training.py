@@ -1,68 +1,35 @@
-"""Tests for local (federated-round) training, early-stopped baselines and calibrated PDs."""
+"""Tests for federated-round and early-stopped training, the trainers and calibrated PDs."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from pydantic import ValidationError
 
-from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
+from fedrisk.data.splits import split_frame
 from fedrisk.errors import ConfigError, ModelError, SchemaError
 from fedrisk.ml import metrics
+from fedrisk.ml.inference import NumpyScorer
 from fedrisk.ml.models import ModelSpec, build_model, get_logit_offset, model_to_vector
 from fedrisk.ml.training import (
+    EarlyStopping,
+    LocalEpochs,
     TrainConfig,
     default_config,
     logit_offset_for,
     pos_weight_for,
-    predict_proba,
     train_centralized,
     train_local,
     train_with_early_stopping,
 )
-
-SCHEMA = DatasetSchema(
-    name="loans",
-    id_column="id",
-    target_column="bad",
-    features=(
-        FeatureSpec(name="utilisation", kind=FeatureKind.NUMERIC, min=0, max=2),
-        FeatureSpec(name="income", kind=FeatureKind.NUMERIC, min=0, max=1e6, transform="log1p"),
-        FeatureSpec(name="late", kind=FeatureKind.NUMERIC, min=0, max=10),
-        FeatureSpec(
-            name="channel", kind=FeatureKind.CATEGORICAL, categories=("branch", "web", "app")
-        ),
-    ),
-)
-
-
-def loans(n: int, seed: int, *, base: float = -2.5) -> pd.DataFrame:
-    """Rows whose default log-odds are linear in the features (so LR is well specified)."""
-    rng = np.random.default_rng(seed)
-    util = rng.uniform(0, 1.5, n)
-    income = rng.lognormal(10, 0.6, n)
-    late = rng.poisson(0.5, n).astype(float)
-    channel = rng.choice(["branch", "web", "app"], n)
-    z = base + 1.5 * util - 0.6 * (np.log1p(income) - 10) + 0.8 * late + (channel == "web") * 0.5
-    bad = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
-    return pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "bad": bad,
-            "utilisation": util,
-            "income": income,
-            "late": late,
-            "channel": channel,
-        }
-    )
+from tests.support.loans import LOANS_SCHEMA as SCHEMA
+from tests.support.loans import loans
 
 
 def matrix(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,16 +42,6 @@ def matrix(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    # Small-batch training on a shared 2-core box is 5-20x faster on one thread (no OpenMP
-    # spin-waits); restore the setting so other test modules are unaffected.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_config_is_validated() -> None:
@@ -184,8 +141,9 @@ def test_balanced_training_gives_calibrated_pd(kind: Literal["lr", "mlp"]) -> No
     model = build_model(ModelSpec(kind=kind, n_features=6, hidden=(16, 8)), generator=gen())
 
     # Act
-    train_with_early_stopping(model, x, y, config=default_config(kind), generator=gen())
-    p = predict_proba(model, x_test)
+    report = train_with_early_stopping(model, x, y, config=default_config(kind), generator=gen())
+    p = NumpyScorer(model.spec, model_to_vector(model), logit_offset=report.logit_offset)
+    p = p.predict_proba(x_test)
 
     # Assert: the mean PD matches the bad rate; without the offset it would be near 0.5.
     assert 0.1 < y_test.mean() < 0.2
@@ -212,13 +170,61 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     assert report.n_examples == 360
 
 
-def test_predict_proba_shape_and_range() -> None:
-    x, _ = matrix(300, 0)
-    model = build_model(ModelSpec(kind="mlp", n_features=6), generator=gen())
-    p = predict_proba(model, x)
-    assert p.shape == (300,) and p.dtype == np.float64
-    assert ((p > 0) & (p < 1)).all()
-    assert predict_proba(model, x[:0]).shape == (0,)
+def test_early_stopping_validation_split_is_stratified_and_seeded() -> None:
+    # Arrange: 50 bad rows in 1000; a 10 % validation split holds 5 of them and 95 good ones.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 6)).astype(np.float32)
+    y = np.zeros(1000, dtype=np.int64)
+    y[rng.choice(1000, 50, replace=False)] = 1
+    config = TrainConfig(validation_fraction=0.1, max_epochs=2, patience=1)
+
+    # Act
+    reports = [
+        train_with_early_stopping(
+            build_model(ModelSpec(kind="lr", n_features=6), generator=gen()),
+            x,
+            y,
+            config=config,
+            generator=gen(seed),
+        )
+        for seed in (4, 4, 5)
+    ]
+
+    # Assert
+    assert reports[0].n_examples == 900
+    assert reports[0].val_losses == reports[1].val_losses
+    assert reports[0].val_losses != reports[2].val_losses
+
+
+@pytest.mark.parametrize("kind", ["lr", "mlp"])
+def test_trainers_return_the_weights_their_training_function_leaves(
+    kind: Literal["lr", "mlp"],
+) -> None:
+    # Arrange
+    x, y = matrix(600, 4)
+    spec = ModelSpec(kind=kind, n_features=6, hidden=(8,))
+    config = TrainConfig(local_epochs=2, max_epochs=4, patience=2)
+    start = model_to_vector(build_model(spec, generator=gen(9)))
+
+    # Act
+    local, local_report = LocalEpochs(config, generator=gen(1), pos_weight=3.0).train(
+        spec, x, y, weights=start
+    )
+    early, early_report = EarlyStopping(config, rng=np.random.default_rng(2)).train(
+        spec, x, y, weights=None
+    )
+
+    # Assert: the same training, called directly, gives the same vectors
+    twin = build_model(spec, generator=gen(9))
+    train_local(twin, x, y, config=config, generator=gen(1), pos_weight=3.0)
+    np.testing.assert_array_equal(local, model_to_vector(twin))
+    assert local_report.logit_offset == pytest.approx(-math.log(3.0))
+    seed = int(np.random.default_rng(2).integers(0, 2**63 - 1))
+    generator = gen(seed)
+    twin = build_model(spec, generator=generator)
+    train_with_early_stopping(twin, x, y, config=config, generator=generator)
+    np.testing.assert_array_equal(early, model_to_vector(twin))
+    assert early_report.best_epoch is not None
 
 
 @pytest.mark.parametrize("kind", ["lr", "mlp"])
@@ -240,17 +246,18 @@ def test_train_centralized_on_synthetic_loans(kind: Literal["lr", "mlp"]) -> Non
     assert result.gini == pytest.approx(2 * result.auc - 1)
     assert 0 < result.ks < 1
     assert (result.n_train, result.n_test) == (6000, 3000)
-    assert result.spec.n_features == result.preprocessor.n_features_out == 3 + 3 + 1
-    x_test = result.preprocessor.transform(test)
-    p = predict_proba(result.model, x_test)
-    assert metrics.auc(test["bad"], p) == pytest.approx(result.auc)
+    pipeline = result.pipeline
+    assert pipeline.spec_.n_features == pipeline.preprocessor_.n_features_out == 3 + 3 + 1
+    assert pipeline.report_ is not None and pipeline.report_.best_epoch is not None
+    assert metrics.auc(test["bad"], pipeline.predict_proba(test)) == result.auc
 
 
 def test_train_centralized_is_reproducible_from_rng() -> None:
     train, test = loans(2000, 0), loans(1000, 1)
     a = train_centralized(train, test, SCHEMA, model_kind="mlp", rng=np.random.default_rng(5))
     b = train_centralized(train, test, SCHEMA, model_kind="mlp", rng=np.random.default_rng(5))
-    np.testing.assert_array_equal(model_to_vector(a.model), model_to_vector(b.model))
+    np.testing.assert_array_equal(a.pipeline.weights_, b.pipeline.weights_)
+    assert a.auc == b.auc
 
 
 def test_train_centralized_needs_a_target() -> None:
@@ -277,13 +284,10 @@ def test_taiwan_centralized_reaches_reference_auc(kind: Literal["lr", "mlp"], ba
     datasets = pytest.importorskip(
         "fedrisk.data.datasets", reason="fedrisk.data.datasets not available"
     )
-    from sklearn.model_selection import train_test_split
-
     data = datasets.load_dataset("taiwan", data_dir=TAIWAN)
     target = data.schema.target_column
-    train, test = train_test_split(
-        data.frame, test_size=0.2, stratify=data.frame[target], random_state=42
-    )
+    assert target is not None
+    train, test = split_frame(data.frame, target=target, rng=np.random.default_rng(42))
 
     # Act
     result = train_centralized(

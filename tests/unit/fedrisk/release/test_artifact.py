@@ -6,27 +6,33 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
 from fedrisk.decisions.scorecard import ScorecardScaling
-from fedrisk.errors import ArtifactError, SignatureError
-from fedrisk.ml.inference import ModelSpec
+from fedrisk.errors import ArtifactError, ArtifactRefusal, SignatureError
+from fedrisk.ml.features import Preprocessor
+from fedrisk.ml.inference import ModelSpec, count_parameters
+from fedrisk.ml.pipeline import RiskPipeline
 from fedrisk.release.artifact import (
     ARTIFACT_FILE,
     SIGNATURE_FILE,
     Lineage,
     ModelArtifact,
     RoundMetrics,
+    artifact_from_pipeline,
     canonical_json_bytes,
     load_trusted_keys,
+    pipeline_from_artifact,
     read_artifact,
     sign_artifact_bytes,
     write_artifact,
 )
 from fedrisk.release.identity import generate_signing_key, key_id, save_public_key
+from tests.support.loans import LOANS_SCHEMA, loans
 
 
 def _artifact(model_id: str = "credit-lr-001", **changes: object) -> ModelArtifact:
@@ -123,8 +129,9 @@ def test_appended_byte_fails_verification(
     path = written / ARTIFACT_FILE
     path.write_bytes(path.read_bytes() + b"\n")
 
-    with pytest.raises(SignatureError, match="tampered"):
+    with pytest.raises(SignatureError, match="tampered") as info:
         read_artifact(written, trusted_keys=trusted)
+    assert info.value.reason is ArtifactRefusal.TAMPERED
 
 
 def test_tampered_signature_fails(written: Path, trusted: dict[str, Ed25519PublicKey]) -> None:
@@ -133,17 +140,20 @@ def test_tampered_signature_fails(written: Path, trusted: dict[str, Ed25519Publi
     doc["signature"] = ("B" if doc["signature"][0] != "B" else "C") + doc["signature"][1:]
     sig_path.write_text(json.dumps(doc))
 
-    with pytest.raises(SignatureError):
+    with pytest.raises(SignatureError) as info:
         read_artifact(written, trusted_keys=trusted)
+    assert info.value.reason is ArtifactRefusal.TAMPERED
 
 
 def test_untrusted_signer_fails(written: Path) -> None:
     stranger = {"other": generate_signing_key().public_key()}
 
-    with pytest.raises(SignatureError, match="must be signed by a trusted key"):
+    with pytest.raises(SignatureError, match="must be signed by a trusted key") as info:
         read_artifact(written, trusted_keys=stranger)
-    with pytest.raises(SignatureError, match="trusted: none"):
+    assert info.value.reason is ArtifactRefusal.UNTRUSTED
+    with pytest.raises(SignatureError, match="trusted: none") as info:
         read_artifact(written, trusted_keys={})
+    assert info.value.reason is ArtifactRefusal.UNTRUSTED
 
 
 def test_signature_by_another_key_claiming_a_trusted_id_fails(
@@ -154,8 +164,9 @@ def test_signature_by_another_key_claiming_a_trusted_id_fails(
     forged["key_id"] = key_id(signer.public_key())
     (written / SIGNATURE_FILE).write_text(json.dumps(forged))
 
-    with pytest.raises(SignatureError, match="tampered"):
+    with pytest.raises(SignatureError, match="tampered") as info:
         read_artifact(written, trusted_keys=trusted)
+    assert info.value.reason is ArtifactRefusal.TAMPERED
 
 
 def test_missing_or_malformed_signature_fails(
@@ -163,12 +174,14 @@ def test_missing_or_malformed_signature_fails(
 ) -> None:
     sig_path = written / SIGNATURE_FILE
     sig_path.write_text("{not json")
-    with pytest.raises(SignatureError, match=re.escape(str(sig_path))):
+    with pytest.raises(SignatureError, match=re.escape(str(sig_path))) as info:
         read_artifact(written, trusted_keys=trusted)
+    assert info.value.reason is ArtifactRefusal.TAMPERED
 
     sig_path.unlink()
-    with pytest.raises(SignatureError, match="unsigned"):
+    with pytest.raises(SignatureError, match="unsigned") as info:
         read_artifact(written, trusted_keys=trusted)
+    assert info.value.reason is ArtifactRefusal.UNSIGNED
 
 
 def test_signed_but_malformed_content_is_an_artifact_error(
@@ -183,13 +196,15 @@ def test_signed_but_malformed_content_is_an_artifact_error(
         with pytest.raises(ArtifactError, match="does not match the artifact schema") as info:
             read_artifact(target, trusted_keys=trusted)
         assert not isinstance(info.value, SignatureError)
+        assert info.value.reason is ArtifactRefusal.INCOMPATIBLE
 
 
 def test_missing_artifact_names_the_file(
     tmp_path: Path, trusted: dict[str, Ed25519PublicKey]
 ) -> None:
-    with pytest.raises(ArtifactError, match=r"artifact\.json cannot be read"):
+    with pytest.raises(ArtifactError, match=r"artifact\.json cannot be read") as info:
         read_artifact(tmp_path / "nothing", trusted_keys=trusted)
+    assert info.value.reason is ArtifactRefusal.UNREADABLE
 
 
 def test_renamed_artifact_directory_is_refused(
@@ -273,3 +288,73 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
         write_artifact(_artifact(), registry, signing_key=None)  # type: ignore[arg-type]
 
     assert list(registry.iterdir()) == []
+
+
+# ------------------------------------------------------------------ artifact <-> pipeline
+
+
+def _pipeline(seed: int = 0) -> RiskPipeline:
+    frame = loans(300, seed)
+    prep = Preprocessor(LOANS_SCHEMA).fit(frame)
+    spec = ModelSpec(kind="mlp", n_features=prep.n_features_out, hidden=(4,))
+    weights = np.random.default_rng(seed).normal(0, 0.5, count_parameters(spec))
+    return RiskPipeline.from_fitted(prep, spec, weights, logit_offset=-1.5)
+
+
+def _lineage() -> Lineage:
+    return Lineage(
+        run_id="run-1",
+        parties=["a", "b", "c"],
+        rounds=3,
+        dataset_fingerprint="cd" * 32,
+        created_at="2025-01-02T03:04:05+00:00",
+    )
+
+
+def test_a_signed_pipeline_scores_the_same_after_release(
+    tmp_path: Path, signer: Ed25519PrivateKey, trusted: dict[str, Ed25519PublicKey]
+) -> None:
+    # Arrange
+    pipeline = _pipeline()
+    frame = loans(200, 5)
+
+    # Act
+    artifact = artifact_from_pipeline(
+        pipeline, model_id="acard-1", stage="application", lineage=_lineage()
+    )
+    path = write_artifact(artifact, tmp_path, signing_key=signer)
+    released = pipeline_from_artifact(read_artifact(path, trusted_keys=trusted))
+
+    # Assert
+    np.testing.assert_array_equal(released.predict_proba(frame), pipeline.predict_proba(frame))
+    np.testing.assert_array_equal(released.weights_, pipeline.weights_)
+    assert released.logit_offset_ == artifact.logit_offset == -1.5
+    assert released.spec_ == artifact.model_spec == pipeline.spec_
+    assert artifact.baseline == pipeline.preprocessor_.reference_row()
+    assert artifact.dataset_schema == LOANS_SCHEMA
+    assert artifact.scorecard == ScorecardScaling()
+
+
+def test_an_artifact_whose_parts_do_not_fit_is_incompatible() -> None:
+    # Arrange
+    good = artifact_from_pipeline(
+        _pipeline(), model_id="acard-1", stage="application", lineage=_lineage()
+    )
+    wrong_width = good.model_copy(
+        update={"model_spec": ModelSpec(kind="lr", n_features=3), "weights": [0.0] * 4}
+    )
+    broken_state = good.model_copy(update={"preprocessing": {"format": "something else"}})
+    other_schema = good.model_copy(
+        update={"schema": LOANS_SCHEMA.model_copy(update={"name": "other"})}
+    )
+
+    # Act / Assert
+    for artifact, fragment in (
+        (wrong_width, "n_features"),
+        (broken_state, "preprocessing must be a valid preprocessor state"),
+        (other_schema, "preprocessing schema must equal the artifact schema"),
+    ):
+        with pytest.raises(ArtifactError, match=fragment) as info:
+            pipeline_from_artifact(artifact)
+        assert info.value.reason is ArtifactRefusal.INCOMPATIBLE
+        assert "acard-1" in str(info.value)

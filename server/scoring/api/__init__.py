@@ -1,0 +1,31 @@
+"""HTTP API of the scoring service: one router per resource, mounted in order by ``create_app``.
+
+=============== ======================================================================
+``decisions``   A-card applications, B-card behaviour, C-card collections, a decision
+``reviews``     requests for human review, the manual-review queue
+``batch``       CSV / Parquet uploads scored by a stage's champion
+``models``      the model registry: list, register, upload, promote, change log
+``stages``      champion / challenger per stage, rollback, stopping a challenger
+``fraud``       the fraud rules' external lists
+``audit``       audit-chain verification
+``operations``  health and Prometheus metrics
+=============== ======================================================================
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.scoring.api import audit, batch, decisions, fraud, models, operations, reviews, stages
+
+ROUTERS: tuple[APIRouter, ...] = (
+    decisions.router,
+    reviews.router,
+    batch.router,
+    models.router,
+    stages.router,
+    fraud.router,
+    audit.router,
+    operations.router,
+)
+"""Every router, in the order their routes are documented."""

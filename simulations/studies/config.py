@@ -1,0 +1,98 @@
+"""Which cells a study runs: partition kinds, the study presets and the key of each cell."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedrisk.errors import ConfigError
+from fedrisk.ml.kinds import ModelKind
+from simulations.scenarios import SCENARIOS, Scenario
+
+PartitionKind = Literal["iid", "label", "feature", "quantity"]
+
+PARTITION_KINDS: tuple[PartitionKind, ...] = ("iid", "label", "feature", "quantity")
+PARTITION_LABELS: dict[str, str] = {
+    "iid": "IID",
+    "label": "label skew",
+    "feature": "feature skew",
+    "quantity": "quantity skew",
+}
+SMALL_LENDER_SHARE = 0.05
+"""A party with at most this share of all rows counts as a small lender (cold start)."""
+TARGET_GAP = 0.01
+"""The federated encrypted model should be within this AUC of the centralized one."""
+
+
+class StudyConfig(BaseModel):
+    """Which cells a study runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str
+    tasks: tuple[str, ...] = Field(min_length=1)
+    partitions: tuple[PartitionKind, ...] = Field(min_length=1)
+    models: tuple[ModelKind, ...] = Field(min_length=1)
+    seeds: tuple[int, ...] = Field(min_length=1)
+    plaintext_seeds: tuple[int, ...] = ()
+    """Seeds that also run the plaintext (INSECURE) federation."""
+    dirichlet_alpha: float = Field(default=0.3, gt=0.0)
+    rounds: int | None = Field(default=None, ge=1)
+    """Override every scenario's rounds (tests); None keeps each scenario's own."""
+
+
+PRESETS: dict[str, StudyConfig] = {
+    "smoke": StudyConfig(
+        preset="smoke",
+        tasks=("smoke-synthetic",),
+        partitions=("quantity",),
+        models=("lr",),
+        seeds=(0,),
+        plaintext_seeds=(0,),
+        rounds=2,
+    ),
+    "full": StudyConfig(
+        preset="full",
+        tasks=tuple(SCENARIOS),
+        partitions=PARTITION_KINDS,
+        models=("lr", "mlp"),
+        seeds=(0, 1, 2),
+        plaintext_seeds=(0,),
+    ),
+}
+"""``smoke``: synthetic, 3 parties, 2 rounds, 1 seed, LR (about 2 minutes, for tests).
+``full``: the issue's matrix, 4 tasks × 4 partitions × 2 models × 3 seeds = 96 cells plus
+32 plaintext runs (hours; run it in the background, it resumes)."""
+
+
+def get_preset(name: str) -> StudyConfig:
+    """The study preset ``name``.
+
+    Raises
+    ------
+    ConfigError
+        If there is no such preset.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError as e:
+        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}") from e
+
+
+def partition_text(scenario: Scenario, kind: PartitionKind, *, alpha: float = 0.3) -> str:
+    """The partition string (``parse_partition`` syntax) of ``kind`` for ``scenario``."""
+    if kind == "iid":
+        return "iid"
+    if kind == "label":
+        return f"dirichlet:{alpha:g}"
+    if kind == "feature":
+        return scenario.feature_skew
+    if kind == "quantity":
+        return "quantity"
+    raise ConfigError(f"partition kind must be one of {', '.join(PARTITION_KINDS)}; got {kind!r}")
+
+
+def cell_key(task: str, partition: str, model: str, seed: int) -> str:
+    """The key of a cell in ``results.json``."""
+    return f"{task}|{partition}|{model}|seed{seed}"

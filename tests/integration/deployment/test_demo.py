@@ -1,0 +1,115 @@
+"""``run_demo`` end to end on the real runtime: TLS SuperLink, three SuperNodes, an encrypted round,
+a signed release, the scoring service's decisions, and every process it started stopped."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from fedrisk.federation.processes import descendants, is_alive
+from fedrisk.release.artifact import load_trusted_keys, read_artifact
+from simulations.demo import PARTY_NAMES, run_demo
+from tests.support.processes import stop_pid
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+class ProcessSampler:
+    """Every descendant of this process seen while it runs, sampled every 0.1 s.
+
+    The demo's long-lived processes (SuperLink, SuperExec, SuperNodes, ClientApps, the scoring
+    service) live for seconds at least, so the sampler sees each one; a process too short-lived to
+    be sampled has ended on its own.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.1):
+            self.seen.update(descendants(os.getpid()))
+
+    def __enter__(self) -> ProcessSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def sampler() -> Iterator[ProcessSampler]:
+    """A sampler whose leftover processes, if any, are stopped by PID at teardown."""
+    sampler = ProcessSampler()
+    try:
+        yield sampler
+    finally:
+        for pid in sampler.seen:
+            if is_alive(pid):
+                stop_pid(pid)
+
+
+def test_the_demo_trains_releases_scores_and_stops_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampler: ProcessSampler
+) -> None:
+    # arrange: the synthetic parties, one round, everything under tmp_path
+    monkeypatch.delenv("FEDRISK_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    output = io.StringIO()
+    console = Console(file=output, width=200)
+    out = tmp_path / "demo-out"
+    before = set(descendants(os.getpid()))
+
+    # act
+    with sampler:
+        run_demo(console=console, out=out, rounds=1)
+
+    # assert: the federation ran with three parties and released a model
+    text = output.getvalue()
+    supernode_pids = {
+        name: int(pid) for name, pid in re.findall(r"SuperNode (\w+): pid (\d+)", text)
+    }
+    assert sorted(supernode_pids) == sorted(PARTY_NAMES)
+    assert "round 1/1: 3 parties, federated AUC" in text
+    released = re.search(r"released (\S+) \(signed by (\w+)\)", text)
+    assert released is not None and released.group(2) in PARTY_NAMES
+
+    # the artifact on disk verifies against the parties' trusted keys
+    signed = re.search(r"signed model:\s+(\S+)", text)
+    assert signed is not None
+    artifact_dir = Path(signed.group(1))
+    assert artifact_dir.name == released.group(1)
+    registry = artifact_dir.parent
+    artifact = read_artifact(
+        artifact_dir, trusted_keys=load_trusted_keys(registry / "trusted_keys")
+    )
+    assert artifact.model_id == released.group(1)
+    assert sorted(artifact.lineage.parties) == sorted(PARTY_NAMES)
+
+    # the scoring service's decisions were printed, fraud ring and review queue included
+    assert "A-card decisions from the scoring service" in text
+    for label in ("low risk", "typical", "high risk", "ring member 6"):
+        assert label in text
+    assert re.search(r"\b(approve|review|decline)\b", text)
+    assert "possible ring: 6 linked applications" in text
+    queue = re.search(r"review queue now holds (\d+) items", text)
+    assert queue is not None and int(queue.group(1)) >= 1
+    assert (out / "scoring.db").is_file()
+
+    # every process it started is stopped: none left alive, none left as our children
+    started = sampler.seen - before
+    assert set(supernode_pids.values()) <= started
+    assert len(started) >= 1 + len(PARTY_NAMES) + 1  # SuperLink, SuperNodes, scoring service
+    assert [pid for pid in started if is_alive(pid)] == []
+    assert [pid for pid in descendants(os.getpid()) if is_alive(pid)] == []
+    assert "Done: everything stopped" in text

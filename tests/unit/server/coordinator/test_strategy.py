@@ -1,0 +1,339 @@
+"""EncryptedFedAvg against an in-memory grid whose parties answer with real CKKS ciphertexts.
+
+The plaintext oracle: every round's global model is the example-weighted mean of what the
+answering parties sent, each party adding its fixed step to the previous mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedrisk.federation import protocol as proto
+from fedrisk.federation.run_config import FederationConfig
+from secure_agg.aggregation import CkksAggregation, unweight_sum
+from secure_agg.keys import CkksContext, generate_context, public_context
+from secure_agg.params import HEParams
+from server.coordinator.checkpoints import CheckpointStore
+from server.coordinator.progress import ProgressLog, read_events
+from server.coordinator.strategy import (
+    EncryptedFedAvg,
+    FederationError,
+    FederationResult,
+    Release,
+    RunState,
+)
+from server.coordinator.waves import QUICK_PULL, SLOW_PULL
+from tests.support.fake_grid import FakeGrid, FakeParty, FloatArray, VirtualClock
+
+TIMEOUT = 30.0
+"""Virtual seconds the strategy waits for one wave's replies."""
+TOL = 1e-6
+"""CKKS noise on these small vectors is ~1e-9; 1e-6 is far above it and far below any step."""
+
+
+@pytest.fixture(autouse=True)
+def serverapp_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Who is sending: Flower's ServerApp runtime sets this in the process before ``main``."""
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)
+
+
+@pytest.fixture(scope="module")
+def secret() -> CkksContext:
+    return generate_context(HEParams())
+
+
+@pytest.fixture(scope="module")
+def crypto(secret: CkksContext) -> CkksAggregation:
+    """What the parties encrypt and decrypt with (the secret context)."""
+    return CkksAggregation(secret)
+
+
+@pytest.fixture(scope="module")
+def summer(secret: CkksContext) -> CkksAggregation:
+    """What the server sums with: the public context only."""
+    return CkksAggregation(public_context(secret))
+
+
+def make_parties(crypto: CkksAggregation, n: int, **behaviour: dict[str, Any]) -> list[FakeParty]:
+    """``n`` seeded parties ``party_0`` …; ``behaviour`` maps a party name to FakeParty options."""
+    rng = np.random.default_rng(42)
+    parties = []
+    for i in range(n):
+        name = f"party_{i}"
+        parties.append(
+            FakeParty(
+                name=name,
+                crypto=crypto,
+                n_examples=100 * (i + 1),
+                step=rng.normal(size=4),
+                hist=np.array([float(i + 1), 10.0 * (i + 1)]),
+                **behaviour.get(name, {}),
+            )
+        )
+    return parties
+
+
+def oracle(rounds: Sequence[Sequence[FakeParty]]) -> FloatArray:
+    """The plaintext global model after ``rounds``, each listing the parties that trained."""
+    weights = np.zeros_like(rounds[0][0].step)
+    for answering in rounds:
+        total = sum(p.n_examples for p in answering)
+        weights = sum(p.n_examples * (weights + p.step) for p in answering) / total
+    return weights
+
+
+def make_strategy(
+    summer: CkksAggregation,
+    tmp_path: Path,
+    clock: VirtualClock,
+    *,
+    rounds: int,
+    resume: bool = False,
+    cls: type[EncryptedFedAvg] = EncryptedFedAvg,
+) -> EncryptedFedAvg:
+    """A strategy over three or more parties, keeping its files under ``tmp_path``."""
+    config = FederationConfig(
+        run_id="run-test", rounds=rounds, min_parties=3, release_party="party_0", resume=resume
+    )
+    return cls(
+        config=config,
+        summer=summer,
+        progress=ProgressLog(tmp_path / "progress.jsonl"),
+        checkpoints=CheckpointStore(tmp_path / "checkpoints"),
+        clock=clock,
+    )
+
+
+def run(
+    summer: CkksAggregation,
+    tmp_path: Path,
+    parties: list[FakeParty],
+    *,
+    rounds: int,
+    resume: bool = False,
+) -> FederationResult:
+    """Start a strategy over ``parties`` on a fresh virtual clock."""
+    clock = VirtualClock()
+    strategy = make_strategy(summer, tmp_path, clock, rounds=rounds, resume=resume)
+    return strategy.start(FakeGrid(parties, clock=clock), timeout=TIMEOUT)
+
+
+def decrypted_model(crypto: CkksAggregation, result: FederationResult) -> FloatArray:
+    weights, _ = unweight_sum(crypto.decode(result.enc_global))
+    return weights
+
+
+def test_rounds_sum_encrypted_updates_into_the_plaintext_model(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    # Arrange
+    parties = make_parties(crypto, 3)
+
+    # Act
+    result = run(summer, tmp_path, parties, rounds=3)
+
+    # Assert: the model, the metrics and the statistics are the plaintext sums.
+    np.testing.assert_allclose(
+        decrypted_model(crypto, result), oracle([parties] * 3), rtol=0, atol=TOL
+    )
+    names = ["party_0", "party_1", "party_2"]
+    assert [h["round"] for h in result.history] == [1, 2, 3]
+    for h in result.history:
+        assert h["train_parties"] == h["eval_parties"] == names
+        assert h["dropped"] == []
+        assert h["auc"] == pytest.approx(1 + 2 + 3, abs=TOL)
+        assert h["ks"] == pytest.approx(10 + 20 + 30, abs=TOL)
+        assert set(h["phase_seconds"]) == {"train", "evaluate", "metrics", "server_sums"}
+    assert sorted(result.metrics) == [1, 2, 3]
+    checkpoint = CheckpointStore(tmp_path / "checkpoints").latest()
+    assert checkpoint is not None and checkpoint.round == 3
+    assert checkpoint.history == list(result.history)
+    np.testing.assert_allclose(crypto.decode(checkpoint.enc_stats), [600.0, 66.0], rtol=0, atol=TOL)
+    # The statistics sum travels once (round 1); later rounds carry only the new model.
+    down = [h["bytes_down_per_party"] for h in result.history]
+    assert down[1] < down[0]
+    assert down[2] == pytest.approx(down[1], rel=1e-3)  # ciphertexts differ by a few bytes
+    # The statistics phase runs before round 1, the release after the last round.
+    kinds = [e["event"] for e in read_events(tmp_path / "progress.jsonl")]
+    assert kinds == ["stats"] + ["round-start", "round"] * 3 + ["released"]
+    assert result.release == Release(party="party_0", model_id="model-party_0-3")
+
+
+@pytest.mark.parametrize(("delay", "pull"), [(0.05, QUICK_PULL), (3.0, SLOW_PULL)])
+def test_replies_are_pulled_every_20_ms_then_four_times_a_second(
+    crypto: CkksAggregation,
+    summer: CkksAggregation,
+    tmp_path: Path,
+    delay: float,
+    pull: float,
+) -> None:
+    parties = make_parties(crypto, 3, party_2={"delay": delay})
+
+    result = run(summer, tmp_path, parties, rounds=1)
+
+    # The slowest reply is ready ``delay`` virtual seconds after the push; the wave ends at
+    # the first pull after that.
+    phases = result.history[0]["phase_seconds"]
+    for phase in ("train", "evaluate"):
+        assert delay <= phases[phase] <= delay + pull + 1e-9, (phase, phases)
+
+
+def test_silent_party_is_dropped_after_the_round_timeout(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    # Arrange: party_3's SuperNode dies before round 2; three parties must answer.
+    parties = make_parties(crypto, 4, party_3={"silent_from_round": 2})
+
+    # Act
+    result = run(summer, tmp_path, parties, rounds=3)
+
+    # Assert: dropped from rounds 2 and 3 after waiting the timeout for each wave, not longer.
+    first, second, third = result.history
+    assert first["dropped"] == [] and first["phase_seconds"]["train"] < 1.0
+    for later in (second, third):
+        assert later["dropped"] == ["party_3"]
+        assert later["train_parties"] == later["eval_parties"] == ["party_0", "party_1", "party_2"]
+        for phase in ("train", "evaluate"):
+            assert later["phase_seconds"][phase] == pytest.approx(TIMEOUT)
+    np.testing.assert_allclose(
+        decrypted_model(crypto, result),
+        oracle([parties, parties[:3], parties[:3]]),
+        rtol=0,
+        atol=TOL,
+    )
+
+
+def test_dropout_below_min_parties_fails_the_run_with_the_reason(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    parties = make_parties(crypto, 3, party_2={"silent_from_round": 2})
+
+    with pytest.raises(
+        FederationError,
+        match=r"round 2 train: only 2 parties answered; min-parties is 3\. "
+        r"Failures: none \(timeouts\)",
+    ):
+        run(summer, tmp_path, parties, rounds=3)
+
+    checkpoint = CheckpointStore(tmp_path / "checkpoints").latest()
+    assert checkpoint is not None and checkpoint.round == 1
+
+
+def test_too_few_connected_parties_fail_after_the_timeout(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    clock = VirtualClock()
+    strategy = make_strategy(summer, tmp_path, clock, rounds=1)
+
+    with pytest.raises(FederationError, match="only 2 parties connected within 30s"):
+        strategy.start(FakeGrid(make_parties(crypto, 2), clock=clock), timeout=TIMEOUT)
+
+    events = read_events(tmp_path / "progress.jsonl")
+    assert {(e["event"], e["connected"], e["needed"]) for e in events} == {("waiting", 2, 3)}
+    assert TIMEOUT <= clock.now <= TIMEOUT + 1.0
+
+
+def test_resume_continues_at_the_next_round_and_equals_an_uninterrupted_run(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    # Arrange: the oracle run, and a run that fails in round 2 after checkpointing round 1.
+    full = run(summer, tmp_path / "full", make_parties(crypto, 3), rounds=3)
+    crashing = make_parties(crypto, 3, party_2={"silent_from_round": 2})
+    with pytest.raises(FederationError):
+        run(summer, tmp_path / "run", crashing, rounds=3)
+
+    # Act: resume with fresh party processes (their record caches are empty).
+    resumed = run(summer, tmp_path / "run", make_parties(crypto, 3), rounds=3, resume=True)
+
+    # Assert
+    assert [h["round"] for h in resumed.history] == [1, 2, 3]
+    assert sorted(resumed.metrics) == [2, 3]
+    events = read_events(tmp_path / "run" / "progress.jsonl")
+    marks = [(e["event"], e.get("round")) for e in events if e["event"] in ("round", "resumed")]
+    assert marks == [("round", 1), ("resumed", 1), ("round", 2), ("round", 3)]
+    np.testing.assert_allclose(
+        decrypted_model(crypto, resumed), decrypted_model(crypto, full), rtol=0, atol=TOL
+    )
+
+
+def test_party_that_lost_its_records_is_sent_them_in_full(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    parties = make_parties(crypto, 3, party_1={"forgets_at_round": 2})
+
+    result = run(summer, tmp_path, parties, rounds=2)
+
+    resent = [e for e in read_events(tmp_path / "progress.jsonl") if e["event"] == "resent"]
+    assert [(e["phase"], e["parties"]) for e in resent] == [(proto.MSG_TRAIN, ["party_1"])]
+    trains = [m for m in parties[1].received if m.metadata.message_type == proto.MSG_TRAIN]
+    # Round 2: first without the records it held, then again with both attached.
+    assert [sorted(m.content.array_records) for m in trains[1:]] == [
+        [],
+        sorted([proto.ENC_GLOBAL, proto.ENC_STATS]),
+    ]
+    assert result.history[1]["train_parties"] == ["party_0", "party_1", "party_2"]
+    assert result.history[1]["dropped"] == []
+    np.testing.assert_allclose(
+        decrypted_model(crypto, result), oracle([parties] * 2), rtol=0, atol=TOL
+    )
+
+
+def test_refusing_party_is_excluded_for_the_whole_run(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    parties = make_parties(crypto, 4, party_3={"refuses": True})
+
+    result = run(summer, tmp_path, parties, rounds=2)
+
+    refused = [e for e in read_events(tmp_path / "progress.jsonl") if e["event"] == "refused"]
+    assert [e["phase"] for e in refused] == ["statistics"]
+    assert "party_3: column x out of range" in refused[0]["reason"]
+    assert [m.metadata.message_type for m in parties[3].received] == [proto.MSG_STATS]
+    assert all(h["train_parties"] == ["party_0", "party_1", "party_2"] for h in result.history)
+    np.testing.assert_allclose(
+        decrypted_model(crypto, result), oracle([parties[:3]] * 2), rtol=0, atol=TOL
+    )
+
+
+class _RecordingRelease(EncryptedFedAvg):
+    """Overrides the release hook to see what it is handed, then releases as usual."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.handed: list[RunState] = []
+
+    def release(self, grid: Grid, state: RunState, *, timeout: float) -> Release:
+        self.handed.append(state)
+        return super().release(grid, state, timeout=timeout)
+
+
+def test_release_hook_receives_the_final_encrypted_model(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    clock = VirtualClock()
+    parties = make_parties(crypto, 3)
+    strategy = make_strategy(summer, tmp_path, clock, rounds=2, cls=_RecordingRelease)
+
+    result = strategy.start(FakeGrid(parties, clock=clock), timeout=TIMEOUT)
+
+    assert isinstance(strategy, _RecordingRelease)
+    (state,) = strategy.handed
+    assert state.round == 2
+    assert state.enc_global is result.enc_global
+    expected = oracle([parties] * 2)
+    np.testing.assert_allclose(decrypted_model(crypto, result), expected, rtol=0, atol=TOL)
+    # Only the release party decrypted it, and it got the same model.
+    assert parties[0].released is not None
+    np.testing.assert_allclose(parties[0].released, expected, rtol=0, atol=TOL)
+    assert parties[1].released is None and parties[2].released is None
+    assert result.release == Release(party="party_0", model_id="model-party_0-2")
