@@ -59,11 +59,28 @@ def tree(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         start_new_session=True,
     )
     try:
-        wait_for(lambda: len(descendants(proc.pid)) == 3, timeout=WAIT, what="3 sleep children")
+        # the setsid child exists (as a forked sh) a moment before it leaves the group: wait
+        # for both, or the test would race the fork
+        wait_for(
+            lambda: _children_and_outsiders(proc.pid) == (3, 1),
+            timeout=WAIT,
+            what="3 sleep children, one of them in its own session",
+        )
         yield proc
     finally:
         if proc.poll() is None:
             stop_process_tree(proc.pid, process=proc, grace=1.0)
+
+
+def _children_and_outsiders(root: int) -> tuple[int, int]:
+    children = descendants(root)
+    outside = 0
+    for pid in children:
+        try:
+            outside += os.getpgid(pid) != root
+        except ProcessLookupError:
+            return (-1, -1)
+    return (len(children), outside)
 
 
 def _read_lines(path: Path) -> list[str]:
