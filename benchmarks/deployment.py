@@ -10,10 +10,12 @@ It also records where the time goes:
 - From the SuperNode logs, followed live and timestamped here (Flower writes no timestamps):
   per message type, how long after the round started the SuperNodes received the message
   (dispatch: the ServerApp's and the SuperNodes' polling), and the time from receiving a
-  message to sending its reply, i.e. one ``flwr-clientapp`` process from spawn to answer.
-- In process, on one party's data: the cold start of a ClientApp process (a fresh interpreter
-  importing the ClientApp, and torch for ``train``), local training, and CKKS encryption and
-  decryption of the update.
+  message to sending its reply: the party's warm executor (``clients.executor``) acquiring the
+  task, running the ClientApp in-process, and the SuperNode noticing the reply (it polls every
+  0.5 s).
+- In process, on one party's data: what a cold process would pay (a fresh interpreter importing
+  the ClientApp, and torch for ``train``; the executor pays it once, at start-up), local
+  training, and CKKS encryption and decryption of the update.
 
 Everything binds 127.0.0.1 and every process is stopped by PID on exit. Bounded: ``--rounds``
 (default 2) rounds per run, four runs in all; about 20 minutes on a loaded 2-core machine.
@@ -391,11 +393,11 @@ def main() -> None:
     train_spans = [r.clientapp.get("train", float("nan")) for r in runs if r.encrypted]
     console.print(
         f"update: {enc_steps['update_values']:.0f} values. ClientApp columns above: SuperNode log "
-        "'Receiving' to 'Sending' of one message, i.e. a flwr-clientapp process from spawn to "
-        "reply, concurrent with the other parties' on the same cores; the SuperNode pushes "
-        "replies on its polling loop (up to ~3 s). Flower's own share of a train message is "
-        f"roughly the ClientApp train span ({', '.join(_fmt(t) for t in train_spans)} s) minus "
-        f"the cold sum ({per_message:.1f} s)."
+        "'Receiving' to 'Sending' of one message, run by the party's warm executor (no process "
+        "start), concurrent with the other parties' on the same cores; the SuperNode notices a "
+        "reply on its 0.5 s polling loop and, when idle, pulls the next message only every 3 s. "
+        f"ClientApp train span ({', '.join(_fmt(t) for t in train_spans)} s) against the cold "
+        f"start a fresh process would add ({per_message:.1f} s)."
     )
     if args.json:
         payload = {"runs": [r.__dict__ for r in runs], "party_breakdown": breakdown}

@@ -212,6 +212,7 @@ def party_start(
     if code is None:
         typer.echo("Stopped the SuperNode.")
         return
+    _stop()  # the SuperNode exited on its own: stop its executor by pid too
     if code and handle.was_refused():
         typer.secho(
             "The SuperLink did not accept this SuperNode. Right after a crash it still holds the "

@@ -148,6 +148,32 @@ def _aggregation(secret_context: Path | None, plaintext: bool) -> VectorAggregat
     return CkksAggregation(load_secret_context(secret_context))
 
 
+def warm_up(config: PartyConfig) -> None:
+    """Load into this process what every message of a run needs, before the first one arrives.
+
+    The party's validated data and its CKKS secret context go into this module's caches, and
+    torch is imported and run through one optimiser step (its first step in a process costs
+    about 2 s). A long-lived worker (``clients.executor``) calls this once at start-up.
+
+    Raises
+    ------
+    PartyRefusedError
+        The data or the secret context cannot be read.
+    """
+    import torch
+
+    from fedrisk.ml.training import configure_torch
+
+    load_local_data(config)
+    if config.secret_context is not None:
+        _aggregation(config.secret_context, False)
+    configure_torch(threads=1)
+    layer = torch.nn.Linear(2, 1)
+    optimiser = torch.optim.Adam(layer.parameters())
+    layer(torch.zeros(1, 2)).sum().backward()
+    optimiser.step()
+
+
 class PartyNode:
     """One party's side of every message type; holds no state between messages.
 

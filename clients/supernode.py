@@ -6,13 +6,20 @@ an OpenSSH-format ECDSA (NIST curve) private key; the node config may be a TOML 
 reach the ClientApp as ``context.node_config``); ``--port`` is the SuperNode's local Runtime API
 (default 9094, so every local SuperNode needs its own). Without ``--root-certificates`` Flower
 falls back to the system trust store, which does not know the federation's private CA.
+
+The SuperNode runs with ``--isolation process`` and ``--superexec-auth-secret-file``: it starts
+no ``flwr-clientapp`` itself; the party's warm executor (``clients.executor``), started beside
+it and stopped with it, acquires its tasks with the shared secret and runs them in one process.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +55,8 @@ PARTY_CONFIG_FILE: Final = "party.toml"
 NODE_CONFIG_FILE: Final = "node-config.toml"
 RUNTIME_FILE: Final = "supernode.json"
 LOG_FILE: Final = "supernode.log"
+EXECUTOR_SECRET_FILE: Final = "superexec.secret"  # noqa: S105 - a file name, not a secret
+"""Shared secret between the SuperNode and its executor (mode 0600, renewed at every start)."""
 CONNECTION_REFUSED_MARK: Final = "Exit Code: 305"
 """What flower-supernode logs when the SuperLink refused it (TLS or auth); its process exit code is
 then 1, like for any other error, so the log is the observable."""
@@ -66,6 +75,11 @@ class PartyRuntime:
     node_config: Path
     flwr_home: Path
     log_path: Path
+
+    @property
+    def executor_secret(self) -> Path:
+        """The SuperExec auth secret file of this party's SuperNode and executor."""
+        return self.state_dir / EXECUTOR_SECRET_FILE
 
 
 def _validate_data(path: Path, schema_file: Path, *, what: str) -> int:
@@ -196,6 +210,7 @@ def supernode_command(
     insecure: bool = False,
     max_retries: int | None = None,
     max_wait_time: float | None = None,
+    executor_secret: Path | None = None,
 ) -> list[str]:
     """The ``flower-supernode`` argv for a party.
 
@@ -213,6 +228,9 @@ def supernode_command(
             argv += ["--root-certificates", str(trust.resolve())]
         argv += ["--auth-supernode-private-key", str(bundle.layout.auth_private_key)]
     argv += ["--node-config", str(node_config), "--port", str(runtime_port)]
+    argv += ["--isolation", "process"]
+    if executor_secret is not None:
+        argv += ["--superexec-auth-secret-file", str(executor_secret)]
     if max_retries is not None:
         argv += ["--max-retries", str(max_retries)]
     if max_wait_time is not None:
@@ -230,6 +248,12 @@ class SuperNodeProcess:
     runtime_port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    executor_pid: int | None = None
+    executor_process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def pids(self) -> list[int]:
+        """The SuperNode's pid, then its executor's."""
+        return [self.pid] + ([self.executor_pid] if self.executor_pid is not None else [])
 
     def is_running(self) -> bool:
         """Whether the SuperNode process is alive."""
@@ -259,9 +283,13 @@ class SuperNodeProcess:
         """SIGTERM the SuperNode and its children (it deactivates itself), SIGKILL if needed.
 
         ``timeout`` is the grace period before SIGKILL (see ``fedrisk.federation.processes``).
+        The executor is stopped after the SuperNode (it would exit on its own once the
+        SuperNode's pid is gone).
         """
         try:
             stop_process_tree(self.pid, process=self.process, grace=timeout)
+            if self.executor_pid is not None:
+                stop_process_tree(self.executor_pid, process=self.executor_process, grace=timeout)
         except ProcessStopError as e:
             raise SuperNodeError(f"the SuperNode of {self.party} must stop; {e}") from e
 
@@ -303,6 +331,11 @@ def start_supernode(
             "INSECURE: SuperNode of %s connects WITHOUT TLS and WITHOUT authentication", bundle.name
         )
     port = runtime_port or pick_free_port()
+    secret_file = runtime.executor_secret
+    secret_file.unlink(missing_ok=True)
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(32))
     argv = supernode_command(
         bundle,
         superlink=superlink,
@@ -312,10 +345,17 @@ def start_supernode(
         insecure=insecure,
         max_retries=max_retries,
         max_wait_time=max_wait_time,
+        executor_secret=secret_file,
     )
     runtime.flwr_home.mkdir(parents=True, exist_ok=True)
     process = start_flower_process(
         argv, cwd=runtime.state_dir, flwr_home=runtime.flwr_home, log_path=runtime.log_path
+    )
+    executor = start_flower_process(
+        executor_command(runtime, runtime_port=port, supernode_pid=process.pid),
+        cwd=runtime.state_dir,
+        flwr_home=runtime.flwr_home,
+        log_path=runtime.log_path,
     )
     (runtime.state_dir / RUNTIME_FILE).write_text(
         json.dumps(
@@ -324,6 +364,7 @@ def start_supernode(
                 "party": bundle.name,
                 "superlink": superlink,
                 "runtime_port": port,
+                "executor_pid": executor.pid,
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             },
             indent=2,
@@ -337,7 +378,26 @@ def start_supernode(
         runtime_port=port,
         log_path=runtime.log_path,
         process=process,
+        executor_pid=executor.pid,
+        executor_process=executor,
     )
+
+
+def executor_command(runtime: PartyRuntime, *, runtime_port: int, supernode_pid: int) -> list[str]:
+    """The argv of the party's warm executor (``clients.executor``) for its SuperNode."""
+    return [
+        sys.executable,
+        "-m",
+        "clients.executor",
+        "--runtime-api-address",
+        f"127.0.0.1:{runtime_port}",
+        "--superexec-auth-secret-file",
+        str(runtime.executor_secret),
+        "--parent-pid",
+        str(supernode_pid),
+        "--party-config",
+        str(runtime.party_config),
+    ]
 
 
 def running_supernode(state_dir: Path) -> SuperNodeProcess | None:
@@ -350,10 +410,23 @@ def running_supernode(state_dir: Path) -> SuperNodeProcess | None:
         return None
     if b"flower-supernode" not in cmdline or not is_alive(pid):
         return None
+    executor_pid = runtime.get("executor_pid")
     return SuperNodeProcess(
         pid=pid,
         party=str(runtime["party"]),
         superlink=str(runtime["superlink"]),
         runtime_port=int(runtime["runtime_port"]),
         log_path=Path(state_dir) / LOG_FILE,
+        executor_pid=_running_executor(executor_pid),
     )
+
+
+def _running_executor(pid: object) -> int | None:
+    """``pid`` if it still runs ``clients.executor`` (a recycled pid is never signalled)."""
+    if not isinstance(pid, int):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"clients.executor" in cmdline and is_alive(pid) else None

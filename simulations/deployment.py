@@ -105,7 +105,7 @@ class LocalDeployment:
         return node
 
     def stop_party(self, party: str) -> None:
-        """Stop one party's SuperNode (and its ClientApp processes) by PID."""
+        """Stop one party's SuperNode and its warm executor by PID."""
         node = self.supernodes.pop(party, None)
         if node is not None:
             node.stop()
@@ -150,7 +150,7 @@ class LocalDeployment:
             time.sleep(retry_every)
 
     def kill_party(self, party: str) -> None:
-        """Crash one party's SuperNode and its ClientApp processes: SIGKILL, no deactivation.
+        """Crash one party's SuperNode and its warm executor: SIGKILL, no deactivation.
 
         Unlike ``stop_party`` the SuperLink is not told: it keeps the node online until its
         heartbeat expires, as when a party's machine loses power mid-round.
@@ -158,6 +158,8 @@ class LocalDeployment:
         node = self.supernodes.pop(party, None)
         if node is not None:
             _crash(node.pid, node.process)
+            if node.executor_pid is not None:
+                _crash(node.executor_pid, node.executor_process)
 
     def run(
         self,

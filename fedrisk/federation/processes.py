@@ -29,6 +29,10 @@ KILL_WAIT: Final = 5.0
 """Seconds to wait for a tree to vanish after SIGKILL before reporting survivors."""
 
 _POLL: Final = 0.1
+SUPEREXEC_POLL_ENV: Final = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+"""flower-superexec's documented poll interval (default 1 s, at least 0.01 s)."""
+SUPEREXEC_POLL: Final = "0.1"
+"""Seconds between a SuperExec's task polls: a run's ServerApp starts 0.45 s sooner on average."""
 
 Process: TypeAlias = subprocess.Popen[bytes] | subprocess.Popen[str]
 """A ``Popen`` of either text mode."""
@@ -100,12 +104,15 @@ def flower_environment(flwr_home: Path) -> dict[str, str]:
     -------
     dict
         A new mapping (``os.environ`` is untouched) with ``FLWR_HOME``,
-        ``FLWR_TELEMETRY_ENABLED=0``, ``FLWR_DISABLE_UPDATE_CHECK=1``, ``PYTHONUNBUFFERED=1`` and
-        the interpreter's bin directory first on ``PATH``.
+        ``FLWR_TELEMETRY_ENABLED=0``, ``FLWR_DISABLE_UPDATE_CHECK=1``, ``PYTHONUNBUFFERED=1``,
+        ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.1`` unless already set, and the interpreter's bin
+        directory first on ``PATH``.
 
     Notes
     -----
     Telemetry and the update check would contact Flower's servers from a party's machine. The
+    SuperLink's SuperExec polls for the run's ServerApp task once a second by default; a tenth
+    of that costs one localhost call per poll and takes most of the wait out of starting a run. The
     SuperLink and SuperNode start ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp``
     by bare name, so this environment's bin must win over any other flwr on ``PATH``. Unbuffered
     output keeps log files current when a child is killed.
@@ -125,6 +132,7 @@ def flower_environment(flwr_home: Path) -> dict[str, str]:
             "PATH": path,
         }
     )
+    env.setdefault(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL)
     return env
 
 

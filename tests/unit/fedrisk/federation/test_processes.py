@@ -272,6 +272,7 @@ def test_the_flower_environment_has_the_flower_variables(
     # arrange: a relative home, and a PATH without this interpreter's bin
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", "/usr/bin")
+    monkeypatch.delenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", raising=False)
     monkeypatch.setenv("FEDRISK_PROBE", "kept")
     before = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
@@ -285,6 +286,7 @@ def test_the_flower_environment_has_the_flower_variables(
     assert env["FLWR_TELEMETRY_ENABLED"] == "0"
     assert env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
+    assert float(env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"]) < 1.0  # Flower's default is 1 s
     assert env["PATH"] == bin_dir + os.pathsep + "/usr/bin"
     assert env["FEDRISK_PROBE"] == "kept"
     assert again == env

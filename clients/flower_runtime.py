@@ -1,0 +1,202 @@
+"""The one place that uses Flower 1.41 internals: the SuperNode's Runtime API, task by task.
+
+``flower-supernode --isolation process`` stops starting ``flwr-clientapp`` itself and waits for
+an external executor to ``AcquireTask`` from its Runtime API (HTTP on 127.0.0.1). Flower's own
+``flower-superexec`` would then spawn one cold ``flwr-clientapp`` per message, and its warm
+executors serve only agent/model/connector tasks (``flwr.supercore.warm_executor_constants``).
+``clients.executor`` instead runs each ClientApp task in its own long-lived process, doing what
+``flwr.supernode.runtime.run_clientapp.run_clientapp`` does per task: heartbeat, pull the task
+input, load the ClientApp the run's FAB names, call it, push the reply and the task output.
+
+Every name imported from ``flwr`` outside its public app API is imported here and nowhere else;
+``tests/unit/clients/test_flower_runtime.py`` fails loudly when a Flower upgrade renames them or
+changes the signatures this module relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final
+
+from flwr.app import Context, Message
+from flwr.app.error import Error
+from flwr.cli.install import install_from_fab
+from flwr.clientapp import ClientApp
+from flwr.clientapp.client_app import LoadClientAppError
+from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+    SuperExecAuthHttpInterceptor,
+)
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+ACQUIRE_TASK_METHOD: Final = "/flwr.proto.Runtime/AcquireTask"
+"""The Runtime API method the SuperNode protects with the SuperExec auth secret."""
+CLIENT_APP_TASK: Final = str(TaskType.CLIENT_APP)
+COMPONENT_NAME: Final = "SuperExec"
+"""How the executor introduces itself to the Runtime API (its version check)."""
+
+
+@dataclass(frozen=True)
+class AcquiredTask:
+    """A ClientApp task the SuperNode handed to this executor."""
+
+    task_id: int
+    run_id: int
+    fab_hash: str
+    token: str
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """Everything one ClientApp task needs, pulled from the SuperNode."""
+
+    message: Message
+    context: Context
+    run_id: int
+    fab_id: str
+    fab_version: str
+    fab_hash: str
+    fab_content: bytes
+
+
+class TaskOutcome:
+    """What ``run_clientapp`` reports for a task: Flower's sub-status values and error codes."""
+
+    COMPLETED: Final = SubStatus.COMPLETED
+    FAILED: Final = SubStatus.FAILED
+    APP_RAISED: Final = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    LOAD_FAILED: Final = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+    REFUSED: Final = ErrorCode.INVALID_FAB
+
+
+class RuntimeConnection:
+    """The executor's own connection to a SuperNode's Runtime API (acquires tasks only)."""
+
+    def __init__(self, address: str, *, auth_secret: bytes | None) -> None:
+        interceptors: list[RuntimeVersionHttpInterceptor | SuperExecAuthHttpInterceptor] = [
+            RuntimeVersionHttpInterceptor(component_name=COMPONENT_NAME)
+        ]
+        if auth_secret:
+            interceptors.append(
+                SuperExecAuthHttpInterceptor(
+                    master_secret=auth_secret, protected_methods=frozenset({ACQUIRE_TASK_METHOD})
+                )
+            )
+        self.address = address
+        self._client = RuntimeHttpClient.from_server_address(
+            server_address=address,
+            insecure=True,
+            root_certificates=None,
+            interceptors=interceptors,
+            retry_invoker=make_simple_http_retry_invoker(),
+        )
+
+    def acquire(self) -> AcquiredTask | None:
+        """One ClientApp task waiting at the SuperNode, or ``None``."""
+        response = self._client.AcquireTask(
+            AcquireTaskRequest(supported_task_types=[CLIENT_APP_TASK])
+        )
+        if not response.HasField("task") or not response.token:
+            return None
+        task = response.task
+        return AcquiredTask(
+            task_id=int(task.task_id),
+            run_id=int(task.run_id),
+            fab_hash=str(task.fab_hash),
+            token=str(response.token),
+        )
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._client.close()
+
+
+class TaskChannel:
+    """One task's token-authenticated channel: pull its input, push its reply and outcome."""
+
+    def __init__(self, address: str, token: str) -> None:
+        self._client = RuntimeHttpClient.from_server_address(
+            server_address=address,
+            insecure=True,
+            root_certificates=None,
+            interceptors=[
+                RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+                RuntimeTokenHttpInterceptor(token),
+            ],
+            retry_invoker=make_simple_http_retry_invoker(),
+        )
+
+    def pull(self) -> TaskInput:
+        """The message, context, run and FAB of the task (activates it at the SuperNode)."""
+        message, context, run, fab = pull_task_input(self._client)
+        return TaskInput(
+            message=message,
+            context=context,
+            run_id=int(run.run_id),
+            fab_id=str(run.fab_id),
+            fab_version=str(run.fab_version),
+            fab_hash=str(fab.hash_str),
+            fab_content=bytes(fab.content),
+        )
+
+    def push_reply(self, reply: Message, context: Context) -> None:
+        """Send the ClientApp's reply (or error reply) back to the SuperNode."""
+        push_message(self._client, reply, context)
+
+    def finish(self, context: Context | None, *, sub_status: str, details: str) -> None:
+        """Report the task's final status and the updated context (its ``state``)."""
+        push_task_output(self._client, context, sub_status, details)
+
+    @contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """Keep the task alive at the SuperNode while the block runs."""
+        sender = HeartbeatSender(make_task_heartbeat_fn_http(self._client))
+        sender.start()
+        try:
+            yield
+        finally:
+            if sender.is_running:
+                sender.stop()
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._client.close()
+
+
+def error_reply(message: Message, *, code: int, reason: str) -> Message:
+    """A Flower error reply to ``message``; the ServerApp sees ``code`` and ``reason``."""
+    return Message(Error(code=code, reason=reason), reply_to=message)
+
+
+def load_client_app(task: TaskInput) -> ClientApp:
+    """The ClientApp the run's FAB names, installed and loaded as ``flwr-clientapp`` would.
+
+    Notes
+    -----
+    Flower's loader imports a module only if it is not in ``sys.modules`` yet, so the second task
+    of a run (and every task of a later run of the same app) reuses the already-imported
+    ClientApp: that is what keeps the worker warm.
+
+    Raises
+    ------
+    flwr.clientapp.client_app.LoadClientAppError
+        The FAB's ClientApp cannot be loaded.
+    """
+    install_from_fab(task.fab_content, skip_prompt=True)
+    load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+    return load(task.fab_id, task.fab_version, task.fab_hash)
+
+
+def is_load_error(error: BaseException) -> bool:
+    """Whether ``error`` is Flower's failure to load a ClientApp."""
+    return isinstance(error, LoadClientAppError)

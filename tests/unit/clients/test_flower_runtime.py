@@ -1,0 +1,98 @@
+"""Fails loudly when a Flower upgrade changes an internal that ``clients.flower_runtime`` uses.
+
+The warm executor re-implements, task by task, what Flower 1.41's ``flwr-clientapp`` process
+does against the SuperNode's Runtime API. Each assertion below names one internal and the shape
+the executor relies on; when one fails, re-read ``flwr/supernode/runtime/run_clientapp.py`` of
+the new version and adapt ``clients/flower_runtime.py`` (and only it).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import flwr
+from flwr.cli.install import install_from_fab
+from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.constant import ISOLATION_MODE_PROCESS, ErrorCode, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest, AcquireTaskResponse
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import SuperExecAuthHttpInterceptor
+from flwr.supercore.protobuf.client import ProtobufClient
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime import run_clientapp
+
+from clients import flower_runtime
+
+
+def _params(fn: object) -> list[str]:
+    return list(inspect.signature(fn).parameters)  # type: ignore[arg-type]
+
+
+def test_flower_is_the_pinned_version() -> None:
+    assert flwr.__version__ == "1.41.0", (
+        f"clients/flower_runtime.py was written against Flower 1.41.0; got {flwr.__version__}: "
+        "re-check every internal it uses"
+    )
+
+
+def test_run_clientapp_helpers_keep_their_signatures() -> None:
+    assert _params(run_clientapp.pull_task_input) == ["client"]
+    assert _params(run_clientapp.push_message) == ["client", "message", "context"]
+    assert _params(run_clientapp.push_task_output) == ["client", "context", "sub_status", "details"]
+    assert flower_runtime.pull_task_input is run_clientapp.pull_task_input
+    # flwr-clientapp still does per task what the executor does: heartbeat, pull, install the
+    # FAB, load the ClientApp, call it, push the reply and the task output.
+    source = inspect.getsource(run_clientapp.run_clientapp)
+    for step in (
+        "HeartbeatSender(make_task_heartbeat_fn_http(client))",
+        "pull_task_input(client)",
+        "install_from_fab(fab.content, skip_prompt=True)",
+        "get_load_client_app_fn(",
+        "client_app(message=message, context=context)",
+        "push_message(client, reply_message, context)",
+        "push_task_output(",
+        "RuntimeTokenHttpInterceptor(token)",
+    ):
+        assert step in source, f"flwr-clientapp no longer does {step!r}"
+
+
+def test_runtime_client_and_interceptors_keep_their_shape() -> None:
+    assert issubclass(RuntimeHttpClient, ProtobufClient)
+    assert {"AcquireTask", "PullTaskInput", "PushTaskOutput", "SendTaskHeartbeat"} <= set(
+        dir(RuntimeHttpClient)
+    )
+    assert _params(RuntimeHttpClient.from_server_address) == [
+        "server_address",
+        "insecure",
+        "root_certificates",
+        "interceptors",
+        "retry_invoker",
+    ]
+    assert _params(SuperExecAuthHttpInterceptor) == ["master_secret", "protected_methods"]
+    assert _params(HeartbeatSender) == ["heartbeat_fn"]
+    assert _params(make_task_heartbeat_fn_http) == ["client"]
+    assert {"supported_task_types"} <= set(AcquireTaskRequest.DESCRIPTOR.fields_by_name)
+    assert {"task", "token"} <= set(AcquireTaskResponse.DESCRIPTOR.fields_by_name)
+
+
+def test_loader_and_installer_keep_their_signatures() -> None:
+    assert _params(install_from_fab)[0] == "fab_file"
+    assert "skip_prompt" in _params(install_from_fab)
+    assert _params(get_load_client_app_fn) == ["default_app_ref", "app_path", "multi_app"]
+
+
+def test_constants_the_executor_reports_with_still_exist() -> None:
+    assert TaskType.CLIENT_APP == "flwr-clientapp" == flower_runtime.CLIENT_APP_TASK
+    assert ISOLATION_MODE_PROCESS == "process"
+    assert (SubStatus.COMPLETED, SubStatus.FAILED) == (
+        flower_runtime.TaskOutcome.COMPLETED,
+        flower_runtime.TaskOutcome.FAILED,
+    )
+    assert ErrorCode.INVALID_FAB == flower_runtime.TaskOutcome.REFUSED
+
+
+def test_supernode_runtime_api_still_protects_acquire_task_with_the_secret() -> None:
+    from flwr.supercore.superexec import run_superexec
+
+    assert flower_runtime.ACQUIRE_TASK_METHOD in run_superexec._SUPEREXEC_AUTH_METHODS
