@@ -1,9 +1,9 @@
 """What a real deployment costs per round: 3 and 10 SuperNodes on localhost, CKKS vs plaintext.
 
-For each party count, provisions a local federation (private CA, TLS SuperLink with SuperNode
-authentication, key ceremony, one ``flower-supernode`` per party), runs the same federation
-(same data, seed and rounds) CKKS-encrypted and then in the insecure plaintext comparison mode,
-and prints seconds per round and the encrypted / plaintext ratio.
+For each party count, provisions a local federation (keys made by each party, private CA, TLS
+SuperLink with SuperNode authentication, key ceremony, one ``flower-supernode`` per party), runs
+the same federation (same data, seed and rounds) CKKS-encrypted and then in the insecure
+plaintext comparison mode, and prints seconds per round and the encrypted / plaintext ratio.
 
 It also records where the time goes:
 

@@ -1,4 +1,5 @@
-"""Party commands: ``fedrisk keys init|accept`` (CKKS key ceremony), ``fedrisk party start|stop``.
+"""Party commands: ``fedrisk keys init|accept`` (CKKS key ceremony), ``fedrisk party
+init|join|start|stop``.
 
 The ``fedrisk`` dispatcher (:mod:`simulations.cli`) mounts ``keys_app`` and ``party_app``;
 ``register`` mounts both on another typer app. Options are checked (paths exist, ports in range,
@@ -22,7 +23,10 @@ from secure_agg.errors import SecureAggError
 from secure_agg.params import SUPPORTED_POLY_MODULUS_DEGREES, HEParams
 
 keys_app = typer.Typer(help="CKKS key ceremony between the parties.", no_args_is_help=True)
-party_app = typer.Typer(help="Run this party's Flower SuperNode.", no_args_is_help=True)
+party_app = typer.Typer(
+    help="This party's own keys, its federation bundle and its Flower SuperNode.",
+    no_args_is_help=True,
+)
 
 BundleOption = Annotated[
     Path,
@@ -130,6 +134,67 @@ def keys_accept(
         f"Accepted the CKKS secret context from {accepted.sender} (public fingerprint "
         f"{accepted.public_context_sha256[:16]}), installed at {accepted.secret_context}"
     )
+
+
+@party_app.command("init")
+def party_init(
+    name: Annotated[str, typer.Option("--name", help="This party's name (a-z0-9_-).")],
+    out: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="New folder for this party's keys.")
+    ],
+) -> None:
+    """Create this party's own key pairs here and write the public request for the coordinator."""
+    from clients.enrollment import init_party, request_path
+    from fedrisk.federation.enrollment import party_fingerprint
+
+    try:
+        request = init_party(name, out)
+    except FedRiskError as e:
+        raise _fail(e) from e
+    typer.echo(f"Created the keys of {name} in {out.resolve()} (private files mode 0600).")
+    typer.echo(f"  your fingerprint: {party_fingerprint(request.verify())}")
+    typer.echo(
+        f"Send only {request_path(out)} to the coordinator; the private keys never leave this "
+        "folder."
+    )
+
+
+@party_app.command("join")
+def party_join(
+    party_dir: Annotated[
+        Path,
+        typer.Option(
+            "--dir", exists=True, file_okay=False, help="This party's folder from `party init`."
+        ),
+    ],
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            "--bundle",
+            "-b",
+            exists=True,
+            file_okay=False,
+            help="The public bundle the coordinator sent for this party.",
+        ),
+    ],
+) -> None:
+    """Check the coordinator's bundle against this party's own keys and merge it in."""
+    from clients.enrollment import join_federation
+
+    try:
+        joined = join_federation(party_dir, bundle)
+    except FedRiskError as e:
+        raise _fail(e) from e
+    party = joined.bundle
+    typer.echo(
+        f"{party.name} joined federation {party.info.federation!r} (lead {party.manifest.lead}); "
+        f"use --bundle {party.layout.root} from now on."
+    )
+    typer.echo(f"  CA fingerprint (sha256): {joined.ca_certificate_sha256}")
+    typer.echo("Compare every fingerprint with its party out of band before the key ceremony:")
+    for name, fingerprint in joined.fingerprints.items():
+        mark = "  (you: matches your keys)" if name == party.name else ""
+        typer.echo(f"  {name}: {fingerprint}{mark}")
 
 
 @party_app.command("start")

@@ -1,10 +1,11 @@
 """A whole multi-organisation deployment on one machine, with real processes on 127.0.0.1.
 
 It performs, through the same functions the CLI commands call, what each role does by hand:
-the coordinator provisions the federation, the lead party runs the CKKS key ceremony, the other
-parties accept their sealed secret context, the coordinator installs the public context and
-starts the TLS SuperLink with node authentication, each party validates its data and starts its
-SuperNode, and the coordinator submits the run. Every process is stopped by PID on exit.
+each party creates its own keys, the coordinator provisions the federation from their public
+requests and each party merges its public bundle, the lead party runs the CKKS key ceremony,
+the other parties accept their sealed secret context, the coordinator installs the public
+context and starts the TLS SuperLink with node authentication, each party validates its data and
+starts its SuperNode, and the coordinator submits the run. Every process is stopped by PID on exit.
 ``kill_party`` and ``kill_superlink`` crash a process tree at once (SIGKILL, no graceful
 shutdown) for the fault-tolerance tests; ``start_superlink`` then restarts the SuperLink on the
 same port and state database, so SuperNodes reconnect on their own.
@@ -37,13 +38,10 @@ from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, st
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.deployed_runs import DeployedRun, execute_run, prepare_run, resumable_run
-from server.coordinator.provisioning import (
-    WorkspaceLayout,
-    install_public_context,
-    provision_workspace,
-)
+from server.coordinator.provisioning import WorkspaceLayout, install_public_context
 from server.coordinator.runs import RunOutcome
 from server.coordinator.superlink import SuperLinkProcess, register_supernodes, start_superlink
+from simulations.enrollment import enroll_parties
 
 ACCEPTED_MARK = b"SuperNode ID: "
 """What flower-supernode logs once the SuperLink has activated it (Flower 1.41)."""
@@ -227,12 +225,16 @@ def provision_local(
     schema_file = root / "schema.toml"
     write_schema(schema, schema_file)
     workspace = root / "coordinator"
-    bundles_dir = root / "bundles"
     names = [p.name for p in parties]
-    provision_workspace(
-        workspace, parties=names, lead=names[0], bundles_dir=bundles_dir, schema_file=schema_file
-    )
-    bundles = {name: bundles_dir / name for name in names}
+    # Each party creates its own keys in its own folder; the coordinator sees only requests.
+    bundles = enroll_parties(
+        workspace,
+        parties=names,
+        lead=names[0],
+        parties_dir=root / "parties",
+        bundles_dir=root / "coordinator-outbox",
+        schema_file=schema_file,
+    ).bundles
     lead = load_bundle(bundles[names[0]])
     handouts = root / "handouts"
     ceremony = run_key_ceremony(
