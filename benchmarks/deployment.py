@@ -317,7 +317,9 @@ def main() -> None:
         for n in args.parties:
             schema, parties = parties_for(n, seed=args.seed)
             console.log(f"{n} parties: provisioning, key ceremony, starting SuperLink + SuperNodes")
-            with running_federation(Path(tmp) / f"fed-{n}", schema=schema, parties=parties) as fed:
+            with running_federation(
+                Path(tmp) / f"fed-{n}", schema=schema, parties=parties, allow_plaintext=True
+            ) as fed:
                 for encrypted in (True, False):
                     mode = "CKKS" if encrypted else "plaintext"
                     console.log(f"{n} parties, {mode}: {args.rounds} rounds")

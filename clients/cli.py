@@ -72,8 +72,35 @@ def keys_init(
             "--poly-modulus-degree", click_type=click.Choice(SUPPORTED_POLY_MODULUS_DEGREES)
         ),
     ] = 8192,
+    coordinator_workspace: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator-workspace",
+            help="The coordinator's workspace path on its machine: runs may then point "
+            "public-context and server-dir there only (else both must stay empty).",
+        ),
+    ] = None,
+    allow_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--allow-plaintext", help="Let runs turn encryption off (cost comparisons only)."
+        ),
+    ] = False,
+    app: Annotated[
+        Path | None,
+        typer.Option(
+            "--app",
+            exists=True,
+            file_okay=False,
+            help="The Flower app to pin (default: the one `fedrisk run` submits).",
+        ),
+    ] = None,
 ) -> None:
-    """Lead party: create the CKKS context, seal it to every other party, export the public part."""
+    """Lead party: create the CKKS context, seal it to every other party, export the public part,
+    and sign the app pin (which app and run configs every party will run)."""
+    from clients.pinning import create_pin, install_pin
+    from fedrisk.federation.pin import PIN_FILE
+    from fedrisk.files import write_atomic
     from secure_agg.ceremony import run_key_ceremony  # TenSEAL, once the options are checked
 
     try:
@@ -91,6 +118,14 @@ def keys_init(
             out_dir=out,
             params=HEParams(poly_modulus_degree=poly_modulus_degree),
         )
+        signed = create_pin(
+            party,
+            app_dir=app,
+            allow_plaintext=allow_plaintext,
+            coordinator_workspace=coordinator_workspace,
+        )
+        write_atomic(out / PIN_FILE, signed.to_json(), private=False)
+        install_pin(party, signed)
     except (FedRiskError, SecureAggError, ValueError) as e:
         raise _fail(e) from e
     typer.echo(f"CKKS context created (public fingerprint {result.public_context_sha256[:16]}).")
@@ -100,6 +135,10 @@ def keys_init(
     typer.echo(
         f"  for the coordinator: {result.public_context} (+ {result.public_signature.name}); "
         f"hand over only the {COORDINATOR_DIR}/ directory"
+    )
+    typer.echo(
+        f"  for every party: {out / PIN_FILE} (app {signed.pin.app}, FAB "
+        f"{signed.pin.fab_sha256[:16]}, plaintext {'allowed' if allow_plaintext else 'forbidden'})"
     )
 
 
@@ -112,12 +151,26 @@ def keys_accept(
             "--sealed", exists=True, dir_okay=False, help="The <party>.sealed file from the lead."
         ),
     ],
+    pin: Annotated[
+        Path | None,
+        typer.Option(
+            "--pin",
+            exists=True,
+            dir_okay=False,
+            help="The lead's signed app pin (default: pin.json beside --sealed).",
+        ),
+    ] = None,
 ) -> None:
-    """Receiving party: verify the lead's signature, decrypt and install the CKKS secret context."""
+    """Receiving party: verify the lead's signatures, install the CKKS secret context and the
+    app pin."""
+    from clients.pinning import install_pin, load_pin_file
+    from fedrisk.federation.pin import PIN_FILE, verify_pin
     from secure_agg.ceremony import accept_sealed_context  # TenSEAL, once the options are checked
 
     try:
         party = load_bundle(bundle)
+        signed = load_pin_file(pin or sealed.parent / PIN_FILE)
+        verify_pin(signed, party.manifest)  # before anything is installed
         data = sealed.read_bytes()
         accepted = accept_sealed_context(
             data,
@@ -126,6 +179,7 @@ def keys_accept(
             receiving_key=party.receiving_key(),
             own_ckks_dir=party.layout.ckks_dir,
         )
+        pinned = install_pin(party, signed)
     except OSError as e:
         raise _fail(FedRiskError(f"sealed file {sealed} must be readable; got {e}")) from e
     except (FedRiskError, SecureAggError) as e:
@@ -133,6 +187,10 @@ def keys_accept(
     typer.echo(
         f"Accepted the CKKS secret context from {accepted.sender} (public fingerprint "
         f"{accepted.public_context_sha256[:16]}), installed at {accepted.secret_context}"
+    )
+    typer.echo(
+        f"Installed the app pin signed by {pinned.issued_by}: {pinned.app}, FAB "
+        f"{pinned.fab_sha256[:16]}, fedrisk {pinned.fedrisk_version}"
     )
 
 
@@ -235,6 +293,7 @@ def party_start(
     detach: Annotated[bool, typer.Option("--detach", help="Leave it running and return.")] = False,
 ) -> None:
     """Validate local data against the schema, then run flower-supernode against the SuperLink."""
+    from clients.pinning import installed_pin
     from clients.supernode import prepare_party_runtime, running_supernode, start_supernode
     from fedrisk.federation.processes import wait_in_foreground
 
@@ -248,6 +307,7 @@ def party_start(
         )
     try:
         party = load_bundle(bundle)
+        installed_pin(party)  # the federation's signed app pin, verified before anything runs
         existing = running_supernode(party.layout.state_dir)
         if existing is not None:
             raise FedRiskError(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.bundle import PartyBundle, load_bundle
+from clients.pinning import create_pin, install_pin, installed_pin
 from clients.supernode import LOG_FILE as SUPERNODE_LOG_FILE
 from clients.supernode import (
     SuperNodeError,
@@ -94,6 +95,7 @@ class LocalDeployment:
         """Validate the party's data and start its SuperNode against the SuperLink."""
         assert self.superlink is not None, "start the SuperLink first"
         bundle = self.bundle(party)
+        installed_pin(bundle)  # as `party start` does: the signed app pin, verified first
         train, test = self.data[party]
         runtime = prepare_party_runtime(
             bundle, train=train, test=test, release_dir=self.release_dir
@@ -217,8 +219,10 @@ def provision_local(
     schema: DatasetSchema,
     parties: Sequence[PartyData],
     he_params: HEParams | None = None,
+    allow_plaintext: bool = False,
 ) -> LocalDeployment:
-    """Provision, run the key ceremony and hand out files: everything before processes start."""
+    """Provision, run the key ceremony and the app pin, hand out files: everything before
+    processes start. ``allow_plaintext`` lets the pin admit unencrypted comparison runs."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -245,8 +249,13 @@ def provision_local(
         out_dir=handouts,
         params=he_params or HEParams(),
     )
+    pin = create_pin(
+        lead, allow_plaintext=allow_plaintext, coordinator_workspace=str(workspace.resolve())
+    )
+    install_pin(lead, pin)
     for name, sealed in ceremony.sealed.items():
         receiver = load_bundle(bundles[name])
+        install_pin(receiver, pin)
         accept_sealed_context(
             sealed.read_bytes(),
             manifest=receiver.manifest,
@@ -285,9 +294,12 @@ def running_federation(
     *,
     schema: DatasetSchema,
     parties: Sequence[PartyData],
+    allow_plaintext: bool = False,
 ) -> Iterator[LocalDeployment]:
     """Provision, start the SuperLink and every SuperNode; stop them all on exit."""
-    deployment = provision_local(root, schema=schema, parties=parties)
+    deployment = provision_local(
+        root, schema=schema, parties=parties, allow_plaintext=allow_plaintext
+    )
     try:
         deployment.start_superlink()
         for party in parties:
