@@ -61,7 +61,7 @@ def request_path(party_dir: Path) -> Path:
 
 def _private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    path.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
+    path.chmod(PRIVATE_DIR_MODE)  # an existing empty folder given as --out keeps its own mode
 
 
 def init_party(name: str, out: Path) -> PartyRequest:
