@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import re
@@ -178,8 +179,10 @@ class SignedPin(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
+@functools.cache
 def installed_fedrisk_version() -> str:
-    """The version of the fedrisk distribution this process runs."""
+    """The version of the fedrisk distribution this process runs (read once: it cannot change
+    under a running process, and reading package metadata costs milliseconds)."""
     return metadata.version("fedrisk")
 
 
