@@ -30,9 +30,6 @@ from fedrisk.release.identity import key_id, load_receiving_key, load_signing_ke
 # Node config keys a deployed SuperNode passes to the ClientApp (``context.node_config``).
 NODE_CONFIG_PARTY_CONFIG: Final = "party-config"
 NODE_CONFIG_PARTY: Final = "party"
-NODE_CONFIG_BUNDLE_DIR: Final = "bundle-dir"
-NODE_CONFIG_DATA_PATH: Final = "data-path"
-NODE_CONFIG_RELEASE_DIR: Final = "release-dir"
 
 
 @dataclass(frozen=True)
@@ -93,6 +90,24 @@ def check_private_file(path: Path) -> None:
         )
 
 
+def check_private_dir(path: Path) -> None:
+    """Refuse a folder of the party's keys that group or others can enter or list.
+
+    Notes
+    -----
+    A listing alone tells another local account which keys exist and where; ``chmod 700``
+    fixes it.
+    """
+    mode = stat.S_IMODE(path.lstat().st_mode)
+    if not path.is_dir() or path.is_symlink():
+        raise IdentityError(f"party folder {path} must be a real directory; got another type")
+    if mode & 0o077:
+        raise IdentityError(
+            f"party folder {path} must be mode 0700 (owner only); got {oct(mode)}: run "
+            f"`chmod 700 {path}`"
+        )
+
+
 def _auth_public_line(path: Path) -> str:
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
@@ -141,6 +156,15 @@ def load_bundle(path: Path) -> PartyBundle:
     manifest = load_manifest(layout.manifest)
     record = manifest.party(info.party)
 
+    for folder in (
+        layout.root,
+        layout.signing_key.parent,
+        layout.auth_private_key.parent,
+        layout.ckks_dir,
+        layout.state_dir,
+    ):
+        if folder.exists():
+            check_private_dir(folder)
     for private in (layout.auth_private_key, layout.signing_key, layout.receiving_key):
         check_private_file(private)
     if layout.secret_context.exists():

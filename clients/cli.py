@@ -1,4 +1,5 @@
-"""Party commands: ``fedrisk keys init|accept`` (CKKS key ceremony), ``fedrisk party start|stop``.
+"""Party commands: ``fedrisk keys init|accept`` (CKKS key ceremony), ``fedrisk party
+init|join|start|stop``.
 
 The ``fedrisk`` dispatcher (:mod:`simulations.cli`) mounts ``keys_app`` and ``party_app``;
 ``register`` mounts both on another typer app. Options are checked (paths exist, ports in range,
@@ -22,7 +23,10 @@ from secure_agg.errors import SecureAggError
 from secure_agg.params import SUPPORTED_POLY_MODULUS_DEGREES, HEParams
 
 keys_app = typer.Typer(help="CKKS key ceremony between the parties.", no_args_is_help=True)
-party_app = typer.Typer(help="Run this party's Flower SuperNode.", no_args_is_help=True)
+party_app = typer.Typer(
+    help="This party's own keys, its federation bundle and its Flower SuperNode.",
+    no_args_is_help=True,
+)
 
 BundleOption = Annotated[
     Path,
@@ -68,8 +72,35 @@ def keys_init(
             "--poly-modulus-degree", click_type=click.Choice(SUPPORTED_POLY_MODULUS_DEGREES)
         ),
     ] = 8192,
+    coordinator_workspace: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator-workspace",
+            help="The coordinator's workspace path on its machine: runs may then point "
+            "public-context and server-dir there only (else both must stay empty).",
+        ),
+    ] = None,
+    allow_plaintext: Annotated[
+        bool,
+        typer.Option(
+            "--allow-plaintext", help="Let runs turn encryption off (cost comparisons only)."
+        ),
+    ] = False,
+    app: Annotated[
+        Path | None,
+        typer.Option(
+            "--app",
+            exists=True,
+            file_okay=False,
+            help="The Flower app to pin (default: the one `fedrisk run` submits).",
+        ),
+    ] = None,
 ) -> None:
-    """Lead party: create the CKKS context, seal it to every other party, export the public part."""
+    """Lead party: create the CKKS context, seal it to every other party, export the public part,
+    and sign the app pin (which app and run configs every party will run)."""
+    from clients.pinning import create_pin, install_pin
+    from fedrisk.federation.pin import PIN_FILE
+    from fedrisk.files import write_atomic
     from secure_agg.ceremony import run_key_ceremony  # TenSEAL, once the options are checked
 
     try:
@@ -87,6 +118,14 @@ def keys_init(
             out_dir=out,
             params=HEParams(poly_modulus_degree=poly_modulus_degree),
         )
+        signed = create_pin(
+            party,
+            app_dir=app,
+            allow_plaintext=allow_plaintext,
+            coordinator_workspace=coordinator_workspace,
+        )
+        write_atomic(out / PIN_FILE, signed.to_json(), private=False)
+        install_pin(party, signed)
     except (FedRiskError, SecureAggError, ValueError) as e:
         raise _fail(e) from e
     typer.echo(f"CKKS context created (public fingerprint {result.public_context_sha256[:16]}).")
@@ -96,6 +135,10 @@ def keys_init(
     typer.echo(
         f"  for the coordinator: {result.public_context} (+ {result.public_signature.name}); "
         f"hand over only the {COORDINATOR_DIR}/ directory"
+    )
+    typer.echo(
+        f"  for every party: {out / PIN_FILE} (app {signed.pin.app}, FAB "
+        f"{signed.pin.fab_sha256[:16]}, plaintext {'allowed' if allow_plaintext else 'forbidden'})"
     )
 
 
@@ -108,12 +151,26 @@ def keys_accept(
             "--sealed", exists=True, dir_okay=False, help="The <party>.sealed file from the lead."
         ),
     ],
+    pin: Annotated[
+        Path | None,
+        typer.Option(
+            "--pin",
+            exists=True,
+            dir_okay=False,
+            help="The lead's signed app pin (default: pin.json beside --sealed).",
+        ),
+    ] = None,
 ) -> None:
-    """Receiving party: verify the lead's signature, decrypt and install the CKKS secret context."""
+    """Receiving party: verify the lead's signatures, install the CKKS secret context and the
+    app pin."""
+    from clients.pinning import install_pin, load_pin_file
+    from fedrisk.federation.pin import PIN_FILE, verify_pin
     from secure_agg.ceremony import accept_sealed_context  # TenSEAL, once the options are checked
 
     try:
         party = load_bundle(bundle)
+        signed = load_pin_file(pin or sealed.parent / PIN_FILE)
+        verify_pin(signed, party.manifest)  # before anything is installed
         data = sealed.read_bytes()
         accepted = accept_sealed_context(
             data,
@@ -122,6 +179,7 @@ def keys_accept(
             receiving_key=party.receiving_key(),
             own_ckks_dir=party.layout.ckks_dir,
         )
+        pinned = install_pin(party, signed)
     except OSError as e:
         raise _fail(FedRiskError(f"sealed file {sealed} must be readable; got {e}")) from e
     except (FedRiskError, SecureAggError) as e:
@@ -130,6 +188,71 @@ def keys_accept(
         f"Accepted the CKKS secret context from {accepted.sender} (public fingerprint "
         f"{accepted.public_context_sha256[:16]}), installed at {accepted.secret_context}"
     )
+    typer.echo(
+        f"Installed the app pin signed by {pinned.issued_by}: {pinned.app}, FAB "
+        f"{pinned.fab_sha256[:16]}, fedrisk {pinned.fedrisk_version}"
+    )
+
+
+@party_app.command("init")
+def party_init(
+    name: Annotated[str, typer.Option("--name", help="This party's name (a-z0-9_-).")],
+    out: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="New folder for this party's keys.")
+    ],
+) -> None:
+    """Create this party's own key pairs here and write the public request for the coordinator."""
+    from clients.enrollment import init_party, request_path
+    from fedrisk.federation.enrollment import party_fingerprint
+
+    try:
+        request = init_party(name, out)
+    except FedRiskError as e:
+        raise _fail(e) from e
+    typer.echo(f"Created the keys of {name} in {out.resolve()} (private files mode 0600).")
+    typer.echo(f"  your fingerprint: {party_fingerprint(request.verify())}")
+    typer.echo(
+        f"Send only {request_path(out)} to the coordinator; the private keys never leave this "
+        "folder."
+    )
+
+
+@party_app.command("join")
+def party_join(
+    party_dir: Annotated[
+        Path,
+        typer.Option(
+            "--dir", exists=True, file_okay=False, help="This party's folder from `party init`."
+        ),
+    ],
+    bundle: Annotated[
+        Path,
+        typer.Option(
+            "--bundle",
+            "-b",
+            exists=True,
+            file_okay=False,
+            help="The public bundle the coordinator sent for this party.",
+        ),
+    ],
+) -> None:
+    """Check the coordinator's bundle against this party's own keys and merge it in."""
+    from clients.enrollment import join_federation
+
+    try:
+        joined = join_federation(party_dir, bundle)
+    except FedRiskError as e:
+        raise _fail(e) from e
+    party = joined.bundle
+    typer.echo(
+        f"{party.name} joined federation {party.info.federation!r} (lead {party.manifest.lead}); "
+        f"use --bundle {party.layout.root} from now on."
+    )
+    typer.echo(f"  CA fingerprint (sha256): {joined.ca_certificate_sha256}")
+    typer.echo("Compare every fingerprint with its party out of band before the key ceremony:")
+    for name, fingerprint in joined.fingerprints.items():
+        mark = "  (you: matches your keys)" if name == party.name else ""
+        typer.echo(f"  {name}: {fingerprint}{mark}")
 
 
 @party_app.command("start")
@@ -170,6 +293,7 @@ def party_start(
     detach: Annotated[bool, typer.Option("--detach", help="Leave it running and return.")] = False,
 ) -> None:
     """Validate local data against the schema, then run flower-supernode against the SuperLink."""
+    from clients.pinning import installed_pin
     from clients.supernode import prepare_party_runtime, running_supernode, start_supernode
     from fedrisk.federation.processes import wait_in_foreground
 
@@ -183,6 +307,7 @@ def party_start(
         )
     try:
         party = load_bundle(bundle)
+        installed_pin(party)  # the federation's signed app pin, verified before anything runs
         existing = running_supernode(party.layout.state_dir)
         if existing is not None:
             raise FedRiskError(

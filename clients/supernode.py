@@ -28,14 +28,7 @@ from typing import Final, Literal
 
 import tomli_w
 
-from clients.bundle import (
-    NODE_CONFIG_BUNDLE_DIR,
-    NODE_CONFIG_DATA_PATH,
-    NODE_CONFIG_PARTY,
-    NODE_CONFIG_PARTY_CONFIG,
-    NODE_CONFIG_RELEASE_DIR,
-    PartyBundle,
-)
+from clients.bundle import NODE_CONFIG_PARTY, NODE_CONFIG_PARTY_CONFIG, PartyBundle
 from fedrisk.data.schema import load_schema
 from fedrisk.data.validation import load_party_frame
 from fedrisk.errors import ConfigError, FedRiskError, IdentityError, ProcessStopError
@@ -47,6 +40,7 @@ from fedrisk.federation.processes import (
     start_flower_process,
     stop_process_tree,
 )
+from fedrisk.files import write_atomic
 from secure_agg.params import parse_he_params
 
 log = logging.getLogger(__name__)
@@ -160,7 +154,8 @@ def prepare_party_runtime(
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     releases.mkdir(parents=True, exist_ok=True)
     party_config = state / PARTY_CONFIG_FILE
-    party_config.write_text(
+    write_atomic(
+        party_config,
         tomli_w.dumps(
             {
                 "name": bundle.name,
@@ -173,20 +168,18 @@ def prepare_party_runtime(
                 "he_params": he_params.model_dump(mode="json"),
             }
         ),
-        encoding="utf-8",
+        private=True,  # it names the key files: owner only, like the keys
     )
     node_config = state / NODE_CONFIG_FILE
-    node_config.write_text(
+    # What every ClientApp the SuperNode runs receives as context.node_config: only the party's
+    # name and its party.toml (read by our ClientApp). No bundle folder, key, data or release
+    # path: a run's code gets no map of the party's files from Flower.
+    write_atomic(
+        node_config,
         tomli_w.dumps(
-            {
-                NODE_CONFIG_PARTY_CONFIG: str(party_config),
-                NODE_CONFIG_PARTY: bundle.name,
-                NODE_CONFIG_BUNDLE_DIR: str(layout.root),
-                NODE_CONFIG_DATA_PATH: str(train),
-                NODE_CONFIG_RELEASE_DIR: str(releases),
-            }
+            {NODE_CONFIG_PARTY_CONFIG: str(party_config), NODE_CONFIG_PARTY: bundle.name}
         ),
-        encoding="utf-8",
+        private=False,
     )
     return PartyRuntime(
         state_dir=state,

@@ -82,3 +82,22 @@ class ProcessStopError(FedRiskError, RuntimeError):
     def __init__(self, message: str, survivors: list[int] | None = None) -> None:
         super().__init__(message)
         self.survivors: list[int] = list(survivors or [])
+
+
+class RunRefusal(StrEnum):
+    """Why a party refuses a run: the ``reason`` every :class:`RunRefusedError` carries."""
+
+    UNSIGNED_PIN = "unsigned-pin"
+    UNTRUSTED_PIN = "untrusted-pin"
+    FOREIGN_APP = "foreign-app"
+    FEDRISK_VERSION = "fedrisk-version"
+    CONFIG_KEY = "config-key"
+    CONFIG_VALUE = "config-value"
+
+
+class RunRefusedError(FedRiskError):
+    """A run is not the one the federation pinned, or the pin itself is not trusted."""
+
+    def __init__(self, message: str, *, reason: RunRefusal) -> None:
+        super().__init__(message)
+        self.reason = reason

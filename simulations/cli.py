@@ -57,10 +57,14 @@ class CommandEntry:
 
 COMMANDS: Final[dict[str, CommandEntry]] = {
     "keys": CommandEntry("clients.cli:keys_app", "CKKS key ceremony between the parties.", "party"),
-    "party": CommandEntry("clients.cli:party_app", "Run this party's Flower SuperNode.", "party"),
+    "party": CommandEntry(
+        "clients.cli:party_app",
+        "This party's own keys, its federation bundle and its Flower SuperNode.",
+        "party",
+    ),
     "provision": CommandEntry(
         "server.coordinator.cli:provision",
-        "Create the federation CA, the SuperLink TLS identity, the manifest and party bundles.",
+        "Create the federation CA, the SuperLink certificate and the manifest from party requests.",
         "coordinator",
     ),
     "server": CommandEntry(

@@ -1,6 +1,7 @@
 """``make demo``: the whole story on Flower's deployment runtime, with real processes.
 
-1. The coordinator provisions three parties (a bank, an e-commerce platform, a telecom operator).
+1. Three parties (a bank, an e-commerce platform, a telecom operator) create their own keys; the
+   coordinator provisions the federation from their public requests only.
 2. The lead party runs the CKKS key ceremony; the others accept their sealed secret context.
 3. The TLS SuperLink and three authenticated SuperNodes start on 127.0.0.1.
 4. The application (A-card) model trains encrypted over a few rounds, with live progress.
@@ -33,6 +34,7 @@ from fedrisk.data.datasets import DATA_DIR_ENV, load_dataset
 from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
 from fedrisk.data.schema import DatasetSchema
 from fedrisk.errors import FedRiskError
+from fedrisk.federation.enrollment import manifest_fingerprints
 from fedrisk.federation.processes import console_script, pick_free_port, stop_process_tree
 from fedrisk.release.artifact import (
     ModelArtifact,
@@ -222,6 +224,9 @@ def run_demo(
     console.rule("[bold]1-3. Provision, key ceremony, TLS SuperLink and three SuperNodes")
     console.print(f"parties: {label}")
     with running_federation(out / "federation", schema=schema, parties=parties) as fed:
+        console.print("  each party created its own keys; the coordinator saw public requests only")
+        for name, fingerprint in manifest_fingerprints(fed.bundle(fed.lead).manifest).items():
+            console.print(f"  fingerprint {name}: {fingerprint}")
         console.print(f"  SuperLink https://{fed.superlink.address if fed.superlink else '?'}")
         for name, node in fed.supernodes.items():
             console.print(f"  SuperNode {name}: pid {node.pid}")

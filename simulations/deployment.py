@@ -1,10 +1,11 @@
 """A whole multi-organisation deployment on one machine, with real processes on 127.0.0.1.
 
 It performs, through the same functions the CLI commands call, what each role does by hand:
-the coordinator provisions the federation, the lead party runs the CKKS key ceremony, the other
-parties accept their sealed secret context, the coordinator installs the public context and
-starts the TLS SuperLink with node authentication, each party validates its data and starts its
-SuperNode, and the coordinator submits the run. Every process is stopped by PID on exit.
+each party creates its own keys, the coordinator provisions the federation from their public
+requests and each party merges its public bundle, the lead party runs the CKKS key ceremony,
+the other parties accept their sealed secret context, the coordinator installs the public
+context and starts the TLS SuperLink with node authentication, each party validates its data and
+starts its SuperNode, and the coordinator submits the run. Every process is stopped by PID on exit.
 ``kill_party`` and ``kill_superlink`` crash a process tree at once (SIGKILL, no graceful
 shutdown) for the fault-tolerance tests; ``start_superlink`` then restarts the SuperLink on the
 same port and state database, so SuperNodes reconnect on their own.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.bundle import PartyBundle, load_bundle
+from clients.pinning import create_pin, install_pin, installed_pin
 from clients.supernode import LOG_FILE as SUPERNODE_LOG_FILE
 from clients.supernode import (
     SuperNodeError,
@@ -37,13 +39,10 @@ from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, st
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.deployed_runs import DeployedRun, execute_run, prepare_run, resumable_run
-from server.coordinator.provisioning import (
-    WorkspaceLayout,
-    install_public_context,
-    provision_workspace,
-)
+from server.coordinator.provisioning import WorkspaceLayout, install_public_context
 from server.coordinator.runs import RunOutcome
 from server.coordinator.superlink import SuperLinkProcess, register_supernodes, start_superlink
+from simulations.enrollment import enroll_parties
 
 ACCEPTED_MARK = b"SuperNode ID: "
 """What flower-supernode logs once the SuperLink has activated it (Flower 1.41)."""
@@ -96,6 +95,7 @@ class LocalDeployment:
         """Validate the party's data and start its SuperNode against the SuperLink."""
         assert self.superlink is not None, "start the SuperLink first"
         bundle = self.bundle(party)
+        installed_pin(bundle)  # as `party start` does: the signed app pin, verified first
         train, test = self.data[party]
         runtime = prepare_party_runtime(
             bundle, train=train, test=test, release_dir=self.release_dir
@@ -221,20 +221,26 @@ def provision_local(
     schema: DatasetSchema,
     parties: Sequence[PartyData],
     he_params: HEParams | None = None,
+    allow_plaintext: bool = False,
 ) -> LocalDeployment:
-    """Provision, run the key ceremony and hand out files: everything before processes start."""
+    """Provision, run the key ceremony and the app pin, hand out files: everything before
+    processes start. ``allow_plaintext`` lets the pin admit unencrypted comparison runs."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
     schema_file = root / "schema.toml"
     write_schema(schema, schema_file)
     workspace = root / "coordinator"
-    bundles_dir = root / "bundles"
     names = [p.name for p in parties]
-    provision_workspace(
-        workspace, parties=names, lead=names[0], bundles_dir=bundles_dir, schema_file=schema_file
-    )
-    bundles = {name: bundles_dir / name for name in names}
+    # Each party creates its own keys in its own folder; the coordinator sees only requests.
+    bundles = enroll_parties(
+        workspace,
+        parties=names,
+        lead=names[0],
+        parties_dir=root / "parties",
+        bundles_dir=root / "coordinator-outbox",
+        schema_file=schema_file,
+    ).bundles
     lead = load_bundle(bundles[names[0]])
     handouts = root / "handouts"
     ceremony = run_key_ceremony(
@@ -245,8 +251,13 @@ def provision_local(
         out_dir=handouts,
         params=he_params or HEParams(),
     )
+    pin = create_pin(
+        lead, allow_plaintext=allow_plaintext, coordinator_workspace=str(workspace.resolve())
+    )
+    install_pin(lead, pin)
     for name, sealed in ceremony.sealed.items():
         receiver = load_bundle(bundles[name])
+        install_pin(receiver, pin)
         accept_sealed_context(
             sealed.read_bytes(),
             manifest=receiver.manifest,
@@ -285,9 +296,12 @@ def running_federation(
     *,
     schema: DatasetSchema,
     parties: Sequence[PartyData],
+    allow_plaintext: bool = False,
 ) -> Iterator[LocalDeployment]:
     """Provision, start the SuperLink and every SuperNode; stop them all on exit."""
-    deployment = provision_local(root, schema=schema, parties=parties)
+    deployment = provision_local(
+        root, schema=schema, parties=parties, allow_plaintext=allow_plaintext
+    )
     try:
         deployment.start_superlink()
         for party in parties:

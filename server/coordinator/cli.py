@@ -68,8 +68,15 @@ def provision(
             "--workspace", "-w", file_okay=False, help="The coordinator's workspace to create."
         ),
     ],
-    parties: Annotated[
-        str, typer.Option("--parties", help="Comma-separated party names, e.g. bank_a,bank_b.")
+    request: Annotated[
+        list[Path],
+        typer.Option(
+            "--request",
+            "-r",
+            exists=True,
+            dir_okay=False,
+            help="A party's request.json from `fedrisk party init` (repeat for each party).",
+        ),
     ],
     host: Annotated[
         list[str] | None,
@@ -81,12 +88,15 @@ def provision(
     ] = None,
     lead: Annotated[
         str | None,
-        typer.Option("--lead", help="Party that runs the CKKS key ceremony (default: the first)."),
+        typer.Option(
+            "--lead", help="Party that runs the CKKS key ceremony (default: the first request)."
+        ),
     ] = None,
     bundles_dir: Annotated[
         Path | None,
         typer.Option(
-            "--bundles-dir", help="Where party bundles go (default: WORKSPACE-bundles, outside)."
+            "--bundles-dir",
+            help="Where the parties' public bundles go (default: WORKSPACE-bundles, outside).",
         ),
     ] = None,
     schema: Annotated[
@@ -102,11 +112,13 @@ def provision(
         int, typer.Option("--validity-days", min=1, help="SuperLink certificate lifetime.")
     ] = 365,
 ) -> None:
-    """Create the federation CA, the SuperLink TLS identity, the manifest and party bundles."""
+    """Create the federation CA, the SuperLink certificate and the manifest from party requests."""
+    from fedrisk.federation.enrollment import manifest_fingerprints
+
     try:
         result = provision_workspace(
             workspace,
-            parties=parties.split(","),
+            requests=request,
             hosts=host or [],
             lead=lead,
             bundles_dir=bundles_dir,
@@ -125,7 +137,11 @@ def provision(
     typer.echo(f"  SuperLink certificate:   {ws.superlink_certificate}")
     typer.echo(f"  certificate hosts:       {', '.join(result.manifest.superlink_hosts)}")
     typer.echo(f"  lead party (key ceremony): {result.manifest.lead}")
-    typer.echo("Party bundles (PRIVATE keys: hand each to its party out of band, then delete):")
+    typer.echo(f"  CA fingerprint (sha256): {result.manifest.ca_certificate_sha256}")
+    typer.echo("Party fingerprints (each party compares them out of band at `party join`):")
+    for name, fingerprint in manifest_fingerprints(result.manifest).items():
+        typer.echo(f"  {name}: {fingerprint}")
+    typer.echo("Party bundles (public files only; send each to its party):")
     for name, path in result.bundles.items():
         typer.echo(f"  {name}: {path}")
 

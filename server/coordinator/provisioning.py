@@ -8,9 +8,12 @@ Workspace (the coordinator's own directory)::
     WORKSPACE/auth/<party>.pub              SuperNode auth public keys, registered at server start
     WORKSPACE/ckks/ckks.public.ctx          the CKKS public context, after the key ceremony
 
-Bundles (``WORKSPACE-bundles/<party>/`` by default, OUTSIDE the workspace) hold each party's
-private keys; hand each one to its party out of band, then delete the bundles directory. The
-coordinator keeps no party's private key and never any CKKS secret key.
+    WORKSPACE/requests/<party>.json         the public requests the parties sent (``party init``)
+
+Parties create their own keys (``fedrisk party init``) and send only a public request (name,
+public keys, self-signatures). Bundles (``WORKSPACE-bundles/<party>/`` by default) hold public
+files only: ``bundle.json``, the CA certificate, the manifest and the CA's signature of it, the
+schema. The coordinator never generates or sees a party's private key, nor any CKKS secret key.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrisk.data.schema import load_schema
-from fedrisk.errors import ConfigError
+from fedrisk.errors import ConfigError, IdentityError
+from fedrisk.federation.enrollment import MANIFEST_SIGNATURE_FILE, PartyRequest, parse_request
 from fedrisk.federation.roster import (
     PUBLIC_CONTEXT_FILE,
     PUBLIC_SIGNATURE_FILE,
@@ -43,21 +47,10 @@ from fedrisk.federation.roster import (
     load_manifest,
 )
 from fedrisk.files import write_atomic
-from fedrisk.release.identity import (
-    generate_receiving_key,
-    generate_signing_key,
-    key_id,
-    receiving_key_id,
-    receiving_public_key_pem,
-    verify_key_pem,
-)
 from secure_agg.ceremony import verify_public_context
 
 DEFAULT_HOSTS: Final = ("127.0.0.1", "localhost")
 """Names the SuperLink certificate is always valid for (besides ``--host`` names)."""
-
-AUTH_CURVE: Final = ec.SECP384R1()
-"""SuperNode auth keys: NIST P-384, what ``flwr supernode register`` documents (any NIST curve)."""
 
 CA_VALIDITY_DAYS: Final = 3650
 _DNS_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -116,6 +109,10 @@ class WorkspaceLayout:
         """The federation's dataset schema, when one was provisioned."""
         return self.root / "schema.toml"
 
+    def request(self, party: str) -> Path:
+        """The public request ``party`` sent (kept as the record of what was provisioned)."""
+        return self.root / "requests" / f"{party}.json"
+
     def auth_public_key(self, party: str) -> Path:
         """The OpenSSH public key of ``party``'s SuperNode."""
         return self.root / "auth" / f"{party}.pub"
@@ -147,7 +144,7 @@ class ProvisionResult:
 
 
 def default_bundles_dir(workspace: Path) -> Path:
-    """``WORKSPACE-bundles`` beside the workspace, so party secrets never sit inside it."""
+    """``WORKSPACE-bundles`` beside the workspace: the public bundles to send to the parties."""
     workspace = Path(workspace).resolve()
     return workspace.parent / f"{workspace.name}-bundles"
 
@@ -276,75 +273,55 @@ def _is_empty_dir(path: Path) -> bool:
 
 
 def _same_request(
-    manifest: FederationManifest, parties: Sequence[str], hosts: Sequence[str], lead: str
+    manifest: FederationManifest,
+    records: Sequence[PartyRecord],
+    hosts: Sequence[str],
+    lead: str,
 ) -> bool:
     return (
-        sorted(manifest.party_names) == sorted(parties)
+        sorted(manifest.parties, key=lambda r: r.name) == sorted(records, key=lambda r: r.name)
         and manifest.lead == lead
         and set(manifest.superlink_hosts) == set(hosts)
     )
 
 
-def _make_party(
-    name: str,
+def _write_public_bundle(
     layout: BundleLayout,
     *,
     info: BundleInfo,
     ca_pem: bytes,
     schema_bytes: bytes | None,
-) -> PartyRecord:
-    """Write one party's bundle (without its manifest copy) and return its public record."""
-    auth_key = ec.generate_private_key(AUTH_CURVE)
-    auth_private = auth_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    auth_public = auth_key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    signing = generate_signing_key()
-    receiving = generate_receiving_key()
-    signing_pem = verify_key_pem(signing.public_key())
-    receiving_pem = receiving_public_key_pem(receiving.public_key())
-
-    layout.root.mkdir(parents=True, mode=_PRIVATE_DIR_MODE)
+) -> None:
+    """Write one party's bundle: public files only (the manifest and its signature come last)."""
+    layout.root.mkdir(parents=True)
     _write_new(layout.info, (info.model_dump_json(indent=2) + "\n").encode(), private=False)
     _write_new(layout.ca_certificate, ca_pem, private=False)
-    _write_new(layout.auth_private_key, auth_private, private=True)
-    _write_new(layout.auth_public_key, auth_public + b"\n", private=False)
-    _write_new(
-        layout.signing_key,
-        signing.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        private=True,
-    )
-    _write_new(layout.signing_public_key, signing_pem.encode(), private=False)
-    _write_new(
-        layout.receiving_key,
-        receiving.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        private=True,
-    )
-    _write_new(layout.receiving_public_key, receiving_pem.encode(), private=False)
     if schema_bytes is not None:
         _write_new(layout.schema, schema_bytes, private=False)
-    auth_line = auth_public.decode("ascii").strip()
-    return PartyRecord(
-        name=name,
-        signing_public_key=signing_pem,
-        signing_key_id=key_id(signing.public_key()),
-        receiving_public_key=receiving_pem,
-        receiving_key_id=receiving_key_id(receiving.public_key()),
-        auth_public_key=auth_line,
-        auth_key_sha256=hashlib.sha256(auth_line.encode("ascii")).hexdigest(),
-    )
+
+
+def read_requests(requests: Sequence[Path | PartyRequest]) -> list[PartyRequest]:
+    """Parse request files (or take parsed requests) and verify every self-signature.
+
+    Raises
+    ------
+    IdentityError
+        A file is unreadable or not a request, or a signature does not verify.
+    """
+    parsed: list[PartyRequest] = []
+    for item in requests:
+        if isinstance(item, PartyRequest):
+            request = item
+        else:
+            path = Path(item)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise IdentityError(f"party request {path} must be readable; got {e}") from e
+            request = parse_request(text, source=f"party request {path}")
+        request.verify()
+        parsed.append(request)
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -352,17 +329,23 @@ class _Request:
     """A checked provisioning request: who the parties are and where their files go."""
 
     layout: WorkspaceLayout
-    parties: list[str]
+    requests: list[PartyRequest]
+    records: list[PartyRecord]
     lead: str
     hosts: tuple[str, ...]
     bundles_root: Path
     validity_days: int
 
+    @property
+    def parties(self) -> list[str]:
+        """Party names in request order."""
+        return [r.party for r in self.requests]
+
 
 def _check_request(
     workspace: Path,
     *,
-    parties: Sequence[str],
+    requests: Sequence[Path | PartyRequest],
     hosts: Sequence[str],
     lead: str | None,
     bundles_dir: Path | None,
@@ -370,9 +353,10 @@ def _check_request(
 ) -> _Request:
     """Validate every argument before anything is read or written."""
     layout = WorkspaceLayout(Path(workspace).resolve())
-    names = [check_party_name(p.strip()) for p in parties if p.strip()]
+    parsed = read_requests(requests)
+    names = [r.party for r in parsed]
     if not names:
-        raise ConfigError(f"parties must name at least one party; got {list(parties)}")
+        raise ConfigError("requests must hold at least one party's request; got none")
     if len(set(names)) != len(names):
         raise ConfigError(f"parties must be unique; got {names}")
     lead_name = check_party_name(lead) if lead else names[0]
@@ -384,10 +368,15 @@ def _check_request(
     bundles_root = Path(bundles_dir).resolve() if bundles_dir else default_bundles_dir(layout.root)
     if bundles_root == layout.root or layout.root in bundles_root.parents:
         raise ConfigError(
-            "bundles directory must be outside the workspace (it holds party secrets the "
-            f"coordinator must not keep); got {bundles_root}"
+            "bundles directory must be outside the workspace (each party's files go to that "
+            f"party only); got {bundles_root}"
         )
-    return _Request(layout, names, lead_name, all_hosts, bundles_root, validity_days)
+    records = [r.verify() for r in parsed]
+    for attr in ("signing_key_id", "receiving_key_id", "auth_key_sha256"):
+        values = [getattr(r, attr) for r in records]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"party requests must not share keys; got a repeated {attr}")
+    return _Request(layout, parsed, records, lead_name, all_hosts, bundles_root, validity_days)
 
 
 def _existing_provision(request: _Request) -> ProvisionResult | None:
@@ -395,7 +384,7 @@ def _existing_provision(request: _Request) -> ProvisionResult | None:
     layout = request.layout
     if layout.manifest.exists():
         manifest = load_manifest(layout.manifest)
-        if _same_request(manifest, request.parties, request.hosts, request.lead):
+        if _same_request(manifest, request.records, request.hosts, request.lead):
             return ProvisionResult(layout, manifest, {}, created=False)
         raise ConfigError(
             f"workspace {layout.root} is already provisioned for parties {manifest.party_names} "
@@ -423,8 +412,8 @@ def _read_schema(schema_file: Path | None) -> bytes | None:
 
 def _write_coordinator_identity(
     request: _Request, *, schema_bytes: bytes | None
-) -> x509.Certificate:
-    """Create the CA and the SuperLink's TLS identity in the workspace; returns the CA cert."""
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """Create the CA and the SuperLink's TLS identity in the workspace; returns the CA."""
     layout = request.layout
     ca_key, ca_cert = create_ca(layout.root.name)
     server_key, server_cert = issue_server_certificate(
@@ -437,45 +426,49 @@ def _write_coordinator_identity(
     _write_new(layout.superlink_key, _pem_private(server_key), private=True)
     if schema_bytes is not None:
         _write_new(layout.schema, schema_bytes, private=False)
-    return ca_cert
+    return ca_key, ca_cert
 
 
 def _write_bundles(
     request: _Request, *, ca_pem: bytes, schema_bytes: bytes | None, created_at: str
-) -> tuple[list[PartyRecord], dict[str, Path]]:
-    """One bundle per party, and its SuperNode auth key registered in the workspace."""
-    request.bundles_root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
-    records: list[PartyRecord] = []
+) -> dict[str, Path]:
+    """One public bundle per party; its request and SuperNode auth key kept in the workspace."""
+    request.bundles_root.mkdir(parents=True, exist_ok=True)
     bundles: dict[str, Path] = {}
-    for name in request.parties:
-        bundle = BundleLayout(request.bundles_root / name)
+    for party, record in zip(request.requests, request.records, strict=True):
+        bundle = BundleLayout(request.bundles_root / party.party)
         info = BundleInfo(
-            party=name,
+            party=party.party,
             federation=request.layout.root.name,
             lead=request.lead,
             superlink_hosts=request.hosts,
             created_at=created_at,
         )
-        record = _make_party(name, bundle, info=info, ca_pem=ca_pem, schema_bytes=schema_bytes)
+        _write_public_bundle(bundle, info=info, ca_pem=ca_pem, schema_bytes=schema_bytes)
+        _write_new(request.layout.request(party.party), party.to_json().encode(), private=False)
         _write_new(
-            request.layout.auth_public_key(name),
+            request.layout.auth_public_key(party.party),
             (record.auth_public_key + "\n").encode(),
             private=False,
         )
-        records.append(record)
-        bundles[name] = bundle.root
-    return records, bundles
+        bundles[party.party] = bundle.root
+    return bundles
+
+
+def _sign_manifest(ca_key: ec.EllipticCurvePrivateKey, manifest_bytes: bytes) -> bytes:
+    """The CA's signature over the manifest: parties check it at ``party join``."""
+    return ca_key.sign(manifest_bytes, ec.ECDSA(hashes.SHA384()))
 
 
 def _write_manifests(
     request: _Request,
     *,
+    ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
-    records: list[PartyRecord],
     bundles: dict[str, Path],
     created_at: str,
 ) -> FederationManifest:
-    """Write the public manifest into every bundle, then into the workspace (last of all)."""
+    """Write the signed public manifest into every bundle, then into the workspace (last)."""
     manifest = FederationManifest(
         federation=request.layout.root.name,
         created_at=created_at,
@@ -484,11 +477,15 @@ def _write_manifests(
             ca_cert.public_bytes(serialization.Encoding.DER)
         ).hexdigest(),
         superlink_hosts=request.hosts,
-        parties=tuple(records),
+        parties=tuple(request.records),
     )
     manifest_bytes = manifest.to_json().encode()
+    signature = _sign_manifest(ca_key, manifest_bytes)
     for name in request.parties:
-        _write_new(BundleLayout(bundles[name]).manifest, manifest_bytes, private=False)
+        layout = BundleLayout(bundles[name])
+        _write_new(layout.manifest, manifest_bytes, private=False)
+        _write_new(layout.root / MANIFEST_SIGNATURE_FILE, signature, private=False)
+    _write_new(request.layout.root / MANIFEST_SIGNATURE_FILE, signature, private=False)
     # Its presence marks a finished run: an interrupted one leaves none (see provision_workspace).
     _write_new(request.layout.manifest, manifest_bytes, private=False)
     return manifest
@@ -497,28 +494,30 @@ def _write_manifests(
 def provision_workspace(
     workspace: Path,
     *,
-    parties: Sequence[str],
+    requests: Sequence[Path | PartyRequest],
     hosts: Sequence[str] = (),
     lead: str | None = None,
     bundles_dir: Path | None = None,
     schema_file: Path | None = None,
     validity_days: int = 365,
 ) -> ProvisionResult:
-    """Create the federation's CA, the SuperLink's TLS identity, the manifest and party bundles.
+    """Create the federation's CA, the SuperLink's TLS identity and the signed manifest of the
+    parties' public keys, from the parties' own requests.
 
     Parameters
     ----------
     workspace
         The coordinator's directory; must be new or empty (or already provisioned identically).
-    parties
-        Party names (``a-z0-9_-``, starting with a letter); at least one.
+    requests
+        Each party's ``request.json`` from ``fedrisk party init`` (or the parsed request); every
+        self-signature is verified before anything is written.
     hosts
         Extra names or IPs the SuperLink certificate must be valid for; ``127.0.0.1`` and
         ``localhost`` are always included.
     lead
-        The party that runs the CKKS key ceremony; defaults to the first party.
+        The party that runs the CKKS key ceremony; defaults to the first request's party.
     bundles_dir
-        Where the per-party bundles go; default ``WORKSPACE-bundles`` beside the workspace.
+        Where the per-party public bundles go; default ``WORKSPACE-bundles`` beside the workspace.
     schema_file
         Optional dataset schema (TOML) copied into every bundle and the workspace.
     validity_days
@@ -527,27 +526,29 @@ def provision_workspace(
     Returns
     -------
     ProvisionResult
-        ``created`` is false when the workspace was already provisioned with the same parties,
-        lead and hosts: nothing is written then.
+        ``created`` is false when the workspace was already provisioned with the same parties and
+        keys, lead and hosts: nothing is written then.
 
     Raises
     ------
+    IdentityError
+        A request is unreadable or its self-signature does not verify.
     ConfigError
-        Invalid names, a workspace provisioned differently, a non-empty workspace without a
-        manifest (an interrupted run), or a non-empty bundles directory. Keys are never
-        overwritten.
+        Invalid names, two requests sharing a key, a workspace provisioned differently, a
+        non-empty workspace without a manifest (an interrupted run), or a non-empty bundles
+        directory. Keys are never overwritten.
 
     Notes
     -----
-    Each bundle holds only its own party's private keys (mode 0600 in a 0700 directory), the CA
-    certificate and the public manifest. The coordinator generates the party keys for convenience
-    but keeps none of them: the bundles live outside the workspace and should be deleted once
-    handed over. The manifest is written last, so an interrupted run leaves no manifest and a
-    re-run refuses instead of mixing old and new keys.
+    The coordinator never generates, receives or writes a party's private key: a bundle holds
+    ``bundle.json``, the CA certificate, the manifest, the CA's signature of it and the schema,
+    all public. The party merges it into its own folder with ``fedrisk party join``. The
+    manifest is written last, so an interrupted run leaves no manifest and a re-run refuses
+    instead of mixing old and new keys.
     """
     request = _check_request(
         workspace,
-        parties=parties,
+        requests=requests,
         hosts=hosts,
         lead=lead,
         bundles_dir=bundles_dir,
@@ -557,13 +558,13 @@ def provision_workspace(
     if existing is not None:
         return existing
     schema_bytes = _read_schema(schema_file)
-    ca_cert = _write_coordinator_identity(request, schema_bytes=schema_bytes)
+    ca_key, ca_cert = _write_coordinator_identity(request, schema_bytes=schema_bytes)
     created_at = _now().isoformat(timespec="seconds")
-    records, bundles = _write_bundles(
+    bundles = _write_bundles(
         request, ca_pem=_pem_cert(ca_cert), schema_bytes=schema_bytes, created_at=created_at
     )
     manifest = _write_manifests(
-        request, ca_cert=ca_cert, records=records, bundles=bundles, created_at=created_at
+        request, ca_key=ca_key, ca_cert=ca_cert, bundles=bundles, created_at=created_at
     )
     return ProvisionResult(request.layout, manifest, bundles, created=True)
 

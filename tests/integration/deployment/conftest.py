@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fedrisk.data.schema import write_schema
-from server.coordinator.provisioning import ProvisionResult, provision_workspace
+from server.coordinator.provisioning import ProvisionResult
+from simulations.enrollment import enroll_parties
 from tests.support.federation import PARTIES, SCHEMA
 from tests.support.processes import process_registry  # noqa: F401  (fixture)
 
@@ -24,5 +25,5 @@ def schema_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def federation(tmp_path: Path, schema_file: Path) -> ProvisionResult:
-    """A freshly provisioned three-party federation (workspace + bundles in tmp_path)."""
-    return provision_workspace(tmp_path / "coordinator", parties=PARTIES, schema_file=schema_file)
+    """A freshly provisioned three-party federation; ``bundles`` are the parties' own folders."""
+    return enroll_parties(tmp_path / "coordinator", parties=PARTIES, schema_file=schema_file)

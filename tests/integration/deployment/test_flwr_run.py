@@ -19,7 +19,6 @@ from clients.supernode import prepare_party_runtime, start_supernode
 from fedrisk.data.schema import write_schema
 from secure_agg.ceremony import run_key_ceremony
 from secure_agg.params import HEParams
-from server.coordinator.provisioning import provision_workspace
 from server.coordinator.runs import run_status, submit_run
 from server.coordinator.superlink import (
     CONNECTION_NAME,
@@ -27,6 +26,7 @@ from server.coordinator.superlink import (
     register_supernodes,
     start_superlink,
 )
+from simulations.enrollment import enroll_parties
 from tests.support.federation import SCHEMA, write_party_data
 from tests.support.processes import ProcessRegistry
 
@@ -117,7 +117,7 @@ def _finish(workspace: Path, run_id: str, *, timeout: float = 120.0) -> str:
 @pytest.fixture
 def link(tmp_path: Path, process_registry: ProcessRegistry) -> Iterator[SuperLinkProcess]:
     write_schema(SCHEMA, tmp_path / "schema.toml")
-    federation = provision_workspace(
+    federation = enroll_parties(
         tmp_path / "coordinator", parties=["bank_a", "bank_b"], schema_file=tmp_path / "schema.toml"
     )
     bundle = load_bundle(federation.bundles["bank_a"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import tomllib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from clients.bundle import NODE_CONFIG_PARTY_CONFIG, load_bundle
 from clients.cli import register as register_party_commands
 from clients.party import load_party_config
+from clients.pinning import create_pin, install_pin, pin_path
 from clients.supernode import prepare_party_runtime, supernode_command
 from fedrisk.errors import IdentityError, SchemaError
 from secure_agg.ceremony import run_key_ceremony
@@ -32,6 +34,7 @@ def lead_with_keys(federation: ProvisionResult, tmp_path: Path) -> Path:
         out_dir=tmp_path / "handout",
         params=HEParams(),
     )
+    install_pin(bundle, create_pin(bundle))
     return bundle.layout.root
 
 
@@ -50,6 +53,45 @@ def test_runtime_config_is_what_the_clientapp_reads(lead_with_keys: Path, tmp_pa
     assert config.signing_key == bundle.layout.signing_key
     assert config.schema_file == bundle.layout.schema
     assert node_config["party"] == "bank_a"
+
+
+def test_node_config_names_no_key_bundle_or_data_path(lead_with_keys: Path, tmp_path: Path) -> None:
+    bundle = load_bundle(lead_with_keys)
+    train = write_party_data(tmp_path / "train.csv", rows=40, seed=1)
+
+    runtime = prepare_party_runtime(bundle, train=train, release_dir=tmp_path / "rel")
+    node_config = tomllib.loads(runtime.node_config.read_text())
+    values = [str(v) for v in node_config.values()]
+
+    assert sorted(node_config) == sorted([NODE_CONFIG_PARTY_CONFIG, "party"])
+    for forbidden in (
+        bundle.layout.signing_key,
+        bundle.layout.receiving_key,
+        bundle.layout.auth_private_key,
+        bundle.layout.secret_context,
+        train.resolve(),
+        tmp_path / "rel",
+    ):
+        assert all(str(forbidden) not in value for value in values)
+    assert all(value != str(bundle.layout.root) for value in values)
+    # party.toml names the key files for our own ClientApp: owner-only, like the keys
+    assert stat.S_IMODE(runtime.party_config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(runtime.state_dir.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("folder", ["root", "identity", "auth", "ckks"])
+def test_a_party_folder_others_can_list_is_refused(lead_with_keys: Path, folder: str) -> None:
+    layout = load_bundle(lead_with_keys).layout
+    path = {
+        "root": layout.root,
+        "identity": layout.signing_key.parent,
+        "auth": layout.auth_private_key.parent,
+        "ckks": layout.ckks_dir,
+    }[folder]
+    path.chmod(0o755)
+
+    with pytest.raises(IdentityError, match="must be mode 0700"):
+        load_bundle(layout.root)
 
 
 def test_data_violating_the_schema_is_refused_before_anything_starts(
@@ -116,3 +158,30 @@ def test_party_start_command_stops_at_invalid_data(lead_with_keys: Path, tmp_pat
     assert result.exit_code == 1
     assert "income" in result.output
     assert not (lead_with_keys / "state" / "supernode.json").exists()
+
+
+def test_party_start_refuses_a_party_without_a_valid_app_pin(
+    lead_with_keys: Path, tmp_path: Path
+) -> None:
+    cli = typer.Typer()
+    register_party_commands(cli)
+    pin_path(load_bundle(lead_with_keys)).unlink()
+    data = write_party_data(tmp_path / "ok.csv", rows=10, seed=1)
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            "party",
+            "start",
+            "--bundle",
+            str(lead_with_keys),
+            "--data",
+            str(data),
+            "--superlink",
+            "127.0.0.1:1",
+        ],
+    )
+
+    assert result.exit_code == 1
+    assert "signed app pin" in result.output
+    assert not (lead_with_keys / "state").exists()

@@ -1,4 +1,5 @@
-"""Provisioning: CA and SuperLink certificate, party bundles, manifest, refusal to overwrite."""
+"""Provisioning from party requests: CA and SuperLink certificate, public bundles, manifest,
+refusal to overwrite."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from flwr.supercore.primitives.asymmetric import uses_nist_ec_curve
 from typer.testing import CliRunner
 
 from clients.bundle import load_bundle
+from clients.enrollment import init_party, request_path
 from fedrisk.errors import ConfigError, IdentityError
 from fedrisk.federation.roster import BundleLayout, load_manifest
 from server.coordinator.cli import register
@@ -39,6 +41,21 @@ def _private_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and PRIVATE_MARKER in p.read_bytes()]
 
 
+def _requests(root: Path, names: list[str]) -> list[Path]:
+    """Each party's ``party init`` on its own (simulated) machine under ``root``."""
+    paths = []
+    for name in names:
+        folder = root / name
+        if not request_path(folder).exists():
+            init_party(name, folder)
+        paths.append(request_path(folder))
+    return paths
+
+
+def _federation_requests(federation: ProvisionResult) -> list[Path]:
+    return [request_path(root) for root in federation.bundles.values()]
+
+
 def test_superlink_certificate_is_signed_by_the_ca_and_covers_local_names(
     federation: ProvisionResult,
 ) -> None:
@@ -58,7 +75,9 @@ def test_superlink_certificate_is_signed_by_the_ca_and_covers_local_names(
 
 def test_extra_hosts_go_into_the_certificate(tmp_path: Path) -> None:
     result = provision_workspace(
-        tmp_path / "ws", parties=["bank_a"], hosts=["link.example.org", "10.1.2.3"]
+        tmp_path / "ws",
+        requests=_requests(tmp_path / "machines", ["bank_a"]),
+        hosts=["link.example.org", "10.1.2.3"],
     )
 
     cert = x509.load_pem_x509_certificate(result.workspace.superlink_certificate.read_bytes())
@@ -146,7 +165,9 @@ def test_rerun_with_same_arguments_is_a_no_op(
     ws = federation.workspace
     before = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file()}
 
-    again = provision_workspace(ws.root, parties=list(reversed(PARTIES)), lead="bank_a")
+    again = provision_workspace(
+        ws.root, requests=list(reversed(_federation_requests(federation))), lead="bank_a"
+    )
 
     assert not again.created
     assert again.manifest == federation.manifest
@@ -160,7 +181,7 @@ def test_rerun_with_other_parties_is_refused_and_changes_nothing(
     before = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file()}
 
     with pytest.raises(ConfigError, match="already provisioned"):
-        provision_workspace(ws.root, parties=["bank_a", "bank_z"])
+        provision_workspace(ws.root, requests=_federation_requests(federation)[:2])
 
     assert {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file()} == before
 
@@ -171,13 +192,12 @@ def test_interrupted_workspace_without_manifest_is_refused(tmp_path: Path) -> No
     (ws / "ca" / "ca.key").write_text("half-written")
 
     with pytest.raises(ConfigError, match="new or empty"):
-        provision_workspace(ws, parties=["bank_a"])
+        provision_workspace(ws, requests=_requests(tmp_path / "machines", ["bank_a"]))
 
 
 @pytest.mark.parametrize(
     ("parties", "lead", "message"),
     [
-        (["Bank A"], None, "party name"),
         (["bank_a", "bank_a"], None, "unique"),
         (["bank_a"], "bank_b", "lead"),
         ([], None, "at least one"),
@@ -186,8 +206,10 @@ def test_interrupted_workspace_without_manifest_is_refused(tmp_path: Path) -> No
 def test_bad_party_lists_are_refused(
     tmp_path: Path, parties: list[str], lead: str | None, message: str
 ) -> None:
+    requests = _requests(tmp_path / "machines", parties)
+
     with pytest.raises((ConfigError, IdentityError), match=message):
-        provision_workspace(tmp_path / "ws", parties=parties, lead=lead)
+        provision_workspace(tmp_path / "ws", requests=requests, lead=lead)
 
     assert not (tmp_path / "ws" / "manifest.json").exists()
 
@@ -195,7 +217,9 @@ def test_bad_party_lists_are_refused(
 def test_bundles_inside_the_workspace_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="outside the workspace"):
         provision_workspace(
-            tmp_path / "ws", parties=["bank_a"], bundles_dir=tmp_path / "ws" / "bundles"
+            tmp_path / "ws",
+            requests=_requests(tmp_path / "machines", ["bank_a"]),
+            bundles_dir=tmp_path / "ws" / "bundles",
         )
 
 
@@ -221,14 +245,18 @@ def test_provision_command_creates_then_refuses(tmp_path: Path) -> None:
     register(cli)
     runner = CliRunner()
     ws = tmp_path / "ws"
-    args = ["provision", "--workspace", str(ws), "--parties", "bank_a,bank_b,telco_c"]
+    requests = _requests(tmp_path / "machines", ["bank_a", "bank_b", "telco_c"])
+    args = ["provision", "--workspace", str(ws)]
+    for path in requests:
+        args += ["--request", str(path)]
 
     first = runner.invoke(cli, args)
     same = runner.invoke(cli, args)
-    other = runner.invoke(cli, [*args[:-1], "bank_a,bank_b"])
+    other = runner.invoke(cli, args[:-2])
 
     assert first.exit_code == 0, first.output
-    assert "bank_b" in first.output and "PRIVATE" in first.output
+    assert "bank_b" in first.output and "public files only" in first.output
+    assert "Party fingerprints" in first.output
     assert same.exit_code == 0 and "nothing was written" in same.output
     assert other.exit_code == 1
     assert "already provisioned" in other.output

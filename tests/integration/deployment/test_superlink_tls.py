@@ -30,7 +30,7 @@ from fedrisk.federation.processes import descendants, is_alive
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.cli import register as register_server_commands
-from server.coordinator.provisioning import ProvisionResult, provision_workspace
+from server.coordinator.provisioning import ProvisionResult
 from server.coordinator.superlink import (
     SuperLinkProcess,
     list_supernodes,
@@ -39,6 +39,7 @@ from server.coordinator.superlink import (
     start_superlink,
     superlink_command,
 )
+from simulations.enrollment import enroll_parties
 from tests.support.federation import PARTIES, SCHEMA, write_party_data
 from tests.support.processes import ProcessRegistry, read_log, wait_for
 
@@ -62,7 +63,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("live")
     schema = root / "schema.toml"
     write_schema(SCHEMA, schema)
-    federation = provision_workspace(root / "coordinator", parties=PARTIES, schema_file=schema)
+    federation = enroll_parties(root / "coordinator", parties=PARTIES, schema_file=schema)
     lead = load_bundle(federation.bundles["bank_a"])
     handout = run_key_ceremony(
         lead.manifest,
@@ -163,7 +164,7 @@ def test_supernode_without_the_federation_ca_cannot_connect(
 def test_supernode_trusting_another_ca_cannot_connect(
     live: Live, process_registry: ProcessRegistry, tmp_path: Path
 ) -> None:
-    other = provision_workspace(tmp_path / "other", parties=["bank_b"])
+    other = enroll_parties(tmp_path / "other", parties=["bank_b"])
     node_id = live.node_ids["bank_b"]
 
     node = _start(live, process_registry, "bank_b", trust=other.workspace.ca_certificate)
@@ -229,7 +230,7 @@ def test_start_refuses_an_unprovisioned_workspace(tmp_path: Path) -> None:
 
 
 def test_insecure_start_warns_and_stop_by_pid_cleans_up(tmp_path: Path) -> None:
-    federation = provision_workspace(tmp_path / "ws", parties=["bank_a"])
+    federation = enroll_parties(tmp_path / "ws", parties=["bank_a"])
     ws = federation.workspace.root
     cli = typer.Typer()
     register_server_commands(cli)

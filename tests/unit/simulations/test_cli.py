@@ -126,7 +126,7 @@ BAD_ARGUMENTS = [
     ),
     pytest.param(("keys", "accept", "-b", ".", "--sealed", "/no/x"), ["does not exist"], id="seal"),
     pytest.param(
-        ("provision", "-w", "ws", "--parties", "a", "--schema", "/no/s.toml"),
+        ("provision", "-w", "ws", "--request", __file__, "--schema", "/no/s.toml"),
         ["does not exist"],
         id="provision-schema",
     ),
