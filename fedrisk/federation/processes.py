@@ -263,6 +263,9 @@ def _wait_gone(
     while True:
         _reap(root, process)
         if not any(is_alive(t) for t in targets):
+            # the root may have died between the reap above and this check: reap it again so a
+            # Popen's returncode is always set once the tree is gone
+            _reap(root, process)
             return True
         if time.monotonic() >= deadline:
             return False
