@@ -295,7 +295,7 @@ def party_start(
     """Validate local data against the schema, then run flower-supernode against the SuperLink."""
     from clients.pinning import installed_pin
     from clients.supernode import prepare_party_runtime, running_supernode, start_supernode
-    from fedrisk.federation.processes import wait_in_foreground
+    from fedrisk.federation.processes import follow_in_foreground
 
     if insecure:
         typer.secho(
@@ -329,15 +329,12 @@ def party_start(
     if detach:
         return
 
-    def _stop() -> None:
-        with contextlib.suppress(FedRiskError):
-            handle.stop()
-
-    code = wait_in_foreground(handle.process.wait if handle.process else lambda: 0, _stop)
+    code = follow_in_foreground(handle)
     if code is None:
         typer.echo("Stopped the SuperNode.")
         return
-    _stop()  # the SuperNode exited on its own: stop its executor by pid too
+    with contextlib.suppress(FedRiskError):  # the SuperNode exited on its own: stop its executor
+        handle.stop()
     if code and handle.was_refused():
         typer.secho(
             "The SuperLink did not accept this SuperNode. Right after a crash it still holds the "

@@ -18,9 +18,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
-from fedrisk.errors import ConfigError, ExecutableNotFoundError, ProcessStopError
+from fedrisk.errors import ConfigError, ExecutableNotFoundError, FedRiskError, ProcessStopError
 
 DEFAULT_GRACE: Final = 15.0
 """Seconds a tree gets between SIGTERM and SIGKILL (a SuperNode deactivates itself meanwhile)."""
@@ -342,3 +342,29 @@ def wait_in_foreground(wait: Callable[[], int], stop: Callable[[], None]) -> int
     finally:
         signal.signal(signal.SIGTERM, previous)
         stop()
+
+
+class StartedServer(Protocol):
+    """A server a ``start`` command launched: its ``Popen`` (when ours) and how to stop it."""
+
+    @property
+    def process(self) -> Process | None:
+        """The server's ``Popen`` when this interpreter started it."""
+
+    def stop(self) -> None:
+        """Stop the server and everything it started."""
+
+
+def follow_in_foreground(server: StartedServer) -> int | None:
+    """Keep ``server`` in the foreground (:func:`wait_in_foreground`); it is stopped either way.
+
+    Returns its exit code, or None when interrupted. A stop that fails is not raised: the
+    command is already ending and has nothing better to do with it.
+    """
+
+    def _stop() -> None:
+        with contextlib.suppress(FedRiskError):
+            server.stop()
+
+    process = server.process
+    return wait_in_foreground(process.wait if process is not None else lambda: 0, _stop)

@@ -8,7 +8,6 @@ process started.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +16,7 @@ import typer
 
 from fedrisk.decisions.stages import STAGES, Stage
 from fedrisk.errors import FedRiskError
-from fedrisk.federation.processes import wait_in_foreground
+from fedrisk.federation.processes import follow_in_foreground
 from fedrisk.federation.run_config import MIN_SECURE_PARTIES
 from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
 from secure_agg.errors import SecureAggError
@@ -204,11 +203,7 @@ def start(
     if detach:
         return
 
-    def _stop() -> None:
-        with contextlib.suppress(FedRiskError):
-            handle.stop()
-
-    code = wait_in_foreground(handle.process.wait if handle.process else lambda: 0, _stop)
+    code = follow_in_foreground(handle)
     if code is None:
         typer.echo("Stopped the SuperLink.")
         return
