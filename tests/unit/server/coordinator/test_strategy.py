@@ -161,8 +161,11 @@ def test_rounds_sum_encrypted_updates_into_the_plaintext_model(
     np.testing.assert_allclose(crypto.decode(checkpoint.enc_stats), [600.0, 66.0], rtol=0, atol=TOL)
     # The statistics sum travels once (round 1); later rounds carry only the new model.
     down = [h["bytes_down_per_party"] for h in result.history]
-    assert down[1] < down[0]
-    assert down[2] == pytest.approx(down[1], rel=1e-3)  # ciphertexts differ by a few bytes
+    stats_bytes = down[0] - down[1]
+    assert stats_bytes > 0
+    # Compressed ciphertexts differ by a few hundred bytes from round to round, far less than
+    # the statistics ciphertext that round 1 alone carries.
+    assert abs(down[2] - down[1]) < stats_bytes / 10
     # The statistics phase runs before round 1, the release after the last round.
     kinds = [e["event"] for e in read_events(tmp_path / "progress.jsonl")]
     assert kinds == ["stats"] + ["round-start", "round"] * 3 + ["released"]
