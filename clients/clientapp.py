@@ -9,6 +9,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients import tree_party
 from clients.party import PartyNode, PartyRefusedError, resolve_party_config
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
@@ -126,22 +127,46 @@ def metrics(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -
     )
 
 
+@app.query("tree")
+def tree(message: Message, context: Context) -> Message:
+    """One boosting step: apply the pooled histograms, send the next level's encrypted."""
+    node = _node(context)
+    sealed = _sealed(message, context, node)
+    stats = sealed.get(proto.ENC_STATS)
+    if stats is None:
+        raise PartyRefusedError("tree message names no statistics sum")
+    number = int(message.content.config_records[proto.CONFIG][proto.CFG_ROUND])  # type: ignore[arg-type]
+    record, report, done = tree_party.step(
+        node, context.state, stats=stats, pooled=sealed.get(proto.ENC_GLOBAL), number=number
+    )
+    reply = _reply(message, node, **({proto.ENC_TREE: record} if record is not None else {}))
+    cfg = reply.content.config_records[proto.CONFIG]
+    cfg[proto.CFG_TREE_DONE] = done
+    cfg[proto.CFG_TREE_REPORT] = json.dumps(report) if report else ""
+    return reply
+
+
 @app.query("release")
-@_handle
-def release(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
+def release(message: Message, context: Context) -> Message:
     """Decrypt the final model and write the signed artifact at this party."""
+    node = _node(context)
+    sealed = _sealed(message, context, node)
     stats = sealed.get(proto.ENC_STATS)
     global_sum = sealed.get(proto.ENC_GLOBAL)
     if stats is None or global_sum is None:
         raise PartyRefusedError("release query must name the statistics sum and the model")
     cfg = message.content.config_records[proto.CONFIG]
-    model_id, path = node.release(
-        stats,
-        global_sum,
-        rounds=int(cfg[proto.CFG_ROUND]),  # type: ignore[arg-type]
-        history=json.loads(str(cfg[proto.CFG_HISTORY])),
-        parties=json.loads(str(cfg[proto.CFG_PARTIES])),
-    )
+    history = json.loads(str(cfg[proto.CFG_HISTORY]))
+    parties = json.loads(str(cfg[proto.CFG_PARTIES]))
+    rounds = int(cfg[proto.CFG_ROUND])  # type: ignore[arg-type]
+    if node.federation.model == "gbdt":
+        model_id, path = tree_party.release(
+            node, context.state, stats=stats, rounds=rounds, history=history, parties=parties
+        )
+    else:
+        model_id, path = node.release(
+            stats, global_sum, rounds=rounds, history=history, parties=parties
+        )
     log.info("release written under %s", path.parent)
     content = RecordDict(
         {

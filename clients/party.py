@@ -30,6 +30,7 @@ from fedrisk.ml.features import FeatureStats, Preprocessor
 from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
 from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.ml.trees import TREE_STATS_BINS
 from fedrisk.release.artifact import Lineage, RoundMetrics, artifact_from_pipeline, write_artifact
 from fedrisk.release.identity import load_signing_key
 from secure_agg.aggregation import (
@@ -188,11 +189,16 @@ class PartyNode:
         self.data = load_local_data(config)
         self.channel = _aggregation(config.secret_context, federation.plaintext)
 
+    @property
+    def stats_bins(self) -> int:
+        """Histogram resolution of the statistics: trees cut their bins on it, so finer."""
+        return TREE_STATS_BINS if self.federation.model == "gbdt" else STATS_BINS
+
     # ----------------------------------------------------------------- phases
 
     def local_stats(self) -> Any:
         """Encrypted additive statistics of the training split."""
-        stats = FeatureStats.from_frame(self.data.train, self.data.schema, n_bins=STATS_BINS)
+        stats = FeatureStats.from_frame(self.data.train, self.data.schema, n_bins=self.stats_bins)
         return self.channel.encode(stats.to_vector())
 
     def decrypt(self, record: Any) -> FloatVector:

@@ -298,6 +298,7 @@ def simulation_json(
         "federated": comparison.federated,
         "plaintext_federated": comparison.plaintext,
         "centralized": comparison.centralized,
+        "reference": comparison.reference,
         "local": comparison.local,
         "bytes_up_per_party_round": encrypted.bytes_up_per_party_round,
         "seconds_per_round": encrypted.seconds_per_round,

@@ -88,6 +88,8 @@ class Comparison:
     plaintext: dict[str, float] | None
     centralized: dict[str, float]
     local: list[dict[str, Any]] = field(default_factory=list)
+    reference: dict[str, float] | None = None
+    """scikit-learn's reference model of the kind, where there is one (gbdt: HistGradientBoosting)."""
 
 
 def prepare_data(spec: SimulationSpec, *, data_dir: Path | None = None) -> PreparedData:
@@ -217,6 +219,10 @@ def compare(
     plaintext: FederationOutcome | None = None,
 ) -> Comparison:
     """Score federated, centralized and local-only models on the same pooled test data."""
+    if spec.model == "gbdt":
+        from simulations.tree_baselines import compare_trees
+
+        return compare_trees(spec, data, federated=federated, plaintext=plaintext)  # type: ignore[no-any-return]
     target = data.dataset.schema.target_column
     assert target is not None
     y = data.pooled_test[target].to_numpy()

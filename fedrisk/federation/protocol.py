@@ -13,6 +13,7 @@ MSG_TRAIN: Final = "train"
 MSG_EVALUATE: Final = "evaluate"
 MSG_METRICS: Final = "query.metrics"
 MSG_RELEASE: Final = "query.release"
+MSG_TREE: Final = "query.tree"
 
 # Record keys inside a message's RecordDict.
 CONFIG: Final = "config"
@@ -21,6 +22,7 @@ ENC_STATS: Final = "enc-stats"
 ENC_GLOBAL: Final = "enc-global"
 ENC_UPDATE: Final = "enc-update"
 ENC_HIST: Final = "enc-hist"
+ENC_TREE: Final = "enc-tree"
 
 # ConfigRecord keys.
 CFG_ROUND: Final = "round"
@@ -30,6 +32,8 @@ CFG_HISTORY: Final = "history"
 CFG_PARTIES: Final = "parties"
 CFG_MODEL_ID: Final = "model-id"
 CFG_ARTIFACT_SHA256: Final = "artifact-sha256"
+CFG_TREE_DONE: Final = "tree-done"
+CFG_TREE_REPORT: Final = "tree-report"
 
 # Metric names.
 METRIC_AUC: Final = "auc"

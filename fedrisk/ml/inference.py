@@ -39,7 +39,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["lr", "mlp"]
+    kind: Literal["lr", "mlp", "gbdt"]
     n_features: int = Field(ge=1, le=1_000_000)
     hidden: tuple[int, ...] = (64, 32)
 
@@ -66,6 +66,8 @@ def parameter_layout(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
     """
     sizes = spec.layer_sizes
     layout: list[tuple[str, tuple[int, ...]]] = []
+    if spec.kind == "gbdt":
+        return layout  # trees travel as a forest, not as a weight vector
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layout.append((f"layers.{i}.weight", (n_out, n_in)))
         layout.append((f"layers.{i}.bias", (n_out,)))

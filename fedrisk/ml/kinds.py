@@ -10,8 +10,8 @@ from typing import Final, Literal, get_args
 
 __all__ = ["MODEL_KINDS", "OPTIMIZERS", "ModelKind", "Optimizer"]
 
-ModelKind = Literal["lr", "mlp"]
-"""Logistic regression or a small ReLU multilayer perceptron."""
+ModelKind = Literal["lr", "mlp", "gbdt"]
+"""Logistic regression, a small ReLU multilayer perceptron, or histogram gradient-boosted trees."""
 
 MODEL_KINDS: Final[tuple[ModelKind, ...]] = get_args(ModelKind)
 

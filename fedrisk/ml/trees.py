@@ -53,7 +53,7 @@ from fedrisk.ml.features import (
     _series_floats,
 )
 from fedrisk.ml.inference import sigmoid
-from fedrisk.ml.metrics import auc_from_histograms, score_histograms
+from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
 
 __all__ = [
     "GRADIENT_SCALE",
@@ -61,7 +61,9 @@ __all__ = [
     "Forest",
     "Shard",
     "Tree",
+    "TREE_STATS_BINS",
     "TreeBinning",
+    "TreeModel",
     "TreeParams",
     "fit_central",
 ]
@@ -73,6 +75,10 @@ CodeArray = npt.NDArray[np.int32]
 GRADIENT_SCALE: Final = 2.0**16
 """Fixed-point grid of per-row gradients, hessians and losses (about 1.5e-5): coarse enough that
 pooled sums stay exact integers in CKKS, fine enough not to change the learned trees."""
+
+TREE_STATS_BINS: Final = 2048
+"""Fixed-range histogram bins of the feature statistics a tree run sums: the quantile bin edges
+are cut on these, so they bound how finely a numeric feature can be split."""
 
 EVAL_HIST_BINS: Final = 2000
 """Score-histogram bins of the validation evaluation (as the federated evaluation uses)."""
@@ -671,6 +677,7 @@ class BoostingState:
         self.eval_pending = False
         self.losses: list[float] = []
         self.valid_aucs: list[float] = []
+        self.valid_kss: list[float] = []
         self.best_trees = 0
         self.done = False
         self.step = 0
@@ -830,8 +837,10 @@ class BoostingState:
         hist = np.clip(part[2:], 0.0, None).reshape(2, EVAL_HIST_BINS)
         try:
             self.valid_aucs.append(auc_from_histograms(hist))
-        except SchemaError:
-            self.valid_aucs.append(float("nan"))
+            self.valid_kss.append(ks_from_histograms(hist))
+        except SchemaError:  # a validation set without both classes
+            self.valid_aucs.append(0.5)
+            self.valid_kss.append(0.0)
         k = len(self.trees)
         if count <= 0:
             self.best_trees = k
@@ -873,6 +882,7 @@ class BoostingState:
             "eval_pending": self.eval_pending,
             "losses": self.losses,
             "valid_aucs": self.valid_aucs,
+            "valid_kss": self.valid_kss,
             "best_trees": self.best_trees,
             "done": self.done,
             "step": self.step,
@@ -899,6 +909,7 @@ class BoostingState:
         state.eval_pending = bool(data["eval_pending"])
         state.losses = [float(v) for v in data["losses"]]
         state.valid_aucs = [float(v) for v in data["valid_aucs"]]
+        state.valid_kss = [float(v) for v in data["valid_kss"]]
         state.best_trees = int(data["best_trees"])
         state.done = bool(data["done"])
         state.step = int(data["step"])
@@ -946,3 +957,44 @@ def fit_central(
             total += state.local_vector(shard)
         state.apply(total)
     return state
+
+
+class TreeModel:
+    """A released forest as scorers use it: raw rows -> bin codes -> log-odds.
+
+    Mirrors the parts of :class:`~fedrisk.ml.pipeline.RiskPipeline` that scoring uses
+    (``transform``, ``transform_records``, ``scorer_.logits``, ``predict_proba``), so the
+    scoring service and the simulations handle both kinds alike. The transformed matrix holds
+    bin codes as float32 (exact: codes are small integers).
+    """
+
+    def __init__(self, forest: Forest) -> None:
+        self.forest = forest
+        self.scorer_ = self
+
+    @property
+    def schema(self) -> DatasetSchema:
+        """The schema the trees were trained on."""
+        return self.forest.binning.schema
+
+    def transform(self, frame: pd.DataFrame) -> npt.NDArray[np.float32]:
+        """Bin codes of ``frame``'s rows."""
+        return self.forest.binning.transform(frame).astype(np.float32)
+
+    def transform_records(self, records: Sequence[Mapping[str, object]]) -> npt.NDArray[np.float32]:
+        """Bin codes of plain mappings."""
+        return self.forest.binning.transform_records(records).astype(np.float32)
+
+    def logits(self, x: npt.ArrayLike) -> FloatArray:
+        """Log-odds of default from bin codes (1-D: one row)."""
+        codes = np.asarray(x)
+        if codes.ndim == 1:
+            codes = codes.reshape(1, -1)
+        n_features = len(self.forest.binning.features)
+        if codes.ndim != 2 or codes.shape[1] != n_features:
+            raise ModelError(f"x must have shape (n, {n_features}); got {codes.shape}")
+        return self.forest.margins(codes.astype(np.int32))
+
+    def predict_proba(self, frame: pd.DataFrame) -> FloatArray:
+        """Probability of default per row."""
+        return sigmoid(self.logits(self.transform(frame)))

@@ -44,6 +44,7 @@ from fedrisk.files import staged_directory
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.inference import ModelSpec, count_parameters
 from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.ml.trees import Forest, TreeModel
 from fedrisk.release.identity import key_id, load_verify_key
 
 ARTIFACT_FILE: Final = "artifact.json"
@@ -142,6 +143,8 @@ class ModelArtifact(_SchemaField):
     logit_offset: float = 0.0
     he_params: dict[str, object] | None = None
     lineage: Lineage
+    trees: dict[str, object] | None = None
+    """The ``gbdt`` kind's forest (:meth:`fedrisk.ml.trees.Forest.to_dict`); None otherwise."""
 
     @field_validator("model_id")
     @classmethod
@@ -154,7 +157,7 @@ class ModelArtifact(_SchemaField):
             )
         return value
 
-    @field_validator("preprocessing", "he_params")
+    @field_validator("preprocessing", "he_params", "trees")
     @classmethod
     def _plain_json(cls, value: dict[str, object] | None) -> dict[str, object] | None:
         # Checked here, not at write time: pydantic's JSON mode would silently turn NaN into null.
@@ -181,6 +184,11 @@ class ModelArtifact(_SchemaField):
 
     @model_validator(mode="after")
     def _weights_match_spec(self) -> ModelArtifact:
+        if (self.trees is not None) != (self.model_spec.kind == "gbdt"):
+            raise ValueError(
+                f"trees must be present exactly for the gbdt kind; got kind "
+                f"{self.model_spec.kind} with trees {'set' if self.trees else 'absent'}"
+            )
         expected = count_parameters(self.model_spec)
         if len(self.weights) != expected:
             raise ValueError(
@@ -265,6 +273,63 @@ def pipeline_from_artifact(artifact: ModelArtifact) -> RiskPipeline:
         )
     except FedRiskError as e:
         raise ArtifactError(f"artifact {artifact.model_id}: cannot build its scorer; {e}") from e
+
+
+def artifact_from_forest(
+    forest: Forest,
+    *,
+    model_id: str,
+    stage: Literal["application", "behaviour", "collection"] | None,
+    lineage: Lineage,
+    baseline: Mapping[str, float | str],
+    metrics: Sequence[RoundMetrics] = (),
+    he_params: Mapping[str, object] | None = None,
+) -> ModelArtifact:
+    """Pack boosted trees as a ``gbdt`` artifact (inverse of :func:`scorer_from_artifact`)."""
+    schema = forest.binning.schema
+    return ModelArtifact(
+        model_id=model_id,
+        stage=stage,
+        model_spec=ModelSpec(kind="gbdt", n_features=len(schema.features)),
+        weights=[],
+        preprocessing={},
+        schema=schema,
+        baseline=dict(baseline),
+        metrics=list(metrics),
+        he_params=None if he_params is None else dict(he_params),
+        lineage=lineage,
+        trees=forest.to_dict(),
+    )
+
+
+def forest_from_artifact(artifact: ModelArtifact) -> TreeModel:
+    """The boosted-tree scorer of a ``gbdt`` artifact.
+
+    Raises
+    ------
+    ArtifactError
+        With reason ``incompatible``: not a gbdt artifact, or its forest is not valid for its
+        schema.
+    """
+    if artifact.trees is None:
+        raise ArtifactError(f"artifact {artifact.model_id}: kind must be gbdt; got {artifact.model_spec.kind}")
+    try:
+        forest = Forest.from_dict(artifact.trees)
+    except FedRiskError as e:
+        raise ArtifactError(f"artifact {artifact.model_id}: trees must be a valid forest; {e}") from e
+    if forest.binning.schema.fingerprint() != artifact.dataset_schema.fingerprint():
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: the forest's schema must equal the artifact schema "
+            f"{artifact.dataset_schema.name}; got {forest.binning.schema.name}"
+        )
+    return TreeModel(forest)
+
+
+def scorer_from_artifact(artifact: ModelArtifact) -> RiskPipeline | TreeModel:
+    """Whatever scores the artifact's model: trees for ``gbdt``, the pipeline otherwise."""
+    if artifact.model_spec.kind == "gbdt":
+        return forest_from_artifact(artifact)
+    return pipeline_from_artifact(artifact)
 
 
 def canonical_json_bytes(artifact: ModelArtifact) -> bytes:

@@ -16,6 +16,7 @@ from secure_agg.keys import load_public_context
 from server.coordinator.checkpoints import CheckpointStore
 from server.coordinator.progress import ProgressLog
 from server.coordinator.strategy import EncryptedFedAvg
+from server.coordinator.tree_rounds import TreeBoosting
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,8 @@ def main(grid: Grid, context: Context) -> None:
     try:
         summer = build_summer(config)
         checkpoints = CheckpointStore(server_dir / "checkpoints") if server_dir else None
-        strategy = EncryptedFedAvg(
-            config=config, summer=summer, progress=progress, checkpoints=checkpoints
-        )
+        kind = TreeBoosting if config.model == "gbdt" else EncryptedFedAvg
+        strategy = kind(config=config, summer=summer, progress=progress, checkpoints=checkpoints)
         result = strategy.start(grid, num_rounds=config.rounds, timeout=config.round_timeout)
     except Exception as e:
         progress.emit("failed", reason=f"{type(e).__name__}: {e}")

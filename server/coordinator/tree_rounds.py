@@ -1,0 +1,118 @@
+"""The coordinator's side of federated boosted trees: sums encrypted histograms level by level.
+
+After the statistics phase of :class:`~server.coordinator.strategy.EncryptedFedAvg` (whose
+summed statistics give every party the same bin edges), the run is a chain of steps. Step ``k``
+names the statistics sum and the pooled histogram sum of step ``k - 1`` (absent at step 0);
+every party decrypts the pooled sum, grows its copy of the tree by one level
+(:class:`fedrisk.ml.trees.BoostingState`, the same deterministic split at every party), and
+answers the encrypted histograms of the next level's nodes, plus, after a finished tree, its
+encrypted validation statistics. The server adds the answers blind and starts the next step.
+When every party answers that boosting is done (tree budget spent or early stopping, decided
+identically from the pooled validation loss), the designated party releases the model.
+
+Notes
+-----
+The server sees ciphertexts, the step count, and the public per-tree validation AUC / KS the
+parties report (as every federated run publishes its rounds' AUC / KS). It never sees a
+histogram, a split or a leaf value. A party that misses a step falls behind and is refused
+from then on (its state no longer matches the pooled sums); the others go on while at least
+``min_parties`` answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from fedrisk.federation import protocol as proto
+from server.coordinator.strategy import EncryptedFedAvg, FederationError, FederationResult
+
+log = logging.getLogger(__name__)
+
+
+class TreeBoosting(EncryptedFedAvg):
+    """Federated histogram GBDT over CKKS ciphertexts (the ``gbdt`` model kind)."""
+
+    def start(
+        self,
+        grid: Grid,
+        *,
+        num_rounds: int | None = None,
+        timeout: float = 3600.0,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+    ) -> FederationResult:
+        """Statistics, then boosting steps until every party reports done, then the release.
+
+        ``num_rounds`` is not used: the tree budget and early stopping end the run.
+
+        Raises
+        ------
+        FederationError
+            Too few parties answered a step, the parties disagree on being done, or the
+            release failed.
+        """
+        del num_rounds, train_config, evaluate_config
+        self.summary()
+        self._wait_for_parties(grid, timeout=timeout)
+        state = self.collect_statistics(grid, timeout=timeout, resumed=None)
+        pooled: ArrayRecord | None = None
+        history: list[dict[str, Any]] = []
+        metrics: dict[int, MetricRecord] = {}
+        step = 0
+        tree_seconds = 0.0
+        tree_bytes: list[float] = []
+        while True:
+            started = self.clock.monotonic()
+            self.progress.emit("round-start", round=step, rounds=0)
+            wave = self._wave(
+                proto.MSG_TREE, state, step, ConfigRecord(), enc_global=pooled
+            )
+            nodes = self._sample(grid, state, fraction=1.0)
+            delivery = self._deliver(grid, wave, nodes, state, timeout=timeout)
+            answers = self._accept(delivery.replies, state.roster, phase=f"tree step {step}")
+            self._require_quorum(answers, phase=f"tree step {step}")
+            state = replace(state, roster=answers.roster, held=delivery.held)
+            configs = [r.content.config_records[proto.CONFIG] for r in answers.good]
+            done = {bool(c.get(proto.CFG_TREE_DONE, False)) for c in configs}
+            if len(done) != 1:
+                raise FederationError(f"tree step {step}: parties disagree on being done")
+            report = configs[0].get(proto.CFG_TREE_REPORT)
+            if isinstance(report, str) and report:
+                entry = json.loads(report)
+                tree_seconds += self.clock.monotonic() - started
+                record = {
+                    **entry,
+                    "step": step,
+                    "seconds": tree_seconds,
+                    "bytes_up_per_party": sum(tree_bytes) / len(tree_bytes) if tree_bytes else 0.0,
+                    "eval_parties": sorted(state.roster.name(n) for n in answers.nodes),
+                    "train_parties": sorted(state.roster.name(n) for n in answers.nodes),
+                    "dropped": [],
+                }
+                history.append(record)
+                metrics[int(entry["round"])] = MetricRecord(
+                    {proto.METRIC_AUC: float(entry["auc"]), proto.METRIC_KS: float(entry["ks"])}
+                )
+                self.progress.emit("round", **record)
+                tree_seconds, tree_bytes = 0.0, []
+            if done == {True}:
+                break
+            records = answers.records(proto.ENC_TREE)
+            tree_bytes.append(sum(r.count_bytes() for r in records) / len(records))
+            pooled, _ = self._sum(records)
+            tree_seconds += self.clock.monotonic() - started
+            step += 1
+        if pooled is None:
+            raise FederationError("boosting ended before any histogram was summed")
+        state = replace(state, round=len(history), enc_global=pooled, history=tuple(history))
+        release = self.release(grid, state, timeout=timeout)
+        self.progress.emit("released", party=release.party, model_id=release.model_id)
+        return FederationResult(
+            enc_global=pooled, history=state.history, metrics=metrics, release=release
+        )
