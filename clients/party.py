@@ -28,6 +28,7 @@ from fedrisk.errors import FedRiskError
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.features import FeatureStats, Preprocessor
 from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
+from fedrisk.ml.kinds import neural_kind
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
 from fedrisk.ml.pipeline import RiskPipeline
 from fedrisk.ml.trees import TREE_STATS_BINS
@@ -233,7 +234,9 @@ class PartyNode:
         else:
             start = _global_weights(global_sum)
         trainer = LocalEpochs(
-            config=default_config(self.federation.model).model_copy(update=self._train_overrides()),
+            config=default_config(neural_kind(self.federation.model)).model_copy(
+                update=self._train_overrides()
+            ),
             generator=torch.Generator().manual_seed(self._seed(rnd)),
             # The global bad rate, from the decrypted statistics sum, so every party weighs the
             # classes alike and the released model's offset matches its training.

@@ -192,6 +192,8 @@ def release(
             created_at=datetime.now(UTC).isoformat(),
         ),
     )
-    path = write_artifact(artifact, config.release_dir, signing_key=load_signing_key(config.signing_key))
+    path = write_artifact(
+        artifact, config.release_dir, signing_key=load_signing_key(config.signing_key)
+    )
     log.info("released boosted trees %s to %s", model_id, path)
     return model_id, path

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrisk.data.catalog import LOADABLE_DATASET_NAMES
-from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
+from fedrisk.ml.kinds import MODEL_KINDS, ModelKind, neural_kind
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -93,12 +93,21 @@ def run_central(
         train, test = ds.frame, ds.test_frame
     else:
         train, test = split_frame(ds.frame, target=target, rng=np.random.default_rng(seed))
+    if model == "gbdt":
+        from simulations.tree_baselines import central_tree_scores
+
+        return {
+            "dataset": dataset,
+            "model": model,
+            **central_tree_scores(train, test, ds.schema, seed=seed),
+        }
+    kind = neural_kind(model)
     result = train_centralized(
         train,
         test,
         ds.schema,
-        model_kind=model,
-        config=default_config(model),
+        model_kind=kind,
+        config=default_config(kind),
         rng=np.random.default_rng(seed),
     )
     return {

@@ -89,7 +89,7 @@ class Comparison:
     centralized: dict[str, float]
     local: list[dict[str, Any]] = field(default_factory=list)
     reference: dict[str, float] | None = None
-    """scikit-learn's reference model of the kind, where there is one (gbdt: HistGradientBoosting)."""
+    """scikit-learn's reference of the model kind, where it has one (gbdt: HistGradientBoosting)."""
 
 
 def prepare_data(spec: SimulationSpec, *, data_dir: Path | None = None) -> PreparedData:

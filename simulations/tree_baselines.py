@@ -44,6 +44,28 @@ def fit_central_trees(
     return TreeModel(state.forest())
 
 
+def central_tree_scores(
+    train: pd.DataFrame, test: pd.DataFrame, schema: DatasetSchema, *, seed: int
+) -> dict[str, Any]:
+    """AUC, KS and Gini of the central boosted trees on ``test`` (what ``train-central``
+    prints), with scikit-learn's reference AUC beside them."""
+    from fedrisk.ml.metrics import auc, ks
+
+    target = schema.target_column
+    assert target is not None
+    y = test[target].to_numpy()
+    p = fit_central_trees(train, schema, params=TreeParams(seed=seed)).predict_proba(test)
+    score = float(auc(y, p))
+    return {
+        "auc": score,
+        "ks": float(ks(y, p)),
+        "gini": 2 * score - 1,
+        "n_train": len(train),
+        "n_test": len(test),
+        "reference_auc": float(auc(y, reference_scores(train, test, schema, seed=seed))),
+    }
+
+
 def _sklearn_frame(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     out: dict[str, Any] = {}
     for spec in schema.features:
@@ -96,7 +118,9 @@ def compare_trees(spec: Any, data: Any, *, federated: Any, plaintext: Any) -> An
     return Comparison(
         federated=evaluate_scores(y, fed_model.predict_proba(data.pooled_test)),
         plaintext=(
-            evaluate_scores(y, scorer_from_artifact(plaintext.artifact).predict_proba(data.pooled_test))
+            evaluate_scores(
+                y, scorer_from_artifact(plaintext.artifact).predict_proba(data.pooled_test)
+            )
             if plaintext is not None
             else None
         ),

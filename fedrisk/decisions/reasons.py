@@ -421,19 +421,26 @@ class ReasonRanker:
         return [self._top(row) for row in points]
 
     def _top(self, points: npt.NDArray[np.float64]) -> list[ReasonCode]:
-        order = np.argsort(-points, kind="stable")[: self._max_reasons]
-        reasons: list[ReasonCode] = []
-        for j in order:
-            value = float(points[j])
-            if value > _MIN_POINTS and math.isfinite(value):
-                entry = self._entries[j]
-                # fields come from a validated table and a float: skip re-validation (hot path)
-                reasons.append(
-                    ReasonCode.model_construct(
-                        code=entry.code, feature=entry.feature, text=entry.text, points=value
-                    )
+        return top_reasons(points, self._entries, max_reasons=self._max_reasons)
+
+
+def top_reasons(
+    points: npt.NDArray[np.float64], entries: Sequence[ReasonCodeEntry], *, max_reasons: int
+) -> list[ReasonCode]:
+    """The features that cost the most points (``points > 0``), most first, ties in order."""
+    order = np.argsort(-points, kind="stable")[:max_reasons]
+    reasons: list[ReasonCode] = []
+    for j in order:
+        value = float(points[j])
+        if value > _MIN_POINTS and math.isfinite(value):
+            entry = entries[j]
+            # fields come from a validated table and a float: skip re-validation (hot path)
+            reasons.append(
+                ReasonCode.model_construct(
+                    code=entry.code, feature=entry.feature, text=entry.text, points=value
                 )
-        return reasons
+            )
+    return reasons
 
 
 def rank_reasons(

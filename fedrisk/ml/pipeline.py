@@ -27,6 +27,7 @@ from fedrisk.data.schema import DatasetSchema
 from fedrisk.errors import ConfigError, ModelError, SchemaError
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.inference import ModelSpec, NumpyScorer
+from fedrisk.ml.kinds import neural_kind
 
 __all__ = ["ModelKind", "RiskPipeline", "TrainReport", "Trainer", "target_values"]
 
@@ -173,7 +174,7 @@ class RiskPipeline:
             )
         pipeline = cls(
             preprocessor.schema,
-            model_kind=spec.kind,
+            model_kind=neural_kind(spec.kind),
             hidden=spec.hidden,
             binning=preprocessor.binning,
             bin_features=preprocessor.bin_features if preprocessor.binning == "quantile" else None,

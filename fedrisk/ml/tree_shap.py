@@ -58,8 +58,10 @@ def _shapley_table(value: float, zeros: FloatArray) -> FloatArray:
     # Π_{j ∉ S} z_j for every subset S.
     z_out = np.prod(np.where(bits == 1, 1.0, zeros[None, :]), axis=1)
     weight = np.array(
-        [math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) if s < d else 0.0
-         for s in size]
+        [
+            math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) if s < d else 0.0
+            for s in size
+        ]
     )
     # A[b, S] = 1 when S ⊆ ones(b).
     subset = (masks[None, :] & ~masks[:, None]) == 0
@@ -157,3 +159,7 @@ class TreeExplainer:
             phi = self._table[self._tree_ix, self._leaf_ix, pattern]  # (r, T, L, D)
             out[start:stop] = phi.reshape(stop - start, -1) @ self._to_feature
         return out
+
+    def shap_values_of(self, x: npt.NDArray[np.float32]) -> FloatArray:
+        """:meth:`shap_values` of a :class:`~fedrisk.ml.trees.TreeModel`'s transformed rows."""
+        return self.shap_values(np.asarray(x).astype(np.int32))

@@ -57,11 +57,11 @@ from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_hi
 
 __all__ = [
     "GRADIENT_SCALE",
+    "TREE_STATS_BINS",
     "BoostingState",
     "Forest",
     "Shard",
     "Tree",
-    "TREE_STATS_BINS",
     "TreeBinning",
     "TreeModel",
     "TreeParams",
@@ -425,9 +425,7 @@ class Forest:
     is ``max_depth`` gathers over (rows × trees), whatever the split kinds.
     """
 
-    def __init__(
-        self, binning: TreeBinning, trees: Sequence[Tree], *, base_margin: float
-    ) -> None:
+    def __init__(self, binning: TreeBinning, trees: Sequence[Tree], *, base_margin: float) -> None:
         if not math.isfinite(base_margin):
             raise ModelError(f"base_margin must be finite; got {base_margin}")
         self.binning = binning
@@ -524,9 +522,7 @@ class Split:
     left_categories: tuple[int, ...] = ()
 
 
-def _gain(
-    gl: FloatArray, hl: FloatArray, g: float, h: float, params: TreeParams
-) -> FloatArray:
+def _gain(gl: FloatArray, hl: FloatArray, g: float, h: float, params: TreeParams) -> FloatArray:
     lam = params.reg_lambda
     gr, hr = g - gl, h - hl
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -535,9 +531,7 @@ def _gain(
     return np.where(ok, raw - params.gamma, -np.inf)
 
 
-def _best_for_feature(
-    gh: FloatArray, fb: FeatureBins, j: int, params: TreeParams
-) -> Split | None:
+def _best_for_feature(gh: FloatArray, fb: FeatureBins, j: int, params: TreeParams) -> Split | None:
     """Best split on feature ``j`` given its block of the node's histogram ``(2, n_bins+1)``."""
     g_bins, h_bins = gh[0, :-1], gh[1, :-1]
     g_miss, h_miss = gh[0, -1], gh[1, -1]
@@ -616,14 +610,12 @@ class Shard:
     valid_y: IntArray
     _cache: dict[str, tuple[int, FloatArray]] = field(default_factory=dict, repr=False)
 
-    def margins(
-        self, which: Literal["train", "valid"], state: BoostingState
-    ) -> FloatArray:
+    def margins(self, which: Literal["train", "valid"], state: BoostingState) -> FloatArray:
         """Margins of the training or validation rows under ``state``'s finished trees, adding
         only the trees not seen since the last call (a boosting run only appends trees)."""
         codes = self.codes if which == "train" else self.valid_codes
         trees = state.trees
-        start = np.full(codes.shape[0], state.base_margin)
+        start: FloatArray = np.full(codes.shape[0], state.base_margin, dtype=np.float64)
         seen, margin = self._cache.get(which, (0, start))
         if seen > len(trees):
             seen, margin = 0, start
@@ -631,7 +623,7 @@ class Shard:
             tail = Forest(state.binning, trees[seen:], base_margin=0.0)
             margin = margin + tail.margins(codes)
             self._cache[which] = (len(trees), margin)
-        return margin
+        return np.asarray(margin, dtype=np.float64)
 
     @classmethod
     def split(
@@ -704,7 +696,9 @@ class BoostingState:
             rng = np.random.default_rng(
                 _seed_of(self.params.seed, "subsample", len(self.trees), shard.name)
             )
-            keep = rng.random(shard.y.shape[0]) < self.params.subsample
+            keep: npt.NDArray[np.bool_] = np.asarray(
+                rng.random(shard.y.shape[0]) < self.params.subsample
+            )
             where = _assign(self.current, shard.codes, self.binning.n_bins)
             parts.append(self._histograms(shard.codes, where, keep, grad, hess))
         if self.eval_pending:
@@ -737,7 +731,8 @@ class BoostingState:
         size = n_slots * total
         g = np.bincount(flat, weights=np.repeat(grad[rows], codes.shape[1]), minlength=size)
         h = np.bincount(flat, weights=np.repeat(hess[rows], codes.shape[1]), minlength=size)
-        return np.stack([g.reshape(n_slots, total), h.reshape(n_slots, total)], axis=1).ravel()
+        both = np.stack([g.reshape(n_slots, total), h.reshape(n_slots, total)], axis=1)
+        return np.asarray(both.ravel(), dtype=np.float64)
 
     def apply(self, pooled: npt.ArrayLike) -> None:
         """Advance one step with the sum of every holder's :meth:`local_vector`.

@@ -312,11 +312,15 @@ def forest_from_artifact(artifact: ModelArtifact) -> TreeModel:
         schema.
     """
     if artifact.trees is None:
-        raise ArtifactError(f"artifact {artifact.model_id}: kind must be gbdt; got {artifact.model_spec.kind}")
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: kind must be gbdt; got {artifact.model_spec.kind}"
+        )
     try:
         forest = Forest.from_dict(artifact.trees)
     except FedRiskError as e:
-        raise ArtifactError(f"artifact {artifact.model_id}: trees must be a valid forest; {e}") from e
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: trees must be a valid forest; {e}"
+        ) from e
     if forest.binning.schema.fingerprint() != artifact.dataset_schema.fingerprint():
         raise ArtifactError(
             f"artifact {artifact.model_id}: the forest's schema must equal the artifact schema "

@@ -70,9 +70,7 @@ class TreeBoosting(EncryptedFedAvg):
         while True:
             started = self.clock.monotonic()
             self.progress.emit("round-start", round=step, rounds=0)
-            wave = self._wave(
-                proto.MSG_TREE, state, step, ConfigRecord(), enc_global=pooled
-            )
+            wave = self._wave(proto.MSG_TREE, state, step, ConfigRecord(), enc_global=pooled)
             nodes = self._sample(grid, state, fraction=1.0)
             delivery = self._deliver(grid, wave, nodes, state, timeout=timeout)
             answers = self._accept(delivery.replies, state.roster, phase=f"tree step {step}")

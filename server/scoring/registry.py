@@ -26,18 +26,22 @@ import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
+from fedrisk.decisions.contribution_reasons import ContributionRanker
 from fedrisk.decisions.reasons import ReasonCode, ReasonCodeTable, ReasonRanker
 from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.errors import ArtifactError, ArtifactRefusal, FedRiskError
 from fedrisk.files import staged_directory
 from fedrisk.ml.inference import sigmoid
 from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.ml.tree_shap import TreeExplainer
+from fedrisk.ml.trees import TreeModel
 from fedrisk.release.artifact import (
     ARTIFACT_FILE,
     MODEL_ID_PATTERN,
     SIGNATURE_FILE,
     TRUSTED_KEYS_DIR,
     ModelArtifact,
+    forest_from_artifact,
     load_trusted_keys,
     pipeline_from_artifact,
     read_artifact,
@@ -149,8 +153,8 @@ class LoadedModel:
     artifact: ModelArtifact
     artifact_sha256: str
     signer: str
-    pipeline: RiskPipeline
-    ranker: ReasonRanker
+    pipeline: RiskPipeline | TreeModel
+    ranker: ReasonRanker | ContributionRanker
     scaling: ScorecardScaling
     schema: DatasetSchema
     checker: FeatureChecker
@@ -215,16 +219,31 @@ def build_model(
     artifact = read_artifact(directory, trusted_keys=trusted_keys)
     signer = json.loads((directory / SIGNATURE_FILE).read_bytes()).get("key_id", "")
     schema = artifact.dataset_schema
-    pipeline = pipeline_from_artifact(artifact)
+    table = reason_table or ReasonCodeTable.from_schema(schema)
+    pipeline: RiskPipeline | TreeModel
+    ranker: ReasonRanker | ContributionRanker
     try:
-        ranker = ReasonRanker(
-            pipeline.scorer_.logits,
-            pipeline.preprocessor_,
-            artifact.baseline,
-            table=reason_table or ReasonCodeTable.from_schema(schema),
-            scaling=artifact.scorecard,
-            features=schema.feature_names,
-        )
+        if artifact.model_spec.kind == "gbdt":
+            pipeline = forest_from_artifact(artifact)
+            explainer = TreeExplainer(pipeline.forest)
+            ranker = ContributionRanker(
+                explainer.shap_values_of,
+                table=table,
+                scaling=artifact.scorecard,
+                features=schema.feature_names,
+            )
+        else:
+            pipeline = pipeline_from_artifact(artifact)
+            ranker = ReasonRanker(
+                pipeline.scorer_.logits,
+                pipeline.preprocessor_,
+                artifact.baseline,
+                table=table,
+                scaling=artifact.scorecard,
+                features=schema.feature_names,
+            )
+    except ArtifactError:
+        raise
     except FedRiskError as e:
         raise ArtifactError(f"artifact {artifact.model_id}: cannot rank its reasons: {e}") from e
     return LoadedModel(

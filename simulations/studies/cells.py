@@ -20,7 +20,7 @@ import torch
 
 from fedrisk.data.partitions import PartyData
 from fedrisk.ml.features import Preprocessor
-from fedrisk.ml.kinds import ModelKind
+from fedrisk.ml.kinds import ModelKind, neural_kind
 from fedrisk.ml.metrics import auc, ks
 from fedrisk.ml.models import ModelSpec, initial_weights
 from fedrisk.ml.pipeline import RiskPipeline
@@ -107,7 +107,7 @@ def _train_config(spec: SimulationSpec) -> TrainConfig:
         overrides["learning_rate"] = spec.learning_rate
     if spec.optimizer != "default":
         overrides["optimizer"] = spec.optimizer
-    return TrainConfig.for_model(spec.model, **overrides)
+    return TrainConfig.for_model(neural_kind(spec.model), **overrides)
 
 
 def local_round_auc(
@@ -149,8 +149,8 @@ def _early_stopped(
         train,
         data.pooled_test,
         data.dataset.schema,
-        model_kind=spec.model,
-        config=default_config(spec.model),
+        model_kind=neural_kind(spec.model),
+        config=default_config(neural_kind(spec.model)),
         rng=rng,
         hidden=spec.hidden,
     )

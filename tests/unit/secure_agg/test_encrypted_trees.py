@@ -26,7 +26,10 @@ def test_encrypted_boosting_grows_the_central_trees() -> None:
     dataset = load_dataset("synthetic", rng=np.random.default_rng(0), n_rows=2400)
     schema = dataset.schema
     parties = partition_frame(
-        dataset.frame, schema, parse_partition("quantity"), n_parties=3,
+        dataset.frame,
+        schema,
+        parse_partition("quantity"),
+        n_parties=3,
         rng=np.random.default_rng(1),
     )
     params = TreeParams(
@@ -36,13 +39,17 @@ def test_encrypted_boosting_grows_the_central_trees() -> None:
     party_channel = CkksAggregation(secret)
     server = CkksAggregation(public_context(secret))
     enc_stats = server.sum_records(
-        [party_channel.encode(FeatureStats.from_frame(p.train, schema, n_bins=256).to_vector())
-         for p in parties]
+        [
+            party_channel.encode(FeatureStats.from_frame(p.train, schema, n_bins=256).to_vector())
+            for p in parties
+        ]
     )
     target = schema.target_column
     assert target is not None
 
-    def shard_of(stats: FeatureStats, binning: TreeBinning, frame: pd.DataFrame, name: str) -> Shard:
+    def shard_of(
+        stats: FeatureStats, binning: TreeBinning, frame: pd.DataFrame, name: str
+    ) -> Shard:
         return Shard.split(name, binning.transform(frame), frame[target].to_numpy(), params=params)
 
     # Act, federated: each party decrypts the pooled statistics and every pooled histogram
@@ -52,7 +59,9 @@ def test_encrypted_boosting_grows_the_central_trees() -> None:
     states = [BoostingState(binning, params, base_margin=base_margin_of(stats)) for _ in parties]
     shards = [shard_of(stats, binning, p.train, p.name) for p in parties]
     while not states[0].done:
-        records = [party_channel.encode(s.local_vector(sh)) for s, sh in zip(states, shards)]
+        records = [
+            party_channel.encode(s.local_vector(sh)) for s, sh in zip(states, shards, strict=True)
+        ]
         pooled = server.sum_records(records)
         for s in states:
             s.apply(party_channel.decode(pooled))
@@ -77,4 +86,6 @@ def test_encrypted_boosting_grows_the_central_trees() -> None:
     splits = [f for t in central.trees for f in t.feature if f >= 0]
     kinds = {binning.features[f].kind for f in splits}
     assert kinds == {"numeric", "categorical"}
-    assert any(t.default_left[n] for t in central.trees for n in range(t.n_nodes) if t.feature[n] >= 0)
+    assert any(
+        t.default_left[n] for t in central.trees for n in range(t.n_nodes) if t.feature[n] >= 0
+    )
