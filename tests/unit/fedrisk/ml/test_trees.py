@@ -57,8 +57,8 @@ def _path_game(forest: Forest, tree_index: int, codes: np.ndarray, known: set[in
         if tree.feature[node] in known:
             left = _route_left(tree, node, codes[None, :], forest.binning.n_bins)[0]
             return value(tree.left[node] if left else tree.right[node])
-        l, r = tree.left[node], tree.right[node]
-        return (tree.cover[l] * value(l) + tree.cover[r] * value(r)) / tree.cover[node]
+        lo, hi = tree.left[node], tree.right[node]
+        return (tree.cover[lo] * value(lo) + tree.cover[hi] * value(hi)) / tree.cover[node]
 
     return value(0)
 
