@@ -38,11 +38,13 @@ from fedrisk.ml.inference import ModelSpec, NumpyScorer
 from fedrisk.ml.metrics import auc, ks
 from fedrisk.ml.models import build_model, model_to_vector
 from fedrisk.ml.training import TrainConfig, train_with_early_stopping
+from fedrisk.ml.trees import TreeModel, TreeParams
 from fedrisk.release.artifact import (
     TRUSTED_KEYS_DIR,
     Lineage,
     ModelArtifact,
     RoundMetrics,
+    artifact_from_forest,
     utc_now_iso,
     write_artifact,
 )
@@ -244,3 +246,43 @@ def application_body(
         "features": dict(features),
         "signals": dict(signals or {}),
     }
+
+
+@functools.lru_cache(maxsize=2)
+def trained_forest(*, n_rows: int = 4000, seed: int = 0) -> tuple[TreeModel, pd.DataFrame]:
+    """Small boosted trees on synthetic pooled data, and held-out rows (cached per arguments)."""
+    from simulations.tree_baselines import fit_central_trees
+
+    data = load_dataset("synthetic", rng=np.random.default_rng(seed), n_rows=n_rows)
+    cut = int(len(data.frame) * 0.8)
+    model = fit_central_trees(
+        data.frame.iloc[:cut],
+        data.schema,
+        params=TreeParams(n_trees=40, max_depth=4, early_stopping_rounds=5, seed=seed),
+    )
+    return model, data.frame.iloc[cut:].reset_index(drop=True)
+
+
+def build_forest_registry(
+    registry: Path, models: Mapping[str, Stage | None], *, signer: Signer | None = None
+) -> Signer:
+    """A registry with trusted ``signer`` and one signed ``gbdt`` artifact per ``models`` entry."""
+    chosen = signer or new_signer()
+    trust(registry, chosen)
+    model, _ = trained_forest()
+    for model_id, stage in models.items():
+        artifact = artifact_from_forest(
+            model.forest,
+            model_id=model_id,
+            stage=stage,
+            baseline={},
+            lineage=Lineage(
+                run_id=f"test-{model_id}",
+                parties=["bank", "ecommerce", "telecom"],
+                rounds=1,
+                dataset_fingerprint=model.schema.fingerprint(),
+                created_at=utc_now_iso(),
+            ),
+        )
+        publish(registry, artifact, chosen)
+    return chosen
