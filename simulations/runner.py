@@ -93,7 +93,8 @@ class Comparison:
 
 
 def prepare_data(spec: SimulationSpec, *, data_dir: Path | None = None) -> PreparedData:
-    """Load and partition the dataset (seeded); pool the parties' test splits."""
+    """Load and partition the dataset (seeded); pool the parties' test splits (or take the
+    dataset's own test file when it ships one)."""
     rng = np.random.default_rng(spec.seed)
     dataset = load_dataset(spec.dataset, data_dir=data_dir, rng=rng)
     parties = partition_frame(
@@ -108,7 +109,12 @@ def prepare_data(spec: SimulationSpec, *, data_dir: Path | None = None) -> Prepa
         dataset=dataset,
         parties=list(parties),
         pooled_train=pd.concat([p.train for p in parties], ignore_index=True),
-        pooled_test=pd.concat([p.test for p in parties], ignore_index=True),
+        # A dataset that ships its own test file (FATE's homo_test) is scored on it.
+        pooled_test=(
+            dataset.test_frame
+            if dataset.test_frame is not None
+            else pd.concat([p.test for p in parties], ignore_index=True)
+        ),
     )
 
 
