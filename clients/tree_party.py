@@ -47,7 +47,7 @@ class TreeStepError(FedRiskError, RuntimeError):
 
 def tree_params(node: PartyNode) -> TreeParams:
     """The run's tree hyper-parameters (the same at every party)."""
-    return TreeParams(seed=node.federation.seed)
+    return TreeParams(seed=node.federation.seed, n_trees=node.federation.trees)
 
 
 def pooled_stats(node: PartyNode, stats: FloatVector) -> FeatureStats:

@@ -207,6 +207,7 @@ def _run_config(
             "server_dir": str(ws.server_dir),
             "sim_workspace": str(ws.root),
             "round_timeout": spec.round_timeout,
+            "trees": spec.trees,
         }
     )
     return config.to_run_config()

@@ -46,6 +46,8 @@ class SimulationSpec(BaseModel):
     round_timeout: float = Field(default=600.0, gt=0.0)
     allow_fewer_parties: bool = False
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = (64, 32)
+    trees: int = Field(default=300, ge=1, le=2000)
+    """The gbdt kind's tree budget."""
 
     @field_validator("dataset")
     @classmethod

@@ -97,7 +97,7 @@ def compare_trees(spec: Any, data: Any, *, federated: Any, plaintext: Any) -> An
     schema = data.dataset.schema
     target = schema.target_column
     y = data.pooled_test[target].to_numpy()
-    params = TreeParams(seed=spec.seed)
+    params = TreeParams(seed=spec.seed, n_trees=spec.trees)
     central = fit_central_trees(data.pooled_train, schema, params=params)
     fed_model = scorer_from_artifact(federated.artifact)
     local: list[dict[str, Any]] = []

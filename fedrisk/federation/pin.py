@@ -236,6 +236,7 @@ def fedrisk_app_rules(
         "server-dir": server_dir,
         "sim-workspace": FixedRule(value=""),
         "resume": ChoiceRule(values=(False, True)),
+        "trees": RangeRule(integer=True, min=1, max=2000),
     }
 
 

@@ -61,6 +61,8 @@ class FederationConfig(BaseModel):
     server_dir: str = Field(default="", alias="server-dir")
     sim_workspace: str = Field(default="", alias="sim-workspace")
     resume: bool = False
+    trees: int = Field(default=300, ge=1, le=2000)
+    """The gbdt kind's tree budget (early stopping usually ends the run sooner)."""
 
     @field_validator("hidden", mode="before")
     @classmethod

@@ -762,10 +762,11 @@ class BoostingState:
             if self.done:
                 return
         if self.current is None:
-            if len(self.trees) >= self.params.n_trees:
-                self._finish()
-            else:
+            if len(self.trees) < self.params.n_trees:
                 self._start_tree()
+            elif not self.eval_pending:
+                # The budget is spent and the last tree evaluated (an evaluation-only step).
+                self._finish()
 
     # ----------------------------------------------------------------------- internals
 
