@@ -32,7 +32,13 @@ from fedrisk.ml.kinds import neural_kind
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
 from fedrisk.ml.pipeline import RiskPipeline
 from fedrisk.ml.trees import TREE_STATS_BINS
-from fedrisk.release.artifact import Lineage, RoundMetrics, artifact_from_pipeline, write_artifact
+from fedrisk.release.artifact import (
+    Lineage,
+    ModelArtifact,
+    RoundMetrics,
+    artifact_from_pipeline,
+    write_artifact,
+)
 from fedrisk.release.identity import load_signing_key
 from secure_agg.aggregation import (
     CkksAggregation,
@@ -109,6 +115,16 @@ def resolve_party_config(
         "node config must set party-config=PATH (deployment) or the run must set sim-workspace "
         f"(simulation); got node config keys {sorted(node_config)}"
     )
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """What a released artifact records besides its model (see :meth:`PartyNode.release_record`)."""
+
+    model_id: str
+    metrics: list[RoundMetrics]
+    he_params: dict[str, Any] | None
+    lineage: Lineage
 
 
 @dataclass(frozen=True)
@@ -270,20 +286,49 @@ class PartyNode:
         parties: list[str],
     ) -> tuple[str, Path]:
         """Decrypt the final model and write it as an Ed25519-signed artifact."""
+        record = self.release_record(
+            self.pooled_stats(stats), rounds=rounds, history=history, parties=parties
+        )
+        artifact = artifact_from_pipeline(
+            self._global_pipeline(stats, global_sum),
+            model_id=record.model_id,
+            stage=self.federation.stage,
+            metrics=record.metrics,
+            he_params=record.he_params,
+            lineage=record.lineage,
+        )
+        return record.model_id, self.write_release(artifact)
+
+    def pooled_stats(self, stats: FloatVector) -> FeatureStats:
+        """The decrypted statistics sum, at this run's histogram resolution."""
+        return FeatureStats.from_vector(stats, self.data.schema, n_bins=self.stats_bins)
+
+    def release_record(
+        self,
+        pooled: FeatureStats,
+        *,
+        rounds: int,
+        history: list[dict[str, Any]],
+        parties: list[str],
+    ) -> ReleaseRecord:
+        """What every released artifact records besides its model: id, metrics, lineage.
+
+        Raises
+        ------
+        PartyRefusedError
+            If this party is not set up to release (no release_dir or signing_key).
+        """
         if self.config.release_dir is None or self.config.signing_key is None:
             raise PartyRefusedError(
                 f"party {self.config.name} is not set up to release: release_dir and "
                 "signing_key must be set in party.toml"
             )
-        pooled = FeatureStats.from_vector(stats, self.data.schema, n_bins=STATS_BINS)
         fingerprint = hashlib.sha256(
             self.data.schema.fingerprint().encode() + np.round(pooled.to_vector(), 3).tobytes()
         ).hexdigest()
         model_id = f"{self.federation.stage}-{self.federation.model}-{uuid.uuid4().hex[:12]}"
-        artifact = artifact_from_pipeline(
-            self._global_pipeline(stats, global_sum),
+        return ReleaseRecord(
             model_id=model_id,
-            stage=self.federation.stage,
             metrics=[
                 RoundMetrics(
                     round=int(h["round"]),
@@ -302,11 +347,15 @@ class PartyNode:
                 created_at=datetime.now(UTC).isoformat(),
             ),
         )
+
+    def write_release(self, artifact: ModelArtifact) -> Path:
+        """Sign ``artifact`` with this party's key and write it to its release folder."""
+        assert self.config.release_dir is not None and self.config.signing_key is not None
         path = write_artifact(
             artifact, self.config.release_dir, signing_key=load_signing_key(self.config.signing_key)
         )
-        log.info("released model %s to %s", model_id, path)
-        return model_id, path
+        log.info("released model %s to %s", artifact.model_id, path)
+        return path
 
     # ----------------------------------------------------------------- helpers
 
@@ -325,7 +374,7 @@ class PartyNode:
         )
 
     def _preprocessor(self, stats: FloatVector) -> tuple[Preprocessor, FeatureStats]:
-        pooled = FeatureStats.from_vector(stats, self.data.schema, n_bins=STATS_BINS)
+        pooled = self.pooled_stats(stats)
         return Preprocessor(self.data.schema).fit_stats(pooled), pooled
 
     def _spec(self, prep: Preprocessor) -> ModelSpec:

@@ -9,30 +9,24 @@ holder's own validation split and subsampling streams seeded by its name.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.app import ConfigRecord, RecordDict
 
 from clients.party import PartyConfig, PartyNode, PartyRefusedError, load_local_data
 from fedrisk.errors import FedRiskError
-from fedrisk.ml.features import FeatureStats, Preprocessor
+from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.trees import (
-    TREE_STATS_BINS,
     BoostingState,
     Shard,
     TreeBinning,
     TreeParams,
     base_margin_of,
 )
-from fedrisk.release.artifact import Lineage, RoundMetrics, artifact_from_forest, write_artifact
-from fedrisk.release.identity import load_signing_key
+from fedrisk.release.artifact import artifact_from_forest
 from secure_agg.aggregation import FloatVector
 
 log = logging.getLogger(__name__)
@@ -48,11 +42,6 @@ class TreeStepError(FedRiskError, RuntimeError):
 def tree_params(node: PartyNode) -> TreeParams:
     """The run's tree hyper-parameters (the same at every party)."""
     return TreeParams(seed=node.federation.seed, n_trees=node.federation.trees)
-
-
-def pooled_stats(node: PartyNode, stats: FloatVector) -> FeatureStats:
-    """The decrypted statistics sum, at the tree binning's histogram resolution."""
-    return FeatureStats.from_vector(stats, node.data.schema, n_bins=TREE_STATS_BINS)
 
 
 @functools.lru_cache(maxsize=4)
@@ -109,7 +98,7 @@ def step(
         If the party's state is not at step ``number - 1`` (it missed a step).
     """
     params = tree_params(node)
-    pooled_sum = pooled_stats(node, stats)
+    pooled_sum = node.pooled_stats(stats)
     if number == 0:
         binning = TreeBinning.from_stats(pooled_sum, max_bins=params.max_bins)
         state = BoostingState(binning, params, base_margin=base_margin_of(pooled_sum))
@@ -155,45 +144,18 @@ def release(
     PartyRefusedError
         If the party is not set up to release or boosting is not done.
     """
-    config = node.config
-    if config.release_dir is None or config.signing_key is None:
-        raise PartyRefusedError(
-            f"party {config.name} is not set up to release: release_dir and signing_key must "
-            "be set in party.toml"
-        )
     state = load_state(context_state)
     if state is None or not state.done:
-        raise PartyRefusedError(f"party {config.name} has no finished boosting to release")
-    pooled = pooled_stats(node, stats)
-    fingerprint = hashlib.sha256(
-        node.data.schema.fingerprint().encode() + np.round(pooled.to_vector(), 3).tobytes()
-    ).hexdigest()
-    model_id = f"{node.federation.stage}-gbdt-{uuid.uuid4().hex[:12]}"
+        raise PartyRefusedError(f"party {node.config.name} has no finished boosting to release")
+    pooled = node.pooled_stats(stats)
+    record = node.release_record(pooled, rounds=rounds, history=history, parties=parties)
     artifact = artifact_from_forest(
         state.forest(),
-        model_id=model_id,
+        model_id=record.model_id,
         stage=node.federation.stage,
         baseline=Preprocessor(node.data.schema).fit_stats(pooled).reference_row(),
-        metrics=[
-            RoundMetrics(
-                round=int(h["round"]),
-                auc=float(h["auc"]),
-                ks=float(h["ks"]),
-                n_parties=len(h["eval_parties"]),
-            )
-            for h in history
-        ],
-        he_params=None if node.federation.plaintext else config.he_params.model_dump(),
-        lineage=Lineage(
-            run_id=node.federation.run_id or model_id,
-            parties=parties,
-            rounds=rounds,
-            dataset_fingerprint=fingerprint,
-            created_at=datetime.now(UTC).isoformat(),
-        ),
+        metrics=record.metrics,
+        he_params=record.he_params,
+        lineage=record.lineage,
     )
-    path = write_artifact(
-        artifact, config.release_dir, signing_key=load_signing_key(config.signing_key)
-    )
-    log.info("released boosted trees %s to %s", model_id, path)
-    return model_id, path
+    return record.model_id, node.write_release(artifact)

@@ -48,6 +48,7 @@ from fedrisk.ml.features import (
     _histogram_index,
     _histogram_range,
     _quantile_cuts,
+    _record_floats,
     _require_columns,
     _series_codes,
     _series_floats,
@@ -232,20 +233,7 @@ class TreeBinning:
             if fb.kind == "categorical":
                 out[:, j] = self._category_bins(fb, _category_codes(values, fb.categories))
                 continue
-            column = np.empty(len(values), dtype=np.float64)
-            for i, v in enumerate(values):
-                if v is None:
-                    column[i] = math.nan
-                elif isinstance(v, int | float | np.integer | np.floating) and not isinstance(
-                    v, bool
-                ):
-                    column[i] = float(v)
-                else:
-                    raise SchemaError(
-                        f"feature {fb.name} must be a number or null; got {type(v).__name__} "
-                        f"in record {i}",
-                        problems=[f"{fb.name}: record {i} is {type(v).__name__}"],
-                    )
+            column = _record_floats(values, fb.name)
             out[:, j] = self._numeric_codes(fb, column)
         return out
 

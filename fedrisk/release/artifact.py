@@ -240,6 +240,15 @@ def artifact_from_pipeline(
     )
 
 
+def _check_schema(artifact: ModelArtifact, schema: DatasetSchema, *, part: str) -> None:
+    expected = artifact.dataset_schema
+    if schema.fingerprint() != expected.fingerprint():
+        raise ArtifactError(
+            f"artifact {artifact.model_id}: {part} schema must equal the artifact schema "
+            f"{expected.name}; got {schema.name}"
+        )
+
+
 def pipeline_from_artifact(artifact: ModelArtifact) -> RiskPipeline:
     """The fitted pipeline of a released model: its preprocessing, weights and offset.
 
@@ -258,12 +267,7 @@ def pipeline_from_artifact(artifact: ModelArtifact) -> RiskPipeline:
         raise ArtifactError(
             f"artifact {artifact.model_id}: preprocessing must be a valid preprocessor state; {e}"
         ) from e
-    schema = artifact.dataset_schema
-    if preprocessor.schema.fingerprint() != schema.fingerprint():
-        raise ArtifactError(
-            f"artifact {artifact.model_id}: preprocessing schema must equal the artifact schema "
-            f"{schema.name}; got {preprocessor.schema.name}"
-        )
+    _check_schema(artifact, preprocessor.schema, part="preprocessing")
     try:
         return RiskPipeline.from_fitted(
             preprocessor,
@@ -321,11 +325,7 @@ def forest_from_artifact(artifact: ModelArtifact) -> TreeModel:
         raise ArtifactError(
             f"artifact {artifact.model_id}: trees must be a valid forest; {e}"
         ) from e
-    if forest.binning.schema.fingerprint() != artifact.dataset_schema.fingerprint():
-        raise ArtifactError(
-            f"artifact {artifact.model_id}: the forest's schema must equal the artifact schema "
-            f"{artifact.dataset_schema.name}; got {forest.binning.schema.name}"
-        )
+    _check_schema(artifact, forest.binning.schema, part="the forest's")
     return TreeModel(forest)
 
 

@@ -13,7 +13,7 @@ from fedrisk.decisions.scorecard import ScorecardScaling
 from fedrisk.ml.tree_shap import TreeExplainer
 from server.scoring.registry import ModelRegistry
 from tests.support.artifacts import build_forest_registry, features_of, trained_forest
-from tests.support.scoring import STANDARD_MODELS, ScoringServer, start_server
+from tests.support.scoring import STANDARD_MODELS, ScoringServer, server_at
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +22,9 @@ pytestmark = pytest.mark.integration
 def gbdt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScoringServer]:
     """One service whose A-, B- and C-card champions are all boosted trees."""
     workdir = tmp_path_factory.mktemp("gbdt-server")
-    registry = workdir / "registry"
-    build_forest_registry(registry, STANDARD_MODELS)
-    started = start_server(workdir, registry)
-    try:
+    build_forest_registry(workdir / "registry", STANDARD_MODELS)
+    with server_at(workdir, workdir / "registry") as started:
         yield started
-    finally:
-        started.stop()
 
 
 def test_every_stage_decides_with_the_trees_and_their_contributions(
