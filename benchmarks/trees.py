@@ -87,6 +87,10 @@ def training_ratio(dataset: str, parties: int, partition: str, seed: int) -> dic
         "central_seconds": central_seconds,
         "central_trees": len(central.forest.trees),
         "ratio": federated / central_seconds,
+        # Early stopping sees each party's own validation rows in the federation and one pooled
+        # split centrally, so the two may stop at different tree counts: also per tree.
+        "ratio_per_tree": (federated / max(len(outcome.history), 1))
+        / (central_seconds / max(len(central.forest.trees), 1)),
     }
 
 
@@ -227,7 +231,8 @@ def main() -> int:
         t = out["training"]
         print(
             f"training: federated {t['federated_seconds']:.0f} s ({t['federated_trees']} trees) / "
-            f"central {t['central_seconds']:.1f} s ({t['central_trees']} trees) = {t['ratio']:.1f}x"
+            f"central {t['central_seconds']:.1f} s ({t['central_trees']} trees) = {t['ratio']:.1f}x "
+            f"({t['ratio_per_tree']:.1f}x per tree)"
         )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
