@@ -231,8 +231,8 @@ def main() -> int:
         t = out["training"]
         print(
             f"training: federated {t['federated_seconds']:.0f} s ({t['federated_trees']} trees) / "
-            f"central {t['central_seconds']:.1f} s ({t['central_trees']} trees) = {t['ratio']:.1f}x "
-            f"({t['ratio_per_tree']:.1f}x per tree)"
+            f"central {t['central_seconds']:.1f} s ({t['central_trees']} trees) = "
+            f"{t['ratio']:.1f}x ({t['ratio_per_tree']:.1f}x per tree)"
         )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
