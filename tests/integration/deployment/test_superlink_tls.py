@@ -244,7 +244,15 @@ def test_insecure_start_warns_and_stop_by_pid_cleans_up(tmp_path: Path) -> None:
         assert started.exit_code == 0, started.output
         assert "INSECURE" in started.output
         assert handle is not None
-        tree = [handle.pid, *descendants(handle.pid)]
+        # `server start` always puts the Fleet-API proxy (here plaintext) in front.
+        assert handle.proxy is not None
+        assert f"parties connect to 127.0.0.1:{handle.proxy.port}" in started.output
+        tree = [
+            handle.pid,
+            *descendants(handle.pid),
+            handle.proxy.pid,
+            *descendants(handle.proxy.pid),
+        ]
         config = tomllib.loads((federation.workspace.flwr_home / "config.toml").read_text())
         assert config["superlink"]["fedrisk"]["insecure"] is True
 
