@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	bash tests/support/ensure_postgres.sh
+	bash tests/support/ensure_nginx.sh
 	$(MAKE) lint
 	$(BIN)/python -m pytest
 
