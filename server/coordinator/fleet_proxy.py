@@ -21,6 +21,7 @@ logs, temp folders inside the workspace): no global nginx configuration is read 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
@@ -43,7 +44,13 @@ from fedrisk.federation.processes import child_running, stop_process_tree
 FLEET_PATH_PREFIX: Final = "/v1/fleet/"
 """Flower 1.41's Fleet API route prefix (``flwr.superlink.routers.fleet.router``)."""
 
+FLEET_ENDPOINT_PATTERN: Final = f"^{FLEET_PATH_PREFIX}[a-z-]+$"
+"""What the proxy forwards: one Fleet endpoint, no query, no dot segments (no regex
+metacharacters in the prefix, and none of ``{}";`` that would need quoting in nginx.conf)."""
+
 HEALTH_PATH: Final = "/health"
+NGINX_FALLBACK_DIRS: Final = ("/usr/sbin", "/usr/local/sbin")
+"""Where Debian puts nginx: not on a non-root user's ``PATH``."""
 NGINX_INSTALL_HINT: Final = (
     "install it with `apt-get install nginx` (Debian package nginx) or run "
     "`bash tests/support/ensure_nginx.sh`"
@@ -189,7 +196,6 @@ def render_nginx_config(config: FleetProxyConfig) -> str:
             "        ssl_session_cache shared:fleet_tls:1m;\n"
         )
     upstream = _upstream_block(config)
-    fleet = FLEET_PATH_PREFIX  # no regex metacharacters in it
     return f"""# Written by `fedrisk server start` ({__name__}); rewritten at every start.
 # Parties reach only the Fleet API; the SuperLink listens on 127.0.0.1:{config.upstream_port}.
 daemon off;
@@ -221,8 +227,8 @@ http {{
         {listen}
 {server_tls}        client_max_body_size 0;
 
-        location ~ ^{fleet}[a-z-]+$ {{
-            if ($request_uri !~ "^{fleet}[a-z-]+$") {{
+        location ~ {FLEET_ENDPOINT_PATTERN} {{
+            if ($request_uri !~ "{FLEET_ENDPOINT_PATTERN}") {{
                 return 403 "{REFUSAL}\\n";
             }}
             limit_except POST {{
@@ -246,15 +252,17 @@ http {{
 """
 
 
-def find_nginx() -> str:
-    """The nginx binary (``PATH``, then Debian's /usr/sbin/nginx).
+def find_nginx(*, search_path: str | None = None) -> str:
+    """The nginx binary: on ``search_path`` (``PATH`` then /usr/sbin, /usr/local/sbin by default).
 
     Raises
     ------
     FleetProxyError
         nginx is not installed; the message names the install command.
     """
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if search_path is None:
+        search_path = os.pathsep.join([os.environ.get("PATH", ""), *NGINX_FALLBACK_DIRS])
+    found = shutil.which("nginx", path=search_path)
     if found is None:
         raise FleetProxyError(
             "nginx must be installed: `fedrisk server start` puts it in front of the SuperLink "
