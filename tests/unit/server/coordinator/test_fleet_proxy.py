@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
+from fedrisk.errors import ConfigError
 from server.coordinator.fleet_proxy import (
     FLEET_ENDPOINT_PATTERN,
     FLEET_PATH_PREFIX,
@@ -26,6 +27,8 @@ from server.coordinator.fleet_proxy import (
     render_nginx_config,
 )
 from server.coordinator.provisioning import create_ca, issue_server_certificate
+from server.coordinator.superlink import LOG_FILE, PROXY_DIR, RUNTIME_FILE, start_superlink
+from simulations.enrollment import enroll_parties
 
 
 def _nginx_or_skip() -> str:
@@ -170,3 +173,23 @@ def test_a_certificate_path_that_would_break_the_config_is_refused(tmp_path: Pat
             key=tmp_path / 'k"ey',
             ca_certificate=tmp_path / "ca.crt",
         )
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"fleet_proxy": True, "port": 9443, "control_port": 9443}, FleetProxyError, "differ"),
+        ({"control_port": 9000}, ConfigError, "control_port is only used with fleet_proxy"),
+    ],
+)
+def test_clashing_ports_are_refused_before_anything_starts(
+    tmp_path: Path, options: dict[str, object], error: type[Exception], message: str
+) -> None:
+    workspace = enroll_parties(tmp_path / "ws", parties=["bank_a"]).workspace
+
+    with pytest.raises(error, match=message):
+        start_superlink(workspace.root, **options)  # type: ignore[arg-type]
+
+    assert not (workspace.superlink_dir / LOG_FILE).exists()
+    assert not (workspace.superlink_dir / RUNTIME_FILE).exists()
+    assert not (workspace.superlink_dir / PROXY_DIR).exists()
