@@ -92,21 +92,16 @@ def main() -> None:
                 ("GET /health", "GET", "/health", None),
                 ("1 MiB POST /v1/fleet/push-object", "POST", "/v1/fleet/push-object", BODY),
             ):
-                direct = _timed_requests(
-                    link.address,
-                    layout.ca_certificate,
-                    method=method,
-                    path=path,
-                    body=body,
-                    count=args.requests,
-                )
-                proxied = _timed_requests(
-                    link.fleet_address,
-                    layout.ca_certificate,
-                    method=method,
-                    path=path,
-                    body=body,
-                    count=args.requests,
+                direct, proxied = (
+                    _timed_requests(
+                        address,
+                        layout.ca_certificate,
+                        method=method,
+                        path=path,
+                        body=body,
+                        count=args.requests,
+                    )
+                    for address in (link.address, link.fleet_address)
                 )
                 rows.append((label, statistics.median(direct), statistics.median(proxied)))
         finally:

@@ -20,7 +20,6 @@ logs, temp folders inside the workspace): no global nginx configuration is read 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import shutil
@@ -39,7 +38,8 @@ from pydantic import (
 )
 
 from fedrisk.errors import ConfigError, FedRiskError, ProcessStopError
-from fedrisk.federation.processes import child_running, stop_process_tree
+from fedrisk.federation.processes import child_running, start_logged_process, stop_process_tree
+from server.coordinator.provisioning import check_host
 
 FLEET_PATH_PREFIX: Final = "/v1/fleet/"
 """Flower 1.41's Fleet API route prefix (``flwr.superlink.routers.fleet.router``)."""
@@ -66,8 +66,6 @@ REFUSAL: Final = "fedrisk fleet proxy: only the Flower Fleet API is served on th
 
 # Characters that would end or reinterpret a value inside nginx.conf ($ expands variables).
 _UNSAFE_IN_CONFIG: Final = re.compile(r'[\s";{}$\\#\'\x00-\x1f]')
-_LABEL: Final = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME: Final = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
 class FleetProxyError(FedRiskError, RuntimeError):
@@ -118,15 +116,7 @@ class FleetProxyConfig(BaseModel):
     @field_validator("listen_host")
     @classmethod
     def _host(cls, value: str) -> str:
-        host = value.strip().strip("[]")
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not _HOSTNAME.match(host):
-                raise ConfigError(
-                    f"listen_host must be an IP address or a DNS name; got {value!r}"
-                ) from None
-        return host
+        return check_host(value.strip().strip("[]"), name="listen_host")
 
     @field_validator("prefix")
     @classmethod
@@ -338,15 +328,7 @@ def start_fleet_proxy(config: FleetProxyConfig, *, address: str) -> FleetProxyPr
     # -e: nginx opens its compiled-in /var/log/nginx/error.log before reading the config unless
     # told otherwise; -p keeps relative lookups inside the prefix.
     argv = [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(stderr_path)]
-    with stderr_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            argv,
-            cwd=prefix,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_logged_process(argv, cwd=prefix, env=None, log_path=stderr_path)
     return FleetProxyProcess(
         pid=process.pid,
         host=config.listen_host,
