@@ -367,16 +367,22 @@ class StartedServer(Protocol):
         """Stop the server and everything it started."""
 
 
-def follow_in_foreground(server: StartedServer) -> int | None:
+def follow_in_foreground(
+    server: StartedServer, *, wait: Callable[[], int] | None = None
+) -> int | None:
     """Keep ``server`` in the foreground (:func:`wait_in_foreground`); it is stopped either way.
 
-    Returns its exit code, or None when interrupted. A stop that fails is not raised: the
-    command is already ending and has nothing better to do with it.
+    ``wait`` blocks until the server ends and returns an exit code (default: its process's
+    ``wait``; a server made of several processes passes its own). Returns that exit code, or
+    None when interrupted. A stop that fails is not raised: the command is already ending and
+    has nothing better to do with it.
     """
 
     def _stop() -> None:
         with contextlib.suppress(FedRiskError):
             server.stop()
 
-    process = server.process
-    return wait_in_foreground(process.wait if process is not None else lambda: 0, _stop)
+    if wait is None:
+        process = server.process
+        wait = process.wait if process is not None else lambda: 0
+    return wait_in_foreground(wait, _stop)

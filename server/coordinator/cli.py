@@ -245,12 +245,16 @@ def start(
     if detach:
         return
 
-    code = follow_in_foreground(handle)
+    code = follow_in_foreground(handle, wait=handle.wait)
     if code is None:
-        typer.echo("Stopped the SuperLink.")
+        typer.echo("Stopped the SuperLink and its Fleet-API proxy.")
         return
-    typer.secho(f"SuperLink exited with code {code}", err=True)
-    raise typer.Exit(code)
+    typer.secho(
+        f"The SuperLink or its Fleet-API proxy exited with code {code}; stopped both "
+        f"(logs: {handle.log_path}, {handle.proxy.error_log if handle.proxy else '-'})",
+        err=True,
+    )
+    raise typer.Exit(code or 1)
 
 
 @server_app.command("stop")

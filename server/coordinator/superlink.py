@@ -214,6 +214,24 @@ class SuperLinkProcess:
         alive = child_running(self.pid, self.process)
         return alive and (self.proxy is None or self.proxy.is_running())
 
+    def wait(self, *, poll_interval: float = 0.5) -> int:
+        """Block until the SuperLink or its proxy exits; return that process's exit code.
+
+        Only for a handle from ``start_superlink`` (it holds both children). Without the proxy
+        the SuperLink would be useless to the parties, so a foreground ``server start`` ends
+        (and stops the SuperLink) when either one goes.
+        """
+        children = [self.process]
+        if self.proxy is not None:
+            children.append(self.proxy.process)
+        if None in children:
+            raise SuperLinkError("wait needs the handle that start_superlink returned")
+        while True:
+            for child in children:
+                if child is not None and (code := child.poll()) is not None:
+                    return code
+            time.sleep(poll_interval)
+
     def stop(self, *, timeout: float = 15.0) -> None:
         """Stop the proxy, then the SuperLink and everything it started; forget its runtime file.
 
