@@ -259,7 +259,7 @@ def start(
 
 @server_app.command("stop")
 def stop(workspace: WorkspaceOption) -> None:
-    """Stop the workspace's SuperLink (by the pid recorded at start) and its children."""
+    """Stop the workspace's SuperLink and its Fleet-API proxy (by the pids recorded at start)."""
     handle = running_superlink(workspace)
     if handle is None:
         typer.echo("No SuperLink is running for this workspace.")
@@ -268,7 +268,8 @@ def stop(workspace: WorkspaceOption) -> None:
         handle.stop()
     except FedRiskError as e:
         raise _fail(e) from e
-    typer.echo(f"Stopped SuperLink pid {handle.pid}.")
+    proxy = f" and its Fleet-API proxy pid {handle.proxy.pid}" if handle.proxy else ""
+    typer.echo(f"Stopped SuperLink pid {handle.pid}{proxy}.")
 
 
 @server_app.command("status")
