@@ -16,6 +16,9 @@ with the federation CA, and answers everything else with 403 before it reaches F
 
 nginx runs as a non-daemon child of the coordinator command with its own prefix (config, pid,
 logs, temp folders inside the workspace): no global nginx configuration is read or changed.
+Started as root, nginx runs its worker as ``nobody``: the worker needs no file access after
+start-up (the master reads the certificates and opens the logs; with buffering off no temp file
+is written), so the workspace may stay mode 0700.
 """
 
 from __future__ import annotations
