@@ -538,13 +538,19 @@ class AuditAnchor:
     # -- linking with the database -------------------------------------------------------------
     def _diverged(self, problem: str) -> None:
         self.divergences += 1
-        self._rebase = True
         logger.error(
             "audit chain in the database does not continue the last signed head (record %d): "
             "%s. Records were changed or deleted outside this service; run `fedrisk audit "
             "verify`. Checkpoints continue from the database's head.",
             self._known[0], problem,
         )  # fmt: skip
+
+    def _rebase_to(self, seq: int, digest: str) -> None:
+        """After a divergence: sign the last head this service vouches for (so ``audit verify``
+        sees the database differ from it), then continue from ``(seq, digest)``."""
+        self._sign_known("last-known-good")
+        self._known = (seq, digest)
+        self._rebase = True
 
     def _link(self, upto_seq: int, upto_hash: str) -> bool:
         """Whether the database's records after the known head chain up to ``(upto_seq,
@@ -590,9 +596,9 @@ class AuditAnchor:
         seq, digest = (0, GENESIS_HASH) if head is None else (int(head.seq), str(head.hash))
         if seq < self._known[0]:
             self._diverged(f"the head went back to record {seq} (records deleted)")
-            self._known = (seq, digest)
+            self._rebase_to(seq, digest)
         elif (seq, digest) != self._known and not self._link(seq, digest):
-            self._known = (seq, digest)
+            self._rebase_to(seq, digest)
         self._sign_known(reason)
 
     def _advance(self) -> bool:
@@ -609,18 +615,20 @@ class AuditAnchor:
                 # another process appended in between, or the database was changed: check it
                 if segment.start_seq < self._known[0]:
                     self._diverged(f"a commit continued from record {segment.start_seq}")
-                else:
-                    self._link(*start)
-            # either way the head this service computed itself is the one to sign
+                    self._rebase_to(*start)
+                elif not self._link(*start):
+                    self._rebase_to(*start)
             self._known = (segment.end_seq, segment.end_hash)
             moved = True
         return moved
 
     def _sign_known(self, reason: str) -> None:
         seq, digest = self._known
+        if seq == 0:  # an empty chain: nothing to vouch for
+            return
         if self._rebase:
             reason, self._rebase = "rebased", False
-        elif seq == 0 or seq == self.signed_seq:
+        elif seq == self.signed_seq:
             return
         line = sign_checkpoint(
             self._key, n=self._n + 1, seq=seq, hash_=digest, prev=self._prev, reason=reason

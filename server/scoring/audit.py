@@ -242,7 +242,7 @@ def verify_chain(
         and rehashed), records missing below a checkpoint or the head (deleted tail), or a
         decision row that differs from its record.
     """
-    signed = sorted(checkpoints, key=lambda c: (c.seq, c.n))
+    signed = sorted((c for c in checkpoints if c.seq > 0), key=lambda c: (c.seq, c.n))
     next_signed = 0
     confirmed = 0
     expected_prev = GENESIS_HASH
