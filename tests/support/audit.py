@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,46 @@ def checkpoint_lines(path: Path) -> list[dict[str, Any]]:
 def first_checkpoint_at_or_after(path: Path, seq: int) -> int:
     """``seq`` of the first checkpoint that covers record ``seq``."""
     return min(c["seq"] for c in checkpoint_lines(path) if c["seq"] >= seq)
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 (in a thread) that stores every POSTed body; the first
+    ``fail_first`` requests get HTTP 500 (to exercise retries)."""
+
+    def __init__(self, *, fail_first: int = 0) -> None:
+        self.bodies: list[bytes] = []
+        self.failures = 0
+        self._fail_first = fail_first
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with receiver._lock:
+                    failing = receiver.failures < receiver._fail_first
+                    if failing:
+                        receiver.failures += 1
+                    else:
+                        receiver.bodies.append(body)
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/audit-checkpoints?token=secret"
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

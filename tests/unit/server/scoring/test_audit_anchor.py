@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from server.scoring.anchor import (
 from server.scoring.audit import VerifyReport, audited_transaction, verify_chain
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
-from tests.support.audit import checkpoint_lines, rehash_from, truncate_after
+from tests.support.audit import WebhookReceiver, checkpoint_lines, rehash_from, truncate_after
 
 
 @pytest.fixture
@@ -46,7 +44,10 @@ def open_anchor(engine: Engine, files: tuple[Path, Path], **kwargs: object) -> A
     # no interval checkpoints unless a test asks: the start-up and shutdown ones only
     options: dict[str, object] = {"every_records": 10_000, "every_seconds": 3600.0, **kwargs}
     return AuditAnchor.open(
-        key_path=files[0], checkpoint_path=files[1], engine=engine, **options  # type: ignore[arg-type]
+        key_path=files[0],
+        checkpoint_path=files[1],
+        engine=engine,
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -236,46 +237,22 @@ def test_records_appended_by_another_process_are_linked_not_trusted(
     assert verify(engine, files).ok
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[bytes] = []
-    fail_first = 0
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers["content-length"]))
-        failing = type(self).fail_first > 0
-        type(self).fail_first -= 1
-        if not failing:
-            type(self).bodies.append(body)
-        self.send_response(500 if failing else 204)
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        return
-
-
 def test_webhook_retries_then_gives_up_without_raising(caplog: pytest.LogCaptureFixture) -> None:
     # arrange: a real HTTP server that fails the first 2 requests
-    handler = type("Receiver", (_Receiver,), {"bodies": [], "fail_first": 2})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook?token=secret"
-    try:
-        # act: one checkpoint gets through on its 3rd try; the next fails every try
-        with caplog.at_level(logging.WARNING, logger="server.scoring.anchor"):
-            sender = WebhookSender(url, attempts=3, backoff=0.01)
-            sender.send('{"n":1}')
-            sender.close()
-            failing = WebhookSender("http://127.0.0.1:9/nothing", attempts=2, backoff=0.01)
-            failing.send('{"n":2}')
-            failing.close()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    # act: one checkpoint gets through on its 3rd try; the next fails every try
+    with (
+        WebhookReceiver(fail_first=2) as receiver,
+        caplog.at_level(logging.WARNING, logger="server.scoring.anchor"),
+    ):
+        sender = WebhookSender(receiver.url, attempts=3, backoff=0.01)
+        sender.send('{"n":1}')
+        sender.close()
+        failing = WebhookSender("http://127.0.0.1:9/nothing", attempts=2, backoff=0.01)
+        failing.send('{"n":2}')
+        failing.close()
 
     # assert
-    assert handler.bodies == [b'{"n":1}']
+    assert receiver.bodies == [b'{"n":1}']
     assert (sender.delivered, sender.failed) == (1, 0)
     assert (failing.delivered, failing.failed) == (0, 1)
     assert "attempt 2/3 failed: HTTP 500" in caplog.text
