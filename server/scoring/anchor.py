@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import make_url
 
 from fedrisk.errors import IdentityError
 from fedrisk.release.identity import (
@@ -93,10 +94,21 @@ class CheckpointFileError(AuditAnchorError):
         self.line = line
 
 
-def default_audit_dir(registry_dir: Path) -> Path:
-    """Default folder of the key and checkpoint files: ``audit/`` beside the registry (and the
-    default SQLite database)."""
-    return registry_dir.resolve().parent / AUDIT_DIR
+def default_audit_dir(*, registry_dir: Path | None, db_url: str | None) -> Path | None:
+    """Default folder of the key and checkpoint files: ``audit/`` beside a SQLite database file,
+    else beside the registry (None when neither is known).
+
+    The service and ``audit verify`` both derive it this way, so ``audit verify --db
+    sqlite:///…`` finds what the service wrote without more options.
+    """
+    if db_url is not None:
+        parsed = make_url(db_url)
+        database = parsed.database
+        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+            return Path(database).expanduser().resolve().parent / AUDIT_DIR
+    if registry_dir is not None:
+        return registry_dir.resolve().parent / AUDIT_DIR
+    return None
 
 
 def public_key_path(key_path: Path) -> Path:
@@ -683,9 +695,10 @@ class AuditAnchor:
 
 
 def open_service_anchor(settings: Settings, engine: Engine) -> AuditAnchor:
-    """The running service's anchor, from its settings (default files under ``audit/`` beside
-    the registry)."""
-    audit_dir = default_audit_dir(settings.registry_dir)
+    """The running service's anchor, from its settings (default files: see
+    :func:`default_audit_dir`)."""
+    audit_dir = default_audit_dir(registry_dir=settings.registry_dir, db_url=settings.db_url)
+    assert audit_dir is not None  # the registry is always known
     return AuditAnchor.open(
         key_path=settings.audit_key_path or audit_dir / KEY_FILE,
         checkpoint_path=settings.audit_checkpoint_path or audit_dir / CHECKPOINT_FILE,

@@ -235,19 +235,10 @@ def serve(
 def _audit_files(
     db: str | None, registry: Path | None, checkpoints: Path | None, key: Path | None
 ) -> tuple[Path | None, Path | None]:
-    """Checkpoint file and key file given, else the defaults: ``audit/`` beside the registry,
-    or beside a SQLite database (where the service puts them by default)."""
-    from sqlalchemy.engine import make_url
-
+    """Checkpoint file and key file given, else where the service puts them by default."""
     from server.scoring.anchor import CHECKPOINT_FILE, KEY_FILE, PUBLIC_KEY_FILE, default_audit_dir
 
-    audit_dir: Path | None = None
-    if registry is not None:
-        audit_dir = default_audit_dir(registry)
-    elif db is not None:
-        parsed = make_url(db)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            audit_dir = Path(str(parsed.database)).resolve().parent / "audit"
+    audit_dir = default_audit_dir(registry_dir=registry, db_url=db)
     if audit_dir is not None:
         checkpoints = checkpoints or audit_dir / CHECKPOINT_FILE
         if key is None:
@@ -265,16 +256,17 @@ def audit_verify(
         typer.Option(
             "--checkpoints",
             envvar=f"{ENV_PREFIX}AUDIT_CHECKPOINT_PATH",
-            help="Signed checkpoint file (default: audit/checkpoints.jsonl beside the registry "
-            "or the SQLite database)",
+            help="Signed checkpoint file (default: audit/checkpoints.jsonl beside the SQLite "
+            "database, else beside the registry)",
         ),
     ] = None,
     key: Annotated[
         Path | None,
         typer.Option(
             "--key",
-            help="The service's public key (signing.pub) or its key file (default: audit/ beside "
-            "the registry or the SQLite database)",
+            envvar=f"{ENV_PREFIX}AUDIT_KEY_PATH",
+            help="The service's public key (signing.pub) or its key file (default: in the "
+            "checkpoint file's default folder)",
         ),
     ] = None,
     registry: RegistryForDbOpt = None,
@@ -347,10 +339,12 @@ def audit_init_key(
         typer.Option(
             "--key",
             envvar=f"{ENV_PREFIX}AUDIT_KEY_PATH",
-            help="Key file to create (default: audit/signing.key beside the registry)",
+            help="Key file to create (default: audit/signing.key beside the SQLite database, "
+            "else beside the registry)",
         ),
     ] = None,
     registry: RegistryForDbOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Create the service's audit signing key (mode 0600) and its public key beside it.
 
@@ -360,11 +354,13 @@ def audit_init_key(
     from fedrisk.release.identity import key_id
     from server.scoring.anchor import KEY_FILE, create_audit_key, default_audit_dir, public_key_path
 
-    if key is None:
-        if registry is None:
-            raise _fail("--key (or --registry for the default location) is required")
-        key = default_audit_dir(registry) / KEY_FILE
-    path = key
+    audit_dir = default_audit_dir(registry_dir=registry, db_url=db)
+    if key is not None:
+        path = key
+    elif audit_dir is not None:
+        path = audit_dir / KEY_FILE
+    else:
+        raise _fail("--key (or --db / --registry for the default location) is required")
     created = _run(lambda: create_audit_key(path))
     typer.echo(
         f"created audit key {path} (mode 0600); public key {public_key_path(path)}, "

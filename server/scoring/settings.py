@@ -76,11 +76,11 @@ class Settings(BaseSettings):
         (with a warning). Never set it in production.
     audit_key_path
         The service's Ed25519 key that signs checkpoints of the audit chain (mode 0600, created
-        at first start when no checkpoint exists yet); default ``audit/signing.key`` beside the
-        registry.
+        at first start when no checkpoint exists yet); default ``audit/signing.key`` beside a
+        SQLite database, else beside the registry.
     audit_checkpoint_path
-        Append-only JSONL file of signed checkpoints; default ``audit/checkpoints.jsonl``
-        beside the registry. Put it where whoever can write the database cannot write.
+        Append-only JSONL file of signed checkpoints; default ``audit/checkpoints.jsonl`` in
+        the same folder. Put it where whoever can write the database cannot write.
     audit_checkpoint_records
         A checkpoint is signed once this many records were appended since the last one ...
     audit_checkpoint_seconds

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import Engine, text
+from typer.testing import CliRunner
 
 from server.scoring.anchor import (
     AuditAnchor,
@@ -22,8 +24,10 @@ from server.scoring.anchor import (
     read_checkpoints,
 )
 from server.scoring.audit import VerifyReport, audited_transaction, verify_chain
+from server.scoring.cli import audit_app
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
+from server.scoring.settings import Settings
 from tests.support.audit import WebhookReceiver, checkpoint_lines, rehash_from, truncate_after
 
 
@@ -258,3 +262,33 @@ def test_webhook_retries_then_gives_up_without_raising(caplog: pytest.LogCapture
     assert "attempt 2/3 failed: HTTP 500" in caplog.text
     assert "not delivered after 2 attempts" in caplog.text
     assert "secret" not in caplog.text
+
+
+def test_cli_creates_the_key_once_and_verify_needs_the_checkpoints(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # arrange
+    runner = CliRunner()
+    db_url = f"sqlite:///{tmp_path / 'scoring.db'}"
+    append_records(engine, None, 2)
+
+    # act
+    created = runner.invoke(audit_app, ["init-key", "--db", db_url])
+    again = runner.invoke(audit_app, ["init-key", "--db", db_url])
+    unanchored = runner.invoke(audit_app, ["verify", "--db", db_url])
+    chain_only = runner.invoke(audit_app, ["verify", "--db", db_url, "--chain-only"])
+
+    # assert
+    key_path = tmp_path / "audit" / "signing.key"
+    assert created.exit_code == 0, created.output
+    assert oct(key_path.stat().st_mode & 0o777) == oct(0o600)
+    assert again.exit_code == 2 and "refusing to overwrite" in again.output
+    assert unanchored.exit_code == 2 and "no checkpoint file found" in unanchored.output
+    assert chain_only.exit_code == 0 and "NOT checked against signed checkpoints" in (
+        chain_only.output
+    )
+
+
+def test_settings_refuse_a_webhook_that_is_not_http() -> None:
+    with pytest.raises(ValidationError, match="audit_webhook_url"):
+        Settings(registry_dir=Path("r"), development=True, audit_webhook_url="file:///etc/passwd")
