@@ -288,13 +288,9 @@ def audit_verify(
 
     checkpoint_path, key_path = _audit_files(db, registry, checkpoints, key)
     signed = []
-    if not chain_only:
-        if checkpoint_path is None or not checkpoint_path.exists():
-            raise _fail(
-                f"no checkpoint file found{f' at {checkpoint_path}' if checkpoint_path else ''}: "
-                f"give --checkpoints (or {ENV_PREFIX}AUDIT_CHECKPOINT_PATH); --chain-only checks "
-                "the hash chain alone, which anyone who can write the database can forge"
-            )
+    missing = not chain_only and (checkpoint_path is None or not checkpoint_path.exists())
+    if not chain_only and not missing:
+        assert checkpoint_path is not None
         if key_path is None:
             raise _fail("--key (the service's signing.pub or key file) is required")
         try:
@@ -313,14 +309,21 @@ def audit_verify(
     finally:
         engine.dispose()
     covered = min(max((c.seq for c in signed), default=0), report.records)
+    if missing and report.ok:
+        # a consistent chain proves nothing without checkpoints: never answer "OK" here
+        raise _fail(
+            f"no checkpoint file found{f' at {checkpoint_path}' if checkpoint_path else ''}: "
+            f"give --checkpoints (or {ENV_PREFIX}AUDIT_CHECKPOINT_PATH) and --key; --chain-only "
+            "checks the hash chain alone, which anyone who can write the database can forge"
+        )
     if as_json:
         typer.echo(json.dumps({**report.__dict__, "checkpoints": len(signed), "covered": covered}))
     elif not report.ok:
         typer.echo(f"audit chain BROKEN at record {report.first_broken}: {report.problem}")
     elif chain_only:
         typer.echo(
-            f"audit chain OK (hash chain only, NOT checked against signed checkpoints): "
-            f"{report.records} records, {report.decisions} decisions verified"
+            f"audit chain OK: {report.records} records, {report.decisions} decisions verified "
+            "(hash chain only, NOT checked against signed checkpoints)"
         )
     else:
         typer.echo(

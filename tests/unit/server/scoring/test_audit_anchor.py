@@ -44,14 +44,20 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "audit" / "signing.key", tmp_path / "audit" / "checkpoints.jsonl"
 
 
-def open_anchor(engine: Engine, files: tuple[Path, Path], **kwargs: object) -> AuditAnchor:
-    # no interval checkpoints unless a test asks: the start-up and shutdown ones only
-    options: dict[str, object] = {"every_records": 10_000, "every_seconds": 3600.0, **kwargs}
+def open_anchor(
+    engine: Engine,
+    files: tuple[Path, Path],
+    *,
+    every_records: int = 10_000,
+    every_seconds: float = 3600.0,
+) -> AuditAnchor:
+    """The anchor as the service opens it; by default only start-up and shutdown checkpoints."""
     return AuditAnchor.open(
         key_path=files[0],
         checkpoint_path=files[1],
         engine=engine,
-        **options,  # type: ignore[arg-type]
+        every_records=every_records,
+        every_seconds=every_seconds,
     )
 
 
@@ -276,6 +282,11 @@ def test_cli_creates_the_key_once_and_verify_needs_the_checkpoints(
     created = runner.invoke(audit_app, ["init-key", "--db", db_url])
     again = runner.invoke(audit_app, ["init-key", "--db", db_url])
     unanchored = runner.invoke(audit_app, ["verify", "--db", db_url])
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE audit_log SET payload = '{}' WHERE seq = 2"))
+    broken = runner.invoke(audit_app, ["verify", "--db", db_url])
+    with engine.begin() as connection:
+        rehash_from(connection, 2)
     chain_only = runner.invoke(audit_app, ["verify", "--db", db_url, "--chain-only"])
 
     # assert
@@ -284,6 +295,7 @@ def test_cli_creates_the_key_once_and_verify_needs_the_checkpoints(
     assert oct(key_path.stat().st_mode & 0o777) == oct(0o600)
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
     assert unanchored.exit_code == 2 and "no checkpoint file found" in unanchored.output
+    assert broken.exit_code == 1 and "BROKEN at record 2: record 2 was edited" in broken.output
     assert chain_only.exit_code == 0 and "NOT checked against signed checkpoints" in (
         chain_only.output
     )
