@@ -131,6 +131,7 @@ def issue_pin(
         coordinator_workspace=coordinator_workspace,
         sequence=sequence,
     )
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(out_dir) / PIN_FILE, signed.to_json(), private=False)
     install_pin(lead, signed)
     return signed

@@ -483,3 +483,61 @@ def test_keys_commands_write_verify_and_install_the_pin(
     assert not installed_on_refusal
     assert accepted.exit_code == 0, accepted.output
     assert installed_pin(load_bundle(bundles["bank_b"])) == signed
+
+
+def test_an_app_upgrade_is_a_pin_amendment_the_lead_signs_and_each_party_accepts(
+    federation: ProvisionResult, pin: SignedPin, lead: PartyBundle, flwr_home: Path, tmp_path: Path
+) -> None:
+    import typer
+
+    from clients.cli import register
+
+    cli = typer.Typer()
+    register(cli)
+    runner = CliRunner()
+    bank_b = load_bundle(federation.bundles["bank_b"])
+    install_pin(lead, pin)
+    install_pin(bank_b, pin)
+    upgraded = _copy_app(tmp_path)
+    (upgraded / "README.md").write_text("fedrisk app, release 2\n")
+    amend = tmp_path / "amendment"
+    b_executor = WarmExecutor("127.0.0.1:1", check=PinnedRunCheck(bank_b.layout.root))
+
+    def party(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, ["party", "pin", *args])
+        return result.exit_code, result.output
+
+    not_lead = party("sign", "--bundle", str(bank_b.layout.root), "--out", str(tmp_path / "x"))
+    before = _refused_by_executor(
+        b_executor.admit, _task(build_fab_from_disk(upgraded)), flwr_home=flwr_home
+    )
+    signed = party(
+        "sign",
+        "--bundle",
+        str(lead.layout.root),
+        "--out",
+        str(amend),
+        "--app",
+        str(upgraded),
+        "--coordinator-workspace",
+        COORDINATOR_WS,
+    )
+    accepted = party("accept", "--bundle", str(bank_b.layout.root), "--pin", str(amend / PIN_FILE))
+    shown = party("show", "--bundle", str(bank_b.layout.root))
+    replayed = tmp_path / "old-pin.json"
+    replayed.write_text(pin.to_json())
+    replay = party("accept", "--bundle", str(bank_b.layout.root), "--pin", str(replayed))
+
+    assert not_lead[0] == 1 and "lead party" in not_lead[1], not_lead
+    assert before.reason is RunRefusal.FOREIGN_APP
+    assert signed[0] == 0 and "Replaces pin #1" in signed[1] and "pin #2" in signed[1], signed
+    assert accepted[0] == 0 and "pin #2 signed by bank_a" in accepted[1], accepted
+    assert shown[0] == 0 and fab_sha256(upgraded)[:16] in shown[1], shown
+    assert replay[0] == 1 and "newer than the installed one" in replay[1], replay
+    # the party's executor now runs the upgraded app and refuses the one it replaced
+    b_executor.admit(_task(build_fab_from_disk(upgraded)))
+    old = _task(build_fab_from_disk(FLOWER_APP_DIR))
+    with pytest.raises(RunRefusedError) as caught:
+        b_executor.admit(old)
+    assert caught.value.reason is RunRefusal.FOREIGN_APP
+    assert installed_pin(bank_b).pin.sequence == installed_pin(lead).pin.sequence == 2
