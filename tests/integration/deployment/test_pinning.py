@@ -200,8 +200,11 @@ def test_a_party_without_a_pin_refuses_every_run(
     admit: Admit, pinned_fab: bytes, flwr_home: Path
 ) -> None:
     refused = _refused_by_executor(admit, _task(pinned_fab), flwr_home=flwr_home)
+    # an executor told no party folder runs nothing either
+    unconfigured = WarmExecutor("127.0.0.1:1").admit
+    unchecked = _refused_by_executor(unconfigured, _task(pinned_fab), flwr_home=flwr_home)
 
-    assert refused.reason is RunRefusal.NO_PIN
+    assert refused.reason is unchecked.reason is RunRefusal.NO_PIN
 
 
 def test_a_foreign_fab_under_the_pinned_hash_is_refused(
