@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Annotated
 import click
 import typer
 
-from clients.bundle import load_bundle
+from clients.bundle import PartyBundle, load_bundle
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.roster import COORDINATOR_DIR, load_manifest
 from secure_agg.errors import SecureAggError
 from secure_agg.params import SUPPORTED_POLY_MODULUS_DEGREES, HEParams
 
 if TYPE_CHECKING:
-    from fedrisk.federation.pin import AppPin
+    from fedrisk.federation.pin import AppPin, SignedPin
 
 keys_app = typer.Typer(help="CKKS key ceremony between the parties.", no_args_is_help=True)
 party_app = typer.Typer(
@@ -109,7 +109,6 @@ def keys_init(
 ) -> None:
     """Lead party: create the CKKS context, seal it to every other party, export the public part,
     and sign the app pin (which app and run configs every party will run)."""
-    from clients.pinning import issue_pin
     from fedrisk.federation.pin import PIN_FILE
     from secure_agg.ceremony import run_key_ceremony  # TenSEAL, once the options are checked
 
@@ -128,10 +127,10 @@ def keys_init(
             out_dir=out,
             params=HEParams(poly_modulus_degree=poly_modulus_degree),
         )
-        signed = issue_pin(
+        _, signed = _sign_pin(
             party,
-            out_dir=out,
-            app_dir=app,
+            out,
+            app=app,
             allow_plaintext=allow_plaintext,
             coordinator_workspace=coordinator_workspace,
         )
@@ -372,6 +371,28 @@ def party_stop(bundle: BundleOption) -> None:
     typer.echo(f"Stopped SuperNode pid {handle.pid}.")
 
 
+def _sign_pin(
+    lead: PartyBundle,
+    out: Path,
+    *,
+    app: Path | None,
+    allow_plaintext: bool,
+    coordinator_workspace: str | None,
+) -> tuple[AppPin | None, SignedPin]:
+    """The pin the lead had installed (if any) and the next one, signed, written and installed."""
+    from clients.pinning import installed_pin, issue_pin, pin_path
+
+    before = installed_pin(lead).pin if pin_path(lead).exists() else None
+    signed = issue_pin(
+        lead,
+        out_dir=out,
+        app_dir=app,
+        allow_plaintext=allow_plaintext,
+        coordinator_workspace=coordinator_workspace,
+    )
+    return before, signed
+
+
 def _describe_pin(pin: AppPin) -> str:
     from fedrisk.federation.pin import rule_violation
 
@@ -397,15 +418,11 @@ def pin_sign(
 ) -> None:
     """Lead party: sign an amendment of the app pin (a new app version or new run-config rules)
     and install it here; hand OUT/pin.json to every other party like the ceremony's files."""
-    from clients.pinning import installed_pin, issue_pin, pin_path
-
     try:
-        party = load_bundle(bundle)
-        before = installed_pin(party).pin if pin_path(party).exists() else None
-        signed = issue_pin(
-            party,
-            out_dir=out,
-            app_dir=app,
+        before, signed = _sign_pin(
+            load_bundle(bundle),
+            out,
+            app=app,
             allow_plaintext=allow_plaintext,
             coordinator_workspace=coordinator_workspace,
         )

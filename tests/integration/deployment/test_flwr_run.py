@@ -31,36 +31,10 @@ from server.coordinator.superlink import (
 )
 from simulations.enrollment import enroll_parties
 from tests.support.federation import SCHEMA, write_party_data
+from tests.support.flower_apps import write_flower_app
 from tests.support.processes import ProcessRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "tlsprobe"
-version = "1.0.0"
-description = "Probe app for the fedrisk deployment tests"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "fedrisk"
-
-[tool.flwr.app.components]
-serverapp = "tlsprobe.app:server"
-clientapp = "tlsprobe.app:client"
-
-[tool.flwr.app.config]
-expect = ""
-fail = false
-"""
 
 APP = '''\
 """Probe: the ServerApp asks every SuperNode for its party name (from the node config)."""
@@ -99,11 +73,15 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _write_app(root: Path) -> Path:
-    (root / "tlsprobe").mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PYPROJECT)
-    (root / "tlsprobe" / "__init__.py").write_text("")
-    (root / "tlsprobe" / "app.py").write_text(APP)
-    return root
+    return write_flower_app(
+        root,
+        name="tlsprobe",
+        modules={"app": APP},
+        serverapp="app:server",
+        clientapp="app:client",
+        config='expect = ""\nfail = false',
+        description="Probe app for the fedrisk deployment tests",
+    )
 
 
 def _finish(workspace: Path, run_id: str, *, timeout: float = 120.0) -> str:

@@ -27,36 +27,11 @@ from fedrisk.data.partitions import parse_partition, partition_frame
 from server.coordinator.runs import RunFailedError, RunState, run_state, submit_run
 from server.coordinator.superlink import CONNECTION_NAME, write_flwr_connection
 from simulations.deployment import LocalDeployment, running_federation
+from tests.support.flower_apps import write_flower_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 RUN_WAIT = 180.0
-
-PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "harvest"
-version = "1.0.0"
-description = "A foreign app: it would read every party's files"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "mallory"
-
-[tool.flwr.app.components]
-serverapp = "harvest.server:app"
-clientapp = "harvest.client:app"
-
-[tool.flwr.app.config]
-parties = 3
-"""
 
 CLIENT = '''\
 """Foreign ClientApp: marks its import, then its run, and reads what node_config points to."""
@@ -110,13 +85,16 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _foreign_app(root: Path, markers: Path) -> Path:
-    package = root / "harvest"
-    package.mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PYPROJECT)
-    (package / "__init__.py").write_text("")
-    (package / "client.py").write_text(CLIENT.format(markers=str(markers)))
-    (package / "server.py").write_text(SERVER.format())
-    return root
+    return write_flower_app(
+        root,
+        name="harvest",
+        modules={"client": CLIENT.format(markers=str(markers)), "server": SERVER.format()},
+        serverapp="server:app",
+        clientapp="client:app",
+        config="parties = 3",
+        publisher="mallory",
+        description="A foreign app: it would read every party's files",
+    )
 
 
 def _finished(fed: LocalDeployment, run_id: str) -> RunState:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -125,27 +126,7 @@ def _task(fab: bytes, *, stated_hash: str | None = None, **config: object) -> Ta
 Admit = Callable[[TaskInput], ClientApp]
 
 
-@pytest.fixture
-def flwr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The party executor's FLWR_HOME: an admitted FAB is installed under ``apps/``."""
-    home = tmp_path / "party-flwr-home"
-    monkeypatch.setenv("FLWR_HOME", str(home))
-    return home
-
-
-@pytest.fixture
-def admit(lead: PartyBundle, flwr_home: Path) -> Admit:
-    """The party's real admission path: its executor checking against its own folder's pin."""
-    executor = WarmExecutor("127.0.0.1:1", check=PinnedRunCheck(lead.layout.root), party=lead.name)
-    return executor.admit
-
-
-@pytest.fixture
-def pinned_fab() -> bytes:
-    return build_fab_from_disk(FLOWER_APP_DIR)
-
-
-def _refused_by_executor(
+def _refused_by(
     admit: Admit, task: TaskInput, *, flwr_home: Path, marker: Path | None = None
 ) -> RunRefusedError:
     with pytest.raises(RunRefusedError) as caught:
@@ -153,6 +134,33 @@ def _refused_by_executor(
     assert not (flwr_home / "apps").exists(), "a refused FAB must not be installed"
     assert marker is None or not marker.exists(), "a refused app's code must not run"
     return caught.value
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The lead's real admission path: its executor checking runs against its own folder's pin,
+    the FAB of the pinned app, and the executor's FLWR_HOME (an admitted FAB lands in apps/)."""
+
+    admit: Admit
+    fab: bytes
+    flwr_home: Path
+
+    def refused(self, task: TaskInput, *, marker: Path | None = None) -> RunRefusedError:
+        """The refusal of ``task``, after checking nothing was installed or run."""
+        return _refused_by(self.admit, task, flwr_home=self.flwr_home, marker=marker)
+
+
+@pytest.fixture
+def flwr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "party-flwr-home"
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def gate(lead: PartyBundle, flwr_home: Path) -> Gate:
+    executor = WarmExecutor("127.0.0.1:1", check=PinnedRunCheck(lead.layout.root), party=lead.name)
+    return Gate(admit=executor.admit, fab=build_fab_from_disk(FLOWER_APP_DIR), flwr_home=flwr_home)
 
 
 def _evil_app(tmp_path: Path, marker: Path) -> Path:
@@ -175,34 +183,32 @@ def test_the_pinned_app_with_its_own_run_config_is_admitted(
     pin: SignedPin,
     lead: PartyBundle,
     app_hash: str,
-    admit: Admit,
-    pinned_fab: bytes,
-    flwr_home: Path,
+    gate: Gate,
 ) -> None:
     install_pin(lead, pin)
-    task = _task(pinned_fab)
+    task = _task(gate.fab)
 
-    app = admit(task)
+    app = gate.admit(task)
 
     from clients.clientapp import app as fedrisk_client_app
 
     assert app is fedrisk_client_app
     # the ClientApp reads exactly the run config the check saw: defaults fused with overrides
     assert task.context.run_config == _run_config()
-    assert (flwr_home / "apps").is_dir()
-    assert pin.pin.fab_sha256 == app_hash == hashlib.sha256(pinned_fab).hexdigest()
+    assert (gate.flwr_home / "apps").is_dir()
+    assert pin.pin.fab_sha256 == app_hash == hashlib.sha256(gate.fab).hexdigest()
     assert pin.pin.fedrisk_version == installed_fedrisk_version()
     assert shipped_app_dir().resolve() == FLOWER_APP_DIR.resolve()
     check_run_against_pin(pin, manifest=lead.manifest, fab_hash=app_hash, run_config=_run_config())
 
 
 def test_a_party_without_a_pin_refuses_every_run(
-    admit: Admit, pinned_fab: bytes, flwr_home: Path
+    gate: Gate,
 ) -> None:
-    refused = _refused_by_executor(admit, _task(pinned_fab), flwr_home=flwr_home)
+    refused = gate.refused(_task(gate.fab))
     # an executor told no party folder runs nothing either
     unconfigured = WarmExecutor("127.0.0.1:1").admit
-    unchecked = _refused_by_executor(unconfigured, _task(pinned_fab), flwr_home=flwr_home)
+    unchecked = _refused_by(unconfigured, _task(gate.fab), flwr_home=gate.flwr_home)
 
     assert refused.reason is unchecked.reason is RunRefusal.NO_PIN
 
@@ -210,9 +216,7 @@ def test_a_party_without_a_pin_refuses_every_run(
 def test_a_foreign_fab_under_the_pinned_hash_is_refused(
     pin: SignedPin,
     lead: PartyBundle,
-    admit: Admit,
-    pinned_fab: bytes,
-    flwr_home: Path,
+    gate: Gate,
     tmp_path: Path,
 ) -> None:
     install_pin(lead, pin)
@@ -221,7 +225,7 @@ def test_a_foreign_fab_under_the_pinned_hash_is_refused(
 
     # the SuperLink (or whoever answers for it) states the pinned hash for other bytes
     task = _task(foreign, stated_hash=pin.pin.fab_sha256)
-    refused = _refused_by_executor(admit, task, flwr_home=flwr_home, marker=marker)
+    refused = gate.refused(task, marker=marker)
 
     assert refused.reason is RunRefusal.FOREIGN_APP
     assert "evil" not in sys.modules
@@ -244,28 +248,28 @@ def test_fab_hash_is_the_hash_of_the_fab_flower_builds(tmp_path: Path, app_hash:
 
 
 def test_pinned_app_with_a_modified_file_is_refused(
-    pin: SignedPin, lead: PartyBundle, admit: Admit, flwr_home: Path, tmp_path: Path
+    pin: SignedPin, lead: PartyBundle, gate: Gate, tmp_path: Path
 ) -> None:
     install_pin(lead, pin)
     app = _copy_app(tmp_path)
     readme = app / "README.md"
     readme.write_text(readme.read_text() + "\n<!-- harmless-looking edit -->\n")
 
-    refused = _refused_by_executor(admit, _task(build_fab_from_disk(app)), flwr_home=flwr_home)
+    refused = gate.refused(_task(build_fab_from_disk(app)))
 
     assert refused.reason is RunRefusal.FOREIGN_APP
     assert _refusal(pin, lead, fab_hash=fab_sha256(app)) is RunRefusal.FOREIGN_APP
 
 
 def test_same_name_and_version_with_other_components_is_refused(
-    pin: SignedPin, lead: PartyBundle, admit: Admit, flwr_home: Path, tmp_path: Path
+    pin: SignedPin, lead: PartyBundle, gate: Gate, tmp_path: Path
 ) -> None:
     install_pin(lead, pin)
     marker = tmp_path / "evil-ran"
     app = _evil_app(tmp_path, marker)
 
     task = _task(build_fab_from_disk(app))
-    refused = _refused_by_executor(admit, task, flwr_home=flwr_home, marker=marker)
+    refused = gate.refused(task, marker=marker)
 
     assert 'version = "0.1.0"' in (app / "pyproject.toml").read_text()
     assert refused.reason is RunRefusal.FOREIGN_APP
@@ -291,29 +295,25 @@ def test_same_name_and_version_with_other_components_is_refused(
 def test_allowed_app_with_a_run_config_outside_the_pin_is_refused(
     pin: SignedPin,
     lead: PartyBundle,
-    admit: Admit,
-    pinned_fab: bytes,
-    flwr_home: Path,
+    gate: Gate,
     config: dict[str, object],
     reason: RunRefusal,
     named: str,
 ) -> None:
     install_pin(lead, pin)
 
-    refused = _refused_by_executor(admit, _task(pinned_fab, **config), flwr_home=flwr_home)
+    refused = gate.refused(_task(gate.fab, **config))
 
     assert refused.reason is reason
     assert named in str(refused)
 
 
-def test_plaintext_runs_pass_only_when_the_pin_allows_them(
-    lead: PartyBundle, admit: Admit, pinned_fab: bytes
-) -> None:
+def test_plaintext_runs_pass_only_when_the_pin_allows_them(lead: PartyBundle, gate: Gate) -> None:
     permissive = create_pin(lead, coordinator_workspace=COORDINATOR_WS, allow_plaintext=True)
     install_pin(lead, permissive)
-    task = _task(pinned_fab, plaintext=True)
+    task = _task(gate.fab, plaintext=True)
 
-    admit(task)
+    gate.admit(task)
 
     assert task.context.run_config["plaintext"] is True
 
@@ -327,22 +327,18 @@ def test_an_unsigned_pin_is_refused(
     pin: SignedPin,
     lead: PartyBundle,
     app_hash: str,
-    admit: Admit,
-    pinned_fab: bytes,
-    flwr_home: Path,
+    gate: Gate,
 ) -> None:
     unsigned = pin.model_copy(update={"signature": ""})
     _tamper(lead, unsigned.to_json())
 
-    refused = _refused_by_executor(admit, _task(pinned_fab), flwr_home=flwr_home)
+    refused = gate.refused(_task(gate.fab))
 
     assert refused.reason is RunRefusal.UNSIGNED_PIN
     assert _refusal(unsigned, lead, fab_hash=app_hash) is RunRefusal.UNSIGNED_PIN
     assert _refusal(pin.pin, lead, fab_hash=app_hash) is RunRefusal.UNSIGNED_PIN
     _tamper(lead, pin.pin.model_dump_json())  # the bare statement, no signature envelope
-    assert _refused_by_executor(admit, _task(pinned_fab), flwr_home=flwr_home).reason is (
-        RunRefusal.NO_PIN
-    )
+    assert gate.refused(_task(gate.fab)).reason is RunRefusal.NO_PIN
 
 
 def test_a_pin_signed_by_another_party_is_refused(
@@ -350,9 +346,7 @@ def test_a_pin_signed_by_another_party_is_refused(
     pin: SignedPin,
     lead: PartyBundle,
     app_hash: str,
-    admit: Admit,
-    pinned_fab: bytes,
-    flwr_home: Path,
+    gate: Gate,
 ) -> None:
     mallory = load_bundle(federation.bundles["telco_c"])  # a real party, but not the lead
     forged = sign_pin(pin.pin, mallory.signing_key())
@@ -361,7 +355,7 @@ def test_a_pin_signed_by_another_party_is_refused(
 
     for bad in (forged, relabelled):
         _tamper(lead, bad.to_json())
-        refused = _refused_by_executor(admit, _task(pinned_fab), flwr_home=flwr_home)
+        refused = gate.refused(_task(gate.fab))
         assert refused.reason is RunRefusal.UNTRUSTED_PIN
         assert _refusal(bad, lead, fab_hash=app_hash) is RunRefusal.UNTRUSTED_PIN
     with pytest.raises(IdentityError, match="lead party"):
@@ -369,7 +363,7 @@ def test_a_pin_signed_by_another_party_is_refused(
 
 
 def test_a_pin_altered_after_signing_is_refused(
-    pin: SignedPin, lead: PartyBundle, admit: Admit, flwr_home: Path, tmp_path: Path
+    pin: SignedPin, lead: PartyBundle, gate: Gate, tmp_path: Path
 ) -> None:
     marker = tmp_path / "evil-ran"
     app = _evil_app(tmp_path, marker)
@@ -381,7 +375,7 @@ def test_a_pin_altered_after_signing_is_refused(
     )
     _tamper(lead, altered.to_json())
 
-    refused = _refused_by_executor(admit, _task(foreign), flwr_home=flwr_home, marker=marker)
+    refused = gate.refused(_task(foreign), marker=marker)
 
     assert refused.reason is RunRefusal.UNTRUSTED_PIN
     assert _refusal(altered, lead, fab_hash=fab_sha256(app)) is RunRefusal.UNTRUSTED_PIN
@@ -511,7 +505,7 @@ def test_an_app_upgrade_is_a_pin_amendment_the_lead_signs_and_each_party_accepts
         return result.exit_code, result.output
 
     not_lead = party("sign", "--bundle", str(bank_b.layout.root), "--out", str(tmp_path / "x"))
-    before = _refused_by_executor(
+    before = _refused_by(
         b_executor.admit, _task(build_fab_from_disk(upgraded)), flwr_home=flwr_home
     )
     signed = party(

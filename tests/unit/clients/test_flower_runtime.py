@@ -13,8 +13,8 @@ import inspect
 import flwr
 from flwr.cli.config_utils import get_fab_metadata
 from flwr.cli.install import install_from_fab
-from flwr.common.config import get_fused_config_from_fab
 from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.config import get_fused_config_from_fab
 from flwr.common.constant import ISOLATION_MODE_PROCESS, ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest, AcquireTaskResponse
 from flwr.supercore.constant import TaskType
