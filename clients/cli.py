@@ -416,8 +416,11 @@ def pin_sign(
     allow_plaintext: AllowPlaintextOption = False,
     app: AppOption = None,
 ) -> None:
-    """Lead party: sign an amendment of the app pin (a new app version or new run-config rules)
-    and install it here; hand OUT/pin.json to every other party like the ceremony's files."""
+    """Lead party: sign and install an amendment of the app pin (a new app or new rules).
+
+    Hand OUT/pin.json to every other party like the ceremony's files; each runs `fedrisk party
+    pin accept`, and its executor enforces the new pin from its next run on.
+    """
     try:
         before, signed = _sign_pin(
             load_bundle(bundle),

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +109,7 @@ def _finished(fed: LocalDeployment, run_id: str) -> RunState:
         if state.status.startswith("finished"):
             return state
         time.sleep(gap)
-        gap = min(2 * gap, 8.0)
+        gap = min(2 * gap, 4.0)
     raise TimeoutError(f"run {run_id} did not finish within {RUN_WAIT:.0f}s")
 
 
@@ -146,63 +148,98 @@ def _assert_refused_by_every_party(
         assert f"run {run_id} refused ({reason})" in log.read_text(errors="replace"), party
 
 
-def test_a_foreign_app_submitted_with_only_a_partys_ca_certificate_runs_nowhere(
-    fed: LocalDeployment, foreign_app: Path, markers: Path, tmp_path: Path
-) -> None:
+@dataclass(frozen=True)
+class Attempts:
+    """What the coordinator saw of the three refused runs, submitted at once and awaited together.
+
+    ``foreign``: the foreign app's Flower run id and final state, for ``party-ca`` (someone
+    holding only a party's ``ca.crt``: any party, or whoever copied it) and ``coordinator`` (the
+    coordinator's own connection and credentials). ``forbidden_events`` and
+    ``forbidden_error``: fedrisk's own pinned app submitted by ``fedrisk run`` with
+    ``plaintext = true``, which the pin forbids.
+    """
+
+    foreign: dict[str, tuple[str, RunState]]
+    forbidden_events: list[dict[str, object]]
+    forbidden_error: RunFailedError | None
+
+
+@pytest.fixture(scope="module")
+def attempts(
+    fed: LocalDeployment, foreign_app: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Attempts:
     assert fed.superlink is not None
-    attacker_home = tmp_path / "attacker-flwr-home"
+    attacker_home = tmp_path_factory.mktemp("attacker") / "flwr-home"
     write_flwr_connection(
         attacker_home,
         address=fed.superlink.address,
         root_certificates=fed.bundle(list(fed.bundles)[-1]).layout.ca_certificate,
         name="target",
     )
+    events: list[dict[str, object]] = []
+    error: RunFailedError | None = None
+    fed.plaintext = True
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            forbidden = pool.submit(
+                fed.run, rounds=1, on_event=events.append, round_timeout=60.0, timeout=RUN_WAIT
+            )
+            submitted = {
+                "party-ca": submit_run(
+                    connection="target", flwr_home=attacker_home, run_config={}, app_dir=foreign_app
+                ),
+                "coordinator": submit_run(
+                    connection=CONNECTION_NAME,
+                    flwr_home=fed.workspace / "flwr-home",
+                    run_config={},
+                    app_dir=foreign_app,
+                ),
+            }
+            foreign = {who: (run_id, _finished(fed, run_id)) for who, run_id in submitted.items()}
+            try:
+                forbidden.result()
+            except RunFailedError as e:
+                error = e
+    finally:
+        fed.plaintext = False
+    return Attempts(foreign=foreign, forbidden_events=events, forbidden_error=error)
 
-    run_id = submit_run(
-        connection="target", flwr_home=attacker_home, run_config={}, app_dir=foreign_app
-    )
-    state = _finished(fed, run_id)
+
+def test_a_foreign_app_submitted_with_only_a_partys_ca_certificate_runs_nowhere(
+    fed: LocalDeployment, attempts: Attempts, markers: Path
+) -> None:
+    run_id, state = attempts.foreign["party-ca"]
 
     _assert_refused_by_every_party(fed, run_id, state, reason="foreign-app")
     assert sorted(markers.iterdir()) == []
 
 
 def test_a_foreign_app_submitted_with_the_coordinators_credentials_runs_nowhere(
-    fed: LocalDeployment, foreign_app: Path, markers: Path
+    fed: LocalDeployment, attempts: Attempts, markers: Path
 ) -> None:
-    run_id = submit_run(
-        connection=CONNECTION_NAME,
-        flwr_home=fed.workspace / "flwr-home",
-        run_config={},
-        app_dir=foreign_app,
-    )
-    state = _finished(fed, run_id)
+    run_id, state = attempts.foreign["coordinator"]
 
     _assert_refused_by_every_party(fed, run_id, state, reason="foreign-app")
     assert sorted(markers.iterdir()) == []
 
 
 def test_the_pinned_app_with_a_forbidden_run_config_is_refused_with_its_reason(
-    fed: LocalDeployment,
+    fed: LocalDeployment, attempts: Attempts
 ) -> None:
-    events: list[dict[str, object]] = []
-    fed.plaintext = True  # the pin forbids turning encryption off
-    try:
-        with pytest.raises(RunFailedError, match="config-value") as caught:
-            fed.run(rounds=1, on_event=events.append, round_timeout=60.0, timeout=RUN_WAIT)
-    finally:
-        fed.plaintext = False
+    errors = [
+        str(e["reason"]) for e in attempts.forbidden_events if e.get("event") == "party-error"
+    ]
 
-    errors = [str(e["reason"]) for e in events if e.get("event") == "party-error"]
-    assert len(errors) == 3, events
+    assert attempts.forbidden_error is not None, "a run the pin forbids must fail"
+    assert "config-value" in str(attempts.forbidden_error)
+    assert len(errors) == 3, attempts.forbidden_events
     for party in fed.bundles:
         assert any(f"run refused by party {party} (config-value)" in e for e in errors), errors
     assert all("plaintext must be False; got True" in e for e in errors), errors
-    assert "plaintext" in str(caught.value)
 
 
 def test_the_federations_own_run_still_completes_after_the_refusals(
-    fed: LocalDeployment, markers: Path
+    fed: LocalDeployment, attempts: Attempts, markers: Path
 ) -> None:
     events: list[dict[str, object]] = []
 
