@@ -205,19 +205,17 @@ def attempts(
     return Attempts(foreign=foreign, forbidden_events=events, forbidden_error=error)
 
 
-def test_a_foreign_app_submitted_with_only_a_partys_ca_certificate_runs_nowhere(
-    fed: LocalDeployment, attempts: Attempts, markers: Path
+@pytest.mark.parametrize(
+    "submitter",
+    [
+        pytest.param("party-ca", id="submitted-with-only-a-partys-ca-certificate"),
+        pytest.param("coordinator", id="submitted-with-the-coordinators-credentials"),
+    ],
+)
+def test_a_foreign_app_runs_at_no_party(
+    fed: LocalDeployment, attempts: Attempts, markers: Path, submitter: str
 ) -> None:
-    run_id, state = attempts.foreign["party-ca"]
-
-    _assert_refused_by_every_party(fed, run_id, state, reason="foreign-app")
-    assert sorted(markers.iterdir()) == []
-
-
-def test_a_foreign_app_submitted_with_the_coordinators_credentials_runs_nowhere(
-    fed: LocalDeployment, attempts: Attempts, markers: Path
-) -> None:
-    run_id, state = attempts.foreign["coordinator"]
+    run_id, state = attempts.foreign[submitter]
 
     _assert_refused_by_every_party(fed, run_id, state, reason="foreign-app")
     assert sorted(markers.iterdir()) == []
