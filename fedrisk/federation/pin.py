@@ -2,10 +2,13 @@
 
 The lead party signs an :class:`AppPin` with its Ed25519 key (``fedrisk keys init`` writes it
 beside the key ceremony's hand-outs); every party verifies it against the manifest's lead key at
-``keys accept`` and ``party start``, and the party-side executor calls
-:func:`check_run_against_pin` on every run before it imports or executes any of the run's code.
+``keys accept`` and ``party start``, and the party-side executor checks every run before it
+installs, imports or executes any of the run's code: the FAB's hash first
+(:func:`check_fab_against_pin`), then the merged run config
+(:func:`check_run_config_against_pin`); :func:`check_run_against_pin` does both.
 The coordinator holds no key that can make or change a pin: a new app version means a new pin
-with a higher ``sequence``, signed by the lead and handed out like the ceremony's files.
+with a higher ``sequence``, signed by the lead (``fedrisk party pin sign``) and handed out like
+the ceremony's files (``fedrisk party pin accept``).
 
 What a pin fixes:
 
