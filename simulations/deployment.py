@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.bundle import PartyBundle, load_bundle
-from clients.pinning import create_pin, install_pin, installed_pin
+from clients.pinning import install_pin, installed_pin, issue_pin, load_pin_file
 from clients.supernode import LOG_FILE as SUPERNODE_LOG_FILE
 from clients.supernode import (
     SuperNodeError,
@@ -35,6 +35,7 @@ from clients.supernode import (
 )
 from fedrisk.data.partitions import PartyData
 from fedrisk.data.schema import DatasetSchema, write_schema
+from fedrisk.federation.pin import PIN_FILE
 from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
@@ -257,13 +258,17 @@ def provision_local(
         out_dir=handouts,
         params=he_params or HEParams(),
     )
-    pin = create_pin(
-        lead, allow_plaintext=allow_plaintext, coordinator_workspace=str(workspace.resolve())
+    # The lead signs the app pin beside the ceremony's hand-outs; every other party installs it
+    # from that file, as `keys accept` does. Without it a party's executor refuses every run.
+    issue_pin(
+        lead,
+        out_dir=handouts,
+        allow_plaintext=allow_plaintext,
+        coordinator_workspace=str(workspace.resolve()),
     )
-    install_pin(lead, pin)
     for name, sealed in ceremony.sealed.items():
         receiver = load_bundle(bundles[name])
-        install_pin(receiver, pin)
+        install_pin(receiver, load_pin_file(handouts / PIN_FILE))
         accept_sealed_context(
             sealed.read_bytes(),
             manifest=receiver.manifest,
