@@ -33,6 +33,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 demo: $(STAMP)
+	bash tests/support/ensure_nginx.sh
 	$(BIN)/fedrisk demo
 
 # Each prints a side-by-side ratio; see the README's benchmark section for the latest figures.
