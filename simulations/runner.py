@@ -33,6 +33,7 @@ from fedrisk.release.artifact import (
 )
 from secure_agg.params import HEParams
 from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
+from simulations.baselines import reference_scores, tuned_central
 from simulations.engine import simulation_link
 from simulations.spec import SimulationSpec
 from simulations.workspace import SimWorkspace, prepare_workspace
@@ -88,6 +89,8 @@ class Comparison:
     plaintext: dict[str, float] | None
     centralized: dict[str, float]
     local: list[dict[str, Any]] = field(default_factory=list)
+    reference: dict[str, Any] | None = None
+    """The library reference (:func:`simulations.baselines.reference_scores`), when installed."""
 
 
 def prepare_data(spec: SimulationSpec, *, data_dir: Path | None = None) -> PreparedData:
@@ -222,13 +225,13 @@ def compare(
     y = data.pooled_test[target].to_numpy()
     rng = np.random.default_rng(spec.seed + 1)
     config = default_config(spec.model)
-    central = train_centralized(
+    central = tuned_central(
         data.pooled_train,
         data.pooled_test,
         data.dataset.schema,
-        model_kind=spec.model,
-        config=config,
+        model=spec.model,
         rng=rng,
+        hidden=spec.hidden,
     )
     local: list[dict[str, Any]] = []
     for party in data.parties:
@@ -267,6 +270,9 @@ def compare(
         ),
         centralized={"auc": central.auc, "ks": central.ks},
         local=local,
+        reference=reference_scores(
+            data.pooled_train, data.pooled_test, data.dataset.schema, model=spec.model
+        ),
     )
 
 
