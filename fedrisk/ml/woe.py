@@ -591,10 +591,14 @@ class WoeEncoder:
 
     # ------------------------------------------------------------------ transform
 
-    def bin_indexes(
+    def bins(self, frame: pd.DataFrame) -> list[npt.NDArray[np.intp]]:
+        """Each feature's bin per row of ``frame``, in schema order (the last bin is special)."""
+        self._check_fitted()
+        return self._bin_indexes(*self._frame_inputs(frame))
+
+    def _bin_indexes(
         self, numeric: Mapping[str, FloatArray], codes: Mapping[str, npt.NDArray[np.int64]]
     ) -> list[npt.NDArray[np.intp]]:
-        """Each feature's bin per row (the last index is the special bin)."""
         out: list[npt.NDArray[np.intp]] = []
         for b in self.binnings_:
             spec = self.schema.feature(b.name)
@@ -645,13 +649,13 @@ class WoeEncoder:
         """WOE matrix of ``frame``, shape ``(n, n_features_out)`` (0 for unselected features)."""
         self._check_fitted()
         numeric, codes = self._frame_inputs(frame)
-        return self._encode(self.bin_indexes(numeric, codes), len(frame), all_features=False)
+        return self._encode(self._bin_indexes(numeric, codes), len(frame), all_features=False)
 
     def transform_all(self, frame: pd.DataFrame) -> npt.NDArray[np.float32]:
         """WOE of every feature, selected or not (for the correlation moments)."""
         self._check_fitted()
         numeric, codes = self._frame_inputs(frame)
-        return self._encode(self.bin_indexes(numeric, codes), len(frame), all_features=True)
+        return self._encode(self._bin_indexes(numeric, codes), len(frame), all_features=True)
 
     def transform_records(self, records: Sequence[Mapping[str, object]]) -> npt.NDArray[np.float32]:
         """WOE matrix of plain mappings (parsed JSON requests); missing keys count as missing.
@@ -685,7 +689,7 @@ class WoeEncoder:
                         problems=[f"{spec.name}: record {i} is {type(v).__name__}"],
                     )
             numeric[spec.name] = column
-        return self._encode(self.bin_indexes(numeric, codes), len(records), all_features=False)
+        return self._encode(self._bin_indexes(numeric, codes), len(records), all_features=False)
 
     def reference_row(self) -> dict[str, float | str]:
         """An applicant in every feature's best (highest-WOE) regular bin.
