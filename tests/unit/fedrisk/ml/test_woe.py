@@ -11,7 +11,6 @@ import pytest
 from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
 from fedrisk.decisions.reasons import ReasonCodeTable, ReasonRanker
 from fedrisk.errors import ConfigError
-from fedrisk.ml.training import TrainConfig, train_centralized
 from fedrisk.ml.woe import (
     BinningConfig,
     ScorecardStats,
@@ -19,16 +18,11 @@ from fedrisk.ml.woe import (
     fit_woe_encoder,
     scorecard_statistics,
 )
-from fedrisk.release.artifact import (
-    Lineage,
-    ModelArtifact,
-    artifact_from_pipeline,
-    pipeline_from_artifact,
-    utc_now_iso,
-)
+from fedrisk.release.artifact import ModelArtifact, pipeline_from_artifact
 from secure_agg.aggregation import CkksAggregation
 from secure_agg.keys import generate_context, public_context
 from secure_agg.params import HEParams
+from tests.support.scorecards import bin_points, expected_reasons, reason_costs, scorecard_artifact
 
 SCHEMA = DatasetSchema(
     name="woe-test",
@@ -217,89 +211,49 @@ def test_state_round_trips_and_the_reference_row_sits_in_every_best_bin(fitted: 
 
 
 @pytest.fixture(scope="module")
-def scorecard_artifact(fitted: Fitted) -> ModelArtifact:
-    result = train_centralized(
-        fitted.pooled,
-        fitted.test,
-        SCHEMA,
-        model_kind="scorecard",
-        config=TrainConfig.for_model("scorecard", max_epochs=10, patience=3),
-        rng=np.random.default_rng(0),
-        woe_config=CONFIG,
+def artifact(fitted: Fitted) -> ModelArtifact:
+    return scorecard_artifact(
+        fitted.pooled, SCHEMA, model_id="acard-scorecard", stage="application", woe_config=CONFIG
     )
-    return artifact_from_pipeline(
-        result.pipeline,
-        model_id="acard-scorecard",
-        stage="application",
-        lineage=Lineage(
-            run_id="test",
-            parties=["a", "b", "c"],
-            rounds=0,
-            dataset_fingerprint="test",
-            created_at=utc_now_iso(),
-        ),
-    )
-
-
-def _row_points(artifact: ModelArtifact, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Points of each row's bin per scorecard feature, read from the artifact's table."""
-    assert artifact.points_table is not None
-    encoder = WoeEncoder.from_dict(artifact.preprocessing)
-    features = list(dict.fromkeys(r.feature for r in artifact.points_table))
-    bins = dict(zip(SCHEMA.feature_names, encoder.bins(frame), strict=True))
-    points = np.zeros((len(frame), len(features)))
-    for j, feature in enumerate(features):
-        table = [r.points for r in artifact.points_table if r.feature == feature]
-        points[:, j] = np.asarray(table)[bins[feature]]
-    return points, features
 
 
 def test_points_of_an_applicants_bins_add_up_to_its_score(
-    fitted: Fitted, scorecard_artifact: ModelArtifact
+    fitted: Fitted, artifact: ModelArtifact
 ) -> None:
     # arrange
-    pipeline = pipeline_from_artifact(scorecard_artifact)
+    pipeline = pipeline_from_artifact(artifact)
 
     # act
-    points, features = _row_points(scorecard_artifact, fitted.test)
-    scores = scorecard_artifact.scorecard.score_from_logit(pipeline.decision_function(fitted.test))
+    points, features = bin_points(artifact, fitted.test)
+    scores = artifact.scorecard.score_from_logit(pipeline.decision_function(fitted.test))
 
     # assert: each table entry is rounded to 0.01
-    assert scorecard_artifact.model_kind == "scorecard"
+    assert artifact.model_kind == "scorecard"
     np.testing.assert_allclose(points.sum(axis=1), scores, atol=0.005 * len(features) + 1e-9)
 
 
 def test_reason_codes_are_the_bins_costing_most_points_against_the_best_bin(
-    fitted: Fitted, scorecard_artifact: ModelArtifact
+    fitted: Fitted, artifact: ModelArtifact
 ) -> None:
     # arrange: the ranker exactly as the scoring registry builds it
-    pipeline = pipeline_from_artifact(scorecard_artifact)
+    pipeline = pipeline_from_artifact(artifact)
     ranker = ReasonRanker(
         pipeline.scorer_.logits,
         pipeline.preprocessor_,
-        scorecard_artifact.baseline,
+        artifact.baseline,
         table=ReasonCodeTable.from_schema(SCHEMA),
-        scaling=scorecard_artifact.scorecard,
+        scaling=artifact.scorecard,
         features=SCHEMA.feature_names,
     )
     rows = fitted.test.iloc[:50]
-    points, features = _row_points(scorecard_artifact, rows)
-    best = {
-        f: max(
-            r.points
-            for r in scorecard_artifact.points_table or []
-            if r.feature == f and r.bin != "Missing / other"
-        )
-        for f in features
-    }
+    costs = reason_costs(artifact, rows)
 
     # act
     reasons = ranker.rank_frame(rows)
 
     # assert
-    for i, got in enumerate(reasons):
-        cost = {f: best[f] - points[i, j] for j, f in enumerate(features)}
-        expected = sorted((f for f in features if cost[f] > 0.02), key=lambda f: -cost[f])[:4]
+    for got, cost in zip(reasons, costs, strict=True):
+        expected = expected_reasons(cost)
         assert [r.feature for r in got if r.points > 0.02][: len(expected)] == expected
         for r in got:
             assert r.points == pytest.approx(cost[r.feature], abs=0.011)
