@@ -24,7 +24,17 @@ from fedrisk.ml.metrics import auc, ks
 from fedrisk.ml.pipeline import target_values
 from fedrisk.ml.training import WEIGHT_DECAYS, CentralResult, default_config, train_centralized
 
-__all__ = ["reference_scores", "tuned_central"]
+__all__ = ["TUNING", "reference_scores", "tuned_central"]
+
+TUNING: dict[str, dict[str, object]] = {
+    "lr": {"validation_fraction": 0.2, "patience": 10, "max_epochs": 300},
+    "scorecard": {"validation_fraction": 0.2, "patience": 10, "max_epochs": 300},
+    "mlp": {"validation_fraction": 0.2, "patience": 8},
+}
+"""Early stopping of the tuned baselines. A 10 % validation split of German credit (80 rows) is
+so noisy that its loss stopped an LR after 5 epochs of 3 batches (AUC 0.801 against
+scikit-learn's 0.830); 20 % with a longer patience lets the regularisation, not the noise,
+decide (0.821)."""
 
 
 def tuned_central(
@@ -42,7 +52,7 @@ def tuned_central(
         test,
         schema,
         model_kind=model,
-        config=default_config(model),
+        config=default_config(model).model_copy(update=TUNING[model]),
         rng=rng,
         hidden=hidden,
         weight_decays=WEIGHT_DECAYS[model],

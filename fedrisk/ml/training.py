@@ -132,9 +132,9 @@ def default_config(model_kind: ModelKind) -> TrainConfig:
 
 
 WEIGHT_DECAYS: dict[str, tuple[float, ...]] = {
-    "lr": (0.0, 1e-4, 1e-3, 1e-2),
+    "lr": (0.0, 1e-3, 1e-2, 3e-2),
     "mlp": (0.0, 1e-4, 1e-3),
-    "scorecard": (0.0, 1e-4, 1e-3),
+    "scorecard": (0.0, 1e-3, 1e-2),
 }
 """The regularisation a tuned central baseline chooses from, on its validation split."""
 

@@ -616,10 +616,10 @@ class WoeEncoder:
                 lookup = np.full(len(spec.categories), len(b.woe) - 1, dtype=np.intp)
                 position = {c: i for i, c in enumerate(spec.categories)}
                 for k, group in enumerate(b.groups):
-                    for c in group:
-                        lookup[position[c]] = k
-                c = codes[b.name]
-                out.append(np.where(c >= 0, lookup[np.maximum(c, 0)], len(b.woe) - 1))
+                    for category in group:
+                        lookup[position[category]] = k
+                code = codes[b.name]
+                out.append(np.where(code >= 0, lookup[np.maximum(code, 0)], len(b.woe) - 1))
         return out
 
     def _encode(
@@ -783,7 +783,7 @@ def _woe_correlation(binnings: Sequence[FeatureBinning], cross: FloatArray) -> F
     sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = cov / np.outer(sd, sd)
-    return np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.asarray(np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0), dtype=np.float64)
 
 
 def fit_woe_encoder(
