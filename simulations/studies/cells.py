@@ -32,11 +32,11 @@ from fedrisk.ml.training import (
     train_centralized,
 )
 from fedrisk.release.artifact import pipeline_from_artifact
-from simulations.baselines import tuned_central
 from simulations.runner import (
     EventHandler,
     FederationOutcome,
     PreparedData,
+    central_baseline,
     prepare_data,
     run_federation,
 )
@@ -223,14 +223,7 @@ def evaluate_cell(
     # One generator for every baseline, drawn from in a fixed order: centralized, then each
     # party's early-stopped and per-round models; a cell is reproducible from its seed.
     rng = np.random.default_rng(spec.seed + 1)
-    central = tuned_central(
-        data.pooled_train,
-        data.pooled_test,
-        data.dataset.schema,
-        model=spec.model,
-        rng=rng,
-        hidden=spec.hidden,
-    )
+    central = central_baseline(spec, data, rng=rng)
     central_p = central.pipeline.predict_proba(test)
     curves = {
         "federated": model_curves(y, fed_p, full=True),
