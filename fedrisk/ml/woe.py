@@ -44,6 +44,7 @@ from fedrisk.ml.features import (
     _histogram_index,
     _histogram_range,
     _quantile_cuts,
+    _record_floats,
     _require_columns,
     _series_codes,
     _series_floats,
@@ -674,21 +675,7 @@ class WoeEncoder:
                 assert spec.categories is not None
                 codes[spec.name] = _category_codes(values, spec.categories)
                 continue
-            column = np.empty(len(values), dtype=np.float64)
-            for i, v in enumerate(values):
-                if v is None:
-                    column[i] = math.nan
-                elif isinstance(v, int | float | np.integer | np.floating) and not isinstance(
-                    v, bool
-                ):
-                    column[i] = float(v)
-                else:
-                    raise SchemaError(
-                        f"feature {spec.name} must be a number or null; got "
-                        f"{type(v).__name__} in record {i}",
-                        problems=[f"{spec.name}: record {i} is {type(v).__name__}"],
-                    )
-            numeric[spec.name] = column
+            numeric[spec.name] = _record_floats(values, spec.name)
         return self._encode(self._bin_indexes(numeric, codes), len(records), all_features=False)
 
     def reference_row(self) -> dict[str, float | str]:
