@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrisk.errors import FedRiskError
+from fedrisk.ml.woe import SPECIAL_BIN
 from fedrisk.release.artifact import (
     ARTIFACT_FILE,
     TRUSTED_KEYS_DIR,
@@ -68,7 +69,9 @@ def render_scorecard(artifact: ModelArtifact) -> Table:
     for row in rows:
         totals[row.feature] += row.iv
     current = None
-    for row in rows:
+    # An empty missing bin still scores (an applicant may arrive with the value missing); the
+    # table leaves it out, and --json keeps every row.
+    for row in (r for r in rows if r.count > 0 or r.bin != SPECIAL_BIN):
         first = row.feature != current
         if first and current is not None:
             table.add_section()
