@@ -5,7 +5,10 @@ The protocol of one federated run, all driven from :meth:`EncryptedFedAvg.start`
 1. ``query.stats`` (the statistics hook, before round 1): every connected party validates its
    data, then sends its additive feature statistics, encrypted. The server sums them. Parties
    whose data fails validation refuse with the schema error; they are excluded and the error is
-   surfaced in the progress log.
+   surfaced in the progress log. A model kind that needs more (a scorecard's WOE second
+   moments, :func:`fedrisk.ml.kinds.statistics_passes`) asks again, naming the encrypted sum so
+   far; each answer holds the party's earlier statistics plus the new ones, so the last sum is
+   the run's one statistics sum.
 2. For each round: ``train`` names the encrypted statistics sum and the encrypted global model
    (absent in round 1, when every party starts from the same seeded initialisation). Each party
    decrypts, fits the same preprocessor, trains locally, and answers ``n * weights ++ [n]``
@@ -52,6 +55,7 @@ from flwr.serverapp import Grid
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import FederationConfig
+from fedrisk.ml.kinds import statistics_passes
 from secure_agg.aggregation import VectorAggregation
 from server.coordinator.checkpoints import Checkpoint, CheckpointStore
 from server.coordinator.progress import ProgressLog
@@ -297,6 +301,8 @@ class EncryptedFedAvg:
             state = RunState(
                 round=0, enc_stats=enc_stats, enc_global=None, history=(), roster=answers.roster
             )
+            for stats_pass in range(2, statistics_passes(self.config.model) + 1):
+                state = self._statistics_pass(grid, state, stats_pass, timeout=timeout)
         else:
             state = RunState(
                 round=resumed.round,
@@ -311,6 +317,24 @@ class EncryptedFedAvg:
             refused=sorted(state.roster.refused.values()),
         )
         return state
+
+    def _statistics_pass(
+        self, grid: Grid, state: RunState, stats_pass: int, *, timeout: float
+    ) -> RunState:
+        """Ask the parties again, naming the statistics sum so far; the new sum replaces it."""
+        phase = f"statistics pass {stats_pass}"
+        summed = self._summed_wave(
+            grid,
+            state,
+            self._wave(proto.MSG_STATS, state, 0, ConfigRecord(), enc_global=None),
+            self._sample(grid, state, fraction=1.0),
+            key=proto.ENC_STATS,
+            phase=phase,
+            timeout=timeout,
+        )
+        return replace(
+            state, enc_stats=summed.total, roster=summed.answers.roster, held=summed.held
+        )
 
     def run_round(
         self,
