@@ -30,6 +30,8 @@ from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from server.scoring.audit import AuditChain, audited_transaction, utc_now
+from server.scoring.db.engine import make_engine
+from server.scoring.db.migrate import upgrade_database
 from server.scoring.db.tables import api_keys
 from server.scoring.errors import InvalidInputError, NotFoundError
 
@@ -304,7 +306,7 @@ class KeyVerifier:
         self._limiter = anyio.CapacityLimiter(2)
 
     async def authenticate(self, presented: str) -> Principal | None:
-        """The principal of ``presented``, or None for a malformed, unknown, wrong or revoked key."""
+        """The principal of ``presented``; None for a malformed, unknown, wrong or revoked key."""
         digest = hashlib.sha256(presented.encode()).digest()
         cached = self._cache.get(digest)
         now = self._clock()
@@ -332,3 +334,17 @@ def create_key(engine: Engine, *, role: Role, name: str, actor: str) -> NewKey:
     new = generate_key(role=role, name=name)
     audited_transaction(engine, lambda c, ch: store_key(c, ch, new, actor=actor))
     return new
+
+
+def create_keys_at(db_url: str, names: dict[Role, str], *, actor: str) -> dict[Role, str]:
+    """One new key per role of ``names`` (role -> key name) in the database at ``db_url``,
+    migrated first; returns role -> key (shown to the caller once)."""
+    engine = make_engine(db_url)
+    try:
+        upgrade_database(engine)
+        return {
+            role: create_key(engine, role=role, name=name, actor=actor).key
+            for role, name in names.items()
+        }
+    finally:
+        engine.dispose()

@@ -10,8 +10,9 @@ The lead mounts these into the ``fedrisk`` CLI::
 ``python -m server.scoring`` runs :data:`cli` (the same commands) on its own. The ``models`` and
 ``serve keys`` commands change the database directly, in one transaction with their audit
 record; a running service picks a model change up within a second, and stops accepting a revoked
-key once its cached verification expires (``FEDRISK_API_KEY_CACHE_SECONDS``, 10 s by default). The database, registry and web-server modules are
-imported inside the commands, so ``--help`` and a refused option answer at once.
+key once its cached verification expires (``FEDRISK_API_KEY_CACHE_SECONDS``, 10 s by default).
+The database, registry and web-server modules are imported inside the commands, so ``--help``
+and a refused option answer at once.
 """
 
 from __future__ import annotations

@@ -16,10 +16,9 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from server.scoring.apikeys import Role, create_key
+from server.scoring.apikeys import Role, create_keys_at
 from server.scoring.audit import utc_now
-from server.scoring.db.engine import default_db_url, make_engine
-from server.scoring.db.migrate import upgrade_database
+from server.scoring.db.engine import default_db_url
 from server.scoring.settings import Settings
 from server.scoring.writer import DecisionWrite, GroupCommitWriter
 from tests.support.artifacts import TrainedModel, application_body, features_of
@@ -49,15 +48,7 @@ def service_settings(registry: Path, **overrides: Any) -> Settings:
 
 def create_keys(db_url: str, roles: tuple[Role, ...] = tuple(Role)) -> dict[Role, str]:
     """One new API key per role in the (migrated) database at ``db_url``, named ``test-<role>``."""
-    engine = make_engine(db_url)
-    try:
-        upgrade_database(engine)
-        return {
-            role: create_key(engine, role=role, name=f"test-{role.value}", actor="tests").key
-            for role in roles
-        }
-    finally:
-        engine.dispose()
+    return create_keys_at(db_url, {role: f"test-{role.value}" for role in roles}, actor="tests")
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -129,8 +120,9 @@ def start_server(
 
     The service gets the test identifier key through ``FEDRISK_IDENTIFIER_KEY`` (``env`` may
     override it), and one API key for each of ``roles`` in its database first (none for an
-    empty tuple: the server then starts only with ``--insecure-dev``). The PID is tracked in ``processes`` (stopped at teardown even on failure) when
-    given; otherwise the caller must call :meth:`ScoringServer.stop`.
+    empty tuple: the server then starts only with ``--insecure-dev``). The PID is tracked in
+    ``processes`` (stopped at teardown even on failure) when given; otherwise the caller must
+    call :meth:`ScoringServer.stop`.
     """
     port = free_port()
     db = db_url or f"sqlite:///{workdir / 'scoring.db'}"

@@ -13,9 +13,9 @@ from fastapi.responses import StreamingResponse
 
 from server.scoring import store
 from server.scoring.access import requires
-from server.scoring.apikeys import Role
 from server.scoring.api.routing import ERRORS, new_router
 from server.scoring.api.uploads import spool_upload
+from server.scoring.apikeys import Role
 from server.scoring.batch import BatchPlan, plan_batch, prefetched, stream_batch
 from server.scoring.context import ServiceContext
 from server.scoring.deps import ServiceDep, stage_of_path

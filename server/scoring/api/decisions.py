@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from server.scoring import store
 from server.scoring.access import requires
-from server.scoring.apikeys import Role
 from server.scoring.api.routing import ERRORS, new_router
+from server.scoring.apikeys import Role
 from server.scoring.deps import ServiceDep
 from server.scoring.payloads import (
     ApplicationRequest,

@@ -12,10 +12,10 @@ from starlette.datastructures import UploadFile
 
 from server.scoring import store
 from server.scoring.access import requires
-from server.scoring.apikeys import Role
 from server.scoring.api.routing import ERRORS, new_router
 from server.scoring.api.stages import stage_out
 from server.scoring.api.uploads import content_type, read_form
+from server.scoring.apikeys import Role
 from server.scoring.context import ServiceContext
 from server.scoring.deps import ServiceDep
 from server.scoring.errors import ConflictError, InvalidInputError

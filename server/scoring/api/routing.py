@@ -1,4 +1,4 @@
-"""What every router of the scoring API shares: the guarded route class and the documented errors."""
+"""What every router of the scoring API shares: the guarded route class, the documented errors."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import logging
 
 from server.scoring import store
 from server.scoring.access import requires
-from server.scoring.apikeys import Role
 from server.scoring.api.routing import ERRORS, new_router
+from server.scoring.apikeys import Role
 from server.scoring.deps import ServiceDep, stage_of_path
 from server.scoring.errors import ConflictError
 from server.scoring.payloads import RollbackRequest, StageOut

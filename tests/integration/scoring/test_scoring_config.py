@@ -1,4 +1,5 @@
-"""Service configuration: policy and rule files, settings validation, identifier key (in-process)."""
+"""Service configuration: policy and rule files, settings validation, identifier key
+(in-process)."""
 
 from __future__ import annotations
 
