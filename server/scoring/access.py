@@ -112,7 +112,6 @@ async def authorize(request: Request, required: Access) -> Principal | None:
             status_code=403,
             detail=f"role must cover {required.value} for this route; got {principal.role.value}",
         )
-    request.state.principal = principal
     if required in AUDITED_ROLES:
         await record_access(ctx, principal, request)
     return principal

@@ -15,6 +15,7 @@ Roles
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -285,9 +286,12 @@ class KeyVerifier:
     argon2 costs ~0.1 s of CPU by design, which would cap the decision endpoint at a few requests
     per second per core. A verified key is cached under the SHA-256 of the key (a fast hash is
     enough for 256 random bits), so only the first request of a key within ``cache_seconds``
-    pays. Failed keys are not cached; instead at most two verifications run at once, so a flood
-    of wrong keys cannot take more than two threads from the requests that carry good ones. A
-    malformed key or an unknown key id is refused without hashing anything.
+    pays. Requests that miss the cache together for the same key share one verification (a
+    busy origination system sends many at once when the entry expires; each doing its own
+    argon2 put multi-second stalls into the p99). Failed keys are not cached; instead at most
+    two verifications run at once, so a flood of wrong keys cannot take more than two threads
+    from the requests that carry good ones. A malformed key or an unknown key id is refused
+    without hashing anything.
     """
 
     def __init__(
@@ -303,6 +307,7 @@ class KeyVerifier:
         self._max_entries = max_entries
         self._clock = clock
         self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._checking: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._limiter = anyio.CapacityLimiter(2)
 
     async def authenticate(self, presented: str) -> Principal | None:
@@ -314,7 +319,22 @@ class KeyVerifier:
             return cached[0]
         if key_id_of(presented) is None:
             return None
-        principal = await anyio.to_thread.run_sync(self._check, presented, limiter=self._limiter)
+        running = self._checking.get(digest)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        self._checking[digest] = future
+        try:
+            principal = await anyio.to_thread.run_sync(
+                self._check, presented, limiter=self._limiter
+            )
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved here: no "never retrieved" warning without waiters
+            raise
+        finally:
+            del self._checking[digest]
+        future.set_result(principal)
         if principal is None:
             self._cache.pop(digest, None)
         elif self._cache_seconds > 0:

@@ -371,7 +371,19 @@ def test_a_verified_key_is_cached_until_its_time_is_up(tmp_path: Path) -> None:
         principal = await verifier.authenticate(key)
         return None if principal is None else principal.role
 
-    # act
+    async def together() -> list[Role | None]:
+        results: list[Role | None] = []
+
+        async def one() -> None:
+            results.append(await check())
+
+        async with anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(one)
+        return results
+
+    # act: eight requests miss the cache at once and share one verification
+    concurrent = anyio.run(together)
     first = anyio.run(check)
     audited_transaction(
         engine, lambda c, ch: revoke_key(c, ch, key_id=str(key_id_of(key)), actor="tests")
@@ -382,4 +394,5 @@ def test_a_verified_key_is_cached_until_its_time_is_up(tmp_path: Path) -> None:
     engine.dispose()
 
     # assert: the revocation takes effect when the cached verification runs out
+    assert concurrent == [Role.SCORING] * 8
     assert (first, cached, expired) == (Role.SCORING, Role.SCORING, None)
