@@ -26,8 +26,11 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	bash tests/support/ensure_postgres.sh
+	bash tests/support/ensure_nginx.sh
 	$(MAKE) lint
-	$(BIN)/python -m pytest
+	# Two workers, one module per work unit (tests/conftest.py): the federation tests spend much
+	# of their time waiting on Flower processes, so two at once fill the two cores.
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 demo: $(STAMP)
 	$(BIN)/fedrisk demo

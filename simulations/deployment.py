@@ -61,7 +61,9 @@ class LocalDeployment:
     supernodes: dict[str, SuperNodeProcess] = field(default_factory=dict)
     plaintext: bool = False
     superlink_port: int | None = None
-    """The SuperLink's port once started; a restart reuses it so SuperNodes find it again."""
+    """The parties' port once started; a restart reuses it so SuperNodes find it again."""
+    fleet_proxy: bool = False
+    """Put the Fleet-API proxy in front of the SuperLink, as ``fedrisk server start`` does."""
 
     @property
     def lead(self) -> str:
@@ -80,14 +82,18 @@ class LocalDeployment:
         limit, reconnect to the same address), or a free one the first time. Registering again
         is idempotent.
         """
-        self.superlink = start_superlink(self.workspace, port=port or self.superlink_port)
-        self.superlink_port = self.superlink.port
+        self.superlink = start_superlink(
+            self.workspace, port=port or self.superlink_port, fleet_proxy=self.fleet_proxy
+        )
+        self.superlink_port = self.superlink.fleet_port
         register_supernodes(self.workspace)
         return self.superlink
 
     def kill_superlink(self) -> None:
         """Crash the SuperLink with everything it started (SuperExec, ServerApp): SIGKILL."""
         if self.superlink is not None:
+            if self.superlink.proxy is not None:
+                _crash(self.superlink.proxy.pid, self.superlink.proxy.process)
             _crash(self.superlink.pid, self.superlink.process)
             self.superlink = None
 
@@ -100,7 +106,7 @@ class LocalDeployment:
         runtime = prepare_party_runtime(
             bundle, train=train, test=test, release_dir=self.release_dir
         )
-        node = start_supernode(bundle, runtime, superlink=self.superlink.address)
+        node = start_supernode(bundle, runtime, superlink=self.superlink.fleet_address)
         self.supernodes[party] = node
         return node
 
@@ -297,11 +303,16 @@ def running_federation(
     schema: DatasetSchema,
     parties: Sequence[PartyData],
     allow_plaintext: bool = False,
+    fleet_proxy: bool = False,
 ) -> Iterator[LocalDeployment]:
-    """Provision, start the SuperLink and every SuperNode; stop them all on exit."""
+    """Provision, start the SuperLink and every SuperNode; stop them all on exit.
+
+    ``fleet_proxy`` puts nginx on the parties' address, as ``fedrisk server start`` does.
+    """
     deployment = provision_local(
         root, schema=schema, parties=parties, allow_plaintext=allow_plaintext
     )
+    deployment.fleet_proxy = fleet_proxy
     try:
         deployment.start_superlink()
         for party in parties:
