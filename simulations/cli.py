@@ -78,8 +78,8 @@ COMMANDS: Final[dict[str, CommandEntry]] = {
         "coordinator",
     ),
     "serve": CommandEntry(
-        "server.scoring.cli:serve",
-        "Run the scoring service (FastAPI on uvicorn; OpenAPI docs at /docs).",
+        "server.scoring.cli:serve_app",
+        "Run the scoring service (FastAPI on uvicorn; every route but /healthz needs an API key).",
         "lender",
     ),
     "audit": CommandEntry("server.scoring.cli:audit_app", "Audit-log tools.", "lender"),

@@ -1,15 +1,18 @@
-"""Command-line entry points of the scoring service: ``serve``, ``audit …`` and ``models …``.
+"""Command-line entry points of the scoring service: ``serve`` (and ``serve keys …``),
+``audit …`` and ``models …``.
 
 The lead mounts these into the ``fedrisk`` CLI::
 
-    app.command("serve")(serve)
+    app.add_typer(serve_app, name="serve")
     app.add_typer(audit_app, name="audit")
     app.add_typer(models_app, name="models")
 
-``python -m server.scoring`` runs :data:`cli` (the same commands) on its own. The ``models``
-commands change the database directly, in one transaction with their audit record; a running
-service picks the change up within a second. The database, registry and web-server modules are
-imported inside the commands, so ``--help`` and a refused option answer at once.
+``python -m server.scoring`` runs :data:`cli` (the same commands) on its own. The ``models`` and
+``serve keys`` commands change the database directly, in one transaction with their audit
+record; a running service picks a model change up within a second, and stops accepting a revoked
+key once its cached verification expires (``FEDRISK_API_KEY_CACHE_SECONDS``, 10 s by default).
+The database, registry and web-server modules are imported inside the commands, so ``--help``
+and a refused option answer at once.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ audit_app = typer.Typer(help="Audit-log tools.", no_args_is_help=True)
 models_app = typer.Typer(
     help="Model registry: list, register, promote, roll back.", no_args_is_help=True
 )
+keys_app = typer.Typer(
+    help="API keys of the service: create (shown once), list, revoke.", no_args_is_help=True
+)
+serve_app = typer.Typer(
+    help="Run the scoring service (FastAPI on uvicorn; every route but /healthz needs an API key).",
+    invoke_without_command=True,
+)
+serve_app.add_typer(keys_app, name="keys")
 cli = typer.Typer(help="fedrisk scoring service.", no_args_is_help=True)
 
 RegistryOpt = Annotated[Path, typer.Option("--registry", help="Model registry directory")]
@@ -143,8 +154,12 @@ def _default(field: str) -> str:
     return f"default {Settings.model_fields[field].default}; env {ENV_PREFIX}{field.upper()}"
 
 
+@serve_app.callback()
 def serve(
-    registry: RegistryOpt,
+    ctx: typer.Context,
+    registry: Annotated[
+        Path | None, typer.Option("--registry", help="Model registry directory (required)")
+    ] = None,
     db: DbOpt = None,
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
@@ -191,15 +206,28 @@ def serve(
             "IDENTIFIER_KEY is unset (local trials and tests; never in production)",
         ),
     ] = False,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-dev",
+            help="Serve requests without an API key as admin, and start without any key "
+            "(a local trial only; every request is logged with a warning)",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
-    """Run the scoring service (FastAPI on uvicorn; OpenAPI docs at /docs).
+    """Run the scoring service (FastAPI on uvicorn; every route but /healthz needs an API key).
 
     Needs FEDRISK_IDENTIFIER_KEY (the key that hashes applicant identifiers) unless
-    --development; FEDRISK_ADMIN_TOKEN guards the management endpoints. Every setting can also
-    come from a FEDRISK_<NAME> variable; a flag given here wins.
+    --development, and at least one API key (`serve keys create`) unless --insecure-dev. Keys
+    are sent as `Authorization: Bearer <key>`; the OpenAPI description is at /openapi.json.
+    Every setting can also come from a FEDRISK_<NAME> variable; a flag given here wins.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if registry is None:
+        raise _fail("--registry is required to serve")
     settings = _settings(
         registry_dir=registry,
         db_url=db,
@@ -212,7 +240,9 @@ def serve(
         graph_ring_size=graph_ring_size,
         graph_hub_degree=graph_hub_degree,
         development=development or None,
+        insecure_dev=insecure_dev or None,
     )
+    _check_api_keys(settings)
     import uvicorn
 
     from server.scoring.app import create_app
@@ -230,6 +260,83 @@ def serve(
         http="auto",  # httptools when installed
         timeout_graceful_shutdown=10,
     )
+
+
+def _check_api_keys(settings: Settings) -> None:
+    """Refuse to start, with a plain message, when no key is stored (and not --insecure-dev)."""
+    from server.scoring.startup import require_api_keys
+
+    engine = _engine(settings.db_url, settings.registry_dir)
+    try:
+        _run(lambda: require_api_keys(engine, settings))
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="scoring, viewer, risk_officer or admin")],
+    name: Annotated[str, typer.Option("--name", help="Who or what holds the key (recorded)")],
+    db: DbOpt = None,
+    registry: RegistryForDbOpt = None,
+    actor: ActorOpt = "cli",
+) -> None:
+    """Create a key and print it once on stdout (only its argon2 hash is stored)."""
+    from server.scoring.apikeys import create_key, role_named
+
+    chosen = _run(lambda: role_named(role))
+    engine = _engine(db, registry)
+    try:
+        new = _run(lambda: create_key(engine, role=chosen, name=name, actor=actor))
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"created key {new.info.key_id} ({new.info.role.value}, {new.info.name!r}); "
+        "store it now, it is not shown again:",
+        err=True,
+    )
+    typer.echo(new.key)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOpt = None, registry: RegistryForDbOpt = None) -> None:
+    """Every key: id, role, name, created, active or revoked (never the key)."""
+    from server.scoring.apikeys import list_keys
+
+    engine = _engine(db, registry)
+    try:
+        with engine.connect() as connection:
+            keys = list_keys(connection)
+    finally:
+        engine.dispose()
+    for info in keys:
+        state = "active" if info.active else f"revoked {info.revoked_at}"
+        typer.echo(
+            f"{info.key_id}\t{info.role.value}\t{info.name}\tcreated {info.created_at}\t{state}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id, as `serve keys list` shows it")],
+    db: DbOpt = None,
+    registry: RegistryForDbOpt = None,
+    actor: ActorOpt = "cli",
+) -> None:
+    """Revoke a key (a running service refuses it once its cached check expires)."""
+    from server.scoring.apikeys import revoke_key
+    from server.scoring.audit import audited_transaction
+
+    engine = _engine(db, registry)
+    try:
+        info = _run(
+            lambda: audited_transaction(
+                engine, lambda c, ch: revoke_key(c, ch, key_id=key_id, actor=actor)
+            )
+        )
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked key {info.key_id} ({info.role.value}, {info.name!r}) at {info.revoked_at}")
 
 
 def _audit_files(
@@ -526,6 +633,6 @@ def models_stop_challenger(
     typer.echo(f"[{a.stage}] challenger stopped; champion={a.champion_id}")
 
 
-cli.command("serve")(serve)
+cli.add_typer(serve_app, name="serve")
 cli.add_typer(audit_app, name="audit")
 cli.add_typer(models_app, name="models")

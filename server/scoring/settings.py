@@ -1,7 +1,7 @@
 """Configuration of the scoring service: one pydantic-settings model, parsed once at start-up.
 
 Every environment variable the service reads is read here, as ``FEDRISK_<FIELD>`` (for example
-``FEDRISK_IDENTIFIER_KEY``, ``FEDRISK_ADMIN_TOKEN``, ``FEDRISK_DB_URL``). Values passed to the
+``FEDRISK_IDENTIFIER_KEY``, ``FEDRISK_DB_URL``, ``FEDRISK_INSECURE_DEV``). Values passed to the
 constructor (the ``serve`` command's flags, or a test) take precedence over the environment.
 """
 
@@ -69,8 +69,13 @@ class Settings(BaseSettings):
         Pending decision writes allowed before the service answers 503.
     batch_chunk_rows
         Rows read, scored and streamed back per chunk of a batch upload.
-    admin_token
-        When set, model-management and review endpoints need ``Authorization: Bearer <token>``.
+    api_key_cache_seconds
+        How long a verified API key is trusted without checking the database again (the longest
+        a revoked key keeps working in a running service); 0 checks every request.
+    insecure_dev
+        Serve requests without an API key as an admin, and start without any key stored; every
+        request is logged with a warning. A local trial only. A key that is sent is still
+        checked.
     development
         Development or test run: without ``identifier_key`` the built-in development key is used
         (with a warning). Never set it in production.
@@ -117,7 +122,8 @@ class Settings(BaseSettings):
     graph_hub_degree: int = Field(default=50, ge=2)
     write_queue: int = Field(default=10_000, ge=1)
     batch_chunk_rows: int = Field(default=65_536, ge=1, le=10_000_000)
-    admin_token: SecretStr | None = None
+    api_key_cache_seconds: float = Field(default=10.0, ge=0.0, le=300.0)
+    insecure_dev: bool = False
     development: bool = False
     audit_key_path: Path | None = None
     audit_checkpoint_path: Path | None = None
