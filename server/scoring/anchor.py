@@ -465,6 +465,16 @@ class AuditAnchor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The key that verifies this anchor's checkpoints."""
+        return self._key.public_key()
+
+    def signed_checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint this service has exported, each signature and link checked (blocking
+        file read: call it off the event loop)."""
+        return read_checkpoints(self.checkpoint_path, self.public_key)
+
     # -- building ----------------------------------------------------------------------------
     @classmethod
     def open(

@@ -379,6 +379,11 @@ class GroupCommitWriter:
             raise pending.error
         return pending.result
 
+    @property
+    def anchor(self) -> AuditAnchor | None:
+        """What signs and exports checkpoints of this writer's chain (None: unanchored)."""
+        return self._anchor
+
     def close(self, *, timeout: float = 30.0) -> None:
         """Write what is queued, then stop."""
         if self._closed:

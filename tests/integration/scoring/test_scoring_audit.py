@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,12 @@ def test_rewrite_and_rehash_attack_is_named_by_the_signed_checkpoints(
                 for i in range(12, 16):
                     body = application(trained, i)
                     assert client.post("/v1/applications/decision", json=body).status_code == 200
+                # the service's own check reads its signed checkpoints too; one that covers the
+                # flipped record is signed within a second (bounded wait)
+                deadline = time.monotonic() + 30
+                while (report := client.get("/v1/audit/verify").json())["ok"]:
+                    assert time.monotonic() < deadline, report
+                    time.sleep(0.2)
             server.stop()
             log = server.log()
 
@@ -204,6 +211,8 @@ def test_rewrite_and_rehash_attack_is_named_by_the_signed_checkpoints(
     )
     start = int(anchored.stdout.split("rewrite starts in records ")[1].split("..")[0])
     assert start <= flipped <= named
+    assert f"record {report['first_broken']} differs from signed checkpoint" in report["problem"]
+    assert flipped <= report["first_broken"] <= named
     # the running service noticed the database no longer continued its head
     assert "does not continue the last signed head" in log
     # every checkpoint reached the webhook (one retry), and that copy reveals the attack too
