@@ -285,7 +285,7 @@ def pace_supernode_loop(pacer: PacedSleep) -> None:
             pacer.saw_message()
         return run_id
 
-    supernode_loop.time = pacer  # type: ignore[assignment]
+    supernode_loop.time = pacer  # type: ignore[attr-defined,assignment]
     supernode_loop._pull_and_store_message = pull_and_note
 
 
@@ -300,7 +300,6 @@ if __name__ == "__main__":
     # python -m clients.flower_runtime flower-supernode ARGS...
     if sys.argv[1:2] != ["flower-supernode"]:
         raise SystemExit(
-            "usage: python -m clients.flower_runtime flower-supernode ARGS; "
-            f"got {sys.argv[1:2]}"
+            f"usage: python -m clients.flower_runtime flower-supernode ARGS; got {sys.argv[1:2]}"
         )
     run_paced_supernode(sys.argv[2:])
