@@ -377,7 +377,9 @@ class EncryptedFedAvg:
         self.progress.emit("round-start", round=rnd, rounds=rounds)
 
         sent_to = self._sample(grid, state, fraction=self.config.fraction)
-        evaluating = state.enc_global is not None  # round 1 starts from the seeded model
+        # The model this round starts from is evaluated with it, unless there is none (round 1
+        # starts from the seeded model) or it was already (a checkpoint from before the fold).
+        evaluating = _awaits_evaluation(state)
         waves = [
             (
                 self._wave(
@@ -434,7 +436,7 @@ class EncryptedFedAvg:
     ) -> tuple[RunState, list[RoundOutcome]]:
         """After the last round: every party evaluates the final model, and the metrics party
         decrypts the round before's pooled histograms (nothing to do when resumed past it)."""
-        if not state.pending or "eval_parties" in state.pending[-1]:
+        if not _awaits_evaluation(state):
             return state, []
         wave = self._wave(
             proto.MSG_EVALUATE, state, state.round, evaluate_config, enc_global=state.enc_global
@@ -753,6 +755,11 @@ class EncryptedFedAvg:
 
 def _message(content: RecordDict, node: int, message_type: str) -> Message:
     return Message(content=content, message_type=message_type, dst_node_id=node)
+
+
+def _awaits_evaluation(state: RunState) -> bool:
+    """Whether the last trained round's model is still to be evaluated."""
+    return bool(state.pending) and "eval_parties" not in state.pending[-1]
 
 
 def _metrics_of(reply: Message) -> tuple[float, float] | None:

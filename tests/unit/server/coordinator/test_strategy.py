@@ -406,12 +406,8 @@ def test_parties_outside_the_sample_only_evaluate_in_the_same_exchange(
     assert kinds == [proto.MSG_STATS, proto.MSG_TRAIN, proto.MSG_EVALUATE]
     assert first["auc"] == pytest.approx(1 + 2 + 3 + 4, abs=TOL)
     assert second["auc"] == pytest.approx(1 + 2 + 3 + 4, abs=TOL)
-    np.testing.assert_allclose(
-        decrypted_model(crypto, result),
-        oracle([parties[:3], [parties[0], parties[1], parties[3]]]),
-        rtol=0,
-        atol=TOL,
-    )
+    expected = oracle([parties[:3], [parties[0], parties[1], parties[3]]])
+    np.testing.assert_allclose(decrypted_model(crypto, result), expected, rtol=0, atol=TOL)
 
 
 def test_metrics_party_dropping_out_of_a_round_is_replaced_by_a_metrics_query(
@@ -433,3 +429,24 @@ def test_metrics_party_dropping_out_of_a_round_is_replaced_by_a_metrics_query(
     assert len(queries) == 2  # round 1's (in round 3) and round 2's (in the final evaluation)
     assert result.history[0]["auc"] == pytest.approx(1 + 2 + 3 + 4, abs=TOL)
     assert result.history[1]["auc"] == pytest.approx(2 + 3 + 4, abs=TOL)
+
+
+def test_resume_from_a_checkpoint_with_nothing_pending_trains_on(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    # Arrange: a finished one-round run; its last checkpoint has every round complete and
+    # nothing pending, as checkpoints written before evaluation was folded into rounds.
+    parties = make_parties(crypto, 3)
+    run(summer, tmp_path, parties, rounds=1)
+    checkpoint = CheckpointStore(tmp_path / "checkpoints").latest()
+    assert checkpoint is not None and checkpoint.pending == []
+    assert checkpoint.enc_pooled_hist is None
+
+    # Act: the run extended to three rounds, resumed.
+    resumed = run(summer, tmp_path, make_parties(crypto, 3), rounds=3, resume=True)
+
+    # Assert: round 1 is not evaluated again; rounds 2 and 3 are trained, evaluated, released.
+    assert [h["round"] for h in resumed.history] == [1, 2, 3]
+    assert sorted(resumed.metrics) == [2, 3]
+    expected = oracle([parties] * 3)
+    np.testing.assert_allclose(decrypted_model(crypto, resumed), expected, rtol=0, atol=TOL)
