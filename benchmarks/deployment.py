@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -206,7 +207,9 @@ def measure_run(fed: LocalDeployment, *, encrypted: bool, rounds: int, seed: int
         seconds_per_round=_mean([e["seconds"] for e in round_events]),
         round_seconds=[e["seconds"] for e in round_events],
         start_to_first_round=starts[1] - submitted,
-        release_seconds=released["time"] - round_events[-1]["time"],
+        # After the last round's exchange: the final evaluation, then the release (which
+        # also brings the last round's metrics, so the last "round" event comes with it).
+        release_seconds=released["time"] - starts[rounds] - round_events[-1]["seconds"],
         bytes_up_per_party=_mean([e["bytes_up_per_party"] for e in round_events]),
         final_auc=round_events[-1]["auc"],
         dispatch={k: _mean(v) for k, v in dispatch.items()},
@@ -397,11 +400,11 @@ def main() -> None:
         "sim s/round",
         "deploy/sim",
         "start→round 1 s",
-        "release s",
+        "final eval + release s",
         "train dispatch s",
         "ClientApp train s",
-        "evaluate s",
-        "metrics s",
+        "ClientApp evaluate s",
+        "ClientApp release s",
         "KB up/party",
         "AUC",
     ):
@@ -422,7 +425,7 @@ def main() -> None:
             _fmt(r.dispatch.get("train", float("nan"))),
             _fmt(r.clientapp.get("train", float("nan"))),
             _fmt(r.clientapp.get("evaluate", float("nan"))),
-            _fmt(r.clientapp.get("query.metrics", float("nan"))),
+            _fmt(r.clientapp.get("query.release", float("nan"))),
             f"{r.bytes_up_per_party / 1024:.0f}",
             f"{r.final_auc:.4f}",
         )
@@ -461,8 +464,17 @@ def main() -> None:
         f"ClientApp train span ({', '.join(_fmt(t) for t in train_spans)} s) against the cold "
         f"start a fresh process would add ({per_message:.1f} s)."
     )
+    # The machine is shared: a load far above its cores slows every number above alike.
+    load = os.getloadavg()
+    console.print(
+        f"load average at the end (1, 5, 15 min): {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}"
+    )
     if args.json:
-        payload = {"runs": [r.__dict__ for r in runs], "party_breakdown": breakdown}
+        payload = {
+            "runs": [r.__dict__ for r in runs],
+            "party_breakdown": breakdown,
+            "load_average": list(load),
+        }
         args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 

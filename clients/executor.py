@@ -40,7 +40,7 @@ from clients.flower_runtime import (
     is_load_error,
     load_client_app,
 )
-from clients.party import load_party_config, warm_up
+from clients.party import PartyConfig, load_party_config, warm_up
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.processes import is_alive
 
@@ -205,6 +205,21 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-monitor", daemon=True).start()
 
 
+def _warm_up_beside(config: PartyConfig, *, started: float) -> None:
+    """Run ``warm_up(config)`` in a thread; a failure is logged (tasks then refuse by
+    themselves, with the same error)."""
+
+    def warm() -> None:
+        try:
+            warm_up(config)
+        except FedRiskError as e:
+            log.error("warm-up failed: %s", e)
+            return
+        log.info("executor warm in %d ms", round((time.perf_counter() - started) * 1000))
+
+    threading.Thread(target=warm, name="warm-up", daemon=True).start()
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m clients.executor",
@@ -236,9 +251,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     import clients.clientapp  # noqa: F401 - imported before the first task: that is the point
 
     if args.party_config is not None:
-        warm_up(load_party_config(args.party_config))
+        # Beside the first tasks, not before them: the statistics query needs no torch, so it
+        # is answered while torch loads, and the run's start does not wait for the warm-up.
+        _warm_up_beside(load_party_config(args.party_config), started=started)
     log.info(
-        "executor warm in %d ms; serving %s",
+        "executor ready in %d ms; serving %s",
         round((time.perf_counter() - started) * 1000),
         args.runtime_api_address,
     )
