@@ -248,7 +248,7 @@ class EncryptedFedAvg:
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
     ) -> FederationResult:
-        """Run the statistics phase, the rounds (checkpointed), then the release.
+        """Run the statistics phase, the rounds (checkpointed), the final evaluation, the release.
 
         Parameters
         ----------
