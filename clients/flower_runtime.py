@@ -27,17 +27,19 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flwr.app import Context, Message
 from flwr.app.error import Error
+from flwr.cli.config_utils import get_fab_metadata
 from flwr.cli.install import install_from_fab
 from flwr.clientapp import ClientApp
 from flwr.clientapp.client_app import LoadClientAppError
 from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.config import get_fused_config_from_fab
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest
 from flwr.supercore.constant import TaskType
@@ -48,6 +50,7 @@ from flwr.supercore.interceptors import (
     SuperExecAuthHttpInterceptor,
 )
 from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.run import Run
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode import start_client_internal as supernode_loop
 from flwr.supernode.cli import flower_supernode
@@ -80,7 +83,10 @@ class TaskInput:
     fab_id: str
     fab_version: str
     fab_hash: str
-    fab_content: bytes
+    """The hash the SuperLink states for the FAB: a label, never trusted."""
+    fab_content: bytes = field(repr=False)
+    override_config: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+    """The run's own overrides of the FAB's run-config defaults, as submitted."""
 
 
 class TaskOutcome:
@@ -161,6 +167,7 @@ class TaskChannel:
             fab_version=str(run.fab_version),
             fab_hash=str(fab.hash_str),
             fab_content=bytes(fab.content),
+            override_config=dict(run.override_config),
         )
 
     def push_reply(self, reply: Message, context: Context) -> None:
@@ -192,8 +199,30 @@ def error_reply(message: Message, *, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=message)
 
 
-def load_client_app(task: TaskInput) -> ClientApp:
-    """The ClientApp the run's FAB names, installed and loaded as ``flwr-clientapp`` would.
+def fused_run_config(
+    fab_content: bytes, override_config: Mapping[str, bool | int | float | str]
+) -> dict[str, bool | int | float | str]:
+    """The run config a ClientApp of this run reads, merged as the SuperNode merges it.
+
+    Flower's own ``get_fused_config_from_fab``: the FAB's ``[tool.flwr.app.config]`` defaults,
+    flattened, with the run's overrides on top. Parses the FAB's ``pyproject.toml`` only.
+
+    Raises
+    ------
+    ValueError
+        An override names a key the FAB does not define, or the FAB's config is invalid.
+    """
+    run = Run.create_empty(run_id=0)
+    run.override_config = dict(override_config)
+    return dict(get_fused_config_from_fab(fab_content, run))
+
+
+def load_client_app(fab_content: bytes, *, fab_sha256: str) -> ClientApp:
+    """The ClientApp a FAB names, installed and loaded as ``flwr-clientapp`` would.
+
+    ``fab_sha256`` is the hash the caller computed from ``fab_content``; the FAB's id and version
+    are read from the FAB itself. Nothing the SuperLink states about the run picks which installed
+    app is imported.
 
     Notes
     -----
@@ -206,9 +235,10 @@ def load_client_app(task: TaskInput) -> ClientApp:
     flwr.clientapp.client_app.LoadClientAppError
         The FAB's ClientApp cannot be loaded.
     """
-    install_from_fab(task.fab_content, skip_prompt=True)
+    install_from_fab(fab_content, skip_prompt=True)
+    fab_id, fab_version = get_fab_metadata(fab_content)
     load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-    return load(task.fab_id, task.fab_version, task.fab_hash)
+    return load(fab_id, fab_version, fab_sha256)
 
 
 def is_load_error(error: BaseException) -> bool:

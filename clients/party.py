@@ -92,20 +92,36 @@ def load_party_config(path: Path) -> PartyConfig:
         raise PartyRefusedError(f"party config {path} is invalid: {e}") from e
 
 
+_SERVED_PARTY: list[PartyConfig] = []
+"""The party this process serves, set once by the party's warm executor (``serve_party``)."""
+
+
+def serve_party(config: PartyConfig) -> None:
+    """Make ``config`` the party every ClientApp call in this process runs as.
+
+    Notes
+    -----
+    The party's warm executor calls this with the ``party.toml`` from its own command line, so
+    the paths to the party's data and keys reach our ClientApp in-process and never travel in
+    ``context.node_config``, which any app the SuperNode ran would receive.
+    """
+    _SERVED_PARTY[:] = [config]
+
+
 def resolve_party_config(
     node_config: Mapping[str, object], federation: FederationConfig
 ) -> PartyConfig:
-    """Deployment nodes name their ``party-config``; simulated nodes use their partition id."""
-    explicit = node_config.get("party-config")
-    if isinstance(explicit, str) and explicit:
-        return load_party_config(Path(explicit))
+    """The party served by this process (deployment: set by the executor); simulated nodes use
+    their partition id."""
+    if _SERVED_PARTY:
+        return _SERVED_PARTY[0]
     if federation.sim_workspace and "partition-id" in node_config:
         pid = int(str(node_config["partition-id"]))
         path = Path(federation.sim_workspace) / "parties" / f"party_{pid}" / PARTY_CONFIG_FILE
         return load_party_config(path)
     raise PartyRefusedError(
-        "node config must set party-config=PATH (deployment) or the run must set sim-workspace "
-        f"(simulation); got node config keys {sorted(node_config)}"
+        "the party must be served by its executor (deployment) or the run must set "
+        f"sim-workspace (simulation); got node config keys {sorted(node_config)}"
     )
 
 

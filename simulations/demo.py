@@ -223,11 +223,18 @@ def run_demo(
     label, schema, parties = _demo_parties(data_dir, rng)
     console.rule("[bold]1-3. Provision, key ceremony, TLS SuperLink and three SuperNodes")
     console.print(f"parties: {label}")
-    with running_federation(out / "federation", schema=schema, parties=parties) as fed:
+    # As `fedrisk server start` does: parties reach only the Fleet API, through nginx.
+    with running_federation(
+        out / "federation", schema=schema, parties=parties, fleet_proxy=True
+    ) as fed:
         console.print("  each party created its own keys; the coordinator saw public requests only")
         for name, fingerprint in manifest_fingerprints(fed.bundle(fed.lead).manifest).items():
             console.print(f"  fingerprint {name}: {fingerprint}")
-        console.print(f"  SuperLink https://{fed.superlink.address if fed.superlink else '?'}")
+        if fed.superlink is not None:
+            console.print(f"  coordinator's address (runs): https://{fed.superlink.address}")
+            console.print(
+                f"  parties' address (Fleet API only): https://{fed.superlink.fleet_address}"
+            )
         for name, node in fed.supernodes.items():
             console.print(f"  SuperNode {name}: pid {node.pid}")
         console.rule(f"[bold]4. Encrypted federated training, {rounds} rounds")

@@ -1,4 +1,4 @@
-"""Command-line entry points of the scoring service: ``serve``, ``audit verify`` and ``models …``.
+"""Command-line entry points of the scoring service: ``serve``, ``audit …`` and ``models …``.
 
 The lead mounts these into the ``fedrisk`` CLI::
 
@@ -232,31 +232,143 @@ def serve(
     )
 
 
+def _audit_files(
+    db: str | None, registry: Path | None, checkpoints: Path | None, key: Path | None
+) -> tuple[Path | None, Path | None]:
+    """Checkpoint file and key file given, else where the service puts them by default."""
+    from server.scoring.anchor import CHECKPOINT_FILE, KEY_FILE, PUBLIC_KEY_FILE, default_audit_dir
+
+    audit_dir = default_audit_dir(registry_dir=registry, db_url=db)
+    if audit_dir is not None:
+        checkpoints = checkpoints or audit_dir / CHECKPOINT_FILE
+        if key is None:
+            key = next(
+                (p for p in (audit_dir / KEY_FILE, audit_dir / PUBLIC_KEY_FILE) if p.exists()), None
+            )
+    return checkpoints, key
+
+
 @audit_app.command("verify")
 def audit_verify(
     db: Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the service database")],
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            envvar=f"{ENV_PREFIX}AUDIT_CHECKPOINT_PATH",
+            help="Signed checkpoint file (default: audit/checkpoints.jsonl beside the SQLite "
+            "database, else beside the registry)",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar=f"{ENV_PREFIX}AUDIT_KEY_PATH",
+            help="The service's public key (signing.pub) or its key file (default: in the "
+            "checkpoint file's default folder)",
+        ),
+    ] = None,
+    registry: RegistryForDbOpt = None,
+    chain_only: Annotated[
+        bool,
+        typer.Option(
+            "--chain-only",
+            help="Check the hash chain alone, without checkpoints: proves nothing against "
+            "whoever can write the database",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
-    """Check the audit hash chain; exit 1 naming the first broken record."""
+    """Check the audit chain against the signed checkpoints; exit 1 naming the first broken
+    record (or checkpoint line)."""
+    from server.scoring.anchor import AuditAnchorError, load_public_key, read_checkpoints
     from server.scoring.audit import verify_chain
     from server.scoring.db.engine import make_engine
 
+    checkpoint_path, key_path = _audit_files(db, registry, checkpoints, key)
+    signed = []
+    missing = not chain_only and (checkpoint_path is None or not checkpoint_path.exists())
+    if not chain_only and not missing:
+        assert checkpoint_path is not None
+        if key_path is None:
+            raise _fail("--key (the service's signing.pub or key file) is required")
+        try:
+            signed = read_checkpoints(checkpoint_path, load_public_key(key_path))
+        except AuditAnchorError as e:
+            if as_json:
+                typer.echo(json.dumps({"ok": False, "checkpoint_file": str(checkpoint_path),
+                                       "problem": str(e)}))  # fmt: skip
+            else:
+                typer.echo(f"audit checkpoints BROKEN in {checkpoint_path}: {e}")
+            raise typer.Exit(1) from e
     engine = make_engine(db)
     try:
         with engine.connect() as connection:
-            report = verify_chain(connection)
+            report = verify_chain(connection, checkpoints=signed)
     finally:
         engine.dispose()
+    covered = min(max((c.seq for c in signed), default=0), report.records)
+    if missing and report.ok:
+        # a consistent chain proves nothing without checkpoints: never answer "OK" here
+        raise _fail(
+            f"no checkpoint file found{f' at {checkpoint_path}' if checkpoint_path else ''}: "
+            f"give --checkpoints (or {ENV_PREFIX}AUDIT_CHECKPOINT_PATH) and --key; --chain-only "
+            "checks the hash chain alone, which anyone who can write the database can forge"
+        )
     if as_json:
-        typer.echo(json.dumps(report.__dict__))
-    elif report.ok:
+        typer.echo(json.dumps({**report.__dict__, "checkpoints": len(signed), "covered": covered}))
+    elif not report.ok:
+        typer.echo(f"audit chain BROKEN at record {report.first_broken}: {report.problem}")
+    elif chain_only:
         typer.echo(
-            f"audit chain OK: {report.records} records, {report.decisions} decisions verified"
+            f"audit chain OK: {report.records} records, {report.decisions} decisions verified "
+            "(hash chain only, NOT checked against signed checkpoints)"
         )
     else:
-        typer.echo(f"audit chain BROKEN at record {report.first_broken}: {report.problem}")
+        typer.echo(
+            f"audit chain OK: {report.records} records, {report.decisions} decisions verified; "
+            f"records 1..{covered} covered by {len(signed)} signed checkpoints, "
+            f"{report.records - covered} newer records not yet covered"
+        )
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("init-key")
+def audit_init_key(
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar=f"{ENV_PREFIX}AUDIT_KEY_PATH",
+            help="Key file to create (default: audit/signing.key beside the SQLite database, "
+            "else beside the registry)",
+        ),
+    ] = None,
+    registry: RegistryForDbOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Create the service's audit signing key (mode 0600) and its public key beside it.
+
+    The service creates one itself at its first start; this command makes it explicit (for
+    example to hand signing.pub to auditors before the service runs). It never overwrites a key.
+    """
+    from fedrisk.release.identity import key_id
+    from server.scoring.anchor import KEY_FILE, create_audit_key, default_audit_dir, public_key_path
+
+    audit_dir = default_audit_dir(registry_dir=registry, db_url=db)
+    if key is not None:
+        path = key
+    elif audit_dir is not None:
+        path = audit_dir / KEY_FILE
+    else:
+        raise _fail("--key (or --db / --registry for the default location) is required")
+    created = _run(lambda: create_audit_key(path))
+    typer.echo(
+        f"created audit key {path} (mode 0600); public key {public_key_path(path)}, "
+        f"key id {key_id(created.public_key())}"
+    )
 
 
 @models_app.command("list")

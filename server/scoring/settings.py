@@ -74,6 +74,21 @@ class Settings(BaseSettings):
     development
         Development or test run: without ``identifier_key`` the built-in development key is used
         (with a warning). Never set it in production.
+    audit_key_path
+        The service's Ed25519 key that signs checkpoints of the audit chain (mode 0600, created
+        at first start when no checkpoint exists yet); default ``audit/signing.key`` beside a
+        SQLite database, else beside the registry.
+    audit_checkpoint_path
+        Append-only JSONL file of signed checkpoints; default ``audit/checkpoints.jsonl`` in
+        the same folder. Put it where whoever can write the database cannot write.
+    audit_checkpoint_records
+        A checkpoint is signed once this many records were appended since the last one ...
+    audit_checkpoint_seconds
+        ... or this many seconds after the head moved, and always at start-up and shutdown.
+    audit_webhook_url
+        Every checkpoint is also POSTed here (JSON), off the decision path.
+    audit_webhook_attempts
+        Tries per checkpoint (exponential back-off from 0.5 s); a failure is logged.
 
     Notes
     -----
@@ -104,6 +119,12 @@ class Settings(BaseSettings):
     batch_chunk_rows: int = Field(default=65_536, ge=1, le=10_000_000)
     admin_token: SecretStr | None = None
     development: bool = False
+    audit_key_path: Path | None = None
+    audit_checkpoint_path: Path | None = None
+    audit_checkpoint_records: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
+    audit_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    audit_webhook_attempts: int = Field(default=4, ge=1, le=20)
 
     @field_validator("challenger_shares")
     @classmethod

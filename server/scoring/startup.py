@@ -17,6 +17,7 @@ from fedrisk.decisions.fraud_rules import RuleSet, load_default_rules, load_rule
 from fedrisk.decisions.lifecycle import load_policy
 from fedrisk.decisions.reasons import ReasonCodeTable
 from server.scoring import store
+from server.scoring.anchor import AuditAnchor, open_service_anchor
 from server.scoring.antifraud import FraudScreen, IdentifierHasher
 from server.scoring.context import ServiceContext
 from server.scoring.db.engine import default_db_url, make_engine
@@ -143,13 +144,17 @@ def build_context(settings: Settings, metrics: Metrics) -> ServiceContext:
     hasher = identifier_hasher(settings)
     engine = open_database(settings)
     writer: GroupCommitWriter | None = None
+    anchor: AuditAnchor | None = None
     try:
+        anchor = open_service_anchor(settings, engine)
         screen = rebuild_fraud_screen(engine, settings, rules=rules, hasher=hasher)
 
         def on_failure(write: DecisionWrite) -> None:
             screen.forget_unpersisted(write.links)
 
-        writer = GroupCommitWriter(engine, max_queue=settings.write_queue, on_failure=on_failure)
+        writer = GroupCommitWriter(
+            engine, max_queue=settings.write_queue, on_failure=on_failure, anchor=anchor
+        )
         registry = load_registry(settings, reason_table=reason_table, metrics=metrics)
         service = ScoringService(
             registry=registry,
@@ -176,6 +181,8 @@ def build_context(settings: Settings, metrics: Metrics) -> ServiceContext:
         return ctx
     except BaseException:
         if writer is not None:
-            writer.close()
+            writer.close()  # closes the anchor too
+        elif anchor is not None:
+            anchor.close()
         engine.dispose()
         raise

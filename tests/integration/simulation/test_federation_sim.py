@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +27,22 @@ from simulations.runner import (
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
+def _started_by_this_worker(pid: int) -> bool:
+    """Whether ``pid`` descends from this pytest worker (always, without pytest-xdist).
+
+    Under xdist another worker may be running a simulation of its own at the same moment. Every
+    process inherits the worker's ``PYTEST_XDIST_WORKER``, even one that Ray re-parents.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return True
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # exited meanwhile, or not ours to read
+        return False
+    return f"PYTEST_XDIST_WORKER={worker}".encode() in environ
+
+
 def _flower_processes_left(*, settle: float = 20.0) -> list[str]:
     """Simulation SuperLinks, simulation runtimes or Ray workers still alive after the run.
 
@@ -47,6 +64,7 @@ def _flower_processes_left(*, settle: float = 20.0) -> list[str]:
                 or "flwr-simulation" in line
                 or "raylet" in line
             )
+            and _started_by_this_worker(int(line.split(maxsplit=1)[0]))
         ]
         if not leftovers or time.monotonic() > deadline:
             return leftovers

@@ -13,14 +13,17 @@ import re
 
 import flwr
 import pytest
+from flwr.cli.config_utils import get_fab_metadata
 from flwr.cli.install import install_from_fab
 from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.config import get_fused_config_from_fab
 from flwr.common.constant import ISOLATION_MODE_PROCESS, ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest, AcquireTaskResponse
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
 from flwr.supercore.interceptors import SuperExecAuthHttpInterceptor
 from flwr.supercore.protobuf.client import ProtobufClient
+from flwr.supercore.run import Run
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime import run_clientapp
 
@@ -82,6 +85,20 @@ def test_loader_and_installer_keep_their_signatures() -> None:
     assert _params(install_from_fab)[0] == "fab_file"
     assert "skip_prompt" in _params(install_from_fab)
     assert _params(get_load_client_app_fn) == ["default_app_ref", "app_path", "multi_app"]
+
+
+def test_the_run_config_merge_is_still_the_supernodes() -> None:
+    # The executor checks, and hands the ClientApp, the run config the SuperNode would build:
+    # Flower's merge of the FAB's defaults with the run's overrides, read from the run object.
+    from flwr.supernode import start_client_internal
+
+    source = inspect.getsource(start_client_internal._pull_and_store_message)
+    assert "get_fused_config_from_fab(fab.content, run_info)" in source
+    assert _params(get_fused_config_from_fab) == ["fab_file", "run"]
+    assert "run.override_config" in inspect.getsource(get_fused_config_from_fab)
+    assert "override_config" in _params(Run)
+    assert Run.create_empty(run_id=0).override_config == {}
+    assert _params(get_fab_metadata) == ["fab_file"]
 
 
 def test_constants_the_executor_reports_with_still_exist() -> None:
