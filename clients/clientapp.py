@@ -96,8 +96,11 @@ def _handle(fn: Handler) -> Callable[[Message, Context], Message]:
 @app.query("stats")
 @_handle
 def stats(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
-    """Validate local data and send its additive feature statistics, encrypted."""
-    return _reply(message, node, **{proto.ENC_STATS: node.local_stats()})
+    """Validate local data and send its additive feature statistics, encrypted.
+
+    A later statistics pass names the sum so far; the party's answer builds on it.
+    """
+    return _reply(message, node, **{proto.ENC_STATS: node.local_stats(sealed.get(proto.ENC_STATS))})
 
 
 @app.train()

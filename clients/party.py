@@ -28,8 +28,10 @@ from fedrisk.errors import FedRiskError
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.features import FeatureStats, Preprocessor
 from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
+from fedrisk.ml.kinds import network_kind
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
-from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
+from fedrisk.ml.woe import BinningConfig, ScorecardStats, WoeEncoder, scorecard_statistics
 from fedrisk.release.artifact import Lineage, RoundMetrics, artifact_from_pipeline, write_artifact
 from fedrisk.release.identity import load_signing_key
 from secure_agg.aggregation import (
@@ -206,8 +208,28 @@ class PartyNode:
 
     # ----------------------------------------------------------------- phases
 
-    def local_stats(self) -> Any:
-        """Encrypted additive statistics of the training split."""
+    def local_stats(self, pooled: FloatVector | None = None) -> Any:
+        """Encrypted additive statistics of the training split.
+
+        A scorecard sends its good and bad rows' statistics; asked again with the decrypted
+        ``pooled`` sum of that first pass, it adds the sums of products of the WOE features
+        that sum defines (:func:`fedrisk.ml.woe.scorecard_statistics`).
+        """
+        if self.federation.model == "scorecard":
+            config = BinningConfig()
+            schema = self.data.schema
+            candidate = (
+                None
+                if pooled is None
+                else WoeEncoder(schema, config).fit_stats(
+                    ScorecardStats(schema, pooled, n_bins=config.histogram_bins)
+                )
+            )
+            return self.channel.encode(
+                scorecard_statistics(
+                    self.data.train, schema, n_bins=config.histogram_bins, candidate=candidate
+                )
+            )
         stats = FeatureStats.from_frame(self.data.train, self.data.schema, n_bins=STATS_BINS)
         return self.channel.encode(stats.to_vector())
 
@@ -282,7 +304,7 @@ class PartyNode:
                 f"party {self.config.name} is not set up to release: release_dir and "
                 "signing_key must be set in party.toml"
             )
-        pooled = FeatureStats.from_vector(stats, self.data.schema, n_bins=STATS_BINS)
+        _, pooled = self._preprocessor(stats)
         fingerprint = hashlib.sha256(
             self.data.schema.fingerprint().encode() + np.round(pooled.to_vector(), 3).tobytes()
         ).hexdigest()
@@ -331,13 +353,20 @@ class PartyNode:
             prep, self._spec(prep), _global_weights(global_sum), logit_offset=_logit_offset(pooled)
         )
 
-    def _preprocessor(self, stats: FloatVector) -> tuple[Preprocessor, FeatureStats]:
+    def _preprocessor(self, stats: FloatVector) -> tuple[FeatureEncoder, FeatureStats]:
+        """The shared preprocessing every party fits from the statistics sum, and the pooled
+        feature statistics (a scorecard's WOE bins come from its good and bad halves)."""
+        if self.federation.model == "scorecard":
+            config = BinningConfig()
+            scorecard = ScorecardStats(self.data.schema, stats, n_bins=config.histogram_bins)
+            encoder = WoeEncoder(self.data.schema, config).fit_stats(scorecard)
+            return encoder, scorecard.pooled
         pooled = FeatureStats.from_vector(stats, self.data.schema, n_bins=STATS_BINS)
         return Preprocessor(self.data.schema).fit_stats(pooled), pooled
 
-    def _spec(self, prep: Preprocessor) -> ModelSpec:
+    def _spec(self, prep: FeatureEncoder) -> ModelSpec:
         return ModelSpec(
-            kind=self.federation.model,
+            kind=network_kind(self.federation.model),
             n_features=prep.n_features_out,
             hidden=self.federation.hidden,
         )

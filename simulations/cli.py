@@ -88,6 +88,11 @@ COMMANDS: Final[dict[str, CommandEntry]] = {
         "Model registry: list, register, promote, roll back.",
         "lender",
     ),
+    "scorecard": CommandEntry(
+        "server.scoring.scorecard_view:scorecard_app",
+        "Points scorecards: print a released scorecard's bins, WOE, IV and points.",
+        "lender",
+    ),
     "simulate": CommandEntry(
         "simulations.commands:simulate",
         "Run an encrypted federation in Flower's simulation engine and compare it with baselines.",

@@ -143,6 +143,28 @@ def _series_floats(series: pd.Series[Any], name: str) -> FloatArray:
         ) from e
 
 
+def _record_floats(values: Sequence[object], name: str) -> FloatArray:
+    """Numeric values of one feature from plain records (parsed JSON); None is missing.
+
+    Raises
+    ------
+    SchemaError
+        If a value is not a number (booleans included).
+    """
+    column = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        if v is None:
+            column[i] = math.nan
+        elif isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool):
+            column[i] = float(v)
+        else:
+            raise SchemaError(
+                f"feature {name} must be a number or null; got {type(v).__name__} in record {i}",
+                problems=[f"{name}: record {i} is {type(v).__name__}"],
+            )
+    return column
+
+
 def _require_columns(frame: pd.DataFrame, schema: DatasetSchema) -> None:
     missing = [name for name in schema.feature_names if name not in frame.columns]
     if missing:
@@ -676,21 +698,7 @@ class Preprocessor:
             if isinstance(plan, _CategoricalPlan):
                 codes[name] = _category_codes(values, plan.categories)
                 continue
-            column = np.empty(len(values), dtype=np.float64)
-            for i, v in enumerate(values):
-                if v is None:
-                    column[i] = math.nan
-                elif isinstance(v, int | float | np.integer | np.floating) and not isinstance(
-                    v, bool
-                ):
-                    column[i] = float(v)
-                else:
-                    raise SchemaError(
-                        f"feature {name} must be a number or null; got {type(v).__name__} "
-                        f"in record {i}",
-                        problems=[f"{name}: record {i} is {type(v).__name__}"],
-                    )
-            numeric[name] = column
+            numeric[name] = _record_floats(values, name)
         return self._encode(numeric, codes, len(records))
 
     def reference_row(self) -> dict[str, float | str]:

@@ -8,12 +8,36 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-__all__ = ["MODEL_KINDS", "OPTIMIZERS", "ModelKind", "Optimizer"]
+__all__ = [
+    "MODEL_KINDS",
+    "OPTIMIZERS",
+    "ModelKind",
+    "NetworkKind",
+    "Optimizer",
+    "network_kind",
+    "statistics_passes",
+]
 
-ModelKind = Literal["lr", "mlp"]
-"""Logistic regression or a small ReLU multilayer perceptron."""
+ModelKind = Literal["lr", "mlp", "scorecard"]
+"""Logistic regression, a small ReLU multilayer perceptron, or a WOE points scorecard (an LR on
+weight-of-evidence features, :mod:`fedrisk.ml.woe`)."""
 
 MODEL_KINDS: Final[tuple[ModelKind, ...]] = get_args(ModelKind)
+
+NetworkKind = Literal["lr", "mlp"]
+"""The network a model kind trains (``fedrisk.ml.inference.ModelSpec.kind``)."""
+
+
+def network_kind(kind: ModelKind) -> NetworkKind:
+    """The network ``kind`` trains: a scorecard is an LR on WOE features."""
+    return "mlp" if kind == "mlp" else "lr"
+
+
+def statistics_passes(kind: ModelKind) -> int:
+    """Encrypted statistics exchanges before round 1: a scorecard needs a second one for the
+    pooled second moments of its WOE features (see :mod:`fedrisk.ml.woe`)."""
+    return 2 if kind == "scorecard" else 1
+
 
 Optimizer = Literal["default", "adam", "sgd"]
 """``default`` lets the model kind choose (see ``fedrisk.ml.training.TrainConfig.for_model``)."""

@@ -5,7 +5,10 @@ The protocol of one federated run, all driven from :meth:`EncryptedFedAvg.start`
 1. ``query.stats`` (the statistics hook, before round 1): every connected party validates its
    data, then sends its additive feature statistics, encrypted. The server sums them. Parties
    whose data fails validation refuse with the schema error; they are excluded and the error is
-   surfaced in the progress log.
+   surfaced in the progress log. A model kind that needs more (a scorecard's WOE second
+   moments, :func:`fedrisk.ml.kinds.statistics_passes`) asks again, naming the encrypted sum so
+   far; each answer holds the party's earlier statistics plus the new ones, so the last sum is
+   the run's one statistics sum.
 2. Each round is ONE exchange with every party (the round hook). ``train`` names the encrypted
    statistics sum and the encrypted global model of the previous round (absent in round 1,
    when every party starts from the same seeded initialisation). Each party decrypts, fits the
@@ -65,6 +68,7 @@ from flwr.serverapp import Grid
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import FederationConfig
+from fedrisk.ml.kinds import statistics_passes
 from secure_agg.aggregation import VectorAggregation
 from server.coordinator.checkpoints import Checkpoint, CheckpointStore
 from server.coordinator.progress import ProgressLog
@@ -340,6 +344,8 @@ class EncryptedFedAvg:
             state = RunState(
                 round=0, enc_stats=enc_stats, enc_global=None, history=(), roster=answers.roster
             )
+            for stats_pass in range(2, statistics_passes(self.config.model) + 1):
+                state = self._statistics_pass(grid, state, stats_pass, timeout=timeout)
         else:
             state = RunState(
                 round=resumed.round,
@@ -356,6 +362,18 @@ class EncryptedFedAvg:
             refused=sorted(state.roster.refused.values()),
         )
         return state
+
+    def _statistics_pass(
+        self, grid: Grid, state: RunState, stats_pass: int, *, timeout: float
+    ) -> RunState:
+        """Ask the parties again, naming the statistics sum so far; the new sum replaces it."""
+        phase = f"statistics pass {stats_pass}"
+        wave = self._wave(proto.MSG_STATS, state, 0, ConfigRecord(), enc_global=None)
+        nodes = self._sample(grid, state, fraction=1.0)
+        done = self._exchange(grid, state, [(wave, nodes)], phase=phase, timeout=timeout)
+        self._require_quorum(done.answers, phase=phase)
+        enc_stats, _ = self._sum(done.answers.records(proto.ENC_STATS))
+        return replace(state, enc_stats=enc_stats, roster=done.answers.roster, held=done.held)
 
     def run_round(
         self,

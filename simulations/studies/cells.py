@@ -36,6 +36,7 @@ from simulations.runner import (
     EventHandler,
     FederationOutcome,
     PreparedData,
+    central_baseline,
     prepare_data,
     run_federation,
 )
@@ -222,7 +223,7 @@ def evaluate_cell(
     # One generator for every baseline, drawn from in a fixed order: centralized, then each
     # party's early-stopped and per-round models; a cell is reproducible from its seed.
     rng = np.random.default_rng(spec.seed + 1)
-    central = _early_stopped(data.pooled_train, spec, data, rng=rng)
+    central = central_baseline(spec, data, rng=rng)
     central_p = central.pipeline.predict_proba(test)
     curves = {
         "federated": model_curves(y, fed_p, full=True),
