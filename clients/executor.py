@@ -45,9 +45,9 @@ from clients.flower_runtime import (
     is_load_error,
     load_client_app,
 )
-from clients.party import load_party_config, serve_party, warm_up
+from clients.party import PartyConfig, load_party_config, serve_party, warm_up
 from clients.pinning import PinnedRunCheck, RunAdmission, refuse_every_run
-from fedrisk.errors import RunRefusedError
+from fedrisk.errors import FedRiskError, RunRefusedError
 from fedrisk.federation.processes import is_alive
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,21 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-monitor", daemon=True).start()
 
 
+def _warm_up_beside(config: PartyConfig, *, started: float) -> None:
+    """Run ``warm_up(config)`` in a thread; a failure is logged (tasks then refuse by
+    themselves, with the same error)."""
+
+    def warm() -> None:
+        try:
+            warm_up(config)
+        except FedRiskError as e:
+            log.error("warm-up failed: %s", e)
+            return
+        log.info("executor warm in %d ms", round((time.perf_counter() - started) * 1000))
+
+    threading.Thread(target=warm, name="warm-up", daemon=True).start()
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m clients.executor",
@@ -246,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.party_config is not None:
         config = load_party_config(args.party_config)
         serve_party(config)
-        warm_up(config)
+        # Beside the first tasks, not before them: the statistics query needs no torch, so it
+        # is answered while torch loads, and the run's start does not wait for the warm-up.
+        _warm_up_beside(config, started=started)
         party = config.name
     check: RunCheck = refuse_every_run
     if args.party_dir is not None:
@@ -254,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         log.warning("no --party-dir: every run will be refused")
     log.info(
-        "executor warm in %d ms; serving %s",
+        "executor ready in %d ms; serving %s",
         round((time.perf_counter() - started) * 1000),
         args.runtime_api_address,
     )

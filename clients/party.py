@@ -3,7 +3,7 @@
 Everything here runs beside the party's own data: reading and validating it, fitting the shared
 preprocessor from the decrypted statistics sum, training, evaluating, and releasing the model.
 Only encrypted vectors leave (built by ``secure_agg``), plus the party's name and, on the
-metrics query, the pooled AUC/KS that every party agreed to publish.
+metrics party's answers, the pooled AUC/KS that every party agreed to publish.
 """
 
 from __future__ import annotations

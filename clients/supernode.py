@@ -206,7 +206,10 @@ def supernode_command(
     ``--root-certificates``: the OS store, which will not verify a private CA) or another file.
     Raises ``ExecutableNotFoundError`` when ``flower-supernode`` is not installed.
     """
-    argv = [console_script("flower-supernode"), "--superlink", superlink]
+    console_script("flower-supernode")  # Flower's SuperNode must be installed
+    # Flower's own entry point, its idle loop paced (clients.flower_runtime.run_paced_supernode).
+    argv = [sys.executable, "-m", "clients.flower_runtime", "flower-supernode"]
+    argv += ["--superlink", superlink]
     if insecure:
         argv.append("--insecure")
     else:

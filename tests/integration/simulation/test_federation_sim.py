@@ -99,17 +99,19 @@ def test_encrypted_simulation_releases_a_signed_model_that_predicts(encrypted_ru
 
     assert [h["round"] for h in outcome.history] == [1, 2]
     assert all(len(h["train_parties"]) == 3 for h in outcome.history)
-    # The statistics sum reaches each party once (round 1's train); after that only the new
-    # global model travels down, with evaluate; train reuses it from the party's cache.
+    # The statistics sum reaches each party once (round 1's train, before any model); after
+    # that only the previous round's global model travels down, once, with the next train
+    # (which also evaluates it).
     down = [h["bytes_down_per_party"] for h in outcome.history]
-    assert down[1] < down[0]
+    assert down[0] > 0
     assert down[1] == pytest.approx(_summed_model_bytes(len(outcome.artifact.weights)), rel=0.05)
-    # Each round says where its time went; the phases fit inside the round.
+    # Each round says where its time went: its own exchange (train) fits inside the round;
+    # its evaluation and metrics travelled with the later exchanges.
     for h in outcome.history:
         phases = h["phase_seconds"]
         assert set(phases) == {"train", "evaluate", "metrics", "server_sums"}
         assert all(v >= 0 for v in phases.values())
-        assert phases["train"] + phases["evaluate"] + phases["metrics"] <= h["seconds"]
+        assert phases["train"] <= h["seconds"]
     assert test_auc > 0.7
     # The pooled-histogram AUC the parties decrypted matches the exact AUC on the union.
     assert abs(outcome.history[-1]["auc"] - test_auc) < 0.002

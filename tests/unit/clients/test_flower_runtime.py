@@ -9,8 +9,10 @@ the new version and adapt ``clients/flower_runtime.py`` (and only it).
 from __future__ import annotations
 
 import inspect
+import re
 
 import flwr
+import pytest
 from flwr.cli.config_utils import get_fab_metadata
 from flwr.cli.install import install_from_fab
 from flwr.clientapp.utils import get_load_client_app_fn
@@ -113,3 +115,49 @@ def test_supernode_runtime_api_still_protects_acquire_task_with_the_secret() -> 
     from flwr.supercore.superexec import run_superexec
 
     assert flower_runtime.ACQUIRE_TASK_METHOD in run_superexec._SUPEREXEC_AUTH_METHODS
+
+
+def test_supernode_loop_still_sleeps_where_the_pacer_shortens_it() -> None:
+    # The pacer replaces ``time`` in this one module and wraps its pull; if Flower moves the
+    # sleeps, renames the pull, or starts using more of ``time`` there, this fails.
+    from flwr.supernode import start_client_internal as loop
+
+    source = inspect.getsource(loop)
+    assert source.count("time.sleep(3)") == 1, "the idle-pull sleep moved or changed"
+    assert source.count("time.sleep(0.5)") == 2, "the reply-wait sleeps moved or changed"
+    # ``time`` is used there for these sleeps only (the pacer forwards the rest anyway).
+    assert len(re.findall(r"\btime\.\w+\(", source)) == source.count("time.sleep(")
+    assert "run_id = _pull_and_store_message(" in inspect.getsource(loop.start_client_internal)
+    assert _params(loop._pull_and_store_message)[:2] == ["state", "object_store"]
+    assert flower_runtime.IDLE_PULL_SLEEP == 3.0 and flower_runtime.REPLY_CHECK_SLEEP == 0.5
+
+
+def test_paced_sleep_waits_a_quarter_of_the_idle_time_within_bounds() -> None:
+    now = [100.0]
+    pacer = flower_runtime.PacedSleep(clock=lambda: now[0])
+    pacer.saw_message()
+
+    waits = []
+    for idle in (0.0, 0.4, 2.0, 60.0):
+        now[0] = 100.0 + idle
+        waits.append(pacer.delay(flower_runtime.IDLE_PULL_SLEEP))
+
+    assert waits == pytest.approx([0.05, 0.1, 0.5, 1.0])
+    assert pacer.delay(flower_runtime.REPLY_CHECK_SLEEP) == flower_runtime.REPLY_CHECK
+    assert pacer.delay(7.0) == 7.0
+    assert pacer.monotonic is not None  # everything else is the time module's
+
+
+def test_pacing_installs_into_the_supernode_loop_only() -> None:
+    import time
+
+    from flwr.supernode import start_client_internal as loop
+
+    original_time, original_pull = loop.time, loop._pull_and_store_message
+    pacer = flower_runtime.PacedSleep()
+    try:
+        flower_runtime.pace_supernode_loop(pacer)
+        assert loop.time is pacer and time.sleep is not pacer.sleep
+        assert loop._pull_and_store_message is not original_pull
+    finally:
+        loop.time, loop._pull_and_store_message = original_time, original_pull
