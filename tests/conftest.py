@@ -11,9 +11,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
+
+# xdist workers start with COLUMNS=80 in their environment, which a rich Console built at import
+# time keeps as a fixed width: tests that print wide tables then see them cut. A worker gets the
+# same environment as a plain pytest process.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 # Kinds of module, longest first (a deployment module starts TLS federations for minutes).
 _ORDER = (
