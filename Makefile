@@ -26,10 +26,14 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	bash tests/support/ensure_postgres.sh
+	bash tests/support/ensure_nginx.sh
 	$(MAKE) lint
-	$(BIN)/python -m pytest
+	# Two workers, one module per work unit (tests/conftest.py): the federation tests spend much
+	# of their time waiting on Flower processes, so two at once fill the two cores.
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 demo: $(STAMP)
+	bash tests/support/ensure_nginx.sh
 	$(BIN)/fedrisk demo
 
 # Each prints a side-by-side ratio; see the README's benchmark section for the latest figures.

@@ -1,5 +1,6 @@
-"""Scoring-service benchmark: HTTP throughput and latency of /healthz vs the full A-card path, and
-batch rows/s, against a real uvicorn server on 127.0.0.1 driven from a second process.
+"""Scoring-service benchmark: HTTP throughput and latency of /healthz vs the full A-card path (with
+and without an API key), and batch rows/s, against a real uvicorn server on 127.0.0.1 driven from
+a second process.
 
 Run from the repository root::
 
@@ -11,6 +12,12 @@ or else from an httpx async generator in a separate process. The full decision p
 validation, fraud rules, relationship graph, model, reason codes, decision policy, and the decision
 plus its hash-chained audit record committed to SQLite before the response. After the run the
 decision rows in the database are counted against the successful responses (none may be lost).
+
+The decision path runs twice on the same server in the same run: once with a ``scoring`` API key
+(``Authorization: Bearer``; verified with argon2 on first use, then from the in-process cache)
+and once without any key. The server runs with ``--insecure-dev`` so the keyless run is allowed;
+its per-request warning is not written (``--log-level error``), so that run costs what the
+service cost before it had keys. The ratio of the two is the price of access control.
 
 Targets on 2 cores: decisions >= 1,500/s with p99 <= 15 ms; batch >= 200,000 rows/s.
 """
@@ -41,12 +48,17 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from server.scoring.apikeys import Role  # noqa: E402
 from tests.support.artifacts import build_registry, features_of, trained_model  # noqa: E402
 from tests.support.processes import free_port, start_process, stop_pid  # noqa: E402
+from tests.support.scoring import bearer, create_keys  # noqa: E402
 
 DECISION_PATH = "/v1/applications/decision"
 MAX_LOAD_SECONDS = 120.0
 """Hard bound of one load run (the generator stops by itself well before)."""
+
+KEYED = f"POST {DECISION_PATH} (key)"
+KEYLESS = f"POST {DECISION_PATH} (no key)"
 
 TARGET_DECISIONS_PER_S = 1500.0
 TARGET_P99_MS = 15.0
@@ -72,9 +84,10 @@ def _lua_string(text: str) -> str:
     return "[==[" + text + "]==]"
 
 
-def wrk_script(feature_bodies: list[str]) -> str:
+def wrk_script(feature_bodies: list[str], headers: dict[str, str]) -> str:
     """Lua for wrk: unique application ids per request, rotating feature rows and identifiers."""
     rows = ",\n".join(_lua_string(b) for b in feature_bodies)
+    extra = "".join(f", [ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items())
     return f"""
 local bodies = {{
 {rows}
@@ -93,7 +106,7 @@ request = function()
     '"signals":{{"device_id":"dev-%d","phone":"+4479%08d","ip":"10.%d.%d.%d","age":%d}}}}',
     tid, counter, tid, counter, f, counter % 20000, counter * 2 + tid,
     tid, math.floor(counter / 250) % 250, counter % 250, 20 + counter % 50)
-  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, body)
+  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"{extra}}}, body)
 end
 done = function(summary, latency, requests)
   io.write(string.format(
@@ -159,7 +172,12 @@ def run_wrk(
 
 
 async def _httpx_load(
-    url: str, method: str, bodies: list[str], duration: float, connections: int
+    url: str,
+    method: str,
+    bodies: list[str],
+    duration: float,
+    connections: int,
+    headers: dict[str, str],
 ) -> dict[str, Any]:
     latencies: list[float] = []
     counts = {"ok": 0, "bad": 0}
@@ -182,7 +200,7 @@ async def _httpx_load(
                         f'"phone":"+4479{n * 16 + wid:08d}","age":35}}}}'
                     )
                     r = await client.post(
-                        url, content=body, headers={"content-type": "application/json"}
+                        url, content=body, headers={"content-type": "application/json", **headers}
                     )
                 latencies.append(time.perf_counter() - t0)
                 counts["ok" if r.status_code < 300 else "bad"] += 1
@@ -203,7 +221,14 @@ async def _httpx_load(
 
 
 def run_httpx(
-    url: str, method: str, bodies: list[str], *, duration: float, connections: int, workdir: Path
+    url: str,
+    method: str,
+    bodies: list[str],
+    *,
+    duration: float,
+    connections: int,
+    workdir: Path,
+    headers: dict[str, str],
 ) -> dict[str, Any]:
     """Run the httpx generator in a second process (so it does not share the server's GIL)."""
     spec = workdir / f"load-{time.monotonic_ns()}.json"
@@ -215,6 +240,7 @@ def run_httpx(
                 "bodies": bodies,
                 "duration": duration,
                 "connections": connections,
+                "headers": headers,
             }
         )
     )
@@ -228,14 +254,33 @@ def run_httpx(
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One endpoint's runs as one: counts summed; req/s, p50 and CPU per request averaged; the
+    worst p99."""
+    return {
+        "tool": runs[0]["tool"],
+        "requests": sum(r["requests"] for r in runs),
+        "ok": sum(r["ok"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "rps": statistics.fmean(r["rps"] for r in runs),
+        "p50_ms": statistics.fmean(r["p50_ms"] for r in runs),
+        "p99_ms": max(r["p99_ms"] for r in runs),
+        "cpu_us": statistics.fmean(r["cpu_us"] for r in runs),
+    }
+
+
 # ------------------------------------------------------------------------------ server
 def start_server(registry: Path, db_url: str, port: int, log: Path) -> int:
-    """Start the service (1 uvicorn worker, uvloop + httptools) and wait until it answers."""
+    """Start the service (1 uvicorn worker, uvloop + httptools) and wait until it answers.
+
+    ``--insecure-dev`` lets the keyless comparison run in; ``--log-level error`` keeps its
+    per-request warning out of the measurement.
+    """
     proc = start_process(
         [
-            sys.executable, "-m", "server.scoring", "serve", "--development",
+            sys.executable, "-m", "server.scoring", "serve", "--development", "--insecure-dev",
             "--registry", str(registry), "--db", db_url,
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
         ],
         log_path=log,
         cwd=ROOT,
@@ -282,7 +327,9 @@ def make_batch_file(path: Path, rows: int, fmt: str) -> None:
         pq.write_table(table, path)
 
 
-def run_batch(base: str, path: Path, fmt: str, rows: int) -> dict[str, Any]:
+def run_batch(
+    base: str, path: Path, fmt: str, rows: int, headers: dict[str, str]
+) -> dict[str, Any]:
     """Upload a file and read the streamed CSV; rows/s end to end (upload + score + download)."""
     content_type = "text/csv" if fmt == "csv" else "application/vnd.apache.parquet"
 
@@ -298,7 +345,7 @@ def run_batch(base: str, path: Path, fmt: str, rows: int) -> dict[str, Any]:
             "POST",
             f"{base}/v1/batch/application",
             content=chunks(),
-            headers={"content-type": content_type},
+            headers={"content-type": content_type, **headers},
         ) as response,
     ):
         response.raise_for_status()
@@ -329,7 +376,12 @@ def main() -> int:
         spec = json.loads(args.load_worker.read_text())
         result = asyncio.run(
             _httpx_load(
-                spec["url"], spec["method"], spec["bodies"], spec["duration"], spec["connections"]
+                spec["url"],
+                spec["method"],
+                spec["bodies"],
+                spec["duration"],
+                spec["connections"],
+                spec["headers"],
             )
         )
         print(json.dumps(result))
@@ -345,15 +397,18 @@ def main() -> int:
         json.dumps(features_of(trained.sample.iloc[i], trained.schema), separators=(",", ":"))
         for i in range(64)
     ]
+    db_url = f"sqlite:///{db_path}"
+    key = create_keys(db_url, (Role.SCORING,))[Role.SCORING]
+    keyed = bearer(key)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    pid = start_server(registry, f"sqlite:///{db_path}", port, work / "server.log")
+    pid = start_server(registry, db_url, port, work / "server.log")
     wrk = ensure_wrk()
     results: dict[str, dict[str, Any]] = {}
     try:
         # warm-up: caches, first-request paths; counted against the DB too
         warm_ok = 0
-        with httpx.Client(base_url=base, timeout=10.0) as client:
+        with httpx.Client(base_url=base, timeout=10.0, headers=keyed) as client:
             for i in range(300):
                 body = {
                     "application_id": f"warm-{i}",
@@ -362,42 +417,51 @@ def main() -> int:
                     "signals": {"device_id": f"warm-{i % 7}", "age": 30},
                 }
                 warm_ok += client.post(DECISION_PATH, json=body).status_code == 200
-        for name, path, method in (
-            ("GET /healthz", "/healthz", "GET"),
-            (f"POST {DECISION_PATH}", DECISION_PATH, "POST"),
+        # decisions in the order key, no key, no key, key, half the time each: a machine
+        # getting busier or quieter during the run weighs on both alike
+        half = max(duration / 2, 1.0)
+        runs: list[dict[str, Any]] = []
+        for name, path, method, headers, seconds in (
+            ("GET /healthz", "/healthz", "GET", {}, duration),
+            (KEYED, DECISION_PATH, "POST", keyed, half),
+            (KEYLESS, DECISION_PATH, "POST", {}, half),
+            (KEYLESS, DECISION_PATH, "POST", {}, half),
+            (KEYED, DECISION_PATH, "POST", keyed, half),
         ):
             print(
-                f"load: {name} for {duration:.0f} s with {args.connections} connections ...",
+                f"load: {name} for {seconds:.0f} s with {args.connections} connections ...",
                 flush=True,
             )
             cpu_before = cpu_seconds(pid)
             if wrk:
-                script = wrk_get_script() if method == "GET" else wrk_script(bodies)
-                results[name] = run_wrk(
+                script = wrk_get_script() if method == "GET" else wrk_script(bodies, headers)
+                run = run_wrk(
                     wrk,
                     base + path,
                     script,
-                    duration=duration,
+                    duration=seconds,
                     connections=args.connections,
                     workdir=work,
                 )
             else:
-                results[name] = run_httpx(
+                run = run_httpx(
                     base + path,
                     method,
                     bodies,
-                    duration=duration,
+                    duration=seconds,
                     connections=args.connections,
                     workdir=work,
+                    headers=headers,
                 )
             # server CPU per request: comparable across runs even when the machine is shared
-            results[name]["cpu_us"] = (
-                (cpu_seconds(pid) - cpu_before) / max(results[name]["requests"], 1) * 1e6
-            )
+            run["cpu_us"] = (cpu_seconds(pid) - cpu_before) / max(run["requests"], 1) * 1e6
+            runs.append({"name": name, **run})
+        for name in ("GET /healthz", KEYED, KEYLESS):
+            results[name] = combine([r for r in runs if r["name"] == name])
         time.sleep(0.5)
         stored = count_decisions(db_path)
-        decision = results[f"POST {DECISION_PATH}"]
-        expected = decision["ok"] + warm_ok
+        decision, keyless = results[KEYED], results[KEYLESS]
+        expected = decision["ok"] + keyless["ok"] + warm_ok
         batch_results = []
         for fmt in ("csv", "parquet"):
             path = work / f"batch.{fmt}"
@@ -405,7 +469,7 @@ def main() -> int:
             make_batch_file(path, args.batch_rows, fmt)
             print(f"batch: scoring {path.stat().st_size / 1e6:.0f} MB ...", flush=True)
             cpu_before = cpu_seconds(pid)
-            result = run_batch(base, path, fmt, args.batch_rows)
+            result = run_batch(base, path, fmt, args.batch_rows, keyed)
             result["cpu_rows_per_s"] = args.batch_rows / max(cpu_seconds(pid) - cpu_before, 1e-9)
             batch_results.append(result)
             path.unlink()
@@ -416,17 +480,22 @@ def main() -> int:
     tool = results[next(iter(results))]["tool"]
     print(
         f"scoring service benchmark ({tool}, {args.connections} connections, {duration:.0f} s "
-        f"each, 1 uvicorn worker, {os.cpu_count()} cores)"
+        f"per endpoint (decisions as key, no key, no key, key), 1 uvicorn worker, "
+        f"{os.cpu_count()} cores)"
     )
-    print(f"{'endpoint':<36}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'CPU us/req':>11}")
+    print(f"{'endpoint':<42}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'CPU us/req':>11}")
     for name, r in results.items():
         print(
-            f"{name:<36}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>7}"
+            f"{name:<42}{r['rps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>7}"
             f"{r['cpu_us']:>11.0f}"
         )
     rps_ratio = decision["rps"] / health["rps"]
     p99_ratio = decision["p99_ms"] / max(health["p99_ms"], 1e-9)
     print(f"ratio full decision / healthz: req/s {rps_ratio:.2f}, p99 {p99_ratio:.2f}")
+    print(
+        f"ratio decision with API key / without: req/s {decision['rps'] / keyless['rps']:.2f}, "
+        f"server CPU per request {decision['cpu_us'] / max(keyless['cpu_us'], 1e-9):.2f}"
+    )
     load = os.getloadavg()[0]
     print(f"machine load average during the run: {load:.1f} on {os.cpu_count()} cores")
     lost = expected - stored

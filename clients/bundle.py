@@ -27,8 +27,8 @@ from fedrisk.federation.roster import (
 )
 from fedrisk.release.identity import key_id, load_receiving_key, load_signing_key, receiving_key_id
 
-# Node config keys a deployed SuperNode passes to the ClientApp (``context.node_config``).
-NODE_CONFIG_PARTY_CONFIG: Final = "party-config"
+# The one node config key a deployed SuperNode passes to every ClientApp (``context.node_config``):
+# the party's name. Paths never travel there (``clients.executor`` serves ``party.toml``).
 NODE_CONFIG_PARTY: Final = "party"
 
 

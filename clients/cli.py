@@ -1,5 +1,5 @@
 """Party commands: ``fedrisk keys init|accept`` (CKKS key ceremony), ``fedrisk party
-init|join|start|stop``.
+init|join|start|stop`` and ``fedrisk party pin sign|accept|show`` (the app pin's amendments).
 
 The ``fedrisk`` dispatcher (:mod:`simulations.cli`) mounts ``keys_app`` and ``party_app``;
 ``register`` mounts both on another typer app. Options are checked (paths exist, ports in range,
@@ -11,22 +11,30 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 
-from clients.bundle import load_bundle
+from clients.bundle import PartyBundle, load_bundle
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.roster import COORDINATOR_DIR, load_manifest
 from secure_agg.errors import SecureAggError
 from secure_agg.params import SUPPORTED_POLY_MODULUS_DEGREES, HEParams
+
+if TYPE_CHECKING:
+    from fedrisk.federation.pin import AppPin, SignedPin
 
 keys_app = typer.Typer(help="CKKS key ceremony between the parties.", no_args_is_help=True)
 party_app = typer.Typer(
     help="This party's own keys, its federation bundle and its Flower SuperNode.",
     no_args_is_help=True,
 )
+pin_app = typer.Typer(
+    help="The federation's app pin: which Flower app and run configs this party runs.",
+    no_args_is_help=True,
+)
+party_app.add_typer(pin_app, name="pin")
 
 BundleOption = Annotated[
     Path,
@@ -36,6 +44,29 @@ BundleOption = Annotated[
         exists=True,
         file_okay=False,
         help="This party's bundle from the coordinator.",
+    ),
+]
+
+
+CoordinatorWorkspaceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--coordinator-workspace",
+        help="The coordinator's workspace path on its machine: runs may then point "
+        "public-context and server-dir there only (else both must stay empty).",
+    ),
+]
+AllowPlaintextOption = Annotated[
+    bool,
+    typer.Option("--allow-plaintext", help="Let runs turn encryption off (cost comparisons only)."),
+]
+AppOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--app",
+        exists=True,
+        file_okay=False,
+        help="The Flower app to pin (default: the one `fedrisk run` submits).",
     ),
 ]
 
@@ -72,35 +103,13 @@ def keys_init(
             "--poly-modulus-degree", click_type=click.Choice(SUPPORTED_POLY_MODULUS_DEGREES)
         ),
     ] = 8192,
-    coordinator_workspace: Annotated[
-        str | None,
-        typer.Option(
-            "--coordinator-workspace",
-            help="The coordinator's workspace path on its machine: runs may then point "
-            "public-context and server-dir there only (else both must stay empty).",
-        ),
-    ] = None,
-    allow_plaintext: Annotated[
-        bool,
-        typer.Option(
-            "--allow-plaintext", help="Let runs turn encryption off (cost comparisons only)."
-        ),
-    ] = False,
-    app: Annotated[
-        Path | None,
-        typer.Option(
-            "--app",
-            exists=True,
-            file_okay=False,
-            help="The Flower app to pin (default: the one `fedrisk run` submits).",
-        ),
-    ] = None,
+    coordinator_workspace: CoordinatorWorkspaceOption = None,
+    allow_plaintext: AllowPlaintextOption = False,
+    app: AppOption = None,
 ) -> None:
     """Lead party: create the CKKS context, seal it to every other party, export the public part,
     and sign the app pin (which app and run configs every party will run)."""
-    from clients.pinning import create_pin, install_pin
     from fedrisk.federation.pin import PIN_FILE
-    from fedrisk.files import write_atomic
     from secure_agg.ceremony import run_key_ceremony  # TenSEAL, once the options are checked
 
     try:
@@ -118,14 +127,13 @@ def keys_init(
             out_dir=out,
             params=HEParams(poly_modulus_degree=poly_modulus_degree),
         )
-        signed = create_pin(
+        _, signed = _sign_pin(
             party,
-            app_dir=app,
+            out,
+            app=app,
             allow_plaintext=allow_plaintext,
             coordinator_workspace=coordinator_workspace,
         )
-        write_atomic(out / PIN_FILE, signed.to_json(), private=False)
-        install_pin(party, signed)
     except (FedRiskError, SecureAggError, ValueError) as e:
         raise _fail(e) from e
     typer.echo(f"CKKS context created (public fingerprint {result.public_context_sha256[:16]}).")
@@ -361,6 +369,108 @@ def party_stop(bundle: BundleOption) -> None:
         return
     handle.stop()
     typer.echo(f"Stopped SuperNode pid {handle.pid}.")
+
+
+def _sign_pin(
+    lead: PartyBundle,
+    out: Path,
+    *,
+    app: Path | None,
+    allow_plaintext: bool,
+    coordinator_workspace: str | None,
+) -> tuple[AppPin | None, SignedPin]:
+    """The pin the lead had installed (if any) and the next one, signed, written and installed."""
+    from clients.pinning import installed_pin, issue_pin, pin_path
+
+    before = installed_pin(lead).pin if pin_path(lead).exists() else None
+    signed = issue_pin(
+        lead,
+        out_dir=out,
+        app_dir=app,
+        allow_plaintext=allow_plaintext,
+        coordinator_workspace=coordinator_workspace,
+    )
+    return before, signed
+
+
+def _describe_pin(pin: AppPin) -> str:
+    from fedrisk.federation.pin import rule_violation
+
+    rule = pin.run_config.get("plaintext")
+    plaintext = (
+        "allowed" if rule is not None and rule_violation(rule, True) is None else "forbidden"
+    )
+    return (
+        f"pin #{pin.sequence} signed by {pin.issued_by} at {pin.issued_at}: {pin.app}, FAB "
+        f"{pin.fab_sha256[:16]}, fedrisk {pin.fedrisk_version}, plaintext {plaintext}"
+    )
+
+
+@pin_app.command("sign")
+def pin_sign(
+    bundle: BundleOption,
+    out: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="Folder to write pin.json into.")
+    ],
+    coordinator_workspace: CoordinatorWorkspaceOption = None,
+    allow_plaintext: AllowPlaintextOption = False,
+    app: AppOption = None,
+) -> None:
+    """Lead party: sign and install an amendment of the app pin (a new app or new rules).
+
+    Hand OUT/pin.json to every other party like the ceremony's files; each runs `fedrisk party
+    pin accept`, and its executor enforces the new pin from its next run on.
+    """
+    try:
+        before, signed = _sign_pin(
+            load_bundle(bundle),
+            out,
+            app=app,
+            allow_plaintext=allow_plaintext,
+            coordinator_workspace=coordinator_workspace,
+        )
+    except (FedRiskError, ValueError, OSError) as e:
+        raise _fail(e) from e
+    if before is not None:
+        typer.echo(f"Replaces {_describe_pin(before)}")
+    typer.echo(f"Signed and installed {_describe_pin(signed.pin)}")
+    typer.echo(
+        f"Hand {out / 'pin.json'} to every other party: `fedrisk party pin accept --pin ...`; "
+        "each party's executor enforces it from its next run on."
+    )
+
+
+@pin_app.command("accept")
+def pin_accept(
+    bundle: BundleOption,
+    pin: Annotated[
+        Path,
+        typer.Option("--pin", exists=True, dir_okay=False, help="The lead's signed pin.json."),
+    ],
+) -> None:
+    """Every other party: verify the lead's signed pin amendment and install it (newer only)."""
+    from clients.pinning import install_pin, load_pin_file
+
+    try:
+        party = load_bundle(bundle)
+        pinned = install_pin(party, load_pin_file(pin))
+    except FedRiskError as e:
+        raise _fail(e) from e
+    typer.echo(f"Installed {_describe_pin(pinned)}")
+
+
+@pin_app.command("show")
+def pin_show(bundle: BundleOption) -> None:
+    """Show the app pin this party enforces, verified against its own manifest."""
+    from clients.pinning import installed_pin
+
+    try:
+        signed = installed_pin(load_bundle(bundle))
+    except FedRiskError as e:
+        raise _fail(e) from e
+    typer.echo(_describe_pin(signed.pin))
+    for key, rule in sorted(signed.pin.run_config.items()):
+        typer.echo(f"  {key}: {rule.model_dump_json()}")
 
 
 def register(cli: typer.Typer) -> None:

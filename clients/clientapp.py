@@ -1,4 +1,10 @@
-"""The party's Flower ClientApp: one handler per message type of the fedrisk protocol."""
+"""The party's Flower ClientApp: one handler per message type of the fedrisk protocol.
+
+A round is one message per party (see ``server.coordinator.strategy``): ``train`` may also ask
+the party to evaluate the global model it names, and the metrics party's message, whatever its
+type, may carry pooled histograms to decrypt into AUC and KS. Those folded answers travel in
+the same reply.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +52,14 @@ def _reply(message: Message, node: PartyNode, **records: ArrayRecord | MetricRec
     return Message(content=content, reply_to=message)
 
 
-def _arrays(message: Message, key: str) -> ArrayRecord | None:
-    return message.content.array_records.get(key)
+def _pooled_metrics(message: Message, node: PartyNode) -> dict[str, MetricRecord]:
+    """AUC and KS of the pooled histograms the message carries (only the metrics party's
+    messages do); only these two numbers leave the party."""
+    enc_hist = message.content.array_records.get(proto.ENC_POOLED_HIST)
+    if enc_hist is None:
+        return {}
+    auc, ks = node.metrics(enc_hist)
+    return {proto.METRICS: MetricRecord({proto.METRIC_AUC: auc, proto.METRIC_KS: ks})}
 
 
 def _sealed(message: Message, context: Context, node: PartyNode) -> dict[str, FloatVector]:
@@ -85,8 +97,11 @@ def _handle(fn: Handler) -> Callable[[Message, Context], Message]:
 @app.query("stats")
 @_handle
 def stats(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
-    """Validate local data and send its additive feature statistics, encrypted."""
-    return _reply(message, node, **{proto.ENC_STATS: node.local_stats()})
+    """Validate local data and send its additive feature statistics, encrypted.
+
+    A later statistics pass names the sum so far; the party's answer builds on it.
+    """
+    return _reply(message, node, **{proto.ENC_STATS: node.local_stats(sealed.get(proto.ENC_STATS))})
 
 
 @app.train()
@@ -96,9 +111,18 @@ def train(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> 
     stats = sealed.get(proto.ENC_STATS)
     if stats is None:
         raise PartyRefusedError("train message names no statistics sum")
-    rnd = int(message.content.config_records[proto.CONFIG][proto.CFG_ROUND])  # type: ignore[arg-type]
-    update = node.train(stats, sealed.get(proto.ENC_GLOBAL), rnd)
-    return _reply(message, node, **{proto.ENC_UPDATE: update})
+    config = message.content.config_records[proto.CONFIG]
+    rnd = int(config[proto.CFG_ROUND])  # type: ignore[arg-type]
+    global_sum = sealed.get(proto.ENC_GLOBAL)
+    records: dict[str, ArrayRecord | MetricRecord] = {}
+    if config.get(proto.CFG_EVALUATE):
+        # The model this round starts from is the previous round's result: evaluate it here
+        # rather than in a message of its own.
+        if global_sum is None:
+            raise PartyRefusedError("train message asks to evaluate but names no global model")
+        records[proto.ENC_HIST] = node.evaluate(stats, global_sum)
+    records[proto.ENC_UPDATE] = node.train(stats, global_sum, rnd)
+    return _reply(message, node, **records, **_pooled_metrics(message, node))
 
 
 @app.evaluate()
@@ -109,22 +133,19 @@ def evaluate(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) 
     global_sum = sealed.get(proto.ENC_GLOBAL)
     if stats is None or global_sum is None:
         raise PartyRefusedError("evaluate message must name the statistics sum and the model")
-    return _reply(message, node, **{proto.ENC_HIST: node.evaluate(stats, global_sum)})
+    hist = node.evaluate(stats, global_sum)
+    return _reply(message, node, **{proto.ENC_HIST: hist}, **_pooled_metrics(message, node))
 
 
 @app.query("metrics")
 @_handle
 def metrics(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -> Message:
-    """Decrypt the pooled histograms; only the global AUC and KS leave the party."""
-    enc_hist = _arrays(message, proto.ENC_HIST)
-    if enc_hist is None:
+    """Decrypt the pooled histograms; only the global AUC and KS leave the party (asked only
+    when the metrics party of a round's exchange dropped out)."""
+    metrics = _pooled_metrics(message, node)
+    if not metrics:
         raise PartyRefusedError("metrics query carries no histograms")
-    auc, ks = node.metrics(enc_hist)
-    return _reply(
-        message,
-        node,
-        **{proto.METRICS: MetricRecord({proto.METRIC_AUC: auc, proto.METRIC_KS: ks})},
-    )
+    return _reply(message, node, **metrics)
 
 
 @app.query("tree")
@@ -159,6 +180,16 @@ def release(message: Message, context: Context) -> Message:
     history = json.loads(str(cfg[proto.CFG_HISTORY]))
     parties = json.loads(str(cfg[proto.CFG_PARTIES]))
     rounds = int(cfg[proto.CFG_ROUND])  # type: ignore[arg-type]
+    metrics = _pooled_metrics(message, node)
+    if metrics:
+        # The last round's metrics come with its model: the pooled histograms of the final
+        # evaluation, decrypted here; the history's last entry awaits them.
+        record = metrics[proto.METRICS]
+        history[-1] = {
+            **history[-1],
+            "auc": record[proto.METRIC_AUC],
+            "ks": record[proto.METRIC_KS],
+        }
     if node.federation.model == "gbdt":
         model_id, path = tree_party.release(
             node, context.state, stats=stats, rounds=rounds, history=history, parties=parties
@@ -172,7 +203,8 @@ def release(message: Message, context: Context) -> Message:
         {
             proto.CONFIG: ConfigRecord(
                 {proto.CFG_PARTY: node.config.name, proto.CFG_MODEL_ID: model_id}
-            )
+            ),
+            **metrics,
         }
     )
     return Message(content=content, reply_to=message)

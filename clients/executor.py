@@ -6,11 +6,16 @@ and its CKKS secret context once, then polls the SuperNode's Runtime API for tas
 in-process, so a message costs what its work costs instead of a cold ``flwr-clientapp`` (≈ 7 s).
 The simulation engine and the deployment runtime still call the same ``clients.clientapp:app``.
 
-Every run passes one admission hook, ``RunCheck``, after its task input is pulled and before any
-of the run's code is installed, imported or executed. A check raises ``RunRefusedError`` to
-refuse: the ServerApp then receives an error reply carrying the reason, and the refusal is
-logged with the run id. The default admits every run (today's behaviour); the federation's app
-pin plugs in here.
+Every run passes one admission check, ``RunCheck``, after its task input is pulled and before
+any of the run's code is installed, imported or executed. The executor hashes the FAB bytes it
+received itself (the hash the SuperLink states is never used) and merges the run config exactly
+as Flower does; ``clients.pinning.PinnedRunCheck`` then checks both against the app pin in the
+party's own folder (``--party-dir``). A refused run gets a Flower error reply naming the party and
+the reason (the ServerApp sees it; fedrisk's coordinator shows it as a party error) and is logged
+with the run id. Without a party folder, or without a valid pin in it, every run is refused.
+
+The party's own configuration (``--party-config``, its ``party.toml``) is handed to the ClientApp
+in-process, so ``context.node_config`` holds nothing but the party's name.
 
 Flower internals are confined to ``clients.flower_runtime``.
 """
@@ -22,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -40,8 +45,9 @@ from clients.flower_runtime import (
     is_load_error,
     load_client_app,
 )
-from clients.party import load_party_config, warm_up
-from fedrisk.errors import FedRiskError
+from clients.party import PartyConfig, load_party_config, serve_party, warm_up
+from clients.pinning import PinnedRunCheck, RunAdmission, refuse_every_run
+from fedrisk.errors import FedRiskError, RunRefusedError
 from fedrisk.federation.processes import is_alive
 
 log = logging.getLogger(__name__)
@@ -54,32 +60,8 @@ PARENT_CHECK: Final = 0.5
 """Seconds between checks that the SuperNode is still alive (the executor exits with it)."""
 
 
-class RunRefusedError(FedRiskError, PermissionError):
-    """The party refuses to run this run's code."""
-
-
-@dataclass(frozen=True)
-class RunAdmission:
-    """What a ``RunCheck`` sees of a run before any of its code is installed or imported."""
-
-    run_id: int
-    fab_id: str
-    fab_version: str
-    fab_hash: str
-    """SHA-256 of the FAB's bytes, as the SuperLink and SuperNode name it."""
-    fab_content: bytes = field(repr=False)
-    """The FAB itself (a zip): its ``pyproject.toml`` names the app's components."""
-    run_config: Mapping[str, object]
-    """The run config as the ClientApp will read it (the FAB's defaults fused with overrides)."""
-
-
 RunCheck = Callable[[RunAdmission], None]
 """Raises ``RunRefusedError`` to refuse a run; returns to admit it."""
-
-
-def admit_every_run(run: RunAdmission) -> None:
-    """The default check: admit the run (no app pin is configured yet)."""
-    del run
 
 
 @dataclass
@@ -94,14 +76,18 @@ class WarmExecutor:
         The SuperNode's SuperExec auth secret (``--superexec-auth-secret-file``): without it
         any local process could acquire the party's tasks.
     check
-        The admission hook run before any of a run's code is loaded.
+        The admission check run before any of a run's code is loaded; the default refuses
+        every run (an executor must be told which pin it enforces).
+    party
+        The party's name, for the reason a refused run's error reply carries.
     poll
         Seconds between polls while no task waits.
     """
 
     runtime_api_address: str
     auth_secret: bytes | None = field(default=None, repr=False)
-    check: RunCheck = admit_every_run
+    check: RunCheck = refuse_every_run
+    party: str = ""
     poll: float = DEFAULT_POLL
     _apps: dict[str, ClientApp] = field(default_factory=dict, repr=False)
 
@@ -133,12 +119,12 @@ class WarmExecutor:
             with channel.heartbeat():
                 try:
                     task_input = channel.pull()
-                    app = self._admitted_app(task_input)
+                    app = self.admit(task_input)
                     reply = app(message=task_input.message, context=task_input.context)
                     sub_status, details = TaskOutcome.COMPLETED, ""
                 except RunRefusedError as e:
-                    log.error("run %s refused: %s", task.run_id, e)
-                    details = f"run refused by the party: {e}"
+                    log.error("run %s refused (%s): %s", task.run_id, e.reason, e)
+                    details = refusal_reason(e, party=self.party)
                     if task_input is not None:
                         reply = error_reply(
                             task_input.message, code=TaskOutcome.REFUSED, reason=details
@@ -174,23 +160,38 @@ class WarmExecutor:
             round((time.perf_counter() - started) * 1000),
         )
 
-    def _admitted_app(self, task_input: TaskInput) -> ClientApp:
-        """Check the run, then the ClientApp its FAB names (loaded once per FAB)."""
-        self.check(
-            RunAdmission(
-                run_id=task_input.run_id,
-                fab_id=task_input.fab_id,
-                fab_version=task_input.fab_version,
-                fab_hash=task_input.fab_hash,
-                fab_content=task_input.fab_content,
-                run_config=dict(task_input.context.run_config),
-            )
+    def admit(self, task_input: TaskInput) -> ClientApp:
+        """Check the run, then install and load the ClientApp its FAB names (once per FAB).
+
+        The check sees the hash of the FAB bytes received and the run config merged from them;
+        the ClientApp then gets exactly that run config, and the app is installed from those
+        bytes under that hash.
+
+        Raises
+        ------
+        RunRefusedError
+            The check refused the run: nothing of it was installed or imported.
+        """
+        admission = RunAdmission(
+            run_id=task_input.run_id,
+            fab_content=task_input.fab_content,
+            override_config=task_input.override_config,
+            stated_fab_hash=task_input.fab_hash,
         )
-        app = self._apps.get(task_input.fab_hash)
+        self.check(admission)
+        task_input.context.run_config = admission.run_config()
+        fab_sha256 = admission.fab_sha256
+        app = self._apps.get(fab_sha256)
         if app is None:
-            app = load_client_app(task_input)
-            self._apps[task_input.fab_hash] = app
+            app = load_client_app(task_input.fab_content, fab_sha256=fab_sha256)
+            self._apps[fab_sha256] = app
         return app
+
+
+def refusal_reason(error: RunRefusedError, *, party: str) -> str:
+    """The reason a refused run's error reply carries: who refused, why (the code), and how."""
+    who = f"party {party}" if party else "the party"
+    return f"run refused by {who} ({error.reason}): {error}"
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -205,6 +206,21 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-monitor", daemon=True).start()
 
 
+def _warm_up_beside(config: PartyConfig, *, started: float) -> None:
+    """Run ``warm_up(config)`` in a thread; a failure is logged (tasks then refuse by
+    themselves, with the same error)."""
+
+    def warm() -> None:
+        try:
+            warm_up(config)
+        except FedRiskError as e:
+            log.error("warm-up failed: %s", e)
+            return
+        log.info("executor warm in %d ms", round((time.perf_counter() - started) * 1000))
+
+    threading.Thread(target=warm, name="warm-up", daemon=True).start()
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m clients.executor",
@@ -213,6 +229,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runtime-api-address", required=True, help="HOST:PORT of the SuperNode")
     parser.add_argument("--superexec-auth-secret-file", type=Path, default=None)
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this pid exits")
+    parser.add_argument(
+        "--party-dir",
+        type=Path,
+        default=None,
+        help="the party's folder: its manifest and installed app pin (without it, refuse all)",
+    )
     parser.add_argument(
         "--party-config", type=Path, default=None, help="party.toml to load before the first task"
     )
@@ -235,14 +257,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     import clients.clientapp  # noqa: F401 - imported before the first task: that is the point
 
+    party = ""
     if args.party_config is not None:
-        warm_up(load_party_config(args.party_config))
+        config = load_party_config(args.party_config)
+        serve_party(config)
+        # Beside the first tasks, not before them: the statistics query needs no torch, so it
+        # is answered while torch loads, and the run's start does not wait for the warm-up.
+        _warm_up_beside(config, started=started)
+        party = config.name
+    check: RunCheck = refuse_every_run
+    if args.party_dir is not None:
+        check = PinnedRunCheck(args.party_dir.resolve())
+    else:
+        log.warning("no --party-dir: every run will be refused")
     log.info(
-        "executor warm in %d ms; serving %s",
+        "executor ready in %d ms; serving %s",
         round((time.perf_counter() - started) * 1000),
         args.runtime_api_address,
     )
-    executor = WarmExecutor(args.runtime_api_address, auth_secret=secret, poll=args.poll)
+    executor = WarmExecutor(
+        args.runtime_api_address, auth_secret=secret, check=check, party=party, poll=args.poll
+    )
     executor.serve(stop=threading.Event())
 
 

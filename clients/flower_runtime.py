@@ -8,24 +8,38 @@ executors serve only agent/model/connector tasks (``flwr.supercore.warm_executor
 ``flwr.supernode.runtime.run_clientapp.run_clientapp`` does per task: heartbeat, pull the task
 input, load the ClientApp the run's FAB names, call it, push the reply and the task output.
 
+It also paces the SuperNode's own loop (:func:`run_paced_supernode`). Flower 1.41's
+``start_client_internal`` sleeps a hard-coded 3 s whenever a pull from the SuperLink finds no
+message, and 0.5 s between checks for the ClientApp's reply; no option changes either. A round of
+the federation is one message per party, so the next round's message arrives well under a second
+after a party's reply, and each round paid most of those 3 s. ``python -m clients.flower_runtime
+flower-supernode ARGS`` runs Flower's own ``flower-supernode`` entry point unchanged, with that
+module's ``time`` replaced by :class:`PacedSleep`: it waits a quarter of the time the node has
+been idle (50 ms right after a message, at most 1 s), and 20 ms between reply checks.
+
 Every name imported from ``flwr`` outside its public app API is imported here and nowhere else;
 ``tests/unit/clients/test_flower_runtime.py`` fails loudly when a Flower upgrade renames them or
-changes the signatures this module relies on.
+changes the signatures and sleeps this module relies on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from flwr.app import Context, Message
 from flwr.app.error import Error
+from flwr.cli.config_utils import get_fab_metadata
 from flwr.cli.install import install_from_fab
 from flwr.clientapp import ClientApp
 from flwr.clientapp.client_app import LoadClientAppError
 from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.config import get_fused_config_from_fab
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest
 from flwr.supercore.constant import TaskType
@@ -36,7 +50,10 @@ from flwr.supercore.interceptors import (
     SuperExecAuthHttpInterceptor,
 )
 from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.run import Run
 from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode import start_client_internal as supernode_loop
+from flwr.supernode.cli import flower_supernode
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 ACQUIRE_TASK_METHOD: Final = "/flwr.proto.Runtime/AcquireTask"
@@ -66,7 +83,10 @@ class TaskInput:
     fab_id: str
     fab_version: str
     fab_hash: str
-    fab_content: bytes
+    """The hash the SuperLink states for the FAB: a label, never trusted."""
+    fab_content: bytes = field(repr=False)
+    override_config: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+    """The run's own overrides of the FAB's run-config defaults, as submitted."""
 
 
 class TaskOutcome:
@@ -147,6 +167,7 @@ class TaskChannel:
             fab_version=str(run.fab_version),
             fab_hash=str(fab.hash_str),
             fab_content=bytes(fab.content),
+            override_config=dict(run.override_config),
         )
 
     def push_reply(self, reply: Message, context: Context) -> None:
@@ -178,8 +199,30 @@ def error_reply(message: Message, *, code: int, reason: str) -> Message:
     return Message(Error(code=code, reason=reason), reply_to=message)
 
 
-def load_client_app(task: TaskInput) -> ClientApp:
-    """The ClientApp the run's FAB names, installed and loaded as ``flwr-clientapp`` would.
+def fused_run_config(
+    fab_content: bytes, override_config: Mapping[str, bool | int | float | str]
+) -> dict[str, bool | int | float | str]:
+    """The run config a ClientApp of this run reads, merged as the SuperNode merges it.
+
+    Flower's own ``get_fused_config_from_fab``: the FAB's ``[tool.flwr.app.config]`` defaults,
+    flattened, with the run's overrides on top. Parses the FAB's ``pyproject.toml`` only.
+
+    Raises
+    ------
+    ValueError
+        An override names a key the FAB does not define, or the FAB's config is invalid.
+    """
+    run = Run.create_empty(run_id=0)
+    run.override_config = dict(override_config)
+    return dict(get_fused_config_from_fab(fab_content, run))
+
+
+def load_client_app(fab_content: bytes, *, fab_sha256: str) -> ClientApp:
+    """The ClientApp a FAB names, installed and loaded as ``flwr-clientapp`` would.
+
+    ``fab_sha256`` is the hash the caller computed from ``fab_content``; the FAB's id and version
+    are read from the FAB itself. Nothing the SuperLink states about the run picks which installed
+    app is imported.
 
     Notes
     -----
@@ -192,11 +235,101 @@ def load_client_app(task: TaskInput) -> ClientApp:
     flwr.clientapp.client_app.LoadClientAppError
         The FAB's ClientApp cannot be loaded.
     """
-    install_from_fab(task.fab_content, skip_prompt=True)
+    install_from_fab(fab_content, skip_prompt=True)
+    fab_id, fab_version = get_fab_metadata(fab_content)
     load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-    return load(task.fab_id, task.fab_version, task.fab_hash)
+    return load(fab_id, fab_version, fab_sha256)
 
 
 def is_load_error(error: BaseException) -> bool:
     """Whether ``error`` is Flower's failure to load a ClientApp."""
     return isinstance(error, LoadClientAppError)
+
+
+# --------------------------------------------------------------------------------------------------
+# The SuperNode's loop, paced
+# --------------------------------------------------------------------------------------------------
+
+IDLE_PULL_SLEEP: Final = 3.0
+"""What ``start_client_internal`` sleeps after a pull that found no message (Flower 1.41)."""
+REPLY_CHECK_SLEEP: Final = 0.5
+"""What it sleeps between checks for a ClientApp reply, and for a reply's object contents."""
+IDLE_FRACTION: Final = 0.25
+"""An idle pull waits this fraction of the time since the last message: the latency it adds to
+the next message is at most a quarter of the time the node was waiting anyway."""
+IDLE_MIN: Final = 0.05
+IDLE_MAX: Final = 1.0
+"""Bounds of an idle wait. An idle node pulls once a second: a few ms of CPU each, on the node
+and the SuperLink, where Flower's default was once in 3 s."""
+REPLY_CHECK: Final = 0.02
+"""Seconds between checks for the reply of a running task (an in-memory lookup at the node)."""
+
+
+class PacedSleep:
+    """Stands in for the ``time`` module inside Flower's SuperNode loop, shortening its sleeps.
+
+    Only ``sleep`` differs: a sleep of :data:`IDLE_PULL_SLEEP` waits in proportion to how long
+    the node has been idle, and a sleep of :data:`REPLY_CHECK_SLEEP` waits
+    :data:`REPLY_CHECK`. Any other duration is slept as asked.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_message = clock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def saw_message(self) -> None:
+        """The loop just pulled a message: the next one is likely soon."""
+        with self._lock:
+            self._last_message = self._clock()
+
+    def delay(self, seconds: float) -> float:
+        """How long a sleep of ``seconds`` asked for by Flower's loop really waits."""
+        if seconds == IDLE_PULL_SLEEP:
+            with self._lock:
+                idle = self._clock() - self._last_message
+            return min(IDLE_MAX, max(IDLE_MIN, IDLE_FRACTION * idle))
+        if seconds == REPLY_CHECK_SLEEP:
+            return REPLY_CHECK
+        return seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep :meth:`delay` of ``seconds``."""
+        time.sleep(self.delay(seconds))
+
+
+def pace_supernode_loop(pacer: PacedSleep) -> None:
+    """Install ``pacer`` into Flower's SuperNode loop of this process.
+
+    The loop looks up ``time`` and ``_pull_and_store_message`` as module globals on every call,
+    so replacing them there paces it without touching any other Flower module.
+    """
+    pull = supernode_loop._pull_and_store_message
+
+    def pull_and_note(*args: Any, **kwargs: Any) -> int | None:
+        run_id = pull(*args, **kwargs)
+        if run_id is not None:
+            pacer.saw_message()
+        return run_id
+
+    supernode_loop.time = pacer  # type: ignore[attr-defined,assignment]
+    supernode_loop._pull_and_store_message = pull_and_note
+
+
+def run_paced_supernode(argv: Sequence[str]) -> None:
+    """Run Flower's ``flower-supernode`` entry point with ``argv``, its loop paced."""
+    pace_supernode_loop(PacedSleep())
+    sys.argv = ["flower-supernode", *argv]
+    flower_supernode()
+
+
+if __name__ == "__main__":
+    # python -m clients.flower_runtime flower-supernode ARGS...
+    if sys.argv[1:2] != ["flower-supernode"]:
+        raise SystemExit(
+            f"usage: python -m clients.flower_runtime flower-supernode ARGS; got {sys.argv[1:2]}"
+        )
+    run_paced_supernode(sys.argv[2:])

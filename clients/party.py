@@ -3,7 +3,7 @@
 Everything here runs beside the party's own data: reading and validating it, fitting the shared
 preprocessor from the decrypted statistics sum, training, evaluating, and releasing the model.
 Only encrypted vectors leave (built by ``secure_agg``), plus the party's name and, on the
-metrics query, the pooled AUC/KS that every party agreed to publish.
+metrics party's answers, the pooled AUC/KS that every party agreed to publish.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from fedrisk.errors import FedRiskError
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.features import FeatureStats, Preprocessor
 from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
-from fedrisk.ml.kinds import neural_kind
+from fedrisk.ml.kinds import network_kind
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
-from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
 from fedrisk.ml.trees import TREE_STATS_BINS
+from fedrisk.ml.woe import BinningConfig, ScorecardStats, WoeEncoder, scorecard_statistics
 from fedrisk.release.artifact import (
     Lineage,
     ModelArtifact,
@@ -100,20 +101,36 @@ def load_party_config(path: Path) -> PartyConfig:
         raise PartyRefusedError(f"party config {path} is invalid: {e}") from e
 
 
+_SERVED_PARTY: list[PartyConfig] = []
+"""The party this process serves, set once by the party's warm executor (``serve_party``)."""
+
+
+def serve_party(config: PartyConfig) -> None:
+    """Make ``config`` the party every ClientApp call in this process runs as.
+
+    Notes
+    -----
+    The party's warm executor calls this with the ``party.toml`` from its own command line, so
+    the paths to the party's data and keys reach our ClientApp in-process and never travel in
+    ``context.node_config``, which any app the SuperNode ran would receive.
+    """
+    _SERVED_PARTY[:] = [config]
+
+
 def resolve_party_config(
     node_config: Mapping[str, object], federation: FederationConfig
 ) -> PartyConfig:
-    """Deployment nodes name their ``party-config``; simulated nodes use their partition id."""
-    explicit = node_config.get("party-config")
-    if isinstance(explicit, str) and explicit:
-        return load_party_config(Path(explicit))
+    """The party served by this process (deployment: set by the executor); simulated nodes use
+    their partition id."""
+    if _SERVED_PARTY:
+        return _SERVED_PARTY[0]
     if federation.sim_workspace and "partition-id" in node_config:
         pid = int(str(node_config["partition-id"]))
         path = Path(federation.sim_workspace) / "parties" / f"party_{pid}" / PARTY_CONFIG_FILE
         return load_party_config(path)
     raise PartyRefusedError(
-        "node config must set party-config=PATH (deployment) or the run must set sim-workspace "
-        f"(simulation); got node config keys {sorted(node_config)}"
+        "the party must be served by its executor (deployment) or the run must set "
+        f"sim-workspace (simulation); got node config keys {sorted(node_config)}"
     )
 
 
@@ -213,8 +230,28 @@ class PartyNode:
 
     # ----------------------------------------------------------------- phases
 
-    def local_stats(self) -> Any:
-        """Encrypted additive statistics of the training split."""
+    def local_stats(self, pooled: FloatVector | None = None) -> Any:
+        """Encrypted additive statistics of the training split.
+
+        A scorecard sends its good and bad rows' statistics; asked again with the decrypted
+        ``pooled`` sum of that first pass, it adds the sums of products of the WOE features
+        that sum defines (:func:`fedrisk.ml.woe.scorecard_statistics`).
+        """
+        if self.federation.model == "scorecard":
+            config = BinningConfig()
+            schema = self.data.schema
+            candidate = (
+                None
+                if pooled is None
+                else WoeEncoder(schema, config).fit_stats(
+                    ScorecardStats(schema, pooled, n_bins=config.histogram_bins)
+                )
+            )
+            return self.channel.encode(
+                scorecard_statistics(
+                    self.data.train, schema, n_bins=config.histogram_bins, candidate=candidate
+                )
+            )
         stats = FeatureStats.from_frame(self.data.train, self.data.schema, n_bins=self.stats_bins)
         return self.channel.encode(stats.to_vector())
 
@@ -250,9 +287,7 @@ class PartyNode:
         else:
             start = _global_weights(global_sum)
         trainer = LocalEpochs(
-            config=default_config(neural_kind(self.federation.model)).model_copy(
-                update=self._train_overrides()
-            ),
+            config=default_config(self.federation.model).model_copy(update=self._train_overrides()),
             generator=torch.Generator().manual_seed(self._seed(rnd)),
             # The global bad rate, from the decrypted statistics sum, so every party weighs the
             # classes alike and the released model's offset matches its training.
@@ -300,7 +335,11 @@ class PartyNode:
         return record.model_id, self.write_release(artifact)
 
     def pooled_stats(self, stats: FloatVector) -> FeatureStats:
-        """The decrypted statistics sum, at this run's histogram resolution."""
+        """The pooled feature statistics in the decrypted statistics sum, at this run's
+        histogram resolution (a scorecard's sum holds them as its good and bad halves)."""
+        if self.federation.model == "scorecard":
+            n_bins = BinningConfig().histogram_bins
+            return ScorecardStats(self.data.schema, stats, n_bins=n_bins).pooled
         return FeatureStats.from_vector(stats, self.data.schema, n_bins=self.stats_bins)
 
     def release_record(
@@ -373,13 +412,20 @@ class PartyNode:
             prep, self._spec(prep), _global_weights(global_sum), logit_offset=_logit_offset(pooled)
         )
 
-    def _preprocessor(self, stats: FloatVector) -> tuple[Preprocessor, FeatureStats]:
+    def _preprocessor(self, stats: FloatVector) -> tuple[FeatureEncoder, FeatureStats]:
+        """The shared preprocessing every party fits from the statistics sum, and the pooled
+        feature statistics (a scorecard's WOE bins come from its good and bad halves)."""
+        if self.federation.model == "scorecard":
+            config = BinningConfig()
+            scorecard = ScorecardStats(self.data.schema, stats, n_bins=config.histogram_bins)
+            encoder = WoeEncoder(self.data.schema, config).fit_stats(scorecard)
+            return encoder, scorecard.pooled
         pooled = self.pooled_stats(stats)
         return Preprocessor(self.data.schema).fit_stats(pooled), pooled
 
-    def _spec(self, prep: Preprocessor) -> ModelSpec:
+    def _spec(self, prep: FeatureEncoder) -> ModelSpec:
         return ModelSpec(
-            kind=self.federation.model,
+            kind=network_kind(self.federation.model),
             n_features=prep.n_features_out,
             hidden=self.federation.hidden,
         )

@@ -9,7 +9,8 @@ falls back to the system trust store, which does not know the federation's priva
 
 The SuperNode runs with ``--isolation process`` and ``--superexec-auth-secret-file``: it starts
 no ``flwr-clientapp`` itself; the party's warm executor (``clients.executor``), started beside
-it and stopped with it, acquires its tasks with the shared secret and runs them in one process.
+it and stopped with it, acquires its tasks with the shared secret, checks every run against the
+app pin in the party's folder and runs the admitted ones in one process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Final, Literal
 
 import tomli_w
 
-from clients.bundle import NODE_CONFIG_PARTY, NODE_CONFIG_PARTY_CONFIG, PartyBundle
+from clients.bundle import NODE_CONFIG_PARTY, PartyBundle
 from fedrisk.data.schema import load_schema
 from fedrisk.data.validation import load_party_frame
 from fedrisk.errors import ConfigError, FedRiskError, IdentityError, ProcessStopError
@@ -172,15 +173,9 @@ def prepare_party_runtime(
     )
     node_config = state / NODE_CONFIG_FILE
     # What every ClientApp the SuperNode runs receives as context.node_config: only the party's
-    # name and its party.toml (read by our ClientApp). No bundle folder, key, data or release
-    # path: a run's code gets no map of the party's files from Flower.
-    write_atomic(
-        node_config,
-        tomli_w.dumps(
-            {NODE_CONFIG_PARTY_CONFIG: str(party_config), NODE_CONFIG_PARTY: bundle.name}
-        ),
-        private=False,
-    )
+    # name. No path at all (bundle, keys, data, releases, party.toml): the executor hands
+    # party.toml to our ClientApp in-process, so a run's code gets no map of the party's files.
+    write_atomic(node_config, tomli_w.dumps({NODE_CONFIG_PARTY: bundle.name}), private=False)
     return PartyRuntime(
         state_dir=state,
         party_config=party_config,
@@ -211,7 +206,10 @@ def supernode_command(
     ``--root-certificates``: the OS store, which will not verify a private CA) or another file.
     Raises ``ExecutableNotFoundError`` when ``flower-supernode`` is not installed.
     """
-    argv = [console_script("flower-supernode"), "--superlink", superlink]
+    console_script("flower-supernode")  # Flower's SuperNode must be installed
+    # Flower's own entry point, its idle loop paced (clients.flower_runtime.run_paced_supernode).
+    argv = [sys.executable, "-m", "clients.flower_runtime", "flower-supernode"]
+    argv += ["--superlink", superlink]
     if insecure:
         argv.append("--insecure")
     else:
@@ -345,7 +343,9 @@ def start_supernode(
         argv, cwd=runtime.state_dir, flwr_home=runtime.flwr_home, log_path=runtime.log_path
     )
     executor = start_flower_process(
-        executor_command(runtime, runtime_port=port, supernode_pid=process.pid),
+        executor_command(
+            runtime, party_dir=bundle.layout.root, runtime_port=port, supernode_pid=process.pid
+        ),
         cwd=runtime.state_dir,
         flwr_home=runtime.flwr_home,
         log_path=runtime.log_path,
@@ -376,8 +376,14 @@ def start_supernode(
     )
 
 
-def executor_command(runtime: PartyRuntime, *, runtime_port: int, supernode_pid: int) -> list[str]:
-    """The argv of the party's warm executor (``clients.executor``) for its SuperNode."""
+def executor_command(
+    runtime: PartyRuntime, *, party_dir: Path, runtime_port: int, supernode_pid: int
+) -> list[str]:
+    """The argv of the party's warm executor (``clients.executor``) for its SuperNode.
+
+    ``party_dir`` is the party's own folder: the executor reads its manifest and installed app
+    pin from there for every run.
+    """
     return [
         sys.executable,
         "-m",
@@ -388,6 +394,8 @@ def executor_command(runtime: PartyRuntime, *, runtime_port: int, supernode_pid:
         str(runtime.executor_secret),
         "--parent-pid",
         str(supernode_pid),
+        "--party-dir",
+        str(Path(party_dir).resolve()),
         "--party-config",
         str(runtime.party_config),
     ]

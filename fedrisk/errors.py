@@ -87,6 +87,7 @@ class ProcessStopError(FedRiskError, RuntimeError):
 class RunRefusal(StrEnum):
     """Why a party refuses a run: the ``reason`` every :class:`RunRefusedError` carries."""
 
+    NO_PIN = "no-pin"
     UNSIGNED_PIN = "unsigned-pin"
     UNTRUSTED_PIN = "untrusted-pin"
     FOREIGN_APP = "foreign-app"

@@ -78,14 +78,19 @@ COMMANDS: Final[dict[str, CommandEntry]] = {
         "coordinator",
     ),
     "serve": CommandEntry(
-        "server.scoring.cli:serve",
-        "Run the scoring service (FastAPI on uvicorn; OpenAPI docs at /docs).",
+        "server.scoring.cli:serve_app",
+        "Run the scoring service (FastAPI on uvicorn; every route but /healthz needs an API key).",
         "lender",
     ),
     "audit": CommandEntry("server.scoring.cli:audit_app", "Audit-log tools.", "lender"),
     "models": CommandEntry(
         "server.scoring.cli:models_app",
         "Model registry: list, register, promote, roll back.",
+        "lender",
+    ),
+    "scorecard": CommandEntry(
+        "server.scoring.scorecard_view:scorecard_app",
+        "Points scorecards: print a released scorecard's bins, WOE, IV and points.",
         "lender",
     ),
     "simulate": CommandEntry(

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrisk.data.catalog import LOADABLE_DATASET_NAMES
-from fedrisk.ml.kinds import MODEL_KINDS, ModelKind, neural_kind
+from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -83,7 +83,7 @@ def run_central(
     from fedrisk.data.datasets import load_dataset
     from fedrisk.data.splits import split_frame
     from fedrisk.errors import FedRiskError
-    from fedrisk.ml.training import default_config, train_centralized
+    from simulations.baselines import reference_scores, tuned_central
 
     ds = load_dataset(dataset, data_dir=data_dir, rng=np.random.default_rng(seed))
     target = ds.schema.target_column
@@ -96,28 +96,21 @@ def run_central(
     if model == "gbdt":
         from simulations.tree_baselines import central_tree_scores
 
-        return {
-            "dataset": dataset,
-            "model": model,
-            **central_tree_scores(train, test, ds.schema, seed=seed),
+        scores = central_tree_scores(train, test, ds.schema, seed=seed)
+    else:
+        result = tuned_central(train, test, ds.schema, model=model, rng=np.random.default_rng(seed))
+        scores = {
+            "auc": result.auc,
+            "ks": result.ks,
+            "gini": result.gini,
+            "n_train": result.n_train,
+            "n_test": result.n_test,
         }
-    kind = neural_kind(model)
-    result = train_centralized(
-        train,
-        test,
-        ds.schema,
-        model_kind=kind,
-        config=default_config(kind),
-        rng=np.random.default_rng(seed),
-    )
     return {
         "dataset": dataset,
         "model": model,
-        "auc": result.auc,
-        "ks": result.ks,
-        "gini": result.gini,
-        "n_train": result.n_train,
-        "n_test": result.n_test,
+        **scores,
+        "reference": reference_scores(train, test, ds.schema, model=model, seed=seed),
     }
 
 
@@ -148,6 +141,11 @@ def train_central(
         str(row["n_train"]),
         str(row["n_test"]),
     )
+    ref = row["reference"]
+    if ref is not None:
+        table.add_row(
+            f"reference: {ref['model']}", f"{ref['auc']:.4f}", f"{ref['ks']:.4f}", "", "", ""
+        )
     console.print(table)
     if json_path is not None:
         json_path.write_text(json.dumps(row, indent=2), encoding="utf-8")
@@ -194,7 +192,10 @@ def comparison_table(title: str, comparison: Comparison) -> Table:
     else:
         table.add_row("federated, plaintext (INSECURE)", "not run (--plaintext)", "", "")
     cen = comparison.centralized
-    table.add_row("centralized pooled", f"{cen['auc']:.4f}", f"{cen['ks']:.4f}", "all")
+    table.add_row("centralized pooled (tuned)", f"{cen['auc']:.4f}", f"{cen['ks']:.4f}", "all")
+    ref = comparison.reference
+    if ref is not None:
+        table.add_row(f"reference: {ref['model']}", f"{ref['auc']:.4f}", f"{ref['ks']:.4f}", "all")
     for row in comparison.local:
         table.add_row(
             f"local only: {row['party']}",
@@ -307,7 +308,7 @@ def simulation_json(
         "federated": comparison.federated,
         "plaintext_federated": comparison.plaintext,
         "centralized": comparison.centralized,
-        "reference": comparison.reference,
+        **({"reference": comparison.reference} if comparison.reference is not None else {}),
         "local": comparison.local,
         "bytes_up_per_party_round": encrypted.bytes_up_per_party_round,
         "seconds_per_round": encrypted.seconds_per_round,

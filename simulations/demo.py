@@ -5,9 +5,11 @@
 2. The lead party runs the CKKS key ceremony; the others accept their sealed secret context.
 3. The TLS SuperLink and three authenticated SuperNodes start on 127.0.0.1.
 4. The application (A-card) model trains encrypted over a few rounds, with live progress.
-5. The lead party releases the signed model; the lender's scoring service starts on it.
-6. Sample applications go in: ordinary ones, a likely decline with its reasons, a fraud ring.
-7. The decisions are printed, with where the service docs and the report command are.
+5. The lead party releases the signed model; the lender creates API keys (scoring, risk officer,
+   viewer) and its scoring service starts on it.
+6. Sample applications go in with the scoring key: ordinary ones, a likely decline with its
+   reasons, a fraud ring; the risk officer's key reads the review queue.
+7. The decisions are printed, with a viewer key, how to serve again and the report command.
 8. Everything is stopped by PID. Run twice, it works twice: ``demo-out/`` is rebuilt each time.
 
 Synthetic parties by default; with ``FEDRISK_DATA_DIR`` set, three regional lenders of the real
@@ -42,6 +44,7 @@ from fedrisk.release.artifact import (
     pipeline_from_artifact,
     read_artifact,
 )
+from server.scoring.apikeys import Role, create_keys_at
 from simulations.deployment import running_federation
 
 DEMO_OUT = Path("demo-out")
@@ -87,7 +90,7 @@ def _progress(console: Console, rounds: int) -> Any:
     return on_event
 
 
-def _start_service(registry: Path, out: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_service(registry: Path, db_url: str, out: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = pick_free_port()
     log = (out / "scoring.log").open("wb")
     proc = subprocess.Popen(
@@ -98,7 +101,7 @@ def _start_service(registry: Path, out: Path) -> tuple[subprocess.Popen[bytes], 
             "--registry",
             str(registry),
             "--db",
-            f"sqlite:///{(out / 'scoring.db').resolve()}",
+            db_url,
             "--host",
             "127.0.0.1",
             "--port",
@@ -121,6 +124,10 @@ def _start_service(registry: Path, out: Path) -> tuple[subprocess.Popen[bytes], 
         time.sleep(0.3)
     stop_process_tree(proc.pid, process=proc)
     raise FedRiskError(f"the scoring service did not start in 60s; see {out / 'scoring.log'}")
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
 
 
 def _features(row: pd.Series, schema: DatasetSchema) -> dict[str, object]:
@@ -223,11 +230,18 @@ def run_demo(
     label, schema, parties = _demo_parties(data_dir, rng)
     console.rule("[bold]1-3. Provision, key ceremony, TLS SuperLink and three SuperNodes")
     console.print(f"parties: {label}")
-    with running_federation(out / "federation", schema=schema, parties=parties) as fed:
+    # As `fedrisk server start` does: parties reach only the Fleet API, through nginx.
+    with running_federation(
+        out / "federation", schema=schema, parties=parties, fleet_proxy=True
+    ) as fed:
         console.print("  each party created its own keys; the coordinator saw public requests only")
         for name, fingerprint in manifest_fingerprints(fed.bundle(fed.lead).manifest).items():
             console.print(f"  fingerprint {name}: {fingerprint}")
-        console.print(f"  SuperLink https://{fed.superlink.address if fed.superlink else '?'}")
+        if fed.superlink is not None:
+            console.print(f"  coordinator's address (runs): https://{fed.superlink.address}")
+            console.print(
+                f"  parties' address (Fleet API only): https://{fed.superlink.fleet_address}"
+            )
         for name, node in fed.supernodes.items():
             console.print(f"  SuperNode {name}: pid {node.pid}")
         console.rule(f"[bold]4. Encrypted federated training, {rounds} rounds")
@@ -238,14 +252,31 @@ def run_demo(
         registry / str(released["model_id"]),
         trusted_keys=load_trusted_keys(registry / "trusted_keys"),
     )
-    console.rule("[bold]5. Scoring service on the released, signed model")
-    proc, url = _start_service(registry, out)
+    console.rule("[bold]5. API keys, then the scoring service on the released, signed model")
+    db_url = f"sqlite:///{(out / 'scoring.db').resolve()}"
+    # the same as `fedrisk serve keys create --role R --name N --db URL`, once per role
+    keys = create_keys_at(
+        db_url,
+        {
+            Role.SCORING: "demo origination system",
+            Role.RISK_OFFICER: "demo risk officer",
+            Role.VIEWER: "demo viewer",
+        },
+        actor="demo",
+    )
+    console.print("  API keys created: scoring, risk_officer, viewer (stored argon2-hashed)")
+    proc, url = _start_service(registry, db_url, out)
     try:
-        console.print(f"  service {url} (OpenAPI docs at {url}/docs while it runs)")
+        console.print(f"  service {url} (OpenAPI description at {url}/openapi.json, with a key)")
         console.rule("[bold]6-7. Sample applications")
         test = pd.concat([p.test for p in parties], ignore_index=True)
         answers: list[tuple[str, dict[str, Any]]] = []
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with (
+            httpx.Client(base_url=url, timeout=30, headers=_bearer(keys[Role.SCORING])) as client,
+            httpx.Client(
+                base_url=url, timeout=30, headers=_bearer(keys[Role.RISK_OFFICER])
+            ) as officer,
+        ):
             for app_label, body in _applications(artifact, schema, test):
                 response = client.post("/v1/applications/decision", json=body)
                 if response.status_code != 200:
@@ -254,7 +285,7 @@ def run_demo(
                         f"{response.text[:500]}"
                     )
                 answers.append((app_label, response.json()))
-            queue = client.get("/v1/reviews").json()
+            queue = officer.get("/v1/reviews").json()
         # At least 150 columns so the reasons column stays readable; same destination as the rest.
         Console(width=max(console.width, 150), file=console.file).print(_decisions_table(answers))
         n_queue = len(queue["items"])
@@ -268,7 +299,11 @@ def run_demo(
         f"--db sqlite:///{(out / 'scoring.db').resolve()})"
     )
     console.print(
-        f"serve it again:      fedrisk serve --development --registry {registry}  -> /docs"
+        f"serve it again:      fedrisk serve --development --registry {registry} --db {db_url}"
+    )
+    console.print(
+        f"viewer key:          {keys[Role.VIEWER]}  (aggregates only; send it as "
+        "Authorization: Bearer <key>; list or revoke keys with fedrisk serve keys list|revoke)"
     )
     console.print("simulation report:   fedrisk report --out report/  (open report/index.html)")
     sys.stdout.flush()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.bundle import PartyBundle, load_bundle
-from clients.pinning import create_pin, install_pin, installed_pin
+from clients.pinning import install_pin, installed_pin, issue_pin, load_pin_file
 from clients.supernode import LOG_FILE as SUPERNODE_LOG_FILE
 from clients.supernode import (
     SuperNodeError,
@@ -35,6 +35,7 @@ from clients.supernode import (
 )
 from fedrisk.data.partitions import PartyData
 from fedrisk.data.schema import DatasetSchema, write_schema
+from fedrisk.federation.pin import PIN_FILE
 from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
@@ -61,7 +62,9 @@ class LocalDeployment:
     supernodes: dict[str, SuperNodeProcess] = field(default_factory=dict)
     plaintext: bool = False
     superlink_port: int | None = None
-    """The SuperLink's port once started; a restart reuses it so SuperNodes find it again."""
+    """The parties' port once started; a restart reuses it so SuperNodes find it again."""
+    fleet_proxy: bool = False
+    """Put the Fleet-API proxy in front of the SuperLink, as ``fedrisk server start`` does."""
 
     @property
     def lead(self) -> str:
@@ -80,14 +83,18 @@ class LocalDeployment:
         limit, reconnect to the same address), or a free one the first time. Registering again
         is idempotent.
         """
-        self.superlink = start_superlink(self.workspace, port=port or self.superlink_port)
-        self.superlink_port = self.superlink.port
+        self.superlink = start_superlink(
+            self.workspace, port=port or self.superlink_port, fleet_proxy=self.fleet_proxy
+        )
+        self.superlink_port = self.superlink.fleet_port
         register_supernodes(self.workspace)
         return self.superlink
 
     def kill_superlink(self) -> None:
         """Crash the SuperLink with everything it started (SuperExec, ServerApp): SIGKILL."""
         if self.superlink is not None:
+            if self.superlink.proxy is not None:
+                _crash(self.superlink.proxy.pid, self.superlink.proxy.process)
             _crash(self.superlink.pid, self.superlink.process)
             self.superlink = None
 
@@ -100,7 +107,7 @@ class LocalDeployment:
         runtime = prepare_party_runtime(
             bundle, train=train, test=test, release_dir=self.release_dir
         )
-        node = start_supernode(bundle, runtime, superlink=self.superlink.address)
+        node = start_supernode(bundle, runtime, superlink=self.superlink.fleet_address)
         self.supernodes[party] = node
         return node
 
@@ -251,13 +258,17 @@ def provision_local(
         out_dir=handouts,
         params=he_params or HEParams(),
     )
-    pin = create_pin(
-        lead, allow_plaintext=allow_plaintext, coordinator_workspace=str(workspace.resolve())
+    # The lead signs the app pin beside the ceremony's hand-outs; every other party installs it
+    # from that file, as `keys accept` does. Without it a party's executor refuses every run.
+    issue_pin(
+        lead,
+        out_dir=handouts,
+        allow_plaintext=allow_plaintext,
+        coordinator_workspace=str(workspace.resolve()),
     )
-    install_pin(lead, pin)
     for name, sealed in ceremony.sealed.items():
         receiver = load_bundle(bundles[name])
-        install_pin(receiver, pin)
+        install_pin(receiver, load_pin_file(handouts / PIN_FILE))
         accept_sealed_context(
             sealed.read_bytes(),
             manifest=receiver.manifest,
@@ -297,11 +308,16 @@ def running_federation(
     schema: DatasetSchema,
     parties: Sequence[PartyData],
     allow_plaintext: bool = False,
+    fleet_proxy: bool = False,
 ) -> Iterator[LocalDeployment]:
-    """Provision, start the SuperLink and every SuperNode; stop them all on exit."""
+    """Provision, start the SuperLink and every SuperNode; stop them all on exit.
+
+    ``fleet_proxy`` puts nginx on the parties' address, as ``fedrisk server start`` does.
+    """
     deployment = provision_local(
         root, schema=schema, parties=parties, allow_plaintext=allow_plaintext
     )
+    deployment.fleet_proxy = fleet_proxy
     try:
         deployment.start_superlink()
         for party in parties:

@@ -24,7 +24,7 @@ from fedrisk.data.datasets import Dataset, load_dataset
 from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
 from fedrisk.federation.run_config import MIN_SECURE_PARTIES, RunConfigValue, parse_run_config
 from fedrisk.ml.metrics import auc, ks
-from fedrisk.ml.training import default_config, train_centralized
+from fedrisk.ml.training import CentralResult, default_config, train_centralized
 from fedrisk.release.artifact import (
     ModelArtifact,
     load_trusted_keys,
@@ -33,6 +33,7 @@ from fedrisk.release.artifact import (
 )
 from secure_agg.params import HEParams
 from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
+from simulations.baselines import reference_scores, tuned_central
 from simulations.engine import simulation_link
 from simulations.spec import SimulationSpec
 from simulations.workspace import SimWorkspace, prepare_workspace
@@ -88,8 +89,9 @@ class Comparison:
     plaintext: dict[str, float] | None
     centralized: dict[str, float]
     local: list[dict[str, Any]] = field(default_factory=list)
-    reference: dict[str, float] | None = None
-    """scikit-learn's reference of the model kind, where it has one (gbdt: HistGradientBoosting)."""
+    reference: dict[str, Any] | None = None
+    """The library reference of the model kind (:func:`simulations.baselines.reference_scores`;
+    gbdt: scikit-learn's HistGradientBoosting), when installed."""
 
 
 def prepare_data(spec: SimulationSpec, *, data_dir: Path | None = None) -> PreparedData:
@@ -218,6 +220,20 @@ def evaluate_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"auc": float(auc(y, p)), "ks": float(ks(y, p))}
 
 
+def central_baseline(
+    spec: SimulationSpec, data: PreparedData, *, rng: np.random.Generator
+) -> CentralResult:
+    """The tuned centralized model of ``spec``'s kind on the pooled training rows."""
+    return tuned_central(
+        data.pooled_train,
+        data.pooled_test,
+        data.dataset.schema,
+        model=spec.model,
+        rng=rng,
+        hidden=spec.hidden,
+    )
+
+
 def compare(
     spec: SimulationSpec,
     data: PreparedData,
@@ -235,14 +251,7 @@ def compare(
     y = data.pooled_test[target].to_numpy()
     rng = np.random.default_rng(spec.seed + 1)
     config = default_config(spec.model)
-    central = train_centralized(
-        data.pooled_train,
-        data.pooled_test,
-        data.dataset.schema,
-        model_kind=spec.model,
-        config=config,
-        rng=rng,
-    )
+    central = central_baseline(spec, data, rng=rng)
     local: list[dict[str, Any]] = []
     for party in data.parties:
         result = train_centralized(
@@ -280,6 +289,9 @@ def compare(
         ),
         centralized={"auc": central.auc, "ks": central.ks},
         local=local,
+        reference=reference_scores(
+            data.pooled_train, data.pooled_test, data.dataset.schema, model=spec.model
+        ),
     )
 
 

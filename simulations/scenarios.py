@@ -61,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedrisk.data.partitions import parse_partition
 from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ArtifactError, ConfigError
-from fedrisk.ml.kinds import ModelKind
+from fedrisk.ml.kinds import MODEL_KINDS, ModelKind, network_kind
 from fedrisk.release.artifact import TRUSTED_KEYS_DIR, load_trusted_keys, read_artifact
 from simulations.spec import SimulationSpec
 
@@ -109,12 +109,16 @@ class Scenario(BaseModel):
 
     def plan(self, model: ModelKind, *, label_skew: bool = False) -> TrainingPlan:
         """Training settings for ``model``, on a label-skewed split if ``label_skew``."""
-        if model not in ("lr", "mlp"):
-            raise ConfigError(f"model must be 'lr' or 'mlp'; got {model!r}")
-        skewed = self.label_skew_lr if model == "lr" else self.label_skew_mlp
+        planned = [kind for kind in MODEL_KINDS if kind != "gbdt"]
+        if model not in planned:
+            # Trees take no rounds plan: their tree budget and early stopping end the run.
+            raise ConfigError(f"model must be one of {', '.join(planned)}; got {model!r}")
+        # A scorecard trains an LR on its WOE features, with the LR's settings.
+        lr = network_kind(model) == "lr"
+        skewed = self.label_skew_lr if lr else self.label_skew_mlp
         if label_skew and skewed is not None:
             return skewed
-        return self.lr if model == "lr" else self.mlp
+        return self.lr if lr else self.mlp
 
     def spec(
         self,

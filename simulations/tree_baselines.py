@@ -2,9 +2,10 @@
 
 ``centralized`` is :func:`fedrisk.ml.trees.fit_central` on the pooled training rows, with bins
 from the pooled statistics at the resolution the federation uses: the same model family on the
-same bins, trained in one place. ``reference`` is scikit-learn's
-``HistGradientBoostingClassifier`` with its default settings, on the raw columns (categorical
-columns as categories).
+same bins, trained in one place (early-stopped on its validation split, as the federation is).
+The ``reference`` (:func:`simulations.baselines.reference_scores`, one definition for every
+kind) is scikit-learn's ``HistGradientBoostingClassifier`` with its default settings, on the raw
+columns (categorical columns as categories): :func:`hist_gradient_boosting_scores`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from fedrisk.ml.trees import (
 )
 from fedrisk.release.artifact import scorer_from_artifact
 
-__all__ = ["compare_trees", "fit_central_trees", "reference_scores"]
+__all__ = [
+    "central_tree_scores",
+    "compare_trees",
+    "fit_central_trees",
+    "hist_gradient_boosting_scores",
+]
 
 
 def fit_central_trees(
@@ -48,7 +54,7 @@ def central_tree_scores(
     train: pd.DataFrame, test: pd.DataFrame, schema: DatasetSchema, *, seed: int
 ) -> dict[str, Any]:
     """AUC, KS and Gini of the central boosted trees on ``test`` (what ``train-central``
-    prints), with scikit-learn's reference AUC beside them."""
+    prints)."""
     from fedrisk.ml.metrics import auc, ks
 
     target = schema.target_column
@@ -62,7 +68,6 @@ def central_tree_scores(
         "gini": 2 * score - 1,
         "n_train": len(train),
         "n_test": len(test),
-        "reference_auc": float(auc(y, reference_scores(train, test, schema, seed=seed))),
     }
 
 
@@ -76,7 +81,7 @@ def _sklearn_frame(frame: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def reference_scores(
+def hist_gradient_boosting_scores(
     train: pd.DataFrame, test: pd.DataFrame, schema: DatasetSchema, *, seed: int
 ) -> npt.NDArray[np.float64]:
     """scikit-learn's ``HistGradientBoostingClassifier`` (defaults) scores on ``test``."""
@@ -92,6 +97,7 @@ def reference_scores(
 def compare_trees(spec: Any, data: Any, *, federated: Any, plaintext: Any) -> Any:
     """The :class:`~simulations.runner.Comparison` of a ``gbdt`` run: federated, centralized
     (same trees, pooled), scikit-learn's reference, and each party alone."""
+    from simulations.baselines import reference_scores
     from simulations.runner import Comparison, _safe_auc, evaluate_scores
 
     schema = data.dataset.schema
@@ -126,7 +132,7 @@ def compare_trees(spec: Any, data: Any, *, federated: Any, plaintext: Any) -> An
         ),
         centralized=evaluate_scores(y, central.predict_proba(data.pooled_test)),
         local=local,
-        reference=evaluate_scores(
-            y, reference_scores(data.pooled_train, data.pooled_test, schema, seed=spec.seed)
+        reference=reference_scores(
+            data.pooled_train, data.pooled_test, schema, model="gbdt", seed=spec.seed
         ),
     )

@@ -12,8 +12,15 @@ API
     ``.pd_from_score(score)`` -> ndarray   the inverse of ``score``
     ``.points_from_logit_delta(d)`` points lost when the bad-vs-good logit rises by ``d``
 
+``PointsRow(feature, bin, count, bad_rate, woe, iv, points)`` (pydantic, frozen)
+    One line of a points scorecard.
+``points_table(scaling, bins, *, weights, intercept)`` -> list[PointsRow]
+    The points of every bin of a logistic regression on WOE features: a row's points are
+    ``-factor * weight * woe`` plus an equal share of ``offset - factor * intercept``, so an
+    applicant's points over its bins add up to ``score_from_logit`` of the model's logit.
+
 The scaling travels with a model: it is the ``scorecard`` field of
-``fedrisk.release.artifact.ModelArtifact``.
+``fedrisk.release.artifact.ModelArtifact``; a scorecard model also carries its points table.
 Higher score means lower risk. With the defaults a PD of 1/51 (odds 50:1 good:bad) scores 600, and
 every doubling of the good:bad odds adds 20 points.
 """
@@ -21,6 +28,8 @@ every doubling of the good:bad odds adds 20 points.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -108,3 +117,81 @@ class ScorecardScaling(BaseModel):
     def points_from_logit_delta(self, delta_logit: npt.ArrayLike) -> FloatArray:
         """Points lost when the bad-vs-good logit rises by ``delta_logit`` (positive = worse)."""
         return np.asarray(self.factor * np.asarray(delta_logit, dtype=np.float64), dtype=np.float64)
+
+
+class PointsRow(BaseModel):
+    """One bin of a points scorecard, as a credit committee reads it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature: str
+    bin: str
+    count: int
+    bad_rate: float | None
+    woe: float
+    iv: float
+    """This bin's share of the feature's information value."""
+    points: float
+
+
+@dataclass(frozen=True)
+class BinSummary:
+    """What the points table needs of one feature's bins (from the WOE binning)."""
+
+    feature: str
+    labels: Sequence[str]
+    goods: Sequence[float]
+    bads: Sequence[float]
+    woe: Sequence[float]
+    bin_ivs: Sequence[float]
+
+
+def points_table(
+    scaling: ScorecardScaling,
+    bins: Sequence[BinSummary],
+    *,
+    weights: Mapping[str, float],
+    intercept: float,
+) -> list[PointsRow]:
+    """Points per bin of a logistic regression on WOE features.
+
+    Parameters
+    ----------
+    scaling
+        PDO and base odds.
+    bins
+        The bins of every feature in the scorecard (features with weight 0 may be left out).
+    weights
+        The model's coefficient of each feature's WOE, on the bad-vs-good logit.
+    intercept
+        The model's bias plus its calibration offset.
+
+    Returns
+    -------
+    list of PointsRow
+        Rows in feature then bin order, points rounded to 0.01. The constant
+        ``offset - factor * intercept`` is shared equally by the features, so every feature's
+        points are comparable and an applicant's total is the model's score.
+    """
+    if not bins:
+        return []
+    share = (scaling.offset - scaling.factor * intercept) / len(bins)
+    rows: list[PointsRow] = []
+    for feature in bins:
+        weight = weights[feature.feature]
+        for label, good, bad, woe, iv in zip(
+            feature.labels, feature.goods, feature.bads, feature.woe, feature.bin_ivs, strict=True
+        ):
+            n = good + bad
+            rows.append(
+                PointsRow(
+                    feature=feature.feature,
+                    bin=label,
+                    count=round(n),
+                    bad_rate=bad / n if n > 0 else None,
+                    woe=woe,
+                    iv=iv,
+                    points=round(share - scaling.factor * weight * woe, 2),
+                )
+            )
+    return rows

@@ -2,10 +2,13 @@
 
 The lead party signs an :class:`AppPin` with its Ed25519 key (``fedrisk keys init`` writes it
 beside the key ceremony's hand-outs); every party verifies it against the manifest's lead key at
-``keys accept`` and ``party start``, and the party-side executor calls
-:func:`check_run_against_pin` on every run before it imports or executes any of the run's code.
+``keys accept`` and ``party start``, and the party-side executor checks every run before it
+installs, imports or executes any of the run's code: the FAB's hash first
+(:func:`check_fab_against_pin`), then the merged run config
+(:func:`check_run_config_against_pin`); :func:`check_run_against_pin` does both.
 The coordinator holds no key that can make or change a pin: a new app version means a new pin
-with a higher ``sequence``, signed by the lead and handed out like the ceremony's files.
+with a higher ``sequence``, signed by the lead (``fedrisk party pin sign``) and handed out like
+the ceremony's files (``fedrisk party pin accept``).
 
 What a pin fixes:
 
@@ -298,6 +301,66 @@ def verify_pin(signed: object, manifest: FederationManifest) -> AppPin:
     return pin
 
 
+def check_fab_against_pin(
+    pin: object,
+    *,
+    manifest: FederationManifest,
+    fab_hash: str,
+    fedrisk_version: str | None = None,
+) -> AppPin:
+    """The verified pin, once ``pin`` verifies and pins this FAB and this fedrisk; else refuse.
+
+    The first half of :func:`check_run_against_pin`: it needs nothing of the run but the hash,
+    so a party can refuse a foreign FAB before it parses anything inside it.
+
+    Raises
+    ------
+    RunRefusedError
+        The pin does not verify, the FAB is not the pinned one, or fedrisk is another version.
+    """
+    verified = verify_pin(pin, manifest)
+    if fab_hash.lower() != verified.fab_sha256:
+        raise RunRefusedError(
+            f"FAB must be the pinned app {verified.app} ({verified.fab_sha256[:16]}…); got a FAB "
+            f"with hash {fab_hash[:16]}…",
+            reason=RunRefusal.FOREIGN_APP,
+        )
+    version = fedrisk_version or installed_fedrisk_version()
+    if version != verified.fedrisk_version:
+        raise RunRefusedError(
+            f"fedrisk must be version {verified.fedrisk_version} as pinned; got {version}",
+            reason=RunRefusal.FEDRISK_VERSION,
+        )
+    return verified
+
+
+def check_run_config_against_pin(verified: AppPin, run_config: Mapping[str, object]) -> None:
+    """Refuse a run config with a key the pin does not list or a value its rule forbids.
+
+    Raises
+    ------
+    RunRefusedError
+        ``CONFIG_KEY`` or ``CONFIG_VALUE``, naming every offending key.
+    """
+    unknown = sorted(set(run_config) - set(verified.run_config))
+    if unknown:
+        raise RunRefusedError(
+            f"run-config keys must be among those pinned {sorted(verified.run_config)}; got "
+            f"{unknown}",
+            reason=RunRefusal.CONFIG_KEY,
+        )
+    problems = [
+        f"{key} {problem}; got {value!r}"
+        for key, value in sorted(run_config.items())
+        if (problem := rule_violation(verified.run_config[key], value)) is not None
+    ]
+    if problems:
+        raise RunRefusedError(
+            "run config must satisfy the pin: " + "; ".join(problems),
+            reason=RunRefusal.CONFIG_VALUE,
+        )
+
+
 def check_run_against_pin(
     pin: object,
     *,
@@ -329,36 +392,10 @@ def check_run_against_pin(
     RunRefusedError
         With ``reason`` saying which check failed, and a message naming the key or hash.
     """
-    verified = verify_pin(pin, manifest)
-    if fab_hash.lower() != verified.fab_sha256:
-        raise RunRefusedError(
-            f"FAB must be the pinned app {verified.app} ({verified.fab_sha256[:16]}…); got a FAB "
-            f"with hash {fab_hash[:16]}…",
-            reason=RunRefusal.FOREIGN_APP,
-        )
-    version = fedrisk_version or installed_fedrisk_version()
-    if version != verified.fedrisk_version:
-        raise RunRefusedError(
-            f"fedrisk must be version {verified.fedrisk_version} as pinned; got {version}",
-            reason=RunRefusal.FEDRISK_VERSION,
-        )
-    unknown = sorted(set(run_config) - set(verified.run_config))
-    if unknown:
-        raise RunRefusedError(
-            f"run-config keys must be among those pinned {sorted(verified.run_config)}; got "
-            f"{unknown}",
-            reason=RunRefusal.CONFIG_KEY,
-        )
-    problems = [
-        f"{key} {problem}; got {value!r}"
-        for key, value in sorted(run_config.items())
-        if (problem := rule_violation(verified.run_config[key], value)) is not None
-    ]
-    if problems:
-        raise RunRefusedError(
-            "run config must satisfy the pin: " + "; ".join(problems),
-            reason=RunRefusal.CONFIG_VALUE,
-        )
+    verified = check_fab_against_pin(
+        pin, manifest=manifest, fab_hash=fab_hash, fedrisk_version=fedrisk_version
+    )
+    check_run_config_against_pin(verified, run_config)
 
 
 def make_pin(
@@ -394,7 +431,9 @@ __all__: Sequence[str] = [
     "RangeRule",
     "Rule",
     "SignedPin",
+    "check_fab_against_pin",
     "check_run_against_pin",
+    "check_run_config_against_pin",
     "fedrisk_app_rules",
     "make_pin",
     "parse_pin",

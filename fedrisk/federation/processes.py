@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
@@ -208,21 +208,33 @@ def child_running(pid: int, process: Process | None) -> bool:
     return is_alive(pid)
 
 
-def start_flower_process(
-    argv: Sequence[str], *, cwd: Path, flwr_home: Path, log_path: Path
+def start_logged_process(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a Flower console script in a session of its own, stdin closed, output appended to
-    ``log_path``, with ``flower_environment(flwr_home)``; stop it with ``stop_process_tree``."""
+    """Start ``argv`` in a session of its own, stdin closed, output appended to ``log_path``
+    (``env=None``: this process's environment); stop it with ``stop_process_tree``."""
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
-            argv,
+            list(argv),
             cwd=cwd,
-            env=flower_environment(flwr_home),
+            env=dict(env) if env is not None else None,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def start_flower_process(
+    argv: Sequence[str], *, cwd: Path, flwr_home: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start a Flower console script with ``flower_environment(flwr_home)`` (see
+    :func:`start_logged_process`)."""
+    return start_logged_process(argv, cwd=cwd, env=flower_environment(flwr_home), log_path=log_path)
 
 
 def signal_tree(root: int, targets: Iterable[int], sig: int) -> None:
@@ -355,16 +367,22 @@ class StartedServer(Protocol):
         """Stop the server and everything it started."""
 
 
-def follow_in_foreground(server: StartedServer) -> int | None:
+def follow_in_foreground(
+    server: StartedServer, *, wait: Callable[[], int] | None = None
+) -> int | None:
     """Keep ``server`` in the foreground (:func:`wait_in_foreground`); it is stopped either way.
 
-    Returns its exit code, or None when interrupted. A stop that fails is not raised: the
-    command is already ending and has nothing better to do with it.
+    ``wait`` blocks until the server ends and returns an exit code (default: its process's
+    ``wait``; a server made of several processes passes its own). Returns that exit code, or
+    None when interrupted. A stop that fails is not raised: the command is already ending and
+    has nothing better to do with it.
     """
 
     def _stop() -> None:
         with contextlib.suppress(FedRiskError):
             server.stop()
 
-    process = server.process
-    return wait_in_foreground(process.wait if process is not None else lambda: 0, _stop)
+    if wait is None:
+        process = server.process
+        wait = process.wait if process is not None else lambda: 0
+    return wait_in_foreground(wait, _stop)

@@ -23,6 +23,9 @@ ENC_GLOBAL: Final = "enc-global"
 ENC_UPDATE: Final = "enc-update"
 ENC_HIST: Final = "enc-hist"
 ENC_TREE: Final = "enc-tree"
+ENC_POOLED_HIST: Final = "enc-pooled-hist"
+"""The pooled histograms of an earlier round, sent to the one party that decrypts its metrics;
+it answers with :data:`METRICS` beside whatever else the message asked for."""
 
 # ConfigRecord keys.
 CFG_ROUND: Final = "round"
@@ -34,6 +37,9 @@ CFG_MODEL_ID: Final = "model-id"
 CFG_ARTIFACT_SHA256: Final = "artifact-sha256"
 CFG_TREE_DONE: Final = "tree-done"
 CFG_TREE_REPORT: Final = "tree-report"
+CFG_EVALUATE: Final = "evaluate"
+"""True in a ``train`` message whose starting global model the party also evaluates: round r's
+model is evaluated in round r + 1's message, so a round costs one exchange."""
 
 # Metric names.
 METRIC_AUC: Final = "auc"

@@ -144,12 +144,12 @@ def _series_floats(series: pd.Series[Any], name: str) -> FloatArray:
 
 
 def _record_floats(values: Sequence[object], name: str) -> FloatArray:
-    """Numeric values of plain records as float64; None is missing (NaN).
+    """Numeric values of one feature from plain records (parsed JSON); None is missing.
 
     Raises
     ------
     SchemaError
-        If a value is not a number (booleans are not numbers here).
+        If a value is not a number (booleans included).
     """
     column = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):

@@ -8,28 +8,47 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-__all__ = ["MODEL_KINDS", "OPTIMIZERS", "ModelKind", "NeuralKind", "Optimizer", "neural_kind"]
+__all__ = [
+    "MODEL_KINDS",
+    "OPTIMIZERS",
+    "ModelKind",
+    "NetworkKind",
+    "Optimizer",
+    "network_kind",
+    "statistics_passes",
+]
 
-ModelKind = Literal["lr", "mlp", "gbdt"]
-"""Logistic regression, a small ReLU multilayer perceptron, or histogram gradient-boosted trees."""
+ModelKind = Literal["lr", "mlp", "scorecard", "gbdt"]
+"""Logistic regression, a small ReLU multilayer perceptron, a WOE points scorecard (an LR on
+weight-of-evidence features, :mod:`fedrisk.ml.woe`), or histogram gradient-boosted trees
+(:mod:`fedrisk.ml.trees`)."""
 
 MODEL_KINDS: Final[tuple[ModelKind, ...]] = get_args(ModelKind)
 
-NeuralKind = Literal["lr", "mlp"]
-"""The kinds trained by gradient descent on a weight vector (torch trainers, FedAvg)."""
+NetworkKind = Literal["lr", "mlp"]
+"""The network a model kind trains (``fedrisk.ml.inference.ModelSpec.kind``): the kinds
+trained by gradient descent on a weight vector (torch trainers, FedAvg)."""
 
 
-def neural_kind(kind: ModelKind) -> NeuralKind:
-    """``kind`` as a weight-vector kind.
+def network_kind(kind: ModelKind) -> NetworkKind:
+    """The network ``kind`` trains: a scorecard is an LR on WOE features.
 
     Raises
     ------
     ValueError
-        If ``kind`` is not trained as a weight vector (e.g. ``gbdt``).
+        If ``kind`` trains no weight vector (``gbdt``).
     """
-    if kind == "lr" or kind == "mlp":
-        return kind
-    raise ValueError(f"model kind must be one of {get_args(NeuralKind)} here; got {kind!r}")
+    if kind == "mlp":
+        return "mlp"
+    if kind == "lr" or kind == "scorecard":
+        return "lr"
+    raise ValueError(f"model kind must be one of lr, mlp, scorecard here; got {kind!r}")
+
+
+def statistics_passes(kind: ModelKind) -> int:
+    """Encrypted statistics exchanges before round 1: a scorecard needs a second one for the
+    pooled second moments of its WOE features (see :mod:`fedrisk.ml.woe`)."""
+    return 2 if kind == "scorecard" else 1
 
 
 Optimizer = Literal["default", "adam", "sgd"]

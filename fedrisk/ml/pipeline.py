@@ -27,9 +27,16 @@ from fedrisk.data.schema import DatasetSchema
 from fedrisk.errors import ConfigError, ModelError, SchemaError
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.inference import ModelSpec, NumpyScorer
-from fedrisk.ml.kinds import neural_kind
+from fedrisk.ml.kinds import network_kind
 
-__all__ = ["ModelKind", "RiskPipeline", "TrainReport", "Trainer", "target_values"]
+__all__ = [
+    "FeatureEncoder",
+    "ModelKind",
+    "RiskPipeline",
+    "TrainReport",
+    "Trainer",
+    "target_values",
+]
 
 FloatArray = npt.NDArray[np.float64]
 ModelKind = Literal["lr", "mlp"]
@@ -47,6 +54,38 @@ class TrainReport:
     logit_offset: float
     val_losses: tuple[float, ...] = ()
     best_epoch: int | None = None
+
+
+class FeatureEncoder(Protocol):
+    """What a pipeline needs of its preprocessing: :class:`fedrisk.ml.features.Preprocessor`, or
+    :class:`fedrisk.ml.woe.WoeEncoder` for a points scorecard."""
+
+    schema: DatasetSchema
+
+    @property
+    def n_features_out(self) -> int:
+        """Number of output columns."""
+        ...
+
+    def transform(self, frame: pd.DataFrame) -> npt.NDArray[np.float32]:
+        """The model matrix of a frame."""
+        ...
+
+    def transform_records(self, records: Sequence[Mapping[str, object]]) -> npt.NDArray[np.float32]:
+        """The model matrix of plain mappings."""
+        ...
+
+    def columns_of(self, feature: str) -> list[int]:
+        """Output columns of one raw feature."""
+        ...
+
+    def reference_row(self) -> dict[str, float | str]:
+        """The applicant reason codes are measured against."""
+        ...
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able state."""
+        ...
 
 
 class Trainer(Protocol):
@@ -105,8 +144,8 @@ class RiskPipeline:
 
     Attributes
     ----------
-    preprocessor_ : Preprocessor
-        The fitted preprocessing.
+    preprocessor_ : FeatureEncoder
+        The fitted preprocessing (a ``Preprocessor``, or a ``WoeEncoder`` for a scorecard).
     spec_ : ModelSpec
         The model architecture (its ``n_features`` is the preprocessor's output width).
     weights_ : numpy.ndarray
@@ -119,7 +158,7 @@ class RiskPipeline:
         How the last :meth:`fit` / :meth:`partial_fit` went; None when built from parts.
     """
 
-    preprocessor_: Preprocessor
+    preprocessor_: FeatureEncoder
     spec_: ModelSpec
     weights_: FloatArray
     logit_offset_: float
@@ -150,7 +189,7 @@ class RiskPipeline:
     @classmethod
     def from_fitted(
         cls,
-        preprocessor: Preprocessor,
+        preprocessor: FeatureEncoder,
         spec: ModelSpec,
         weights: npt.ArrayLike,
         *,
@@ -172,12 +211,15 @@ class RiskPipeline:
                 f"spec.n_features must equal the preprocessor's {preprocessor.n_features_out} "
                 f"output columns; got {spec.n_features}"
             )
+        binned = isinstance(preprocessor, Preprocessor) and preprocessor.binning == "quantile"
         pipeline = cls(
             preprocessor.schema,
-            model_kind=neural_kind(spec.kind),
+            model_kind=network_kind(spec.kind),
             hidden=spec.hidden,
-            binning=preprocessor.binning,
-            bin_features=preprocessor.bin_features if preprocessor.binning == "quantile" else None,
+            binning="quantile" if binned else "none",
+            bin_features=preprocessor.bin_features
+            if isinstance(preprocessor, Preprocessor) and binned
+            else None,
             trainer=trainer,
         )
         pipeline._set_fitted(preprocessor, spec, weights, logit_offset=logit_offset, report=None)
@@ -185,7 +227,7 @@ class RiskPipeline:
 
     def _set_fitted(
         self,
-        preprocessor: Preprocessor,
+        preprocessor: FeatureEncoder,
         spec: ModelSpec,
         weights: npt.ArrayLike,
         *,

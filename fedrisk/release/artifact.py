@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedrisk.data.schema import DatasetSchema
-from fedrisk.decisions.scorecard import ScorecardScaling
+from fedrisk.decisions.scorecard import BinSummary, PointsRow, ScorecardScaling, points_table
 from fedrisk.errors import (
     ArtifactError,
     ArtifactRefusal,
@@ -43,8 +43,9 @@ from fedrisk.errors import (
 from fedrisk.files import staged_directory
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.inference import ModelSpec, count_parameters
-from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
 from fedrisk.ml.trees import Forest, TreeModel
+from fedrisk.ml.woe import WOE_FORMAT, WoeEncoder
 from fedrisk.release.identity import key_id, load_verify_key
 
 ARTIFACT_FILE: Final = "artifact.json"
@@ -123,6 +124,9 @@ class ModelArtifact(_SchemaField):
     ``logit_offset`` is added to the model's logit when scoring: it undoes the prior shift of
     class-weighted training (``RiskPipeline.logit_offset_``).
 
+    A points scorecard (an LR on WOE features, preprocessing format ``fedrisk.woe/1``) also
+    carries ``points_table``: feature, bin, WOE, IV and points, the table a reader checks.
+
     Notes
     -----
     ``he_params`` records the CKKS parameters the model was aggregated under (audit only);
@@ -139,6 +143,7 @@ class ModelArtifact(_SchemaField):
     preprocessing: dict[str, object]
     baseline: dict[str, float | str]
     scorecard: ScorecardScaling = Field(default_factory=ScorecardScaling)
+    points_table: list[PointsRow] | None = None
     metrics: list[RoundMetrics] = Field(default_factory=list)
     logit_offset: float = 0.0
     he_params: dict[str, object] | None = None
@@ -199,6 +204,13 @@ class ModelArtifact(_SchemaField):
         return self
 
     @property
+    def model_kind(self) -> str:
+        """``scorecard`` for a points scorecard, else the spec kind (``lr``, ``mlp``, ``gbdt``)."""
+        return (
+            "scorecard" if self.preprocessing.get("format") == WOE_FORMAT else self.model_spec.kind
+        )
+
+    @property
     def dataset_schema(self) -> DatasetSchema:
         """The same as ``schema``, under a name that does not shadow ``BaseModel.schema``."""
         return self.schema
@@ -224,6 +236,7 @@ def artifact_from_pipeline(
         If a field is invalid (e.g. ``model_id`` unsafe as a directory name).
     """
     preprocessor = pipeline.preprocessor_
+    scaling = ScorecardScaling() if scorecard is None else scorecard
     return ModelArtifact(
         model_id=model_id,
         stage=stage,
@@ -232,7 +245,8 @@ def artifact_from_pipeline(
         preprocessing=preprocessor.to_dict(),
         schema=preprocessor.schema,
         baseline=preprocessor.reference_row(),
-        scorecard=ScorecardScaling() if scorecard is None else scorecard,
+        scorecard=scaling,
+        points_table=_points_table(pipeline, scaling),
         logit_offset=pipeline.logit_offset_,
         metrics=list(metrics),
         he_params=None if he_params is None else dict(he_params),
@@ -249,6 +263,31 @@ def _check_schema(artifact: ModelArtifact, schema: DatasetSchema, *, part: str) 
         )
 
 
+def _points_table(pipeline: RiskPipeline, scaling: ScorecardScaling) -> list[PointsRow] | None:
+    """The points table of a scorecard pipeline (LR on WOE features); None for other models."""
+    encoder = pipeline.preprocessor_
+    if not isinstance(encoder, WoeEncoder) or pipeline.spec_.kind != "lr":
+        return None
+    # LR weight vector layout: one weight per WOE column, then the bias.
+    weights = pipeline.weights_
+    by_name = {b.name: float(weights[j]) for j, b in enumerate(encoder.binnings_)}
+    by_feature = {b.name: b for b in encoder.binnings_}
+    # Strongest feature first (selected_ is ordered by falling IV).
+    bins = [
+        BinSummary(b.name, b.labels, b.goods, b.bads, b.woe, b.bin_ivs)
+        for b in (by_feature[name] for name in encoder.selected_)
+    ]
+    return points_table(
+        scaling, bins, weights=by_name, intercept=float(weights[-1]) + pipeline.logit_offset_
+    )
+
+
+def _encoder_from_dict(state: Mapping[str, object]) -> FeatureEncoder:
+    if state.get("format") == WOE_FORMAT:
+        return WoeEncoder.from_dict(state)
+    return Preprocessor.from_dict(state)
+
+
 def pipeline_from_artifact(artifact: ModelArtifact) -> RiskPipeline:
     """The fitted pipeline of a released model: its preprocessing, weights and offset.
 
@@ -262,7 +301,7 @@ def pipeline_from_artifact(artifact: ModelArtifact) -> RiskPipeline:
         another schema, or does not produce ``model_spec.n_features`` columns.
     """
     try:
-        preprocessor = Preprocessor.from_dict(artifact.preprocessing)
+        preprocessor = _encoder_from_dict(artifact.preprocessing)
     except FedRiskError as e:
         raise ArtifactError(
             f"artifact {artifact.model_id}: preprocessing must be a valid preprocessor state; {e}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,17 @@ from fedrisk.files import staged_directory
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The encrypted global model and statistics after ``round``, plus the public history."""
+    """The encrypted global model and statistics after ``round``, plus the public history, and
+    the rounds still awaiting their metrics (their evaluation is folded into later rounds)."""
 
     round: int
     enc_stats: ArrayRecord
     enc_global: ArrayRecord
     history: list[dict[str, Any]]
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    """Public partial records of trained rounds whose metrics are not in yet."""
+    enc_pooled_hist: ArrayRecord | None = None
+    """The first pending round's pooled score histograms (a ciphertext), awaiting decryption."""
 
 
 class CheckpointStore:
@@ -39,13 +44,19 @@ class CheckpointStore:
         """Write ``round-NNNN`` via a temporary directory and a rename: never half-written."""
         final = self.directory / f"round-{checkpoint.round:04d}"
         with staged_directory(final, replace=True) as tmp:
+            records = {
+                "enc_stats": _write_record(checkpoint.enc_stats, tmp / "enc_stats"),
+                "enc_global": _write_record(checkpoint.enc_global, tmp / "enc_global"),
+            }
+            if checkpoint.enc_pooled_hist is not None:
+                records["enc_pooled_hist"] = _write_record(
+                    checkpoint.enc_pooled_hist, tmp / "enc_pooled_hist"
+                )
             manifest = {
                 "round": checkpoint.round,
                 "history": checkpoint.history,
-                "records": {
-                    "enc_stats": _write_record(checkpoint.enc_stats, tmp / "enc_stats"),
-                    "enc_global": _write_record(checkpoint.enc_global, tmp / "enc_global"),
-                },
+                "pending": checkpoint.pending,
+                "records": records,
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         return final
@@ -57,11 +68,18 @@ class CheckpointStore:
             return None
         path = rounds[-1]
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        records = manifest["records"]
+        pooled = records.get("enc_pooled_hist")
         return Checkpoint(
             round=int(manifest["round"]),
             history=list(manifest["history"]),
-            enc_stats=_read_record(path / "enc_stats", manifest["records"]["enc_stats"]),
-            enc_global=_read_record(path / "enc_global", manifest["records"]["enc_global"]),
+            enc_stats=_read_record(path / "enc_stats", records["enc_stats"]),
+            enc_global=_read_record(path / "enc_global", records["enc_global"]),
+            # Checkpoints written before evaluation was folded into the next round have none.
+            pending=list(manifest.get("pending", [])),
+            enc_pooled_hist=(
+                None if pooled is None else _read_record(path / "enc_pooled_hist", pooled)
+            ),
         )
 
 

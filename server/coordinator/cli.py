@@ -30,6 +30,7 @@ from server.coordinator.superlink import (
     DEFAULT_READY_TIMEOUT,
     INSECURE_WARNING,
     SuperLinkError,
+    SuperLinkProcess,
     list_supernodes,
     register_supernodes,
     running_superlink,
@@ -53,6 +54,27 @@ WorkspaceOption = Annotated[
         help="The coordinator's provisioned workspace.",
     ),
 ]
+
+
+def _describe(handle: SuperLinkProcess) -> None:
+    scheme = "http" if handle.insecure else "https"
+    typer.echo(
+        f"SuperLink running: pid {handle.pid}, coordinator-only {scheme}://{handle.address} "
+        f"(flwr connection {CONNECTION_NAME!r}, log {handle.log_path})"
+    )
+    if handle.proxy is None:
+        typer.secho(
+            "No Fleet-API proxy is running: the SuperLink's port also accepts runs.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        return
+    typer.echo(
+        f"Fleet-API proxy: pid {handle.proxy.pid}, parties connect to "
+        f"{handle.proxy.host}:{handle.proxy.port} "
+        f"(`fedrisk party start --superlink HOST:{handle.proxy.port}`"
+        f" with a HOST in the certificate; log {handle.proxy.error_log})"
+    )
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -148,10 +170,23 @@ def provision(
 @server_app.command("start")
 def start(
     workspace: WorkspaceOption,
-    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option("--host", help="The parties' bind address: the Fleet-API proxy listens here."),
+    ] = "127.0.0.1",
     port: Annotated[
         int | None,
-        typer.Option("--port", min=1, max=65535, help="HTTPS port (Fleet+Control+Runtime APIs)."),
+        typer.Option("--port", min=1, max=65535, help="The parties' HTTPS port (Fleet API only)."),
+    ] = None,
+    control_port: Annotated[
+        int | None,
+        typer.Option(
+            "--control-port",
+            min=1,
+            max=65535,
+            help="The SuperLink's own port on 127.0.0.1 (Control and Runtime APIs: "
+            "this machine only); a free one by default.",
+        ),
     ] = None,
     insecure: Annotated[
         bool,
@@ -169,7 +204,11 @@ def start(
         ),
     ] = DEFAULT_READY_TIMEOUT,
 ) -> None:
-    """Start flower-superlink with TLS and node auth, and register every party's auth key."""
+    """Start flower-superlink with TLS and node auth, and register every party's auth key.
+
+    The SuperLink listens on 127.0.0.1 only; an nginx proxy on --host/--port forwards the Fleet
+    API (all SuperNodes need) and refuses the rest, so only this machine can submit runs.
+    """
     if insecure:
         typer.secho(INSECURE_WARNING, fg=typer.colors.RED, bold=True, err=True)
     existing = running_superlink(workspace)
@@ -182,7 +221,13 @@ def start(
         )
     try:
         handle = start_superlink(
-            workspace, host=host, port=port, insecure=insecure, ready_timeout=ready_timeout
+            workspace,
+            host=host,
+            port=port,
+            insecure=insecure,
+            ready_timeout=ready_timeout,
+            fleet_proxy=True,
+            control_port=control_port,
         )
     except FedRiskError as e:
         raise _fail(e) from e
@@ -196,24 +241,25 @@ def start(
     except FedRiskError as e:
         handle.stop()
         raise _fail(e) from e
-    typer.echo(
-        f"SuperLink running: pid {handle.pid}, https://{handle.address} "
-        f"(flwr connection {CONNECTION_NAME!r}, log {handle.log_path})"
-    )
+    _describe(handle)
     if detach:
         return
 
-    code = follow_in_foreground(handle)
+    code = follow_in_foreground(handle, wait=handle.wait)
     if code is None:
-        typer.echo("Stopped the SuperLink.")
+        typer.echo("Stopped the SuperLink and its Fleet-API proxy.")
         return
-    typer.secho(f"SuperLink exited with code {code}", err=True)
-    raise typer.Exit(code)
+    typer.secho(
+        f"The SuperLink or its Fleet-API proxy exited with code {code}; stopped both "
+        f"(logs: {handle.log_path}, {handle.proxy.error_log if handle.proxy else '-'})",
+        err=True,
+    )
+    raise typer.Exit(code or 1)
 
 
 @server_app.command("stop")
 def stop(workspace: WorkspaceOption) -> None:
-    """Stop the workspace's SuperLink (by the pid recorded at start) and its children."""
+    """Stop the workspace's SuperLink and its Fleet-API proxy (by the pids recorded at start)."""
     handle = running_superlink(workspace)
     if handle is None:
         typer.echo("No SuperLink is running for this workspace.")
@@ -222,7 +268,8 @@ def stop(workspace: WorkspaceOption) -> None:
         handle.stop()
     except FedRiskError as e:
         raise _fail(e) from e
-    typer.echo(f"Stopped SuperLink pid {handle.pid}.")
+    proxy = f" and its Fleet-API proxy pid {handle.proxy.pid}" if handle.proxy else ""
+    typer.echo(f"Stopped SuperLink pid {handle.pid}{proxy}.")
 
 
 @server_app.command("status")
@@ -232,7 +279,7 @@ def status(workspace: WorkspaceOption) -> None:
     if handle is None:
         typer.echo("No SuperLink is running for this workspace.")
         raise typer.Exit(1)
-    typer.echo(f"SuperLink pid {handle.pid} at {handle.address}")
+    _describe(handle)
     try:
         for node in list_supernodes(workspace):
             typer.echo(f"  node {node.get('node-id')}: {node.get('status')}")

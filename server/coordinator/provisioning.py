@@ -153,17 +153,23 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def check_host(host: str, *, name: str = "host") -> str:
+    """``host`` without surrounding blanks; a ``ConfigError`` unless it is an IP or a DNS name."""
+    host = host.strip()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _DNS_NAME.fullmatch(host):
+            raise ConfigError(
+                f"{name} must be an IP address or a DNS name (no wildcards); got {host!r}"
+            ) from None
+    return host
+
+
 def _check_hosts(hosts: Sequence[str]) -> tuple[str, ...]:
     result: list[str] = []
     for host in (*DEFAULT_HOSTS, *hosts):
-        host = host.strip()
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not _DNS_NAME.fullmatch(host):
-                raise ConfigError(
-                    f"host must be an IP address or a DNS name (no wildcards); got {host!r}"
-                ) from None
+        host = check_host(host)
         if host not in result:
             result.append(host)
     return tuple(result)

@@ -5,16 +5,25 @@ The protocol of one federated run, all driven from :meth:`EncryptedFedAvg.start`
 1. ``query.stats`` (the statistics hook, before round 1): every connected party validates its
    data, then sends its additive feature statistics, encrypted. The server sums them. Parties
    whose data fails validation refuse with the schema error; they are excluded and the error is
-   surfaced in the progress log.
-2. For each round: ``train`` names the encrypted statistics sum and the encrypted global model
-   (absent in round 1, when every party starts from the same seeded initialisation). Each party
-   decrypts, fits the same preprocessor, trains locally, and answers ``n * weights ++ [n]``
-   encrypted. The server sums the answers into the next encrypted global model.
-3. ``evaluate``: each party scores its local test split with the global model and answers
-   per-class score histograms, encrypted. The server sums them; ``query.metrics`` asks one party
-   to decrypt the pooled histograms and report global AUC and KS.
-4. ``query.release`` (the release hook, after the last round): the designated party decrypts the
-   final model and writes a signed artifact.
+   surfaced in the progress log. A model kind that needs more (a scorecard's WOE second
+   moments, :func:`fedrisk.ml.kinds.statistics_passes`) asks again, naming the encrypted sum so
+   far; each answer holds the party's earlier statistics plus the new ones, so the last sum is
+   the run's one statistics sum.
+2. Each round is ONE exchange with every party (the round hook). ``train`` names the encrypted
+   statistics sum and the encrypted global model of the previous round (absent in round 1,
+   when every party starts from the same seeded initialisation). Each party decrypts, fits the
+   same preprocessor, trains locally, and answers ``n * weights ++ [n]`` encrypted; the server
+   sums the answers into the next encrypted global model. The same message asks the party to
+   evaluate the model it names (the previous round's result): it answers per-class score
+   histograms of its test split, encrypted, which the server sums. Parties outside the round's
+   sample get an ``evaluate`` message instead. One party, the metrics party, also receives the
+   pooled histograms summed in the exchange before, decrypts them and answers only the global
+   AUC and KS. So round r's outcome is complete two exchanges after it trained: its model is
+   evaluated in round r + 1's exchange and its metrics decrypted in round r + 2's.
+3. After the last round (the finish hook): ``evaluate`` of the final model at every party,
+   carrying the metrics party's decryption of the round before; then ``query.release`` (the
+   release hook): the designated party decrypts the final model and the last pooled
+   histograms, and writes a signed artifact with every round's metrics.
 
 Messages travel in waves (:mod:`server.coordinator.waves`): sealed records are named by digest
 and sent to a party only when it does not hold them yet, so the statistics sum reaches a party
@@ -22,13 +31,20 @@ once per run and each global model once.
 
 Each phase takes the run's state and returns the next one (:class:`RunState`, :class:`Roster`,
 :class:`RoundOutcome`, :class:`Release`); nothing is carried between phases on the strategy.
+A round's public record, :class:`RoundOutcome`, is emitted (progress ``round`` event, history)
+when its metrics are in; until then it is pending in the state and in the checkpoint, with the
+pooled histograms awaiting decryption (a ciphertext).
 
 Notes
 -----
 The server holds the CKKS public context only. It never sees a plaintext update, aggregate,
 statistic or per-party sample count: parties weight their own updates and the count travels as
-one more encrypted slot. Dropped or failing parties are tolerated while at least ``min_parties``
-answer; below that the run fails with the reason.
+one more encrypted slot. Folding evaluation and metrics into the training exchange changes no
+one's view: every party still receives the statistics sum and global models it received before,
+only the metrics party receives pooled histograms, and only AUC and KS come back in the clear.
+Dropped or failing parties are tolerated while at least ``min_parties`` answer; below that the
+run fails with the reason. A metrics party that fails to answer is replaced by a separate
+``query.metrics`` to another live party, as before the fold.
 
 Flower's ``Strategy.start`` cannot run this protocol: it always counts rounds from 1 (a resumed
 run continues at round k + 1), pulls replies through ``Grid.send_and_receive`` (a fixed 3 s
@@ -52,6 +68,7 @@ from flwr.serverapp import Grid
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import FederationConfig
+from fedrisk.ml.kinds import statistics_passes
 from secure_agg.aggregation import VectorAggregation
 from server.coordinator.checkpoints import Checkpoint, CheckpointStore
 from server.coordinator.progress import ProgressLog
@@ -117,6 +134,11 @@ class RunState:
     history: tuple[dict[str, Any], ...]
     roster: Roster
     held: Holdings = field(default_factory=dict)
+    pending: tuple[dict[str, Any], ...] = ()
+    """Trained rounds whose metrics are not in yet, oldest first, as public partial records:
+    at most one evaluated (awaiting the decryption of ``enc_pooled_hist``) and one not yet."""
+    enc_pooled_hist: ArrayRecord | None = None
+    """The pooled histograms of the first pending round, once evaluated; awaiting decryption."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +168,8 @@ class Release:
 
     party: str
     model_id: str
+    metrics: tuple[float, float] | None = field(default=None, compare=False)
+    """AUC and KS of the last round, decrypted by the release party with the model."""
 
 
 @dataclass(frozen=True)
@@ -155,20 +179,21 @@ class FederationResult:
     enc_global: ArrayRecord
     history: tuple[dict[str, Any], ...]
     metrics: Mapping[int, MetricRecord]
-    """AUC and KS of each round this attempt ran (a resumed attempt starts after its checkpoint)."""
+    """AUC and KS of each round whose metrics came in during this attempt (a resumed attempt
+    also completes the rounds its checkpoint left pending)."""
     release: Release
 
 
 @dataclass(frozen=True)
-class _SummedWave:
-    """One wave of a round, its good answers summed, and what it cost."""
+class _Exchange:
+    """One exchange's replies sorted out, and what it cost."""
 
     answers: Answers
-    total: ArrayRecord
     held: Holdings
     bytes_down: Mapping[int, int]
-    wave_seconds: float
-    sum_seconds: float
+    seconds: float
+    metrics_node: int | None
+    """The node sent the pooled histograms to decrypt, if any."""
 
 
 class EncryptedFedAvg:
@@ -227,7 +252,7 @@ class EncryptedFedAvg:
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
     ) -> FederationResult:
-        """Run the statistics phase, the rounds (checkpointed), then the release.
+        """Run the statistics phase, the rounds (checkpointed), the final evaluation, the release.
 
         Parameters
         ----------
@@ -256,8 +281,15 @@ class EncryptedFedAvg:
             self.progress.emit("resumed", round=resumed.round)
         state = self.collect_statistics(grid, timeout=timeout, resumed=resumed)
         metrics: dict[int, MetricRecord] = {}
+
+        def completed(outcomes: Sequence[RoundOutcome]) -> None:
+            for outcome in outcomes:
+                metrics[outcome.round] = MetricRecord(
+                    {proto.METRIC_AUC: outcome.auc, proto.METRIC_KS: outcome.ks}
+                )
+
         for _ in range(state.round, rounds):
-            state, outcome = self.run_round(
+            state, outcomes = self.run_round(
                 grid,
                 state,
                 rounds=rounds,
@@ -265,11 +297,26 @@ class EncryptedFedAvg:
                 train_config=train_config or ConfigRecord(),
                 evaluate_config=evaluate_config or ConfigRecord(),
             )
-            metrics[outcome.round] = MetricRecord(
-                {proto.METRIC_AUC: outcome.auc, proto.METRIC_KS: outcome.ks}
-            )
+            completed(outcomes)
             self._save_checkpoint(state)
+        state, outcomes = self.finish(
+            grid, state, timeout=timeout, evaluate_config=evaluate_config or ConfigRecord()
+        )
+        completed(outcomes)
+        self._save_checkpoint(state)
+        mark = self.clock.monotonic()
         release = self.release(grid, state, timeout=timeout)
+        if state.pending:
+            if release.metrics is None:
+                raise FederationError(
+                    f"release at {release.party!r} returned no metrics for round "
+                    f"{state.pending[0]['round']}"
+                )
+            state, outcome = self._complete(
+                state, release.metrics, seconds=self.clock.monotonic() - mark
+            )
+            completed([outcome])
+            self._save_checkpoint(state)
         self.progress.emit("released", party=release.party, model_id=release.model_id)
         assert state.enc_global is not None  # release refuses a run without a model
         return FederationResult(
@@ -297,6 +344,8 @@ class EncryptedFedAvg:
             state = RunState(
                 round=0, enc_stats=enc_stats, enc_global=None, history=(), roster=answers.roster
             )
+            for stats_pass in range(2, statistics_passes(self.config.model) + 1):
+                state = self._statistics_pass(grid, state, stats_pass, timeout=timeout)
         else:
             state = RunState(
                 round=resumed.round,
@@ -304,6 +353,8 @@ class EncryptedFedAvg:
                 enc_global=resumed.enc_global,
                 history=tuple(resumed.history),
                 roster=answers.roster,
+                pending=tuple(resumed.pending),
+                enc_pooled_hist=resumed.enc_pooled_hist,
             )
         self.progress.emit(
             "stats",
@@ -311,6 +362,18 @@ class EncryptedFedAvg:
             refused=sorted(state.roster.refused.values()),
         )
         return state
+
+    def _statistics_pass(
+        self, grid: Grid, state: RunState, stats_pass: int, *, timeout: float
+    ) -> RunState:
+        """Ask the parties again, naming the statistics sum so far; the new sum replaces it."""
+        phase = f"statistics pass {stats_pass}"
+        wave = self._wave(proto.MSG_STATS, state, 0, ConfigRecord(), enc_global=None)
+        nodes = self._sample(grid, state, fraction=1.0)
+        done = self._exchange(grid, state, [(wave, nodes)], phase=phase, timeout=timeout)
+        self._require_quorum(done.answers, phase=phase)
+        enc_stats, _ = self._sum(done.answers.records(proto.ENC_STATS))
+        return replace(state, enc_stats=enc_stats, roster=done.answers.roster, held=done.held)
 
     def run_round(
         self,
@@ -321,77 +384,90 @@ class EncryptedFedAvg:
         timeout: float,
         train_config: ConfigRecord,
         evaluate_config: ConfigRecord,
-    ) -> tuple[RunState, RoundOutcome]:
-        """Round ``state.round + 1``: train, sum, evaluate, sum, decrypt the metrics at a party."""
+    ) -> tuple[RunState, list[RoundOutcome]]:
+        """Round ``state.round + 1`` in one exchange: train on the previous round's model and
+        evaluate it, decrypt the metrics of the round before; sum both.
+
+        Returns the new state and the rounds whose metrics came in (their public records).
+        """
         rnd = state.round + 1
         started = self.clock.monotonic()
         self.progress.emit("round-start", round=rnd, rounds=rounds)
 
         sent_to = self._sample(grid, state, fraction=self.config.fraction)
-        train = self._summed_wave(
-            grid,
-            state,
-            self._wave(proto.MSG_TRAIN, state, rnd, train_config, enc_global=state.enc_global),
-            sent_to,
-            key=proto.ENC_UPDATE,
-            phase=f"round {rnd} train",
-            timeout=timeout,
-        )
-        answered = set(train.answers.nodes)
+        # The model this round starts from is evaluated with it, unless there is none (round 1
+        # starts from the seeded model) or it was already (a checkpoint from before the fold).
+        evaluating = _awaits_evaluation(state)
+        waves = [
+            (
+                self._wave(
+                    proto.MSG_TRAIN,
+                    state,
+                    rnd,
+                    train_config,
+                    enc_global=state.enc_global,
+                    evaluate=evaluating,
+                ),
+                sent_to,
+            )
+        ]
+        others = [n for n in self._sample(grid, state, fraction=1.0) if n not in sent_to]
+        if evaluating and others:
+            waves.append(
+                (
+                    self._wave(
+                        proto.MSG_EVALUATE, state, rnd, evaluate_config, enc_global=state.enc_global
+                    ),
+                    others,
+                )
+            )
+        done = self._exchange(grid, state, waves, phase=f"round {rnd}", timeout=timeout)
+        trained = [r for r in done.answers.good if r.metadata.src_node_id in set(sent_to)]
+        train_answers = replace(done.answers, good=tuple(trained))
+        self._require_quorum(train_answers, phase=f"round {rnd} train")
+        updates = train_answers.records(proto.ENC_UPDATE)
+        enc_global, update_seconds = self._sum(updates)
+        answered = set(train_answers.nodes)
+        state = replace(state, roster=done.answers.roster, held=done.held)
         dropped = sorted(state.roster.name(n) for n in sent_to if n not in answered)
-        state = replace(state, enc_global=train.total, roster=train.answers.roster, held=train.held)
-
-        evaluation = self._summed_wave(
-            grid,
-            state,
-            self._wave(proto.MSG_EVALUATE, state, rnd, evaluate_config, enc_global=train.total),
-            self._sample(grid, state, fraction=1.0),
-            key=proto.ENC_HIST,
-            phase=f"round {rnd} evaluate",
-            timeout=timeout,
+        state, outcomes = self._settle(
+            grid, state, done, evaluated=rnd - 1 if evaluating else None, timeout=timeout
         )
-        state = replace(state, roster=evaluation.answers.roster, held=evaluation.held)
-
-        mark = self.clock.monotonic()
-        (auc, ks), roster = self._decrypt_metrics(
-            grid, state.roster, evaluation.total, timeout=timeout
-        )
-        metrics_seconds = self.clock.monotonic() - mark
-        updates = train.answers.records(proto.ENC_UPDATE)
-        bytes_down = {
-            n: train.bytes_down.get(n, 0) + evaluation.bytes_down.get(n, 0)
-            for n in {*train.bytes_down, *evaluation.bytes_down}
-        }
-        outcome = RoundOutcome(
-            round=rnd,
-            train_parties=sorted(state.roster.name(n) for n in answered),
-            eval_parties=sorted(state.roster.name(n) for n in evaluation.answers.nodes),
-            dropped=dropped,
-            auc=auc,
-            ks=ks,
-            seconds=self.clock.monotonic() - started,
-            bytes_up_per_party=sum(r.count_bytes() for r in updates) / len(updates),
-            bytes_down_per_party=(
-                sum(bytes_down.values()) / len(bytes_down) if bytes_down else 0.0
+        entry = {
+            "round": rnd,
+            "train_parties": sorted(state.roster.name(n) for n in answered),
+            "dropped": dropped,
+            "seconds": self.clock.monotonic() - started,
+            "bytes_up_per_party": sum(r.count_bytes() for r in updates) / len(updates),
+            "bytes_down_per_party": (
+                sum(done.bytes_down.values()) / len(done.bytes_down) if done.bytes_down else 0.0
             ),
-            phase_seconds={
-                "train": train.wave_seconds,
-                "evaluate": evaluation.wave_seconds,
-                "metrics": metrics_seconds,
-                "server_sums": train.sum_seconds + evaluation.sum_seconds,
-            },
-        )
+            "phase_seconds": {"train": done.seconds, "server_sums": update_seconds},
+        }
         if dropped:
             log.warning("round %d: parties dropped or failed: %s", rnd, ", ".join(dropped))
-        self.progress.emit("round", **outcome.as_dict())
-        state = replace(
-            state, round=rnd, roster=roster, history=(*state.history, outcome.as_dict())
+        state = replace(state, round=rnd, enc_global=enc_global, pending=(*state.pending, entry))
+        return state, outcomes
+
+    def finish(
+        self, grid: Grid, state: RunState, *, timeout: float, evaluate_config: ConfigRecord
+    ) -> tuple[RunState, list[RoundOutcome]]:
+        """After the last round: every party evaluates the final model, and the metrics party
+        decrypts the round before's pooled histograms (nothing to do when resumed past it)."""
+        if not _awaits_evaluation(state):
+            return state, []
+        wave = self._wave(
+            proto.MSG_EVALUATE, state, state.round, evaluate_config, enc_global=state.enc_global
         )
-        return state, outcome
+        nodes = self._sample(grid, state, fraction=1.0)
+        done = self._exchange(grid, state, [(wave, nodes)], phase="final", timeout=timeout)
+        state = replace(state, roster=done.answers.roster, held=done.held)
+        state, outcomes = self._settle(grid, state, done, evaluated=state.round, timeout=timeout)
+        return state, outcomes
 
     def release(self, grid: Grid, state: RunState, *, timeout: float) -> Release:
         """After the last round: the designated party decrypts the final model and writes the
-        signed artifact."""
+        signed artifact; it also decrypts the last round's pooled histograms, if pending."""
         if state.enc_global is None:
             raise FederationError("no round completed; nothing to release")
         target = self.config.release_party
@@ -404,17 +480,26 @@ class EncryptedFedAvg:
             )
         cfg = ConfigRecord(
             {
-                proto.CFG_HISTORY: json.dumps(list(state.history)),
+                proto.CFG_HISTORY: json.dumps([*state.history, *state.pending]),
                 proto.CFG_PARTIES: json.dumps(sorted(set(state.roster.parties.values()))),
             }
         )
         wave = self._wave(proto.MSG_RELEASE, state, state.round, cfg, enc_global=state.enc_global)
-        delivery = self._deliver(grid, wave, nodes[:1], state, timeout=timeout)
+        extras = (
+            {nodes[0]: {proto.ENC_POOLED_HIST: state.enc_pooled_hist}}
+            if state.enc_pooled_hist is not None
+            else None
+        )
+        delivery = self._deliver(grid, [(wave, nodes[:1])], state, timeout=timeout, extras=extras)
         answers = self._accept(delivery.replies, state.roster, phase="release")
         if not answers.good:
             raise FederationError(f"release at {target!r} failed: {list(answers.errors)}")
         answer = answers.good[0].content.config_records[proto.CONFIG]
-        return Release(party=target, model_id=str(answer[proto.CFG_MODEL_ID]))
+        return Release(
+            party=target,
+            model_id=str(answer[proto.CFG_MODEL_ID]),
+            metrics=_metrics_of(answers.good[0]),
+        )
 
     # ------------------------------------------------------------------ phases
 
@@ -432,48 +517,123 @@ class EncryptedFedAvg:
             self.progress.emit("waiting", connected=len(nodes), needed=self.config.min_parties)
             self.clock.sleep(WAIT_FOR_PARTIES_POLL)
 
-    def _summed_wave(
+    def _exchange(
         self,
         grid: Grid,
         state: RunState,
-        wave: Wave,
-        nodes: Sequence[int],
+        waves: Sequence[tuple[Wave, Sequence[int]]],
         *,
-        key: str,
         phase: str,
         timeout: float,
-    ) -> _SummedWave:
-        """Deliver ``wave``, require a quorum of good answers, and sum their record ``key``."""
+    ) -> _Exchange:
+        """Deliver ``waves`` in one exchange; the metrics party's message also carries the
+        pooled histograms awaiting decryption."""
+        nodes = [n for _, targets in waves for n in targets]
+        metrics_node = None
+        extras = None
+        if state.enc_pooled_hist is not None and nodes:
+            metrics_node = self._pick_party_node(grid, state.roster, among=nodes)
+            extras = {metrics_node: {proto.ENC_POOLED_HIST: state.enc_pooled_hist}}
         mark = self.clock.monotonic()
-        delivery = self._deliver(grid, wave, nodes, state, timeout=timeout)
-        wave_seconds = self.clock.monotonic() - mark
-        answers = self._accept(delivery.replies, state.roster, phase=phase)
-        self._require_quorum(answers, phase=phase)
-        total, sum_seconds = self._sum(answers.records(key))
-        return _SummedWave(
-            answers=answers,
-            total=total,
+        delivery = self._deliver(grid, waves, state, timeout=timeout, extras=extras)
+        seconds = self.clock.monotonic() - mark
+        return _Exchange(
+            answers=self._accept(delivery.replies, state.roster, phase=phase),
             held=delivery.held,
             bytes_down=delivery.bytes_down,
-            wave_seconds=wave_seconds,
-            sum_seconds=sum_seconds,
+            seconds=seconds,
+            metrics_node=metrics_node,
         )
+
+    def _settle(
+        self,
+        grid: Grid,
+        state: RunState,
+        done: _Exchange,
+        *,
+        evaluated: int | None,
+        timeout: float,
+    ) -> tuple[RunState, list[RoundOutcome]]:
+        """After an exchange: complete the round whose metrics came back, then sum the pooled
+        histograms of round ``evaluated`` (if the exchange evaluated one)."""
+        outcomes: list[RoundOutcome] = []
+        if state.enc_pooled_hist is not None:
+            mark = self.clock.monotonic()
+            reply = [r for r in done.answers.good if r.metadata.src_node_id == done.metrics_node]
+            found = _metrics_of(reply[0]) if reply else None
+            if found is None:
+                # The metrics party dropped out of the exchange: ask another, as a query.
+                found, roster = self._decrypt_metrics(
+                    grid, state.roster, state.enc_pooled_hist, timeout=timeout
+                )
+                state = replace(state, roster=roster)
+                seconds = done.seconds + self.clock.monotonic() - mark
+            else:
+                seconds = done.seconds
+            state, outcome = self._complete(state, found, seconds=seconds)
+            outcomes.append(outcome)
+        if evaluated is not None:
+            phase = f"round {evaluated} evaluate"
+            scored = [r for r in done.answers.good if proto.ENC_HIST in r.content.array_records]
+            answers = replace(done.answers, good=tuple(scored))
+            self._require_quorum(answers, phase=phase)
+            enc_hist, sum_seconds = self._sum(answers.records(proto.ENC_HIST))
+            entry, *later = state.pending
+            assert entry["round"] == evaluated, (entry["round"], evaluated)
+            phases = dict(entry["phase_seconds"])
+            phases["evaluate"] = done.seconds
+            phases["server_sums"] = phases["server_sums"] + sum_seconds
+            entry = {
+                **entry,
+                "eval_parties": sorted(state.roster.name(n) for n in answers.nodes),
+                "phase_seconds": phases,
+            }
+            state = replace(state, pending=(entry, *later), enc_pooled_hist=enc_hist)
+        return state, outcomes
+
+    def _complete(
+        self, state: RunState, metrics: tuple[float, float], *, seconds: float
+    ) -> tuple[RunState, RoundOutcome]:
+        """The first pending round's public record, now that its AUC and KS are in."""
+        entry, *later = state.pending
+        auc, ks = metrics
+        outcome = RoundOutcome(
+            round=int(entry["round"]),
+            train_parties=list(entry["train_parties"]),
+            eval_parties=list(entry["eval_parties"]),
+            dropped=list(entry["dropped"]),
+            auc=auc,
+            ks=ks,
+            seconds=float(entry["seconds"]),
+            bytes_up_per_party=float(entry["bytes_up_per_party"]),
+            bytes_down_per_party=float(entry["bytes_down_per_party"]),
+            phase_seconds={**entry["phase_seconds"], "metrics": seconds},
+        )
+        self.progress.emit("round", **outcome.as_dict())
+        state = replace(
+            state,
+            history=(*state.history, outcome.as_dict()),
+            pending=tuple(later),
+            enc_pooled_hist=None,
+        )
+        return state, outcome
 
     def _decrypt_metrics(
         self, grid: Grid, roster: Roster, enc_hist: ArrayRecord, *, timeout: float
     ) -> tuple[tuple[float, float], Roster]:
         """Ask one party to decrypt the pooled histograms; only AUC and KS come back."""
         node = self._pick_party_node(grid, roster)
-        content = RecordDict({proto.ENC_HIST: enc_hist, proto.CONFIG: self._config_record(0)})
+        content = RecordDict(
+            {proto.ENC_POOLED_HIST: enc_hist, proto.CONFIG: self._config_record(0)}
+        )
         replies = exchange(
             grid, [_message(content, node, proto.MSG_METRICS)], timeout=timeout, clock=self.clock
         )
         answers = self._accept(replies, roster, phase="metrics")
-        if not answers.good:
+        found = _metrics_of(answers.good[0]) if answers.good else None
+        if found is None:
             raise FederationError("no party answered the metrics query")
-        metrics = answers.good[0].content.metric_records[proto.METRICS]
-        auc, ks = metrics[proto.METRIC_AUC], metrics[proto.METRIC_KS]
-        return (float(auc), float(ks)), answers.roster  # type: ignore[arg-type]
+        return found, answers.roster
 
     def _save_checkpoint(self, state: RunState) -> None:
         if self.checkpoints is None:
@@ -485,6 +645,8 @@ class EncryptedFedAvg:
                 enc_stats=state.enc_stats,
                 enc_global=state.enc_global,
                 history=list(state.history),
+                pending=list(state.pending),
+                enc_pooled_hist=state.enc_pooled_hist,
             )
         )
 
@@ -507,34 +669,45 @@ class EncryptedFedAvg:
         extra: ConfigRecord,
         *,
         enc_global: ArrayRecord | None,
+        evaluate: bool = False,
     ) -> Wave:
-        """A wave naming the statistics sum and, from round 2 on, the global model."""
+        """A wave naming the statistics sum and, from round 2 on, the global model;
+        ``evaluate`` asks a ``train`` wave to evaluate that model too."""
         cfg = self._config_record(rnd)
         for key, value in extra.items():
             cfg[key] = value
+        if evaluate:
+            cfg[proto.CFG_EVALUATE] = True
         records = {proto.ENC_STATS: state.enc_stats}
         if enc_global is not None and len(enc_global) > 0:
             records[proto.ENC_GLOBAL] = enc_global
         return Wave.of(message_type, cfg, records)
 
     def _deliver(
-        self, grid: Grid, wave: Wave, nodes: Sequence[int], state: RunState, *, timeout: float
+        self,
+        grid: Grid,
+        waves: Sequence[tuple[Wave, Sequence[int]]],
+        state: RunState,
+        *,
+        timeout: float,
+        extras: Mapping[int, Mapping[str, ArrayRecord]] | None = None,
     ) -> Delivery:
-        """Deliver ``wave`` from ``state``'s holdings; announce full resends in the progress log."""
+        """Deliver ``waves`` from ``state``'s holdings; announce full resends in the progress
+        log."""
 
-        def announce(resend: list[int]) -> None:
+        def announce(message_type: str, resend: list[int]) -> None:
             names = sorted(state.roster.name(n) for n in resend)
-            log.info("%s: resending full records to %s", wave.message_type, ", ".join(names))
-            self.progress.emit("resent", phase=wave.message_type, parties=names)
+            log.info("%s: resending full records to %s", message_type, ", ".join(names))
+            self.progress.emit("resent", phase=message_type, parties=names)
 
         return deliver(
             grid,
-            wave,
-            nodes,
+            waves,
             held=state.held,
             timeout=timeout,
             clock=self.clock,
             on_resend=announce,
+            extras=extras,
         )
 
     def _sample(self, grid: Grid, state: RunState, *, fraction: float) -> list[int]:
@@ -544,7 +717,7 @@ class EncryptedFedAvg:
             return nodes
         count = max(self.config.min_parties, round(len(nodes) * fraction))
         # Rotate through parties by round so every party trains over time, without server RNG.
-        offset = len(state.history) * count
+        offset = state.round * count
         return [nodes[(offset + i) % len(nodes)] for i in range(min(count, len(nodes)))]
 
     def _accept(self, replies: Iterable[Message], roster: Roster, *, phase: str) -> Answers:
@@ -584,8 +757,11 @@ class EncryptedFedAvg:
                 f"{list(answers.errors) or 'none (timeouts)'}"
             )
 
-    def _pick_party_node(self, grid: Grid, roster: Roster) -> int:
-        live = set(grid.get_node_ids())
+    def _pick_party_node(
+        self, grid: Grid, roster: Roster, *, among: Sequence[int] | None = None
+    ) -> int:
+        """The release party's node if it is live (and in ``among``), else the first other."""
+        live = set(grid.get_node_ids() if among is None else among)
         preferred = [
             n for n, p in roster.parties.items() if p == self.config.release_party and n in live
         ]
@@ -597,6 +773,20 @@ class EncryptedFedAvg:
 
 def _message(content: RecordDict, node: int, message_type: str) -> Message:
     return Message(content=content, message_type=message_type, dst_node_id=node)
+
+
+def _awaits_evaluation(state: RunState) -> bool:
+    """Whether the last trained round's model is still to be evaluated."""
+    return bool(state.pending) and "eval_parties" not in state.pending[-1]
+
+
+def _metrics_of(reply: Message) -> tuple[float, float] | None:
+    """The AUC and KS a party decrypted, if its reply carries them."""
+    record = reply.content.metric_records.get(proto.METRICS)
+    if record is None:
+        return None
+    auc, ks = record[proto.METRIC_AUC], record[proto.METRIC_KS]
+    return float(auc), float(ks)  # type: ignore[arg-type]
 
 
 def _short_reason(reason: str) -> str:

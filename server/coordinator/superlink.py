@@ -29,8 +29,10 @@ Notes
 -----
 The Control API shares the Fleet API's port and, without Flower's OIDC account plugin, does not
 authenticate callers: whoever reaches the port (with the CA certificate) can register SuperNodes
-and submit runs. Keep ``--host 127.0.0.1`` unless the port is only reachable by the parties
-(firewall, or a TLS proxy that forwards only ``/v1/fleet/``).
+and submit runs. So ``start_superlink(..., fleet_proxy=True)`` (what ``fedrisk server start``
+does) binds the SuperLink to 127.0.0.1 on a coordinator-only port and puts the nginx proxy of
+:mod:`server.coordinator.fleet_proxy` on the parties' address: parties reach only ``/v1/fleet/``.
+Without the proxy (the local deployment harness) keep ``--host 127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,15 @@ from fedrisk.federation.processes import (
 )
 from fedrisk.federation.roster import load_manifest
 from fedrisk.files import write_atomic
+from server.coordinator.fleet_proxy import (
+    CONFIG_FILE,
+    FleetProxyConfig,
+    FleetProxyError,
+    FleetProxyProcess,
+    ProxyTLS,
+    find_nginx,
+    start_fleet_proxy,
+)
 from server.coordinator.provisioning import WorkspaceLayout
 
 log = logging.getLogger(__name__)
@@ -73,6 +84,7 @@ CONNECTION_NAME: Final = "fedrisk"
 RUNTIME_FILE: Final = "superlink.json"
 NODES_FILE: Final = "nodes.json"
 LOG_FILE: Final = "superlink.log"
+PROXY_DIR: Final = "fleet-proxy"
 DEFAULT_READY_TIMEOUT: Final = 30.0
 FLWR_CLI_TIMEOUT: Final = 120.0
 _KEY_IN_USE: Final = "Public key already in use"
@@ -171,7 +183,11 @@ def log_tail(path: Path, *, lines: int = 30) -> str:
 
 @dataclass
 class SuperLinkProcess:
-    """A running ``flower-superlink`` started by ``start_superlink``."""
+    """A running ``flower-superlink`` started by ``start_superlink`` (and its Fleet proxy, if any).
+
+    ``host``/``port``/``address`` are the SuperLink's own: the coordinator's ``flwr`` connection.
+    Parties connect to :attr:`fleet_address`, the proxy's when there is one.
+    """
 
     pid: int
     host: str
@@ -181,20 +197,59 @@ class SuperLinkProcess:
     log_path: Path
     insecure: bool
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    proxy: FleetProxyProcess | None = None
+
+    @property
+    def fleet_address(self) -> str:
+        """``HOST:PORT`` SuperNodes connect to: the Fleet proxy's, or the SuperLink's own."""
+        return self.proxy.address if self.proxy is not None else self.address
+
+    @property
+    def fleet_port(self) -> int:
+        """The port of :attr:`fleet_address`."""
+        return self.proxy.port if self.proxy is not None else self.port
 
     def is_running(self) -> bool:
-        """Whether the SuperLink process is still alive."""
-        return child_running(self.pid, self.process)
+        """Whether the SuperLink (and its proxy, when it has one) is still alive."""
+        alive = child_running(self.pid, self.process)
+        return alive and (self.proxy is None or self.proxy.is_running())
+
+    def wait(self, *, poll_interval: float = 0.5) -> int:
+        """Block until the SuperLink or its proxy exits; return that process's exit code.
+
+        Only for a handle from ``start_superlink`` (it holds both children). Without the proxy
+        the SuperLink would be useless to the parties, so a foreground ``server start`` ends
+        (and stops the SuperLink) when either one goes.
+        """
+        children = [self.process]
+        if self.proxy is not None:
+            children.append(self.proxy.process)
+        if None in children:
+            raise SuperLinkError("wait needs the handle that start_superlink returned")
+        while True:
+            for child in children:
+                if child is not None and (code := child.poll()) is not None:
+                    return code
+            time.sleep(poll_interval)
 
     def stop(self, *, timeout: float = 15.0) -> None:
-        """Stop the SuperLink and everything it started; forget its runtime file.
+        """Stop the proxy, then the SuperLink and everything it started; forget its runtime file.
 
         SIGTERM once, SIGKILL after ``timeout`` seconds (see ``fedrisk.federation.processes``).
+        The proxy goes first so parties are cut off before the SuperLink stops answering.
         """
+        problems: list[str] = []
+        if self.proxy is not None:
+            try:
+                self.proxy.stop(timeout=timeout)
+            except FleetProxyError as e:
+                problems.append(str(e))
         try:
             stop_process_tree(self.pid, process=self.process, grace=timeout)
         except ProcessStopError as e:
-            raise SuperLinkError(f"the SuperLink must stop; {e}") from e
+            problems.append(f"the SuperLink must stop; {e}")
+        if problems:
+            raise SuperLinkError("; ".join(problems))
         runtime = WorkspaceLayout(self.workspace).superlink_dir / RUNTIME_FILE
         with contextlib.suppress(FileNotFoundError):
             runtime.unlink()
@@ -214,8 +269,11 @@ def wait_until_ready(
     is_alive: Callable[[], bool],
     timeout: float,
     log_path: Path | None = None,
+    what: str = "flower-superlink",
 ) -> None:
-    """Poll the SuperLink's ``/health`` endpoint until it answers 200 (TLS verified with the CA).
+    """Poll ``/health`` at ``address`` until it answers 200 (TLS verified with the CA).
+
+    ``what`` names the process in errors (the SuperLink, or the Fleet proxy in front of it).
 
     Raises
     ------
@@ -232,7 +290,7 @@ def wait_until_ready(
     while time.monotonic() < deadline:
         if not is_alive():
             tail = log_tail(log_path) if log_path else ""
-            raise SuperLinkError(f"flower-superlink exited during start-up; log tail:\n{tail}")
+            raise SuperLinkError(f"{what} exited during start-up; log tail:\n{tail}")
         conn: http.client.HTTPConnection
         if context is not None:
             conn = http.client.HTTPSConnection(host, int(port_text), timeout=2, context=context)
@@ -249,7 +307,7 @@ def wait_until_ready(
         time.sleep(0.2)
     tail = log_tail(log_path) if log_path else ""
     raise SuperLinkError(
-        f"SuperLink at {address} must answer /health within {timeout:.0f}s; last error: "
+        f"{what} at {address} must answer /health within {timeout:.0f}s; last error: "
         f"{last_error}; log tail:\n{tail}"
     )
 
@@ -286,6 +344,56 @@ def superlink_command(
     return argv
 
 
+def _check_host_in_certificate(layout: WorkspaceLayout, host: str) -> None:
+    manifest = load_manifest(layout.manifest)
+    if host not in ("0.0.0.0", "::") and host not in manifest.superlink_hosts:
+        log.warning(
+            "host %s is not in the SuperLink certificate (%s): parties will fail TLS verification",
+            host,
+            ", ".join(manifest.superlink_hosts),
+        )
+
+
+def _start_proxy(
+    layout: WorkspaceLayout,
+    *,
+    host: str,
+    port: int,
+    upstream_port: int,
+    insecure: bool,
+    ready_timeout: float,
+) -> FleetProxyProcess:
+    """Start nginx on the parties' address in front of the SuperLink; wait for ``/health``."""
+    tls = None
+    if not insecure:
+        tls = ProxyTLS(
+            certificate=layout.superlink_certificate,
+            key=layout.superlink_key,
+            ca_certificate=layout.ca_certificate,
+        )
+    config = FleetProxyConfig(
+        listen_host=host,
+        listen_port=port,
+        upstream_port=upstream_port,
+        prefix=layout.superlink_dir / PROXY_DIR,
+        tls=tls,
+    )
+    proxy = start_fleet_proxy(config, address=client_address(host, port))
+    try:
+        wait_until_ready(
+            proxy.address,
+            ca_certificate=None if insecure else layout.ca_certificate,
+            is_alive=proxy.is_running,
+            timeout=ready_timeout,
+            log_path=proxy.error_log,
+            what="the Fleet-API proxy (nginx)",
+        )
+    except BaseException:
+        proxy.stop(timeout=5.0)
+        raise
+    return proxy
+
+
 def start_superlink(
     workspace: Path,
     *,
@@ -293,6 +401,8 @@ def start_superlink(
     port: int | None = None,
     insecure: bool = False,
     ready_timeout: float = DEFAULT_READY_TIMEOUT,
+    fleet_proxy: bool = False,
+    control_port: int | None = None,
 ) -> SuperLinkProcess:
     """Start ``flower-superlink`` for a provisioned workspace and wait until it answers.
 
@@ -301,52 +411,69 @@ def start_superlink(
     workspace
         A workspace made by ``provision_workspace``.
     host
-        Bind address; 127.0.0.1 by default. Other parties need a host in the certificate's SANs.
+        The parties' bind address; 127.0.0.1 by default. Other parties need a host in the
+        certificate's SANs.
     port
-        The single HTTPS port of the Fleet, Control and Runtime APIs; a free one when omitted.
+        The parties' port (a free one when omitted): the SuperLink's single HTTPS port, or with
+        ``fleet_proxy`` the proxy's.
     insecure
         Plaintext, no SuperNode authentication. Refused unless asked for; logs a loud warning.
     ready_timeout
-        Seconds to wait for ``/health``.
+        Seconds to wait for ``/health`` (of the SuperLink, then of the proxy).
+    fleet_proxy
+        Bind the SuperLink to 127.0.0.1:``control_port`` and serve only its Fleet API on
+        ``host:port`` through nginx (:mod:`server.coordinator.fleet_proxy`), so parties cannot
+        reach the Control or Runtime API. ``fedrisk server start`` always sets it.
+    control_port
+        With ``fleet_proxy``: the SuperLink's loopback port (a free one when omitted).
 
     Returns
     -------
     SuperLinkProcess
-        The running process; ``$FLWR_HOME/config.toml`` now names it as connection ``fedrisk``.
+        The running process; ``$FLWR_HOME/config.toml`` now names its own (coordinator)
+        address as connection ``fedrisk``; SuperNodes use ``fleet_address``.
 
     Raises
     ------
     SuperLinkError
         It did not start or answer in time (the process is stopped then).
+    FleetProxyError
+        ``fleet_proxy`` is asked for and nginx is missing or the ports clash.
     """
     layout = WorkspaceLayout(Path(workspace).resolve())
-    manifest = load_manifest(layout.manifest)
     if insecure:
+        load_manifest(layout.manifest)  # an unprovisioned workspace is refused either way
         log.warning(INSECURE_WARNING)
-    elif host not in ("0.0.0.0", "::") and host not in manifest.superlink_hosts:
-        log.warning(
-            "host %s is not in the SuperLink certificate (%s): parties will fail TLS verification",
-            host,
-            ", ".join(manifest.superlink_hosts),
-        )
-    port = port or pick_free_port("127.0.0.1" if host in ("0.0.0.0", "") else host)
+    else:
+        _check_host_in_certificate(layout, host)
+    port = port or pick_free_port("127.0.0.1" if host in ("0.0.0.0", "::", "") else host)
+    link_host, link_port = host, port
+    if fleet_proxy:
+        link_host, link_port = "127.0.0.1", control_port or pick_free_port("127.0.0.1")
+        if link_port == port:
+            raise FleetProxyError(
+                f"control_port must differ from the parties' port; got {port} for both"
+            )
+        find_nginx()  # before anything starts: the error names the install command
+    elif control_port is not None:
+        raise ConfigError(f"control_port is only used with fleet_proxy; got {control_port}")
     layout.superlink_dir.mkdir(parents=True, exist_ok=True)
     log_path = layout.superlink_dir / LOG_FILE
-    address = client_address(host, port)
+    address = client_address(link_host, link_port)
     write_flwr_connection(
         layout.flwr_home,
         address=address,
         root_certificates=None if insecure else layout.ca_certificate,
         insecure=insecure,
     )
-    argv = superlink_command(layout, host=host, port=port, insecure=insecure)
+    argv = superlink_command(layout, host=link_host, port=link_port, insecure=insecure)
     process = start_flower_process(
         argv, cwd=layout.root, flwr_home=layout.flwr_home, log_path=log_path
     )
     handle = SuperLinkProcess(
         pid=process.pid,
-        host=host,
-        port=port,
+        host=link_host,
+        port=link_port,
         address=address,
         workspace=layout.root,
         log_path=log_path,
@@ -361,27 +488,71 @@ def start_superlink(
             timeout=ready_timeout,
             log_path=log_path,
         )
+        if fleet_proxy:
+            handle.proxy = _start_proxy(
+                layout,
+                host=host,
+                port=port,
+                upstream_port=link_port,
+                insecure=insecure,
+                ready_timeout=ready_timeout,
+            )
     except BaseException:
         handle.stop(timeout=5.0)
         raise
-    runtime = {
+    runtime: dict[str, Any] = {
         "pid": process.pid,
-        "host": host,
-        "port": port,
+        "host": link_host,
+        "port": link_port,
         "address": address,
         "insecure": insecure,
         "database": str(layout.database),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "proxy": None,
     }
+    if handle.proxy is not None:
+        runtime["proxy"] = {
+            "pid": handle.proxy.pid,
+            "host": handle.proxy.host,
+            "port": handle.proxy.port,
+            "address": handle.proxy.address,
+            "prefix": str(handle.proxy.prefix),
+        }
     (layout.superlink_dir / RUNTIME_FILE).write_text(json.dumps(runtime, indent=2) + "\n")
     return handle
+
+
+def _cmdline(pid: int) -> list[bytes] | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+
+
+def _running_proxy(record: object) -> FleetProxyProcess | None:
+    """The proxy of a runtime file, if its pid is still an nginx running that prefix's config."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        pid, address, prefix = int(record["pid"]), str(record["address"]), Path(record["prefix"])
+        host, port = str(record["host"]), int(record["port"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    cmdline = _cmdline(pid)
+    # nginx rewrites its title to "nginx: master process ARGV...", one string with spaces.
+    if cmdline is None or str(prefix / CONFIG_FILE).encode() not in b" ".join(cmdline):
+        return None
+    if not is_alive(pid):
+        return None
+    return FleetProxyProcess(pid=pid, host=host, port=port, address=address, prefix=prefix)
 
 
 def running_superlink(workspace: Path) -> SuperLinkProcess | None:
     """The SuperLink recorded in the workspace's runtime file, if that process still runs.
 
     The pid is trusted only if its command line is ``flower-superlink`` on this workspace's
-    database, so a recycled pid is never signalled.
+    database (the proxy's: nginx on this workspace's config), so a recycled pid is never
+    signalled.
     """
     layout = WorkspaceLayout(Path(workspace).resolve())
     path = layout.superlink_dir / RUNTIME_FILE
@@ -390,9 +561,8 @@ def running_superlink(workspace: Path) -> SuperLinkProcess | None:
         pid = int(runtime["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    cmdline = _cmdline(pid)
+    if cmdline is None:
         return None
     joined = b" ".join(cmdline)
     if b"flower-superlink" not in joined or str(layout.database).encode() not in cmdline:
@@ -407,6 +577,7 @@ def running_superlink(workspace: Path) -> SuperLinkProcess | None:
         workspace=layout.root,
         log_path=layout.superlink_dir / LOG_FILE,
         insecure=bool(runtime.get("insecure", False)),
+        proxy=_running_proxy(runtime.get("proxy")),
     )
 
 

@@ -67,15 +67,26 @@ class TreeBoosting(EncryptedFedAvg):
         step = 0
         tree_seconds = 0.0
         tree_bytes: list[float] = []
+        tree_bytes_down: list[float] = []
+        phases = {"tree": 0.0, "server_sums": 0.0}
         while True:
             started = self.clock.monotonic()
             self.progress.emit("round-start", round=step, rounds=0)
             wave = self._wave(proto.MSG_TREE, state, step, ConfigRecord(), enc_global=pooled)
             nodes = self._sample(grid, state, fraction=1.0)
-            delivery = self._deliver(grid, wave, nodes, state, timeout=timeout)
-            answers = self._accept(delivery.replies, state.roster, phase=f"tree step {step}")
+            # One exchange per step. No round metrics await decryption here (the parties report
+            # each tree's validation AUC / KS themselves), so the exchange carries no pooled
+            # evaluation histograms.
+            exchanged = self._exchange(
+                grid, state, [(wave, nodes)], phase=f"tree step {step}", timeout=timeout
+            )
+            answers = exchanged.answers
             self._require_quorum(answers, phase=f"tree step {step}")
-            state = replace(state, roster=answers.roster, held=delivery.held)
+            state = replace(state, roster=answers.roster, held=exchanged.held)
+            phases["tree"] += exchanged.seconds
+            sent = exchanged.bytes_down
+            if sent:
+                tree_bytes_down.append(sum(sent.values()) / len(sent))
             configs = [r.content.config_records[proto.CONFIG] for r in answers.good]
             done = {bool(c.get(proto.CFG_TREE_DONE, False)) for c in configs}
             if len(done) != 1:
@@ -88,7 +99,9 @@ class TreeBoosting(EncryptedFedAvg):
                     **entry,
                     "step": step,
                     "seconds": tree_seconds,
-                    "bytes_up_per_party": sum(tree_bytes) / len(tree_bytes) if tree_bytes else 0.0,
+                    "bytes_up_per_party": _mean(tree_bytes),
+                    "bytes_down_per_party": _mean(tree_bytes_down),
+                    "phase_seconds": dict(phases),
                     "eval_parties": sorted(state.roster.name(n) for n in answers.nodes),
                     "train_parties": sorted(state.roster.name(n) for n in answers.nodes),
                     "dropped": [],
@@ -98,12 +111,14 @@ class TreeBoosting(EncryptedFedAvg):
                     {proto.METRIC_AUC: float(entry["auc"]), proto.METRIC_KS: float(entry["ks"])}
                 )
                 self.progress.emit("round", **record)
-                tree_seconds, tree_bytes = 0.0, []
+                tree_seconds, tree_bytes, tree_bytes_down = 0.0, [], []
+                phases = {"tree": 0.0, "server_sums": 0.0}
             if done == {True}:
                 break
             records = answers.records(proto.ENC_TREE)
             tree_bytes.append(sum(r.count_bytes() for r in records) / len(records))
-            pooled, _ = self._sum(records)
+            pooled, sum_seconds = self._sum(records)
+            phases["server_sums"] += sum_seconds
             tree_seconds += self.clock.monotonic() - started
             step += 1
         if pooled is None:
@@ -114,3 +129,7 @@ class TreeBoosting(EncryptedFedAvg):
         return FederationResult(
             enc_global=pooled, history=state.history, metrics=metrics, release=release
         )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -1,10 +1,12 @@
 """Message waves to the parties: each sealed record sent once per party, replies pulled quickly.
 
 A wave is one message type sent to many parties at once (``train`` to the sampled parties,
-``evaluate`` to all of them, ...). Its messages name their sealed records by digest and carry
-only those a party does not hold yet (:mod:`secure_agg.record_cache`); a party that lost its
-cache answers with :data:`~secure_agg.record_cache.RESEND_MARK` and is sent the full message
-again within the same wave.
+``evaluate`` to the others, ...); one exchange may deliver several waves, each party getting one
+message. A wave's messages name their sealed records by digest and carry only those a party does
+not hold yet (:mod:`secure_agg.record_cache`); a party that lost its cache answers with
+:data:`~secure_agg.record_cache.RESEND_MARK` and is sent the full message again within the same
+exchange. A message may also carry records for its party alone (the pooled histograms the
+metrics party decrypts), attached every time and never cached.
 """
 
 from __future__ import annotations
@@ -86,29 +88,35 @@ class Delivery:
 
 def deliver(
     grid: Grid,
-    wave: Wave,
-    nodes: Sequence[int],
+    waves: Sequence[tuple[Wave, Sequence[int]]],
     *,
     held: Holdings,
     timeout: float,
     clock: Clock,
-    on_resend: Callable[[list[int]], None],
+    on_resend: Callable[[str, list[int]], None],
+    extras: Mapping[int, Mapping[str, ArrayRecord]] | None = None,
 ) -> Delivery:
-    """Send ``wave`` to ``nodes``; resend in full to nodes that lost their cache.
+    """Send each wave to its nodes in one exchange; resend in full to nodes that lost their cache.
 
-    ``on_resend`` hears which nodes are sent the full message again, before it is sent.
-    Each exchange waits up to ``timeout`` seconds for its replies.
+    ``on_resend`` hears the message type and the nodes sent the full message again, before it
+    is sent. ``extras`` maps a node to records attached to its message alone (not counted in
+    ``bytes_down``, which counts sealed records). Each exchange waits up to ``timeout`` seconds
+    for its replies.
     """
     bytes_down: dict[int, int] = {}
+    wave_of = {node: wave for wave, nodes in waves for node in nodes}
+    own = extras or {}
 
     def message(node: int, holds: Mapping[str, str]) -> Message:
-        msg = wave.message(node, held=holds)
+        msg = wave_of[node].message(node, held=holds)
         sent = sum(r.count_bytes() for r in msg.content.array_records.values())
         bytes_down[node] = bytes_down.get(node, 0) + sent
+        for key, record in own.get(node, {}).items():
+            msg.content[key] = record
         return msg
 
     replies = exchange(
-        grid, [message(n, held.get(n, {})) for n in nodes], timeout=timeout, clock=clock
+        grid, [message(n, held.get(n, {})) for n in wave_of], timeout=timeout, clock=clock
     )
     holdings = {node: dict(digests) for node, digests in held.items()}
     resend = [
@@ -118,15 +126,19 @@ def deliver(
     ]
     if resend:
         # A restarted SuperNode keeps its node id but not its cache.
-        on_resend(resend)
+        for wave, _ in waves:
+            again = [node for node in resend if wave_of[node] is wave]
+            if again:
+                on_resend(wave.message_type, again)
         for node in resend:
             holdings.pop(node, None)
         replies = [r for r in replies if r.metadata.src_node_id not in resend]
         retry = [message(node, {}) for node in resend]
         replies += exchange(grid, retry, timeout=timeout, clock=clock)
     for reply in replies:
-        if not reply.has_error():
-            holdings.setdefault(reply.metadata.src_node_id, {}).update(wave.digests)
+        node = reply.metadata.src_node_id
+        if not reply.has_error() and node in wave_of:
+            holdings.setdefault(node, {}).update(wave_of[node].digests)
     return Delivery(replies=tuple(replies), held=holdings, bytes_down=bytes_down)
 
 

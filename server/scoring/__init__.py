@@ -5,7 +5,9 @@
 ``settings``        every setting and environment variable (``FEDRISK_*``), read once
 ``startup``         the components built from the settings, one named step each
 ``context``         what the routes share at run time (``ServiceContext``)
-``deps``            request dependencies: ``ServiceDep``, ``Admin``
+``deps``            request dependencies: ``ServiceDep``, the stage in a path
+``apikeys``         roles, API keys (argon2-hashed), their verification and its cache
+``access``          the role each route needs, checking a request's key, access audit records
 ``api/``            one router per resource (decisions, reviews, batch, models, stages, ...)
 ``payloads``        request and response bodies
 ``middleware``      body-size limits and request metrics at the edge
@@ -19,6 +21,6 @@
 ``writer``          the group-commit writer of decisions
 ``audit``           the hash-chained audit log and its verification
 ``db/``             tables, engine, and the Alembic migrations run at every start
-``cli``             ``serve``, ``audit verify``, ``models ...``
+``cli``             ``serve``, ``serve keys ...``, ``audit verify``, ``models ...``
 =================== =============================================================================
 """

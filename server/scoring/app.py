@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from fedrisk.errors import ArtifactError, DecisionError, FedRiskError
 from server.scoring import store
+from server.scoring.access import SECURITY_SCHEME
 from server.scoring.api import ROUTERS
 from server.scoring.context import ServiceContext
 from server.scoring.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
@@ -100,7 +102,13 @@ def create_app(settings: Settings) -> FastAPI:
             "registry with champion/challenger, manual-review queue and a hash-chained audit log."
         ),
         lifespan=lifespan,
+        # the API description is a guarded route of its own (api/operations.py); the Swagger and
+        # ReDoc pages are left out: they load their scripts from a CDN and cannot send a key
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    _describe_security(app)
     app.state.metrics = metrics
     app.state.settings = settings
     _install_handlers(app)
@@ -113,8 +121,28 @@ def create_app(settings: Settings) -> FastAPI:
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        insecure_dev=settings.insecure_dev,
     )
     return app
+
+
+def _describe_security(app: FastAPI) -> None:
+    """Declare the bearer API-key scheme the operations' ``security`` fields refer to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI's cached description; adding the scheme again is harmless
+        schema.setdefault("components", {})["securitySchemes"] = {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key from `fedrisk serve keys create`, sent as "
+                "`Authorization: Bearer <key>`",
+            }
+        }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_handlers(app: FastAPI) -> None:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, Table, insert, select, update
 from sqlalchemy.engine import Connection
 
 from server.scoring.db.engine import write_connection
 from server.scoring.db.tables import audit_head, audit_log, decisions
+
+if TYPE_CHECKING:
+    from server.scoring.anchor import Checkpoint
 
 T = TypeVar("T")
 
@@ -99,6 +102,12 @@ class AuditChain:
     hash: str
     _rows: list[dict[str, object]] = field(default_factory=list)
     _has_head: bool = True
+    opened_seq: int = field(init=False)
+    """Head ``seq`` when the chain was opened: this transaction appends ``opened_seq + 1 …``."""
+    opened_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.opened_seq, self.opened_hash = self.seq, self.hash
 
     @property
     def pending(self) -> list[dict[str, object]]:
@@ -168,16 +177,25 @@ class AuditChain:
         self._rows.clear()
 
 
-def audited_transaction(engine: Engine, fn: Callable[[Connection, AuditChain], T]) -> T:
+def audited_transaction(
+    engine: Engine,
+    fn: Callable[[Connection, AuditChain], T],
+    *,
+    on_commit: Callable[[AuditChain], None] | None = None,
+) -> T:
     """Run ``fn(connection, chain)`` in one write transaction; its audit records commit with it.
 
     The transaction takes the write lock up front (SQLite ``BEGIN IMMEDIATE``, the locked chain
-    head on PostgreSQL), so it appends after any writer already inside.
+    head on PostgreSQL), so it appends after any writer already inside. ``on_commit`` gets the
+    chain after the commit (the service's checkpoint signer).
     """
-    with write_connection(engine) as connection, connection.begin():
-        chain = AuditChain.open(connection)
-        result = fn(connection, chain)
-        chain.flush()
+    with write_connection(engine) as connection:
+        with connection.begin():
+            chain = AuditChain.open(connection)
+            result = fn(connection, chain)
+            chain.flush()
+        if on_commit is not None:
+            on_commit(chain)
     return result
 
 
@@ -199,7 +217,9 @@ def _audit_rows(connection: Connection, batch: int) -> Iterator[Any]:
     yield from result
 
 
-def verify_chain(connection: Connection, *, batch: int = 5000) -> VerifyReport:
+def verify_chain(
+    connection: Connection, *, batch: int = 5000, checkpoints: Sequence[Checkpoint] = ()
+) -> VerifyReport:
     """Check the whole audit chain and every decision row against its audit record.
 
     Parameters
@@ -208,14 +228,23 @@ def verify_chain(connection: Connection, *, batch: int = 5000) -> VerifyReport:
         Open connection; rows are streamed in ``seq`` order, so memory stays flat.
     batch
         Rows fetched per round trip.
+    checkpoints
+        Signed checkpoints of the chain head (already checked against the public key, see
+        :func:`server.scoring.anchor.read_checkpoints`). Without them the check proves only that
+        the chain is consistent, which anyone able to write the database can make it again.
 
     Returns
     -------
     VerifyReport
-        ``ok`` is False at the first problem found, naming the record: an edited record (hash
-        mismatch), a deleted or reordered one (``seq`` gap or ``prev_hash`` mismatch), a deleted
-        tail (head ahead of the last record), or a decision row that differs from its record.
+        ``ok`` is False at the first problem found, in ``seq`` order, naming the record: an
+        edited record (hash mismatch), a deleted or reordered one (``seq`` gap or ``prev_hash``
+        mismatch), a record whose hash differs from a signed checkpoint (the chain was rewritten
+        and rehashed), records missing below a checkpoint or the head (deleted tail), or a
+        decision row that differs from its record.
     """
+    signed = sorted((c for c in checkpoints if c.seq > 0), key=lambda c: (c.seq, c.n))
+    next_signed = 0
+    confirmed = 0
     expected_prev = GENESIS_HASH
     expected_seq = 1
     count = 0
@@ -240,10 +269,30 @@ def verify_chain(connection: Connection, *, batch: int = 5000) -> VerifyReport:
         )
         if digest != row.hash:
             return VerifyReport(False, count, 0, seq, f"record {seq} was edited (hash mismatch)")
+        while next_signed < len(signed) and signed[next_signed].seq <= seq:
+            checkpoint = signed[next_signed]
+            if checkpoint.hash != row.hash:
+                return VerifyReport(
+                    False, count, 0, seq,
+                    f"record {seq} differs from signed checkpoint #{checkpoint.n} (checkpoint "
+                    f"file line {checkpoint.line}) although the chain links: the chain was "
+                    f"rewritten and rehashed; the rewrite starts in records {confirmed + 1}.."
+                    f"{seq} (record {confirmed} is the last one a checkpoint confirms)",
+                )  # fmt: skip
+            confirmed = seq
+            next_signed += 1
         expected_prev = row.hash
         expected_seq = seq + 1
         count += 1
         decision_records += row.kind == "decision"
+    if next_signed < len(signed):
+        checkpoint = signed[-1]
+        problem = (
+            f"records {count + 1}..{checkpoint.seq} are missing (deleted): signed checkpoint "
+            f"#{checkpoint.n} (checkpoint file line {checkpoint.line}) covers record "
+            f"{checkpoint.seq}, the chain ends at record {count}"
+        )
+        return VerifyReport(False, count, 0, count + 1, problem)
     head = connection.execute(select(audit_head.c.seq, audit_head.c.hash)).first()
     head_seq, head_hash = (0, GENESIS_HASH) if head is None else (int(head.seq), str(head.hash))
     if head_seq != count or head_hash != expected_prev:

@@ -1,15 +1,18 @@
-"""Command-line entry points of the scoring service: ``serve``, ``audit verify`` and ``models …``.
+"""Command-line entry points of the scoring service: ``serve`` (and ``serve keys …``),
+``audit …`` and ``models …``.
 
 The lead mounts these into the ``fedrisk`` CLI::
 
-    app.command("serve")(serve)
+    app.add_typer(serve_app, name="serve")
     app.add_typer(audit_app, name="audit")
     app.add_typer(models_app, name="models")
 
-``python -m server.scoring`` runs :data:`cli` (the same commands) on its own. The ``models``
-commands change the database directly, in one transaction with their audit record; a running
-service picks the change up within a second. The database, registry and web-server modules are
-imported inside the commands, so ``--help`` and a refused option answer at once.
+``python -m server.scoring`` runs :data:`cli` (the same commands) on its own. The ``models`` and
+``serve keys`` commands change the database directly, in one transaction with their audit
+record; a running service picks a model change up within a second, and stops accepting a revoked
+key once its cached verification expires (``FEDRISK_API_KEY_CACHE_SECONDS``, 10 s by default).
+The database, registry and web-server modules are imported inside the commands, so ``--help``
+and a refused option answer at once.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ audit_app = typer.Typer(help="Audit-log tools.", no_args_is_help=True)
 models_app = typer.Typer(
     help="Model registry: list, register, promote, roll back.", no_args_is_help=True
 )
+keys_app = typer.Typer(
+    help="API keys of the service: create (shown once), list, revoke.", no_args_is_help=True
+)
+serve_app = typer.Typer(
+    help="Run the scoring service (FastAPI on uvicorn; every route but /healthz needs an API key).",
+    invoke_without_command=True,
+)
+serve_app.add_typer(keys_app, name="keys")
 cli = typer.Typer(help="fedrisk scoring service.", no_args_is_help=True)
 
 RegistryOpt = Annotated[Path, typer.Option("--registry", help="Model registry directory")]
@@ -143,8 +154,12 @@ def _default(field: str) -> str:
     return f"default {Settings.model_fields[field].default}; env {ENV_PREFIX}{field.upper()}"
 
 
+@serve_app.callback()
 def serve(
-    registry: RegistryOpt,
+    ctx: typer.Context,
+    registry: Annotated[
+        Path | None, typer.Option("--registry", help="Model registry directory (required)")
+    ] = None,
     db: DbOpt = None,
     host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
@@ -191,15 +206,28 @@ def serve(
             "IDENTIFIER_KEY is unset (local trials and tests; never in production)",
         ),
     ] = False,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-dev",
+            help="Serve requests without an API key as admin, and start without any key "
+            "(a local trial only; every request is logged with a warning)",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
-    """Run the scoring service (FastAPI on uvicorn; OpenAPI docs at /docs).
+    """Run the scoring service (FastAPI on uvicorn; every route but /healthz needs an API key).
 
     Needs FEDRISK_IDENTIFIER_KEY (the key that hashes applicant identifiers) unless
-    --development; FEDRISK_ADMIN_TOKEN guards the management endpoints. Every setting can also
-    come from a FEDRISK_<NAME> variable; a flag given here wins.
+    --development, and at least one API key (`serve keys create`) unless --insecure-dev. Keys
+    are sent as `Authorization: Bearer <key>`; the OpenAPI description is at /openapi.json.
+    Every setting can also come from a FEDRISK_<NAME> variable; a flag given here wins.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if registry is None:
+        raise _fail("--registry is required to serve")
     settings = _settings(
         registry_dir=registry,
         db_url=db,
@@ -212,7 +240,9 @@ def serve(
         graph_ring_size=graph_ring_size,
         graph_hub_degree=graph_hub_degree,
         development=development or None,
+        insecure_dev=insecure_dev or None,
     )
+    _check_api_keys(settings)
     import uvicorn
 
     from server.scoring.app import create_app
@@ -232,31 +262,220 @@ def serve(
     )
 
 
+def _check_api_keys(settings: Settings) -> None:
+    """Refuse to start, with a plain message, when no key is stored (and not --insecure-dev)."""
+    from server.scoring.startup import require_api_keys
+
+    engine = _engine(settings.db_url, settings.registry_dir)
+    try:
+        _run(lambda: require_api_keys(engine, settings))
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="scoring, viewer, risk_officer or admin")],
+    name: Annotated[str, typer.Option("--name", help="Who or what holds the key (recorded)")],
+    db: DbOpt = None,
+    registry: RegistryForDbOpt = None,
+    actor: ActorOpt = "cli",
+) -> None:
+    """Create a key and print it once on stdout (only its argon2 hash is stored)."""
+    from server.scoring.apikeys import create_key, role_named
+
+    chosen = _run(lambda: role_named(role))
+    engine = _engine(db, registry)
+    try:
+        new = _run(lambda: create_key(engine, role=chosen, name=name, actor=actor))
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"created key {new.info.key_id} ({new.info.role.value}, {new.info.name!r}); "
+        "store it now, it is not shown again:",
+        err=True,
+    )
+    typer.echo(new.key)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOpt = None, registry: RegistryForDbOpt = None) -> None:
+    """Every key: id, role, name, created, active or revoked (never the key)."""
+    from server.scoring.apikeys import list_keys
+
+    engine = _engine(db, registry)
+    try:
+        with engine.connect() as connection:
+            keys = list_keys(connection)
+    finally:
+        engine.dispose()
+    for info in keys:
+        state = "active" if info.active else f"revoked {info.revoked_at}"
+        typer.echo(
+            f"{info.key_id}\t{info.role.value}\t{info.name}\tcreated {info.created_at}\t{state}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id, as `serve keys list` shows it")],
+    db: DbOpt = None,
+    registry: RegistryForDbOpt = None,
+    actor: ActorOpt = "cli",
+) -> None:
+    """Revoke a key (a running service refuses it once its cached check expires)."""
+    from server.scoring.apikeys import revoke_key
+    from server.scoring.audit import audited_transaction
+
+    engine = _engine(db, registry)
+    try:
+        info = _run(
+            lambda: audited_transaction(
+                engine, lambda c, ch: revoke_key(c, ch, key_id=key_id, actor=actor)
+            )
+        )
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked key {info.key_id} ({info.role.value}, {info.name!r}) at {info.revoked_at}")
+
+
+def _audit_files(
+    db: str | None, registry: Path | None, checkpoints: Path | None, key: Path | None
+) -> tuple[Path | None, Path | None]:
+    """Checkpoint file and key file given, else where the service puts them by default."""
+    from server.scoring.anchor import CHECKPOINT_FILE, KEY_FILE, PUBLIC_KEY_FILE, default_audit_dir
+
+    audit_dir = default_audit_dir(registry_dir=registry, db_url=db)
+    if audit_dir is not None:
+        checkpoints = checkpoints or audit_dir / CHECKPOINT_FILE
+        if key is None:
+            key = next(
+                (p for p in (audit_dir / KEY_FILE, audit_dir / PUBLIC_KEY_FILE) if p.exists()), None
+            )
+    return checkpoints, key
+
+
 @audit_app.command("verify")
 def audit_verify(
     db: Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the service database")],
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            envvar=f"{ENV_PREFIX}AUDIT_CHECKPOINT_PATH",
+            help="Signed checkpoint file (default: audit/checkpoints.jsonl beside the SQLite "
+            "database, else beside the registry)",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar=f"{ENV_PREFIX}AUDIT_KEY_PATH",
+            help="The service's public key (signing.pub) or its key file (default: in the "
+            "checkpoint file's default folder)",
+        ),
+    ] = None,
+    registry: RegistryForDbOpt = None,
+    chain_only: Annotated[
+        bool,
+        typer.Option(
+            "--chain-only",
+            help="Check the hash chain alone, without checkpoints: proves nothing against "
+            "whoever can write the database",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
-    """Check the audit hash chain; exit 1 naming the first broken record."""
+    """Check the audit chain against the signed checkpoints; exit 1 naming the first broken
+    record (or checkpoint line)."""
+    from server.scoring.anchor import AuditAnchorError, load_public_key, read_checkpoints
     from server.scoring.audit import verify_chain
     from server.scoring.db.engine import make_engine
 
+    checkpoint_path, key_path = _audit_files(db, registry, checkpoints, key)
+    signed = []
+    missing = not chain_only and (checkpoint_path is None or not checkpoint_path.exists())
+    if not chain_only and not missing:
+        assert checkpoint_path is not None
+        if key_path is None:
+            raise _fail("--key (the service's signing.pub or key file) is required")
+        try:
+            signed = read_checkpoints(checkpoint_path, load_public_key(key_path))
+        except AuditAnchorError as e:
+            if as_json:
+                typer.echo(json.dumps({"ok": False, "checkpoint_file": str(checkpoint_path),
+                                       "problem": str(e)}))  # fmt: skip
+            else:
+                typer.echo(f"audit checkpoints BROKEN in {checkpoint_path}: {e}")
+            raise typer.Exit(1) from e
     engine = make_engine(db)
     try:
         with engine.connect() as connection:
-            report = verify_chain(connection)
+            report = verify_chain(connection, checkpoints=signed)
     finally:
         engine.dispose()
+    covered = min(max((c.seq for c in signed), default=0), report.records)
+    if missing and report.ok:
+        # a consistent chain proves nothing without checkpoints: never answer "OK" here
+        raise _fail(
+            f"no checkpoint file found{f' at {checkpoint_path}' if checkpoint_path else ''}: "
+            f"give --checkpoints (or {ENV_PREFIX}AUDIT_CHECKPOINT_PATH) and --key; --chain-only "
+            "checks the hash chain alone, which anyone who can write the database can forge"
+        )
     if as_json:
-        typer.echo(json.dumps(report.__dict__))
-    elif report.ok:
+        typer.echo(json.dumps({**report.__dict__, "checkpoints": len(signed), "covered": covered}))
+    elif not report.ok:
+        typer.echo(f"audit chain BROKEN at record {report.first_broken}: {report.problem}")
+    elif chain_only:
         typer.echo(
-            f"audit chain OK: {report.records} records, {report.decisions} decisions verified"
+            f"audit chain OK: {report.records} records, {report.decisions} decisions verified "
+            "(hash chain only, NOT checked against signed checkpoints)"
         )
     else:
-        typer.echo(f"audit chain BROKEN at record {report.first_broken}: {report.problem}")
+        typer.echo(
+            f"audit chain OK: {report.records} records, {report.decisions} decisions verified; "
+            f"records 1..{covered} covered by {len(signed)} signed checkpoints, "
+            f"{report.records - covered} newer records not yet covered"
+        )
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("init-key")
+def audit_init_key(
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar=f"{ENV_PREFIX}AUDIT_KEY_PATH",
+            help="Key file to create (default: audit/signing.key beside the SQLite database, "
+            "else beside the registry)",
+        ),
+    ] = None,
+    registry: RegistryForDbOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Create the service's audit signing key (mode 0600) and its public key beside it.
+
+    The service creates one itself at its first start; this command makes it explicit (for
+    example to hand signing.pub to auditors before the service runs). It never overwrites a key.
+    """
+    from fedrisk.release.identity import key_id
+    from server.scoring.anchor import KEY_FILE, create_audit_key, default_audit_dir, public_key_path
+
+    audit_dir = default_audit_dir(registry_dir=registry, db_url=db)
+    if key is not None:
+        path = key
+    elif audit_dir is not None:
+        path = audit_dir / KEY_FILE
+    else:
+        raise _fail("--key (or --db / --registry for the default location) is required")
+    created = _run(lambda: create_audit_key(path))
+    typer.echo(
+        f"created audit key {path} (mode 0600); public key {public_key_path(path)}, "
+        f"key id {key_id(created.public_key())}"
+    )
 
 
 @models_app.command("list")
@@ -414,6 +633,6 @@ def models_stop_challenger(
     typer.echo(f"[{a.stage}] challenger stopped; champion={a.champion_id}")
 
 
-cli.command("serve")(serve)
+cli.add_typer(serve_app, name="serve")
 cli.add_typer(audit_app, name="audit")
 cli.add_typer(models_app, name="models")

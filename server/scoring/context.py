@@ -16,6 +16,7 @@ from fedrisk.decisions.lifecycle import LifecyclePolicy
 from fedrisk.errors import ArtifactRefusal
 from server.scoring import store
 from server.scoring.antifraud import FraudScreen, IdentifierHasher
+from server.scoring.apikeys import KeyVerifier
 from server.scoring.registry import ModelRegistry
 from server.scoring.service import ScoringService
 from server.scoring.settings import Settings
@@ -39,6 +40,7 @@ class ServiceContext:
     hasher: IdentifierHasher
     metrics: Metrics
     service: ScoringService
+    keys: KeyVerifier
     assignments_version: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

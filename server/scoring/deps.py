@@ -1,11 +1,10 @@
-"""Request dependencies of the scoring API: the service context, the admin guard, the stage."""
+"""Request dependencies of the scoring API: the service context and the stage in a path."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from server.scoring.context import ServiceContext
 from server.scoring.errors import NotFoundError
@@ -20,23 +19,6 @@ async def get_context(request: Request) -> ServiceContext:
 
 ServiceDep = Annotated[ServiceContext, Depends(get_context)]
 """The running service's context, injected into a route."""
-
-
-async def require_admin(request: Request, ctx: ServiceDep) -> None:
-    """When an admin token is configured, require ``Authorization: Bearer <token>``."""
-    token = ctx.settings.admin_token
-    if token is None:
-        return
-    given = request.headers.get("authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            status_code=401, detail="admin endpoints need Authorization: Bearer <token>"
-        )
-
-
-Admin = Annotated[None, Depends(require_admin)]
-"""Guards a model-management, review, fraud-list or audit route."""
 
 
 def stage_of_path(value: str) -> Stage:

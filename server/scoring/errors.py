@@ -31,6 +31,10 @@ class UnavailableError(ScoringError, RuntimeError):
     """The service cannot answer now: no champion model for a stage, write queue full (HTTP 503)."""
 
 
+class NoApiKeyError(ScoringError, RuntimeError):
+    """The service has no active API key and was not started in insecure development mode."""
+
+
 class SchemaVersionError(ScoringError, RuntimeError):
     """The database cannot be migrated: a revision this code does not know, or tables that are
     neither a versioned schema nor the complete pre-migration one."""

@@ -6,6 +6,7 @@ Written as raw ASGI (not ``BaseHTTPMiddleware``) because it sits on every reques
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -13,6 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.scoring.telemetry import Metrics
+
+logger = logging.getLogger(__name__)
 
 
 class BodyTooLargeError(HTTPException):
@@ -50,6 +53,8 @@ class EdgeMiddleware:
         Limit for paths starting with ``upload_prefix``.
     upload_prefix
         Path prefix of upload endpoints (batch scoring, artifact upload).
+    insecure_dev
+        The service runs without requiring API keys: every request is logged with a warning.
 
     Notes
     -----
@@ -65,12 +70,14 @@ class EdgeMiddleware:
         max_body_bytes: int,
         max_upload_bytes: int,
         upload_prefixes: tuple[str, ...] = ("/v1/batch/", "/v1/models/upload"),
+        insecure_dev: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.upload_prefixes = upload_prefixes
+        self.insecure_dev = insecure_dev
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,6 +130,10 @@ class EdgeMiddleware:
             metrics = self.metrics
             metrics.child(metrics.requests, method, label, str(state["status"])).inc()
             metrics.child(metrics.latency, method, label).observe(time.perf_counter() - started)
+            if self.insecure_dev:
+                logger.warning(
+                    "INSECURE-DEV, no API key required: %s %s -> %s", method, path, state["status"]
+                )
 
 
 def _content_length(scope: Scope) -> int | None:

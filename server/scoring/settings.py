@@ -1,7 +1,7 @@
 """Configuration of the scoring service: one pydantic-settings model, parsed once at start-up.
 
 Every environment variable the service reads is read here, as ``FEDRISK_<FIELD>`` (for example
-``FEDRISK_IDENTIFIER_KEY``, ``FEDRISK_ADMIN_TOKEN``, ``FEDRISK_DB_URL``). Values passed to the
+``FEDRISK_IDENTIFIER_KEY``, ``FEDRISK_DB_URL``, ``FEDRISK_INSECURE_DEV``). Values passed to the
 constructor (the ``serve`` command's flags, or a test) take precedence over the environment.
 """
 
@@ -69,11 +69,31 @@ class Settings(BaseSettings):
         Pending decision writes allowed before the service answers 503.
     batch_chunk_rows
         Rows read, scored and streamed back per chunk of a batch upload.
-    admin_token
-        When set, model-management and review endpoints need ``Authorization: Bearer <token>``.
+    api_key_cache_seconds
+        How long a verified API key is trusted without checking the database again (the longest
+        a revoked key keeps working in a running service); 0 checks every request.
+    insecure_dev
+        Serve requests without an API key as an admin, and start without any key stored; every
+        request is logged with a warning. A local trial only. A key that is sent is still
+        checked.
     development
         Development or test run: without ``identifier_key`` the built-in development key is used
         (with a warning). Never set it in production.
+    audit_key_path
+        The service's Ed25519 key that signs checkpoints of the audit chain (mode 0600, created
+        at first start when no checkpoint exists yet); default ``audit/signing.key`` beside a
+        SQLite database, else beside the registry.
+    audit_checkpoint_path
+        Append-only JSONL file of signed checkpoints; default ``audit/checkpoints.jsonl`` in
+        the same folder. Put it where whoever can write the database cannot write.
+    audit_checkpoint_records
+        A checkpoint is signed once this many records were appended since the last one ...
+    audit_checkpoint_seconds
+        ... or this many seconds after the head moved, and always at start-up and shutdown.
+    audit_webhook_url
+        Every checkpoint is also POSTed here (JSON), off the decision path.
+    audit_webhook_attempts
+        Tries per checkpoint (exponential back-off from 0.5 s); a failure is logged.
 
     Notes
     -----
@@ -102,8 +122,15 @@ class Settings(BaseSettings):
     graph_hub_degree: int = Field(default=50, ge=2)
     write_queue: int = Field(default=10_000, ge=1)
     batch_chunk_rows: int = Field(default=65_536, ge=1, le=10_000_000)
-    admin_token: SecretStr | None = None
+    api_key_cache_seconds: float = Field(default=10.0, ge=0.0, le=300.0)
+    insecure_dev: bool = False
     development: bool = False
+    audit_key_path: Path | None = None
+    audit_checkpoint_path: Path | None = None
+    audit_checkpoint_records: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
+    audit_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    audit_webhook_attempts: int = Field(default=4, ge=1, le=20)
 
     @field_validator("challenger_shares")
     @classmethod

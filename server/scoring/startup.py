@@ -17,10 +17,13 @@ from fedrisk.decisions.fraud_rules import RuleSet, load_default_rules, load_rule
 from fedrisk.decisions.lifecycle import load_policy
 from fedrisk.decisions.reasons import ReasonCodeTable
 from server.scoring import store
+from server.scoring.anchor import AuditAnchor, open_service_anchor
 from server.scoring.antifraud import FraudScreen, IdentifierHasher
+from server.scoring.apikeys import KeyVerifier, count_active_keys
 from server.scoring.context import ServiceContext
 from server.scoring.db.engine import default_db_url, make_engine
 from server.scoring.db.migrate import upgrade_database
+from server.scoring.errors import NoApiKeyError
 from server.scoring.payloads import FraudSignals
 from server.scoring.registry import ModelRegistry
 from server.scoring.service import ScoringService
@@ -58,6 +61,28 @@ def open_database(settings: Settings) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+def require_api_keys(engine: Engine, settings: Settings) -> int:
+    """Refuse to serve without an active API key, unless insecure development mode is on.
+
+    Returns the number of active keys. Raises NoApiKeyError.
+    """
+    with engine.connect() as connection:
+        active = count_active_keys(connection)
+    if settings.insecure_dev:
+        logger.warning(
+            "INSECURE-DEV: requests without an API key are served as admin (%d active keys); "
+            "never run this way where anyone else can reach the service",
+            active,
+        )
+    elif active == 0:
+        raise NoApiKeyError(
+            "the service must have at least one active API key; got none. Create one with "
+            "`fedrisk serve keys create --role admin --name NAME --db URL` (the key is printed "
+            "once), or start with --insecure-dev for a local trial"
+        )
+    return active
 
 
 def rebuild_fraud_screen(
@@ -132,6 +157,8 @@ def build_context(settings: Settings, metrics: Metrics) -> ServiceContext:
         A bad policy or fraud-rules file.
     SchemaVersionError
         A database the migrations cannot bring up to date.
+    NoApiKeyError
+        No active API key, outside insecure development mode.
     """
     policy = load_policy(settings.policy_path)
     rules = load_fraud_rules(settings)
@@ -143,13 +170,18 @@ def build_context(settings: Settings, metrics: Metrics) -> ServiceContext:
     hasher = identifier_hasher(settings)
     engine = open_database(settings)
     writer: GroupCommitWriter | None = None
+    anchor: AuditAnchor | None = None
     try:
+        require_api_keys(engine, settings)
+        anchor = open_service_anchor(settings, engine)
         screen = rebuild_fraud_screen(engine, settings, rules=rules, hasher=hasher)
 
         def on_failure(write: DecisionWrite) -> None:
             screen.forget_unpersisted(write.links)
 
-        writer = GroupCommitWriter(engine, max_queue=settings.write_queue, on_failure=on_failure)
+        writer = GroupCommitWriter(
+            engine, max_queue=settings.write_queue, on_failure=on_failure, anchor=anchor
+        )
         registry = load_registry(settings, reason_table=reason_table, metrics=metrics)
         service = ScoringService(
             registry=registry,
@@ -170,12 +202,15 @@ def build_context(settings: Settings, metrics: Metrics) -> ServiceContext:
             hasher=hasher,
             metrics=metrics,
             service=service,
+            keys=KeyVerifier(engine, cache_seconds=settings.api_key_cache_seconds),
         )
         register_found_models(ctx)
         ctx.refresh_models()
         return ctx
     except BaseException:
         if writer is not None:
-            writer.close()
+            writer.close()  # closes the anchor too
+        elif anchor is not None:
+            anchor.close()
         engine.dispose()
         raise

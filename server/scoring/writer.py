@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import JSON, Engine, Table, insert
 from sqlalchemy.engine import Connection
@@ -37,6 +37,9 @@ from server.scoring.audit import (
 )
 from server.scoring.db.engine import write_connection
 from server.scoring.db.tables import audit_log, decisions, fraud_links, review_items
+
+if TYPE_CHECKING:
+    from server.scoring.anchor import AuditAnchor
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +161,8 @@ class _SqliteBatchWriter:
         cursor.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
         cursor.close()
 
-    def write(self, items: Sequence[DecisionWrite]) -> None:
+    def write(self, items: Sequence[DecisionWrite]) -> AuditChain:
+        """Commit ``items``; returns the chain as committed (for the checkpoint signer)."""
         cursor = self._connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         try:
@@ -183,6 +187,7 @@ class _SqliteBatchWriter:
                     (chain.seq, chain.hash),
                 )
             cursor.execute("COMMIT")
+            return chain
         except BaseException:
             if self._connection.in_transaction:
                 cursor.execute("ROLLBACK")
@@ -270,6 +275,9 @@ class GroupCommitWriter:
         state tied to it can be undone or retried.
     busy_timeout_ms
         SQLite only: how long an inline commit waits for another process's write lock.
+    anchor
+        Signs checkpoints of the chain head: every committed transaction's head is handed to
+        it (never the head read back from the database); closed after the last commit.
     """
 
     def __init__(
@@ -281,8 +289,10 @@ class GroupCommitWriter:
         max_batch: int = 512,
         on_failure: Callable[[DecisionWrite], None] | None = None,
         busy_timeout_ms: int = 2000,
+        anchor: AuditAnchor | None = None,
     ) -> None:
         self._engine = engine
+        self._anchor = anchor
         sqlite = engine.dialect.name == "sqlite"
         self.mode: Literal["inline", "thread"] = mode or ("inline" if sqlite else "thread")
         self._max_queue = max_queue
@@ -359,7 +369,7 @@ class GroupCommitWriter:
         if self._closed:
             raise WriterClosedError("the decision writer is stopped")
         if self.mode == "inline":
-            return audited_transaction(self._engine, fn)
+            return audited_transaction(self._engine, fn, on_commit=self._observe)
         pending = _Pending(fn, None, None, done=threading.Event())
         self._enqueue(pending)
         assert pending.done is not None
@@ -368,6 +378,11 @@ class GroupCommitWriter:
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    @property
+    def anchor(self) -> AuditAnchor | None:
+        """What signs and exports checkpoints of this writer's chain (None: unanchored)."""
+        return self._anchor
 
     def close(self, *, timeout: float = 30.0) -> None:
         """Write what is queued, then stop."""
@@ -384,6 +399,8 @@ class GroupCommitWriter:
             self._raw.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._anchor is not None:
+            self._anchor.close()
 
     @property
     def backlog(self) -> int:
@@ -391,6 +408,10 @@ class GroupCommitWriter:
         return len(self._inline) if self.mode == "inline" else self._queue.qsize()
 
     # -- committing -------------------------------------------------------------------------
+    def _observe(self, chain: AuditChain) -> None:
+        if self._anchor is not None:
+            self._anchor.observe(chain)
+
     def _conn(self) -> Connection:
         if self._connection is None:
             connection = write_connection(self._engine)
@@ -466,6 +487,7 @@ class GroupCommitWriter:
                 chain = AuditChain.open(connection)
                 results = body(connection, chain)
                 chain.flush()
+            self._observe(chain)
             return results
         except Exception as e:
             if connection.invalidated or connection.closed:
@@ -478,9 +500,10 @@ class GroupCommitWriter:
     def _write(self, items: list[DecisionWrite]) -> list[Any] | BaseException:
         if self._raw is not None:
             try:
-                self._raw.write(items)
+                chain = self._raw.write(items)
             except Exception as e:
                 return e
+            self._observe(chain)
             return [None] * len(items)
 
         def body(connection: Connection, chain: AuditChain) -> list[Any]:

@@ -20,7 +20,7 @@ import torch
 
 from fedrisk.data.partitions import PartyData
 from fedrisk.ml.features import Preprocessor
-from fedrisk.ml.kinds import ModelKind, neural_kind
+from fedrisk.ml.kinds import ModelKind
 from fedrisk.ml.metrics import auc, ks
 from fedrisk.ml.models import ModelSpec, initial_weights
 from fedrisk.ml.pipeline import RiskPipeline
@@ -36,6 +36,7 @@ from simulations.runner import (
     EventHandler,
     FederationOutcome,
     PreparedData,
+    central_baseline,
     prepare_data,
     run_federation,
 )
@@ -107,7 +108,7 @@ def _train_config(spec: SimulationSpec) -> TrainConfig:
         overrides["learning_rate"] = spec.learning_rate
     if spec.optimizer != "default":
         overrides["optimizer"] = spec.optimizer
-    return TrainConfig.for_model(neural_kind(spec.model), **overrides)
+    return TrainConfig.for_model(spec.model, **overrides)
 
 
 def local_round_auc(
@@ -149,8 +150,8 @@ def _early_stopped(
         train,
         data.pooled_test,
         data.dataset.schema,
-        model_kind=neural_kind(spec.model),
-        config=default_config(neural_kind(spec.model)),
+        model_kind=spec.model,
+        config=default_config(spec.model),
         rng=rng,
         hidden=spec.hidden,
     )
@@ -222,7 +223,7 @@ def evaluate_cell(
     # One generator for every baseline, drawn from in a fixed order: centralized, then each
     # party's early-stopped and per-round models; a cell is reproducible from its seed.
     rng = np.random.default_rng(spec.seed + 1)
-    central = _early_stopped(data.pooled_train, spec, data, rng=rng)
+    central = central_baseline(spec, data, rng=rng)
     central_p = central.pipeline.predict_proba(test)
     curves = {
         "federated": model_curves(y, fed_p, full=True),

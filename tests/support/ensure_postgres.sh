@@ -31,13 +31,8 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=""
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-else
-    give_up "not root and no password-less sudo to install PostgreSQL"
-fi
+. "$(dirname "$0")/sudo.sh"
+pick_sudo || give_up "not root and no password-less sudo to install PostgreSQL"
 
 export DEBIAN_FRONTEND=noninteractive
 echo "ensure_postgres: installing Debian package postgresql"

@@ -58,8 +58,8 @@ class FakeParty:
     step
         Added to the global model (zero in round 1) to make its update.
     hist
-        What it answers to ``evaluate``, encrypted: two slots, reported back as AUC and KS once
-        pooled.
+        What it answers to ``evaluate`` (or a ``train`` that asks to evaluate), encrypted: two
+        slots, reported back as AUC and KS once pooled.
     delay
         Virtual seconds between a message and its reply.
     silent_from_round
@@ -105,11 +105,9 @@ class FakeParty:
                 )
             stats = np.array([float(self.n_examples), float(self.hist.sum())])
             return self._reply(message, **{proto.ENC_STATS: self.crypto.encode(stats)})
+        metrics = self._pooled_metrics(message)
         if kind == proto.MSG_METRICS:
-            # Stands in for AUC and KS: the two decrypted slots of the pooled histogram.
-            first, second = self.crypto.decode(message.content.array_records[proto.ENC_HIST])
-            metrics = MetricRecord({proto.METRIC_AUC: float(first), proto.METRIC_KS: float(second)})
-            return self._reply(message, **{proto.METRICS: metrics})
+            return self._reply(message, **metrics)
         if kind == proto.MSG_TRAIN and rnd == self.forgets_at_round:
             self.state = RecordDict()
             self.forgets_at_round = None
@@ -124,22 +122,40 @@ class FakeParty:
         except SecureAggError as e:
             return Message(Error(code=0, reason=str(e)), reply_to=message)
         global_sum = sealed.get(proto.ENC_GLOBAL)
+        hist = {proto.ENC_HIST: self.crypto.encode(self.hist)}
         if kind == proto.MSG_TRAIN:
             weights = mean_model(global_sum, like=self.step)
             update = weight_update(weights + self.step, self.n_examples)
-            return self._reply(message, **{proto.ENC_UPDATE: self.crypto.encode(update)})
+            folded = hist if config.get(proto.CFG_EVALUATE) else {}
+            return self._reply(
+                message, **{proto.ENC_UPDATE: self.crypto.encode(update)}, **folded, **metrics
+            )
         if kind == proto.MSG_EVALUATE:
-            return self._reply(message, **{proto.ENC_HIST: self.crypto.encode(self.hist)})
+            return self._reply(message, **hist, **metrics)
         assert kind == proto.MSG_RELEASE, kind
         self.released = mean_model(global_sum, like=self.step)
         content = RecordDict(
             {
                 proto.CONFIG: ConfigRecord(
                     {proto.CFG_PARTY: self.name, proto.CFG_MODEL_ID: f"model-{self.name}-{rnd}"}
-                )
+                ),
+                **metrics,
             }
         )
         return Message(content=content, reply_to=message)
+
+    def _pooled_metrics(self, message: Message) -> dict[str, MetricRecord]:
+        """Stands in for AUC and KS: the two decrypted slots of the pooled histograms, when the
+        message carries them (the metrics party's)."""
+        pooled = message.content.array_records.get(proto.ENC_POOLED_HIST)
+        if pooled is None:
+            return {}
+        first, second = self.crypto.decode(pooled)
+        return {
+            proto.METRICS: MetricRecord(
+                {proto.METRIC_AUC: float(first), proto.METRIC_KS: float(second)}
+            )
+        }
 
     def _reply(self, message: Message, **records: ArrayRecord | MetricRecord) -> Message:
         content = RecordDict({proto.CONFIG: ConfigRecord({proto.CFG_PARTY: self.name})})

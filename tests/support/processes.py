@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from fedrisk.errors import ProcessStopError
-from fedrisk.federation.processes import pick_free_port, stop_process_tree
+from fedrisk.federation.processes import (
+    pick_free_port,
+    start_logged_process,
+    stop_process_tree,
+)
 
 TEARDOWN_GRACE = 10.0
 """Seconds a tracked process tree gets between SIGTERM and SIGKILL at teardown."""
@@ -50,16 +54,7 @@ def start_process(
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session (its own process group), output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            list(argv),
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return start_logged_process(argv, log_path=log_path, env=env, cwd=cwd)
 
 
 def wait_for(

@@ -16,7 +16,9 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from server.scoring.apikeys import Role, create_keys_at
 from server.scoring.audit import utc_now
+from server.scoring.db.engine import default_db_url
 from server.scoring.settings import Settings
 from server.scoring.writer import DecisionWrite, GroupCommitWriter
 from tests.support.artifacts import TrainedModel, application_body, features_of
@@ -44,6 +46,22 @@ def service_settings(registry: Path, **overrides: Any) -> Settings:
     return Settings(registry_dir=registry, **overrides)
 
 
+def create_keys(db_url: str, roles: tuple[Role, ...] = tuple(Role)) -> dict[Role, str]:
+    """One new API key per role in the (migrated) database at ``db_url``, named ``test-<role>``."""
+    return create_keys_at(db_url, {role: f"test-{role.value}" for role in roles}, actor="tests")
+
+
+def bearer(key: str) -> dict[str, str]:
+    """Request headers carrying ``key``."""
+    return {"authorization": f"Bearer {key}"}
+
+
+def admin_headers(settings: Settings) -> dict[str, str]:
+    """Headers with a new admin key stored in the database of ``settings`` (in-process tests)."""
+    db_url = settings.db_url or default_db_url(settings.registry_dir)
+    return bearer(create_keys(db_url, (Role.ADMIN,))[Role.ADMIN])
+
+
 @dataclass
 class ScoringServer:
     """A real ``fedrisk`` scoring service (uvicorn subprocess) on 127.0.0.1."""
@@ -55,14 +73,23 @@ class ScoringServer:
     log_path: Path
     processes: ProcessRegistry | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    keys: dict[Role, str] = field(default_factory=dict)
+    """One API key per role, created before the server started."""
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        """An httpx client bound to the server (10 s timeout)."""
-        return httpx.Client(base_url=self.base_url, timeout=kwargs.pop("timeout", 10.0), **kwargs)
+    def client(self, role: Role | None = Role.ADMIN, **kwargs: Any) -> httpx.Client:
+        """An httpx client bound to the server (10 s timeout) sending the key of ``role``
+        (admin by default, which may call every route; None sends no key)."""
+        headers = {
+            **(bearer(self.keys[role]) if role is not None else {}),
+            **kwargs.pop("headers", {}),
+        }
+        return httpx.Client(
+            base_url=self.base_url, timeout=kwargs.pop("timeout", 10.0), headers=headers, **kwargs
+        )
 
     def log(self) -> str:
         return read_log(self.log_path)
@@ -87,15 +114,19 @@ def start_server(
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     processes: ProcessRegistry | None = None,
+    roles: tuple[Role, ...] = tuple(Role),
 ) -> ScoringServer:
     """Start ``python -m server.scoring serve`` on a free port and wait for /healthz.
 
     The service gets the test identifier key through ``FEDRISK_IDENTIFIER_KEY`` (``env`` may
-    override it). The PID is tracked in ``processes`` (stopped at teardown even on failure) when
-    given; otherwise the caller must call :meth:`ScoringServer.stop`.
+    override it), and one API key for each of ``roles`` in its database first (none for an
+    empty tuple: the server then starts only with ``--insecure-dev``). The PID is tracked in
+    ``processes`` (stopped at teardown even on failure) when given; otherwise the caller must
+    call :meth:`ScoringServer.stop`.
     """
     port = free_port()
     db = db_url or f"sqlite:///{workdir / 'scoring.db'}"
+    keys = create_keys(db, roles) if roles else {}
     log_path = workdir / f"server-{port}.log"
     argv = [
         sys.executable, "-m", "server.scoring", "serve",
@@ -115,7 +146,7 @@ def start_server(
     )
     if processes is not None:
         processes.track(proc.pid)
-    server = ScoringServer(port, proc.pid, registry, db, log_path, processes)
+    server = ScoringServer(port, proc.pid, registry, db, log_path, processes, keys=keys)
     try:
         wait_for(
             lambda: proc.poll() is not None or _healthy(port),

@@ -12,8 +12,10 @@ from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 
 from server.scoring import store
+from server.scoring.access import requires
 from server.scoring.api.routing import ERRORS, new_router
 from server.scoring.api.uploads import spool_upload
+from server.scoring.apikeys import Role
 from server.scoring.batch import BatchPlan, plan_batch, prefetched, stream_batch
 from server.scoring.context import ServiceContext
 from server.scoring.deps import ServiceDep, stage_of_path
@@ -68,7 +70,7 @@ def _job_recorder(
         200: {"content": {"text/csv": {}}, "description": "Scored rows as CSV, streamed"},
         **ERRORS,
     },
-    openapi_extra=_BATCH_BODY,
+    openapi_extra=requires(Role.SCORING, _BATCH_BODY),
     tags=["batch"],
 )
 async def batch_score(

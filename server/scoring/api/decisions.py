@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from server.scoring import store
+from server.scoring.access import requires
 from server.scoring.api.routing import ERRORS, new_router
+from server.scoring.apikeys import Role
 from server.scoring.deps import ServiceDep
 from server.scoring.payloads import (
     ApplicationRequest,
@@ -23,6 +25,7 @@ router = new_router()
     response_model=ApplicationResponse,
     responses=ERRORS,
     tags=["decisions"],
+    openapi_extra=requires(Role.SCORING),
 )
 async def application_decision(body: ApplicationRequest, ctx: ServiceDep) -> ApplicationResponse:
     """A-card: anti-fraud (rules + relationship graph), then PD, score, decision, limit, price
@@ -31,7 +34,11 @@ async def application_decision(body: ApplicationRequest, ctx: ServiceDep) -> App
 
 
 @router.post(
-    "/v1/accounts/behaviour", response_model=BehaviourResponse, responses=ERRORS, tags=["decisions"]
+    "/v1/accounts/behaviour",
+    response_model=BehaviourResponse,
+    responses=ERRORS,
+    tags=["decisions"],
+    openapi_extra=requires(Role.SCORING),
 )
 async def behaviour_decision(body: BehaviourRequest, ctx: ServiceDep) -> BehaviourResponse:
     """B-card: behaviour score and early warnings -> limit action raise / keep / cut / freeze."""
@@ -43,6 +50,7 @@ async def behaviour_decision(body: BehaviourRequest, ctx: ServiceDep) -> Behavio
     response_model=CollectionResponse,
     responses=ERRORS,
     tags=["decisions"],
+    openapi_extra=requires(Role.SCORING),
 )
 async def collection_strategy(body: CollectionRequest, ctx: ServiceDep) -> CollectionResponse:
     """C-card: recovery probability -> segment and collection action."""
@@ -50,7 +58,11 @@ async def collection_strategy(body: CollectionRequest, ctx: ServiceDep) -> Colle
 
 
 @router.get(
-    "/v1/decisions/{decision_id}", response_model=DecisionOut, responses=ERRORS, tags=["decisions"]
+    "/v1/decisions/{decision_id}",
+    response_model=DecisionOut,
+    responses=ERRORS,
+    tags=["decisions"],
+    openapi_extra=requires(Role.RISK_OFFICER),
 )
 async def get_decision(decision_id: str, ctx: ServiceDep) -> DecisionOut:
     """One persisted decision."""

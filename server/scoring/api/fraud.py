@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 from server.scoring import store
+from server.scoring.access import requires
 from server.scoring.api.routing import ERRORS, new_router
-from server.scoring.deps import Admin, ServiceDep
+from server.scoring.apikeys import Role
+from server.scoring.deps import ServiceDep
 from server.scoring.errors import NotFoundError
 from server.scoring.payloads import ListOut, ListUpdate
 
 router = new_router()
 
 
-@router.get("/v1/fraud/lists", response_model=list[ListOut], tags=["fraud"])
-async def fraud_lists(ctx: ServiceDep, _: Admin) -> list[ListOut]:
+@router.get(
+    "/v1/fraud/lists",
+    response_model=list[ListOut],
+    tags=["fraud"],
+    openapi_extra=requires(Role.ADMIN),
+)
+async def fraud_lists(ctx: ServiceDep) -> list[ListOut]:
     """External lists of the rule set (e.g. blacklists) and their sizes."""
     return [
         ListOut(name=name, size=len(values)) for name, values in sorted(ctx.screen.lists.items())
     ]
 
 
-@router.post("/v1/fraud/lists/{name}", response_model=ListOut, responses=ERRORS, tags=["fraud"])
-async def update_fraud_list(name: str, body: ListUpdate, ctx: ServiceDep, _: Admin) -> ListOut:
+@router.post(
+    "/v1/fraud/lists/{name}",
+    response_model=ListOut,
+    responses=ERRORS,
+    tags=["fraud"],
+    openapi_extra=requires(Role.ADMIN),
+)
+async def update_fraud_list(name: str, body: ListUpdate, ctx: ServiceDep) -> ListOut:
     """Add or remove values of an external list; takes effect for the next application."""
     if name not in ctx.screen.lists:
         raise NotFoundError(f"list must be one of {sorted(ctx.screen.lists)}; got {name!r}")

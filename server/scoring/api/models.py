@@ -11,11 +11,13 @@ from fastapi import Query, Request, status
 from starlette.datastructures import UploadFile
 
 from server.scoring import store
+from server.scoring.access import requires
 from server.scoring.api.routing import ERRORS, new_router
 from server.scoring.api.stages import stage_out
 from server.scoring.api.uploads import content_type, read_form
+from server.scoring.apikeys import Role
 from server.scoring.context import ServiceContext
-from server.scoring.deps import Admin, ServiceDep
+from server.scoring.deps import ServiceDep
 from server.scoring.errors import ConflictError, InvalidInputError
 from server.scoring.payloads import (
     FeatureOut,
@@ -81,7 +83,9 @@ def model_out(ctx: ServiceContext, model: LoadedModel) -> ModelOut:
     )
 
 
-@router.get("/v1/models", response_model=ModelsOut, tags=["models"])
+@router.get(
+    "/v1/models", response_model=ModelsOut, tags=["models"], openapi_extra=requires(Role.VIEWER)
+)
 async def list_models(ctx: ServiceDep) -> ModelsOut:
     """Loaded models, the champion/challenger table per stage and refused artifacts."""
     return ModelsOut(
@@ -97,7 +101,13 @@ async def list_models(ctx: ServiceDep) -> ModelsOut:
     )
 
 
-@router.get("/v1/models/{model_id}", response_model=ModelOut, responses=ERRORS, tags=["models"])
+@router.get(
+    "/v1/models/{model_id}",
+    response_model=ModelOut,
+    responses=ERRORS,
+    tags=["models"],
+    openapi_extra=requires(Role.VIEWER),
+)
 async def get_model(model_id: str, ctx: ServiceDep) -> ModelOut:
     """One loaded model."""
     return model_out(ctx, ctx.registry.get(model_id))
@@ -158,10 +168,9 @@ async def _register(
     status_code=status.HTTP_201_CREATED,
     responses=ERRORS,
     tags=["models"],
+    openapi_extra=requires(Role.ADMIN),
 )
-async def register_model(
-    body: RegisterModelRequest, ctx: ServiceDep, _: Admin
-) -> RegisterModelResponse:
+async def register_model(body: RegisterModelRequest, ctx: ServiceDep) -> RegisterModelResponse:
     """Verify a signed artifact directory and register it for a stage (becomes champion when the
     stage has none). Unsigned, untrusted, tampered or incompatible artifacts are refused (422)
     and nothing already loaded changes."""
@@ -230,9 +239,9 @@ async def _read_artifact_form(request: Request) -> tuple[dict[str, bytes], Stage
     status_code=status.HTTP_201_CREATED,
     responses=ERRORS,
     tags=["models"],
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=requires(Role.ADMIN, _UPLOAD_BODY),
 )
-async def upload_model(request: Request, ctx: ServiceDep, _: Admin) -> RegisterModelResponse:
+async def upload_model(request: Request, ctx: ServiceDep) -> RegisterModelResponse:
     """Upload ``artifact.json`` + ``artifact.sig`` (multipart ``artifact``, ``signature``)."""
     parts, stage, actor = await _read_artifact_form(request)
     async with ctx.lock:
@@ -256,9 +265,13 @@ def _check_challenger_features(ctx: ServiceContext, model: LoadedModel) -> None:
 
 
 @router.post(
-    "/v1/models/{model_id}/promote", response_model=StageOut, responses=ERRORS, tags=["models"]
+    "/v1/models/{model_id}/promote",
+    response_model=StageOut,
+    responses=ERRORS,
+    tags=["models"],
+    openapi_extra=requires(Role.ADMIN),
 )
-async def promote_model(model_id: str, body: PromoteRequest, ctx: ServiceDep, _: Admin) -> StageOut:
+async def promote_model(model_id: str, body: PromoteRequest, ctx: ServiceDep) -> StageOut:
     """Make a loaded model its stage's champion (the old one can be rolled back to) or its
     challenger with a traffic share. Recorded in the DB and the audit log."""
     model = ctx.registry.get(model_id)
@@ -283,7 +296,12 @@ async def promote_model(model_id: str, body: PromoteRequest, ctx: ServiceDep, _:
     return stage_out(assignment)
 
 
-@router.get("/v1/model-events", response_model=list[ModelEventOut], tags=["models"])
+@router.get(
+    "/v1/model-events",
+    response_model=list[ModelEventOut],
+    tags=["models"],
+    openapi_extra=requires(Role.VIEWER),
+)
 async def model_events(
     ctx: ServiceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[ModelEventOut]:

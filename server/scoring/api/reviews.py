@@ -8,8 +8,10 @@ from fastapi import Path as PathParam
 from fastapi import Query, status
 
 from server.scoring import store
+from server.scoring.access import requires
 from server.scoring.api.routing import ERRORS, new_router
-from server.scoring.deps import Admin, ServiceDep
+from server.scoring.apikeys import Role
+from server.scoring.deps import ServiceDep
 from server.scoring.payloads import (
     ClaimRequest,
     HumanReviewRequest,
@@ -50,6 +52,7 @@ def review_out(item: ReviewItem) -> ReviewOut:
     status_code=status.HTTP_201_CREATED,
     responses=ERRORS,
     tags=["reviews"],
+    openapi_extra=requires(Role.SCORING),
 )
 async def request_human_review(
     decision_id: str, body: HumanReviewRequest, ctx: ServiceDep
@@ -61,10 +64,15 @@ async def request_human_review(
     return review_out(item)
 
 
-@router.get("/v1/reviews", response_model=ReviewListOut, tags=["reviews"])
+@router.get(
+    "/v1/reviews",
+    response_model=ReviewListOut,
+    responses=ERRORS,
+    tags=["reviews"],
+    openapi_extra=requires(Role.RISK_OFFICER),
+)
 async def list_reviews(
     ctx: ServiceDep,
-    _: Admin,
     status_: Annotated[Literal["open", "claimed", "resolved"] | None, Query(alias="status")] = None,
     kind: Literal["manual_review", "fraud", "human_review_request"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -80,16 +88,26 @@ async def list_reviews(
     )
 
 
-@router.get("/v1/reviews/{item_id}", response_model=ReviewOut, responses=ERRORS, tags=["reviews"])
-async def get_review(item_id: ItemId, ctx: ServiceDep, _: Admin) -> ReviewOut:
+@router.get(
+    "/v1/reviews/{item_id}",
+    response_model=ReviewOut,
+    responses=ERRORS,
+    tags=["reviews"],
+    openapi_extra=requires(Role.RISK_OFFICER),
+)
+async def get_review(item_id: ItemId, ctx: ServiceDep) -> ReviewOut:
     """One review item."""
     return review_out(await ctx.read(store.get_review, item_id))
 
 
 @router.post(
-    "/v1/reviews/{item_id}/claim", response_model=ReviewOut, responses=ERRORS, tags=["reviews"]
+    "/v1/reviews/{item_id}/claim",
+    response_model=ReviewOut,
+    responses=ERRORS,
+    tags=["reviews"],
+    openapi_extra=requires(Role.RISK_OFFICER),
 )
-async def claim_review(item_id: ItemId, body: ClaimRequest, ctx: ServiceDep, _: Admin) -> ReviewOut:
+async def claim_review(item_id: ItemId, body: ClaimRequest, ctx: ServiceDep) -> ReviewOut:
     """A reviewer takes an open item (idempotent for the same reviewer)."""
     item = await ctx.writer.run_job(
         lambda c, ch: store.claim_review(c, ch, item_id=item_id, reviewer=body.reviewer)
@@ -98,11 +116,13 @@ async def claim_review(item_id: ItemId, body: ClaimRequest, ctx: ServiceDep, _: 
 
 
 @router.post(
-    "/v1/reviews/{item_id}/resolve", response_model=ReviewOut, responses=ERRORS, tags=["reviews"]
+    "/v1/reviews/{item_id}/resolve",
+    response_model=ReviewOut,
+    responses=ERRORS,
+    tags=["reviews"],
+    openapi_extra=requires(Role.RISK_OFFICER),
 )
-async def resolve_review(
-    item_id: ItemId, body: ResolveRequest, ctx: ServiceDep, _: Admin
-) -> ReviewOut:
+async def resolve_review(item_id: ItemId, body: ResolveRequest, ctx: ServiceDep) -> ReviewOut:
     """The claiming reviewer closes the item with a resolution and a note."""
     item = await ctx.writer.run_job(
         lambda c, ch: store.resolve_review(

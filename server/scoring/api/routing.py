@@ -1,4 +1,4 @@
-"""What every router of the scoring API shares: the route class and the documented errors."""
+"""What every router of the scoring API shares: the guarded route class, the documented errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from server.scoring.access import authorize, declared_access
+
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or an unknown, wrong or revoked one"},
+    403: {"description": "The key's role does not cover this route"},
     404: {"description": "Unknown stage, model, decision or review item"},
     409: {"description": "Conflicts with the current state"},
     413: {"description": "Request body too large"},
@@ -47,18 +51,31 @@ class _UnicodeSafeRequest(Request):
         return self._json
 
 
-class UnicodeSafeRoute(APIRoute):
-    """Route class that hands endpoints a request refusing lone surrogates in JSON bodies."""
+class GuardedRoute(APIRoute):
+    """Route class that checks the caller's API key before anything else, then hands the
+    endpoint a request refusing lone surrogates in JSON bodies.
+
+    The key is checked before the body is read or validated, so a caller without a good key
+    learns nothing from 422s. A route must declare its access (``openapi_extra=requires(…)`` or
+    ``public()``): building one that does not raises, so no route is left open by omission.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # get_route_handler runs inside APIRoute.__init__, so the access is read first
+        self.access = declared_access(path, kwargs.get("openapi_extra"))
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        access = self.access
 
-        async def safe_handler(request: Request) -> Response:
+        async def guarded_handler(request: Request) -> Response:
+            await authorize(request, access)
             return await handler(_UnicodeSafeRequest(request.scope, request.receive))
 
-        return safe_handler
+        return guarded_handler
 
 
 def new_router() -> APIRouter:
     """A router of one API resource."""
-    return APIRouter(route_class=UnicodeSafeRoute)
+    return APIRouter(route_class=GuardedRoute)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from server.scoring import store
+from server.scoring.access import requires
 from server.scoring.api.routing import ERRORS, new_router
-from server.scoring.deps import Admin, ServiceDep, stage_of_path
+from server.scoring.apikeys import Role
+from server.scoring.deps import ServiceDep, stage_of_path
 from server.scoring.errors import ConflictError
 from server.scoring.payloads import RollbackRequest, StageOut
 from server.scoring.store import Assignment
@@ -28,16 +30,26 @@ def stage_out(a: Assignment) -> StageOut:
     )
 
 
-@router.get("/v1/stages/{stage}", response_model=StageOut, responses=ERRORS, tags=["models"])
+@router.get(
+    "/v1/stages/{stage}",
+    response_model=StageOut,
+    responses=ERRORS,
+    tags=["models"],
+    openapi_extra=requires(Role.VIEWER),
+)
 async def get_stage(stage: str, ctx: ServiceDep) -> StageOut:
     """Champion, challenger, share and rollback history of a stage."""
     return stage_out(ctx.registry.assignments[stage_of_path(stage)])
 
 
 @router.post(
-    "/v1/stages/{stage}/rollback", response_model=StageOut, responses=ERRORS, tags=["models"]
+    "/v1/stages/{stage}/rollback",
+    response_model=StageOut,
+    responses=ERRORS,
+    tags=["models"],
+    openapi_extra=requires(Role.ADMIN),
 )
-async def rollback_stage(stage: str, body: RollbackRequest, ctx: ServiceDep, _: Admin) -> StageOut:
+async def rollback_stage(stage: str, body: RollbackRequest, ctx: ServiceDep) -> StageOut:
     """Restore the champion that preceded the current one."""
     chosen = stage_of_path(stage)
     history = ctx.registry.assignments[chosen].history
@@ -55,9 +67,13 @@ async def rollback_stage(stage: str, body: RollbackRequest, ctx: ServiceDep, _: 
 
 
 @router.post(
-    "/v1/stages/{stage}/challenger/stop", response_model=StageOut, responses=ERRORS, tags=["models"]
+    "/v1/stages/{stage}/challenger/stop",
+    response_model=StageOut,
+    responses=ERRORS,
+    tags=["models"],
+    openapi_extra=requires(Role.ADMIN),
 )
-async def stop_challenger(stage: str, body: RollbackRequest, ctx: ServiceDep, _: Admin) -> StageOut:
+async def stop_challenger(stage: str, body: RollbackRequest, ctx: ServiceDep) -> StageOut:
     """End the stage's challenger experiment (all traffic to the champion)."""
     chosen = stage_of_path(stage)
     async with ctx.lock:

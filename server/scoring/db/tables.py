@@ -16,6 +16,7 @@ Tables
 ``model_events``      every registration, promotion and rollback
 ``registered_models`` stage and artifact digest of every model registered
 ``batch_jobs``        one row per batch-scoring upload (no per-row persistence)
+``api_keys``          API keys: public key id, name, role, argon2 hash of the key, revocation
 
 A change here needs a migration in ``migrations/versions`` too: databases are built by the
 migrations, and ``tests/integration/scoring/test_scoring_migrations.py`` fails while the two
@@ -164,4 +165,15 @@ batch_jobs = Table(
     Column("input_sha256", String(HASH_LEN), nullable=False),
     Column("rows", Integer, nullable=False),
     Column("audit_seq", Integer, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("key_hash", String(200), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("revoked_at", String(40), nullable=True),
 )

@@ -81,6 +81,10 @@ def test_the_demo_trains_releases_scores_and_stops_everything(
     }
     assert sorted(supernode_pids) == sorted(PARTY_NAMES)
     assert "round 1/1: 3 parties, federated AUC" in text
+    # the parties reached the SuperLink only through the Fleet-API proxy, on its own address
+    addresses = dict(re.findall(r"(coordinator's|parties') address .*?: https://(\S+)", text))
+    assert set(addresses) == {"coordinator's", "parties'"}
+    assert addresses["coordinator's"] != addresses["parties'"]
     released = re.search(r"released (\S+) \(signed by (\w+)\)", text)
     assert released is not None and released.group(2) in PARTY_NAMES
 

@@ -3,7 +3,8 @@
 This pins down the submission path the coordinator's ``fedrisk run`` uses: the connection that
 ``start_superlink`` writes to ``$FLWR_HOME/config.toml``, ``flwr run APP fedrisk --format json``
 and the real outcome from ``flwr ls fedrisk --run-id ID --format json`` (``flwr run`` itself exits
-0 even when the run fails).
+0 even when the run fails). The party runs only pinned apps, so the lead pins the probe app (its
+FAB hash and its two run-config keys) like any app the federation agreed to run.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from clients.bundle import load_bundle
+from clients.bundle import PartyBundle, load_bundle
+from clients.pinning import fab_sha256, install_pin
 from clients.supernode import prepare_party_runtime, start_supernode
 from fedrisk.data.schema import write_schema
+from fedrisk.federation.pin import ChoiceRule, PatternRule, make_pin, sign_pin
 from secure_agg.ceremony import run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.runs import run_status, submit_run
@@ -28,36 +31,10 @@ from server.coordinator.superlink import (
 )
 from simulations.enrollment import enroll_parties
 from tests.support.federation import SCHEMA, write_party_data
+from tests.support.flower_apps import write_flower_app
 from tests.support.processes import ProcessRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "tlsprobe"
-version = "1.0.0"
-description = "Probe app for the fedrisk deployment tests"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "fedrisk"
-
-[tool.flwr.app.components]
-serverapp = "tlsprobe.app:server"
-clientapp = "tlsprobe.app:client"
-
-[tool.flwr.app.config]
-expect = ""
-fail = false
-"""
 
 APP = '''\
 """Probe: the ServerApp asks every SuperNode for its party name (from the node config)."""
@@ -96,11 +73,15 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _write_app(root: Path) -> Path:
-    (root / "tlsprobe").mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PYPROJECT)
-    (root / "tlsprobe" / "__init__.py").write_text("")
-    (root / "tlsprobe" / "app.py").write_text(APP)
-    return root
+    return write_flower_app(
+        root,
+        name="tlsprobe",
+        modules={"app": APP},
+        serverapp="app:server",
+        clientapp="app:client",
+        config='expect = ""\nfail = false',
+        description="Probe app for the fedrisk deployment tests",
+    )
 
 
 def _finish(workspace: Path, run_id: str, *, timeout: float = 120.0) -> str:
@@ -112,6 +93,18 @@ def _finish(workspace: Path, run_id: str, *, timeout: float = 120.0) -> str:
             return status
         time.sleep(1.0)
     raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s")
+
+
+def _pin_probe(lead: PartyBundle, app: Path) -> None:
+    """The lead signs a pin of the probe app and installs it (one party: it is the lead)."""
+    pin = make_pin(
+        lead.manifest,
+        fab_sha256=fab_sha256(app),
+        app="fedrisk/tlsprobe==1.0.0",
+        issued_at="2026-01-01T00:00:00+00:00",
+        rules={"expect": PatternRule(pattern="[a-z_]*"), "fail": ChoiceRule(values=(False, True))},
+    )
+    install_pin(lead, sign_pin(pin, lead.signing_key()))
 
 
 @pytest.fixture
@@ -129,6 +122,7 @@ def link(tmp_path: Path, process_registry: ProcessRegistry) -> Iterator[SuperLin
         out_dir=tmp_path / "handout",
         params=HEParams(),
     )
+    _pin_probe(bundle, _write_app(tmp_path / "app"))
     handle = start_superlink(federation.workspace.root)
     process_registry.track(handle.pid)
     register_supernodes(federation.workspace.root, parties=["bank_a"])
@@ -143,7 +137,7 @@ def link(tmp_path: Path, process_registry: ProcessRegistry) -> Iterator[SuperLin
 def test_flwr_run_reaches_the_authenticated_supernode_and_reports_real_status(
     link: SuperLinkProcess, tmp_path: Path
 ) -> None:
-    app = _write_app(tmp_path / "app")
+    app = tmp_path / "app"  # written and pinned by the fixture
     flwr_home = link.workspace / "flwr-home"
 
     ok = submit_run(

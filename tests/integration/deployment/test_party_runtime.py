@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from clients.bundle import NODE_CONFIG_PARTY_CONFIG, load_bundle
+from clients.bundle import NODE_CONFIG_PARTY, load_bundle
 from clients.cli import register as register_party_commands
 from clients.party import load_party_config
 from clients.pinning import create_pin, install_pin, pin_path
@@ -45,14 +45,14 @@ def test_runtime_config_is_what_the_clientapp_reads(lead_with_keys: Path, tmp_pa
 
     runtime = prepare_party_runtime(bundle, train=train, test=test)
     node_config = tomllib.loads(runtime.node_config.read_text())
-    config = load_party_config(Path(node_config[NODE_CONFIG_PARTY_CONFIG]))
+    config = load_party_config(runtime.party_config)  # served by the executor, in-process
 
     assert config.name == "bank_a"
     assert config.train == train.resolve() and config.test == test.resolve()
     assert config.secret_context == bundle.layout.secret_context
     assert config.signing_key == bundle.layout.signing_key
     assert config.schema_file == bundle.layout.schema
-    assert node_config["party"] == "bank_a"
+    assert node_config == {NODE_CONFIG_PARTY: "bank_a"}
 
 
 def test_node_config_names_no_key_bundle_or_data_path(lead_with_keys: Path, tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_node_config_names_no_key_bundle_or_data_path(lead_with_keys: Path, tmp_
     node_config = tomllib.loads(runtime.node_config.read_text())
     values = [str(v) for v in node_config.values()]
 
-    assert sorted(node_config) == sorted([NODE_CONFIG_PARTY_CONFIG, "party"])
+    assert sorted(node_config) == [NODE_CONFIG_PARTY]
     for forbidden in (
         bundle.layout.signing_key,
         bundle.layout.receiving_key,
@@ -71,6 +71,8 @@ def test_node_config_names_no_key_bundle_or_data_path(lead_with_keys: Path, tmp_
         bundle.layout.secret_context,
         train.resolve(),
         tmp_path / "rel",
+        runtime.party_config,
+        runtime.state_dir,
     ):
         assert all(str(forbidden) not in value for value in values)
     assert all(value != str(bundle.layout.root) for value in values)

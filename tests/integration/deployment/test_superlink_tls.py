@@ -7,6 +7,8 @@ every process is stopped by pid (whole tree) even when a test fails.
 
 from __future__ import annotations
 
+import os
+import signal
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from clients.supernode import (
 )
 from fedrisk.data.schema import write_schema
 from fedrisk.errors import IdentityError
-from fedrisk.federation.processes import descendants, is_alive
+from fedrisk.federation.processes import console_script, descendants, flower_environment, is_alive
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.cli import register as register_server_commands
@@ -41,7 +43,7 @@ from server.coordinator.superlink import (
 )
 from simulations.enrollment import enroll_parties
 from tests.support.federation import PARTIES, SCHEMA, write_party_data
-from tests.support.processes import ProcessRegistry, read_log, wait_for
+from tests.support.processes import ProcessRegistry, read_log, start_process, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -244,7 +246,15 @@ def test_insecure_start_warns_and_stop_by_pid_cleans_up(tmp_path: Path) -> None:
         assert started.exit_code == 0, started.output
         assert "INSECURE" in started.output
         assert handle is not None
-        tree = [handle.pid, *descendants(handle.pid)]
+        # `server start` always puts the Fleet-API proxy (here plaintext) in front.
+        assert handle.proxy is not None
+        assert f"parties connect to 127.0.0.1:{handle.proxy.port}" in started.output
+        tree = [
+            handle.pid,
+            *descendants(handle.pid),
+            handle.proxy.pid,
+            *descendants(handle.proxy.pid),
+        ]
         config = tomllib.loads((federation.workspace.flwr_home / "config.toml").read_text())
         assert config["superlink"]["fedrisk"]["insecure"] is True
 
@@ -256,3 +266,33 @@ def test_insecure_start_warns_and_stop_by_pid_cleans_up(tmp_path: Path) -> None:
     finally:
         if handle is not None and handle.is_running():
             handle.stop()
+
+
+def test_foreground_start_ends_and_stops_the_superlink_when_its_proxy_dies(
+    tmp_path: Path, process_registry: ProcessRegistry
+) -> None:
+    federation = enroll_parties(tmp_path / "ws", parties=["bank_a"])
+    ws = federation.workspace.root
+    command = start_process(
+        [console_script("fedrisk"), "server", "start", "--workspace", str(ws), "--insecure"],
+        log_path=tmp_path / "server-start.log",
+        env=flower_environment(tmp_path / "flwr-home"),
+    )
+    process_registry.track(command.pid)
+    wait_for(
+        lambda: (handle := running_superlink(ws)) is not None and handle.proxy is not None,
+        timeout=60.0,
+        what="SuperLink and proxy recorded",
+    )
+    handle = running_superlink(ws)
+    assert handle is not None and handle.proxy is not None
+    process_registry.track(handle.pid)
+    process_registry.track(handle.proxy.pid)
+
+    os.kill(handle.proxy.pid, signal.SIGKILL)
+    code = command.wait(timeout=60.0)
+
+    assert code != 0
+    assert "Fleet-API proxy exited" in read_log(tmp_path / "server-start.log")
+    wait_for(lambda: not is_alive(handle.pid), timeout=WAIT, what="SuperLink stopped")
+    assert running_superlink(ws) is None

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.scoring.apikeys import Role
 from server.scoring.audit import canonical_json
 from server.scoring.payloads import ApplicationRequest
 from tests.support.artifacts import TrainedModel, build_registry
@@ -37,9 +38,11 @@ def db_path(server: ScoringServer) -> Path:
 # ------------------------------------------------------------------------------ basics
 def test_health_docs_and_openapi(shared_server: ScoringServer) -> None:
     # act
-    with shared_server.client() as client:
-        health = client.get("/healthz")
-        docs = client.get("/docs")
+    with shared_server.client(role=None) as anonymous:
+        health = anonymous.get("/healthz")
+        docs = anonymous.get("/docs")
+        spec_without_key = anonymous.get("/openapi.json")
+    with shared_server.client(role=Role.VIEWER) as client:
         spec = client.get("/openapi.json").json()
 
     # assert
@@ -50,7 +53,10 @@ def test_health_docs_and_openapi(shared_server: ScoringServer) -> None:
         "behaviour": "bcard-v1",
         "collection": "ccard-v1",
     }
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # the CDN-loading Swagger page is gone; the description itself needs a key like every route
+    assert docs.status_code == 404 and spec_without_key.status_code == 401
+    assert spec["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert spec["paths"][DECISION]["post"]["x-required-role"] == "scoring"
     for path in (
         DECISION,
         "/v1/accounts/behaviour",

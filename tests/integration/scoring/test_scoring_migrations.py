@@ -183,8 +183,10 @@ def test_the_service_upgrades_a_pre_migration_database_on_start(
     old_ids = fill_legacy_database(engine)
     before = snapshot(engine)
 
-    # act
-    with TestClient(create_app(service_settings(registry, db_url=db_url))) as client:
+    # act: a database from before API keys holds none, and creating one would migrate it first,
+    # so the service that must do the upgrade runs in insecure development mode
+    settings = service_settings(registry, db_url=db_url, insecure_dev=True)
+    with TestClient(create_app(settings)) as client:
         old = client.get(f"/v1/decisions/{old_ids[0]}")
         checked = client.get("/v1/audit/verify").json()
         promoted = client.post("/v1/models/acard-v1/promote", json={"role": "champion"})

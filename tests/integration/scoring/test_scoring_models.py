@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedrisk.release.artifact import ModelArtifact
+from server.scoring.apikeys import Role
 from server.scoring.cli import cli
 from tests.support.artifacts import (
     Signer,
@@ -25,7 +26,7 @@ from tests.support.artifacts import (
     trust,
 )
 from tests.support.processes import ProcessRegistry
-from tests.support.scoring import ScoringServer, application, start_server
+from tests.support.scoring import ScoringServer, application, bearer, start_server
 
 DECISION = "/v1/applications/decision"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -333,7 +334,11 @@ def test_cli_promotion_and_rollback_reach_the_running_service(
 
     def champion() -> str:
         return str(
-            httpx.get(f"{server.base_url}/v1/stages/application", timeout=5).json()["champion_id"]
+            httpx.get(
+                f"{server.base_url}/v1/stages/application",
+                headers=bearer(server.keys[Role.VIEWER]),
+                timeout=5,
+            ).json()["champion_id"]
         )
 
     def wait_champion(expected: str) -> str:
@@ -362,7 +367,10 @@ def test_cli_promotion_and_rollback_reach_the_running_service(
     )
     after_promote = wait_champion("acard-v3")
     answer = httpx.post(
-        f"{server.base_url}{DECISION}", json=application(trained, 9, age=30), timeout=10
+        f"{server.base_url}{DECISION}",
+        json=application(trained, 9, age=30),
+        headers=bearer(server.keys[Role.SCORING]),
+        timeout=10,
     ).json()
     listed = runner.invoke(
         cli, ["models", "list", "--registry", str(registry), "--db", server.db_url]

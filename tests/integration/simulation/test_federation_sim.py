@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +27,22 @@ from simulations.runner import (
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
+def _started_by_this_worker(pid: int) -> bool:
+    """Whether ``pid`` descends from this pytest worker (always, without pytest-xdist).
+
+    Under xdist another worker may be running a simulation of its own at the same moment. Every
+    process inherits the worker's ``PYTEST_XDIST_WORKER``, even one that Ray re-parents.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return True
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # exited meanwhile, or not ours to read
+        return False
+    return f"PYTEST_XDIST_WORKER={worker}".encode() in environ
+
+
 def _flower_processes_left(*, settle: float = 20.0) -> list[str]:
     """Simulation SuperLinks, simulation runtimes or Ray workers still alive after the run.
 
@@ -47,6 +64,7 @@ def _flower_processes_left(*, settle: float = 20.0) -> list[str]:
                 or "flwr-simulation" in line
                 or "raylet" in line
             )
+            and _started_by_this_worker(int(line.split(maxsplit=1)[0]))
         ]
         if not leftovers or time.monotonic() > deadline:
             return leftovers
@@ -81,17 +99,19 @@ def test_encrypted_simulation_releases_a_signed_model_that_predicts(encrypted_ru
 
     assert [h["round"] for h in outcome.history] == [1, 2]
     assert all(len(h["train_parties"]) == 3 for h in outcome.history)
-    # The statistics sum reaches each party once (round 1's train); after that only the new
-    # global model travels down, with evaluate; train reuses it from the party's cache.
+    # The statistics sum reaches each party once (round 1's train, before any model); after
+    # that only the previous round's global model travels down, once, with the next train
+    # (which also evaluates it).
     down = [h["bytes_down_per_party"] for h in outcome.history]
-    assert down[1] < down[0]
+    assert down[0] > 0
     assert down[1] == pytest.approx(_summed_model_bytes(len(outcome.artifact.weights)), rel=0.05)
-    # Each round says where its time went; the phases fit inside the round.
+    # Each round says where its time went: its own exchange (train) fits inside the round;
+    # its evaluation and metrics travelled with the later exchanges.
     for h in outcome.history:
         phases = h["phase_seconds"]
         assert set(phases) == {"train", "evaluate", "metrics", "server_sums"}
         assert all(v >= 0 for v in phases.values())
-        assert phases["train"] + phases["evaluate"] + phases["metrics"] <= h["seconds"]
+        assert phases["train"] <= h["seconds"]
     assert test_auc > 0.7
     # The pooled-histogram AUC the parties decrypted matches the exact AUC on the union.
     assert abs(outcome.history[-1]["auc"] - test_auc) < 0.002

@@ -9,16 +9,21 @@ the new version and adapt ``clients/flower_runtime.py`` (and only it).
 from __future__ import annotations
 
 import inspect
+import re
 
 import flwr
+import pytest
+from flwr.cli.config_utils import get_fab_metadata
 from flwr.cli.install import install_from_fab
 from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common.config import get_fused_config_from_fab
 from flwr.common.constant import ISOLATION_MODE_PROCESS, ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest, AcquireTaskResponse
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
 from flwr.supercore.interceptors import SuperExecAuthHttpInterceptor
 from flwr.supercore.protobuf.client import ProtobufClient
+from flwr.supercore.run import Run
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime import run_clientapp
 
@@ -82,6 +87,20 @@ def test_loader_and_installer_keep_their_signatures() -> None:
     assert _params(get_load_client_app_fn) == ["default_app_ref", "app_path", "multi_app"]
 
 
+def test_the_run_config_merge_is_still_the_supernodes() -> None:
+    # The executor checks, and hands the ClientApp, the run config the SuperNode would build:
+    # Flower's merge of the FAB's defaults with the run's overrides, read from the run object.
+    from flwr.supernode import start_client_internal
+
+    source = inspect.getsource(start_client_internal._pull_and_store_message)
+    assert "get_fused_config_from_fab(fab.content, run_info)" in source
+    assert _params(get_fused_config_from_fab) == ["fab_file", "run"]
+    assert "run.override_config" in inspect.getsource(get_fused_config_from_fab)
+    assert "override_config" in _params(Run)
+    assert Run.create_empty(run_id=0).override_config == {}
+    assert _params(get_fab_metadata) == ["fab_file"]
+
+
 def test_constants_the_executor_reports_with_still_exist() -> None:
     assert TaskType.CLIENT_APP == "flwr-clientapp" == flower_runtime.CLIENT_APP_TASK
     assert ISOLATION_MODE_PROCESS == "process"
@@ -96,3 +115,49 @@ def test_supernode_runtime_api_still_protects_acquire_task_with_the_secret() -> 
     from flwr.supercore.superexec import run_superexec
 
     assert flower_runtime.ACQUIRE_TASK_METHOD in run_superexec._SUPEREXEC_AUTH_METHODS
+
+
+def test_supernode_loop_still_sleeps_where_the_pacer_shortens_it() -> None:
+    # The pacer replaces ``time`` in this one module and wraps its pull; if Flower moves the
+    # sleeps, renames the pull, or starts using more of ``time`` there, this fails.
+    from flwr.supernode import start_client_internal as loop
+
+    source = inspect.getsource(loop)
+    assert source.count("time.sleep(3)") == 1, "the idle-pull sleep moved or changed"
+    assert source.count("time.sleep(0.5)") == 2, "the reply-wait sleeps moved or changed"
+    # ``time`` is used there for these sleeps only (the pacer forwards the rest anyway).
+    assert len(re.findall(r"\btime\.\w+\(", source)) == source.count("time.sleep(")
+    assert "run_id = _pull_and_store_message(" in inspect.getsource(loop.start_client_internal)
+    assert _params(loop._pull_and_store_message)[:2] == ["state", "object_store"]
+    assert flower_runtime.IDLE_PULL_SLEEP == 3.0 and flower_runtime.REPLY_CHECK_SLEEP == 0.5
+
+
+def test_paced_sleep_waits_a_quarter_of_the_idle_time_within_bounds() -> None:
+    now = [100.0]
+    pacer = flower_runtime.PacedSleep(clock=lambda: now[0])
+    pacer.saw_message()
+
+    waits = []
+    for idle in (0.0, 0.4, 2.0, 60.0):
+        now[0] = 100.0 + idle
+        waits.append(pacer.delay(flower_runtime.IDLE_PULL_SLEEP))
+
+    assert waits == pytest.approx([0.05, 0.1, 0.5, 1.0])
+    assert pacer.delay(flower_runtime.REPLY_CHECK_SLEEP) == flower_runtime.REPLY_CHECK
+    assert pacer.delay(7.0) == 7.0
+    assert pacer.monotonic is not None  # everything else is the time module's
+
+
+def test_pacing_installs_into_the_supernode_loop_only() -> None:
+    import time
+
+    from flwr.supernode import start_client_internal as loop
+
+    original_time, original_pull = loop.time, loop._pull_and_store_message
+    pacer = flower_runtime.PacedSleep()
+    try:
+        flower_runtime.pace_supernode_loop(pacer)
+        assert loop.time is pacer and time.sleep is not pacer.sleep
+        assert loop._pull_and_store_message is not original_pull
+    finally:
+        loop.time, loop._pull_and_store_message = original_time, original_pull

@@ -159,16 +159,42 @@ def test_rounds_sum_encrypted_updates_into_the_plaintext_model(
     assert checkpoint is not None and checkpoint.round == 3
     assert checkpoint.history == list(result.history)
     np.testing.assert_allclose(crypto.decode(checkpoint.enc_stats), [600.0, 66.0], rtol=0, atol=TOL)
-    # The statistics sum travels once (round 1); later rounds carry only the new model.
+    # One message per party per round: train (which evaluates the previous round's model)
+    # to every party; then the final evaluation and the release.
+    for party in parties:
+        kinds = [m.metadata.message_type for m in party.received]
+        release = [proto.MSG_RELEASE] if party.name == "party_0" else []
+        assert kinds == [proto.MSG_STATS] + [proto.MSG_TRAIN] * 3 + [proto.MSG_EVALUATE] + release
+        trains = [m for m in party.received if m.metadata.message_type == proto.MSG_TRAIN]
+        # The statistics sum travels once (round 1, which has no model yet); each later
+        # round carries only the previous round's model, which it trains on and evaluates.
+        # party_0 (the release party) also decrypts round 1's pooled histograms in round 3.
+        pooled = [proto.ENC_POOLED_HIST] if party.name == "party_0" else []
+        assert [sorted(m.content.array_records) for m in trains] == [
+            [proto.ENC_STATS],
+            [proto.ENC_GLOBAL],
+            sorted([proto.ENC_GLOBAL, *pooled]),
+        ]
+        evaluates = [
+            bool(m.content.config_records[proto.CONFIG].get(proto.CFG_EVALUATE)) for m in trains
+        ]
+        assert evaluates == [False, True, True]
+    # Compressed ciphertexts differ by a few hundred bytes from round to round.
     down = [h["bytes_down_per_party"] for h in result.history]
-    stats_bytes = down[0] - down[1]
-    assert stats_bytes > 0
-    # Compressed ciphertexts differ by a few hundred bytes from round to round, far less than
-    # the statistics ciphertext that round 1 alone carries.
-    assert abs(down[2] - down[1]) < stats_bytes / 10
-    # The statistics phase runs before round 1, the release after the last round.
-    kinds = [e["event"] for e in read_events(tmp_path / "progress.jsonl")]
-    assert kinds == ["stats"] + ["round-start", "round"] * 3 + ["released"]
+    assert down[0] > 0 and abs(down[2] - down[1]) < down[1] / 10
+    # Round r's metrics are in two exchanges after it trained: the last two come with the
+    # final evaluation and with the release.
+    kinds = [(e["event"], e.get("round")) for e in read_events(tmp_path / "progress.jsonl")]
+    assert kinds == [
+        ("stats", None),
+        ("round-start", 1),
+        ("round-start", 2),
+        ("round-start", 3),
+        ("round", 1),
+        ("round", 2),
+        ("round", 3),
+        ("released", None),
+    ]
     assert result.release == Release(party="party_0", model_id="model-party_0-3")
 
 
@@ -260,10 +286,16 @@ def test_resume_continues_at_the_next_round_and_equals_an_uninterrupted_run(
 
     # Assert
     assert [h["round"] for h in resumed.history] == [1, 2, 3]
-    assert sorted(resumed.metrics) == [2, 3]
+    # Round 1 was checkpointed awaiting its evaluation, which the resumed attempt folds into
+    # round 2: its metrics, like rounds 2 and 3's, come in during the resumed attempt.
+    assert sorted(resumed.metrics) == [1, 2, 3]
     events = read_events(tmp_path / "run" / "progress.jsonl")
     marks = [(e["event"], e.get("round")) for e in events if e["event"] in ("round", "resumed")]
-    assert marks == [("round", 1), ("resumed", 1), ("round", 2), ("round", 3)]
+    assert marks == [("resumed", 1), ("round", 1), ("round", 2), ("round", 3)]
+    for again, h in zip(resumed.history, full.history, strict=True):
+        for key in ("round", "train_parties", "eval_parties", "dropped"):
+            assert again[key] == h[key]
+        assert again["auc"] == pytest.approx(h["auc"], abs=TOL)
     np.testing.assert_allclose(
         decrypted_model(crypto, resumed), decrypted_model(crypto, full), rtol=0, atol=TOL
     )
@@ -279,9 +311,10 @@ def test_party_that_lost_its_records_is_sent_them_in_full(
     resent = [e for e in read_events(tmp_path / "progress.jsonl") if e["event"] == "resent"]
     assert [(e["phase"], e["parties"]) for e in resent] == [(proto.MSG_TRAIN, ["party_1"])]
     trains = [m for m in parties[1].received if m.metadata.message_type == proto.MSG_TRAIN]
-    # Round 2: first without the records it held, then again with both attached.
+    # Round 2: first with the new model only (it held the statistics sum), then again with
+    # both attached.
     assert [sorted(m.content.array_records) for m in trains[1:]] == [
-        [],
+        [proto.ENC_GLOBAL],
         sorted([proto.ENC_GLOBAL, proto.ENC_STATS]),
     ]
     assert result.history[1]["train_parties"] == ["party_0", "party_1", "party_2"]
@@ -340,3 +373,80 @@ def test_release_hook_receives_the_final_encrypted_model(
     np.testing.assert_allclose(parties[0].released, expected, rtol=0, atol=TOL)
     assert parties[1].released is None and parties[2].released is None
     assert result.release == Release(party="party_0", model_id="model-party_0-2")
+
+
+def test_parties_outside_the_sample_only_evaluate_in_the_same_exchange(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    # Arrange: four parties, three trained per round (rotating), all four evaluate.
+    parties = make_parties(crypto, 4)
+    clock = VirtualClock()
+    config = FederationConfig(
+        run_id="run-test", rounds=2, min_parties=3, release_party="party_0", fraction=0.75
+    )
+    strategy = EncryptedFedAvg(
+        config=config,
+        summer=summer,
+        progress=ProgressLog(tmp_path / "progress.jsonl"),
+        clock=clock,
+    )
+
+    # Act
+    result = strategy.start(FakeGrid(parties, clock=clock), timeout=TIMEOUT)
+
+    # Assert: round 1 trains parties 0-2; round 2 trains 3, 0, 1 and party_2 only evaluates.
+    first, second = result.history
+    assert first["train_parties"] == ["party_0", "party_1", "party_2"]
+    assert second["train_parties"] == ["party_0", "party_1", "party_3"]
+    all_four = ["party_0", "party_1", "party_2", "party_3"]
+    assert first["eval_parties"] == second["eval_parties"] == all_four
+    kinds = [m.metadata.message_type for m in parties[2].received]
+    assert kinds == [proto.MSG_STATS, proto.MSG_TRAIN, proto.MSG_EVALUATE, proto.MSG_EVALUATE]
+    kinds = [m.metadata.message_type for m in parties[3].received]
+    assert kinds == [proto.MSG_STATS, proto.MSG_TRAIN, proto.MSG_EVALUATE]
+    assert first["auc"] == pytest.approx(1 + 2 + 3 + 4, abs=TOL)
+    assert second["auc"] == pytest.approx(1 + 2 + 3 + 4, abs=TOL)
+    expected = oracle([parties[:3], [parties[0], parties[1], parties[3]]])
+    np.testing.assert_allclose(decrypted_model(crypto, result), expected, rtol=0, atol=TOL)
+
+
+def test_metrics_party_dropping_out_of_a_round_is_replaced_by_a_metrics_query(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    # Arrange: party_0 decrypts the metrics; it stops answering train from round 3 on.
+    parties = make_parties(crypto, 4, party_0={"silent_from_round": 3})
+
+    # Act
+    result = run(summer, tmp_path, parties, rounds=3)
+
+    # Assert: round 1's metrics, which party_0's round-3 message carried, were asked for
+    # again in a query of their own; the run completed with every round's metrics.
+    assert [h["round"] for h in result.history] == [1, 2, 3]
+    assert result.history[2]["dropped"] == ["party_0"]
+    queries = [
+        m for p in parties for m in p.received if m.metadata.message_type == proto.MSG_METRICS
+    ]
+    assert len(queries) == 2  # round 1's (in round 3) and round 2's (in the final evaluation)
+    assert result.history[0]["auc"] == pytest.approx(1 + 2 + 3 + 4, abs=TOL)
+    assert result.history[1]["auc"] == pytest.approx(2 + 3 + 4, abs=TOL)
+
+
+def test_resume_from_a_checkpoint_with_nothing_pending_trains_on(
+    crypto: CkksAggregation, summer: CkksAggregation, tmp_path: Path
+) -> None:
+    # Arrange: a finished one-round run; its last checkpoint has every round complete and
+    # nothing pending, as checkpoints written before evaluation was folded into rounds.
+    parties = make_parties(crypto, 3)
+    run(summer, tmp_path, parties, rounds=1)
+    checkpoint = CheckpointStore(tmp_path / "checkpoints").latest()
+    assert checkpoint is not None and checkpoint.pending == []
+    assert checkpoint.enc_pooled_hist is None
+
+    # Act: the run extended to three rounds, resumed.
+    resumed = run(summer, tmp_path, make_parties(crypto, 3), rounds=3, resume=True)
+
+    # Assert: round 1 is not evaluated again; rounds 2 and 3 are trained, evaluated, released.
+    assert [h["round"] for h in resumed.history] == [1, 2, 3]
+    assert sorted(resumed.metrics) == [2, 3]
+    expected = oracle([parties] * 3)
+    np.testing.assert_allclose(decrypted_model(crypto, resumed), expected, rtol=0, atol=TOL)

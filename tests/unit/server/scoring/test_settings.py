@@ -55,7 +55,7 @@ def test_secrets_and_settings_are_read_from_fedrisk_variables(
 ) -> None:
     # arrange
     monkeypatch.setenv("FEDRISK_IDENTIFIER_KEY", "lender-secret")
-    monkeypatch.setenv("FEDRISK_ADMIN_TOKEN", "admin-secret")
+    monkeypatch.setenv("FEDRISK_API_KEY_CACHE_SECONDS", "2.5")
     monkeypatch.setenv("FEDRISK_DB_URL", "sqlite:///lender.db")
     monkeypatch.setenv("FEDRISK_GRAPH_RING_SIZE", "7")
     monkeypatch.setenv("FEDRISK_GRAPH_HUB_DEGREE", "70")
@@ -66,23 +66,23 @@ def test_secrets_and_settings_are_read_from_fedrisk_variables(
     # assert
     assert settings.identifier_key_bytes() == b"lender-secret"
     assert not settings.uses_development_key
-    assert settings.admin_token is not None
-    assert settings.admin_token.get_secret_value() == "admin-secret"
+    assert settings.api_key_cache_seconds == 2.5
+    assert settings.insecure_dev is False
     assert settings.db_url == "sqlite:///lender.db"
     assert settings.graph_ring_size == 7
     assert settings.graph_hub_degree == 90  # a value passed in wins over the environment
-    assert "lender-secret" not in repr(settings) and "admin-secret" not in repr(settings)
+    assert "lender-secret" not in repr(settings)
 
 
 def test_an_empty_variable_counts_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # arrange
     monkeypatch.setenv("FEDRISK_IDENTIFIER_KEY", "")
-    monkeypatch.setenv("FEDRISK_ADMIN_TOKEN", "")
+    monkeypatch.setenv("FEDRISK_INSECURE_DEV", "")
 
     # act / assert
     with pytest.raises(ValidationError, match="identifier_key must be set"):
         Settings(registry_dir=tmp_path)
-    assert Settings(registry_dir=tmp_path, development=True).admin_token is None
+    assert Settings(registry_dir=tmp_path, development=True).insecure_dev is False
 
 
 def test_a_bad_variable_is_refused_naming_the_setting(
