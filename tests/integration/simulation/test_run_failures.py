@@ -48,7 +48,7 @@ def test_a_serverapp_that_fails_before_logging_is_explained_by_flowers_details(
     message = _fail_run(link, tmp_path / "server", {"model": "foo"})
 
     assert "finished:failed" in message
-    assert "model must be 'lr' or 'mlp'; got 'foo'" in message
+    assert "model must be 'lr', 'mlp' or 'scorecard'; got 'foo'" in message
     assert "SuperLink log" not in message
 
 

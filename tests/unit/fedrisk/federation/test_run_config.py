@@ -66,7 +66,7 @@ def test_field_names_and_run_config_keys_build_the_same_config() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("model", "foo", "model must be 'lr' or 'mlp'; got 'foo'"),
+        ("model", "foo", "model must be 'lr', 'mlp' or 'scorecard'; got 'foo'"),
         ("rounds", 0, "rounds must be greater than or equal to 1; got 0"),
         ("rounds", "x", "rounds must be a valid integer; got 'x'"),
         ("fraction", 1.5, "fraction must be less than or equal to 1; got 1.5"),
@@ -94,7 +94,7 @@ def test_every_bad_value_is_listed_at_once() -> None:
     lines = str(caught.value).splitlines()
     assert lines == [
         "invalid run config:",
-        "  - model must be 'lr' or 'mlp'; got 'foo'",
+        "  - model must be 'lr', 'mlp' or 'scorecard'; got 'foo'",
         "  - seed must be greater than or equal to 0; got -1",
         "  - batch-size must be greater than or equal to 1; got 0",
     ]
