@@ -521,14 +521,16 @@ def train_centralized(
     encoder: FeatureEncoder | None = (
         fit_woe_encoder(train_frame, schema, woe_config) if model_kind == "scorecard" else None
     )
-    # One seed for every candidate: the same validation rows, initialisation and shuffling, so
-    # the candidates differ only in their regularisation.
-    seed = int(rng.integers(0, 2**63 - 1))
+    # One seed for every tuning candidate: the same validation rows, initialisation and
+    # shuffling, so the candidates differ only in their regularisation. A single fit draws from
+    # ``rng`` itself, as it always did, so untuned results do not move.
+    seed = None if weight_decays is None else int(rng.integers(0, 2**63 - 1))
     best: RiskPipeline | None = None
     best_loss = math.inf
     for decay in (cfg.weight_decay,) if weight_decays is None else weight_decays:
         trainer = EarlyStopping(
-            cfg.model_copy(update={"weight_decay": decay}), rng=np.random.default_rng(seed)
+            cfg.model_copy(update={"weight_decay": decay}),
+            rng=rng if seed is None else np.random.default_rng(seed),
         )
         pipeline = _fit_central(
             train_frame,

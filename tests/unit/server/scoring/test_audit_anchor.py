@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,8 +109,13 @@ def test_interval_checkpoints_follow_the_writers_head(
     # arrange: a checkpoint every 2 records
     anchor = open_anchor(engine, files, every_records=2, every_seconds=0.05)
 
-    # act
+    # act: the signer thread checkpoints on its own; wait (bounded) until it has, since on a
+    # busy machine close() could otherwise sign everything first
     append_records(engine, anchor, 7)
+    deadline = time.monotonic() + 30
+    while not any(line["reason"] == "interval" for line in checkpoint_lines(files[1])):
+        assert time.monotonic() < deadline, "no interval checkpoint within 30 s"
+        time.sleep(0.05)
     anchor.close()
 
     # assert: interval checkpoints on the way, the shutdown one at the head
