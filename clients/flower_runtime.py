@@ -40,7 +40,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.client_app import LoadClientAppError
 from flwr.clientapp.utils import get_load_client_app_fn
 from flwr.common.config import get_fused_config_from_fab
-from flwr.common.constant import ErrorCode, SubStatus
+from flwr.common.constant import ErrorCode, Status, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
@@ -301,8 +301,36 @@ class PacedSleep:
         time.sleep(self.delay(seconds))
 
 
+_UNFINISHED: Final = (Status.PENDING, Status.STARTING, Status.RUNNING)
+
+
+def _unfinished_tasks(state: Any) -> set[int]:
+    return {int(task.task_id) for task in state.get_tasks(statuses=_UNFINISHED)}
+
+
+def finish_leaked_tasks(state: Any, *, before: set[int]) -> list[int]:
+    """Finish, as failed, every task created since ``before`` that is still unfinished.
+
+    Called after a pull that stored no message. Flower 1.41's ``_pull_and_store_message``
+    creates the message's task before pulling the message's objects, and when the SuperLink
+    then answers that the run is no longer running (a coordinator that crashed and came back
+    marks the old run failed) it logs "Ignoring message" but leaves the task pending. The
+    executor takes the oldest pending task first, so it would sit in that dead task's object
+    pull (Flower retries it for up to two hours) while the next run's tasks wait behind it.
+    """
+    leaked = sorted(_unfinished_tasks(state) - before)
+    for task_id in leaked:
+        state.finish_task(
+            task_id,
+            sub_status=SubStatus.FAILED,
+            details="the message of this task was not received (its run is no longer running)",
+        )
+    return leaked
+
+
 def pace_supernode_loop(pacer: PacedSleep) -> None:
-    """Install ``pacer`` into Flower's SuperNode loop of this process.
+    """Install ``pacer`` into Flower's SuperNode loop of this process, and finish the tasks its
+    pull leaks (:func:`finish_leaked_tasks`).
 
     The loop looks up ``time`` and ``_pull_and_store_message`` as module globals on every call,
     so replacing them there paces it without touching any other Flower module.
@@ -310,8 +338,12 @@ def pace_supernode_loop(pacer: PacedSleep) -> None:
     pull = supernode_loop._pull_and_store_message
 
     def pull_and_note(*args: Any, **kwargs: Any) -> int | None:
+        state = kwargs["state"]
+        before = _unfinished_tasks(state)
         run_id = pull(*args, **kwargs)
-        if run_id is not None:
+        if run_id is None:
+            finish_leaked_tasks(state, before=before)
+        else:
             pacer.saw_message()
         return run_id
 
