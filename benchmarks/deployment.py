@@ -470,8 +470,12 @@ def main() -> None:
         f"load average at the end (1, 5, 15 min): {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}"
     )
     if args.json:
+        # A figure that was not measured (NaN in the table) is null: NaN is not JSON.
         payload = {
-            "runs": [r.__dict__ for r in runs],
+            "runs": [
+                {k: None if isinstance(v, float) and v != v else v for k, v in r.__dict__.items()}
+                for r in runs
+            ],
             "party_breakdown": breakdown,
             "load_average": list(load),
         }
