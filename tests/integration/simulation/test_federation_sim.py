@@ -31,7 +31,8 @@ def _started_by_this_worker(pid: int) -> bool:
     """Whether ``pid`` descends from this pytest worker (always, without pytest-xdist).
 
     Under xdist another worker may be running a simulation of its own at the same moment. Every
-    process inherits the worker's ``PYTEST_XDIST_WORKER``, even one that Ray re-parents.
+    process inherits the worker's ``PYTEST_XDIST_WORKER`` and ``PYTEST_XDIST_TESTRUNUID``, even
+    one that Ray re-parents.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker is None:
@@ -40,7 +41,12 @@ def _started_by_this_worker(pid: int) -> bool:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:  # exited meanwhile, or not ours to read
         return False
-    return f"PYTEST_XDIST_WORKER={worker}".encode() in environ
+    # The run id too: a worker of an earlier test run has the same name.
+    ours = [
+        f"{name}={os.environ.get(name)}"
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_TESTRUNUID")
+    ]
+    return all(entry.encode() in environ for entry in ours)
 
 
 def _flower_processes_left(*, settle: float = 20.0) -> list[str]:
