@@ -21,7 +21,21 @@ import pandas as pd
 from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
 from fedrisk.errors import ConfigError, SchemaError
 
-__all__ = ["UNKNOWN_CATEGORY", "FeatureStats", "Preprocessor"]
+__all__ = [
+    "UNKNOWN_CATEGORY",
+    "FeatureStats",
+    "Preprocessor",
+    # the binning primitives the WOE encoder (woe.py) and the trees (trees.py) share
+    "category_codes",
+    "forward_transform",
+    "histogram_index",
+    "histogram_range",
+    "quantile_cuts",
+    "record_floats",
+    "require_columns",
+    "series_codes",
+    "series_floats",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -37,7 +51,7 @@ _CODE_MISSING = -2
 _COUNT_TOLERANCE = -0.5
 
 
-def _forward(spec: FeatureSpec, x: FloatArray) -> FloatArray:
+def forward_transform(spec: FeatureSpec, x: FloatArray) -> FloatArray:
     """Clip to the schema bounds, then apply the feature's transform (NaN stays NaN)."""
     lo = -np.inf if spec.min is None else spec.min
     hi = np.inf if spec.max is None else spec.max
@@ -50,10 +64,10 @@ def _forward(spec: FeatureSpec, x: FloatArray) -> FloatArray:
 def _forward_scalar(spec: FeatureSpec, value: float | None) -> float:
     if value is None:
         return math.nan
-    return float(_forward(spec, np.array([value], dtype=np.float64))[0])
+    return float(forward_transform(spec, np.array([value], dtype=np.float64))[0])
 
 
-def _histogram_range(spec: FeatureSpec) -> tuple[float, float] | None:
+def histogram_range(spec: FeatureSpec) -> tuple[float, float] | None:
     """The fixed histogram range (transformed space) of a bounded numeric feature, else None."""
     if spec.kind is not FeatureKind.NUMERIC or spec.min is None or spec.max is None:
         return None
@@ -79,13 +93,13 @@ def _scale(spec: FeatureSpec) -> float:
     other slot of the same ciphertext, counts included. Scaled to [-1, 1] first, every sum stays
     below the row count and the decrypted statistics keep ~1e-8 absolute precision.
     """
-    bounds = _histogram_range(spec)
+    bounds = histogram_range(spec)
     if bounds is None or bounds[1] <= bounds[0]:
         return 1.0
     return 0.5 * (bounds[1] - bounds[0])
 
 
-def _histogram_index(t: FloatArray, lo: float, hi: float, n_bins: int) -> IntArray:
+def histogram_index(t: FloatArray, lo: float, hi: float, n_bins: int) -> IntArray:
     """Bin index in ``[0, n_bins)`` of transformed values (bins closed on the left)."""
     if hi <= lo:
         return np.zeros(t.shape[0], dtype=np.int64)
@@ -114,7 +128,7 @@ def _format_category(value: object) -> str | None:
     return str(value)
 
 
-def _category_codes(values: Iterable[object], categories: tuple[str, ...]) -> IntArray:
+def category_codes(values: Iterable[object], categories: tuple[str, ...]) -> IntArray:
     lookup = {c: i for i, c in enumerate(categories)}
     out: list[int] = []
     for v in values:
@@ -123,7 +137,7 @@ def _category_codes(values: Iterable[object], categories: tuple[str, ...]) -> In
     return np.asarray(out, dtype=np.int64).reshape(-1)
 
 
-def _series_codes(series: pd.Series[Any], categories: tuple[str, ...]) -> IntArray:
+def series_codes(series: pd.Series[Any], categories: tuple[str, ...]) -> IntArray:
     if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
         # pd.Categorical hashes instead of looping in Python; it codes unknown and NaN as -1.
         missing = series.isna().to_numpy()
@@ -131,10 +145,10 @@ def _series_codes(series: pd.Series[Any], categories: tuple[str, ...]) -> IntArr
         out = codes.astype(np.int64)
         out[missing] = _CODE_MISSING
         return out
-    return _category_codes(series.tolist(), categories)
+    return category_codes(series.tolist(), categories)
 
 
-def _series_floats(series: pd.Series[Any], name: str) -> FloatArray:
+def series_floats(series: pd.Series[Any], name: str) -> FloatArray:
     try:
         return pd.to_numeric(series, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
@@ -143,7 +157,7 @@ def _series_floats(series: pd.Series[Any], name: str) -> FloatArray:
         ) from e
 
 
-def _record_floats(values: Sequence[object], name: str) -> FloatArray:
+def record_floats(values: Sequence[object], name: str) -> FloatArray:
     """Numeric values of one feature from plain records (parsed JSON); None is missing.
 
     Raises
@@ -165,7 +179,7 @@ def _record_floats(values: Sequence[object], name: str) -> FloatArray:
     return column
 
 
-def _require_columns(frame: pd.DataFrame, schema: DatasetSchema) -> None:
+def require_columns(frame: pd.DataFrame, schema: DatasetSchema) -> None:
     missing = [name for name in schema.feature_names if name not in frame.columns]
     if missing:
         raise SchemaError(
@@ -193,7 +207,7 @@ def _layout(
     pos = 3
     for spec in schema.features:
         if spec.kind is FeatureKind.NUMERIC:
-            n_hist = n_bins if _histogram_range(spec) is not None else 0
+            n_hist = n_bins if histogram_range(spec) is not None else 0
             flags = [True, False, False] + [True] * n_hist
         else:
             assert spec.categories is not None  # guaranteed by FeatureSpec validation
@@ -265,13 +279,13 @@ class FeatureStats:
             column (when present) is not 0/1.
         """
         _check_n_bins(n_bins)
-        _require_columns(frame, schema)
+        require_columns(frame, schema)
         slots, length, _ = _layout(schema, n_bins)
         vec = np.zeros(length, dtype=np.float64)
         vec[0] = len(frame)
         target = schema.target_column
         if target is not None and target in frame.columns:
-            labels = _series_floats(frame[target], target)
+            labels = series_floats(frame[target], target)
             labelled = labels[~np.isnan(labels)]
             if not np.isin(labelled, (0.0, 1.0)).all():
                 bad = np.unique(labelled[~np.isin(labelled, (0.0, 1.0))])[:5].tolist()
@@ -284,21 +298,21 @@ class FeatureStats:
         for spec in schema.features:
             slot = slots[spec.name]
             if spec.kind is FeatureKind.NUMERIC:
-                t = _forward(spec, _series_floats(frame[spec.name], spec.name))
+                t = forward_transform(spec, series_floats(frame[spec.name], spec.name))
                 present = t[~np.isnan(t)]
                 centred = (present - _center(spec)) / _scale(spec)
                 vec[slot.start] = present.shape[0]
                 vec[slot.start + 1] = centred.sum()
                 vec[slot.start + 2] = np.dot(centred, centred)
-                hist_range = _histogram_range(spec)
+                hist_range = histogram_range(spec)
                 if hist_range is not None:
-                    idx = _histogram_index(present, *hist_range, n_bins)
+                    idx = histogram_index(present, *hist_range, n_bins)
                     vec[slot.start + 3 : slot.start + slot.size] = np.bincount(
                         idx, minlength=n_bins
                     )
             else:
                 assert spec.categories is not None
-                codes = _series_codes(frame[spec.name], spec.categories)
+                codes = series_codes(frame[spec.name], spec.categories)
                 k = len(spec.categories)
                 # Shift so that missing (-2) -> k + 1 and unknown (-1) -> k.
                 shifted = np.where(codes == _CODE_MISSING, k + 1, np.where(codes < 0, k, codes))
@@ -389,7 +403,7 @@ class FeatureStats:
     def histogram(self, name: str) -> FloatArray | None:
         """Histogram counts of ``name`` over its transformed range; None if it is unbounded."""
         spec, slot = self._numeric_slot(name)
-        if _histogram_range(spec) is None:
+        if histogram_range(spec) is None:
             return None
         return np.maximum(self._vector[slot.start + 3 : slot.start + slot.size], 0.0)
 
@@ -447,7 +461,7 @@ class _CategoricalPlan:
 _Plan = _NumericPlan | _CategoricalPlan
 
 
-def _quantile_cuts(hist: FloatArray, n_quantiles: int) -> tuple[int, ...]:
+def quantile_cuts(hist: FloatArray, n_quantiles: int) -> tuple[int, ...]:
     """Histogram-bin boundaries closest above each quantile, deduplicated.
 
     A cut ``c`` puts histogram bins ``< c`` in the lower quantile bin. Cutting only on bin
@@ -524,7 +538,7 @@ class Preprocessor:
             unknown = [n for n in chosen if n not in schema.feature_names]
             categorical = [n for n in chosen if n not in unknown and n not in numeric]
             unbounded = [
-                n for n in chosen if n in numeric and _histogram_range(schema.feature(n)) is None
+                n for n in chosen if n in numeric and histogram_range(schema.feature(n)) is None
             ]
             if unknown or categorical or unbounded:
                 raise ConfigError(
@@ -570,9 +584,9 @@ class Preprocessor:
                 scale = math.sqrt(var) if var is not None and var > 1e-9 else 1.0
                 if spec.name in self.bin_features:
                     hist = stats.histogram(spec.name)
-                    hist_range = _histogram_range(spec)
+                    hist_range = histogram_range(spec)
                     assert hist is not None and hist_range is not None
-                    cuts: tuple[int, ...] | None = _quantile_cuts(hist, self.n_quantiles)
+                    cuts: tuple[int, ...] | None = quantile_cuts(hist, self.n_quantiles)
                 else:
                     hist_range, cuts = None, None
                 plans.append(_NumericPlan(spec, mean_value, scale, hist_range, stats.n_bins, cuts))
@@ -639,13 +653,13 @@ class Preprocessor:
                 # Unknown and missing share the last column of the block.
                 out[rows, start + np.where(c < 0, width - 1, c)] = 1.0
                 continue
-            t = _forward(plan.spec, numeric[plan.spec.name])
+            t = forward_transform(plan.spec, numeric[plan.spec.name])
             t[np.isnan(t)] = plan.mean
             if plan.cuts is None:
                 out[:, start] = (t - plan.mean) / plan.scale
             else:
                 assert plan.hist_range is not None
-                idx = _histogram_index(t, *plan.hist_range, plan.hist_bins)
+                idx = histogram_index(t, *plan.hist_range, plan.hist_bins)
                 q = np.searchsorted(np.asarray(plan.cuts, dtype=np.int64), idx, side="right")
                 out[rows, start + q] = 1.0
         return out
@@ -666,15 +680,15 @@ class Preprocessor:
             If the preprocessor is not fitted.
         """
         self._check_fitted()
-        _require_columns(frame, self.schema)
+        require_columns(frame, self.schema)
         numeric: dict[str, FloatArray] = {}
         codes: dict[str, IntArray] = {}
         for plan in self._plans:
             name = plan.spec.name
             if isinstance(plan, _CategoricalPlan):
-                codes[name] = _series_codes(frame[name], plan.categories)
+                codes[name] = series_codes(frame[name], plan.categories)
             else:
-                numeric[name] = _series_floats(frame[name], name)
+                numeric[name] = series_floats(frame[name], name)
         return self._encode(numeric, codes, len(frame))
 
     def transform_records(self, records: Sequence[Mapping[str, object]]) -> npt.NDArray[np.float32]:
@@ -696,9 +710,9 @@ class Preprocessor:
             name = plan.spec.name
             values = [r.get(name) for r in records]
             if isinstance(plan, _CategoricalPlan):
-                codes[name] = _category_codes(values, plan.categories)
+                codes[name] = category_codes(values, plan.categories)
                 continue
-            numeric[name] = _record_floats(values, name)
+            numeric[name] = record_floats(values, name)
         return self._encode(numeric, codes, len(records))
 
     def reference_row(self) -> dict[str, float | str]:

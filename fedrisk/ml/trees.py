@@ -43,15 +43,15 @@ from fedrisk.data.schema import DatasetSchema, FeatureKind
 from fedrisk.errors import ConfigError, ModelError, SchemaError
 from fedrisk.ml.features import (
     FeatureStats,
-    _category_codes,
-    _forward,
-    _histogram_index,
-    _histogram_range,
-    _quantile_cuts,
-    _record_floats,
-    _require_columns,
-    _series_codes,
-    _series_floats,
+    category_codes,
+    forward_transform,
+    histogram_index,
+    histogram_range,
+    quantile_cuts,
+    record_floats,
+    require_columns,
+    series_codes,
+    series_floats,
 )
 from fedrisk.ml.inference import sigmoid
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
@@ -172,13 +172,13 @@ class TreeBinning:
                 out.append(FeatureBins(spec.name, "categorical", len(cats) + 1, categories=cats))
                 continue
             hist = stats.histogram(spec.name)
-            hist_range = _histogram_range(spec)
+            hist_range = histogram_range(spec)
             if hist is None or hist_range is None:
                 raise ConfigError(
                     f"feature {spec.name} must have schema min and max for tree bins; got "
                     f"min={spec.min}, max={spec.max}"
                 )
-            cuts = _quantile_cuts(hist, max_bins)
+            cuts = quantile_cuts(hist, max_bins)
             out.append(
                 FeatureBins(
                     spec.name,
@@ -193,10 +193,10 @@ class TreeBinning:
 
     def _numeric_codes(self, fb: FeatureBins, raw: FloatArray) -> CodeArray:
         spec = self.schema.feature(fb.name)
-        t = _forward(spec, raw)
+        t = forward_transform(spec, raw)
         missing = np.isnan(t)
         assert fb.hist_range is not None
-        idx = _histogram_index(np.where(missing, fb.hist_range[0], t), *fb.hist_range, fb.hist_bins)
+        idx = histogram_index(np.where(missing, fb.hist_range[0], t), *fb.hist_range, fb.hist_bins)
         codes = np.searchsorted(np.asarray(fb.cuts, dtype=np.int64), idx, side="right")
         codes[missing] = fb.n_bins
         return codes.astype(np.int32)
@@ -210,13 +210,13 @@ class TreeBinning:
     def transform(self, frame: pd.DataFrame) -> CodeArray:
         """Bin codes of ``frame``'s rows, shape ``(n, n_features)``; missing = the feature's
         ``n_bins``."""
-        _require_columns(frame, self.schema)
+        require_columns(frame, self.schema)
         out = np.empty((len(frame), len(self.features)), dtype=np.int32)
         for j, fb in enumerate(self.features):
             if fb.kind == "numeric":
-                out[:, j] = self._numeric_codes(fb, _series_floats(frame[fb.name], fb.name))
+                out[:, j] = self._numeric_codes(fb, series_floats(frame[fb.name], fb.name))
             else:
-                out[:, j] = self._category_bins(fb, _series_codes(frame[fb.name], fb.categories))
+                out[:, j] = self._category_bins(fb, series_codes(frame[fb.name], fb.categories))
         return out
 
     def transform_records(self, records: Sequence[Mapping[str, object]]) -> CodeArray:
@@ -231,9 +231,9 @@ class TreeBinning:
         for j, fb in enumerate(self.features):
             values = [r.get(fb.name) for r in records]
             if fb.kind == "categorical":
-                out[:, j] = self._category_bins(fb, _category_codes(values, fb.categories))
+                out[:, j] = self._category_bins(fb, category_codes(values, fb.categories))
                 continue
-            column = _record_floats(values, fb.name)
+            column = record_floats(values, fb.name)
             out[:, j] = self._numeric_codes(fb, column)
         return out
 

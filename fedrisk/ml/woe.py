@@ -39,15 +39,15 @@ from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
 from fedrisk.errors import ConfigError, SchemaError
 from fedrisk.ml.features import (
     FeatureStats,
-    _category_codes,
-    _forward,
-    _histogram_index,
-    _histogram_range,
-    _quantile_cuts,
-    _record_floats,
-    _require_columns,
-    _series_codes,
-    _series_floats,
+    category_codes,
+    forward_transform,
+    histogram_index,
+    histogram_range,
+    quantile_cuts,
+    record_floats,
+    require_columns,
+    series_codes,
+    series_floats,
 )
 
 __all__ = [
@@ -389,7 +389,7 @@ def _coarse(
 def _numeric_binning(
     spec: FeatureSpec, good: FeatureStats, bad: FeatureStats, config: BinningConfig
 ) -> FeatureBinning:
-    hist_range = _histogram_range(spec)
+    hist_range = histogram_range(spec)
     if hist_range is None:
         raise ConfigError(
             f"scorecard features must be categorical or numeric with min and max; "
@@ -397,7 +397,7 @@ def _numeric_binning(
         )
     h_good, h_bad = good.histogram(spec.name), bad.histogram(spec.name)
     assert h_good is not None and h_bad is not None
-    starts = [0, *_quantile_cuts(h_good + h_bad, config.fine_bins)]
+    starts = [0, *quantile_cuts(h_good + h_bad, config.fine_bins)]
     bounds = [*starts, h_good.shape[0]]
     fine_g = [float(h_good[a:z].sum()) for a, z in itertools.pairwise(bounds)]
     fine_b = [float(h_bad[a:z].sum()) for a, z in itertools.pairwise(bounds)]
@@ -605,9 +605,9 @@ class WoeEncoder:
             spec = self.schema.feature(b.name)
             if b.kind == "numeric":
                 assert b.hist_range is not None
-                t = _forward(spec, numeric[b.name])
+                t = forward_transform(spec, numeric[b.name])
                 missing = np.isnan(t)
-                cell = _histogram_index(
+                cell = histogram_index(
                     np.where(missing, b.hist_range[0], t), *b.hist_range, b.hist_bins
                 )
                 idx = np.searchsorted(np.asarray(b.edges[1:], dtype=np.int64), cell, side="right")
@@ -635,15 +635,15 @@ class WoeEncoder:
     def _frame_inputs(
         self, frame: pd.DataFrame
     ) -> tuple[dict[str, FloatArray], dict[str, npt.NDArray[np.int64]]]:
-        _require_columns(frame, self.schema)
+        require_columns(frame, self.schema)
         numeric: dict[str, FloatArray] = {}
         codes: dict[str, npt.NDArray[np.int64]] = {}
         for spec in self.schema.features:
             if spec.kind is FeatureKind.NUMERIC:
-                numeric[spec.name] = _series_floats(frame[spec.name], spec.name)
+                numeric[spec.name] = series_floats(frame[spec.name], spec.name)
             else:
                 assert spec.categories is not None
-                codes[spec.name] = _series_codes(frame[spec.name], spec.categories)
+                codes[spec.name] = series_codes(frame[spec.name], spec.categories)
         return numeric, codes
 
     def transform(self, frame: pd.DataFrame) -> npt.NDArray[np.float32]:
@@ -673,9 +673,9 @@ class WoeEncoder:
             values = [r.get(spec.name) for r in records]
             if spec.kind is FeatureKind.CATEGORICAL:
                 assert spec.categories is not None
-                codes[spec.name] = _category_codes(values, spec.categories)
+                codes[spec.name] = category_codes(values, spec.categories)
                 continue
-            numeric[spec.name] = _record_floats(values, spec.name)
+            numeric[spec.name] = record_floats(values, spec.name)
         return self._encode(self._bin_indexes(numeric, codes), len(records), all_features=False)
 
     def reference_row(self) -> dict[str, float | str]:
