@@ -41,8 +41,14 @@ from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.deployed_runs import DeployedRun, execute_run, prepare_run, resumable_run
 from server.coordinator.provisioning import WorkspaceLayout, install_public_context
-from server.coordinator.runs import RunOutcome
-from server.coordinator.superlink import SuperLinkProcess, register_supernodes, start_superlink
+from server.coordinator.runs import RunFailedError, RunOutcome
+from server.coordinator.superlink import LOG_FILE as SUPERLINK_LOG_FILE
+from server.coordinator.superlink import (
+    SuperLinkProcess,
+    log_tail,
+    register_supernodes,
+    start_superlink,
+)
 from simulations.enrollment import enroll_parties
 
 ACCEPTED_MARK = b"SuperNode ID: "
@@ -198,7 +204,30 @@ class LocalDeployment:
                 plaintext=self.plaintext,
             )
         )
-        return deployed, execute_run(self.workspace, deployed, on_event=on_event, timeout=timeout)
+        try:
+            outcome = execute_run(self.workspace, deployed, on_event=on_event, timeout=timeout)
+        except RunFailedError as e:
+            raise RunFailedError(f"{e}\n{self.log_tails()}") from e
+        return deployed, outcome
+
+    def log_tails(self, *, lines: int = 25) -> str:
+        """The end of the SuperLink's and every party's SuperNode log: what a failed run's
+        error needs for a diagnosis when the workspace is gone (a CI machine)."""
+        logs = [("superlink", WorkspaceLayout(self.workspace).superlink_dir / SUPERLINK_LOG_FILE)]
+        for party in sorted(self.data):
+            node = self.supernodes.get(party)
+            if node is None:
+                state = "not started"
+            elif node.is_running():
+                state = f"pid {node.pid} running"
+            else:
+                state = f"pid {node.pid} exited with code {node.wait(timeout=0)}"
+            path = self.bundle(party).layout.state_dir / SUPERNODE_LOG_FILE
+            logs.append((f"{party} ({state})", path))
+        return "\n".join(
+            f"--- last {lines} lines of {name}'s log ({path}):\n{log_tail(path, lines=lines)}"
+            for name, path in logs
+        )
 
     def stop(self) -> None:
         """Stop every SuperNode first, then the SuperLink (the reverse order strands nodes)."""

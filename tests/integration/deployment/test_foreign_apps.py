@@ -230,6 +230,10 @@ def test_the_pinned_app_with_a_forbidden_run_config_is_refused_with_its_reason(
 
     assert attempts.forbidden_error is not None, "a run the pin forbids must fail"
     assert "config-value" in str(attempts.forbidden_error)
+    # The error carries what a diagnosis needs when the workspace is gone: every log's end.
+    assert "superlink's log" in str(attempts.forbidden_error)
+    for party in fed.bundles:
+        assert f"{party} (pid " in str(attempts.forbidden_error)
     assert len(errors) == 3, attempts.forbidden_events
     for party in fed.bundles:
         assert any(f"run refused by party {party} (config-value)" in e for e in errors), errors
