@@ -198,7 +198,9 @@ def test_coordinator_crash_then_resume_matches_uninterrupted_run(tmp_path: Path)
 
         # Act 1: the same run again; kill the SuperLink tree once round 1 is checkpointed and
         # round 2 has started (round 1's metrics come in only with round 3's exchange, so the
-        # checkpoint holds round 1 awaiting its evaluation).
+        # checkpoint holds round 1 awaiting its evaluation). Events reach this callback through
+        # a status poll that lags by seconds on a loaded machine, so round 2 may be checkpointed
+        # too by the time of the kill: either checkpoint must resume to the same model.
         first_attempt: list[dict[str, Any]] = []
         killed_pids: list[int] = []
 
@@ -227,7 +229,8 @@ def test_coordinator_crash_then_resume_matches_uninterrupted_run(tmp_path: Path)
         crashed = resumable_run(fed.workspace)
         assert running_superlink(fed.workspace) is None
         assert not any(is_alive(pid) for pid in killed_pids)
-        assert CheckpointStore(crashed.run_dir / "checkpoints").latest().round == 1  # type: ignore[union-attr]
+        at_crash = CheckpointStore(crashed.run_dir / "checkpoints").latest()
+        assert at_crash is not None and at_crash.round in (1, 2), at_crash
         assert not crashed.results.exists()
 
         # Act 2: restart the SuperLink (same port and state database; the SuperNodes were left
@@ -245,21 +248,23 @@ def test_coordinator_crash_then_resume_matches_uninterrupted_run(tmp_path: Path)
             run_id=flower_runs[0],
         )
 
-    # Assert: the resumed attempt continued the crashed run from its round-1 checkpoint.
+    # Assert: the resumed attempt continued the crashed run from its checkpoint.
     assert deployed.run_dir == crashed.run_dir
     assert len(flower_runs) == 2
     assert first_status in ("finished:failed", "finished:stopped"), first_status
     assert outcome.status == "finished:completed"
-    # Round 1 was trained before the crash and evaluated after the resume (folded into round
-    # 2's exchange), so its record comes from the resumed attempt.
+    # The checkpointed rounds were trained before the crash and evaluated after the resume
+    # (metrics lag two exchanges), so every round's record comes from the resumed attempt.
     assert [e["round"] for e in round_events(resumed_events)] == [1, 2, 3]
     resumed_marks = [e for e in resumed_events if e["event"] == "resumed"]
-    assert [e["round"] for e in resumed_marks] == [1]
-    # The whole progress log: the crash, 'resumed' at 1, rounds 1, 2 and 3; none twice.
+    assert [e["round"] for e in resumed_marks] == [at_crash.round]
+    # The whole progress log: the crash, 'resumed', rounds 1, 2 and 3; none twice, and no
+    # checkpointed round trained again.
     log = read_events(deployed.progress)
     kinds = [(e["event"], e.get("round")) for e in log if e["event"] in ("round", "resumed")]
-    assert kinds == [("resumed", 1), ("round", 1), ("round", 2), ("round", 3)]
-    assert sum(1 for e in log if e["event"] == "round-start" and e["round"] == 1) == 1
+    assert kinds == [("resumed", at_crash.round), ("round", 1), ("round", 2), ("round", 3)]
+    for trained in range(1, at_crash.round + 1):
+        assert sum(1 for e in log if e["event"] == "round-start" and e["round"] == trained) == 1
     assert [m.round for m in resumed.metrics] == [1, 2, 3]
     checkpoints = CheckpointStore(deployed.run_dir / "checkpoints").latest()
     assert checkpoints is not None and checkpoints.round == 3
