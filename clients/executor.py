@@ -36,6 +36,7 @@ from flwr.app import Message
 from flwr.clientapp import ClientApp
 
 from clients.flower_runtime import (
+    TASK_ENDED,
     AcquiredTask,
     RuntimeConnection,
     TaskChannel,
@@ -129,6 +130,11 @@ class WarmExecutor:
                         reply = error_reply(
                             task_input.message, code=TaskOutcome.REFUSED, reason=details
                         )
+                except TASK_ENDED as e:
+                    log.warning(
+                        "task %s of run %s ended without us: %s", task.task_id, task.run_id, e
+                    )
+                    details = f"task ended at the SuperNode: {e}"
                 except Exception as e:
                     # The same reason format as flwr-clientapp, which the ServerApp parses.
                     details = str(type(e)) + ":<'" + str(e) + "'>"
@@ -147,7 +153,10 @@ class WarmExecutor:
                         except Exception as e:
                             log.error("push of task %s failed", task.task_id, exc_info=e)
                             sub_status, details = TaskOutcome.FAILED, f"push failed: {e}"
-                    channel.finish(context, sub_status=sub_status, details=details)
+                    try:
+                        channel.finish(context, sub_status=sub_status, details=details)
+                    except TASK_ENDED as e:
+                        sub_status = f"withdrawn ({type(e).__name__})"
         finally:
             channel.close()
         # whole milliseconds: a decimal like "0.091 s" in a party's log is indistinguishable

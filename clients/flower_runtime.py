@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import httpx
 from flwr.app import Context, Message
 from flwr.app.error import Error
 from flwr.cli.config_utils import get_fab_metadata
@@ -40,17 +41,17 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.client_app import LoadClientAppError
 from flwr.clientapp.utils import get_load_client_app_fn
 from flwr.common.config import get_fused_config_from_fab
-from flwr.common.constant import ErrorCode, Status, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest
+from flwr.common.constant import MAX_RETRY_DELAY, ErrorCode, Status, SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest, SendTaskHeartbeatRequest
 from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.heartbeat import HeartbeatSender
 from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
     SuperExecAuthHttpInterceptor,
 )
-from flwr.supercore.retry import make_simple_http_retry_invoker
-from flwr.supercore.run import Run
+from flwr.supercore.retry import RetryInvoker, exponential, make_simple_http_retry_invoker
+from flwr.supercore.run import Run, RunNotRunningException
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode import start_client_internal as supernode_loop
 from flwr.supernode.cli import flower_supernode
@@ -153,8 +154,10 @@ class TaskChannel:
                 RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
                 RuntimeTokenHttpInterceptor(token),
             ],
-            retry_invoker=make_simple_http_retry_invoker(),
+            retry_invoker=task_retry_invoker(),
         )
+        self.withdrawn = threading.Event()
+        """Set once the SuperNode no longer knows this task (see :class:`TaskWithdrawnError`)."""
 
     def pull(self) -> TaskInput:
         """The message, context, run and FAB of the task (activates it at the SuperNode)."""
@@ -181,7 +184,7 @@ class TaskChannel:
     @contextmanager
     def heartbeat(self) -> Iterator[None]:
         """Keep the task alive at the SuperNode while the block runs."""
-        sender = HeartbeatSender(make_task_heartbeat_fn_http(self._client))
+        sender = HeartbeatSender(self._send_heartbeat)
         sender.start()
         try:
             yield
@@ -189,9 +192,71 @@ class TaskChannel:
             if sender.is_running:
                 sender.stop()
 
+    def _send_heartbeat(self) -> bool:
+        """One heartbeat; ``False`` asks the sender to retry. Flower's own heartbeat function
+        SIGINTs its process when the SuperNode no longer knows the task; here that only marks
+        the task withdrawn (the executor outlives its tasks)."""
+        if self.withdrawn.is_set():
+            return True
+        try:
+            answer = self._client.SendTaskHeartbeat(SendTaskHeartbeatRequest())
+        except (TaskWithdrawnError, RunNotRunningException):
+            self.withdrawn.set()
+            return True
+        except (httpx.TransportError, httpx.HTTPStatusError):
+            return False
+        if not answer.success:
+            self.withdrawn.set()
+        return True
+
     def close(self) -> None:
         """Close the HTTP client."""
         self._client.close()
+
+
+class TaskWithdrawnError(RuntimeError):
+    """The SuperNode refused a task's token (401): it finished the task without the executor.
+
+    It does so when the task's message never arrived, e.g. after a coordinator crash the
+    SuperLink answers that the message's run is no longer running (:func:`finish_leaked_tasks`,
+    or Flower's own "Failed to receive message" path) while the executor is still pulling the
+    task's input. That ends the task, never the executor.
+    """
+
+
+TASK_ENDED: Final = (TaskWithdrawnError, RunNotRunningException)
+"""What a task's Runtime API call raises once the task or its run ended without the executor."""
+
+_RETRYABLE_STATUS: Final = frozenset({502, 503, 504})
+
+
+def _task_giveup(error: Exception) -> bool:
+    if isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+        if status == 401:
+            raise TaskWithdrawnError(str(error)) from error
+        if status == 403:
+            raise RunNotRunningException(str(error)) from error
+        return status not in _RETRYABLE_STATUS
+    return False  # a transport error: the SuperNode on 127.0.0.1 is restarting; retry
+
+
+def task_retry_invoker() -> RetryInvoker:
+    """Flower's retry policy for a task's Runtime API calls, without its self-SIGINT.
+
+    ``make_simple_http_retry_invoker`` answers a 401 with ``os.kill(os.getpid(), SIGINT)``,
+    right for ``flwr-clientapp``, which lives for one task. In the executor, which serves every
+    task of every run, that killed the process on a withdrawn task, and the next run's tasks
+    then waited at the SuperNode for an executor that was gone. Here a 401 raises
+    :class:`TaskWithdrawnError` and a 403 Flower's ``RunNotRunningException``, in the task.
+    """
+    return RetryInvoker(
+        wait_gen_factory=lambda: exponential(max_delay=MAX_RETRY_DELAY),
+        recoverable_exceptions=(httpx.TransportError, httpx.HTTPStatusError),
+        max_tries=None,
+        max_time=None,
+        should_giveup=_task_giveup,
+    )
 
 
 def error_reply(message: Message, *, code: int, reason: str) -> Message:

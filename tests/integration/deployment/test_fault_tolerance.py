@@ -235,12 +235,17 @@ def test_coordinator_crash_then_resume_matches_uninterrupted_run(tmp_path: Path)
 
         # Act 2: restart the SuperLink (same port and state database; the SuperNodes were left
         # running and reconnect by themselves), then `fedrisk run --resume`.
+        executors = {party: node.executor_pid for party, node in fed.supernodes.items()}
         fed.start_superlink()
         resumed_events: list[dict[str, Any]] = []
         deployed, outcome = fed.run(
             rounds=3, resume=True, on_event=resumed_events.append, timeout=RUN_TIMEOUT
         )
         resumed = released_artifact(fed, resumed_events)
+        # Every party's warm executor outlived the crash, even one whose task of the crashed
+        # run the SuperNode withdrew mid-pull (a 401 once made Flower's retry SIGINT it).
+        assert {p: n.executor_pid for p, n in fed.supernodes.items()} == executors
+        assert all(pid is not None and is_alive(pid) for pid in executors.values())
         flower_runs = deployed.flower_run_ids
         first_status = run_status(
             connection=CONNECTION_NAME,

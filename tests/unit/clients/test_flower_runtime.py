@@ -214,3 +214,57 @@ def test_a_message_of_a_stopped_run_leaves_no_pending_task_behind() -> None:
     finally:
         loop.time, loop._pull_and_store_message = original_time, original_pull
     assert (returned, statuses) == (None, ["finished"])
+
+
+def _status_error(status: int) -> Exception:
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/runtime/pull-object")
+    return httpx.HTTPStatusError(
+        f"{status}", request=request, response=httpx.Response(status, request=request)
+    )
+
+
+def test_flowers_http_retry_still_sigints_its_own_process_on_401() -> None:
+    # Why tasks get their own retry policy: right for flwr-clientapp (one process per task),
+    # this would kill the warm executor, which serves every task of every run.
+    from flwr.supercore.retry import http_retry
+
+    source = inspect.getsource(http_retry.make_simple_http_retry_invoker)
+    assert "os.kill(os.getpid(), signal.SIGINT)" in source
+
+
+@pytest.mark.parametrize(
+    ("status", "raised"),
+    [(401, "TaskWithdrawnError"), (403, "RunNotRunningException"), (400, "HTTPStatusError")],
+)
+def test_a_task_call_refused_by_the_supernode_ends_the_task_not_the_executor(
+    status: int, raised: str
+) -> None:
+    calls = []
+
+    def refused() -> None:
+        calls.append(status)
+        raise _status_error(status)
+
+    # Flower's RunNotRunningException is a BaseException, as a KeyboardInterrupt is.
+    with pytest.raises(BaseException) as ended:
+        flower_runtime.task_retry_invoker().invoke(refused)
+
+    assert type(ended.value).__name__ == raised and calls == [status]  # no retry, no SIGINT
+    assert isinstance(ended.value, flower_runtime.TASK_ENDED) == (status in (401, 403))
+
+
+def test_a_task_call_retries_while_the_supernode_is_unavailable() -> None:
+    import httpx
+
+    failures: list[Exception] = [httpx.ConnectError("refused"), _status_error(503)]
+
+    def flaky() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "answered"
+
+    invoker = flower_runtime.task_retry_invoker()
+    invoker.wait_function = lambda seconds: None  # the retry's waits, not its decisions
+    assert invoker.invoke(flaky) == "answered" and failures == []
