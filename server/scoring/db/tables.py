@@ -17,6 +17,8 @@ Tables
 ``registered_models`` stage and artifact digest of every model registered
 ``batch_jobs``        one row per batch-scoring upload (no per-row persistence)
 ``api_keys``          API keys: public key id, name, role, argon2 hash of the key, revocation
+``browser_sessions``  dashboard sign-ins: SHA-256 of the session cookie's token, the key id it acts
+                      as, its CSRF token, creation and expiry
 
 A change here needs a migration in ``migrations/versions`` too: databases are built by the
 migrations, and ``tests/integration/scoring/test_scoring_migrations.py`` fails while the two
@@ -176,4 +178,15 @@ api_keys = Table(
     Column("key_hash", String(200), nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("revoked_at", String(40), nullable=True),
+)
+
+browser_sessions = Table(
+    "browser_sessions",
+    metadata,
+    Column("token_sha256", String(HASH_LEN), primary_key=True),
+    Column("key_id", String(16), nullable=False),
+    Column("csrf_token", String(HASH_LEN), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False),
+    Index("ix_browser_sessions_key", "key_id"),
 )

@@ -1,0 +1,216 @@
+"""The dashboard: server-rendered pages, their CSV downloads, the loan-level drill-down, assets.
+
+Aggregates need ``viewer``; the decisions behind a chart (loan level) need ``risk_officer`` and
+are written to the audit trail with the key id like every loan-level read (``access.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from server.scoring import store
+from server.scoring.access import requires
+from server.scoring.api.models import model_out
+from server.scoring.api.routing import new_router
+from server.scoring.apikeys import Role
+from server.scoring.dashboard import queries
+from server.scoring.dashboard.charts import ChartData, PageSpec
+from server.scoring.dashboard.pages import CHARTS, PAGES_BY_SLUG
+from server.scoring.dashboard.views import (
+    ASSETS_DIR,
+    chart_view,
+    figure_cards,
+    plotly_js_path,
+    render,
+)
+from server.scoring.deps import ServiceDep
+from server.scoring.errors import NotFoundError
+from server.scoring.settings import STAGES, Stage
+
+router = new_router()
+
+ASSET_CACHE = "private, max-age=3600"
+
+EMPTY_OUTCOMES = {
+    "title": "No outcomes recorded yet",
+    "text": "This page is computed from loan outcomes (monthly performance of decided loans). "
+    "None have been recorded in this service's database, so there is nothing to show.",
+}
+NO_CHARTS = {
+    "title": "No indicator on this page yet",
+    "text": "Outcomes are recorded, but this build registers no chart for this page.",
+}
+
+Outcome = Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")]
+Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+def _csv(data: ChartData, name: str) -> Response:
+    return Response(
+        data.to_csv(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="{name}.csv"',
+            "cache-control": "no-store",
+        },
+    )
+
+
+async def _page(request: Request, ctx: Any, page: PageSpec, extra: dict[str, Any]) -> HTMLResponse:
+    def load(connection: Any) -> dict[str, Any]:
+        recorded = not page.needs_outcomes or queries.outcomes_recorded(connection)
+        charts = [(s, s.query(connection)) for s in page.charts] if recorded else []
+        figures = queries.overview_figures(connection) if page.slug == "overview" else None
+        return {"recorded": recorded, "charts": charts, "figures": figures}
+
+    loaded = await ctx.read(load)
+    empty = None
+    if not loaded["recorded"]:
+        empty = EMPTY_OUTCOMES
+    elif not page.charts:
+        empty = NO_CHARTS
+    context = {
+        "title": page.title,
+        "intro": page.intro,
+        "current": page.slug,
+        "charts": [chart_view(spec, data) for spec, data in loaded["charts"]],
+        "figures": figure_cards(loaded["figures"]) if loaded["figures"] else None,
+        "empty_state": empty,
+        **extra,
+    }
+    template = "models.html" if page.slug == "models" else "page.html"
+    return render(request, template, context)
+
+
+@router.get(
+    "/dashboard",
+    response_class=HTMLResponse,
+    include_in_schema=False,
+    openapi_extra=requires(Role.VIEWER),
+)
+async def overview(request: Request, ctx: ServiceDep) -> HTMLResponse:
+    """The overview page: decision mix, approval rate, review queue, human override rate."""
+    return await _page(request, ctx, PAGES_BY_SLUG["overview"], {})
+
+
+@router.get(
+    "/dashboard/assets/plotly.min.js",
+    include_in_schema=False,
+    openapi_extra=requires(Role.VIEWER),
+)
+async def plotly_js() -> FileResponse:
+    """Plotly's JavaScript from the installed ``plotly`` wheel."""
+    return FileResponse(
+        plotly_js_path(), media_type="text/javascript", headers={"cache-control": ASSET_CACHE}
+    )
+
+
+@router.get(
+    "/dashboard/assets/dashboard.js",
+    include_in_schema=False,
+    openapi_extra=requires(Role.VIEWER),
+)
+async def dashboard_js() -> FileResponse:
+    """The script that draws the embedded figures."""
+    return FileResponse(
+        ASSETS_DIR / "dashboard.js",
+        media_type="text/javascript",
+        headers={"cache-control": ASSET_CACHE},
+    )
+
+
+@router.get(
+    "/dashboard/data/{chart_id}.csv",
+    include_in_schema=False,
+    openapi_extra=requires(Role.VIEWER),
+)
+async def chart_csv(chart_id: str, ctx: ServiceDep) -> Response:
+    """The numbers of one chart as CSV: the same query the page draws."""
+    spec = CHARTS.get(chart_id)
+    if spec is None:
+        raise NotFoundError(f"chart must be one of {sorted(CHARTS)}; got {chart_id!r}")
+    return _csv(await ctx.read(spec.query), chart_id)
+
+
+def _filter(stage: Stage | None, outcome: str | None, day: str | None) -> queries.DecisionFilter:
+    return queries.DecisionFilter(stage=stage, outcome=outcome, day=day)
+
+
+@router.get(
+    "/dashboard/decisions",
+    response_class=HTMLResponse,
+    include_in_schema=False,
+    openapi_extra=requires(Role.RISK_OFFICER),
+)
+async def decisions_page(
+    request: Request,
+    ctx: ServiceDep,
+    stage: Stage | None = None,
+    outcome: Outcome = None,
+    day: Day = None,
+) -> HTMLResponse:
+    """Loan level: the decisions behind one cell of the decision mix (audited)."""
+    chosen = _filter(stage, outcome, day)
+
+    def load(connection: Any) -> tuple[int, ChartData]:
+        return (
+            queries.count_matching_decisions(connection, chosen),
+            queries.matching_decisions(connection, chosen),
+        )
+
+    total, data = await ctx.read(load)
+    filters = {k: v for k, v in (("stage", stage), ("outcome", outcome), ("day", day)) if v}
+    query = request.url.query
+    context = {
+        "title": "Decisions",
+        "current": "overview",
+        "filters": filters,
+        "total": total,
+        "shown": len(data.rows),
+        "data": data,
+        "csv_url": "/dashboard/decisions.csv" + (f"?{query}" if query else ""),
+    }
+    return render(request, "decisions.html", context)
+
+
+@router.get(
+    "/dashboard/decisions.csv",
+    include_in_schema=False,
+    openapi_extra=requires(Role.RISK_OFFICER),
+)
+async def decisions_csv(
+    ctx: ServiceDep,
+    stage: Stage | None = None,
+    outcome: Outcome = None,
+    day: Day = None,
+) -> Response:
+    """Loan level: the listed decisions as CSV (audited)."""
+    chosen = _filter(stage, outcome, day)
+    return _csv(await ctx.read(queries.matching_decisions, chosen), "decisions")
+
+
+@router.get(
+    "/dashboard/{page}",
+    response_class=HTMLResponse,
+    include_in_schema=False,
+    openapi_extra=requires(Role.VIEWER),
+)
+async def page(page: str, request: Request, ctx: ServiceDep) -> HTMLResponse:
+    """Any other page of the navigation; the monitoring pages wait for recorded outcomes."""
+    spec = PAGES_BY_SLUG.get(page)
+    if spec is None or page == "overview":
+        raise NotFoundError(f"page must be one of {sorted(PAGES_BY_SLUG)}; got {page!r}")
+    extra: dict[str, Any] = {}
+    if page == "models":
+        extra = {
+            "assignments": [ctx.registry.assignments[s] for s in STAGES],
+            "models": [
+                model_out(ctx, m)
+                for m in sorted(ctx.registry.models.values(), key=lambda m: m.model_id)
+            ],
+            "events": await ctx.read(store.list_model_events, limit=50),
+        }
+    return await _page(request, ctx, spec, extra)
