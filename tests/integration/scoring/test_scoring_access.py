@@ -62,6 +62,16 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("POST", "/v1/fraud/lists/{name}"): Role.ADMIN,
     ("GET", "/v1/audit/verify"): Role.ADMIN,
     ("GET", "/healthz"): PUBLIC,
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,
+    ("GET", "/dashboard"): Role.VIEWER,
+    ("GET", "/dashboard/{page}"): Role.VIEWER,
+    ("GET", "/dashboard/data/{chart_id}.csv"): Role.VIEWER,
+    ("GET", "/dashboard/assets/plotly.min.js"): Role.VIEWER,
+    ("GET", "/dashboard/assets/dashboard.js"): Role.VIEWER,
+    ("GET", "/dashboard/decisions"): Role.RISK_OFFICER,
+    ("GET", "/dashboard/decisions.csv"): Role.RISK_OFFICER,
 }
 """What each route needs, written out here independently of the code (the oracle)."""
 
@@ -79,6 +89,8 @@ PATH_VALUES = {
     "item_id": "1",
     "model_id": "acard-v1",
     "name": "device_blacklist",
+    "page": "drift",
+    "chart_id": "decision_mix",
 }
 
 
