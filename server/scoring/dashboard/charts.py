@@ -121,11 +121,11 @@ def figure_of(spec: ChartSpec, data: ChartData) -> dict[str, Any]:
         for name, trace in traces.items()
     ]
     layout: dict[str, Any] = {
-        "margin": {"l": 50, "r": 20, "t": 10, "b": 40},
-        "height": 320,
+        "margin": {"l": 60, "r": 20, "t": 10, "b": 60},
+        "height": 340,
         "xaxis": {"title": {"text": spec.x}, "type": "category"},
         "yaxis": {"title": {"text": spec.y}},
-        "legend": {"orientation": "h"},
+        "legend": {"orientation": "h", "y": -0.3},
     }
     if spec.kind == "stacked_bar":
         layout["barmode"] = "stack"
