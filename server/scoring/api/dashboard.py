@@ -97,29 +97,18 @@ async def overview(request: Request, ctx: ServiceDep) -> HTMLResponse:
 
 
 @router.get(
-    "/dashboard/assets/plotly.min.js",
+    "/dashboard/assets/{asset_name}",
     include_in_schema=False,
     openapi_extra=requires(Role.VIEWER),
 )
-async def plotly_js() -> FileResponse:
-    """Plotly's JavaScript from the installed ``plotly`` wheel."""
-    return FileResponse(
-        plotly_js_path(), media_type="text/javascript", headers={"cache-control": ASSET_CACHE}
-    )
-
-
-@router.get(
-    "/dashboard/assets/dashboard.js",
-    include_in_schema=False,
-    openapi_extra=requires(Role.VIEWER),
-)
-async def dashboard_js() -> FileResponse:
-    """The script that draws the embedded figures."""
-    return FileResponse(
-        ASSETS_DIR / "dashboard.js",
-        media_type="text/javascript",
-        headers={"cache-control": ASSET_CACHE},
-    )
+async def asset(asset_name: str) -> FileResponse:
+    """Plotly's JavaScript from the installed ``plotly`` wheel, or the script that draws the
+    embedded figures."""
+    files = {"plotly.min.js": plotly_js_path(), "dashboard.js": ASSETS_DIR / "dashboard.js"}
+    path = files.get(asset_name)
+    if path is None:
+        raise NotFoundError(f"asset must be one of {sorted(files)}; got {asset_name!r}")
+    return FileResponse(path, media_type="text/javascript", headers={"cache-control": ASSET_CACHE})
 
 
 @router.get(

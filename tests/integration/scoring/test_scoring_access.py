@@ -68,8 +68,7 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/dashboard"): Role.VIEWER,
     ("GET", "/dashboard/{page}"): Role.VIEWER,
     ("GET", "/dashboard/data/{chart_id}.csv"): Role.VIEWER,
-    ("GET", "/dashboard/assets/plotly.min.js"): Role.VIEWER,
-    ("GET", "/dashboard/assets/dashboard.js"): Role.VIEWER,
+    ("GET", "/dashboard/assets/{asset_name}"): Role.VIEWER,
     ("GET", "/dashboard/decisions"): Role.RISK_OFFICER,
     ("GET", "/dashboard/decisions.csv"): Role.RISK_OFFICER,
 }
@@ -91,6 +90,7 @@ PATH_VALUES = {
     "name": "device_blacklist",
     "page": "drift",
     "chart_id": "decision_mix",
+    "asset_name": "dashboard.js",
 }
 
 
