@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from server.scoring import store
 from server.scoring.access import requires
 from server.scoring.api.models import model_out
-from server.scoring.api.routing import new_router
+from server.scoring.api.routing import ERRORS, new_router
 from server.scoring.apikeys import Role
 from server.scoring.dashboard import queries
 from server.scoring.dashboard.charts import ChartData, PageSpec
@@ -42,6 +42,11 @@ EMPTY_OUTCOMES = {
 NO_CHARTS = {
     "title": "No indicator on this page yet",
     "text": "Outcomes are recorded, but this build registers no chart for this page.",
+}
+
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The rows as CSV with a header line", "content": {"text/csv": {}}},
+    **{code: ERRORS[code] for code in (401, 403, 404, 422)},
 }
 
 Outcome = Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")]
@@ -88,7 +93,7 @@ async def _page(request: Request, ctx: Any, page: PageSpec, extra: dict[str, Any
 @router.get(
     "/dashboard",
     response_class=HTMLResponse,
-    include_in_schema=False,
+    tags=["dashboard"],
     openapi_extra=requires(Role.VIEWER),
 )
 async def overview(request: Request, ctx: ServiceDep) -> HTMLResponse:
@@ -98,7 +103,7 @@ async def overview(request: Request, ctx: ServiceDep) -> HTMLResponse:
 
 @router.get(
     "/dashboard/assets/{asset_name}",
-    include_in_schema=False,
+    include_in_schema=False,  # static files, not API
     openapi_extra=requires(Role.VIEWER),
 )
 async def asset(asset_name: str) -> FileResponse:
@@ -113,7 +118,9 @@ async def asset(asset_name: str) -> FileResponse:
 
 @router.get(
     "/dashboard/data/{chart_id}.csv",
-    include_in_schema=False,
+    tags=["dashboard"],
+    response_class=Response,
+    responses=CSV_RESPONSE,
     openapi_extra=requires(Role.VIEWER),
 )
 async def chart_csv(chart_id: str, ctx: ServiceDep) -> Response:
@@ -131,7 +138,7 @@ def _filter(stage: Stage | None, outcome: str | None, day: str | None) -> querie
 @router.get(
     "/dashboard/decisions",
     response_class=HTMLResponse,
-    include_in_schema=False,
+    tags=["dashboard"],
     openapi_extra=requires(Role.RISK_OFFICER),
 )
 async def decisions_page(
@@ -167,7 +174,9 @@ async def decisions_page(
 
 @router.get(
     "/dashboard/decisions.csv",
-    include_in_schema=False,
+    tags=["dashboard"],
+    response_class=Response,
+    responses=CSV_RESPONSE,
     openapi_extra=requires(Role.RISK_OFFICER),
 )
 async def decisions_csv(
@@ -184,7 +193,7 @@ async def decisions_csv(
 @router.get(
     "/dashboard/{page}",
     response_class=HTMLResponse,
-    include_in_schema=False,
+    tags=["dashboard"],
     openapi_extra=requires(Role.VIEWER),
 )
 async def page(page: str, request: Request, ctx: ServiceDep) -> HTMLResponse:
