@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from server.scoring.apikeys import Role, key_id_of, revoke_key
+from server.scoring.apikeys import Principal, Role, key_id_of, revoke_key
 from server.scoring.app import create_app
 from server.scoring.audit import audited_transaction, verify_chain
 from server.scoring.dashboard import queries
@@ -26,7 +26,7 @@ from server.scoring.dashboard.pages import CHARTS
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
 from server.scoring.db.tables import audit_log, browser_sessions
-from server.scoring.sessions import SESSION_COOKIE, find_session
+from server.scoring.sessions import SESSION_COOKIE, end_session, find_session, start_session
 from tests.support.artifacts import TrainedModel, build_registry
 from tests.support.dashboard import Truth, percent, seed_history, truth
 from tests.support.scoring import STANDARD_MODELS, bearer, create_keys, service_settings
@@ -348,3 +348,35 @@ def test_every_chart_query_answers_the_same_on_sqlite_and_postgresql(db_url: str
     assert sum(int(r["decisions"] or 0) for r in by_model) == t.decisions
     for row in charts["approval_rate"].records():
         assert isinstance(row["approval_rate"], float)
+
+
+def test_sessions_start_end_and_die_with_their_key_on_sqlite_and_postgresql(db_url: str) -> None:
+    # arrange
+    keys = create_keys(db_url, (Role.VIEWER, Role.ADMIN))
+    engine = make_engine(db_url)
+    viewer_id, admin_id = str(key_id_of(keys[Role.VIEWER])), str(key_id_of(keys[Role.ADMIN]))
+    now = datetime.now(UTC)
+
+    def start(key_id: str, role: Role) -> str:
+        principal = Principal(key_id=key_id, name=f"test-{role.value}", role=role)
+        started = audited_transaction(
+            engine,
+            lambda c, ch: start_session(c, ch, principal, lifetime_seconds=600, now=now),
+        )
+        return started.token
+
+    # act
+    viewer_token, admin_token = start(viewer_id, Role.VIEWER), start(admin_id, Role.ADMIN)
+    with engine.connect() as connection:
+        live = [find_session(connection, t, now=now) for t in (viewer_token, admin_token)]
+    ended = audited_transaction(engine, lambda c, ch: end_session(c, ch, admin_token))
+    audited_transaction(engine, lambda c, ch: revoke_key(c, ch, key_id=viewer_id, actor="tests"))
+    with engine.connect() as connection:
+        found = [find_session(connection, token, now=now) for token in (viewer_token, admin_token)]
+        report = verify_chain(connection)
+    engine.dispose()
+
+    # assert
+    assert [s.principal.key_id for s in live if s is not None] == [viewer_id, admin_id]
+    assert ended is True and found == [None, None]
+    assert report.ok, report.problem
