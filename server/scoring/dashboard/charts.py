@@ -72,6 +72,8 @@ class ChartSpec:
         Columns whose values together name a trace (one trace per distinct combination).
     drill
         For charts whose rows lead to loans: the loan-level page's query parameters of a row.
+    drill_path
+        The loan-level page (a route requiring ``risk_officer``).
     note
         One sentence under the title saying how the figure is defined.
     """
@@ -84,6 +86,7 @@ class ChartSpec:
     y: str
     series: tuple[str, ...] = ()
     drill: DrillFn | None = None
+    drill_path: str = "/dashboard/decisions"
     note: str = ""
 
 

@@ -3,7 +3,17 @@
 Adding a monitoring page's chart is one :class:`ChartSpec` naming a query function that returns
 :class:`ChartData`: the page, its table, its Plotly figure and its CSV endpoint follow. Pages with
 ``needs_outcomes`` show "no outcomes recorded yet" until the ``outcomes`` table has rows, and
-never a made-up chart.
+never a made-up chart. For example, once a PSI query exists::
+
+    def psi_by_month(connection: Connection) -> ChartData:
+        rows = monitoring.psi_by_month(connection)          # SQL, in the database
+        return ChartData(("month", "psi"), tuple((r.month, r.psi) for r in rows))
+
+    PSI = ChartSpec("psi", "Score PSI by month", psi_by_month, "line", x="month", y="psi")
+    # ... and PageSpec("drift", ..., charts=(PSI,), needs_outcomes=True) below
+
+A chart whose rows lead to loans sets ``drill`` (row -> query parameters) and ``drill_path``
+(a loan-level route that requires ``risk_officer``, so it is audited).
 """
 
 from __future__ import annotations

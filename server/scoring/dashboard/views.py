@@ -53,9 +53,9 @@ def page_url(slug: str) -> str:
     return "/dashboard" if slug == "overview" else f"/dashboard/{slug}"
 
 
-def drill_url(query: dict[str, str]) -> str:
-    """The loan-level decisions page filtered by ``query``."""
-    return "/dashboard/decisions?" + urlencode(query)
+def drill_url(path: str, query: dict[str, str]) -> str:
+    """The loan-level page ``path`` filtered by ``query``."""
+    return f"{path}?{urlencode(query)}"
 
 
 def render(
@@ -80,7 +80,9 @@ def render(
 
 def chart_view(spec: ChartSpec, data: ChartData) -> dict[str, Any]:
     """What the page template needs of one chart: spec, rows, figure, drill-down links."""
-    drill_urls = [drill_url(spec.drill(r)) for r in data.records()] if spec.drill else []
+    drill_urls = (
+        [drill_url(spec.drill_path, spec.drill(r)) for r in data.records()] if spec.drill else []
+    )
     return {"spec": spec, "data": data, "figure": figure_of(spec, data), "drill_urls": drill_urls}
 
 
