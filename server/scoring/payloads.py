@@ -415,3 +415,27 @@ class AuditVerifyOut(Strict):
     decisions: int
     first_broken: int | None
     problem: str
+
+
+class PurposeRequest(Strict):
+    """An applicant's free-text description of what the loan is for."""
+
+    text: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class PurposeOut(Strict):
+    """The loan purpose stored for a decision."""
+
+    decision_id: str
+    predicted: str
+    confidence: float
+    label: str | None
+    status: Literal["auto", "queued", "corrected", "confirmed"]
+    review_item_id: int | None
+
+
+class PurposeTrainingOut(Strict):
+    """What the retrained purpose classifier learnt from."""
+
+    examples: int
+    corrections: int

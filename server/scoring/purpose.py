@@ -12,16 +12,25 @@ text and the model's guess; a risk officer resolves it through ``/v1/reviews/{id
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import Connection
 
-from fedrisk.decisions.purpose import PURPOSES, PurposeClassifier
+from fedrisk.decisions.purpose import (
+    MAX_TEXT_CHARS,
+    PURPOSES,
+    PurposeClassifier,
+    train_with_corrections,
+)
+from fedrisk.errors import ConfigError
 from server.scoring import store
 from server.scoring.audit import AuditChain, utc_now
 from server.scoring.db.tables import purpose_labels, review_items
 from server.scoring.errors import ConflictError, InvalidInputError, NotFoundError
+from server.scoring.settings import Settings
 from server.scoring.store import ReviewItem
 
 REVIEW_KIND = "purpose_label"
@@ -207,3 +216,61 @@ def corrections(connection: Connection) -> tuple[list[str], list[str]]:
         .order_by(purpose_labels.c.label_id)
     ).all()
     return [str(r.text) for r in rows], [str(r.label) for r in rows]
+
+
+def read_examples(path: Path) -> tuple[list[str], list[str]]:
+    """Texts and labels of a CSV with columns ``text`` and ``label``.
+
+    Raises
+    ------
+    ConfigError
+        An unreadable file, missing columns, or rows with an empty text or an unknown purpose
+        (every such row listed by line number, up to ten).
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not {"text", "label"} <= set(reader.fieldnames or ()):
+                raise ConfigError(
+                    f"purpose examples {path} must have columns text and label; "
+                    f"got {reader.fieldnames}"
+                )
+            rows = [(reader.line_num, r["text"], r["label"]) for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"purpose examples {path} must be a readable UTF-8 CSV; got {e}") from e
+    problems = [
+        f"line {line}: label must be one of {list(PURPOSES)} and text 1..{MAX_TEXT_CHARS} "
+        f"characters; got label {label!r}"
+        for line, text, label in rows
+        if label not in PURPOSES or not (text or "").strip() or len(text) > MAX_TEXT_CHARS
+    ]
+    if problems or not rows:
+        listed = "; ".join(problems[:10]) or "no rows"
+        raise ConfigError(f"purpose examples {path}: {len(problems)} bad row(s): {listed}")
+    return [text for _, text, _ in rows], [label for _, _, label in rows]
+
+
+@dataclass(frozen=True)
+class PurposeTraining:
+    """A freshly trained classifier and what it learnt from."""
+
+    classifier: PurposeClassifier
+    examples: int
+    corrections: int
+
+
+def train_purpose_classifier(engine: Engine, settings: Settings) -> PurposeTraining:
+    """Train on the configured examples plus every correction stored so far (blocking)."""
+    if settings.purpose_examples_path is None:
+        raise ConfigError("purpose_examples_path must be set to train the purpose classifier")
+    texts, labels = read_examples(settings.purpose_examples_path)
+    with engine.connect() as connection:
+        fixed_texts, fixed_labels = corrections(connection)
+    classifier = train_with_corrections(
+        texts,
+        labels,
+        corrected_texts=fixed_texts,
+        corrected_labels=fixed_labels,
+        classifier=PurposeClassifier(min_confidence=settings.purpose_min_confidence),
+    )
+    return PurposeTraining(classifier, len(texts), len(fixed_texts))

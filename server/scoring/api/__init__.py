@@ -9,6 +9,7 @@
 ``fraud``       the fraud rules' external lists
 ``audit``       audit-chain verification
 ``operations``  health and Prometheus metrics
+``purpose``     loan purpose read from a decision's description, retraining with corrections
 ``login``       browser sign-in and sign-out (session cookie)
 ``dashboard``   the server-rendered dashboard, its CSV downloads and loan-level drill-down
 =============== ======================================================================
@@ -27,6 +28,7 @@ from server.scoring.api import (
     login,
     models,
     operations,
+    purpose,
     reviews,
     stages,
 )
@@ -40,6 +42,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     fraud.router,
     audit.router,
     operations.router,
+    purpose.router,
     login.router,
     dashboard.router,
 )

@@ -62,6 +62,8 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("POST", "/v1/fraud/lists/{name}"): Role.ADMIN,
     ("GET", "/v1/audit/verify"): Role.ADMIN,
     ("GET", "/healthz"): PUBLIC,
+    ("POST", "/v1/decisions/{decision_id}/purpose"): Role.SCORING,
+    ("POST", "/v1/purpose/retrain"): Role.ADMIN,
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): PUBLIC,
     ("POST", "/logout"): PUBLIC,
