@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from server.scoring import store
@@ -131,8 +131,14 @@ async def chart_csv(chart_id: str, ctx: ServiceDep) -> Response:
     return _csv(await ctx.read(spec.query), chart_id)
 
 
-def _filter(stage: Stage | None, outcome: str | None, day: str | None) -> queries.DecisionFilter:
+def decision_filter(
+    stage: Stage | None = None, outcome: Outcome = None, day: Day = None
+) -> queries.DecisionFilter:
+    """The loan-level pages' filter, from their query parameters."""
     return queries.DecisionFilter(stage=stage, outcome=outcome, day=day)
+
+
+FilterDep = Annotated[queries.DecisionFilter, Depends(decision_filter)]
 
 
 @router.get(
@@ -141,15 +147,8 @@ def _filter(stage: Stage | None, outcome: str | None, day: str | None) -> querie
     tags=["dashboard"],
     openapi_extra=requires(Role.RISK_OFFICER),
 )
-async def decisions_page(
-    request: Request,
-    ctx: ServiceDep,
-    stage: Stage | None = None,
-    outcome: Outcome = None,
-    day: Day = None,
-) -> HTMLResponse:
+async def decisions_page(request: Request, ctx: ServiceDep, chosen: FilterDep) -> HTMLResponse:
     """Loan level: the decisions behind one cell of the decision mix (audited)."""
-    chosen = _filter(stage, outcome, day)
 
     def load(connection: Any) -> tuple[int, ChartData]:
         return (
@@ -158,7 +157,7 @@ async def decisions_page(
         )
 
     total, data = await ctx.read(load)
-    filters = {k: v for k, v in (("stage", stage), ("outcome", outcome), ("day", day)) if v}
+    filters = {k: v for k, v in vars(chosen).items() if v}
     query = request.url.query
     context = {
         "title": "Decisions",
@@ -179,14 +178,8 @@ async def decisions_page(
     responses=CSV_RESPONSE,
     openapi_extra=requires(Role.RISK_OFFICER),
 )
-async def decisions_csv(
-    ctx: ServiceDep,
-    stage: Stage | None = None,
-    outcome: Outcome = None,
-    day: Day = None,
-) -> Response:
+async def decisions_csv(ctx: ServiceDep, chosen: FilterDep) -> Response:
     """Loan level: the listed decisions as CSV (audited)."""
-    chosen = _filter(stage, outcome, day)
     return _csv(await ctx.read(queries.matching_decisions, chosen), "decisions")
 
 
