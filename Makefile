@@ -27,6 +27,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	bash tests/support/ensure_postgres.sh
 	bash tests/support/ensure_nginx.sh
+	bash tests/support/ensure_chromium.sh
 	$(MAKE) lint
 	# Two workers, one module per work unit (tests/conftest.py): the federation tests spend much
 	# of their time waiting on Flower processes, so two at once fill the two cores.

@@ -5,8 +5,11 @@ Every route declares what it needs with :func:`requires` (a role) or :func:`publ
 neither, so a new route cannot be added unguarded. The declaration is also published in the
 OpenAPI description as ``x-required-role``.
 
-A request carries its key as ``Authorization: Bearer <key>``. No key, a malformed, unknown, wrong
-or revoked key: 401. A key whose role does not cover the route's: 403. Routes that need
+A request carries its key as ``Authorization: Bearer <key>``, or a browser carries the session
+cookie it got by signing in with a key at ``/login`` (``sessions.py``); the header wins when both
+are sent. No key, a malformed, unknown, wrong or revoked key, an expired or signed-out session:
+401. A state-changing request authenticated by the cookie without the session's CSRF token:
+403. A key whose role does not cover the route's: 403. Routes that need
 ``risk_officer`` or ``admin`` (loan-level data and administration) append an ``api_access``
 record with the key's id to the audit chain before they run; if that record cannot be written
 the request fails rather than go unrecorded.
@@ -15,12 +18,21 @@ the request fails rather than go unrecorded.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from fastapi import HTTPException, Request
 
 from server.scoring.apikeys import Principal, Role, grants
 from server.scoring.context import ServiceContext
+from server.scoring.sessions import (
+    CSRF_HEADER,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    BrowserSession,
+    find_session,
+    tokens_match,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +101,10 @@ async def authorize(request: Request, required: Access) -> Principal | None:
         return None
     ctx: ServiceContext = request.app.state.ctx
     key = presented_key(request)
-    if key is None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if key is None and token is not None:
+        principal = (await session_of(request, token)).principal
+    elif key is None:
         if not ctx.settings.insecure_dev:
             raise _unauthorized("an API key is required: send Authorization: Bearer <key>")
         principal = INSECURE_PRINCIPAL
@@ -112,9 +127,33 @@ async def authorize(request: Request, required: Access) -> Principal | None:
             status_code=403,
             detail=f"role must cover {required.value} for this route; got {principal.role.value}",
         )
+    request.state.principal = principal
     if required in AUDITED_ROLES:
         await record_access(ctx, principal, request)
     return principal
+
+
+async def session_of(request: Request, token: str) -> BrowserSession:
+    """The live browser session of the cookie's ``token`` (kept on ``request.state.session``).
+
+    Raises HTTPException 401 for an expired, signed-out or revoked session, 403 for a
+    state-changing request without the session's CSRF token in the ``X-CSRF-Token`` header.
+    """
+    ctx: ServiceContext = request.app.state.ctx
+    session: BrowserSession | None = await ctx.read(find_session, token, now=datetime.now(UTC))
+    if session is None:
+        raise _unauthorized("the browser session must be live; got an expired, signed-out or "
+                            "revoked one: sign in again at /login")  # fmt: skip
+    if request.method not in SAFE_METHODS and not tokens_match(
+        request.headers.get(CSRF_HEADER), session.csrf_token
+    ):
+        raise HTTPException(
+            status_code=403,
+            detail=f"a {request.method} with the session cookie must carry the session's CSRF "
+            f"token in {CSRF_HEADER}; got none or another",
+        )
+    request.state.session = session
+    return session
 
 
 async def record_access(ctx: ServiceContext, principal: Principal, request: Request) -> None:

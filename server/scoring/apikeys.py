@@ -27,13 +27,13 @@ from enum import StrEnum
 import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from server.scoring.audit import AuditChain, audited_transaction, utc_now
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
-from server.scoring.db.tables import api_keys
+from server.scoring.db.tables import api_keys, browser_sessions
 from server.scoring.errors import InvalidInputError, NotFoundError
 
 
@@ -221,7 +221,8 @@ def count_active_keys(connection: Connection) -> int:
 
 
 def revoke_key(connection: Connection, chain: AuditChain, *, key_id: str, actor: str) -> ApiKeyInfo:
-    """Revoke a key (idempotent: an already revoked key is returned unchanged, not re-recorded).
+    """Revoke a key and end its browser sessions (idempotent: an already revoked key is returned
+    unchanged, not re-recorded).
 
     Raises
     ------
@@ -238,9 +239,16 @@ def revoke_key(connection: Connection, chain: AuditChain, *, key_id: str, actor:
         return info
     stamp = utc_now()
     connection.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(revoked_at=stamp))
+    ended = connection.execute(delete(browser_sessions).where(browser_sessions.c.key_id == key_id))
     chain.append(
         "api_key_revoked",
-        {"key_id": key_id, "name": info.name, "role": info.role.value, "actor": actor},
+        {
+            "key_id": key_id,
+            "name": info.name,
+            "role": info.role.value,
+            "actor": actor,
+            "sessions_ended": int(ended.rowcount or 0),
+        },
         created_at=stamp,
     )
     return ApiKeyInfo(info.key_id, info.name, info.role, info.created_at, stamp)

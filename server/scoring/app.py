@@ -11,13 +11,16 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedrisk.errors import ArtifactError, DecisionError, FedRiskError
 from server.scoring import store
 from server.scoring.access import SECURITY_SCHEME
 from server.scoring.api import ROUTERS
 from server.scoring.context import ServiceContext
+from server.scoring.dashboard.views import refused_page
 from server.scoring.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from server.scoring.middleware import EdgeMiddleware
 from server.scoring.settings import Settings
@@ -146,6 +149,14 @@ def _describe_security(app: FastAPI) -> None:
 
 
 def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # a person at a dashboard page gets a page saying why and where to sign in, with the
+        # same status and headers an API client gets
+        if exc.status_code in (401, 403) and request.url.path.startswith("/dashboard"):
+            return refused_page(request, exc.status_code, str(exc.detail), exc.headers)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)

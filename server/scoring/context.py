@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import Engine
@@ -22,6 +22,9 @@ from server.scoring.service import ScoringService
 from server.scoring.settings import Settings
 from server.scoring.telemetry import Metrics
 from server.scoring.writer import GroupCommitWriter
+
+if TYPE_CHECKING:
+    from fedrisk.decisions.purpose import PurposeClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ServiceContext:
     service: ScoringService
     keys: KeyVerifier
     assignments_version: int = 0
+    purpose: PurposeClassifier | None = None
+    """The loan-purpose classifier (None unless ``purpose_examples_path`` is set)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -331,7 +331,7 @@ class ReviewOut(Strict):
     item_id: int
     decision_id: str
     stage: str
-    kind: Literal["manual_review", "fraud", "human_review_request"]
+    kind: Literal["manual_review", "fraud", "human_review_request", "purpose_label"]
     status: Literal["open", "claimed", "resolved"]
     reason: str
     created_at: str
@@ -361,8 +361,15 @@ class ResolveRequest(Strict):
     """Close a claimed item."""
 
     reviewer: Reviewer
-    resolution: Literal["approve", "decline", "confirm_fraud", "clear_fraud", "no_action"]
+    resolution: Literal[
+        "approve", "decline", "confirm_fraud", "clear_fraud", "no_action", "relabel"
+    ]
     note: Note = ""
+    label: str | None = Field(
+        default=None,
+        max_length=32,
+        description="The right loan purpose, with resolution `relabel` of a `purpose_label` item",
+    )
 
 
 class HumanReviewRequest(Strict):
@@ -408,3 +415,27 @@ class AuditVerifyOut(Strict):
     decisions: int
     first_broken: int | None
     problem: str
+
+
+class PurposeRequest(Strict):
+    """An applicant's free-text description of what the loan is for."""
+
+    text: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class PurposeOut(Strict):
+    """The loan purpose stored for a decision."""
+
+    decision_id: str
+    predicted: str
+    confidence: float
+    label: str | None
+    status: Literal["auto", "queued", "corrected", "confirmed"]
+    review_item_id: int | None
+
+
+class PurposeTrainingOut(Strict):
+    """What the retrained purpose classifier learnt from."""
+
+    examples: int
+    corrections: int

@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     api_key_cache_seconds
         How long a verified API key is trusted without checking the database again (the longest
         a revoked key keeps working in a running service); 0 checks every request.
+    purpose_examples_path
+        CSV of labelled loan descriptions (columns ``text``, ``label``): when set, the service
+        trains the purpose classifier from it (plus reviewers' corrections) at start-up and on
+        ``POST /v1/purpose/retrain``, and ``POST /v1/decisions/{id}/purpose`` classifies.
+    purpose_min_confidence
+        Purpose predictions less probable than this go to the review queue.
+    session_seconds
+        Lifetime of a dashboard sign-in (browser session cookie); the person signs in again after.
+    secure_cookies
+        Mark the session cookie ``Secure`` even when the request arrived as plain HTTP (behind a
+        TLS-terminating proxy); requests that arrive over TLS always get it.
     insecure_dev
         Serve requests without an API key as an admin, and start without any key stored; every
         request is logged with a warning. A local trial only. A key that is sent is still
@@ -123,6 +134,10 @@ class Settings(BaseSettings):
     write_queue: int = Field(default=10_000, ge=1)
     batch_chunk_rows: int = Field(default=65_536, ge=1, le=10_000_000)
     api_key_cache_seconds: float = Field(default=10.0, ge=0.0, le=300.0)
+    purpose_examples_path: Path | None = None
+    purpose_min_confidence: float = Field(default=0.6, gt=0.0, le=1.0)
+    session_seconds: float = Field(default=8 * 3600.0, ge=60.0, le=7 * 24 * 3600.0)
+    secure_cookies: bool = False
     insecure_dev: bool = False
     development: bool = False
     audit_key_path: Path | None = None

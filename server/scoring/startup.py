@@ -25,6 +25,7 @@ from server.scoring.db.engine import default_db_url, make_engine
 from server.scoring.db.migrate import upgrade_database
 from server.scoring.errors import NoApiKeyError
 from server.scoring.payloads import FraudSignals
+from server.scoring.purpose import train_purpose_classifier
 from server.scoring.registry import ModelRegistry
 from server.scoring.service import ScoringService
 from server.scoring.settings import ENV_PREFIX, Settings
@@ -206,6 +207,8 @@ def build_context(settings: Settings, metrics: Metrics) -> ServiceContext:
         )
         register_found_models(ctx)
         ctx.refresh_models()
+        if settings.purpose_examples_path is not None:
+            ctx.purpose = train_purpose_classifier(engine, settings).classifier
         return ctx
     except BaseException:
         if writer is not None:

@@ -29,7 +29,7 @@ from server.scoring.errors import ConflictError, NotFoundError
 from server.scoring.settings import STAGES, Stage, stage_named
 
 ReviewStatus = Literal["open", "claimed", "resolved"]
-ReviewKind = Literal["manual_review", "fraud", "human_review_request"]
+ReviewKind = Literal["manual_review", "fraud", "human_review_request", "purpose_label"]
 Role = Literal["champion", "challenger"]
 
 

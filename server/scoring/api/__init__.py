@@ -9,6 +9,9 @@
 ``fraud``       the fraud rules' external lists
 ``audit``       audit-chain verification
 ``operations``  health and Prometheus metrics
+``purpose``     loan purpose read from a decision's description, retraining with corrections
+``login``       browser sign-in and sign-out (session cookie)
+``dashboard``   the server-rendered dashboard, its CSV downloads and loan-level drill-down
 =============== ======================================================================
 """
 
@@ -16,7 +19,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.scoring.api import audit, batch, decisions, fraud, models, operations, reviews, stages
+from server.scoring.api import (
+    audit,
+    batch,
+    dashboard,
+    decisions,
+    fraud,
+    login,
+    models,
+    operations,
+    purpose,
+    reviews,
+    stages,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     decisions.router,
@@ -27,5 +42,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     fraud.router,
     audit.router,
     operations.router,
+    purpose.router,
+    login.router,
+    dashboard.router,
 )
 """Every router, in the order their routes are documented."""

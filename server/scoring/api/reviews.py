@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import Path as PathParam
 from fastapi import Query, status
 
-from server.scoring import store
+from server.scoring import purpose, store
 from server.scoring.access import requires
 from server.scoring.api.routing import ERRORS, new_router
 from server.scoring.apikeys import Role
@@ -74,7 +74,7 @@ async def request_human_review(
 async def list_reviews(
     ctx: ServiceDep,
     status_: Annotated[Literal["open", "claimed", "resolved"] | None, Query(alias="status")] = None,
-    kind: Literal["manual_review", "fraud", "human_review_request"] | None = None,
+    kind: Literal["manual_review", "fraud", "human_review_request", "purpose_label"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> ReviewListOut:
@@ -123,15 +123,17 @@ async def claim_review(item_id: ItemId, body: ClaimRequest, ctx: ServiceDep) -> 
     openapi_extra=requires(Role.RISK_OFFICER),
 )
 async def resolve_review(item_id: ItemId, body: ResolveRequest, ctx: ServiceDep) -> ReviewOut:
-    """The claiming reviewer closes the item with a resolution and a note."""
+    """The claiming reviewer closes the item with a resolution and a note; a loan-purpose item
+    takes ``relabel`` with the right ``label`` (or ``no_action`` to keep the model's guess)."""
     item = await ctx.writer.run_job(
-        lambda c, ch: store.resolve_review(
+        lambda c, ch: purpose.resolve_review_item(
             c,
             ch,
             item_id=item_id,
             reviewer=body.reviewer,
             resolution=body.resolution,
             note=body.note,
+            label=body.label,
         )
     )
     return review_out(item)

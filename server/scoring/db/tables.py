@@ -17,6 +17,11 @@ Tables
 ``registered_models`` stage and artifact digest of every model registered
 ``batch_jobs``        one row per batch-scoring upload (no per-row persistence)
 ``api_keys``          API keys: public key id, name, role, argon2 hash of the key, revocation
+``browser_sessions``  dashboard sign-ins: SHA-256 of the session cookie's token, the key id it acts
+                      as, its CSRF token, creation and expiry
+``purpose_labels``    loan purpose read from a decision's free-text description: predicted
+                      purpose and confidence, and the label a reviewer gave (``status`` auto,
+                      queued, corrected or confirmed)
 
 A change here needs a migration in ``migrations/versions`` too: databases are built by the
 migrations, and ``tests/integration/scoring/test_scoring_migrations.py`` fails while the two
@@ -176,4 +181,32 @@ api_keys = Table(
     Column("key_hash", String(200), nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("revoked_at", String(40), nullable=True),
+)
+
+browser_sessions = Table(
+    "browser_sessions",
+    metadata,
+    Column("token_sha256", String(HASH_LEN), primary_key=True),
+    Column("key_id", String(16), nullable=False),
+    Column("csrf_token", String(HASH_LEN), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=False),
+    Index("ix_browser_sessions_key", "key_id"),
+)
+
+purpose_labels = Table(
+    "purpose_labels",
+    metadata,
+    Column("label_id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", String(32), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("predicted", String(32), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("label", String(32), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("review_item_id", Integer, nullable=True),
+    Column("created_at", String(40), nullable=False),
+    Column("reviewed_by", String(200), nullable=True),
+    Column("reviewed_at", String(40), nullable=True),
+    UniqueConstraint("decision_id", name="uq_purpose_decision"),
 )

@@ -62,6 +62,17 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("POST", "/v1/fraud/lists/{name}"): Role.ADMIN,
     ("GET", "/v1/audit/verify"): Role.ADMIN,
     ("GET", "/healthz"): PUBLIC,
+    ("POST", "/v1/decisions/{decision_id}/purpose"): Role.SCORING,
+    ("POST", "/v1/purpose/retrain"): Role.ADMIN,
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,
+    ("GET", "/dashboard"): Role.VIEWER,
+    ("GET", "/dashboard/{page}"): Role.VIEWER,
+    ("GET", "/dashboard/data/{chart_id}.csv"): Role.VIEWER,
+    ("GET", "/dashboard/assets/{asset_name}"): Role.VIEWER,
+    ("GET", "/dashboard/decisions"): Role.RISK_OFFICER,
+    ("GET", "/dashboard/decisions.csv"): Role.RISK_OFFICER,
 }
 """What each route needs, written out here independently of the code (the oracle)."""
 
@@ -79,6 +90,9 @@ PATH_VALUES = {
     "item_id": "1",
     "model_id": "acard-v1",
     "name": "device_blacklist",
+    "page": "drift",
+    "chart_id": "decision_mix",
+    "asset_name": "dashboard.js",
 }
 
 
