@@ -40,11 +40,11 @@ class VerticalParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: int = Field(default=12, ge=1, le=1000)
+    epochs: int = Field(default=30, ge=1, le=1000)
     batch_size: int = Field(default=8192, ge=16)
-    learning_rate: float = Field(default=0.15, gt=0.0, le=10.0)
+    learning_rate: float = Field(default=0.1, gt=0.0, le=10.0)
     l2: float = Field(default=1e-3, ge=0.0)
-    patience: int = Field(default=3, ge=1)
+    patience: int = Field(default=8, ge=1)
     seed: int = 0
 
 
@@ -229,7 +229,7 @@ def train_plain_vertical(
 
     states = [AdamState.zeros(m.shape[1]) for m in matrices]
     history: list[dict[str, float]] = []
-    best: tuple[float, int, list[FloatVector]] = (-1.0, 0, [s.weights for s in states])
+    best: tuple[float, int, list[FloatVector]] = (-np.inf, 0, [s.weights for s in states])
     for epoch in range(params.epochs):
         for batch in batch_schedule(
             train_rows, batch_size=params.batch_size, seed=params.seed, epoch=epoch
@@ -241,8 +241,10 @@ def train_plain_vertical(
                     m[batch].T @ d4, s.weights, n=len(batch), l2=params.l2, intercept=i == 0
                 )
                 s.step(grad, learning_rate=params.learning_rate)
-        score = sum(m[valid_rows] @ s.weights for m, s in zip(matrices, states, strict=True))
-        valid_auc = float(auc(labels[valid_rows], np.asarray(score)))
+        score = np.asarray(
+            sum(m[valid_rows] @ s.weights for m, s in zip(matrices, states, strict=True))
+        )
+        valid_auc = float(auc(labels[valid_rows], score))
         history.append({"epoch": float(epoch + 1), "valid_auc": valid_auc})
         if valid_auc > best[0]:
             best = (valid_auc, epoch + 1, [s.weights.copy() for s in states])
