@@ -85,12 +85,20 @@ def prepare_vertical_workspace(root: Path, views: list[AlignedView]) -> Vertical
 
 
 def run_in_process(
-    ws: VerticalWorkspace, params: VerticalParams, *, model_id: str, tap: Tap | None = None
+    ws: VerticalWorkspace,
+    params: VerticalParams,
+    *,
+    model_id: str,
+    tap: Tap | None = None,
+    states: list[dict[str, Any]] | None = None,
 ) -> VerticalResult:
     """The same coordinator and party code with direct calls instead of Flower messages (tests
-    and benchmarks; every packet still passes through ``tap``)."""
+    and benchmarks; every packet still passes through ``tap``, and ``states`` , when given,
+    are the parties' live run states)."""
     runtimes = [vertical_party.runtime(c, model_id) for c in ws.configs]
-    states: list[dict[str, Any]] = [{} for _ in runtimes]
+    if states is None:
+        states = [{} for _ in runtimes]
+    states.extend({} for _ in range(len(runtimes) - len(states)))
 
     def exchange(packets: Mapping[int, Packet]) -> dict[int, Packet]:
         out = {}
@@ -200,6 +208,7 @@ def simulate_vertical(
     data_dir: Path | None = None,
     n_customers: int = 20_000,
     workdir: Path | None = None,
+    registry_out: Path | None = None,
 ) -> dict[str, Any]:
     """Align, train encrypted, and compare; the ``--json`` document."""
     params = params or VerticalParams(seed=seed)
@@ -226,6 +235,8 @@ def simulate_vertical(
         plain_scores = sum(m @ w for m, w in zip(matrices, plain.weights, strict=True))
         joined = np.concatenate(matrices, axis=1)
         epochs = result.history
+        if registry_out is not None:
+            shutil.copytree(ws.release_dir, registry_out, dirs_exist_ok=True)
         return {
             "dataset": dataset,
             "layout": "vertical",

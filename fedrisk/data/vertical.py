@@ -28,13 +28,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from fedrisk.data.catalog import VERTICAL_DATASET_NAMES
 from fedrisk.data.datasets import resolve_data_dir
 from fedrisk.data.synthetic import generate_vertical, synthetic_view_schema
 from fedrisk.errors import FedRiskError
 
 Split = Literal["train", "valid", "test"]
 SPLIT_CODES: Final[dict[str, int]] = {"train": 0, "valid": 1, "test": 2}
-VERTICAL_DATASETS: Final = ("fate-hetero", "synthetic-vertical", "taiwan-3way")
+VERTICAL_DATASETS: Final = VERTICAL_DATASET_NAMES
 
 TAIWAN_THREE_WAY: Final[dict[str, tuple[str, ...]]] = {
     # The card issuer holds the label and what it sees on its own card: the limit it granted, the

@@ -1,0 +1,60 @@
+"""Each party's own CKKS key: masked products, flooded sums and the layout check, on real
+TenSEAL ciphertexts (the plaintext product is the oracle)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from secure_agg.errors import CodecError, PublicContextError
+from secure_agg.vertical import FLOOD_SIGMA, MASK_BOUND, SLOTS, PartyKey
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[PartyKey, PartyKey]:
+    owner = PartyKey.generate()
+    return owner, PartyKey.from_bytes(owner.public_bytes())
+
+
+def test_flooded_sums_of_masked_products_give_x_transpose_v(keys: tuple[PartyKey, PartyKey]) -> None:
+    owner, public = keys
+    rng = np.random.default_rng(1)
+    n = SLOTS + 100  # two chunks, the second partial
+    v = rng.normal(size=n) * 3
+    x = np.clip(rng.normal(size=(n, 3)), -5, 5)
+
+    products, mask_sums = public.masked_products(owner.encrypt(v), x)
+    sums = owner.flooded_sums(products, n=n, n_features=3)
+
+    assert len(products) == 3 * 2
+    np.testing.assert_allclose(sums - mask_sums, x.T @ v, atol=8 * FLOOD_SIGMA)
+    # What the owner returns is masked: without the mask sums it is nowhere near the product.
+    assert np.all(np.abs(sums - x.T @ v) > MASK_BOUND)
+
+
+def test_the_key_holder_sees_only_masked_slots(keys: tuple[PartyKey, PartyKey]) -> None:
+    owner, public = keys
+    rng = np.random.default_rng(2)
+    v, x = rng.normal(size=500), rng.normal(size=(500, 1))
+    products, _ = public.masked_products(owner.encrypt(v), x)
+
+    slots = owner.decrypt(products, n=500)
+
+    assert np.median(np.abs(slots)) > MASK_BOUND / 4
+    assert abs(np.corrcoef(slots, v * x[:, 0])[0, 1]) < 0.2
+
+
+def test_a_foreign_layout_is_refused_before_decrypting(keys: tuple[PartyKey, PartyKey]) -> None:
+    owner, public = keys
+    products, _ = public.masked_products(owner.encrypt(np.ones(300)), np.ones((300, 2)))
+    with pytest.raises(CodecError, match="layout refused"):
+        owner.flooded_sums(products, n=300, n_features=3)
+    with pytest.raises(CodecError, match="slots"):
+        owner.flooded_sums(products, n=299, n_features=2)
+
+
+def test_a_public_context_cannot_decrypt(keys: tuple[PartyKey, PartyKey]) -> None:
+    owner, public = keys
+    assert not public.secret
+    with pytest.raises(PublicContextError):
+        public.decrypt(owner.encrypt(np.ones(4)), n=4)
