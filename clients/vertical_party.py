@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -75,7 +75,9 @@ def load_config(path: Path) -> VerticalPartyConfig:
     return VerticalPartyConfig.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def config_for(node_config: Mapping[str, object], federation: FederationConfig) -> VerticalPartyConfig:
+def config_for(
+    node_config: Mapping[str, object], federation: FederationConfig
+) -> VerticalPartyConfig:
     """The simulated party this node plays (its partition id names its folder).
 
     Raises
@@ -287,7 +289,9 @@ def _guest_update(packet: Packet, rt: Runtime, state: State, params: VerticalPar
             n_features=int(packet.meta[for_party("features", host)]),
         )
     adam = _adam(state, rt.matrix.shape[1])
-    grad = penalized_gradient(xt_d4, adam.weights, n=int(pending["n"]), l2=params.l2, intercept=True)
+    grad = penalized_gradient(
+        xt_d4, adam.weights, n=int(pending["n"]), l2=params.l2, intercept=True
+    )
     adam.step(grad, learning_rate=params.learning_rate)
     state["adam"] = adam.to_dict()
     return Packet(packet.step, masked=out)
@@ -331,6 +335,8 @@ def _release(packet: Packet, rt: Runtime, state: State, params: VerticalParams) 
         metrics={"valid_auc": float(state.get("best_auc", float("nan")))} if rt.is_guest else {},
         params=params.model_dump(),
     )
-    path = write_part(part, rt.config.release_dir, signing_key=load_signing_key(rt.config.signing_key))
+    path = write_part(
+        part, rt.config.release_dir, signing_key=load_signing_key(rt.config.signing_key)
+    )
     log.info("vertical part written to %s", path)
     return Packet(packet.step, meta={"path": str(path), "party": rt.config.name})

@@ -154,9 +154,7 @@ class PartyKey:
             raise CodecError(
                 f"encrypted vector must have {chunk_count(n)} chunks for {n} rows; got {len(enc)}"
             )
-        loaded = [
-            self._load(c, expect_size=min(SLOTS, n - i * SLOTS)) for i, c in enumerate(enc)
-        ]
+        loaded = [self._load(c, expect_size=min(SLOTS, n - i * SLOTS)) for i, c in enumerate(enc)]
         out: list[bytes] = []
         mask_sums = np.zeros(n_features)
         for j in range(n_features):

@@ -29,9 +29,7 @@ def packet_to_record(packet: Packet) -> RecordDict:
     masked = ArrayRecord()
     for key, values in packet.masked.items():
         masked[key] = Array(np.asarray(values, dtype=np.float64))
-    meta = ConfigRecord(
-        {"step": packet.step, "meta": json.dumps(packet.meta, sort_keys=True)}
-    )
+    meta = ConfigRecord({"step": packet.step, "meta": json.dumps(packet.meta, sort_keys=True)})
     return RecordDict({_META: meta, _ENC: enc, _MASKED: masked})
 
 

@@ -248,7 +248,8 @@ def simulate(
         ),
     ] = "horizontal",
     epochs: Annotated[
-        int | None, typer.Option(min=1, help="Vertical: epoch budget (early stopping may end sooner)")
+        int | None,
+        typer.Option(min=1, help="Vertical: epoch budget (early stopping may end sooner)"),
     ] = None,
 ) -> None:
     """Run an encrypted federation in Flower's simulation engine and compare it with baselines."""
@@ -338,12 +339,16 @@ def simulate_vertical_command(
     from simulations.vertical import simulate_vertical
 
     if dataset not in VERTICAL_DATASETS:
-        raise fail(f"dataset must be one of {', '.join(VERTICAL_DATASETS)}; got {dataset!r}", code=2)
+        raise fail(
+            f"dataset must be one of {', '.join(VERTICAL_DATASETS)}; got {dataset!r}", code=2
+        )
     if model != "lr":
         raise fail(f"model must be lr for a vertical run; got {model!r}", code=2)
     params = VerticalParams(seed=seed, **({"epochs": epochs} if epochs else {}))
     try:
-        doc = simulate_vertical(dataset, seed=seed, params=params, data_dir=data_dir, registry_out=out)
+        doc = simulate_vertical(
+            dataset, seed=seed, params=params, data_dir=data_dir, registry_out=out
+        )
     except (FedRiskError, RunFailedError) as e:
         raise fail(str(e)) from e
     table = Table(title=f"{dataset}: vertical LR under CKKS, parties {doc['parties']}")

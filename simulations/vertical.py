@@ -26,9 +26,14 @@ from fedrisk.data.vertical import AlignedView, align_by_join, load_vertical
 from fedrisk.federation.run_config import RunConfigValue, parse_run_config
 from fedrisk.federation.vertical import Packet
 from fedrisk.ml.metrics import auc
-from fedrisk.ml.vertical import PartyPreprocessor, VerticalParams, train_plain_vertical, with_intercept
-from fedrisk.release.identity import generate_signing_key, key_id, save_private_key, save_public_key
+from fedrisk.ml.vertical import (
+    PartyPreprocessor,
+    VerticalParams,
+    train_plain_vertical,
+    with_intercept,
+)
 from fedrisk.release.artifact import load_trusted_keys
+from fedrisk.release.identity import generate_signing_key, save_private_key, save_public_key
 from fedrisk.release.vertical import VerticalPart, read_part
 from secure_agg.vertical import PartyKey
 from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
@@ -116,7 +121,9 @@ def run_in_process(
     )
 
 
-def run_in_engine(ws: VerticalWorkspace, params: VerticalParams, *, model_id: str) -> VerticalResult:
+def run_in_engine(
+    ws: VerticalWorkspace, params: VerticalParams, *, model_id: str
+) -> VerticalResult:
     """Run the real ServerApp and ClientApps in Flower's simulation engine."""
     server_dir = ws.root / "server"
     server_dir.mkdir(exist_ok=True)
@@ -171,7 +178,9 @@ def party_matrices(views: list[AlignedView]) -> list[npt.NDArray[np.float64]]:
     """Each party's matrix as it builds it itself (the guest's with the intercept)."""
     out = []
     for v in views:
-        prep = PartyPreprocessor(v.numeric, v.categorical).fit(v.features, v.known, rows=v.rows("train"))
+        prep = PartyPreprocessor(v.numeric, v.categorical).fit(
+            v.features, v.known, rows=v.rows("train")
+        )
         m = prep.transform(v.features, v.known)
         out.append(with_intercept(m) if v.role == "guest" else m)
     return out
@@ -187,7 +196,12 @@ def scores_from_parts(ws: VerticalWorkspace, result: VerticalResult) -> npt.NDAr
     return total
 
 
-def _lr_auc(x: npt.NDArray[np.float64], y: npt.NDArray[np.int64], fit: npt.NDArray[np.int64], test: npt.NDArray[np.int64]) -> float:
+def _lr_auc(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.int64],
+    fit: npt.NDArray[np.int64],
+    test: npt.NDArray[np.int64],
+) -> float:
     model = LogisticRegression(max_iter=2000).fit(x[fit], y[fit])
     return float(auc(y[test], model.decision_function(x[test])))
 
@@ -246,7 +260,10 @@ def simulate_vertical(
             "parties": {v.name: v.role for v in views},
             "overlap": {v.name: float(v.known.mean()) for v in views[1:]},
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
-            "federated": {"auc": float(auc(y[test], federated[test])), "best_epoch": result.best_epoch},
+            "federated": {
+                "auc": float(auc(y[test], federated[test])),
+                "best_epoch": result.best_epoch,
+            },
             "plaintext_protocol": {"auc": float(auc(y[test], np.asarray(plain_scores)[test]))},
             "centralized": {"auc": _lr_auc(joined, y, fit, test)},
             "guest_only": {"auc": _lr_auc(matrices[0], y, fit, test)},

@@ -38,5 +38,9 @@ the shipped files is unchanged.
 LOADABLE_DATASET_NAMES: Final[tuple[str, ...]] = (*DATASET_NAMES, *DERIVED_DATASET_NAMES)
 """Every name :func:`~fedrisk.data.datasets.load_dataset` accepts."""
 
-VERTICAL_DATASET_NAMES: Final[tuple[str, ...]] = ("fate-hetero", "synthetic-vertical", "taiwan-3way")
+VERTICAL_DATASET_NAMES: Final[tuple[str, ...]] = (
+    "fate-hetero",
+    "synthetic-vertical",
+    "taiwan-3way",
+)
 """Every name :func:`~fedrisk.data.vertical.load_vertical` accepts (``--layout vertical``)."""

@@ -176,8 +176,8 @@ def split_codes(
     codes = np.zeros(len(labels), dtype=np.int8)
     for cls_value in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls_value))
-        n_test = int(round(test_fraction * len(idx)))
-        n_valid = int(round(valid_fraction * (len(idx) - n_test)))
+        n_test = round(test_fraction * len(idx))
+        n_valid = round(valid_fraction * (len(idx) - n_test))
         codes[idx[:n_test]] = SPLIT_CODES["test"]
         codes[idx[n_test : n_test + n_valid]] = SPLIT_CODES["valid"]
     return codes
@@ -203,9 +203,7 @@ def align_by_join(
     if len(np.unique(ids)) != len(ids):
         raise VerticalDataError(f"guest {guest.name}: identifiers must be unique")
     labels = guest.frame[guest.label].to_numpy(dtype=np.int64)
-    codes = split_codes(
-        labels, rng=rng, test_fraction=test_fraction, valid_fraction=valid_fraction
-    )
+    codes = split_codes(labels, rng=rng, test_fraction=test_fraction, valid_fraction=valid_fraction)
     views = [
         AlignedView(
             name=guest.name,
@@ -272,7 +270,9 @@ def load_vertical(
             numeric = tuple(f.name for f in schema.features if f.kind.value == "numeric")
             categorical = tuple(f.name for f in schema.features if f.kind.value == "categorical")
             parties.append(
-                PartyColumns(view, frame, schema.id_column, numeric, categorical, schema.target_column)
+                PartyColumns(
+                    view, frame, schema.id_column, numeric, categorical, schema.target_column
+                )
             )
         guest = next(p for p in parties if p.label is not None)
         hosts = [p for p in parties if p.label is None]
@@ -290,8 +290,14 @@ def load_vertical(
                          ("SEX", "EDUCATION", "MARRIAGE")),
         ]  # fmt: skip
     else:
-        raise VerticalDataError(f"vertical dataset must be one of {VERTICAL_DATASETS}; got {name!r}")
-    default_share = {} if name == "fate-hetero" else {h.name: s for h, s in zip(hosts, (0.8, 0.65))}
+        raise VerticalDataError(
+            f"vertical dataset must be one of {VERTICAL_DATASETS}; got {name!r}"
+        )
+    default_share = (
+        {}
+        if name == "fate-hetero"
+        else {h.name: s for h, s in zip(hosts, (0.8, 0.65), strict=False)}
+    )
     shares = {**default_share, **(overlap or {})}
     hosts = [_keep_share(h, shares.get(h.name, 1.0), rng=rng) for h in hosts]
     return VerticalDataset(name=name, guest=guest, hosts=tuple(hosts))

@@ -82,7 +82,9 @@ class VerticalCoordinator:
         replies = self._exchange(packets)
         missing = sorted(set(packets) - set(replies))
         if missing:
-            raise VerticalRunError(f"nodes {missing} did not answer step {next(iter(packets.values())).step}")
+            raise VerticalRunError(
+                f"nodes {missing} did not answer step {next(iter(packets.values())).step}"
+            )
         for node, packet in packets.items():
             self._bytes[node] = self._bytes.get(node, 0) + packet.nbytes() + replies[node].nbytes()
         return replies
@@ -104,7 +106,10 @@ class VerticalCoordinator:
         if guest_key.secret:
             raise VerticalRunError("the guest sent a secret context; the coordinator refuses it")
         # Hosts get the guest's public context; the guest gets every host's.
-        setup = {h: Packet(vp.STEP_SETUP, enc={for_party(vp.PUBLIC_CONTEXT, name[guest]): [ctx[guest]]}) for h in hosts}
+        setup = {
+            h: Packet(vp.STEP_SETUP, enc={for_party(vp.PUBLIC_CONTEXT, name[guest]): [ctx[guest]]})
+            for h in hosts
+        }
         setup[guest] = Packet(
             vp.STEP_SETUP, enc={for_party(vp.PUBLIC_CONTEXT, name[h]): [ctx[h]] for h in hosts}
         )
@@ -127,14 +132,22 @@ class VerticalCoordinator:
             # Step 5-6: validation (the hosts' pending updates are applied first).
             scores = self._send(
                 {
-                    h: Packet(vp.STEP_VALID_SCORES, meta={**base, "epoch": epoch}, masked=_sums(pending, h))
+                    h: Packet(
+                        vp.STEP_VALID_SCORES,
+                        meta={**base, "epoch": epoch},
+                        masked=_sums(pending, h),
+                    )
                     for h in hosts
                 }
             )
             pending = {}
             summed = guest_key.add(*(scores[h].enc[vp.U_FOR_GUEST] for h in hosts))
             verdict = self._send(
-                {guest: Packet(vp.STEP_VALIDATE, meta={"epoch": epoch + 1}, enc={vp.U_FOR_GUEST: summed})}
+                {
+                    guest: Packet(
+                        vp.STEP_VALIDATE, meta={"epoch": epoch + 1}, enc={vp.U_FOR_GUEST: summed}
+                    )
+                }
             )[guest]
             mark_best = bool(verdict.meta["improved"])
             record = EpochRecord(

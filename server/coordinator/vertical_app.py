@@ -15,11 +15,16 @@ from fedrisk.federation.vertical_params import params_of
 from fedrisk.files import write_atomic
 from secure_agg.vertical_records import packet_from_record, packet_to_record
 from server.coordinator.progress import ProgressLog
-from server.coordinator.vertical import EpochRecord, VerticalCoordinator, VerticalRunError
+from server.coordinator.vertical import (
+    EpochRecord,
+    Exchange,
+    VerticalCoordinator,
+    VerticalRunError,
+)
 from server.coordinator.waves import SystemClock, exchange
 
 
-def _grid_exchange(grid: Grid, *, timeout: float) -> object:
+def _grid_exchange(grid: Grid, *, timeout: float) -> Exchange:
     clock = SystemClock()
 
     def send(packets: Mapping[int, Packet]) -> dict[int, Packet]:
@@ -60,7 +65,7 @@ def run_vertical(grid: Grid, config: FederationConfig, progress: ProgressLog) ->
 
         coordinator = VerticalCoordinator(
             params_of(config),
-            exchange=_grid_exchange(grid, timeout=config.round_timeout),  # type: ignore[arg-type]
+            exchange=_grid_exchange(grid, timeout=config.round_timeout),
             model_id=config.run_id or "vertical",
             on_epoch=on_epoch,
         )
@@ -68,9 +73,9 @@ def run_vertical(grid: Grid, config: FederationConfig, progress: ProgressLog) ->
     except Exception as e:
         progress.emit("failed", reason=f"{type(e).__name__}: {e}")
         raise
-    if config.server_dir:
+    if config.server_path is not None:
         write_atomic(
-            config.server_path / "results.json",  # type: ignore[operator]
+            config.server_path / "results.json",
             json.dumps({"run_id": config.run_id, "he": True, **result.as_dict()}, indent=2),
         )
     progress.emit("finished")

@@ -70,16 +70,26 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
                 seed=PARAMS.seed,
                 epoch=int(packet.meta["epoch"]),
             )[int(packet.meta["batch"])]
-            w = np.asarray(states[node].get("adam", {}).get("w", np.zeros(runtimes[node].matrix.shape[1])))
+            w = np.asarray(
+                states[node].get("adam", {}).get("w", np.zeros(runtimes[node].matrix.shape[1]))
+            )
             record.host_weights.append(w)
             record.partial_scores.append(runtimes[node].matrix[rows] @ w)
             if node == 1:
-                guest_w = np.asarray(states[GUEST].get("adam", {}).get("w", np.zeros(runtimes[GUEST].matrix.shape[1])))
+                guest_w = np.asarray(
+                    states[GUEST]
+                    .get("adam", {})
+                    .get("w", np.zeros(runtimes[GUEST].matrix.shape[1]))
+                )
                 u = runtimes[GUEST].matrix[rows] @ guest_w
                 for h in range(1, len(runtimes)):
-                    hw = np.asarray(states[h].get("adam", {}).get("w", np.zeros(runtimes[h].matrix.shape[1])))
+                    hw = np.asarray(
+                        states[h].get("adam", {}).get("w", np.zeros(runtimes[h].matrix.shape[1]))
+                    )
                     u = u + runtimes[h].matrix[rows] @ hw
-                record.residuals.append(u + 2.0 - 4.0 * labels[rows])  # 4d, what the protocol computes
+                record.residuals.append(
+                    u + 2.0 - 4.0 * labels[rows]
+                )  # 4d, what the protocol computes
 
     record.result = run_in_process(ws, PARAMS, model_id=model_id, tap=tap, states=states)
     return record
@@ -95,7 +105,11 @@ def test_the_encrypted_run_follows_its_plaintext_oracle(run: Run) -> None:
     assert y is not None
     matrices = party_matrices(views)
     oracle = train_plain_vertical(
-        matrices, y, train_rows=views[0].rows("train"), valid_rows=views[0].rows("valid"), params=PARAMS
+        matrices,
+        y,
+        train_rows=views[0].rows("train"),
+        valid_rows=views[0].rows("valid"),
+        params=PARAMS,
     )
     plain = sum(m @ w for m, w in zip(matrices, oracle.weights, strict=True))
     encrypted = scores_from_parts(run.ws, run.result)
@@ -162,7 +176,10 @@ def test_labels_and_residual_leave_the_guest_only_under_its_own_key(run: Run) ->
         if direction != "from" or node != GUEST or vp.C_ENC not in packet.enc:
             continue
         for host in range(1, len(run.ws.views)):
-            assert np.median(np.abs(decrypt_with(_secret(run.ws, host), packet.enc[vp.C_ENC][0]))) > 1e6
+            assert (
+                np.median(np.abs(decrypt_with(_secret(run.ws, host), packet.enc[vp.C_ENC][0])))
+                > 1e6
+            )
 
 
 def test_the_coordinator_only_ever_holds_public_contexts(run: Run) -> None:

@@ -16,7 +16,9 @@ def keys() -> tuple[PartyKey, PartyKey]:
     return owner, PartyKey.from_bytes(owner.public_bytes())
 
 
-def test_flooded_sums_of_masked_products_give_x_transpose_v(keys: tuple[PartyKey, PartyKey]) -> None:
+def test_flooded_sums_of_masked_products_give_x_transpose_v(
+    keys: tuple[PartyKey, PartyKey],
+) -> None:
     owner, public = keys
     rng = np.random.default_rng(1)
     n = SLOTS + 100  # two chunks, the second partial
