@@ -332,18 +332,18 @@ def simulate_vertical_command(
     data_dir: Path | None,
 ) -> None:
     """``simulate --layout vertical``: encrypted vertical LR against centralized and guest-only."""
-    from fedrisk.data.vertical import VERTICAL_DATASETS
+    if dataset not in VERTICAL_DATASET_NAMES:
+        raise fail(
+            f"dataset must be one of {', '.join(VERTICAL_DATASET_NAMES)}; got {dataset!r}", code=2
+        )
+    if model != "lr":
+        raise fail(f"model must be lr for a vertical run; got {model!r}", code=2)
+    # The arguments are sound: now load the protocol, TenSEAL and Flower.
     from fedrisk.errors import FedRiskError
     from fedrisk.ml.vertical import VerticalParams
     from server.coordinator.runs import RunFailedError
     from simulations.vertical import simulate_vertical
 
-    if dataset not in VERTICAL_DATASETS:
-        raise fail(
-            f"dataset must be one of {', '.join(VERTICAL_DATASETS)}; got {dataset!r}", code=2
-        )
-    if model != "lr":
-        raise fail(f"model must be lr for a vertical run; got {model!r}", code=2)
     params = VerticalParams(seed=seed, **({"epochs": epochs} if epochs else {}))
     try:
         doc = simulate_vertical(
