@@ -1,13 +1,16 @@
 """Each party's own CKKS key: masked products, flooded sums and the layout check, on real
-TenSEAL ciphertexts (the plaintext product is the oracle)."""
+TenSEAL ciphertexts (the plaintext product is the oracle); packets as Flower records."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import RecordDict
 
+from fedrisk.federation.vertical import Packet
 from secure_agg.errors import CodecError, PublicContextError
 from secure_agg.vertical import FLOOD_SIGMA, MASK_BOUND, SLOTS, PartyKey
+from secure_agg.vertical_records import packet_from_record, packet_to_record
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +63,24 @@ def test_a_public_context_cannot_decrypt(keys: tuple[PartyKey, PartyKey]) -> Non
     assert not public.secret
     with pytest.raises(PublicContextError):
         public.decrypt(owner.encrypt(np.ones(4)), n=4)
+
+
+def test_a_packet_crosses_flower_records_unchanged(keys: tuple[PartyKey, PartyKey]) -> None:
+    owner, _ = keys
+    packet = Packet(
+        "gradient",
+        meta={"epoch": 2, "guest": "bank", "mark_best": True},
+        enc={
+            "masked-products": owner.encrypt(np.arange(5000.0)),
+            "residual4": owner.encrypt(np.ones(3)),
+        },
+        masked={"flooded-sums/shop": np.array([1.5, -2.25])},
+    )
+
+    back = packet_from_record(packet_to_record(packet))
+
+    assert (back.step, back.meta, back.enc) == (packet.step, packet.meta, packet.enc)
+    np.testing.assert_array_equal(back.masked["flooded-sums/shop"], [1.5, -2.25])
+    assert back.nbytes() == packet.nbytes()
+    with pytest.raises(CodecError, match="vertical packet"):
+        packet_from_record(RecordDict({}))
