@@ -41,7 +41,7 @@ from fedrisk.ml.vertical import (
 )
 from fedrisk.release.identity import load_signing_key
 from fedrisk.release.vertical import VerticalPart, write_part
-from secure_agg.vertical import PartyKey
+from secure_agg.vertical import PairwiseMasks, PartyKey, generate_x25519, pairwise_masks
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ def handle(packet: Packet, rt: Runtime, state: State, params: VerticalParams) ->
 
 
 def _setup(packet: Packet, rt: Runtime) -> Packet:
-    """Install the peers' public contexts the coordinator relays; answer with our own."""
+    """Install the peers' public contexts (and, at a host, the other hosts' X25519 keys) the
+    coordinator relays; answer with our own."""
     rt.config.peers_dir.mkdir(parents=True, exist_ok=True)
     for key, chunks in packet.enc.items():
         prefix, _, name = key.partition("/")
@@ -184,6 +185,8 @@ def _setup(packet: Packet, rt: Runtime) -> Packet:
             if peer.secret:
                 raise VerticalStepError(f"peer context of {name} must be public; got a secret one")
             write_atomic(rt.config.peers_dir / f"{name}.ctx", chunks[0])
+        elif prefix == vp.X25519 and name and name != rt.config.name:
+            write_atomic(rt.config.peers_dir / f"{name}.x25519", chunks[0])
     meta: vp.Meta = {
         "party": rt.config.name,
         "role": rt.config.role,
@@ -192,7 +195,27 @@ def _setup(packet: Packet, rt: Runtime) -> Packet:
         "known": int(rt.view.known.sum()),
         "train_rows": len(rt.view.rows("train")),
     }
-    return Packet(vp.STEP_SETUP, meta=meta, enc={vp.PUBLIC_CONTEXT: [rt.key.public_bytes()]})
+    enc = {vp.PUBLIC_CONTEXT: [rt.key.public_bytes()]}
+    if not rt.is_guest:
+        own = rt.config.peers_dir / _OWN_X25519
+        if not own.exists():
+            private, public = generate_x25519()
+            write_atomic(own, private)
+            own.chmod(0o600)
+            write_atomic(own.with_suffix(".pub"), public)
+        enc[vp.X25519] = [own.with_suffix(".pub").read_bytes()]
+    return Packet(vp.STEP_SETUP, meta=meta, enc=enc)
+
+
+_OWN_X25519 = "own.x25519"
+
+
+def _host_masks(rt: Runtime) -> PairwiseMasks:
+    folder = rt.config.peers_dir
+    peers = {
+        p.stem: p.read_bytes() for p in sorted(folder.glob("*.x25519")) if p.name != _OWN_X25519
+    }
+    return pairwise_masks(rt.config.name, (folder / _OWN_X25519).read_bytes(), peers)
 
 
 # -- host ------------------------------------------------------------------------------------
@@ -222,16 +245,20 @@ def _host_scores(packet: Packet, rt: Runtime, state: State, params: VerticalPara
         state["best"] = state.get("last_valid", state.get("adam", {}).get("w"))
     adam = _adam(state, rt.matrix.shape[1])
     guest = rt.peer(str(packet.meta["guest"]))
+    # Under the guest's key a score travels with this host's share of the hosts' zero-sum mask:
+    # only the coordinator's sum over hosts is the plain sum of scores.
+    label = f"{packet.step}/{packet.meta['epoch']}/{packet.meta.get('batch', 'valid')}"
     if packet.step == vp.STEP_VALID_SCORES:
-        # Validation scores go only to the guest, summed over hosts by the coordinator.
         state["last_valid"] = adam.weights.tolist()
         u = rt.matrix[rt.view.rows("valid")] @ adam.weights
-        return Packet(packet.step, enc={vp.U_FOR_GUEST: guest.encrypt(u)})
+        masked = u + _host_masks(rt).mask(len(u), label=label)
+        return Packet(packet.step, enc={vp.U_FOR_GUEST: guest.encrypt(masked)})
     rows = _batch(rt, params, packet.meta)
     u = rt.matrix[rows] @ adam.weights
+    masked = u + _host_masks(rt).mask(len(u), label=label)
     return Packet(
         packet.step,
-        enc={vp.U_FOR_GUEST: guest.encrypt(u), vp.U_OWN: rt.key.encrypt(u)},
+        enc={vp.U_FOR_GUEST: guest.encrypt(masked), vp.U_OWN: rt.key.encrypt(u)},
     )
 
 

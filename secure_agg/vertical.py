@@ -23,15 +23,26 @@ Notes
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import tenseal as ts
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from secure_agg.errors import CodecError, PublicContextError
 
@@ -201,3 +212,58 @@ class PartyKey:
             sums[k // chunks] += float(np.sum(vec.decrypt()))
         flooded = sums + csprng_normal(n_features, FLOOD_SIGMA)
         return np.asarray(np.round(flooded / ROUND_STEP) * ROUND_STEP, dtype=np.float64)
+
+
+class PairwiseMasks:
+    """Zero-sum masks among the hosts, from pairwise X25519 agreements.
+
+    Host ``k`` adds ``z_k = sum over peers j of ±PRG(seed_kj, label)`` (``+`` towards a peer whose
+    name sorts after its own, ``-`` otherwise) to the partial scores it encrypts under the guest's
+    key, so the masks cancel in the coordinator's sum and a single host's ciphertext holds only a
+    masked score: even a coordinator that hands it to the guest reveals nothing beyond the sum.
+    The keystream is ChaCha20 keyed by HKDF-SHA256 of the shared secret.
+    """
+
+    def __init__(
+        self, name: str, own: X25519PrivateKey, peers: Mapping[str, X25519PublicKey]
+    ) -> None:
+        self._name = name
+        self._seeds = {
+            peer: HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=b"fedrisk.vertical.pairwise/1"
+            ).derive(own.exchange(pub))
+            for peer, pub in peers.items()
+            if peer != name
+        }
+
+    def mask(self, n: int, *, label: str) -> FloatVector:
+        """This host's share of the zero-sum mask for ``n`` values of the step ``label``."""
+        total = np.zeros(n)
+        nonce = hashlib.sha256(label.encode()).digest()[:16]
+        for peer, seed in sorted(self._seeds.items()):
+            stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
+            raw = np.frombuffer(stream.update(b"\0" * (8 * n)), dtype=np.uint64) >> np.uint64(11)
+            values = (2.0 * raw.astype(np.float64) / float(2**53) - 1.0) * MASK_BOUND
+            total += values if self._name < peer else -values
+        return total
+
+
+def generate_x25519() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair as raw (private, public) bytes."""
+    key = X25519PrivateKey.generate()
+    return (
+        key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()),
+        key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+    )
+
+
+def pairwise_masks(name: str, own_private: bytes, peers: Mapping[str, bytes]) -> PairwiseMasks:
+    """:class:`PairwiseMasks` from raw key bytes."""
+    try:
+        return PairwiseMasks(
+            name,
+            X25519PrivateKey.from_private_bytes(own_private),
+            {p: X25519PublicKey.from_public_bytes(b) for p, b in peers.items()},
+        )
+    except ValueError as e:
+        raise CodecError(f"X25519 keys must be 32 raw bytes; got {e}") from e

@@ -29,6 +29,7 @@ STEP_RELEASE: Final = "release"
 
 # Keys inside a packet.
 PUBLIC_CONTEXT: Final = "public-context"
+X25519: Final = "x25519"
 U_FOR_GUEST: Final = "u-under-guest-key"
 U_OWN: Final = "u-under-own-key"
 C_ENC: Final = "guest-residual-part"

@@ -105,9 +105,14 @@ class VerticalCoordinator:
         guest_key = PartyKey.from_bytes(ctx[guest])
         if guest_key.secret:
             raise VerticalRunError("the guest sent a secret context; the coordinator refuses it")
-        # Hosts get the guest's public context; the guest gets every host's.
+        # Hosts get the guest's public context and every host's X25519 key (their zero-sum
+        # masks); the guest gets every host's public context.
+        x25519 = {for_party(vp.X25519, name[h]): first[h].enc[vp.X25519] for h in hosts}
         setup = {
-            h: Packet(vp.STEP_SETUP, enc={for_party(vp.PUBLIC_CONTEXT, name[guest]): [ctx[guest]]})
+            h: Packet(
+                vp.STEP_SETUP,
+                enc={for_party(vp.PUBLIC_CONTEXT, name[guest]): [ctx[guest]], **x25519},
+            )
             for h in hosts
         }
         setup[guest] = Packet(

@@ -208,3 +208,15 @@ def test_parts_are_signed_and_missing_customers_score_zero(run: Run) -> None:
     path.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")), encoding="ascii")
     with pytest.raises(SignatureError):
         read_part(path.parent, trusted_keys=trusted)
+
+
+def test_a_single_hosts_score_is_masked_even_for_a_colluding_guest(run: Run) -> None:
+    # With two hosts, what one host encrypts under the guest's key carries its share of the
+    # zero-sum mask: a coordinator handing it to the guest reveals no partial score.
+    seen = 0
+    for direction, node, packet in run.packets:
+        if direction == "from" and node != GUEST and vp.U_FOR_GUEST in packet.enc:
+            values = decrypt_with(_secret(run.ws, GUEST), packet.enc[vp.U_FOR_GUEST][0])
+            assert np.median(np.abs(values)) > 1e6
+            seen += 1
+    assert seen > 4

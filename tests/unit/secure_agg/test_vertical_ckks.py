@@ -9,7 +9,14 @@ from flwr.app import RecordDict
 
 from fedrisk.federation.vertical import Packet
 from secure_agg.errors import CodecError, PublicContextError
-from secure_agg.vertical import FLOOD_SIGMA, MASK_BOUND, SLOTS, PartyKey
+from secure_agg.vertical import (
+    FLOOD_SIGMA,
+    MASK_BOUND,
+    SLOTS,
+    PartyKey,
+    generate_x25519,
+    pairwise_masks,
+)
 from secure_agg.vertical_records import packet_from_record, packet_to_record
 
 
@@ -84,3 +91,17 @@ def test_a_packet_crosses_flower_records_unchanged(keys: tuple[PartyKey, PartyKe
     assert back.nbytes() == packet.nbytes()
     with pytest.raises(CodecError, match="vertical packet"):
         packet_from_record(RecordDict({}))
+
+
+def test_pairwise_masks_of_all_hosts_cancel_and_each_alone_is_large() -> None:
+    keys = {name: generate_x25519() for name in ("a", "b", "c")}
+    pubs = {name: pub for name, (_, pub) in keys.items()}
+    masks = [
+        pairwise_masks(name, priv, pubs).mask(1000, label="scores/0/1")
+        for name, (priv, _) in keys.items()
+    ]
+
+    np.testing.assert_allclose(sum(masks), 0.0, atol=1e-3)
+    assert all(np.median(np.abs(m)) > MASK_BOUND / 8 for m in masks)
+    other = pairwise_masks("a", keys["a"][0], pubs).mask(1000, label="scores/0/2")
+    assert not np.allclose(other, masks[0])
