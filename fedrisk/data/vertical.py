@@ -19,7 +19,7 @@ Datasets:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -217,21 +217,53 @@ def align_by_join(
         )
     ]
     for host in dataset.hosts:
-        cols = [*host.numeric, *host.categorical]
-        indexed = host.frame.drop_duplicates(host.id_column).set_index(host.id_column)[cols]
-        joined = indexed.reindex(ids)
-        views.append(
-            AlignedView(
-                name=host.name,
-                role="host",
-                features=joined.reset_index(drop=True),
-                known=np.isin(ids, indexed.index.to_numpy()),
-                split=codes,
-                numeric=host.numeric,
-                categorical=host.categorical,
-            )
-        )
+        # The join stands in for PSI: each aligned position gets the host's own identifier when
+        # the host knows that customer.
+        own_ids = set(host.frame[host.id_column].tolist())
+        positions = [i if i in own_ids else None for i in ids.tolist()]
+        views.append(host_view_from_positions(host, positions, split=codes))
     return views
+
+
+def host_view_from_positions(
+    host: PartyColumns, positions: Sequence[Hashable | None], *, split: npt.NDArray[np.int8]
+) -> AlignedView:
+    """A host's view from what alignment gives it: for each of the guest's positions, in order,
+    the host's own identifier of that customer, or None where it does not know them.
+
+    This is the seam between private set intersection and training: PSI produces
+    ``positions`` (and the guest's split codes, which it shares by position); training needs
+    nothing else from it.
+    """
+    if len(positions) != len(split):
+        raise VerticalDataError(
+            f"positions of {host.name} must match the guest's {len(split)} rows; got "
+            f"{len(positions)}"
+        )
+    cols = [*host.numeric, *host.categorical]
+    indexed = host.frame.drop_duplicates(host.id_column).set_index(host.id_column)[cols]
+    known = np.array([p is not None for p in positions], dtype=bool)
+    unknown_ids = sorted(
+        {str(p) for p in positions if p is not None} - {str(i) for i in indexed.index}
+    )
+    if unknown_ids:
+        raise VerticalDataError(
+            f"positions of {host.name} must name its own identifiers; got {len(unknown_ids)} "
+            f"unknown, e.g. {unknown_ids[:3]}"
+        )
+    joined = indexed.reindex([p if p is not None else _MISSING for p in positions])
+    return AlignedView(
+        name=host.name,
+        role="host",
+        features=joined.reset_index(drop=True),
+        known=known,
+        split=split,
+        numeric=host.numeric,
+        categorical=host.categorical,
+    )
+
+
+_MISSING: Final = object()
 
 
 def _read(path: Path) -> pd.DataFrame:

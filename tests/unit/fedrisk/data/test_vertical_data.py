@@ -15,6 +15,7 @@ from fedrisk.data.vertical import (
     VerticalDataError,
     VerticalDataset,
     align_by_join,
+    host_view_from_positions,
     load_vertical,
 )
 from fedrisk.ml.vertical import KNOWN_COLUMN, PartyPreprocessor
@@ -89,3 +90,18 @@ def test_fate_hetero_loads_guest_and_host_as_shipped() -> None:
     assert len(data.guest.numeric) == 13 and data.guest.label == "y"
     assert [len(h.numeric) for h in data.hosts] == [10]
     assert len(data.hosts[0].frame) == 30_000
+
+
+def test_a_host_view_is_built_from_the_positions_alignment_gives_it() -> None:
+    data = _toy()
+    host = data.hosts[0]
+    split = np.zeros(4, dtype=np.int8)
+
+    view = host_view_from_positions(host, [None, 4, None, 2], split=split)
+
+    np.testing.assert_array_equal(view.known, [False, True, False, True])
+    assert view.features["h"].tolist()[1::2] == [40.0, 20.0]
+    with pytest.raises(VerticalDataError, match="must match the guest's 4 rows"):
+        host_view_from_positions(host, [None, 4], split=split)
+    with pytest.raises(VerticalDataError, match="its own identifiers"):
+        host_view_from_positions(host, [None, 5, None, 2], split=split)
