@@ -196,12 +196,14 @@ def scores_from_parts(ws: VerticalWorkspace, result: VerticalResult) -> npt.NDAr
     return total
 
 
-def _lr_auc(
+def lr_auc(
     x: npt.NDArray[np.float64],
     y: npt.NDArray[np.int64],
     fit: npt.NDArray[np.int64],
     test: npt.NDArray[np.int64],
 ) -> float:
+    """Test AUC of scikit-learn LR fitted on ``fit`` rows (the centralized and guest-only
+    baselines)."""
     model = LogisticRegression(max_iter=2000).fit(x[fit], y[fit])
     return float(auc(y[test], model.decision_function(x[test])))
 
@@ -265,8 +267,8 @@ def simulate_vertical(
                 "best_epoch": result.best_epoch,
             },
             "plaintext_protocol": {"auc": float(auc(y[test], np.asarray(plain_scores)[test]))},
-            "centralized": {"auc": _lr_auc(joined, y, fit, test)},
-            "guest_only": {"auc": _lr_auc(matrices[0], y, fit, test)},
+            "centralized": {"auc": lr_auc(joined, y, fit, test)},
+            "guest_only": {"auc": lr_auc(matrices[0], y, fit, test)},
             "epochs": len(epochs),
             "seconds_per_epoch": float(np.mean([e.seconds for e in epochs])),
             "bytes_per_party_per_epoch": {
