@@ -8,12 +8,13 @@ receives the aligned views a PSI step would produce.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from fedrisk.release.identity import generate_signing_key, save_private_key, sav
 from fedrisk.release.vertical import VerticalPart, read_part
 from secure_agg.vertical import PartyKey
 from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
-from server.coordinator.vertical import VerticalCoordinator, VerticalResult
+from server.coordinator.vertical import EpochRecord, VerticalCoordinator, VerticalResult
 from simulations.engine import simulation_link
 
 Tap = Callable[[str, int, Packet], None]
@@ -158,14 +159,10 @@ def run_in_engine(
             progress_path=server_dir / "progress.jsonl",
             timeout=120.0 + 120.0 * params.epochs,
         )
-    import json
-
     results_path = server_dir / "results.json"
     if not results_path.is_file():
         raise RunFailedError(f"vertical run {run_id} completed without results")
     doc = json.loads(results_path.read_text(encoding="utf-8"))
-    from server.coordinator.vertical import EpochRecord
-
     return VerticalResult(
         parties=doc["parties"],
         history=[EpochRecord(**e) for e in doc["history"]],
@@ -206,13 +203,6 @@ def lr_auc(
     baselines)."""
     model = LogisticRegression(max_iter=2000).fit(x[fit], y[fit])
     return float(auc(y[test], model.decision_function(x[test])))
-
-
-@dataclass
-class VerticalReport:
-    """The numbers ``fedrisk simulate --layout vertical --json`` writes."""
-
-    doc: dict[str, Any] = field(default_factory=dict)
 
 
 def simulate_vertical(
