@@ -208,3 +208,22 @@ def release(message: Message, context: Context) -> Message:
         }
     )
     return Message(content=content, reply_to=message)
+
+
+@app.query("vertical")
+def vertical(message: Message, context: Context) -> Message:
+    """One step of vertical logistic regression (``clients.vertical_party``)."""
+    from clients import vertical_party
+    from fedrisk.federation.vertical_params import params_of
+    from secure_agg.vertical_records import packet_from_record, packet_to_record
+
+    federation = parse_run_config(dict(context.run_config))
+    config = vertical_party.config_for(dict(context.node_config), federation)
+    runtime = vertical_party.runtime(config, federation.run_id)
+    record = context.state.config_records.get(vertical_party.STATE_KEY)
+    state = json.loads(str(record["json"])) if record is not None else {}
+    answer = vertical_party.handle(
+        packet_from_record(message.content), runtime, state, params_of(federation)
+    )
+    context.state[vertical_party.STATE_KEY] = ConfigRecord({"json": json.dumps(state)})
+    return Message(content=packet_to_record(answer), reply_to=message)

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DATASET_NAMES", "DERIVED_DATASET_NAMES", "LOADABLE_DATASET_NAMES"]
+__all__ = [
+    "DATASET_NAMES",
+    "DERIVED_DATASET_NAMES",
+    "LOADABLE_DATASET_NAMES",
+    "VERTICAL_DATASET_NAMES",
+]
 
 DATASET_NAMES: Final[tuple[str, ...]] = (
     "synthetic",
@@ -32,3 +37,10 @@ the shipped files is unchanged.
 
 LOADABLE_DATASET_NAMES: Final[tuple[str, ...]] = (*DATASET_NAMES, *DERIVED_DATASET_NAMES)
 """Every name :func:`~fedrisk.data.datasets.load_dataset` accepts."""
+
+VERTICAL_DATASET_NAMES: Final[tuple[str, ...]] = (
+    "fate-hetero",
+    "synthetic-vertical",
+    "taiwan-3way",
+)
+"""Every name :func:`~fedrisk.data.vertical.load_vertical` accepts (``--layout vertical``)."""

@@ -240,6 +240,10 @@ def fedrisk_app_rules(
         "sim-workspace": FixedRule(value=""),
         "resume": ChoiceRule(values=(False, True)),
         "trees": RangeRule(integer=True, min=1, max=2000),
+        # Vertical runs exist only in the simulation engine so far: a deployed pin refuses them.
+        "layout": FixedRule(value="horizontal"),
+        "l2": RangeRule(integer=False, min=0.0, max=10.0),
+        "patience": RangeRule(integer=True, min=1, max=1000),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -63,6 +63,12 @@ class FederationConfig(BaseModel):
     resume: bool = False
     trees: int = Field(default=300, ge=1, le=2000)
     """The gbdt kind's tree budget (early stopping usually ends the run sooner)."""
+    layout: Literal["horizontal", "vertical"] = "horizontal"
+    """Horizontal: same columns, different customers. Vertical: one guest (labels) and hosts
+    (features) with the same customers; ``rounds`` counts epochs (docs/vertical.md)."""
+    l2: float = Field(default=1e-3, ge=0.0)
+    patience: int = Field(default=3, ge=1, le=1000)
+    """Vertical early stopping: epochs without a better validation AUC before stopping."""
 
     @field_validator("hidden", mode="before")
     @classmethod

@@ -391,9 +391,14 @@ def canonical_json_bytes(artifact: ModelArtifact) -> bytes:
     return text.encode("ascii")
 
 
-def sign_artifact_bytes(content: bytes, *, signing_key: Ed25519PrivateKey) -> bytes:
-    """The ``artifact.sig`` document for the exact ``artifact.json`` bytes ``content``."""
-    signature = signing_key.sign(SIGNING_DOMAIN + content)
+def sign_artifact_bytes(
+    content: bytes, *, signing_key: Ed25519PrivateKey, domain: bytes = SIGNING_DOMAIN
+) -> bytes:
+    """The ``artifact.sig`` document for the exact ``artifact.json`` bytes ``content``.
+
+    ``domain`` separates kinds of signed document (a vertical model part signs under its own).
+    """
+    signature = signing_key.sign(domain + content)
     doc = {
         "algorithm": SIGNATURE_ALGORITHM,
         "format": SIGNATURE_FORMAT,
@@ -492,6 +497,37 @@ def _read_signature(sig_path: Path) -> tuple[str, bytes]:
     return signer, signature
 
 
+def verify_signed_bytes(
+    content: bytes,
+    json_path: Path,
+    sig_path: Path,
+    *,
+    trusted_keys: Mapping[str, Ed25519PublicKey],
+    domain: bytes = SIGNING_DOMAIN,
+) -> None:
+    """Check ``content`` (read from ``json_path``) against the signature file ``sig_path``.
+
+    Raises
+    ------
+    SignatureError
+        Missing signature, signer not trusted, or content that does not match the signature.
+    """
+    signer, signature = _read_signature(sig_path)
+    by_id = {key_id(pub): (name, pub) for name, pub in trusted_keys.items()}
+    if signer not in by_id:
+        raise SignatureError(
+            f"artifact {json_path} must be signed by a trusted key; got signer {signer} "
+            f"(trusted: {sorted(by_id) or 'none'})",
+            reason=ArtifactRefusal.UNTRUSTED,
+        )
+    try:
+        by_id[signer][1].verify(signature, domain + content)
+    except InvalidSignature as e:
+        raise SignatureError(
+            f"artifact {json_path} does not match its signature (tampered or corrupted)"
+        ) from e
+
+
 def read_artifact(path: Path, *, trusted_keys: Mapping[str, Ed25519PublicKey]) -> ModelArtifact:
     """Read an artifact and verify its signature against trusted keys before parsing it.
 
@@ -520,20 +556,7 @@ def read_artifact(path: Path, *, trusted_keys: Mapping[str, Ed25519PublicKey]) -
             f"artifact file {json_path} cannot be read: {e.strerror or e}",
             reason=ArtifactRefusal.UNREADABLE,
         ) from e
-    signer, signature = _read_signature(sig_path)
-    by_id = {key_id(pub): (name, pub) for name, pub in trusted_keys.items()}
-    if signer not in by_id:
-        raise SignatureError(
-            f"artifact {json_path} must be signed by a trusted key; got signer {signer} "
-            f"(trusted: {sorted(by_id) or 'none'})",
-            reason=ArtifactRefusal.UNTRUSTED,
-        )
-    try:
-        by_id[signer][1].verify(signature, SIGNING_DOMAIN + content)
-    except InvalidSignature as e:
-        raise SignatureError(
-            f"artifact {json_path} does not match its signature (tampered or corrupted)"
-        ) from e
+    verify_signed_bytes(content, json_path, sig_path, trusted_keys=trusted_keys)
     try:
         artifact = ModelArtifact.model_validate_json(content)
     except ValidationError as e:

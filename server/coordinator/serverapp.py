@@ -50,6 +50,11 @@ def main(grid: Grid, context: Context) -> None:
     config = parse_run_config(dict(context.run_config))
     server_dir = config.server_path
     progress = ProgressLog(server_dir / "progress.jsonl" if server_dir else None)
+    if config.layout == "vertical":
+        from server.coordinator.vertical_app import run_vertical
+
+        run_vertical(grid, config, progress)
+        return
     try:
         summer = build_summer(config)
         checkpoints = CheckpointStore(server_dir / "checkpoints") if server_dir else None

@@ -72,7 +72,7 @@ def test_the_demo_trains_releases_scores_and_stops_everything(
 
     # act
     with sampler:
-        run_demo(console=console, out=out, rounds=1)
+        run_demo(console=console, out=out, rounds=1, vertical=False)
 
     # assert: the federation ran with three parties and released a model
     text = output.getvalue()

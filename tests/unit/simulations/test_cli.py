@@ -126,6 +126,17 @@ BAD_ARGUMENTS = [
     ),
     pytest.param(("keys", "accept", "-b", ".", "--sealed", "/no/x"), ["does not exist"], id="seal"),
     pytest.param(
+        ("simulate", "--layout", "vertical", "--dataset", "taiwan"),
+        ["fate-hetero, synthetic-vertical, taiwan-3way"],
+        id="vertical-dataset",
+    ),
+    pytest.param(
+        ("simulate", "--layout", "vertical", "--dataset", "fate-hetero", "--model", "mlp"),
+        ["must be lr"],
+        id="vertical-model",
+    ),
+    pytest.param(("simulate", "--layout", "diagonal"), ["horizontal or vertical"], id="layout"),
+    pytest.param(
         ("provision", "-w", "ws", "--request", __file__, "--schema", "/no/s.toml"),
         ["does not exist"],
         id="provision-schema",

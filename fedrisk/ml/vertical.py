@@ -1,0 +1,253 @@
+"""Vertical logistic regression's plaintext side: per-party preprocessing, the shared batch
+schedule, the optimizer, and the plaintext oracle of the encrypted protocol.
+
+Every party turns its own columns into a matrix with its own :class:`PartyPreprocessor`
+(statistics from its own known training rows only), applies its own optimizer to its own
+gradient, and derives the mini-batches from the run's public seed, so no schedule travels. The
+residual uses the sigmoid's first-order Taylor expansion at 0, ``sigmoid(u) ~ 0.5 + u/4``: it is
+linear in the partial scores, which is what lets the hosts' scores stay encrypted (see
+``docs/vertical.md``). In units of four, the residual is ``4d = u + 2 - 4y``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedrisk.errors import FedRiskError
+
+FloatMatrix = npt.NDArray[np.float64]
+FloatVector = npt.NDArray[np.float64]
+
+CLIP_SD = 5.0
+"""Standardized values are clipped to this many standard deviations, which bounds every
+per-customer product the protocol encrypts (the masks are chosen against that bound)."""
+KNOWN_COLUMN = "_known"
+
+
+class VerticalTrainingError(FedRiskError, ValueError):
+    """Vertical training inputs are inconsistent."""
+
+
+class VerticalParams(BaseModel):
+    """Hyper-parameters every party of a vertical run shares (from the run config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=30, ge=1, le=1000)
+    batch_size: int = Field(default=8192, ge=16)
+    learning_rate: float = Field(default=0.1, gt=0.0, le=10.0)
+    l2: float = Field(default=1e-3, ge=0.0)
+    patience: int = Field(default=8, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class PartyPreprocessor:
+    """Standardizes numeric columns and one-hot encodes categorical ones, from one party's own
+    known training rows; unknown rows become all zeros (the imputed mean), and a host with
+    partial overlap gets a ``_known`` indicator column."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    means_: dict[str, float] = field(default_factory=dict)
+    scales_: dict[str, float] = field(default_factory=dict)
+    levels_: dict[str, list[str]] = field(default_factory=dict)
+    known_indicator_: bool = False
+
+    def fit(
+        self, frame: pd.DataFrame, known: npt.NDArray[np.bool_], *, rows: npt.NDArray[np.int64]
+    ) -> Self:
+        """Learn the statistics on ``rows`` that the party knows."""
+        fit_rows = rows[known[rows]]
+        if len(fit_rows) == 0:
+            raise VerticalTrainingError("preprocessor must see at least one known training row")
+        sub = frame.iloc[fit_rows]
+        for col in self.numeric:
+            values = pd.to_numeric(sub[col], errors="coerce").to_numpy(dtype=np.float64)
+            mean = float(np.nanmean(values))
+            sd = float(np.nanstd(values))
+            self.means_[col] = mean
+            self.scales_[col] = sd if sd > 1e-12 else 1.0
+        for col in self.categorical:
+            self.levels_[col] = sorted(str(v) for v in sub[col].dropna().unique())
+        self.known_indicator_ = not bool(known.all())
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of the matrix columns, in order."""
+        out = list(self.numeric)
+        for col in self.categorical:
+            out.extend(f"{col}={level}" for level in self.levels_[col])
+        if self.known_indicator_:
+            out.append(KNOWN_COLUMN)
+        return out
+
+    def transform(self, frame: pd.DataFrame, known: npt.NDArray[np.bool_]) -> FloatMatrix:
+        """The party's matrix: zeros where a value or the whole customer is missing."""
+        parts: list[FloatMatrix] = []
+        for col in self.numeric:
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+            z = np.clip((values - self.means_[col]) / self.scales_[col], -CLIP_SD, CLIP_SD)
+            parts.append(np.nan_to_num(z, nan=0.0)[:, None])
+        for col in self.categorical:
+            text = frame[col].astype("string").fillna("")
+            parts.append(
+                np.stack(
+                    [(text == level).to_numpy(dtype=np.float64) for level in self.levels_[col]],
+                    axis=1,
+                )
+            )
+        if self.known_indicator_:
+            parts.append(known.astype(np.float64)[:, None])
+        matrix = np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0))
+        matrix[~known] = 0.0
+        return matrix
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (for the released part)."""
+        return {
+            "numeric": list(self.numeric),
+            "categorical": list(self.categorical),
+            "means": self.means_,
+            "scales": self.scales_,
+            "levels": self.levels_,
+            "known_indicator": self.known_indicator_,
+            "clip_sd": CLIP_SD,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PartyPreprocessor:
+        """Inverse of :meth:`to_dict`."""
+        prep = cls(tuple(data["numeric"]), tuple(data["categorical"]))
+        prep.means_ = {str(k): float(v) for k, v in data["means"].items()}
+        prep.scales_ = {str(k): float(v) for k, v in data["scales"].items()}
+        prep.levels_ = {str(k): [str(x) for x in v] for k, v in data["levels"].items()}
+        prep.known_indicator_ = bool(data["known_indicator"])
+        return prep
+
+
+def batch_schedule(
+    train_rows: npt.NDArray[np.int64], *, batch_size: int, seed: int, epoch: int
+) -> list[npt.NDArray[np.int64]]:
+    """The mini-batches of one epoch: the same at every party (derived from the public seed)."""
+    order = np.random.default_rng([seed, epoch]).permutation(train_rows)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class AdamState:
+    """Adam on one party's own weights (its moments never leave it)."""
+
+    weights: FloatVector
+    m: FloatVector
+    v: FloatVector
+    t: int = 0
+
+    @classmethod
+    def zeros(cls, n: int) -> AdamState:
+        """Fresh state for ``n`` weights."""
+        return cls(np.zeros(n), np.zeros(n), np.zeros(n))
+
+    def step(self, grad: FloatVector, *, learning_rate: float) -> None:
+        """One Adam update with the party's plaintext gradient."""
+        self.t += 1
+        self.m = 0.9 * self.m + 0.1 * grad
+        self.v = 0.999 * self.v + 0.001 * grad**2
+        m_hat = self.m / (1 - 0.9**self.t)
+        v_hat = self.v / (1 - 0.999**self.t)
+        self.weights = self.weights - learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (kept in the party's own run state)."""
+        return {
+            "w": self.weights.tolist(),
+            "m": self.m.tolist(),
+            "v": self.v.tolist(),
+            "t": self.t,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AdamState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            np.asarray(data["w"], dtype=np.float64),
+            np.asarray(data["m"], dtype=np.float64),
+            np.asarray(data["v"], dtype=np.float64),
+            int(data["t"]),
+        )
+
+
+def with_intercept(matrix: FloatMatrix) -> FloatMatrix:
+    """The guest's matrix with the intercept's column of ones first."""
+    return np.concatenate([np.ones((len(matrix), 1)), matrix], axis=1)
+
+
+def penalized_gradient(
+    xt_d4: FloatVector, weights: FloatVector, *, n: int, l2: float, intercept: bool
+) -> FloatVector:
+    """``X^T d / n + l2 w`` from ``X^T (4d)``; the intercept is not penalized."""
+    penalty = l2 * weights
+    if intercept:
+        penalty[0] = 0.0
+    return np.asarray(xt_d4 / (4.0 * n) + penalty, dtype=np.float64)
+
+
+def residual4(guest_score: FloatVector, labels: npt.NDArray[np.int64]) -> FloatVector:
+    """The guest's part of ``4d = u + 2 - 4y``: ``u_G + 2 - 4y`` (the hosts' scores are added
+    under encryption)."""
+    return np.asarray(guest_score + 2.0 - 4.0 * labels, dtype=np.float64)
+
+
+@dataclass
+class PlainVerticalResult:
+    """What the plaintext oracle trained."""
+
+    weights: list[FloatVector]
+    history: list[dict[str, float]]
+    best_epoch: int
+
+
+def train_plain_vertical(
+    matrices: Sequence[FloatMatrix],
+    labels: npt.NDArray[np.int64],
+    *,
+    train_rows: npt.NDArray[np.int64],
+    valid_rows: npt.NDArray[np.int64],
+    params: VerticalParams,
+) -> PlainVerticalResult:
+    """The protocol's arithmetic without encryption: the oracle for the encrypted run and the
+    plaintext side of the benchmark. ``matrices[0]`` is the guest's (intercept first)."""
+    from fedrisk.ml.metrics import auc
+
+    states = [AdamState.zeros(m.shape[1]) for m in matrices]
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, list[FloatVector]] = (-np.inf, 0, [s.weights for s in states])
+    for epoch in range(params.epochs):
+        for batch in batch_schedule(
+            train_rows, batch_size=params.batch_size, seed=params.seed, epoch=epoch
+        ):
+            u = sum(m[batch] @ s.weights for m, s in zip(matrices, states, strict=True))
+            d4 = np.asarray(u, dtype=np.float64) + 2.0 - 4.0 * labels[batch]
+            for i, (m, s) in enumerate(zip(matrices, states, strict=True)):
+                grad = penalized_gradient(
+                    m[batch].T @ d4, s.weights, n=len(batch), l2=params.l2, intercept=i == 0
+                )
+                s.step(grad, learning_rate=params.learning_rate)
+        score = np.asarray(
+            sum(m[valid_rows] @ s.weights for m, s in zip(matrices, states, strict=True))
+        )
+        valid_auc = float(auc(labels[valid_rows], score))
+        history.append({"epoch": float(epoch + 1), "valid_auc": valid_auc})
+        if valid_auc > best[0]:
+            best = (valid_auc, epoch + 1, [s.weights.copy() for s in states])
+        elif epoch + 1 - best[1] >= params.patience:
+            break
+    return PlainVerticalResult(weights=best[2], history=history, best_epoch=best[1])

@@ -1,0 +1,274 @@
+"""Vertical federation experiments: lay out the parties, run the encrypted vertical LR (in
+Flower's simulation engine or in-process), and compare it with the centralized and guest-only
+models on the guest's test customers.
+
+Alignment here is a plain join (``fedrisk.data.vertical.align_by_join``): the run itself
+receives the aligned views a PSI step would produce.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.linear_model import LogisticRegression
+
+from clients import vertical_party
+from fedrisk.data.vertical import AlignedView, align_by_join, load_vertical
+from fedrisk.federation.run_config import RunConfigValue, parse_run_config
+from fedrisk.federation.vertical import Packet
+from fedrisk.ml.metrics import auc
+from fedrisk.ml.vertical import (
+    PartyPreprocessor,
+    VerticalParams,
+    train_plain_vertical,
+    with_intercept,
+)
+from fedrisk.release.artifact import load_trusted_keys
+from fedrisk.release.identity import generate_signing_key, save_private_key, save_public_key
+from fedrisk.release.vertical import VerticalPart, read_part
+from secure_agg.vertical import PartyKey
+from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
+from server.coordinator.vertical import EpochRecord, VerticalCoordinator, VerticalResult
+from simulations.engine import simulation_link
+
+Tap = Callable[[str, int, Packet], None]
+"""Sees every packet: direction ("to" / "from"), node, packet (tests inspect them)."""
+
+
+@dataclass(frozen=True)
+class VerticalWorkspace:
+    """A laid-out vertical federation: one folder per party, the registry, trusted keys."""
+
+    root: Path
+    views: list[AlignedView]
+    configs: list[vertical_party.VerticalPartyConfig]
+    release_dir: Path
+    trusted_keys_dir: Path
+
+
+def prepare_vertical_workspace(root: Path, views: list[AlignedView]) -> VerticalWorkspace:
+    """Write each party's aligned data, own CKKS key (0600), signing key and ``vertical.json``."""
+    release_dir = root / "registry"
+    trusted = release_dir / "trusted_keys"
+    trusted.mkdir(parents=True, exist_ok=True)
+    configs = []
+    for pid, view in enumerate(views):
+        folder = root / "parties" / f"party_{pid}"
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        data = folder / "aligned.csv"
+        view.to_frame().to_csv(data, index=False)
+        secret = folder / "ckks.secret"
+        secret.write_bytes(PartyKey.generate().secret_bytes())
+        secret.chmod(0o600)
+        signing = generate_signing_key()
+        save_private_key(signing, folder / "signing.key")
+        save_public_key(signing.public_key(), trusted / f"{view.name}.pub")
+        config = vertical_party.VerticalPartyConfig(
+            name=view.name,
+            role=view.role,
+            data=data,
+            numeric=view.numeric,
+            categorical=view.categorical,
+            secret_key=secret,
+            signing_key=folder / "signing.key",
+            release_dir=release_dir,
+            peers_dir=folder / "peers",
+        )
+        (folder / vertical_party.CONFIG_FILE).write_text(config.model_dump_json(), encoding="utf-8")
+        configs.append(config)
+    return VerticalWorkspace(root, views, configs, release_dir, trusted)
+
+
+def run_in_process(
+    ws: VerticalWorkspace,
+    params: VerticalParams,
+    *,
+    model_id: str,
+    tap: Tap | None = None,
+    states: list[dict[str, Any]] | None = None,
+) -> VerticalResult:
+    """The same coordinator and party code with direct calls instead of Flower messages (tests
+    and benchmarks; every packet still passes through ``tap``, and ``states`` , when given,
+    are the parties' live run states)."""
+    runtimes = [vertical_party.runtime(c, model_id) for c in ws.configs]
+    if states is None:
+        states = [{} for _ in runtimes]
+    states.extend({} for _ in range(len(runtimes) - len(states)))
+
+    def exchange(packets: Mapping[int, Packet]) -> dict[int, Packet]:
+        out = {}
+        for node, packet in packets.items():
+            if tap is not None:
+                tap("to", node, packet)
+            answer = vertical_party.handle(packet, runtimes[node], states[node], params)
+            if tap is not None:
+                tap("from", node, answer)
+            out[node] = answer
+        return out
+
+    return VerticalCoordinator(params, exchange=exchange, model_id=model_id).run(
+        list(range(len(runtimes)))
+    )
+
+
+def run_in_engine(
+    ws: VerticalWorkspace, params: VerticalParams, *, model_id: str
+) -> VerticalResult:
+    """Run the real ServerApp and ClientApps in Flower's simulation engine."""
+    server_dir = ws.root / "server"
+    server_dir.mkdir(exist_ok=True)
+    config = parse_run_config(
+        {
+            "run_id": model_id,
+            "rounds": params.epochs,
+            "seed": params.seed,
+            "batch_size": params.batch_size,
+            "learning_rate": params.learning_rate,
+            "l2": params.l2,
+            "patience": params.patience,
+            "layout": "vertical",
+            "min_parties": len(ws.views),
+            "allow_fewer_parties": True,
+            "server_dir": str(server_dir),
+            "sim_workspace": str(ws.root),
+        }
+    )
+    run_config: dict[str, RunConfigValue] = config.to_run_config()
+    with simulation_link(ws.root) as link:
+        run_id = submit_run(
+            connection=link.connection,
+            flwr_home=link.flwr_home,
+            run_config=run_config,
+            federation_config={"num-supernodes": len(ws.views), "client-resources-num-cpus": 1},
+        )
+        wait_for_run(
+            connection=link.connection,
+            flwr_home=link.flwr_home,
+            run_id=run_id,
+            progress_path=server_dir / "progress.jsonl",
+            timeout=120.0 + 120.0 * params.epochs,
+        )
+    results_path = server_dir / "results.json"
+    if not results_path.is_file():
+        raise RunFailedError(f"vertical run {run_id} completed without results")
+    doc = json.loads(results_path.read_text(encoding="utf-8"))
+    return VerticalResult(
+        parties=doc["parties"],
+        history=[EpochRecord(**e) for e in doc["history"]],
+        best_epoch=int(doc["best_epoch"]),
+        released=doc["released"],
+    )
+
+
+def party_matrices(views: list[AlignedView]) -> list[npt.NDArray[np.float64]]:
+    """Each party's matrix as it builds it itself (the guest's with the intercept)."""
+    out = []
+    for v in views:
+        prep = PartyPreprocessor(v.numeric, v.categorical).fit(
+            v.features, v.known, rows=v.rows("train")
+        )
+        m = prep.transform(v.features, v.known)
+        out.append(with_intercept(m) if v.role == "guest" else m)
+    return out
+
+
+def scores_from_parts(ws: VerticalWorkspace, result: VerticalResult) -> npt.NDArray[np.float64]:
+    """Score every aligned row with the released, signature-checked parts."""
+    trusted = load_trusted_keys(ws.trusted_keys_dir)
+    total = np.zeros(len(ws.views[0].split))
+    for view in ws.views:
+        part: VerticalPart = read_part(Path(result.released[view.name]), trusted_keys=trusted)
+        total += part.partial_scores(view.features, view.known)
+    return total
+
+
+def lr_auc(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.int64],
+    fit: npt.NDArray[np.int64],
+    test: npt.NDArray[np.int64],
+) -> float:
+    """Test AUC of scikit-learn LR fitted on ``fit`` rows (the centralized and guest-only
+    baselines)."""
+    model = LogisticRegression(max_iter=2000).fit(x[fit], y[fit])
+    return float(auc(y[test], model.decision_function(x[test])))
+
+
+def simulate_vertical(
+    dataset: str,
+    *,
+    seed: int = 0,
+    params: VerticalParams | None = None,
+    engine: bool = True,
+    data_dir: Path | None = None,
+    n_customers: int = 20_000,
+    workdir: Path | None = None,
+    registry_out: Path | None = None,
+) -> dict[str, Any]:
+    """Align, train encrypted, and compare; the ``--json`` document."""
+    params = params or VerticalParams(seed=seed)
+    rng = np.random.default_rng(seed)
+    views = align_by_join(
+        load_vertical(dataset, rng=rng, data_dir=data_dir, n_customers=n_customers), rng=rng
+    )
+    own_tmp = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="fedrisk-vertical-")) if workdir is None else workdir
+    try:
+        ws = prepare_vertical_workspace(root, views)
+        model_id = f"vertical-{uuid.uuid4().hex[:12]}"
+        started = time.perf_counter()
+        result = (run_in_engine if engine else run_in_process)(ws, params, model_id=model_id)
+        seconds = time.perf_counter() - started
+        guest = views[0]
+        y = guest.labels
+        assert y is not None
+        train, valid, test = guest.rows("train"), guest.rows("valid"), guest.rows("test")
+        fit = np.concatenate([train, valid])
+        federated = scores_from_parts(ws, result)
+        matrices = party_matrices(views)
+        plain = train_plain_vertical(matrices, y, train_rows=train, valid_rows=valid, params=params)
+        plain_scores = sum(m @ w for m, w in zip(matrices, plain.weights, strict=True))
+        joined = np.concatenate(matrices, axis=1)
+        epochs = result.history
+        if registry_out is not None:
+            shutil.copytree(ws.release_dir, registry_out, dirs_exist_ok=True)
+        return {
+            "dataset": dataset,
+            "layout": "vertical",
+            "model": "lr",
+            "he": True,
+            "engine": "flower-simulation" if engine else "in-process",
+            "parties": {v.name: v.role for v in views},
+            "overlap": {v.name: float(v.known.mean()) for v in views[1:]},
+            "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
+            "federated": {
+                "auc": float(auc(y[test], federated[test])),
+                "best_epoch": result.best_epoch,
+            },
+            "plaintext_protocol": {"auc": float(auc(y[test], np.asarray(plain_scores)[test]))},
+            "centralized": {"auc": lr_auc(joined, y, fit, test)},
+            "guest_only": {"auc": lr_auc(matrices[0], y, fit, test)},
+            "epochs": len(epochs),
+            "seconds_per_epoch": float(np.mean([e.seconds for e in epochs])),
+            "bytes_per_party_per_epoch": {
+                name: float(np.mean([e.bytes_per_party.get(name, 0) for e in epochs]))
+                for name in result.parties
+            },
+            "history": [e.__dict__ for e in epochs],
+            "seconds": seconds,
+            "params": params.model_dump(),
+        }
+    finally:
+        if own_tmp:
+            shutil.rmtree(root, ignore_errors=True)
