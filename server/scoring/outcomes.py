@@ -120,6 +120,11 @@ def add_months(month: str, n: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
+def months_between(start: str, end: str) -> int:
+    """Whole months from ``start`` to ``end`` (both ``YYYY-MM``)."""
+    return (int(end[:4]) - int(start[:4])) * 12 + int(end[5:7]) - int(start[5:7])
+
+
 @dataclass(frozen=True)
 class ImportReport:
     """What one import did: rows inserted, rows skipped as already stored, loans added."""

@@ -9,8 +9,9 @@ month by month: blips of 1-29 days past due that cure, and defaults that roll 30
 charge-off at 120 days, with partial recoveries afterwards.
 
 ``drift_region`` injects drift: that region's applicants originated from ``drift_from`` on earn
-``1 - drift_income_drop`` of their income, which raises their PD (a score drift the PSI sees)
-and their defaults (a delinquency rise the direction analysis sees).
+``1 - drift_income_drop`` of their income, which raises their PD (a score drift the PSI sees),
+and in the last ``shock_months`` months the region's borrowers default ``shock_factor`` times
+more often (a delinquency rise the direction analysis sees).
 
 All randomness comes from the ``numpy.random.Generator`` passed in.
 """
@@ -29,7 +30,7 @@ from sqlalchemy import Engine
 from fedrisk.ml.metrics import score_histograms
 from fedrisk.release.reference import ScoreReference, reference_from_histograms
 from server.scoring.audit import audited_transaction, canonical_json
-from server.scoring.outcomes import ImportReport, add_months, import_rows
+from server.scoring.outcomes import ImportReport, add_months, import_rows, months_between
 from server.scoring.writer import DecisionWrite, write_decisions
 
 REGIONS: Final = ("north", "south", "east", "west", "central")
@@ -121,7 +122,11 @@ class PortfolioConfig(BaseModel):
     challenger_share: float = Field(default=0.2, ge=0.0, le=0.5)
     drift_region: str | None = None
     drift_from: int = Field(default=6, ge=0, description="origination month index drift starts")
-    drift_income_drop: float = Field(default=0.6, gt=0.0, lt=1.0)
+    drift_income_drop: float = Field(default=0.85, gt=0.0, lt=1.0)
+    shock_months: int = Field(
+        default=3, ge=0, description="the drift region's borrowers default more in the last N months"
+    )
+    shock_factor: float = Field(default=6.0, ge=1.0)
     behaviour_every: int = Field(default=3, ge=1, description="B-card review every N months")
 
 
@@ -182,10 +187,18 @@ def _performance(
     apr: float,
     term: int,
     months: int,
+    shock_mob: int | None = None,
+    shock_factor: float = 1.0,
 ) -> Iterator[dict[str, Any]]:
-    """Monthly rows of one loan: amortizing balance, blips, default roll and recoveries."""
+    """Monthly rows of one loan: amortizing balance, blips, default roll and recoveries; from
+    month on book ``shock_mob`` on, the default hazard is ``shock_factor`` times higher."""
     hazard = 1.0 - (1.0 - true_pd) ** (1.0 / 12.0)
-    onset = next((m for m in range(1, months + 1) if rng.random() < hazard), None)
+
+    def hazard_at(mob: int) -> float:
+        shocked = shock_mob is not None and mob >= shock_mob
+        return min(1.0, hazard * shock_factor) if shocked else hazard
+
+    onset = next((m for m in range(1, months + 1) if rng.random() < hazard_at(m)), None)
     balance = principal
     installment = principal / term
     charged = False
@@ -219,6 +232,11 @@ def _performance(
         yield {**row, "month_on_book": mob}
         if balance <= 0.0 and not charged:
             return
+
+
+def static_region(a: dict[str, np.ndarray], i: int) -> str:
+    """Region name of applicant ``i``."""
+    return REGIONS[int(a["region"][i])]
 
 
 def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfolio:
@@ -281,6 +299,12 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         principal = float(np.round(a["income"][i] * rng.uniform(1.0, 4.0), -1))
         term = int(rng.choice([12, 18, 24]))
         observed = min(term, 12 + (cfg.origination_months - 1 - int(a["month"][i])))
+        shocked = cfg.drift_region is not None and static_region(a, i) == cfg.drift_region
+        shock_mob = (
+            months_between(originated, as_of) - cfg.shock_months + 1
+            if shocked and cfg.shock_months
+            else None
+        )
         static = {
             "decision_id": decision_id,
             "account_id": f"acct-{i:09d}",
@@ -300,6 +324,8 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
                 apr=PURPOSE_APR[purpose],
                 term=term,
                 months=observed,
+                shock_mob=shock_mob,
+                shock_factor=cfg.shock_factor,
             )
         )
         rows.extend({**static, **m} for m in months)
