@@ -94,6 +94,8 @@ class Settings(BaseSettings):
         Every checkpoint is also POSTed here (JSON), off the decision path.
     audit_webhook_attempts
         Tries per checkpoint (exponential back-off from 0.5 s); a failure is logged.
+    monitoring_webhook_url
+        Each new monitoring alert is POSTed here (JSON) by ``POST /v1/monitoring/alerts/check``.
 
     Notes
     -----
@@ -131,6 +133,7 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
     audit_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     audit_webhook_attempts: int = Field(default=4, ge=1, le=20)
+    monitoring_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
 
     @field_validator("challenger_shares")
     @classmethod

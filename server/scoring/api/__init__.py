@@ -8,6 +8,7 @@
 ``stages``      champion / challenger per stage, rollback, stopping a challenger
 ``fraud``       the fraud rules' external lists
 ``audit``       audit-chain verification
+``monitoring``  loan outcomes, portfolio monitoring indicators, drill-down and alerts
 ``operations``  health and Prometheus metrics
 =============== ======================================================================
 """
@@ -16,7 +17,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.scoring.api import audit, batch, decisions, fraud, models, operations, reviews, stages
+from server.scoring.api import (
+    audit,
+    batch,
+    decisions,
+    fraud,
+    models,
+    monitoring,
+    operations,
+    reviews,
+    stages,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     decisions.router,
@@ -26,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     stages.router,
     fraud.router,
     audit.router,
+    monitoring.router,
     operations.router,
 )
 """Every router, in the order their routes are documented."""
