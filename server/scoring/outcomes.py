@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import insert, select
+from sqlalchemy import insert, inspect, select
 from sqlalchemy.engine import Connection
 
 from server.scoring.audit import AuditChain, canonical_json, utc_now
@@ -374,8 +374,11 @@ def verify_outcomes(connection: Connection) -> OutcomeProblem | None:
     """Recompute every ``outcomes`` record's digest from the rows stamped with its ``seq``.
 
     Returns the first mismatch (edited, deleted or added rows), else None. Rows stamped with a
-    ``seq`` that is not an ``outcomes`` record are reported too.
+    ``seq`` that is not an ``outcomes`` record are reported too. A database from before the
+    outcome tables existed has nothing to check.
     """
+    if not inspect(connection).has_table(outcomes.name):
+        return None
     records = connection.execute(
         select(audit_log.c.seq, audit_log.c.payload)
         .where(audit_log.c.kind == AUDIT_KIND)
