@@ -11,6 +11,7 @@ counts that every party already agreed to publish as AUC/KS.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,7 @@ class ScoreReference(BaseModel):
                 f"{len(self.shares)} and {len(self.bad_rates)}"
             )
         if any(not (0.0 < e < 1.0) for e in self.pd_edges) or any(
-            b <= a for a, b in zip(self.pd_edges, self.pd_edges[1:], strict=False)
+            b <= a for a, b in pairwise(self.pd_edges)
         ):
             raise ValueError(f"pd_edges must increase strictly inside (0, 1); got {self.pd_edges}")
         if not math.isclose(sum(self.shares), 1.0, abs_tol=1e-6):
@@ -74,8 +75,8 @@ def reference_from_histograms(hist: npt.ArrayLike, *, n_bands: int = 10) -> Scor
     logit_edges = histogram_bin_edges(n_bins)[[e + 1 for e in ends]]
     pd_edges = (1.0 / (1.0 + np.exp(-logit_edges))).tolist()
     bounds = [0, *(e + 1 for e in ends), n_bins]
-    band_total = np.array([total[a:b].sum() for a, b in zip(bounds, bounds[1:], strict=False)])
-    band_bad = np.array([counts[1, a:b].sum() for a, b in zip(bounds, bounds[1:], strict=False)])
+    band_total = np.array([total[a:b].sum() for a, b in pairwise(bounds)])
+    band_bad = np.array([counts[1, a:b].sum() for a, b in pairwise(bounds)])
     return ScoreReference(
         pd_edges=pd_edges,
         shares=(band_total / band_total.sum()).tolist(),

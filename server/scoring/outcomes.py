@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -69,7 +69,10 @@ MONTH_FIELDS: Final = (
 )
 """Columns of ``outcomes`` (``month`` is derived: origination month + month on book)."""
 
-INPUT_COLUMNS: Final = (*LOAN_FIELDS, *(f for f in MONTH_FIELDS if f not in ("decision_id", "month")))
+INPUT_COLUMNS: Final = (
+    *LOAN_FIELDS,
+    *(f for f in MONTH_FIELDS if f not in ("decision_id", "month")),
+)
 """Columns of an import file, in this order in the CSV the generator writes."""
 
 CHUNK_ROWS: Final = 5000
@@ -136,13 +139,13 @@ class ImportReport:
     audit_records: int
 
 
-def _location(where: str, error: dict[str, Any]) -> str:
+def _location(where: str, error: Mapping[str, Any]) -> str:
     column = ".".join(str(p) for p in error["loc"]) or "row"
     return f"{where}, column {column}: {error['msg']}"
 
 
 def validate_row(where: str, raw: dict[str, Any]) -> OutcomeRow:
-    """Validate one input row; raises :class:`OutcomeImportError` naming ``where`` and the column."""
+    """Validate one input row; raises :class:`OutcomeImportError` naming ``where`` and column."""
     try:
         return OutcomeRow.model_validate(raw)
     except ValidationError as e:
@@ -326,7 +329,9 @@ def read_csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"line {reader.line_num}", _blank_to_none(dict(raw))
 
 
-def read_parquet_rows(path: Path, *, batch_rows: int = 50_000) -> Iterator[tuple[str, dict[str, Any]]]:
+def read_parquet_rows(
+    path: Path, *, batch_rows: int = 50_000
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Stream a Parquet file's rows as ``("row N", row)`` (N from 1), one record batch at a time."""
     import pyarrow.parquet as pq
 
@@ -392,7 +397,8 @@ def verify_outcomes(connection: Connection) -> OutcomeProblem | None:
         stray = connection.execute(query).scalar()
         if stray is not None:
             return OutcomeProblem(
-                int(stray), f"{table.name} rows point at audit record {stray}, not an outcomes record"
+                int(stray),
+                f"{table.name} rows point at audit record {stray}, not an outcomes record",
             )
     for record in records:
         seq = int(record.seq)

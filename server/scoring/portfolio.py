@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
@@ -32,6 +33,8 @@ from fedrisk.release.reference import ScoreReference, reference_from_histograms
 from server.scoring.audit import audited_transaction, canonical_json
 from server.scoring.outcomes import ImportReport, add_months, import_rows, months_between
 from server.scoring.writer import DecisionWrite, write_decisions
+
+FloatArray = npt.NDArray[np.float64]
 
 REGIONS: Final = ("north", "south", "east", "west", "central")
 REGION_WEIGHTS: Final = (0.2, 0.2, 0.25, 0.15, 0.2)
@@ -92,7 +95,12 @@ PURPOSE_EFFECT: Final = {
     "medical": 0.2,
     "consumption": 0.4,
 }
-CUSTOMER_EFFECT: Final = {"salaried": -0.3, "self_employed": 0.3, "small_business": 0.2, "student": 0.5}
+CUSTOMER_EFFECT: Final = {
+    "salaried": -0.3,
+    "self_employed": 0.3,
+    "small_business": 0.2,
+    "student": 0.5,
+}
 # higher-risk purposes are priced higher: what makes some high-default segments profitable
 PURPOSE_APR: Final = {
     "home_renovation": 0.08,
@@ -124,7 +132,9 @@ class PortfolioConfig(BaseModel):
     drift_from: int = Field(default=6, ge=0, description="origination month index drift starts")
     drift_income_drop: float = Field(default=0.85, gt=0.0, lt=1.0)
     shock_months: int = Field(
-        default=3, ge=0, description="the drift region's borrowers default more in the last N months"
+        default=3,
+        ge=0,
+        description="the drift region's borrowers default more in the last N months",
     )
     shock_factor: float = Field(default=6.0, ge=1.0)
     behaviour_every: int = Field(default=3, ge=1, description="B-card review every N months")
@@ -141,15 +151,19 @@ class Portfolio:
     behaviour: list[dict[str, Any]] = field(default_factory=list)
 
 
-def pd_to_score(pd: np.ndarray) -> np.ndarray:
+def pd_to_score(pd: FloatArray) -> FloatArray:
     """Integer points from PDs (higher is better)."""
     logit = np.log(pd) - np.log1p(-pd)
-    return np.rint(SCORE_OFFSET - SCORE_FACTOR * logit)
+    points: FloatArray = np.rint(SCORE_OFFSET - SCORE_FACTOR * logit)
+    return points
 
 
-def _champion_logit(income: np.ndarray, debt: np.ndarray, ctype: np.ndarray) -> np.ndarray:
+def _champion_logit(
+    income: FloatArray, debt: FloatArray, ctype: npt.NDArray[np.int64]
+) -> FloatArray:
     customer = np.array([CUSTOMER_EFFECT[c] for c in CUSTOMER_TYPES])[ctype]
-    return -2.4 - 1.1 * np.log(income / 4000.0) + 2.0 * (debt - 0.35) + customer
+    logit: FloatArray = -2.4 - 1.1 * np.log(income / 4000.0) + 2.0 * (debt - 0.35) + customer
+    return logit
 
 
 def _applicants(cfg: PortfolioConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -192,7 +206,7 @@ def _performance(
 ) -> Iterator[dict[str, Any]]:
     """Monthly rows of one loan: amortizing balance, blips, default roll and recoveries; from
     month on book ``shock_mob`` on, the default hazard is ``shock_factor`` times higher."""
-    hazard = 1.0 - (1.0 - true_pd) ** (1.0 / 12.0)
+    hazard = 1.0 - float((1.0 - true_pd) ** (1.0 / 12.0))
 
     def hazard_at(mob: int) -> float:
         shocked = shock_mob is not None and mob >= shock_mob
@@ -207,7 +221,8 @@ def _performance(
         if charged:
             if rng.random() < 0.15:
                 row["recoveries"] = round(principal * rng.uniform(0.01, 0.05), 2)
-            row.update(dpd=120 + 30 * (mob - charge_mob), balance=0.0)
+            assert onset is not None
+            row.update(dpd=30 * (mob - onset + 1), balance=0.0)
             yield {**row, "month_on_book": mob}
             continue
         interest = round(balance * apr / 12.0, 2)
@@ -219,7 +234,6 @@ def _performance(
                 row["charge_off"] = round(balance, 2)
                 balance = 0.0
                 charged = True
-                charge_mob = mob
         elif rng.random() < 0.04:  # a late payment that cures next month
             row["dpd"] = int(rng.integers(1, 30))
             row["interest_fees"] = round(interest + 15.0, 2)
@@ -253,9 +267,10 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         )
         a["income"] = np.where(drifted, a["income"] * (1.0 - cfg.drift_income_drop), a["income"])
     champion_logit = _champion_logit(a["income"], a["debt"], a["ctype"])
-    segment = np.array([INDUSTRY_EFFECT[i] for i in INDUSTRIES])[a["industry"]] + np.array(
-        [PURPOSE_EFFECT[p] for p in PURPOSES]
-    )[a["purpose"]]
+    segment = (
+        np.array([INDUSTRY_EFFECT[i] for i in INDUSTRIES])[a["industry"]]
+        + np.array([PURPOSE_EFFECT[p] for p in PURPOSES])[a["purpose"]]
+    )
     true_logit = champion_logit + segment + rng.normal(0.0, 0.3, size=n)
     challenger = rng.random(n) < cfg.challenger_share
     # the challenger also sees part of the segment effect: it should rank better
@@ -272,7 +287,11 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         originated = add_months(cfg.start, int(a["month"][i]))
         decision_id = f"d{i:09d}"
         outcome = (
-            "approve" if pd[i] < APPROVE_BELOW else "manual_review" if pd[i] < REVIEW_BELOW else "decline"
+            "approve"
+            if pd[i] < APPROVE_BELOW
+            else "manual_review"
+            if pd[i] < REVIEW_BELOW
+            else "decline"
         )
         decisions.append(
             {

@@ -133,7 +133,9 @@ async def post_outcomes(body: OutcomeBatch, ctx: ServiceDep) -> OutcomeImportOut
     try:
         report: ImportReport = await ctx.writer.run_job(lambda c, ch: import_rows(c, ch, located))
     except OutcomeImportError as e:
-        raise InvalidInputError([{"type": "value_error", "loc": ["body", "rows"], "msg": str(e)}]) from e
+        raise InvalidInputError(
+            [{"type": "value_error", "loc": ["body", "rows"], "msg": str(e)}]
+        ) from e
     return OutcomeImportOut(**report.__dict__)
 
 
@@ -294,9 +296,17 @@ async def direction(
     crossed dimensions, inside optional filters (the drill-down path)."""
     if len(set(dims)) != len(dims):
         raise InvalidInputError(
-            [{"type": "value_error", "loc": ["query", "dims"], "msg": f"dims must differ; got {dims}"}]
+            [
+                {
+                    "type": "value_error",
+                    "loc": ["query", "dims"],
+                    "msg": f"dims must differ; got {dims}",
+                }
+            ]
         )
-    filters = _filters(industry=industry, purpose=purpose, customer_type=customer_type, region=region)
+    filters = _filters(
+        industry=industry, purpose=purpose, customer_type=customer_type, region=region
+    )
     result: Direction = await ctx.read(
         lambda c: queries.direction(c, dims, as_of=_as_of(c, as_of), filters=filters)
     )
@@ -320,7 +330,9 @@ async def direction_loans(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> DrillDown:
     """The loans of a segment at ``as_of``, most overdue first (loan-level: audited)."""
-    filters = _filters(industry=industry, purpose=purpose, customer_type=customer_type, region=region)
+    filters = _filters(
+        industry=industry, purpose=purpose, customer_type=customer_type, region=region
+    )
     result: DrillDown = await ctx.read(
         lambda c: queries.drill_down(
             c, as_of=_as_of(c, as_of), filters=filters, limit=limit, offset=offset

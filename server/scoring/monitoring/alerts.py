@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from server.scoring.audit import utc_now
 from server.scoring.db.tables import monitoring_alerts
-from server.scoring.monitoring.models import Alert, PsiResult, RatePoint
+from server.scoring.monitoring.models import Alert, Dimension, PsiResult, RatePoint
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def auc_alert(
 
 
 def segment_alerts(
-    trends: Mapping[str, Mapping[str, Sequence[RatePoint]]],
+    trends: Mapping[Dimension, Mapping[str, Sequence[RatePoint]]],
     portfolio: Sequence[RatePoint],
     *,
     as_of: str,
@@ -118,7 +119,7 @@ def segment_alerts(
             if min(p.count for p in window) < limits.segment_min_active:
                 continue
             excess = [p.rate - overall[p.month] for p in window]
-            rising = all(b - a >= limits.segment_min_rise for a, b in zip(excess, excess[1:], strict=False))
+            rising = all(b - a >= limits.segment_min_rise for a, b in pairwise(excess))
             last_portfolio = overall[as_of]
             if not rising or window[-1].rate < limits.segment_min_ratio * last_portfolio:
                 continue
@@ -152,7 +153,10 @@ def bcard_alert(points: Sequence[RatePoint], *, limits: AlertThresholds) -> Aler
         return None
     last, before = points[-1], points[-4:-1]
     baseline = sum(p.rate for p in before) / len(before)
-    if last.rate < baseline * limits.bcard_spike_factor or last.rate - baseline < limits.bcard_min_increase:
+    if (
+        last.rate < baseline * limits.bcard_spike_factor
+        or last.rate - baseline < limits.bcard_min_increase
+    ):
         return None
     return Alert(
         kind="bcard_warning_spike",
@@ -192,14 +196,14 @@ def stored_alerts(connection: Connection, *, limit: int = 500) -> list[Alert]:
     return [
         Alert(**{k: v for k, v in r._mapping.items() if k in fields})
         for r in connection.execute(
-            select(monitoring_alerts)
-            .order_by(monitoring_alerts.c.alert_id.desc())
-            .limit(limit)
+            select(monitoring_alerts).order_by(monitoring_alerts.c.alert_id.desc()).limit(limit)
         )
     ]
 
 
-def send_alerts(url: str, alerts: Sequence[Alert], *, attempts: int = 3, timeout: float = 10.0) -> int:
+def send_alerts(
+    url: str, alerts: Sequence[Alert], *, attempts: int = 3, timeout: float = 10.0
+) -> int:
     """POST each alert as JSON to ``url`` (retried); returns how many were delivered."""
     from server.scoring.anchor import WebhookSender
 
@@ -207,6 +211,8 @@ def send_alerts(url: str, alerts: Sequence[Alert], *, attempts: int = 3, timeout
         return 0
     sender = WebhookSender(url, attempts=attempts)
     for alert in alerts:
-        sender.send(json.dumps({"type": "fedrisk.monitoring.alert", **alert.model_dump(mode="json")}))
+        sender.send(
+            json.dumps({"type": "fedrisk.monitoring.alert", **alert.model_dump(mode="json")})
+        )
     sender.close(timeout=timeout)
     return sender.delivered

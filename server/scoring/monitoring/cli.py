@@ -115,7 +115,9 @@ def outcomes_generate(
     )
 
 
-def _reference(registry: Path | None, reference: Path | None, engine: Engine) -> ScoreReference | None:
+def _reference(
+    registry: Path | None, reference: Path | None, engine: Engine
+) -> ScoreReference | None:
     """The reference bands: a JSON file, or the A-card champion's verified artifact."""
     from sqlalchemy import select
 
@@ -129,7 +131,9 @@ def _reference(registry: Path | None, reference: Path | None, engine: Engine) ->
         return None
     with engine.connect() as connection:
         champion = connection.execute(
-            select(model_assignments.c.champion_id).where(model_assignments.c.stage == "application")
+            select(model_assignments.c.champion_id).where(
+                model_assignments.c.stage == "application"
+            )
         ).scalar()
     if champion is None:
         return None

@@ -337,9 +337,7 @@ def vintages(connection: Connection, *, as_of: str) -> list[VintageCurve]:
     """Cumulative bad rate by month on book for each origination month, up to the months each
     cohort has been on book at ``as_of``."""
     first_bad = (
-        select(
-            outcomes.c.decision_id, func.min(outcomes.c.month_on_book).label("first_bad")
-        )
+        select(outcomes.c.decision_id, func.min(outcomes.c.month_on_book).label("first_bad"))
         .where(_is_bad)
         .group_by(outcomes.c.decision_id)
         .subquery("first_bad")

@@ -98,11 +98,15 @@ def build_summary(
         release_auc=release_auc,
         decision_mix=queries.decision_mix(connection),
         bad_rate_by_band=(
-            [] if reference is None else queries.bad_rate_by_band(connection, reference, window=window)
+            []
+            if reference is None
+            else queries.bad_rate_by_band(connection, reference, window=window)
         ),
         vintages=[] if as_of is None else queries.vintages(connection, as_of=as_of),
         roll_rates=(
-            RollRates(buckets=list(queries.BUCKETS), from_month=None, to_month=None, counts=[], rates=[])
+            RollRates(
+                buckets=list(queries.BUCKETS), from_month=None, to_month=None, counts=[], rates=[]
+            )
             if as_of is None
             else queries.roll_rates(connection, as_of=as_of)
         ),
@@ -175,37 +179,55 @@ def summary_html(data: dict[str, Any]) -> str:
             [[data["psi"], data["auc_matured"], data["ks_matured"], data["release_auc"]]],
         ),
         "<h3>PSI by month</h3>",
-        _table(["month", "PSI", "applications"], [[p["month"], p["psi"], p["count"]] for p in data["psi_trend"]]),
+        _table(
+            ["month", "PSI", "applications"],
+            [[p["month"], p["psi"], p["count"]] for p in data["psi_trend"]],
+        ),
         "<h3>Bad rate by PD band (matured loans)</h3>",
         _table(
             ["band", "PD from", "PD to", "loans", "bads", "bad rate", "mean PD", "reference"],
             [
-                [b["band"], b["pd_low"], b["pd_high"], b["loans"], b["bads"], b["bad_rate"],
-                 b["mean_pd"], b["reference_bad_rate"]]
+                [
+                    b["band"],
+                    b["pd_low"],
+                    b["pd_high"],
+                    b["loans"],
+                    b["bads"],
+                    b["bad_rate"],
+                    b["mean_pd"],
+                    b["reference_bad_rate"],
+                ]
                 for b in data["bad_rate_by_band"]
             ],
-        ),  # fmt: skip
+        ),
         "<h3>Champion vs challenger</h3>",
         _table(
             ["champion AUC", "challenger AUC", "difference", "CI low", "CI high"],
-            [[
-                data["champion_challenger"]["champion"]["auc"],
-                data["champion_challenger"]["challenger"]["auc"],
-                data["champion_challenger"]["auc_difference"],
-                data["champion_challenger"]["ci_low"],
-                data["champion_challenger"]["ci_high"],
-            ]],
-        ),  # fmt: skip
+            [
+                [
+                    data["champion_challenger"]["champion"]["auc"],
+                    data["champion_challenger"]["challenger"]["auc"],
+                    data["champion_challenger"]["auc_difference"],
+                    data["champion_challenger"]["ci_low"],
+                    data["champion_challenger"]["ci_high"],
+                ]
+            ],
+        ),
         "<h2>Decision mix</h2>",
         _table(
             ["month", "applications", "approve", "manual review", "decline", "override rate"],
             [
-                [r["month"], r["total"], r["counts"].get("approve", 0),
-                 r["counts"].get("manual_review", 0), r["counts"].get("decline", 0),
-                 r["override_rate"]]
+                [
+                    r["month"],
+                    r["total"],
+                    r["counts"].get("approve", 0),
+                    r["counts"].get("manual_review", 0),
+                    r["counts"].get("decline", 0),
+                    r["override_rate"],
+                ]
                 for r in data["decision_mix"]
             ],
-        ),  # fmt: skip
+        ),
         "<h2>Vintages (cumulative bad rate by month on book)</h2>",
         _table(
             ["originated", "loans", *[str(m) for m in range(1, 25)]],
@@ -214,22 +236,44 @@ def summary_html(data: dict[str, Any]) -> str:
         "<h2>Roll rates</h2>",
         _table(
             ["from \\ to", *data["roll_rates"]["buckets"]],
-            [[b, *row] for b, row in zip(data["roll_rates"]["buckets"], data["roll_rates"]["rates"], strict=False)],
+            [
+                [b, *row]
+                for b, row in zip(
+                    data["roll_rates"]["buckets"], data["roll_rates"]["rates"], strict=False
+                )
+            ],
         ),
         "<h2>Direction analysis</h2>",
         _table(
-            ["segment", "loans", "overdue rate", "overdue amount", "default rate", "loss rate",
-             "net yield", "high-default but profitable"],
             [
-                [r["segment"], r["loans"], r["overdue_rate"], r["overdue_amount"], r["default_rate"],
-                 r["loss_rate"], r["net_yield"], "yes" if r["high_default_profitable"] else ""]
+                "segment",
+                "loans",
+                "overdue rate",
+                "overdue amount",
+                "default rate",
+                "loss rate",
+                "net yield",
+                "high-default but profitable",
+            ],
+            [
+                [
+                    r["segment"],
+                    r["loans"],
+                    r["overdue_rate"],
+                    r["overdue_amount"],
+                    r["default_rate"],
+                    r["loss_rate"],
+                    r["net_yield"],
+                    "yes" if r["high_default_profitable"] else "",
+                ]
                 for r in data["direction"]
             ],
-        ),  # fmt: skip
+        ),
     ]
     for name in SECTIONS:
         if name in data:
-            parts.append(f"<h2>{html.escape(name)}</h2><pre>{html.escape(json.dumps(data[name], indent=2))}</pre>")
+            section = html.escape(json.dumps(data[name], indent=2, ensure_ascii=False))
+            parts.append(f"<h2>{html.escape(name)}</h2><pre>{section}</pre>")
     body = "\n".join(parts)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>fedrisk monitoring</title>"

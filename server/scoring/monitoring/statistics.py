@@ -33,7 +33,9 @@ def _ordered(
     )
 
 
-def auc_from_groups(scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]) -> float | None:
+def auc_from_groups(
+    scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]
+) -> float | None:
     """AUC of "a lower score means riskier": P(score of a bad < score of a good), ties 1/2.
 
     None when either class is absent.
@@ -46,7 +48,9 @@ def auc_from_groups(scores: Sequence[float], bads: Sequence[int], goods: Sequenc
     return float(np.sum(b * (goods_above + 0.5 * g)) / (n_bad * n_good))
 
 
-def ks_from_groups(scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]) -> float | None:
+def ks_from_groups(
+    scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]
+) -> float | None:
     """KS: the largest gap between the cumulative shares of bads and goods, over thresholds."""
     b, g = _ordered(scores, bads, goods)
     n_bad, n_good = b.sum(), g.sum()
@@ -55,7 +59,9 @@ def ks_from_groups(scores: Sequence[float], bads: Sequence[int], goods: Sequence
     return float(np.max(np.abs(np.cumsum(b) / n_bad - np.cumsum(g) / n_good)))
 
 
-def delong_variance(scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]) -> float | None:
+def delong_variance(
+    scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]
+) -> float | None:
     """DeLong's variance of :func:`auc_from_groups` (structural components, grouped by score).
 
     Every bad of one score has the same component (the share of goods scored above it, ties
@@ -70,7 +76,7 @@ def delong_variance(scores: Sequence[float], bads: Sequence[int], goods: Sequenc
     auc = float(np.sum(b * v10) / n_bad)
     s10 = float(np.sum(b * (v10 - auc) ** 2) / (n_bad - 1))
     s01 = float(np.sum(g * (v01 - auc) ** 2) / (n_good - 1))
-    return s10 / n_bad + s01 / n_good
+    return float(s10 / n_bad + s01 / n_good)
 
 
 def normal_quantile(confidence: float) -> float:

@@ -71,7 +71,9 @@ def frames(p: Portfolio) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decisions and outcome rows as data frames (with the calendar month)."""
     decisions = pd.DataFrame(p.decisions)
     rows = pd.DataFrame(p.outcome_rows)
-    start = rows["originated"].str[:4].astype(int) * 12 + rows["originated"].str[5:7].astype(int) - 1
+    start = (
+        rows["originated"].str[:4].astype(int) * 12 + rows["originated"].str[5:7].astype(int) - 1
+    )
     index = start + rows["month_on_book"]
     rows["month"] = [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in index]
     rows["bad_row"] = (rows["dpd"] >= 90) | (rows["charge_off"] > 0)
@@ -113,10 +115,14 @@ def test_psi_matches_numpy_on_the_raw_decisions(loaded: Loaded) -> None:
     assert sorted(trend) == sorted(set(months))
     for month, value in trend.items():
         pds = champion.loc[months == month, "probability"].to_numpy()
-        counts = np.bincount(np.searchsorted(ref.pd_edges, pds, side="right"), minlength=len(ref.shares))
+        counts = np.bincount(
+            np.searchsorted(ref.pd_edges, pds, side="right"), minlength=len(ref.shares)
+        )
         actual = np.maximum(counts / counts.sum(), 1e-4)
         expected = np.maximum(np.array(ref.shares), 1e-4)
-        assert value == pytest.approx(float(np.sum((actual - expected) * np.log(actual / expected))), abs=TOL)
+        assert value == pytest.approx(
+            float(np.sum((actual - expected) * np.log(actual / expected))), abs=TOL
+        )
     assert latest.psi == pytest.approx(trend[max(months)], abs=TOL)
 
 
@@ -177,7 +183,11 @@ def test_vintage_curves_match_the_raw_rows(loaded: Loaded) -> None:
     for curve in curves:
         cohort = loans[loans == curve.originated].index
         firsts = first_bad.reindex(cohort).to_numpy()
-        age = (int(p.as_of[:4]) - int(curve.originated[:4])) * 12 + int(p.as_of[5:]) - int(curve.originated[5:])
+        age = (
+            (int(p.as_of[:4]) - int(curve.originated[:4])) * 12
+            + int(p.as_of[5:])
+            - int(curve.originated[5:])
+        )
         expected = [float(np.sum(firsts <= mob)) / len(cohort) for mob in range(1, age + 1)]
         assert curve.loans == len(cohort)
         assert np.allclose(curve.bad_rate_by_mob, expected, rtol=0, atol=TOL)
@@ -190,10 +200,14 @@ def test_roll_rates_match_the_raw_rows(loaded: Loaded) -> None:
     nxt = rows.assign(month_on_book=rows["month_on_book"] - 1)
     pairs = rows.merge(nxt, on=["decision_id", "month_on_book"], suffixes=("", "_next"))
     first = add_months(p.as_of, -2)
-    pairs = pairs[(pairs["month_next"] >= first) & (pairs["month_next"] <= p.as_of) & (pairs["balance"] > 0)]
+    pairs = pairs[
+        (pairs["month_next"] >= first) & (pairs["month_next"] <= p.as_of) & (pairs["balance"] > 0)
+    ]
     edges = [1, 30, 60, 90]
     expected = np.zeros((5, 5), dtype=int)
-    np.add.at(expected, (np.digitize(pairs["dpd"], edges), np.digitize(pairs["dpd_next"], edges)), 1)
+    np.add.at(
+        expected, (np.digitize(pairs["dpd"], edges), np.digitize(pairs["dpd_next"], edges)), 1
+    )
 
     # act
     with loaded.engine.connect() as connection:
@@ -225,16 +239,24 @@ def test_direction_rows_match_the_raw_rows(loaded: Loaded) -> None:
     for row in crossed.rows:
         inside = (snap["region"] == row.tags["region"]) & (snap["purpose"] == row.tags["purpose"])
         overdue = inside & active & (snap["dpd"] > 0)
-        life = rows[(rows["region"] == row.tags["region"]) & (rows["purpose"] == row.tags["purpose"])]
+        life = rows[
+            (rows["region"] == row.tags["region"]) & (rows["purpose"] == row.tags["purpose"])
+        ]
         principal = life.groupby("decision_id")["principal"].first().sum()
         net_loss = life["charge_off"].sum() - life["recoveries"].sum()
         assert row.overdue_loans == int(overdue.sum())
         if (inside & active).sum():
-            assert row.overdue_rate == pytest.approx(overdue.sum() / (inside & active).sum(), abs=TOL)
+            assert row.overdue_rate == pytest.approx(
+                overdue.sum() / (inside & active).sum(), abs=TOL
+            )
         assert row.overdue_amount == pytest.approx(snap.loc[overdue, "balance"].sum(), abs=1e-6)
-        assert row.net_yield == pytest.approx((life["interest_fees"].sum() - net_loss) / principal, abs=TOL)
+        assert row.net_yield == pytest.approx(
+            (life["interest_fees"].sum() - net_loss) / principal, abs=TOL
+        )
     assert loans_east.total == int((snap["region"] == DRIFT_REGION).sum())
-    assert [loan.dpd for loan in loans_east.loans] == sorted((loan.dpd for loan in loans_east.loans), reverse=True)
+    assert [loan.dpd for loan in loans_east.loans] == sorted(
+        (loan.dpd for loan in loans_east.loans), reverse=True
+    )
 
 
 def test_injected_drift_raises_a_psi_and_a_direction_alert(loaded: Loaded) -> None:
@@ -259,7 +281,7 @@ def test_alerts_reach_a_real_webhook(loaded: Loaded) -> None:
     done = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             received.append(json.loads(body))
             self.send_response(204)

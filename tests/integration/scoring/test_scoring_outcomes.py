@@ -88,7 +88,9 @@ def counts(engine: Engine) -> tuple[int, int, int]:
         )
 
 
-def test_csv_import_twice_stores_each_row_once(database: Database, small: Portfolio, tmp_path: Path) -> None:
+def test_csv_import_twice_stores_each_row_once(
+    database: Database, small: Portfolio, tmp_path: Path
+) -> None:
     # arrange
     path = tmp_path / "outcomes.csv"
     path.write_text(rows_to_csv(small.outcome_rows), encoding="utf-8")
@@ -139,7 +141,9 @@ def test_parquet_import_streams_and_a_contradicting_row_refuses_the_whole_file(
     pq.write_table(pa.Table.from_pylist(changed), bad)
 
     # act
-    imported = audited_transaction(database.engine, lambda c, ch: import_rows(c, ch, read_rows(good)))
+    imported = audited_transaction(
+        database.engine, lambda c, ch: import_rows(c, ch, read_rows(good))
+    )
     before = counts(database.engine)
     with pytest.raises(OutcomeImportError) as refused:
         audited_transaction(database.engine, lambda c, ch: import_rows(c, ch, read_rows(bad)))
@@ -151,15 +155,15 @@ def test_parquet_import_streams_and_a_contradicting_row_refuses_the_whole_file(
     assert counts(database.engine) == before
 
 
-def test_an_outcome_for_an_unknown_decision_is_refused(database: Database, small: Portfolio) -> None:
+def test_an_outcome_for_an_unknown_decision_is_refused(
+    database: Database, small: Portfolio
+) -> None:
     # arrange
     row = {**small.outcome_rows[0], "decision_id": "nope"}
 
     # act / assert
     with pytest.raises(OutcomeImportError, match="line 2, column decision_id"):
-        audited_transaction(
-            database.engine, lambda c, ch: import_rows(c, ch, [("line 2", row)])
-        )
+        audited_transaction(database.engine, lambda c, ch: import_rows(c, ch, [("line 2", row)]))
 
 
 def test_editing_an_outcome_in_the_database_breaks_audit_verify(
@@ -168,7 +172,9 @@ def test_editing_an_outcome_in_the_database_breaks_audit_verify(
     # arrange: import, then a database writer turns a 90-days-late month into a current one
     audited_transaction(
         database.engine,
-        lambda c, ch: import_rows(c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))),
+        lambda c, ch: import_rows(
+            c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))
+        ),
     )
     clean = fedrisk("audit", "verify", "--db", database.url, "--chain-only", "--json", cwd=tmp_path)
     with database.engine.begin() as connection:
@@ -183,7 +189,9 @@ def test_editing_an_outcome_in_the_database_breaks_audit_verify(
         )
 
     # act
-    broken = fedrisk("audit", "verify", "--db", database.url, "--chain-only", "--json", cwd=tmp_path)
+    broken = fedrisk(
+        "audit", "verify", "--db", database.url, "--chain-only", "--json", cwd=tmp_path
+    )
 
     # assert
     assert clean.returncode == 0 and json.loads(clean.stdout)["ok"] is True
@@ -199,7 +207,9 @@ def test_monitor_writes_html_and_json_with_the_agreed_keys(
     # arrange
     audited_transaction(
         database.engine,
-        lambda c, ch: import_rows(c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))),
+        lambda c, ch: import_rows(
+            c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))
+        ),
     )
     reference = tmp_path / "reference.json"
     reference.write_text(reference_json(small.reference), encoding="utf-8")
@@ -225,7 +235,9 @@ def test_monitor_writes_html_and_json_with_the_agreed_keys(
 
 # ------------------------------------------------------------------ the API, by role
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, trained: TrainedModel) -> Iterator[tuple[TestClient, dict[Role, str]]]:
+def service(
+    tmp_path_factory: pytest.TempPathFactory, trained: TrainedModel
+) -> Iterator[tuple[TestClient, dict[Role, str]]]:
     """An in-process app on its SQLite database with a key per role."""
     workdir = tmp_path_factory.mktemp("outcomes-api")
     registry = workdir / "registry"
@@ -258,7 +270,9 @@ def test_outcomes_and_monitoring_routes_by_role(
     # arrange: a real A-card decision to key the outcomes to
     client, keys = service
     decided = client.post(
-        "/v1/applications/decision", json=application(trained, 1), headers=bearer(keys[Role.SCORING])
+        "/v1/applications/decision",
+        json=application(trained, 1),
+        headers=bearer(keys[Role.SCORING]),
     )
     body = {"rows": outcome_rows(decided.json()["decision_id"])}
     officer, viewer = bearer(keys[Role.RISK_OFFICER]), bearer(keys[Role.VIEWER])
@@ -268,9 +282,15 @@ def test_outcomes_and_monitoring_routes_by_role(
     as_viewer = client.post("/v1/outcomes", json=body, headers=viewer)
     first = client.post("/v1/outcomes", json=body, headers=officer)
     again = client.post("/v1/outcomes", json=body, headers=officer)
-    aggregate = client.get("/v1/monitoring/direction", params={"dims": ["region", "purpose"]}, headers=viewer)
-    loans_viewer = client.get("/v1/monitoring/direction/loans", params={"region": "north"}, headers=viewer)
-    loans_officer = client.get("/v1/monitoring/direction/loans", params={"region": "north"}, headers=officer)
+    aggregate = client.get(
+        "/v1/monitoring/direction", params={"dims": ["region", "purpose"]}, headers=viewer
+    )
+    loans_viewer = client.get(
+        "/v1/monitoring/direction/loans", params={"region": "north"}, headers=viewer
+    )
+    loans_officer = client.get(
+        "/v1/monitoring/direction/loans", params={"region": "north"}, headers=officer
+    )
     summary = client.get("/v1/monitoring/summary", headers=viewer)
     check_viewer = client.post("/v1/monitoring/alerts/check", headers=viewer)
     check = client.post("/v1/monitoring/alerts/check", headers=officer)
@@ -280,7 +300,9 @@ def test_outcomes_and_monitoring_routes_by_role(
     assert decided.status_code == 200
     assert (anonymous.status_code, as_viewer.status_code) == (401, 403)
     assert first.status_code == 200 and first.json()["inserted"] == 2
-    assert again.status_code == 200 and again.json()["skipped"] == 2 and again.json()["inserted"] == 0
+    assert (
+        again.status_code == 200 and again.json()["skipped"] == 2 and again.json()["inserted"] == 0
+    )
     assert aggregate.status_code == 200
     (row,) = aggregate.json()["rows"]
     assert row["segment"] == "region=north × purpose=education" and row["overdue_rate"] == 1.0
