@@ -90,7 +90,9 @@ def chunks(n: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         charged_now = since == 3
         after = since > 3
         balance = np.where(after | charged_now, 0.0, np.round(scheduled, 2))
-        charge_off = np.where(charged_now, np.round(principal[:, None] * (1 - (onset[:, None] + 2) / 24), 2), 0.0)
+        charge_off = np.where(
+            charged_now, np.round(principal[:, None] * (1 - (onset[:, None] + 2) / 24), 2), 0.0
+        )
         interest = np.where(since >= 0, 0.0, np.round(scheduled * 0.12 / 12, 2))
         paid = np.where(since >= 0, 0.0, np.round(principal[:, None] / 24 + interest, 2))
         recoveries = np.where(after & (rng.random((k, MONTHS)) < 0.1), 50.0, 0.0)
@@ -119,10 +121,18 @@ def chunks(n: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
                 "industry": np.array(INDUSTRIES)[rng.integers(0, len(INDUSTRIES), size=k)],
                 "purpose": purposes[rng.integers(0, len(purposes), size=k)],
                 "purpose_text": np.full(k, "working capital"),
-                "customer_type": np.array(CUSTOMER_TYPES)[rng.integers(0, len(CUSTOMER_TYPES), size=k)],
+                "customer_type": np.array(CUSTOMER_TYPES)[
+                    rng.integers(0, len(CUSTOMER_TYPES), size=k)
+                ],
                 "region": np.array(REGIONS)[rng.integers(0, len(REGIONS), size=k)],
                 "created_at": created,
                 "audit_seq": np.zeros(k, dtype=np.int64),
+                # what the import keeps per loan: bad from 90 days past due, 2 months after onset
+                "months_on_book": np.full(k, MONTHS),
+                "first_bad_mob": np.where(onset + 2 <= MONTHS, onset + 2, None),
+                "income": interest.sum(axis=1),
+                "charged_off": charge_off.sum(axis=1),
+                "recovered": recoveries.sum(axis=1),
             },
             "outcomes": {
                 "decision_id": np.repeat(ids, MONTHS),
@@ -151,8 +161,9 @@ def load(engine: Engine, n: int, seed: int) -> float:
                 names = list(columns)
                 if engine.dialect.name == "sqlite":
                     values = [c.tolist() for c in columns.values()]
+                    marks = ", ".join("?" * len(names))
                     cursor.executemany(
-                        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})",
                         list(zip(*values, strict=True)),
                     )
                 else:
@@ -162,7 +173,9 @@ def load(engine: Engine, n: int, seed: int) -> float:
                         buffer,
                         write_options=pacsv.WriteOptions(include_header=False),
                     )
-                    with cursor.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)") as copy:
+                    with cursor.copy(
+                        f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
+                    ) as copy:
                         copy.write(buffer.getvalue())
         raw.commit()
         cursor.execute("ANALYZE")
@@ -177,15 +190,21 @@ def views(as_of: str) -> dict[str, Callable[[Connection], Any]]:
     latest = as_of
     return {
         "decision_mix": queries.decision_mix,
-        "psi": lambda c: queries.score_psi(c, REFERENCE, month=queries.latest_decision_month(c) or latest),
+        "psi": lambda c: queries.score_psi(
+            c, REFERENCE, month=queries.latest_decision_month(c) or latest
+        ),
         "psi_trend": lambda c: queries.psi_trend(c, REFERENCE),
         "performance": lambda c: queries.matured_discrimination(c),
         "bad_rate_by_band": lambda c: queries.bad_rate_by_band(c, REFERENCE),
         "champion_challenger": queries.champion_challenger,
         "vintages": lambda c: queries.vintages(c, as_of=as_of),
         "roll_rates": lambda c: queries.roll_rates(c, as_of=as_of),
-        "direction_region_x_purpose": lambda c: queries.direction(c, ["region", "purpose"], as_of=as_of),
-        "drill_down_region": lambda c: queries.drill_down(c, as_of=as_of, filters={"region": "east"}),
+        "direction_region_x_purpose": lambda c: queries.direction(
+            c, ["region", "purpose"], as_of=as_of
+        ),
+        "drill_down_region": lambda c: queries.drill_down(
+            c, as_of=as_of, filters={"region": "east"}
+        ),
         "delinquency_trend_region": lambda c: queries.delinquency_trend(c, "region", as_of=as_of),
         "bcard_warning_rate": queries.bcard_warning_rate,
         "monitoring_json": lambda c: summary_json(build_summary(c, REFERENCE, as_of=as_of)),
@@ -222,8 +241,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
-    results: dict[str, Any] = {"loans": args.loans, "outcome_rows": args.loans * MONTHS, "databases": {}}
-    with tempfile.TemporaryDirectory(prefix="fedrisk-monitoring-bench-") as tmp, running_postgres() as pg:
+    results: dict[str, Any] = {
+        "loans": args.loans,
+        "outcome_rows": args.loans * MONTHS,
+        "databases": {},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="fedrisk-monitoring-bench-") as tmp,
+        running_postgres() as pg,
+    ):
         targets = {"postgresql": pg.create_database("bench")}
         if not args.skip_sqlite:
             targets["sqlite"] = f"sqlite:///{Path(tmp) / 'scoring.db'}"
@@ -232,14 +258,20 @@ def main() -> int:
             try:
                 upgrade_database(engine)
                 seconds = load(engine, args.loans, args.seed)
-                print(f"[{kind}] loaded {args.loans} loans x {MONTHS} months in {seconds:.1f} s", flush=True)
+                print(
+                    f"[{kind}] loaded {args.loans} loans x {MONTHS} months in {seconds:.1f} s",
+                    flush=True,
+                )
                 rows = measure(engine, args.repeat)
             finally:
                 engine.dispose()
             results["databases"][kind] = {"load_seconds": seconds, "views": rows}
             print(f"[{kind}] {'view':30s} {'seconds':>9s} {'x count(*)':>11s}")
             for name, row in rows.items():
-                print(f"[{kind}] {name:30s} {row['seconds']:9.3f} {row['ratio_to_count']:11.1f}", flush=True)
+                print(
+                    f"[{kind}] {name:30s} {row['seconds']:9.3f} {row['ratio_to_count']:11.1f}",
+                    flush=True,
+                )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0

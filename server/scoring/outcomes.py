@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import ColumnElement, func, insert, inspect, or_, select, update
 from sqlalchemy.engine import Connection
 
 from server.scoring.audit import AuditChain, canonical_json, utc_now
@@ -76,6 +76,12 @@ INPUT_COLUMNS: Final = (
 """Columns of an import file, in this order in the CSV the generator writes."""
 
 CHUNK_ROWS: Final = 5000
+
+BAD_DPD: Final = 90
+"""A month with this many days past due (or a charge-off) makes the loan bad."""
+
+SUMMARY_FIELDS: Final = ("months_on_book", "first_bad_mob", "income", "charged_off", "recovered")
+"""Columns of ``loans`` derived from the loan's outcome rows (kept by the import)."""
 
 
 class OutcomeImportError(ScoringError, ValueError):
@@ -267,9 +273,12 @@ class _Importer:
         seq = self.chain.append(AUDIT_KIND, payload, created_at=created_at)
         stamp = {"created_at": created_at, "audit_seq": seq}
         if new_loans:
-            self.connection.execute(insert(loans), [{**r, **stamp} for r in new_loans])
+            empty = {"months_on_book": 0, "first_bad_mob": None, "income": 0.0}
+            empty |= {"charged_off": 0.0, "recovered": 0.0}
+            self.connection.execute(insert(loans), [{**r, **stamp, **empty} for r in new_loans])
         if new_months:
             self.connection.execute(insert(outcomes), [{**r, **stamp} for r in new_months])
+            refresh_summaries(self.connection, sorted({r["decision_id"] for r in new_months}))
         self.inserted += len(new_months)
         self.loans_added += len(new_loans)
         self.records += 1
@@ -281,6 +290,37 @@ class _Importer:
             skipped=self.skipped,
             loans_added=self.loans_added,
             audit_records=self.records,
+        )
+
+
+def is_bad_month() -> ColumnElement[bool]:
+    """An outcome month that makes its loan bad: 90+ days past due or a charge-off."""
+    return or_(outcomes.c.dpd >= BAD_DPD, outcomes.c.charge_off > 0)
+
+
+def _summary_values() -> dict[str, Any]:
+    def of_loan(expr: Any, *where: Any) -> Any:
+        return (
+            select(expr)
+            .where(outcomes.c.decision_id == loans.c.decision_id, *where)
+            .scalar_subquery()
+        )
+
+    return {
+        "months_on_book": of_loan(func.max(outcomes.c.month_on_book)),
+        "first_bad_mob": of_loan(func.min(outcomes.c.month_on_book), is_bad_month()),
+        "income": of_loan(func.coalesce(func.sum(outcomes.c.interest_fees), 0.0)),
+        "charged_off": of_loan(func.coalesce(func.sum(outcomes.c.charge_off), 0.0)),
+        "recovered": of_loan(func.coalesce(func.sum(outcomes.c.recoveries), 0.0)),
+    }
+
+
+def refresh_summaries(connection: Connection, decision_ids: Sequence[str]) -> None:
+    """Recompute the performance-to-date columns of these loans from their outcome rows."""
+    for start in range(0, len(decision_ids), 1000):
+        part = decision_ids[start : start + 1000]
+        connection.execute(
+            update(loans).where(loans.c.decision_id.in_(part)).values(**_summary_values())
         )
 
 
@@ -423,4 +463,29 @@ def verify_outcomes(connection: Connection) -> OutcomeProblem | None:
             return OutcomeProblem(
                 seq, f"outcome rows of audit record {seq} differ from it (edited, added or deleted)"
             )
+    # the rows are as recorded: now the per-loan columns derived from them
+    return _verify_summaries(connection)
+
+
+def _verify_summaries(connection: Connection) -> OutcomeProblem | None:
+    """The first loan whose performance-to-date columns differ from its outcome rows."""
+    values = _summary_values()
+    query = select(
+        loans.c.decision_id, loans.c.audit_seq, *(loans.c[n] for n in SUMMARY_FIELDS),
+        *(values[n].label(f"expected_{n}") for n in SUMMARY_FIELDS),
+    )  # fmt: skip
+    for row in connection.execution_options(yield_per=5000).execute(query):
+        mapping = row._mapping
+        for name in SUMMARY_FIELDS:
+            stored, expected = mapping[name], mapping[f"expected_{name}"]
+            if stored is None or expected is None:
+                same = stored == expected
+            else:  # sums may add in another order: equal up to rounding
+                same = abs(float(stored) - float(expected)) <= 1e-9 * max(1.0, abs(float(expected)))
+            if not same:
+                return OutcomeProblem(
+                    int(mapping["audit_seq"]),
+                    f"loan {mapping['decision_id']}: {name} {stored!r} differs from its outcome "
+                    f"rows ({expected!r}); the loan row was edited",
+                )
     return None

@@ -18,8 +18,8 @@ Tables
 ``batch_jobs``        one row per batch-scoring upload (no per-row persistence)
 ``api_keys``          API keys: public key id, name, role, argon2 hash of the key, revocation
 ``loans``             one row per booked loan: the deciding application, origination month,
-                      principal and the segment tags the decision lacks (industry, purpose and
-                      its free text, customer type, region)
+                      principal, the segment tags the decision lacks (industry, purpose and
+                      its free text, customer type, region) and its performance to date
 ``outcomes``          a loan's monthly performance: month on book, calendar month, days past due,
                       balance, paid, interest and fees, charge-off, recoveries
 ``monitoring_alerts`` drift, performance and portfolio alerts raised by the monitoring checks
@@ -201,6 +201,13 @@ loans = Table(
     Column("region", String(SEGMENT_LEN), nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("audit_seq", Integer, nullable=False),
+    # per-loan performance to date, kept by the import from the loan's outcome rows (and
+    # checked against them by the audit verification): monitoring reads one row per loan
+    Column("months_on_book", Integer, nullable=False),
+    Column("first_bad_mob", Integer, nullable=True),
+    Column("income", Float, nullable=False),
+    Column("charged_off", Float, nullable=False),
+    Column("recovered", Float, nullable=False),
     Index("ix_loans_originated", "originated"),
 )
 

@@ -11,7 +11,11 @@ Definitions
 - **Active** in a month: a balance outstanding or charged off that month. **Overdue**: active
   with 1+ days past due. **30+**: active with 30+ days past due.
 - Net yield of a segment: (interest and fees - charge-offs + recoveries) / principal; loss rate:
-  (charge-offs - recoveries) / principal.
+  (charge-offs - recoveries) / principal; both over every month recorded so far.
+
+The per-loan figures (months on book, first bad month, sums of income, charge-offs and
+recoveries) come from the ``loans`` columns the import keeps, so the views read one row per
+loan rather than aggregating every month of every loan.
 """
 
 from __future__ import annotations
@@ -51,9 +55,8 @@ from server.scoring.monitoring.statistics import (
     psi_from_shares,
     ratio,
 )
-from server.scoring.outcomes import add_months, months_between
+from server.scoring.outcomes import add_months, is_bad_month, months_between
 
-BAD_DPD: Final = 90
 WINDOW: Final = 12
 BUCKETS: Final = ("current", "1-29", "30-59", "60-89", "90+")
 BUCKET_LOWER: Final = (0, 1, 30, 60, 90)
@@ -82,7 +85,7 @@ def _bounds(reference: ScoreReference, band: int) -> tuple[float, float]:
     return edges[band], edges[band + 1]
 
 
-_is_bad = or_(outcomes.c.dpd >= BAD_DPD, outcomes.c.charge_off > 0)
+_is_bad = is_bad_month()
 
 
 # ------------------------------------------------------------------------------ decisions
@@ -198,28 +201,19 @@ def latest_decision_month(connection: Connection) -> str | None:
 
 
 # ------------------------------------------------------------------------------ performance
-def _loan_performance(window: int) -> Select[Any]:
-    """Per loan: months on book seen, bad within the window, first bad month on book."""
-    in_window = and_(outcomes.c.month_on_book <= window, _is_bad)
-    return select(
-        outcomes.c.decision_id,
-        func.max(outcomes.c.month_on_book).label("last_mob"),
-        func.max(case((in_window, 1), else_=0)).label("bad"),
-    ).group_by(outcomes.c.decision_id)
-
-
 def _matured(window: int) -> Select[Any]:
-    perf = _loan_performance(window).subquery("perf")
+    """Matured loans (from the per-loan performance to date) with their decision's score."""
+    bad = case((loans.c.first_bad_mob <= window, 1), else_=0)
     return (
         select(
-            perf.c.decision_id,
-            perf.c.bad,
+            loans.c.decision_id,
+            bad.label("bad"),
             decisions.c.score,
             decisions.c.probability,
             decisions.c.role,
         )
-        .join_from(perf, decisions, decisions.c.decision_id == perf.c.decision_id)
-        .where(or_(perf.c.last_mob >= window, perf.c.bad == 1))
+        .join_from(loans, decisions, decisions.c.decision_id == loans.c.decision_id)
+        .where(or_(loans.c.months_on_book >= window, loans.c.first_bad_mob <= window))
     )
 
 
@@ -336,12 +330,6 @@ def bad_rate_by_band(
 def vintages(connection: Connection, *, as_of: str) -> list[VintageCurve]:
     """Cumulative bad rate by month on book for each origination month, up to the months each
     cohort has been on book at ``as_of``."""
-    first_bad = (
-        select(outcomes.c.decision_id, func.min(outcomes.c.month_on_book).label("first_bad"))
-        .where(_is_bad)
-        .group_by(outcomes.c.decision_id)
-        .subquery("first_bad")
-    )
     sizes = {
         r.originated: int(r.n)
         for r in connection.execute(
@@ -350,11 +338,11 @@ def vintages(connection: Connection, *, as_of: str) -> list[VintageCurve]:
     }
     bads: dict[str, dict[int, int]] = {}
     for row in connection.execute(
-        select(loans.c.originated, first_bad.c.first_bad, func.count().label("n"))
-        .join_from(first_bad, loans, loans.c.decision_id == first_bad.c.decision_id)
-        .group_by(loans.c.originated, first_bad.c.first_bad)
+        select(loans.c.originated, loans.c.first_bad_mob, func.count().label("n"))
+        .where(loans.c.first_bad_mob.is_not(None))
+        .group_by(loans.c.originated, loans.c.first_bad_mob)
     ):
-        bads.setdefault(row.originated, {})[int(row.first_bad)] = int(row.n)
+        bads.setdefault(row.originated, {})[int(row.first_bad_mob)] = int(row.n)
     curves = []
     for originated in sorted(sizes):
         age = months_between(originated, as_of)
@@ -423,7 +411,7 @@ def direction(
     filters: dict[str, str] | None = None,
     high_default_factor: float = 1.5,
 ) -> Direction:
-    """Overdue loans and amount at ``as_of`` and lifetime risk-return, by ``dims`` (one or two
+    """Overdue loans and amount at ``as_of`` and risk-return to date, by ``dims`` (one or two
     of industry, purpose, customer type, region), optionally inside ``filters`` (drill-down).
 
     A segment is "high-default but profitable" when its default rate is at least
@@ -447,18 +435,6 @@ def direction(
             .group_by(*keys)
         )
     }
-    per_loan = (
-        select(
-            outcomes.c.decision_id,
-            func.sum(outcomes.c.interest_fees).label("income"),
-            func.sum(outcomes.c.charge_off).label("charge_off"),
-            func.sum(outcomes.c.recoveries).label("recoveries"),
-            func.max(case((_is_bad, 1), else_=0)).label("bad"),
-        )
-        .where(outcomes.c.month <= as_of)
-        .group_by(outcomes.c.decision_id)
-        .subquery("per_loan")
-    )
     lifetime = {
         tuple(r[: len(dims)]): r
         for r in connection.execute(
@@ -466,12 +442,11 @@ def direction(
                 *keys,
                 func.count().label("loans"),
                 func.sum(loans.c.principal).label("principal"),
-                func.sum(per_loan.c.income).label("income"),
-                func.sum(per_loan.c.charge_off).label("charge_off"),
-                func.sum(per_loan.c.recoveries).label("recoveries"),
-                func.sum(per_loan.c.bad).label("bads"),
+                func.sum(loans.c.income).label("income"),
+                func.sum(loans.c.charged_off).label("charge_off"),
+                func.sum(loans.c.recovered).label("recoveries"),
+                func.sum(case((loans.c.first_bad_mob.is_not(None), 1), else_=0)).label("bads"),
             )
-            .join_from(per_loan, loans, loans.c.decision_id == per_loan.c.decision_id)
             .where(*where)
             .group_by(*keys)
         )

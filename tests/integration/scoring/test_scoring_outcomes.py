@@ -201,6 +201,36 @@ def test_editing_an_outcome_in_the_database_breaks_audit_verify(
     assert "outcome rows" in report["problem"]
 
 
+def test_editing_a_loans_performance_to_date_breaks_audit_verify(
+    database: Database, small: Portfolio, tmp_path: Path
+) -> None:
+    # arrange: a writer hides a charge-off from the per-loan columns monitoring reads
+    audited_transaction(
+        database.engine,
+        lambda c, ch: import_rows(
+            c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))
+        ),
+    )
+    with database.engine.begin() as connection:
+        target = connection.execute(
+            select(loans.c.decision_id, loans.c.audit_seq).where(loans.c.charged_off > 0).limit(1)
+        ).one()
+        connection.execute(
+            text("UPDATE loans SET charged_off = 0 WHERE decision_id = :d"),
+            {"d": target.decision_id},
+        )
+
+    # act
+    broken = fedrisk(
+        "audit", "verify", "--db", database.url, "--chain-only", "--json", cwd=tmp_path
+    )
+
+    # assert
+    report = json.loads(broken.stdout)
+    assert broken.returncode == 1 and report["first_broken"] == target.audit_seq
+    assert f"loan {target.decision_id}: charged_off" in report["problem"]
+
+
 def test_monitor_writes_html_and_json_with_the_agreed_keys(
     database: Database, small: Portfolio, tmp_path: Path
 ) -> None:

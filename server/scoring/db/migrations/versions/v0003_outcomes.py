@@ -32,6 +32,11 @@ def upgrade() -> None:
         sa.Column("region", sa.String(SEGMENT_LEN), nullable=False),
         sa.Column("created_at", sa.String(40), nullable=False),
         sa.Column("audit_seq", sa.Integer, nullable=False),
+        sa.Column("months_on_book", sa.Integer, nullable=False),
+        sa.Column("first_bad_mob", sa.Integer, nullable=True),
+        sa.Column("income", sa.Float, nullable=False),
+        sa.Column("charged_off", sa.Float, nullable=False),
+        sa.Column("recovered", sa.Float, nullable=False),
     )
     op.create_index("ix_loans_originated", "loans", ["originated"])
     op.create_table(
