@@ -129,7 +129,9 @@ def chunks(n: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
                 "audit_seq": np.zeros(k, dtype=np.int64),
                 # what the import keeps per loan: bad from 90 days past due, 2 months after onset
                 "months_on_book": np.full(k, MONTHS),
-                "first_bad_mob": np.where(onset + 2 <= MONTHS, onset + 2, None),
+                "first_bad_mob": np.array(
+                    [int(v) if v <= MONTHS else None for v in onset + 2], dtype=object
+                ),
                 "income": interest.sum(axis=1),
                 "charged_off": charge_off.sum(axis=1),
                 "recovered": recoveries.sum(axis=1),
@@ -156,6 +158,8 @@ def load(engine: Engine, n: int, seed: int) -> float:
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
+        if engine.dialect.name == "sqlite":
+            cursor.execute("BEGIN")  # the driver autocommits: one transaction, not one per row
         for part in chunks(n, np.random.default_rng(seed)):
             for table, columns in part.items():
                 names = list(columns)
