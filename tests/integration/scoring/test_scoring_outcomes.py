@@ -78,6 +78,12 @@ def fedrisk(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def import_outcomes(database: Database, portfolio: Portfolio) -> None:
+    """Import every outcome row of ``portfolio`` in one audited transaction."""
+    located = ((f"row {i}", r) for i, r in enumerate(portfolio.outcome_rows))
+    audited_transaction(database.engine, lambda c, ch: import_rows(c, ch, located))
+
+
 def counts(engine: Engine) -> tuple[int, int, int]:
     """Rows of ``outcomes`` and ``loans``, and the audit head's seq."""
     with engine.connect() as connection:
@@ -170,12 +176,7 @@ def test_editing_an_outcome_in_the_database_breaks_audit_verify(
     database: Database, small: Portfolio, tmp_path: Path
 ) -> None:
     # arrange: import, then a database writer turns a 90-days-late month into a current one
-    audited_transaction(
-        database.engine,
-        lambda c, ch: import_rows(
-            c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))
-        ),
-    )
+    import_outcomes(database, small)
     clean = fedrisk("audit", "verify", "--db", database.url, "--chain-only", "--json", cwd=tmp_path)
     with database.engine.begin() as connection:
         target = connection.execute(
@@ -205,12 +206,7 @@ def test_editing_a_loans_performance_to_date_breaks_audit_verify(
     database: Database, small: Portfolio, tmp_path: Path
 ) -> None:
     # arrange: a writer hides a charge-off from the per-loan columns monitoring reads
-    audited_transaction(
-        database.engine,
-        lambda c, ch: import_rows(
-            c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))
-        ),
-    )
+    import_outcomes(database, small)
     with database.engine.begin() as connection:
         target = connection.execute(
             select(loans.c.decision_id, loans.c.audit_seq).where(loans.c.charged_off > 0).limit(1)
@@ -235,12 +231,7 @@ def test_monitor_writes_html_and_json_with_the_agreed_keys(
     database: Database, small: Portfolio, tmp_path: Path
 ) -> None:
     # arrange
-    audited_transaction(
-        database.engine,
-        lambda c, ch: import_rows(
-            c, ch, ((f"row {i}", r) for i, r in enumerate(small.outcome_rows))
-        ),
-    )
+    import_outcomes(database, small)
     reference = tmp_path / "reference.json"
     reference.write_text(reference_json(small.reference), encoding="utf-8")
     out, summary = tmp_path / "report", tmp_path / "monitoring.json"
