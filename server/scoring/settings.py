@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         Tries per checkpoint (exponential back-off from 0.5 s); a failure is logged.
     monitoring_webhook_url
         Each new monitoring alert is POSTed here (JSON) by ``POST /v1/monitoring/alerts/check``.
+    monitoring_reference_path
+        Reference PD bands (JSON, ``fedrisk.release.reference.ScoreReference``) used when the
+        A-card champion's artifact carries none (artifacts released before it had them).
 
     Notes
     -----
@@ -134,6 +137,7 @@ class Settings(BaseSettings):
     audit_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     audit_webhook_attempts: int = Field(default=4, ge=1, le=20)
     monitoring_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    monitoring_reference_path: Path | None = None
 
     @field_validator("challenger_shares")
     @classmethod

@@ -90,11 +90,17 @@ class AlertCheckOut(BaseModel):
 
 
 def reference_of(ctx: ServiceContext) -> ScoreReference | None:
-    """The reference bands of the A-card champion's artifact (None without one)."""
+    """The reference bands of the A-card champion's artifact, else of the configured file
+    (None without either)."""
+    found = None
     try:
-        return ctx.registry.champion("application").artifact.reference
+        found = ctx.registry.champion("application").artifact.reference
     except Exception:  # no champion loaded: monitoring still answers what needs no reference
-        return None
+        found = None
+    path = ctx.settings.monitoring_reference_path
+    if found is None and path is not None:
+        found = ScoreReference.model_validate_json(path.read_text(encoding="utf-8"))
+    return found
 
 
 def update_metrics(metrics: Metrics, summary: Summary) -> None:
