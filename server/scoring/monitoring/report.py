@@ -28,8 +28,6 @@ from server.scoring.monitoring.alerts import (
 from server.scoring.monitoring.models import (
     DIMENSIONS,
     Alert,
-    ChampionChallenger,
-    Discrimination,
     PsiResult,
     RollRates,
     Summary,
@@ -43,10 +41,6 @@ SECTIONS: Final[dict[str, SectionFn]] = {}
 def register_section(name: str, fn: SectionFn) -> None:
     """Add a JSON section to every monitoring summary (e.g. ``purpose_classifier``)."""
     SECTIONS[name] = fn
-
-
-def _empty_discrimination() -> Discrimination:
-    return Discrimination(loans=0, bads=0, auc=None, ks=None)
 
 
 def build_summary(
@@ -66,7 +60,8 @@ def build_summary(
         if reference is not None and decision_month is not None
         else PsiResult(month=decision_month, psi=None, count=0, bands=[])
     )
-    champion = queries.matured_discrimination(connection, window=window)
+    versus = queries.champion_challenger(connection, window=window)
+    champion = versus.champion
     release_auc = None if reference is None else reference.auc
     alerts: list[Alert] = []
     if as_of is not None:
@@ -110,19 +105,7 @@ def build_summary(
             if as_of is None
             else queries.roll_rates(connection, as_of=as_of)
         ),
-        champion_challenger=(
-            queries.champion_challenger(connection, window=window)
-            if champion.loans
-            else ChampionChallenger(
-                champion=_empty_discrimination(),
-                challenger=_empty_discrimination(),
-                auc_difference=None,
-                ci_low=None,
-                ci_high=None,
-                confidence=0.95,
-                challenger_better=None,
-            )
-        ),
+        champion_challenger=versus,
         direction=direction_rows,
         bcard_warning_rate=warnings,
         alerts=alerts,
