@@ -1,13 +1,15 @@
 """The monitoring summary: every indicator and alert at once, as JSON and as a static HTML page.
 
 Other features add JSON sections with :func:`register_section` (the purpose classifier adds
-``purpose_classifier``: ``{"accuracy": …}``); a section appears only once registered, so the
-report never carries a placeholder.
+``purpose_classifier``: ``{"accuracy": …}``) in a module listed in :data:`SECTION_MODULES`, which
+is imported before each summary; a section appears only once registered, so the report never
+carries a placeholder.
 """
 
 from __future__ import annotations
 
 import html
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,9 @@ from server.scoring.monitoring.models import (
     RollRates,
     Summary,
 )
+
+SECTION_MODULES: Final[tuple[str, ...]] = ()
+"""Modules that register extra sections when imported (the purpose classifier's goes here)."""
 
 SectionFn = Callable[[Connection], dict[str, Any] | None]
 SECTIONS: Final[dict[str, SectionFn]] = {}
@@ -115,6 +120,8 @@ def build_summary(
 def summary_json(summary: Summary, connection: Connection | None = None) -> dict[str, Any]:
     """The summary as JSON data, with the registered extra sections."""
     data = summary.model_dump(mode="json")
+    for module in SECTION_MODULES:
+        importlib.import_module(module)
     if connection is not None:
         for name, fn in SECTIONS.items():
             section = fn(connection)
