@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
@@ -121,8 +121,19 @@ def _as_of(connection: Connection, month: str | None) -> str:
     return found
 
 
-def _filters(**values: str | None) -> dict[str, str]:
-    return {k: v for k, v in values.items() if v is not None}
+def segment_filters(
+    industry: SegmentValue = None,
+    purpose: SegmentValue = None,
+    customer_type: SegmentValue = None,
+    region: SegmentValue = None,
+) -> dict[str, str]:
+    """The drill-down path: segment tags given as query parameters."""
+    given = {"industry": industry, "purpose": purpose}
+    given |= {"customer_type": customer_type, "region": region}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+Filters = Annotated[dict[str, str], Depends(segment_filters)]
 
 
 @router.post(
@@ -292,11 +303,8 @@ async def roll_rates(
 async def direction(
     ctx: ServiceDep,
     dims: Annotated[list[Dimension], Query(min_length=1, max_length=2)],
+    filters: Filters,
     as_of: Month = None,
-    industry: SegmentValue = None,
-    purpose: SegmentValue = None,
-    customer_type: SegmentValue = None,
-    region: SegmentValue = None,
 ) -> Direction:
     """Overdue rate and amount at ``as_of`` and lifetime loss rate / net yield by one or two
     crossed dimensions, inside optional filters (the drill-down path)."""
@@ -310,9 +318,6 @@ async def direction(
                 }
             ]
         )
-    filters = _filters(
-        industry=industry, purpose=purpose, customer_type=customer_type, region=region
-    )
     result: Direction = await ctx.read(
         lambda c: queries.direction(c, dims, as_of=_as_of(c, as_of), filters=filters)
     )
@@ -327,18 +332,12 @@ async def direction(
 )
 async def direction_loans(
     ctx: ServiceDep,
+    filters: Filters,
     as_of: Month = None,
-    industry: SegmentValue = None,
-    purpose: SegmentValue = None,
-    customer_type: SegmentValue = None,
-    region: SegmentValue = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> DrillDown:
     """The loans of a segment at ``as_of``, most overdue first (loan-level: audited)."""
-    filters = _filters(
-        industry=industry, purpose=purpose, customer_type=customer_type, region=region
-    )
     result: DrillDown = await ctx.read(
         lambda c: queries.drill_down(
             c, as_of=_as_of(c, as_of), filters=filters, limit=limit, offset=offset
