@@ -88,6 +88,16 @@ COMMANDS: Final[dict[str, CommandEntry]] = {
         "Model registry: list, register, promote, roll back.",
         "lender",
     ),
+    "outcomes": CommandEntry(
+        "server.scoring.monitoring.cli:outcomes_app",
+        "Loan outcomes: import monthly performance (CSV/Parquet), generate a demo portfolio.",
+        "lender",
+    ),
+    "monitor": CommandEntry(
+        "server.scoring.monitoring.cli:monitor",
+        "Portfolio monitoring (drift, performance, vintages, direction, alerts) as HTML + JSON.",
+        "lender",
+    ),
     "scorecard": CommandEntry(
         "server.scoring.scorecard_view:scorecard_app",
         "Points scorecards: print a released scorecard's bins, WOE, IV and points.",

@@ -47,6 +47,7 @@ from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
 from fedrisk.ml.trees import Forest, TreeModel
 from fedrisk.ml.woe import WOE_FORMAT, WoeEncoder
 from fedrisk.release.identity import key_id, load_verify_key
+from fedrisk.release.reference import ScoreReference
 
 ARTIFACT_FILE: Final = "artifact.json"
 SIGNATURE_FILE: Final = "artifact.sig"
@@ -150,6 +151,10 @@ class ModelArtifact(_SchemaField):
     lineage: Lineage
     trees: dict[str, object] | None = None
     """The ``gbdt`` kind's forest (:meth:`fedrisk.ml.trees.Forest.to_dict`); None otherwise."""
+    reference: ScoreReference | None = None
+    """PD bands of the release population from the pooled evaluation histograms
+    (:func:`fedrisk.release.reference.reference_from_histograms`): the baseline of drift (PSI)
+    and performance monitoring. None for artifacts released without it."""
 
     @field_validator("model_id")
     @classmethod
@@ -225,6 +230,7 @@ def artifact_from_pipeline(
     scorecard: ScorecardScaling | None = None,
     metrics: Sequence[RoundMetrics] = (),
     he_params: Mapping[str, object] | None = None,
+    reference: ScoreReference | None = None,
 ) -> ModelArtifact:
     """Pack a fitted pipeline as an artifact (inverse of :func:`pipeline_from_artifact`).
 
@@ -251,6 +257,7 @@ def artifact_from_pipeline(
         metrics=list(metrics),
         he_params=None if he_params is None else dict(he_params),
         lineage=lineage,
+        reference=reference,
     )
 
 

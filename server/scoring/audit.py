@@ -239,8 +239,9 @@ def verify_chain(
         ``ok`` is False at the first problem found, in ``seq`` order, naming the record: an
         edited record (hash mismatch), a deleted or reordered one (``seq`` gap or ``prev_hash``
         mismatch), a record whose hash differs from a signed checkpoint (the chain was rewritten
-        and rehashed), records missing below a checkpoint or the head (deleted tail), or a
-        decision row that differs from its record.
+        and rehashed), records missing below a checkpoint or the head (deleted tail), a
+        decision row that differs from its record, or loan outcome rows that differ from the
+        digest in their ``outcomes`` record.
     """
     signed = sorted((c for c in checkpoints if c.seq > 0), key=lambda c: (c.seq, c.n))
     next_signed = 0
@@ -304,6 +305,13 @@ def verify_chain(
     report = _verify_decisions(connection, count, batch=batch)
     if report.ok and report.decisions != decision_records:
         return _missing_decision(connection, count, report.decisions)
+    if report.ok:
+        # imported here: outcomes builds on this module's chain
+        from server.scoring.outcomes import verify_outcomes
+
+        broken = verify_outcomes(connection)
+        if broken is not None:
+            return VerifyReport(False, count, report.decisions, broken.seq, broken.problem)
     return report
 
 

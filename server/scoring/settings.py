@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         Every checkpoint is also POSTed here (JSON), off the decision path.
     audit_webhook_attempts
         Tries per checkpoint (exponential back-off from 0.5 s); a failure is logged.
+    monitoring_webhook_url
+        Each new monitoring alert is POSTed here (JSON) by ``POST /v1/monitoring/alerts/check``.
+    monitoring_reference_path
+        Reference PD bands (JSON, ``fedrisk.release.reference.ScoreReference``) used when the
+        A-card champion's artifact carries none (artifacts released before it had them).
 
     Notes
     -----
@@ -146,6 +151,8 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
     audit_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     audit_webhook_attempts: int = Field(default=4, ge=1, le=20)
+    monitoring_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    monitoring_reference_path: Path | None = None
 
     @field_validator("challenger_shares")
     @classmethod

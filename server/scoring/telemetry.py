@@ -30,6 +30,11 @@ class Metrics:
         ``fedrisk_refused_artifacts_total{reason}``.
     write_backlog
         ``fedrisk_write_backlog``: decisions waiting for the group commit.
+    monitoring_psi, monitoring_auc
+        ``fedrisk_monitoring_score_psi`` and ``fedrisk_monitoring_auc_matured`` of the latest
+        monitoring summary.
+    monitoring_alerts
+        ``fedrisk_monitoring_alerts{kind,severity}``: alerts firing in the latest summary.
     """
 
     registry: CollectorRegistry = field(
@@ -71,6 +76,18 @@ class Metrics:
         )
         self.write_backlog = Gauge(
             "fedrisk_write_backlog", "Decision writes waiting for commit", registry=r
+        )
+        self.monitoring_psi = Gauge(
+            "fedrisk_monitoring_score_psi", "Score PSI of the latest decision month", registry=r
+        )
+        self.monitoring_auc = Gauge(
+            "fedrisk_monitoring_auc_matured", "Champion AUC on matured loans", registry=r
+        )
+        self.monitoring_alerts = Gauge(
+            "fedrisk_monitoring_alerts",
+            "Monitoring alerts firing in the latest summary",
+            ["kind", "severity"],
+            registry=r,
         )
         self._children: dict[tuple[object, ...], Any] = {}
 

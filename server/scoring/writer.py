@@ -106,9 +106,11 @@ def _collect(
     return decision_rows, link_rows, review_rows
 
 
-def _write_decisions(
+def write_decisions(
     connection: Connection, chain: AuditChain, items: Sequence[DecisionWrite]
 ) -> None:
+    """Insert decisions with their audit records in the caller's transaction (also used to
+    load generated portfolios)."""
     decision_rows, link_rows, review_rows = _collect(chain, items)
     if connection.dialect.name == "sqlite":
         _insert_raw(connection, decisions, decision_rows)
@@ -507,7 +509,7 @@ class GroupCommitWriter:
             return [None] * len(items)
 
         def body(connection: Connection, chain: AuditChain) -> list[Any]:
-            _write_decisions(connection, chain, items)
+            write_decisions(connection, chain, items)
             return [None] * len(items)
 
         return self._transaction(body)

@@ -8,6 +8,7 @@
 ``stages``      champion / challenger per stage, rollback, stopping a challenger
 ``fraud``       the fraud rules' external lists
 ``audit``       audit-chain verification
+``monitoring``  loan outcomes, portfolio monitoring indicators, drill-down and alerts
 ``operations``  health and Prometheus metrics
 ``purpose``     loan purpose read from a decision's description, retraining with corrections
 ``login``       browser sign-in and sign-out (session cookie)
@@ -27,6 +28,7 @@ from server.scoring.api import (
     fraud,
     login,
     models,
+    monitoring,
     operations,
     purpose,
     reviews,
@@ -41,6 +43,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     stages.router,
     fraud.router,
     audit.router,
+    monitoring.router,
     operations.router,
     purpose.router,
     login.router,

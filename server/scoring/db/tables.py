@@ -17,6 +17,12 @@ Tables
 ``registered_models`` stage and artifact digest of every model registered
 ``batch_jobs``        one row per batch-scoring upload (no per-row persistence)
 ``api_keys``          API keys: public key id, name, role, argon2 hash of the key, revocation
+``loans``             one row per booked loan: the deciding application, origination month,
+                      principal, the segment tags the decision lacks (industry, purpose and
+                      its free text, customer type, region) and its performance to date
+``outcomes``          a loan's monthly performance: month on book, calendar month, days past due,
+                      balance, paid, interest and fees, charge-off, recoveries
+``monitoring_alerts`` drift, performance and portfolio alerts raised by the monitoring checks
 ``browser_sessions``  dashboard sign-ins: SHA-256 of the session cookie's token, the key id it acts
                       as, its CSRF token, creation and expiry
 ``purpose_labels``    loan purpose read from a decision's free-text description: predicted
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     Index,
@@ -181,6 +188,67 @@ api_keys = Table(
     Column("key_hash", String(200), nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("revoked_at", String(40), nullable=True),
+)
+
+SEGMENT_LEN = 64
+
+loans = Table(
+    "loans",
+    metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("account_id", String(128), nullable=True),
+    Column("originated", String(7), nullable=False),
+    Column("principal", Float, nullable=False),
+    Column("industry", String(SEGMENT_LEN), nullable=False),
+    Column("purpose", String(SEGMENT_LEN), nullable=False),
+    Column("purpose_text", Text, nullable=False),
+    Column("customer_type", String(SEGMENT_LEN), nullable=False),
+    Column("region", String(SEGMENT_LEN), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("audit_seq", Integer, nullable=False),
+    # per-loan performance to date, kept by the import from the loan's outcome rows (and
+    # checked against them by the audit verification): monitoring reads one row per loan
+    Column("months_on_book", Integer, nullable=False),
+    Column("first_bad_mob", Integer, nullable=True),
+    Column("income", Float, nullable=False),
+    Column("charged_off", Float, nullable=False),
+    Column("recovered", Float, nullable=False),
+    Index("ix_loans_originated", "originated"),
+)
+
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("month_on_book", Integer, primary_key=True, autoincrement=False),
+    Column("month", String(7), nullable=False),
+    Column("dpd", Integer, nullable=False),
+    Column("balance", Float, nullable=False),
+    Column("paid", Float, nullable=False),
+    Column("interest_fees", Float, nullable=False),
+    Column("charge_off", Float, nullable=False),
+    Column("recoveries", Float, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("audit_seq", Integer, nullable=False),
+    Index("ix_outcomes_month", "month"),
+    Index("ix_outcomes_audit_seq", "audit_seq"),
+)
+
+monitoring_alerts = Table(
+    "monitoring_alerts",
+    metadata,
+    Column("alert_id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", String(40), nullable=False),
+    Column("as_of", String(7), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("retrain_recommended", Boolean, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    UniqueConstraint("kind", "subject", "as_of", name="uq_alert_kind_subject_month"),
 )
 
 browser_sessions = Table(

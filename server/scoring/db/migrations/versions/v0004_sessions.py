@@ -1,10 +1,7 @@
 """Browser sessions: the ``browser_sessions`` table behind the dashboard's login cookie.
 
 Revision ID: 0004
-Revises: 0002
-
-The outcomes work adds revision 0003 in parallel; when both are merged this revision's
-``down_revision`` becomes "0003" so the history stays one line.
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,309 @@
+"""Portfolio monitoring on SQLite and PostgreSQL: every indicator the SQL computes equals an
+independent numpy / scikit-learn computation on the generated raw rows (to 1e-9), and the
+injected drift (a region's income falls) raises a PSI and a direction-analysis alert."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+from sqlalchemy import Engine
+
+from server.scoring.db.engine import make_engine
+from server.scoring.db.migrate import upgrade_database
+from server.scoring.monitoring import queries
+from server.scoring.monitoring.alerts import send_alerts
+from server.scoring.monitoring.report import build_summary
+from server.scoring.outcomes import add_months
+from server.scoring.portfolio import Portfolio, PortfolioConfig, generate_portfolio, load_portfolio
+from tests.support.postgres import PostgresServer
+
+pytestmark = [pytest.mark.integration]
+
+TOL = 1e-9
+DRIFT_REGION = "east"
+
+
+@pytest.fixture(scope="module")
+def portfolio() -> Portfolio:
+    """A drifted portfolio: 3,000 applicants over six origination months."""
+    config = PortfolioConfig(
+        applicants=3000, origination_months=6, drift_region=DRIFT_REGION, drift_from=3
+    )
+    return generate_portfolio(config, np.random.default_rng(20261204))
+
+
+@dataclass
+class Loaded:
+    engine: Engine
+    portfolio: Portfolio
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def loaded(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    portfolio: Portfolio,
+) -> Iterator[Loaded]:
+    """The portfolio in a migrated database of each kind (loaded once per module)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('monitoring') / 'scoring.db'}"
+    else:
+        pg: PostgresServer = request.getfixturevalue("postgres")
+        url = pg.create_database()
+    engine = make_engine(url)
+    upgrade_database(engine)
+    load_portfolio(engine, portfolio)
+    yield Loaded(engine, portfolio)
+    engine.dispose()
+
+
+# ------------------------------------------------------------------ the oracle: raw rows
+def frames(p: Portfolio) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Decisions and outcome rows as data frames (with the calendar month)."""
+    decisions = pd.DataFrame(p.decisions)
+    rows = pd.DataFrame(p.outcome_rows)
+    start = (
+        rows["originated"].str[:4].astype(int) * 12 + rows["originated"].str[5:7].astype(int) - 1
+    )
+    index = start + rows["month_on_book"]
+    rows["month"] = [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in index]
+    rows["bad_row"] = (rows["dpd"] >= 90) | (rows["charge_off"] > 0)
+    return decisions, rows
+
+
+def matured(p: Portfolio, window: int = 12) -> pd.DataFrame:
+    """Per matured loan: bad within ``window`` months, score, probability, role."""
+    decisions, rows = frames(p)
+    rows["bad_w"] = rows["bad_row"] & (rows["month_on_book"] <= window)
+    per = rows.groupby("decision_id").agg(last=("month_on_book", "max"), bad=("bad_w", "max"))
+    per = per[(per["last"] >= window) | per["bad"]]
+    return per.join(decisions.set_index("decision_id")[["score", "probability", "role"]])
+
+
+def delong_oracle(score: np.ndarray, bad: np.ndarray) -> float:
+    """DeLong variance from every bad-good pair (no grouping)."""
+    s_bad, s_good = score[bad], score[~bad]
+    psi = (s_bad[:, None] < s_good[None, :]) + 0.5 * (s_bad[:, None] == s_good[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    return float(v10.var(ddof=1) / len(s_bad) + v01.var(ddof=1) / len(s_good))
+
+
+# ------------------------------------------------------------------ tests
+def test_psi_matches_numpy_on_the_raw_decisions(loaded: Loaded) -> None:
+    # arrange
+    p = loaded.portfolio
+    ref = p.reference
+    decisions, _ = frames(p)
+    champion = decisions[(decisions["role"] == "champion") & (decisions["stage"] == "application")]
+    months = champion["created_at"].str[:7]
+
+    # act
+    with loaded.engine.connect() as connection:
+        trend = {pt.month: pt.psi for pt in queries.psi_trend(connection, ref)}
+        latest = queries.score_psi(connection, ref, month=max(months))
+
+    # assert
+    assert sorted(trend) == sorted(set(months))
+    for month, value in trend.items():
+        pds = champion.loc[months == month, "probability"].to_numpy()
+        counts = np.bincount(
+            np.searchsorted(ref.pd_edges, pds, side="right"), minlength=len(ref.shares)
+        )
+        actual = np.maximum(counts / counts.sum(), 1e-4)
+        expected = np.maximum(np.array(ref.shares), 1e-4)
+        assert value == pytest.approx(
+            float(np.sum((actual - expected) * np.log(actual / expected))), abs=TOL
+        )
+    assert latest.psi == pytest.approx(trend[max(months)], abs=TOL)
+
+
+def test_auc_ks_and_delong_on_matured_loans_match_scikit_learn(loaded: Loaded) -> None:
+    # arrange
+    m = matured(loaded.portfolio)
+
+    # act
+    with loaded.engine.connect() as connection:
+        result = queries.champion_challenger(connection)
+
+    # assert
+    for role, found in (("champion", result.champion), ("challenger", result.challenger)):
+        part = m[m["role"] == role]
+        bad, score = part["bad"].to_numpy(dtype=bool), part["score"].to_numpy()
+        fpr, tpr, _ = roc_curve(bad, -score)
+        assert found.loans == len(part) and found.bads == int(bad.sum())
+        assert found.auc == pytest.approx(roc_auc_score(bad, -score), abs=TOL)
+        assert found.ks == pytest.approx(float(np.max(tpr - fpr)), abs=TOL)
+        assert found.auc_variance == pytest.approx(delong_oracle(score, bad), abs=TOL)
+    assert result.ci_low is not None and result.ci_high is not None
+    assert result.ci_low < result.auc_difference < result.ci_high
+
+
+def test_bad_rate_by_band_matches_the_raw_loans(loaded: Loaded) -> None:
+    # arrange
+    m = matured(loaded.portfolio)
+    m = m[m["role"] == "champion"]
+    ref = loaded.portfolio.reference
+    band = np.searchsorted(ref.pd_edges, m["probability"].to_numpy(), side="right")
+
+    # act
+    with loaded.engine.connect() as connection:
+        bands = queries.bad_rate_by_band(connection, ref)
+
+    # assert
+    for b in bands:
+        inside = m[band == b.band]
+        assert b.loans == len(inside) and b.bads == int(inside["bad"].sum())
+        if len(inside):
+            assert b.bad_rate == pytest.approx(inside["bad"].mean(), abs=TOL)
+            assert b.mean_pd == pytest.approx(inside["probability"].mean(), abs=TOL)
+
+
+def test_vintage_curves_match_the_raw_rows(loaded: Loaded) -> None:
+    # arrange
+    p = loaded.portfolio
+    _, rows = frames(p)
+    loans = rows.groupby("decision_id")["originated"].first()
+    first_bad = rows[rows["bad_row"]].groupby("decision_id")["month_on_book"].min()
+
+    # act
+    with loaded.engine.connect() as connection:
+        curves = queries.vintages(connection, as_of=p.as_of)
+
+    # assert
+    assert [c.originated for c in curves] == sorted(loans.unique())
+    for curve in curves:
+        cohort = loans[loans == curve.originated].index
+        firsts = first_bad.reindex(cohort).to_numpy()
+        age = (
+            (int(p.as_of[:4]) - int(curve.originated[:4])) * 12
+            + int(p.as_of[5:])
+            - int(curve.originated[5:])
+        )
+        expected = [float(np.sum(firsts <= mob)) / len(cohort) for mob in range(1, age + 1)]
+        assert curve.loans == len(cohort)
+        assert np.allclose(curve.bad_rate_by_mob, expected, rtol=0, atol=TOL)
+
+
+def test_roll_rates_match_the_raw_rows(loaded: Loaded) -> None:
+    # arrange
+    p = loaded.portfolio
+    _, rows = frames(p)
+    nxt = rows.assign(month_on_book=rows["month_on_book"] - 1)
+    pairs = rows.merge(nxt, on=["decision_id", "month_on_book"], suffixes=("", "_next"))
+    first = add_months(p.as_of, -2)
+    pairs = pairs[
+        (pairs["month_next"] >= first) & (pairs["month_next"] <= p.as_of) & (pairs["balance"] > 0)
+    ]
+    edges = [1, 30, 60, 90]
+    expected = np.zeros((5, 5), dtype=int)
+    np.add.at(
+        expected, (np.digitize(pairs["dpd"], edges), np.digitize(pairs["dpd_next"], edges)), 1
+    )
+
+    # act
+    with loaded.engine.connect() as connection:
+        result = queries.roll_rates(connection, as_of=p.as_of, months=3)
+
+    # assert
+    assert result.counts == expected.tolist()
+    for i, row in enumerate(expected):
+        if row.sum():
+            assert np.allclose(result.rates[i], row / row.sum(), rtol=0, atol=TOL)
+
+
+def test_direction_rows_match_the_raw_rows(loaded: Loaded) -> None:
+    # arrange
+    p = loaded.portfolio
+    _, rows = frames(p)
+    snap = rows[rows["month"] == p.as_of]
+    active = (snap["balance"] > 0) | (snap["charge_off"] > 0)
+
+    # act
+    with loaded.engine.connect() as connection:
+        crossed = queries.direction(connection, ["region", "purpose"], as_of=p.as_of)
+        loans_east = queries.drill_down(
+            connection, as_of=p.as_of, filters={"region": DRIFT_REGION}, limit=1000
+        )
+
+    # assert
+    assert len(crossed.rows) == rows.groupby(["region", "purpose"]).ngroups
+    for row in crossed.rows:
+        inside = (snap["region"] == row.tags["region"]) & (snap["purpose"] == row.tags["purpose"])
+        overdue = inside & active & (snap["dpd"] > 0)
+        life = rows[
+            (rows["region"] == row.tags["region"]) & (rows["purpose"] == row.tags["purpose"])
+        ]
+        principal = life.groupby("decision_id")["principal"].first().sum()
+        net_loss = life["charge_off"].sum() - life["recoveries"].sum()
+        assert row.overdue_loans == int(overdue.sum())
+        if (inside & active).sum():
+            assert row.overdue_rate == pytest.approx(
+                overdue.sum() / (inside & active).sum(), abs=TOL
+            )
+        assert row.overdue_amount == pytest.approx(snap.loc[overdue, "balance"].sum(), abs=1e-6)
+        assert row.net_yield == pytest.approx(
+            (life["interest_fees"].sum() - net_loss) / principal, abs=TOL
+        )
+    assert loans_east.total == int((snap["region"] == DRIFT_REGION).sum())
+    assert [loan.dpd for loan in loans_east.loans] == sorted(
+        (loan.dpd for loan in loans_east.loans), reverse=True
+    )
+
+
+def test_injected_drift_raises_a_psi_and_a_direction_alert(loaded: Loaded) -> None:
+    # act
+    with loaded.engine.connect() as connection:
+        summary = build_summary(connection, loaded.portfolio.reference)
+
+    # assert
+    kinds = {(a.kind, a.subject) for a in summary.alerts}
+    psi = next(a for a in summary.alerts if a.kind == "psi")
+    assert summary.psi is not None and summary.psi >= 0.25
+    assert psi.retrain_recommended and psi.evidence["applications"] > 0
+    assert ("segment_delinquency", f"region={DRIFT_REGION}") in kinds
+    assert summary.direction and {"segment", "overdue_rate", "net_yield"} <= set(
+        summary.direction[0].model_dump()
+    )
+
+
+def test_alerts_reach_a_real_webhook(loaded: Loaded) -> None:
+    # arrange: a real HTTP server on 127.0.0.1 collecting what it is sent
+    received: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+            done.set()
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with loaded.engine.connect() as connection:
+        alerts = build_summary(connection, loaded.portfolio.reference).alerts
+
+    # act
+    try:
+        delivered = send_alerts(f"http://127.0.0.1:{server.server_port}/hook", alerts)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # assert
+    assert delivered == len(alerts) == len(received)
+    assert {r["kind"] for r in received} == {a.kind for a in alerts}
