@@ -124,7 +124,8 @@ def align_parties(
             if node not in by_node or by_node[node].has_error()
         ]
         if failed:
-            raise FederationError(f"align {name}: every party must answer; got {failed}")
+            listed = "".join(f"\n- {reason}" for reason in failed)
+            raise FederationError(f"align {name}: every party must answer; got failures:{listed}")
         return by_node
 
     offers = step(proto.ALIGN_OFFER, {node: RecordDict() for node in targets})

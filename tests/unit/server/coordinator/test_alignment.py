@@ -1,0 +1,211 @@
+"""The ``align`` phase end to end over real ClientApp calls: results, and what each message shows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.alignment import identifier_key, load_alignment
+from clients.clientapp import app
+from clients.party import load_party_config
+from fedrisk.federation.alignment import GuestAlignment, HostAlignment
+from fedrisk.federation.identifiers import normalise_phone, psi_digests
+from fedrisk.federation.run_config import parse_run_config
+from secure_agg.psi import as_points
+from server.coordinator.alignment import AlignmentSettings, align_parties
+from server.coordinator.strategy import FederationError
+from tests.support.clientapp_grid import ClientAppGrid, message_bytes
+from tests.support.fake_grid import VirtualClock
+
+PARTIES = ("bank", "telecom", "shop")
+RUN = {"run-id": "align-test", "min-parties": 2, "allow-fewer-parties": True}
+
+
+def _national(i: int) -> str:
+    return f"138{i:08d}"
+
+
+def _spelled(i: int, style: int) -> str:
+    """The same number written as different parties write it."""
+    digits = _national(i)
+    return [digits, f"+86 {digits[:3]}-{digits[3:7]}-{digits[7:]}", f"0086{digits}"][style % 3]
+
+
+def _workspace(root: Path, columns: dict[str, list[str]]) -> Path:
+    secret = root / "context.secret"
+    secret.write_bytes(hashlib.sha512(b"the federation's sealed secret context").digest())
+    for pid, name in enumerate(PARTIES):
+        folder = root / "parties" / f"party_{pid}"
+        folder.mkdir(parents=True)
+        frame = pd.DataFrame({"phone": columns[name], "x": np.arange(len(columns[name]))})
+        frame.to_csv(folder / "train.csv", index=False)
+        (folder / "party.toml").write_text(
+            f'name = "{name}"\ntrain = "train.csv"\ntest = "train.csv"\n'
+            f'schema_file = "schema.toml"\nsecret_context = "{secret}"\n',
+            encoding="utf-8",
+        )
+    return root
+
+
+def _grid(root: Path) -> ClientAppGrid:
+    return ClientAppGrid(
+        app,
+        node_configs=[{"partition-id": pid} for pid in range(len(PARTIES))],
+        run_config={**RUN, "sim-workspace": str(root)},
+    )
+
+
+@pytest.fixture(scope="module")
+def aligned(
+    serverapp_identity: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[ClientAppGrid, dict[str, list[str]], object]:
+    # arrange: the bank's 300 customers; the telecom knows 70 %, the shop 60 %, each with
+    # customers of its own, in other orders and other spellings
+    rng = np.random.default_rng(3)
+    bank = [int(i) for i in rng.permutation(300)]
+    telecom = [*bank[:210], *range(1000, 1080)]
+    shop = [*bank[90:270], *range(2000, 2050)]
+    rng.shuffle(telecom)
+    rng.shuffle(shop)
+    columns = {
+        "bank": [_spelled(i, 0) for i in bank],
+        "telecom": [_spelled(i, 1) for i in telecom],
+        "shop": [_spelled(i, 2) for i in shop],
+    }
+    root = _workspace(tmp_path_factory.mktemp("align"), columns)
+    grid = _grid(root)
+
+    # act: the four exchanges through the real ClientApp
+    sizes = align_parties(
+        grid,
+        AlignmentSettings(guest="bank", id_column="phone", id_kind="phone"),
+        run_id="align-test",
+        timeout=60,
+        clock=VirtualClock(),
+    )
+    return grid, columns, sizes
+
+
+@pytest.fixture(scope="module", autouse=True)
+def serverapp_identity() -> Iterator[None]:
+    """Who is sending: Flower's ServerApp runtime sets this in the process before ``main``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TaskIdentity, "_task_id", 1)
+        patch.setattr(TaskIdentity, "_run_id", 1)
+        patch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)
+        yield
+
+
+def _canonical(column: list[str]) -> list[str]:
+    return [normalise_phone(v) for v in column]
+
+
+def test_each_party_gets_the_plain_intersection(aligned: tuple) -> None:
+    grid, columns, _ = aligned
+    bank = _canonical(columns["bank"])
+    results = {p: load_alignment(grid.contexts[201 + i].state) for i, p in enumerate(PARTIES)}
+
+    guest = results["bank"]
+    assert isinstance(guest, GuestAlignment)
+    for host in ("telecom", "shop"):
+        theirs = _canonical(columns[host])
+        expected = [i for i, c in enumerate(bank) if c in set(theirs)]
+        assert guest.shared[host].tolist() == expected
+        view = results[host]
+        assert isinstance(view, HostAlignment)
+        assert view.guest_size == len(bank)
+        assert view.guest_rows.tolist() == expected
+        assert [theirs[r] for r in view.rows] == [bank[i] for i in expected]
+        # a host's features laid out in guest order: missing where it does not know the customer
+        laid = view.to_guest_order(np.arange(len(theirs), dtype=float))
+        assert np.isnan(laid).sum() == len(bank) - len(expected)
+    assert guest.coverage() == pytest.approx({"telecom": 0.7, "shop": 0.6})
+
+
+def test_the_coordinator_learns_only_sizes(aligned: tuple) -> None:
+    _, _, sizes = aligned
+    assert sizes.guest_rows == 300
+    assert sizes.host_rows == {"telecom": 290, "shop": 230}
+    assert sizes.shared == {"telecom": 210, "shop": 180}
+
+
+def test_no_message_carries_an_identifier_or_an_unblinded_digest(aligned: tuple) -> None:
+    # arrange: every spelling, canonical form and salted digest of every party's identifiers
+    grid, columns, _ = aligned
+    root = Path(str(grid.contexts[201].run_config["sim-workspace"]))
+    config = load_party_config(root / "parties" / "party_0" / "party.toml")
+    salt = identifier_key(config, parse_run_config(RUN)).psi_salt()
+    needles: set[bytes] = set()
+    for column in columns.values():
+        canonical = _canonical(column)
+        needles |= {v.encode() for v in column} | {c.encode() for c in canonical}
+        needles |= {c[1:].encode() for c in canonical}  # the bare digits
+        needles |= {
+            row.tobytes() for row in as_points(psi_digests(canonical, kind="phone", salt=salt))
+        }
+    needles.add(salt)
+
+    # act: everything that crossed between parties and the coordinator
+    haystack = b"\n".join(b for m in grid.traffic.all() for b in message_bytes(m))
+
+    # assert
+    assert len(grid.traffic.all()) == 2 * (3 + 2 + 1 + 2)
+    leaked = [n for n in needles if n in haystack]
+    assert leaked == []
+
+
+def test_hosts_never_receive_the_guests_non_shared_rows(aligned: tuple) -> None:
+    # The only guest-derived values a host receives are its own blinded list and its sealed
+    # result: the guest's list for it arrives blinded under a key the host never holds.
+    grid, _, _ = aligned
+    for message in grid.traffic.sent:
+        if message.metadata.dst_node_id == 201:
+            continue
+        arrays = {key: list(record) for key, record in message.content.array_records.items()}
+        assert arrays in ({}, {"psi-points": ["guest"]}, {"psi-sealed": ["result"]})
+
+
+def test_a_bad_identifier_stops_the_phase_naming_the_row(tmp_path: Path) -> None:
+    columns = {
+        "bank": ["13800000001", "13800000002", "not-a-phone"],
+        "telecom": ["13800000001", "13800000001"],
+        "shop": ["13800000002"],
+    }
+    grid = _grid(_workspace(tmp_path, columns))
+
+    with pytest.raises(FederationError) as caught:
+        align_parties(
+            grid,
+            AlignmentSettings(guest="bank", id_column="phone"),
+            run_id="align-test",
+            timeout=60,
+            clock=VirtualClock(),
+        )
+
+    message = str(caught.value)
+    assert "row 2: phone must be digits after removing separators; got 'not-a-phone" in message
+    assert "row 1: phone is the same customer as row 0" in message
+    assert "PARTY-REFUSED" in message
+
+
+def test_an_unknown_id_column_is_named(tmp_path: Path) -> None:
+    grid = _grid(_workspace(tmp_path, {p: ["13800000001"] for p in PARTIES}))
+
+    with pytest.raises(
+        FederationError, match="id column must be a column of train.csv; got 'msisdn'"
+    ):
+        align_parties(
+            grid,
+            AlignmentSettings(guest="bank", id_column="msisdn"),
+            run_id="align-test",
+            timeout=60,
+            clock=VirtualClock(),
+        )
