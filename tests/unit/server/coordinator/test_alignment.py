@@ -200,7 +200,7 @@ def test_an_unknown_id_column_is_named(tmp_path: Path) -> None:
     grid = _grid(_workspace(tmp_path, {p: ["13800000001"] for p in PARTIES}))
 
     with pytest.raises(
-        FederationError, match="id column must be a column of train.csv; got 'msisdn'"
+        FederationError, match="id column must be a column of train.csv; got 'msisdn"
     ):
         align_parties(
             grid,
