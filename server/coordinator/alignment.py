@@ -96,7 +96,7 @@ def align_parties(
     targets = sorted(nodes if nodes is not None else grid.get_node_ids())
     if len(targets) < 2:
         raise FederationError(f"alignment needs a guest and a host; got {len(targets)} nodes")
-    base = {
+    base: dict[str, str | int] = {
         proto.CFG_RUN_ID: run_id,
         proto.CFG_ALIGN_GUEST: settings.guest,
         proto.CFG_ALIGN_ID_COLUMN: settings.id_column,

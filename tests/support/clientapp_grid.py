@@ -108,7 +108,7 @@ class ClientAppGrid(Grid):
             context = self.contexts[message.metadata.dst_node_id]
             try:
                 reply = self.app(message, context)
-            except Exception as e:  # noqa: BLE001 - Flower turns any handler error into a reply
+            except Exception as e:  # Flower turns any handler error into an error reply
                 reply = Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=message)
             reply.metadata.__dict__["_src_node_id"] = message.metadata.dst_node_id
             self._replies[message_id] = reply

@@ -1,4 +1,4 @@
-"""The ``align`` phase end to end over real ClientApp calls: results, and what each message shows."""
+"""The ``align`` phase over real ClientApp calls: each party's result, and what messages show."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def test_an_unknown_id_column_is_named(tmp_path: Path) -> None:
     grid = _grid(_workspace(tmp_path, {p: ["13800000001"] for p in PARTIES}))
 
     with pytest.raises(
-        FederationError, match="id column must be a column of train.csv; got 'msisdn"
+        FederationError, match=r"id column must be a column of train\.csv; got 'msisdn"
     ):
         align_parties(
             grid,
