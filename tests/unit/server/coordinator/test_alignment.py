@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
@@ -16,42 +14,17 @@ from clients.alignment import identifier_key, load_alignment
 from clients.clientapp import app
 from clients.party import load_party_config
 from fedrisk.federation.alignment import GuestAlignment, HostAlignment
-from fedrisk.federation.identifiers import normalise_phone, psi_digests
+from fedrisk.federation.identifiers import psi_digests
 from fedrisk.federation.run_config import parse_run_config
 from secure_agg.psi import as_points
 from server.coordinator.alignment import AlignmentSettings, align_parties
 from server.coordinator.strategy import FederationError
+from tests.support.alignment import canonical, spelled, write_alignment_workspace
 from tests.support.clientapp_grid import ClientAppGrid, message_bytes
 from tests.support.fake_grid import VirtualClock
 
 PARTIES = ("bank", "telecom", "shop")
 RUN = {"run-id": "align-test", "min-parties": 2, "allow-fewer-parties": True}
-
-
-def _national(i: int) -> str:
-    return f"138{i:08d}"
-
-
-def _spelled(i: int, style: int) -> str:
-    """The same number written as different parties write it."""
-    digits = _national(i)
-    return [digits, f"+86 {digits[:3]}-{digits[3:7]}-{digits[7:]}", f"0086{digits}"][style % 3]
-
-
-def _workspace(root: Path, columns: dict[str, list[str]]) -> Path:
-    secret = root / "context.secret"
-    secret.write_bytes(hashlib.sha512(b"the federation's sealed secret context").digest())
-    for pid, name in enumerate(PARTIES):
-        folder = root / "parties" / f"party_{pid}"
-        folder.mkdir(parents=True)
-        frame = pd.DataFrame({"phone": columns[name], "x": np.arange(len(columns[name]))})
-        frame.to_csv(folder / "train.csv", index=False)
-        (folder / "party.toml").write_text(
-            f'name = "{name}"\ntrain = "train.csv"\ntest = "train.csv"\n'
-            f'schema_file = "schema.toml"\nsecret_context = "{secret}"\n',
-            encoding="utf-8",
-        )
-    return root
 
 
 def _grid(root: Path) -> ClientAppGrid:
@@ -76,11 +49,11 @@ def aligned(
     rng.shuffle(telecom)
     rng.shuffle(shop)
     columns = {
-        "bank": [_spelled(i, 0) for i in bank],
-        "telecom": [_spelled(i, 1) for i in telecom],
-        "shop": [_spelled(i, 2) for i in shop],
+        "bank": [spelled(i, 0) for i in bank],
+        "telecom": [spelled(i, 1) for i in telecom],
+        "shop": [spelled(i, 2) for i in shop],
     }
-    root = _workspace(tmp_path_factory.mktemp("align"), columns)
+    root = write_alignment_workspace(tmp_path_factory.mktemp("align"), columns, order=PARTIES)
     grid = _grid(root)
 
     # act: the four exchanges through the real ClientApp
@@ -104,19 +77,15 @@ def serverapp_identity() -> Iterator[None]:
         yield
 
 
-def _canonical(column: list[str]) -> list[str]:
-    return [normalise_phone(v) for v in column]
-
-
 def test_each_party_gets_the_plain_intersection(aligned: tuple) -> None:
     grid, columns, _ = aligned
-    bank = _canonical(columns["bank"])
+    bank = canonical(columns["bank"])
     results = {p: load_alignment(grid.contexts[201 + i].state) for i, p in enumerate(PARTIES)}
 
     guest = results["bank"]
     assert isinstance(guest, GuestAlignment)
     for host in ("telecom", "shop"):
-        theirs = _canonical(columns[host])
+        theirs = canonical(columns[host])
         expected = [i for i, c in enumerate(bank) if c in set(theirs)]
         assert guest.shared[host].tolist() == expected
         view = results[host]
@@ -145,12 +114,10 @@ def test_no_message_carries_an_identifier_or_an_unblinded_digest(aligned: tuple)
     salt = identifier_key(config, parse_run_config(RUN)).psi_salt()
     needles: set[bytes] = set()
     for column in columns.values():
-        canonical = _canonical(column)
-        needles |= {v.encode() for v in column} | {c.encode() for c in canonical}
-        needles |= {c[1:].encode() for c in canonical}  # the bare digits
-        needles |= {
-            row.tobytes() for row in as_points(psi_digests(canonical, kind="phone", salt=salt))
-        }
+        forms = canonical(column)
+        needles |= {v.encode() for v in column} | {c.encode() for c in forms}
+        needles |= {c[1:].encode() for c in forms}  # the bare digits
+        needles |= {row.tobytes() for row in as_points(psi_digests(forms, kind="phone", salt=salt))}
     needles.add(salt)
 
     # act: everything that crossed between parties and the coordinator
@@ -179,7 +146,7 @@ def test_a_bad_identifier_stops_the_phase_naming_the_row(tmp_path: Path) -> None
         "telecom": ["13800000001", "13800000001"],
         "shop": ["13800000002"],
     }
-    grid = _grid(_workspace(tmp_path, columns))
+    grid = _grid(write_alignment_workspace(tmp_path, columns, order=PARTIES))
 
     with pytest.raises(FederationError) as caught:
         align_parties(
@@ -197,7 +164,9 @@ def test_a_bad_identifier_stops_the_phase_naming_the_row(tmp_path: Path) -> None
 
 
 def test_an_unknown_id_column_is_named(tmp_path: Path) -> None:
-    grid = _grid(_workspace(tmp_path, {p: ["13800000001"] for p in PARTIES}))
+    grid = _grid(
+        write_alignment_workspace(tmp_path, {p: ["13800000001"] for p in PARTIES}, order=PARTIES)
+    )
 
     with pytest.raises(
         FederationError, match=r"id column must be a column of train\.csv; got 'msisdn"
