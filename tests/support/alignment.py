@@ -29,6 +29,7 @@ def write_alignment_workspace(
     """``root/parties/party_<i>/`` for each party of ``order``: a ``train.csv`` with its
     ``phone`` column and a ``party.toml`` naming one shared secret-context file (the key
     material the federation's identifier key is derived from)."""
+    root.mkdir(parents=True, exist_ok=True)
     secret = root / "context.secret"
     secret.write_bytes(hashlib.sha512(b"the federation's sealed secret context").digest())
     for pid, name in enumerate(order):
