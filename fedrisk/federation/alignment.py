@@ -8,6 +8,13 @@ rows; a host's features are missing for the guest rows that host does not know.
   ascending. This ascending order is the *intersection order* shared with that host.
 - A host holds a :class:`HostAlignment`: its own rows in the intersection order, and the guest
   row each one is. It never learns who the guest's other customers are.
+
+Notes
+-----
+A host learns the guest's row count and which guest row numbers it shares, so that it can lay
+its values out in guest order (:meth:`HostAlignment.to_guest_order`) without the guest moving
+ciphertext slots. Row numbers say nothing about a customer unless the guest's table order does:
+a guest whose table is sorted by something meaningful (account age, branch) shuffles it first.
 """
 
 from __future__ import annotations
@@ -30,9 +37,8 @@ class AlignmentError(FedRiskError, ValueError):
     """An alignment result is inconsistent, or is asked for a host it does not cover."""
 
 
-def _rows(values: object, *, name: str) -> Rows:
-    array = np.asarray(values, dtype=np.int64).reshape(-1)
-    return array
+def _rows(values: object) -> Rows:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class GuestAlignment:
         return cls(
             guest=str(raw["guest"]),
             n_rows=int(raw["n_rows"]),
-            shared={str(h): _rows(r, name=h) for h, r in raw["shared"].items()},
+            shared={str(h): _rows(r) for h, r in raw["shared"].items()},
         )
 
 
@@ -176,6 +182,6 @@ class HostAlignment:
             host=str(raw["host"]),
             guest=str(raw["guest"]),
             guest_size=int(raw["guest_size"]),
-            rows=_rows(raw["rows"], name="rows"),
-            guest_rows=_rows(raw["guest_rows"], name="guest_rows"),
+            rows=_rows(raw["rows"]),
+            guest_rows=_rows(raw["guest_rows"]),
         )

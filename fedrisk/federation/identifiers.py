@@ -41,16 +41,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Literal, get_args
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedrisk.errors import FedRiskError
+from fedrisk.files import write_atomic
 
 IdentifierKind = Literal["phone", "national-id", "opaque"]
 IDENTIFIER_KINDS: Final[tuple[str, ...]] = get_args(IdentifierKind)
@@ -60,6 +64,7 @@ KEY_BYTES: Final = 32
 _PSI_DOMAIN: Final = b"fedrisk/psi-identifier/v1"
 _KEY_INFO: Final = b"fedrisk/identifier-key/v1"
 _SALT_INFO: Final = b"fedrisk/psi-salt/v1"
+_KEY_FORMAT: Final = "fedrisk-identifier-key/v1"
 
 _PHONE_SEPARATORS: Final = re.compile(r"[\s\-.()/]")
 _ID_SEPARATORS: Final = re.compile(r"[\s\-./]")
@@ -271,6 +276,41 @@ class IdentifierKey:
         """HMAC-SHA256 of a canonical identifier, hex: what online scoring sends for it."""
         message = kind.encode("ascii") + b"\x00" + canonical.encode("utf-8")
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
+    def save(self, path: Path) -> Path:
+        """Write the key to ``path`` (mode 0600, atomically), for a service of this party that
+        holds no secret context (the lender's scoring service, a host's feature service)."""
+        payload = {"format": _KEY_FORMAT, "federation": self.federation, "key": self.secret.hex()}
+        return write_atomic(Path(path), json.dumps(payload) + "\n", private=True)
+
+    @classmethod
+    def load(cls, path: Path) -> IdentifierKey:
+        """Read a key :meth:`save` wrote.
+
+        Raises
+        ------
+        IdentifierError
+            If the file is missing, readable by others than its owner, or not a key file.
+        """
+        path = Path(path)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise IdentifierError(f"identifier key file {path} must be readable JSON: {e}") from e
+        if mode & 0o077:
+            raise IdentifierError(
+                f"identifier key file {path} must be mode 0600 (owner only); got {mode:04o}"
+            )
+        if not isinstance(raw, dict) or raw.get("format") != _KEY_FORMAT:
+            raise IdentifierError(
+                f"identifier key file {path} must have format {_KEY_FORMAT!r}; got another"
+            )
+        try:
+            secret = bytes.fromhex(str(raw["key"]))
+        except (KeyError, ValueError) as e:
+            raise IdentifierError(f"identifier key file {path} must hold a hex key") from e
+        return cls(secret, str(raw.get("federation", "")))
 
     def psi_salt(self) -> bytes:
         """The federation's PSI salt (secret among the parties too)."""

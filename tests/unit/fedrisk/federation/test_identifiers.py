@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from fedrisk.federation.identifiers import (
@@ -97,3 +100,19 @@ def test_keyed_hash_is_shared_by_parties_with_the_same_secret_and_hides_the_key(
     assert IdentifierKey.derive(secret, federation="f2").secret != bank.secret
     with pytest.raises(IdentifierError, match="at least 32 bytes"):
         IdentifierKey.derive(b"short", federation="f1")
+
+
+def test_the_identifier_key_is_stored_owner_only_and_read_back(tmp_path: Path) -> None:
+    key = IdentifierKey.derive(bytes(range(64)), federation="f1")
+
+    path = key.save(tmp_path / "identifier.key")
+
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    loaded = IdentifierKey.load(path)
+    assert loaded == key
+    assert loaded.keyed_hash("+8613800138000", kind="phone") == key.keyed_hash(
+        "+8613800138000", kind="phone"
+    )
+    path.chmod(0o644)
+    with pytest.raises(IdentifierError, match="must be mode 0600"):
+        IdentifierKey.load(path)
