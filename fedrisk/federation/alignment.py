@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,25 @@ def _rows(values: object) -> Rows:
     return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
+def _plain(value: object) -> object:
+    """``value`` with its arrays as lists, for JSON."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+class _JsonResult:
+    """A frozen dataclass result that writes itself as JSON (``from_json`` reads it back)."""
+
+    def to_json(self) -> str:
+        """A JSON text ``from_json`` reads back."""
+        return json.dumps({f.name: _plain(getattr(self, f.name)) for f in fields(self)})  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class GuestAlignment:
+class GuestAlignment(_JsonResult):
     """The guest's result: for each host, which of its rows that host knows.
 
     Attributes
@@ -93,29 +110,16 @@ class GuestAlignment:
             raise AlignmentError(f"host must be one of {self.hosts}; got {host!r}")
         return self.shared[host]
 
-    def to_json(self) -> str:
-        """A JSON text :meth:`from_json` reads back."""
-        return json.dumps(
-            {
-                "guest": self.guest,
-                "n_rows": self.n_rows,
-                "shared": {h: r.tolist() for h, r in self.shared.items()},
-            }
-        )
-
     @classmethod
     def from_json(cls, text: str) -> GuestAlignment:
         """Read :meth:`to_json` back."""
         raw: dict[str, Any] = json.loads(text)
-        return cls(
-            guest=str(raw["guest"]),
-            n_rows=int(raw["n_rows"]),
-            shared={str(h): _rows(r) for h, r in raw["shared"].items()},
-        )
+        raw["shared"] = {str(h): _rows(r) for h, r in raw["shared"].items()}
+        return cls(**raw)
 
 
 @dataclass(frozen=True)
-class HostAlignment:
+class HostAlignment(_JsonResult):
     """A host's result: its rows in the guest's intersection order.
 
     Attributes
@@ -162,26 +166,8 @@ class HostAlignment:
         out[self.guest_rows] = array[self.rows]
         return out
 
-    def to_json(self) -> str:
-        """A JSON text :meth:`from_json` reads back."""
-        return json.dumps(
-            {
-                "host": self.host,
-                "guest": self.guest,
-                "guest_size": self.guest_size,
-                "rows": self.rows.tolist(),
-                "guest_rows": self.guest_rows.tolist(),
-            }
-        )
-
     @classmethod
     def from_json(cls, text: str) -> HostAlignment:
         """Read :meth:`to_json` back."""
         raw: dict[str, Any] = json.loads(text)
-        return cls(
-            host=str(raw["host"]),
-            guest=str(raw["guest"]),
-            guest_size=int(raw["guest_size"]),
-            rows=_rows(raw["rows"]),
-            guest_rows=_rows(raw["guest_rows"]),
-        )
+        return cls(**{**raw, "rows": _rows(raw["rows"]), "guest_rows": _rows(raw["guest_rows"])})

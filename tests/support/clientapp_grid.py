@@ -1,22 +1,21 @@
-"""An in-process Flower Grid that hands each message to the real ClientApp and records traffic.
+"""Parties that answer with the real ClientApp in this process, recording all their traffic.
 
-Every node is the project's own ``clients.clientapp.app`` with its own ``Context`` (node config,
-run config, persistent state), called as Flower's runtime calls it. A handler's exception
-becomes an error reply, as in Flower. Every message the coordinator sends and every reply it
-gets is kept, so tests can inspect exactly what crossed between the parties and the
-coordinator.
+Each party is the project's own ``clients.clientapp.app`` with its own ``Context`` (node config,
+run config, persistent state), called as Flower's runtime calls it; a handler's exception
+becomes an error reply, as in Flower. They plug into :class:`tests.support.fake_grid.FakeGrid`
+(the transport), and every message the coordinator sends and every reply it gets is kept, so
+tests can inspect exactly what crossed between the parties and the coordinator.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
+
+from tests.support.fake_grid import FakeGrid, VirtualClock
 
 
 @dataclass
@@ -29,6 +28,27 @@ class Traffic:
     def all(self) -> list[Message]:
         """Every message, both directions."""
         return [*self.sent, *self.received]
+
+
+@dataclass
+class ClientAppParty:
+    """One node running the real ClientApp; answers at once (``delay`` 0)."""
+
+    name: str
+    app: ClientApp
+    context: Context
+    traffic: Traffic
+    delay: float = 0.0
+
+    def answer(self, message: Message) -> Message:
+        """The ClientApp's reply to ``message``, or its error as an error reply."""
+        self.traffic.sent.append(message)
+        try:
+            reply = self.app(message, self.context)
+        except Exception as e:  # Flower turns any handler error into an error reply
+            reply = Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=message)
+        self.traffic.received.append(reply)
+        return reply
 
 
 def message_bytes(message: Message) -> Iterator[bytes]:
@@ -46,82 +66,27 @@ def message_bytes(message: Message) -> Iterator[bytes]:
                 yield item if isinstance(item, bytes) else str(item).encode()
 
 
-class ClientAppGrid(Grid):
-    """Flower's Grid over real ClientApp calls in this process.
-
-    Node ids are 201, 202, ... in the order of ``node_configs``.
-    """
-
-    def __init__(
-        self,
-        app: ClientApp,
-        *,
-        node_configs: Iterable[Mapping[str, str | int]],
-        run_config: Mapping[str, str | int | float | bool],
-    ) -> None:
-        self.app = app
-        self.contexts = {
-            201 + i: Context(
+def clientapp_grid(
+    app: ClientApp,
+    *,
+    node_configs: Iterable[Mapping[str, str | int]],
+    run_config: Mapping[str, str | int | float | bool],
+) -> tuple[FakeGrid, list[ClientAppParty], Traffic]:
+    """A grid (node ids 101, 102, ...) whose parties run ``app``, and their shared traffic."""
+    traffic = Traffic()
+    parties = [
+        ClientAppParty(
+            name=f"node-{101 + i}",
+            app=app,
+            context=Context(
                 run_id=1,
-                node_id=201 + i,
+                node_id=101 + i,
                 node_config=dict(cfg),
                 state=RecordDict(),
                 run_config=dict(run_config),
-            )
-            for i, cfg in enumerate(node_configs)
-        }
-        self.traffic = Traffic()
-        self._run = Run.create_empty(run_id=1)
-        self._replies: dict[str, Message] = {}
-
-    def set_run(self, run: Run) -> None:
-        """Set the run this grid serves."""
-        self._run = run
-
-    @property
-    def run(self) -> Run:
-        """The run this grid serves."""
-        return self._run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        """A message to ``dst_node_id``."""
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-    def get_node_ids(self) -> Iterable[int]:
-        """Every node."""
-        return list(self.contexts)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Run the ClientApp on each message now; its reply is pullable at once."""
-        ids = []
-        for message in messages:
-            message_id = uuid.uuid4().hex
-            message.metadata.__dict__["_message_id"] = message_id
-            self.traffic.sent.append(message)
-            context = self.contexts[message.metadata.dst_node_id]
-            try:
-                reply = self.app(message, context)
-            except Exception as e:  # Flower turns any handler error into an error reply
-                reply = Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=message)
-            reply.metadata.__dict__["_src_node_id"] = message.metadata.dst_node_id
-            self._replies[message_id] = reply
-            self.traffic.received.append(reply)
-            ids.append(message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """The replies to ``message_ids``."""
-        return [self._replies.pop(mid) for mid in list(message_ids) if mid in self._replies]
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        """Not offered: the coordinator pulls its own replies (``waves.exchange``)."""
-        raise AssertionError("the coordinator must not use Grid.send_and_receive")
+            ),
+            traffic=traffic,
+        )
+        for i, cfg in enumerate(node_configs)
+    ]
+    return FakeGrid(parties, clock=VirtualClock()), parties, traffic  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,29 +18,49 @@ from fedrisk.federation.alignment import GuestAlignment, HostAlignment
 from fedrisk.federation.identifiers import psi_digests
 from fedrisk.federation.run_config import parse_run_config
 from secure_agg.psi import as_points
-from server.coordinator.alignment import AlignmentSettings, align_parties
+from server.coordinator.alignment import AlignmentSettings, AlignmentSizes, align_parties
 from server.coordinator.strategy import FederationError
 from tests.support.alignment import canonical, spelled, write_alignment_workspace
-from tests.support.clientapp_grid import ClientAppGrid, message_bytes
-from tests.support.fake_grid import VirtualClock
+from tests.support.clientapp_grid import ClientAppParty, Traffic, clientapp_grid, message_bytes
 
 PARTIES = ("bank", "telecom", "shop")
 RUN = {"run-id": "align-test", "min-parties": 2, "allow-fewer-parties": True}
 
 
-def _grid(root: Path) -> ClientAppGrid:
-    return ClientAppGrid(
+@dataclass(frozen=True)
+class Aligned:
+    """A finished phase: the transport, the parties (with their run state), what crossed."""
+
+    root: Path
+    parties: list[ClientAppParty]
+    traffic: Traffic
+    columns: dict[str, list[str]]
+    sizes: AlignmentSizes
+
+
+def _align(
+    root: Path, *, column: str = "phone"
+) -> tuple[AlignmentSizes, list[ClientAppParty], Traffic]:
+    grid, parties, traffic = clientapp_grid(
         app,
         node_configs=[{"partition-id": pid} for pid in range(len(PARTIES))],
         run_config={**RUN, "sim-workspace": str(root)},
     )
+    sizes = align_parties(
+        grid,
+        AlignmentSettings(guest="bank", id_column=column, id_kind="phone"),
+        run_id="align-test",
+        timeout=60,
+        clock=grid.clock,
+    )
+    return sizes, parties, traffic
 
 
 @pytest.fixture(scope="module")
 def aligned(
     serverapp_identity: None,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[ClientAppGrid, dict[str, list[str]], object]:
+) -> Aligned:
     # arrange: the bank's 300 customers; the telecom knows 70 %, the shop 60 %, each with
     # customers of its own, in other orders and other spellings
     rng = np.random.default_rng(3)
@@ -54,17 +75,10 @@ def aligned(
         "shop": [spelled(i, 2) for i in shop],
     }
     root = write_alignment_workspace(tmp_path_factory.mktemp("align"), columns, order=PARTIES)
-    grid = _grid(root)
 
     # act: the four exchanges through the real ClientApp
-    sizes = align_parties(
-        grid,
-        AlignmentSettings(guest="bank", id_column="phone", id_kind="phone"),
-        run_id="align-test",
-        timeout=60,
-        clock=VirtualClock(),
-    )
-    return grid, columns, sizes
+    sizes, parties, traffic = _align(root)
+    return Aligned(root, parties, traffic, columns, sizes)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,10 +91,10 @@ def serverapp_identity() -> Iterator[None]:
         yield
 
 
-def test_each_party_gets_the_plain_intersection(aligned: tuple) -> None:
-    grid, columns, _ = aligned
+def test_each_party_gets_the_plain_intersection(aligned: Aligned) -> None:
+    columns = aligned.columns
     bank = canonical(columns["bank"])
-    results = {p: load_alignment(grid.contexts[201 + i].state) for i, p in enumerate(PARTIES)}
+    results = {p: load_alignment(aligned.parties[i].context.state) for i, p in enumerate(PARTIES)}
 
     guest = results["bank"]
     assert isinstance(guest, GuestAlignment)
@@ -99,21 +113,19 @@ def test_each_party_gets_the_plain_intersection(aligned: tuple) -> None:
     assert guest.coverage() == pytest.approx({"telecom": 0.7, "shop": 0.6})
 
 
-def test_the_coordinator_learns_only_sizes(aligned: tuple) -> None:
-    _, _, sizes = aligned
+def test_the_coordinator_learns_only_sizes(aligned: Aligned) -> None:
+    sizes = aligned.sizes
     assert sizes.guest_rows == 300
     assert sizes.host_rows == {"telecom": 290, "shop": 230}
     assert sizes.shared == {"telecom": 210, "shop": 180}
 
 
-def test_no_message_carries_an_identifier_or_an_unblinded_digest(aligned: tuple) -> None:
+def test_no_message_carries_an_identifier_or_an_unblinded_digest(aligned: Aligned) -> None:
     # arrange: every spelling, canonical form and salted digest of every party's identifiers
-    grid, columns, _ = aligned
-    root = Path(str(grid.contexts[201].run_config["sim-workspace"]))
-    config = load_party_config(root / "parties" / "party_0" / "party.toml")
+    config = load_party_config(aligned.root / "parties" / "party_0" / "party.toml")
     salt = identifier_key(config, parse_run_config(RUN)).psi_salt()
     needles: set[bytes] = set()
-    for column in columns.values():
+    for column in aligned.columns.values():
         forms = canonical(column)
         needles |= {v.encode() for v in column} | {c.encode() for c in forms}
         needles |= {c[1:].encode() for c in forms}  # the bare digits
@@ -121,20 +133,20 @@ def test_no_message_carries_an_identifier_or_an_unblinded_digest(aligned: tuple)
     needles.add(salt)
 
     # act: everything that crossed between parties and the coordinator
-    haystack = b"\n".join(b for m in grid.traffic.all() for b in message_bytes(m))
+    haystack = b"\n".join(b for m in aligned.traffic.all() for b in message_bytes(m))
 
     # assert
-    assert len(grid.traffic.all()) == 2 * (3 + 2 + 1 + 2)
+    assert len(aligned.traffic.all()) == 2 * (3 + 2 + 1 + 2)
     leaked = [n for n in needles if n in haystack]
     assert leaked == []
 
 
-def test_hosts_never_receive_the_guests_non_shared_rows(aligned: tuple) -> None:
+def test_hosts_never_receive_the_guests_non_shared_rows(aligned: Aligned) -> None:
     # The only guest-derived values a host receives are its own blinded list and its sealed
     # result: the guest's list for it arrives blinded under a key the host never holds.
-    grid, _, _ = aligned
-    for message in grid.traffic.sent:
-        if message.metadata.dst_node_id == 201:
+    guest = aligned.parties[0].context.node_id
+    for message in aligned.traffic.sent:
+        if message.metadata.dst_node_id == guest:
             continue
         arrays = {key: list(record) for key, record in message.content.array_records.items()}
         assert arrays in ({}, {"psi-points": ["guest"]}, {"psi-sealed": ["result"]})
@@ -146,16 +158,10 @@ def test_a_bad_identifier_stops_the_phase_naming_the_row(tmp_path: Path) -> None
         "telecom": ["13800000001", "13800000001"],
         "shop": ["13800000002"],
     }
-    grid = _grid(write_alignment_workspace(tmp_path, columns, order=PARTIES))
+    root = write_alignment_workspace(tmp_path, columns, order=PARTIES)
 
     with pytest.raises(FederationError) as caught:
-        align_parties(
-            grid,
-            AlignmentSettings(guest="bank", id_column="phone"),
-            run_id="align-test",
-            timeout=60,
-            clock=VirtualClock(),
-        )
+        _align(root)
 
     message = str(caught.value)
     assert "row 2: phone must be digits after removing separators; got 'not-a-phone" in message
@@ -164,17 +170,9 @@ def test_a_bad_identifier_stops_the_phase_naming_the_row(tmp_path: Path) -> None
 
 
 def test_an_unknown_id_column_is_named(tmp_path: Path) -> None:
-    grid = _grid(
-        write_alignment_workspace(tmp_path, {p: ["13800000001"] for p in PARTIES}, order=PARTIES)
-    )
+    root = write_alignment_workspace(tmp_path, {p: ["13800000001"] for p in PARTIES}, order=PARTIES)
 
     with pytest.raises(
         FederationError, match=r"id column must be a column of train\.csv; got 'msisdn"
     ):
-        align_parties(
-            grid,
-            AlignmentSettings(guest="bank", id_column="msisdn"),
-            run_id="align-test",
-            timeout=60,
-            clock=VirtualClock(),
-        )
+        _align(root, column="msisdn")
