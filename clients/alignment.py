@@ -77,22 +77,32 @@ def read_identifiers(path: Path, column: str) -> list[object]:
 
 
 def identifier_key(config: PartyConfig, federation: FederationConfig) -> IdentifierKey:
-    """The federation's identifier key, derived from the party's CKKS secret context.
+    """The federation's identifier key at this party.
+
+    In order: the key file the party was handed (``identifier_key`` in its ``party.toml``,
+    sealed to it by the lead: :mod:`fedrisk.federation.identifier_sealing`); else derived from
+    the CKKS secret context every party of the federation holds alike.
 
     Raises
     ------
     PartyRefusedError
-        If the party holds no secret context; only a plaintext comparison run falls back to a
-        salt derived from its run id (public: such runs protect nothing anyway).
+        If the party has neither; only a plaintext comparison run falls back to a key derived
+        from its run id (public: such runs protect nothing anyway).
     """
-    if config.secret_context is not None and config.secret_context.exists():
-        material = config.secret_context.read_bytes()
-        return IdentifierKey.derive(material, federation="fedrisk")
+    try:
+        if config.identifier_key is not None:
+            return IdentifierKey.load(config.identifier_key)
+        if config.secret_context is not None and config.secret_context.exists():
+            material = config.secret_context.read_bytes()
+            return IdentifierKey.derive(material, federation="fedrisk")
+    except (IdentifierError, OSError) as e:
+        raise PartyRefusedError(f"party {config.name}: identifier key unavailable: {e}") from e
     if federation.plaintext:
         label = f"{PLAINTEXT_SALT_LABEL}/{federation.run_id}".encode()
         return IdentifierKey.derive(label.ljust(32, b"\0"), federation="fedrisk")
     raise PartyRefusedError(
-        f"party {config.name} must hold the federation's secret context to align identifiers"
+        f"party {config.name} must hold the federation's identifier key or secret context "
+        "to align identifiers"
     )
 
 
