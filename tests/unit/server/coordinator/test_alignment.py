@@ -152,6 +152,20 @@ def test_hosts_never_receive_the_guests_non_shared_rows(aligned: Aligned) -> Non
         assert arrays in ({}, {"psi-points": ["guest"]}, {"psi-sealed": ["result"]})
 
 
+def test_each_host_gets_the_guest_list_under_its_own_key(aligned: Aligned) -> None:
+    # Two hosts comparing what they were sent cannot tell which guest customers they share.
+    offer = next(
+        r
+        for r in aligned.traffic.received
+        if r.metadata.src_node_id == 101 and "psi-points" in r.content
+    )
+    lists = offer.content.array_records["psi-points"]
+    first = {row.tobytes() for row in lists["0"].numpy()}
+    second = {row.tobytes() for row in lists["1"].numpy()}
+    assert len(first) == len(second) == 300
+    assert not first & second
+
+
 def test_a_bad_identifier_stops_the_phase_naming_the_row(tmp_path: Path) -> None:
     columns = {
         "bank": ["13800000001", "13800000002", "not-a-phone"],
