@@ -44,7 +44,7 @@ parties' provisioned identity keys is what would stop an active one.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
@@ -63,6 +63,13 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from fedrisk.federation.alignment import GuestAlignment, HostAlignment
+from fedrisk.federation.identifiers import (
+    IdentifierKey,
+    IdentifierKind,
+    normalise_identifiers,
+    psi_digests,
+)
 from secure_agg.errors import SecureAggError
 
 POINT_BYTES: Final = 32
@@ -435,3 +442,49 @@ def intersect_locally(
         sealed, secrets=h, guest_channel_public=public_key_of(g.channel_key), context=context
     )
     return LocalIntersection(guest=match, host=view)
+
+
+def align_locally(
+    guest: str,
+    guest_ids: Sequence[object],
+    hosts: Mapping[str, Sequence[object]],
+    *,
+    kind: IdentifierKind,
+    key: IdentifierKey,
+    rng: np.random.Generator,
+    default_country_code: str = "86",
+    workers: int = 1,
+) -> tuple[GuestAlignment, dict[str, HostAlignment]]:
+    """Align raw identifier columns held in this process, as the ``align`` phase would: the
+    guest with each host separately, through the same four steps.
+
+    For simulations and studies that hold every party's table in one process; a federation
+    runs the phase over Flower (``server.coordinator.alignment``).
+
+    Raises
+    ------
+    fedrisk.federation.identifiers.IdentifierError
+        If a column has invalid or duplicate identifiers.
+    """
+    salt = key.psi_salt()
+
+    def digests(values: Sequence[object], source: str) -> Points:
+        canonical = normalise_identifiers(
+            values, kind, default_country_code=default_country_code, source=source
+        )
+        return as_points(psi_digests(canonical, kind=kind, salt=salt))
+
+    guest_digests = digests(guest_ids, guest)
+    shared: dict[str, Rows] = {}
+    views: dict[str, HostAlignment] = {}
+    for host, ids in hosts.items():
+        result = intersect_locally(guest_digests, digests(ids, host), rng=rng, workers=workers)
+        shared[host] = result.guest.guest_rows
+        views[host] = HostAlignment(
+            host=host,
+            guest=guest,
+            guest_size=len(guest_digests),
+            rows=result.host.rows,
+            guest_rows=result.host.guest_rows,
+        )
+    return GuestAlignment(guest=guest, n_rows=len(guest_digests), shared=shared), views

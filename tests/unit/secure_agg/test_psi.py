@@ -7,12 +7,13 @@ import hashlib
 import numpy as np
 import pytest
 
-from fedrisk.federation.identifiers import psi_digests
+from fedrisk.federation.identifiers import IdentifierKey, psi_digests
 from secure_agg.psi import (
     GuestSecrets,
     HostSecrets,
     Match,
     PsiError,
+    align_locally,
     as_points,
     blind,
     guest_match,
@@ -113,3 +114,22 @@ def test_the_sealed_result_opens_only_for_its_host_and_context() -> None:
         open_match(
             tampered, secrets=host, guest_channel_public=guest_public, context=b"run-1|bank|telecom"
         )
+
+
+def test_align_locally_gives_each_party_its_view_of_every_host() -> None:
+    key = IdentifierKey.derive(bytes(range(64)), federation="f")
+    bank = ["13800000001", "13800000002", "13800000003", "13800000004"]
+    hosts = {
+        "telecom": ["+86 138 0000 0004", "+86 139 0000 0009", "+86 138 0000 0002"],
+        "shop": ["008613800000003"],
+    }
+
+    guest, views = align_locally(
+        "bank", bank, hosts, kind="phone", key=key, rng=np.random.default_rng(0)
+    )
+
+    assert guest.known("telecom").tolist() == [False, True, False, True]
+    assert guest.known("shop").tolist() == [False, False, True, False]
+    assert views["telecom"].rows.tolist() == [2, 0]
+    assert views["telecom"].guest_rows.tolist() == [1, 3]
+    assert views["shop"].rows.tolist() == [0]
