@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedrisk.errors import IdentityError
 from fedrisk.federation.identifiers import KEY_BYTES, IdentifierError, IdentifierKey
 from fedrisk.federation.roster import FederationManifest
-from fedrisk.release.identity import open_sealed, seal_for
+from fedrisk.release.identity import seal_for
 
 IDENTIFIER_KEY_PURPOSE = "identifier-key"
 
@@ -76,13 +76,8 @@ def open_identifier_key(
     IdentifierError
         If the opened key is not 32 bytes.
     """
-    opened = open_sealed(
-        sealed,
-        recipient_key=receiving_key,
-        sender_verify_key=manifest.party(manifest.lead).verify_key(),
-        expected_sender=manifest.lead,
-        expected_recipient=recipient,
-        purpose=IDENTIFIER_KEY_PURPOSE,
+    opened = manifest.open_from_lead(
+        sealed, recipient=recipient, receiving_key=receiving_key, purpose=IDENTIFIER_KEY_PURPOSE
     )
     meta: Mapping[str, str] = opened.header.metadata
     if len(opened.plaintext) != KEY_BYTES:
