@@ -173,16 +173,20 @@ def answer(
     if step == proto.ALIGN_REBLIND and not is_guest:
         host = _host_secrets(saved)
         double = psi.host_reblind(
-            _points(message.content.array_records[proto.PSI_POINTS], "guest"), host, workers=workers
+            _points(message.content.array_records[proto.PSI_POINTS], proto.PSI_GUEST),
+            host,
+            workers=workers,
         )
         return _reply(
-            message, config.name, **{proto.PSI_POINTS: ArrayRecord({"double": Array(double)})}
+            message,
+            config.name,
+            **{proto.PSI_POINTS: ArrayRecord({proto.PSI_DOUBLE: Array(double)})},
         )
     if step == proto.ALIGN_MATCH and is_guest:
         return _match(message, state, saved, config, federation, workers=workers)
     if step == proto.ALIGN_FINISH and not is_guest:
         host = _host_secrets(saved)
-        sealed = message.content.array_records[proto.PSI_SEALED]["result"].numpy()
+        sealed = message.content.array_records[proto.PSI_SEALED][proto.PSI_RESULT].numpy()
         view = psi.open_match(
             sealed.tobytes(),
             secrets=host,
@@ -242,7 +246,7 @@ def _offer(
             }
         )
         reply = _reply(
-            message, config.name, **{proto.PSI_POINTS: ArrayRecord({"own": Array(points)})}
+            message, config.name, **{proto.PSI_POINTS: ArrayRecord({proto.PSI_OWN: Array(points)})}
         )
         reply.content.config_records[proto.CONFIG][proto.CFG_ALIGN_CHANNEL] = psi.public_key_of(
             host.channel_key
@@ -282,15 +286,15 @@ def _match(
     shared: dict[str, psi.Rows] = {}
     reply_cfg = ConfigRecord({proto.CFG_PARTY: config.name})
     for entry in hosts:
-        slot, name = int(cast(int, entry["slot"])), str(entry["name"])
+        slot, name = int(cast(int, entry[proto.ALIGN_HOST_SLOT])), str(entry[proto.ALIGN_HOST_NAME])
         if not 0 <= slot < len(blinding):
             raise PartyRefusedError(f"align slot must be below {len(blinding)}; got {slot}")
         keys = psi.GuestSecrets(blinding_key=blinding[slot], channel_key=channel[slot])
         match = psi.guest_match(
             keys,
             n_rows=n_rows,
-            guest_double=_points(points, f"double/{slot}"),
-            host_points=_points(points, f"host/{slot}"),
+            guest_double=_points(points, proto.psi_slot_key(proto.PSI_DOUBLE, slot)),
+            host_points=_points(points, proto.psi_slot_key(proto.PSI_OWN, slot)),
             workers=workers,
         )
         shared[name] = match.guest_rows
@@ -298,11 +302,11 @@ def _match(
             match,
             n_guest_rows=n_rows,
             secrets=keys,
-            host_channel_public=bytes.fromhex(str(entry["channel"])),
+            host_channel_public=bytes.fromhex(str(entry[proto.ALIGN_HOST_CHANNEL])),
             context=_channel_context(federation.run_id, config.name, name),
         )
         sealed[str(slot)] = Array(np.frombuffer(blob, dtype=np.uint8).copy())
-        reply_cfg[f"{proto.CFG_ALIGN_CHANNEL}/{slot}"] = psi.public_key_of(keys.channel_key)
+        reply_cfg[proto.align_channel_key(slot)] = psi.public_key_of(keys.channel_key)
     result = GuestAlignment(guest=config.name, n_rows=n_rows, shared=shared)
     _store(state, "guest", result.to_json())
     content = RecordDict({proto.CONFIG: reply_cfg, proto.PSI_SEALED: ArrayRecord(sealed)})

@@ -32,6 +32,22 @@ PSI_POINTS: Final = "psi-points"
 """Blinded identifier lists of the ``align`` phase (:mod:`secure_agg.psi`), one array per list."""
 PSI_SEALED: Final = "psi-sealed"
 """The guest's match results, each sealed for one host."""
+# Arrays inside PSI_POINTS / PSI_SEALED (a guest's offer holds one per host slot, named "<slot>").
+PSI_OWN: Final = "own"
+PSI_GUEST: Final = "guest"
+PSI_DOUBLE: Final = "double"
+PSI_RESULT: Final = "result"
+
+
+def psi_slot_key(kind: str, slot: int) -> str:
+    """The array holding host slot ``slot``'s list of ``kind`` in a ``match`` message."""
+    return f"{kind}/{slot}"
+
+
+def align_channel_key(slot: int) -> str:
+    """The config key of the guest's channel public key for host slot ``slot``."""
+    return f"{CFG_ALIGN_CHANNEL}/{slot}"
+
 
 # ConfigRecord keys.
 CFG_ROUND: Final = "round"
@@ -56,6 +72,10 @@ CFG_ALIGN_ID_KIND: Final = "align-id-kind"
 CFG_ALIGN_COUNTRY_CODE: Final = "align-country-code"
 CFG_ALIGN_CHANNEL: Final = "align-channel"
 CFG_ALIGN_ROWS: Final = "align-rows"
+# Fields of each entry of CFG_ALIGN_HOSTS (a JSON list).
+ALIGN_HOST_SLOT: Final = "slot"
+ALIGN_HOST_NAME: Final = "name"
+ALIGN_HOST_CHANNEL: Final = "channel"
 
 # Steps of the ``align`` phase, in order (see ``server.coordinator.alignment``).
 ALIGN_OFFER: Final = "offer"

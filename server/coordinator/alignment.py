@@ -150,7 +150,7 @@ def align_parties(
         proto.ALIGN_REBLIND,
         {
             node: RecordDict(
-                {proto.PSI_POINTS: ArrayRecord({"guest": guest_lists[str(slot_of[node])]})}
+                {proto.PSI_POINTS: ArrayRecord({proto.PSI_GUEST: guest_lists[str(slot_of[node])]})}
             )
             for node in hosts
         },
@@ -159,13 +159,17 @@ def align_parties(
     host_entries = []
     for node in hosts:
         slot = slot_of[node]
-        match_points[f"host/{slot}"] = offers[node].content.array_records[proto.PSI_POINTS]["own"]
-        match_points[f"double/{slot}"] = doubles[node].content.array_records[proto.PSI_POINTS][
-            "double"
-        ]
+        own = offers[node].content.array_records[proto.PSI_POINTS][proto.PSI_OWN]
+        double = doubles[node].content.array_records[proto.PSI_POINTS][proto.PSI_DOUBLE]
+        match_points[proto.psi_slot_key(proto.PSI_OWN, slot)] = own
+        match_points[proto.psi_slot_key(proto.PSI_DOUBLE, slot)] = double
         channel = offers[node].content.config_records[proto.CONFIG][proto.CFG_ALIGN_CHANNEL]
         host_entries.append(
-            {"slot": slot, "name": names[node], "channel": bytes(channel).hex()}  # type: ignore[arg-type]
+            {
+                proto.ALIGN_HOST_SLOT: slot,
+                proto.ALIGN_HOST_NAME: names[node],
+                proto.ALIGN_HOST_CHANNEL: bytes(channel).hex(),  # type: ignore[arg-type]
+            }
         )
     matched = step(
         proto.ALIGN_MATCH,
@@ -185,13 +189,9 @@ def align_parties(
         {
             node: RecordDict(
                 {
-                    proto.PSI_SEALED: ArrayRecord({"result": sealed[str(slot_of[node])]}),
+                    proto.PSI_SEALED: ArrayRecord({proto.PSI_RESULT: sealed[str(slot_of[node])]}),
                     proto.CONFIG: ConfigRecord(
-                        {
-                            proto.CFG_ALIGN_CHANNEL: guest_cfg[
-                                f"{proto.CFG_ALIGN_CHANNEL}/{slot_of[node]}"
-                            ]
-                        }
+                        {proto.CFG_ALIGN_CHANNEL: guest_cfg[proto.align_channel_key(slot_of[node])]}
                     ),
                 }
             )
