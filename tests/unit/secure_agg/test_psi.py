@@ -133,3 +133,10 @@ def test_align_locally_gives_each_party_its_view_of_every_host() -> None:
     assert views["telecom"].rows.tolist() == [2, 0]
     assert views["telecom"].guest_rows.tolist() == [1, 3]
     assert views["shop"].rows.tolist() == [0]
+
+
+def test_blinding_over_two_processes_matches_one() -> None:
+    points = _digests([str(i) for i in range(8200)])  # enough rows to split across workers
+    key = new_private_key()
+
+    assert np.array_equal(blind(points, key, workers=2), blind(points, key, workers=1))
