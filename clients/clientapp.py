@@ -15,12 +15,13 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import tree_party
+from clients import alignment, tree_party
 from clients.party import PartyNode, PartyRefusedError, resolve_party_config
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import parse_run_config
 from secure_agg.aggregation import FloatVector
+from secure_agg.errors import SecureAggError
 from secure_agg.record_cache import take_decrypted
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,18 @@ def tree(message: Message, context: Context) -> Message:
     cfg[proto.CFG_TREE_DONE] = done
     cfg[proto.CFG_TREE_REPORT] = json.dumps(report) if report else ""
     return reply
+
+
+@app.query("align")
+def align(message: Message, context: Context) -> Message:
+    """One step of private entity alignment (``clients.alignment``): blinded identifiers only."""
+    federation = parse_run_config(dict(context.run_config))
+    try:
+        config = resolve_party_config(dict(context.node_config), federation)
+        return alignment.answer(message, context.state, config=config, federation=federation)
+    except (FedRiskError, SecureAggError) as e:
+        # Bad identifiers or a malformed blinded list: the party refuses, saying why.
+        raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
 
 
 @app.query("release")

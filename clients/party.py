@@ -81,6 +81,9 @@ class PartyConfig(BaseModel):
     secret_context: Path | None = None
     signing_key: Path | None = None
     release_dir: Path | None = None
+    identifier_key: Path | None = None
+    """The federation's identifier key file (``IdentifierKey.save``), when the parties share no
+    CKKS secret context to derive it from (``clients.alignment.identifier_key``)."""
     he_params: HEParams = HEParams()
 
 
@@ -92,7 +95,15 @@ def load_party_config(path: Path) -> PartyConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise PartyRefusedError(f"party config {path} cannot be read: {e}") from e
-    for key in ("train", "test", "schema_file", "secret_context", "signing_key", "release_dir"):
+    for key in (
+        "train",
+        "test",
+        "schema_file",
+        "secret_context",
+        "signing_key",
+        "release_dir",
+        "identifier_key",
+    ):
         if key in raw and not Path(raw[key]).is_absolute():
             raw[key] = str(path.parent / raw[key])
     try:

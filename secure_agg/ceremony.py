@@ -30,7 +30,6 @@ from fedrisk.federation.roster import (
 from fedrisk.files import write_atomic
 from fedrisk.release.identity import (
     key_id,
-    open_sealed,
     read_sealed_header,
     seal_for,
 )
@@ -259,13 +258,8 @@ def accept_sealed_context(
             f"sealed secret context must come from the lead party {manifest.lead!r}; "
             f"got one from {header.sender!r}"
         )
-    opened = open_sealed(
-        sealed,
-        recipient_key=receiving_key,
-        sender_verify_key=manifest.party(manifest.lead).verify_key(),
-        expected_sender=manifest.lead,
-        expected_recipient=recipient,
-        purpose=SECRET_CONTEXT_PURPOSE,
+    opened = manifest.open_from_lead(
+        sealed, recipient=recipient, receiving_key=receiving_key, purpose=SECRET_CONTEXT_PURPOSE
     )
     meta = opened.header.metadata
     ctx = context_from_bytes(opened.plaintext, expect="secret", source="sealed secret context")

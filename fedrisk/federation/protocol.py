@@ -14,6 +14,7 @@ MSG_EVALUATE: Final = "evaluate"
 MSG_METRICS: Final = "query.metrics"
 MSG_RELEASE: Final = "query.release"
 MSG_TREE: Final = "query.tree"
+MSG_ALIGN: Final = "query.align"
 
 # Record keys inside a message's RecordDict.
 CONFIG: Final = "config"
@@ -26,6 +27,27 @@ ENC_TREE: Final = "enc-tree"
 ENC_POOLED_HIST: Final = "enc-pooled-hist"
 """The pooled histograms of an earlier round, sent to the one party that decrypts its metrics;
 it answers with :data:`METRICS` beside whatever else the message asked for."""
+
+PSI_POINTS: Final = "psi-points"
+"""Blinded identifier lists of the ``align`` phase (:mod:`secure_agg.psi`), one array per list."""
+PSI_SEALED: Final = "psi-sealed"
+"""The guest's match results, each sealed for one host."""
+# Arrays inside PSI_POINTS / PSI_SEALED (a guest's offer holds one per host slot, named "<slot>").
+PSI_OWN: Final = "own"
+PSI_GUEST: Final = "guest"
+PSI_DOUBLE: Final = "double"
+PSI_RESULT: Final = "result"
+
+
+def psi_slot_key(kind: str, slot: int) -> str:
+    """The array holding host slot ``slot``'s list of ``kind`` in a ``match`` message."""
+    return f"{kind}/{slot}"
+
+
+def align_channel_key(slot: int) -> str:
+    """The config key of the guest's channel public key for host slot ``slot``."""
+    return f"{CFG_ALIGN_CHANNEL}/{slot}"
+
 
 # ConfigRecord keys.
 CFG_ROUND: Final = "round"
@@ -40,6 +62,26 @@ CFG_TREE_REPORT: Final = "tree-report"
 CFG_EVALUATE: Final = "evaluate"
 """True in a ``train`` message whose starting global model the party also evaluates: round r's
 model is evaluated in round r + 1's message, so a round costs one exchange."""
+
+CFG_ALIGN_STEP: Final = "align-step"
+CFG_ALIGN_GUEST: Final = "align-guest"
+CFG_ALIGN_SLOTS: Final = "align-slots"
+CFG_ALIGN_HOSTS: Final = "align-hosts"
+CFG_ALIGN_ID_COLUMN: Final = "align-id-column"
+CFG_ALIGN_ID_KIND: Final = "align-id-kind"
+CFG_ALIGN_COUNTRY_CODE: Final = "align-country-code"
+CFG_ALIGN_CHANNEL: Final = "align-channel"
+CFG_ALIGN_ROWS: Final = "align-rows"
+# Fields of each entry of CFG_ALIGN_HOSTS (a JSON list).
+ALIGN_HOST_SLOT: Final = "slot"
+ALIGN_HOST_NAME: Final = "name"
+ALIGN_HOST_CHANNEL: Final = "channel"
+
+# Steps of the ``align`` phase, in order (see ``server.coordinator.alignment``).
+ALIGN_OFFER: Final = "offer"
+ALIGN_REBLIND: Final = "reblind"
+ALIGN_MATCH: Final = "match"
+ALIGN_FINISH: Final = "finish"
 
 # Metric names.
 METRIC_AUC: Final = "auc"

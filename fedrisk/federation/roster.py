@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Final, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from fedrisk.errors import IdentityError
 from fedrisk.release.identity import (
+    OpenedSecret,
     key_id,
+    open_sealed,
     receiving_key_id,
     receiving_public_key_from_pem,
     verify_key_from_pem,
@@ -159,6 +161,26 @@ class FederationManifest(BaseModel):
             if record.name == name:
                 return record
         raise IdentityError(f"party must be one of {self.party_names}; got {name!r}")
+
+    def open_from_lead(
+        self, sealed: bytes, *, recipient: str, receiving_key: X25519PrivateKey, purpose: str
+    ) -> OpenedSecret:
+        """Verify that ``sealed`` was sealed by this federation's lead for ``recipient`` and
+        ``purpose``, then decrypt it with the recipient's X25519 key.
+
+        Raises
+        ------
+        IdentityError
+            As :func:`fedrisk.release.identity.open_sealed`.
+        """
+        return open_sealed(
+            sealed,
+            recipient_key=receiving_key,
+            sender_verify_key=self.party(self.lead).verify_key(),
+            expected_sender=self.lead,
+            expected_recipient=recipient,
+            purpose=purpose,
+        )
 
     def to_json(self) -> str:
         """Canonical, human-readable JSON text of the manifest."""

@@ -730,7 +730,7 @@ class EncryptedFedAvg:
             node = reply.metadata.src_node_id
             if reply.has_error():
                 raw = reply.error.reason or ""
-                reason = _short_reason(raw)
+                reason = short_reason(raw)
                 errors.append(reason)
                 if proto.REFUSAL_MARK in raw:
                     refused[node] = reason
@@ -789,7 +789,7 @@ def _metrics_of(reply: Message) -> tuple[float, float] | None:
     return float(auc), float(ks)  # type: ignore[arg-type]
 
 
-def _short_reason(reason: str) -> str:
+def short_reason(reason: str) -> str:
     """The party's own message, without the runtime's traceback decoration."""
     marker = proto.REFUSAL_MARK
     if marker in reason:
