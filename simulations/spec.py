@@ -72,6 +72,15 @@ class SimulationSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _privacy_budget(self) -> Self:
+        if self.dp_mode != "off" and self.dp_epsilon <= 0:
+            raise ValueError(
+                f"dp_epsilon must be a positive budget with DP ({self.dp_mode}); "
+                f"got {self.dp_epsilon}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _party_floor(self) -> Self:
         if self.parties < MIN_SECURE_PARTIES and not self.allow_fewer_parties:
             raise ValueError(
