@@ -42,6 +42,7 @@ not addressed).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -56,6 +57,7 @@ from fedrisk.errors import ConfigError
 __all__ = [
     "ACCOUNTANT",
     "DP_MODES",
+    "MIN_NOISE_MULTIPLIER",
     "DpMode",
     "PrivacyBudgetError",
     "PrivacyPlan",
@@ -75,6 +77,10 @@ ACCOUNTANT: Final = "rdp"
 """The accountant named in the artifact (``dp_accounting.rdp.RdpAccountant``)."""
 
 _MAX_NOISE_MULTIPLIER: Final = 1e4
+MIN_NOISE_MULTIPLIER: Final = 0.3
+"""The least noise a calibrated plan adds: a budget that less noise would meet gets this much
+(and spends less than the budget). Below it the privacy is nominal, and the accountant's series
+for fractional orders stop converging, which makes calibration slow."""
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -83,6 +89,7 @@ class PrivacyBudgetError(ConfigError):
     """A DP configuration whose ε at δ exceeds the run's budget, or that cannot meet it."""
 
 
+@functools.lru_cache(maxsize=256)
 def sample_epsilon(
     noise_multiplier: float, *, sampling_rate: float, steps: int, delta: float
 ) -> float:
@@ -102,6 +109,7 @@ def sample_epsilon(
     return float(accountant.get_epsilon(delta))
 
 
+@functools.lru_cache(maxsize=256)
 def client_epsilon(noise_multiplier: float, *, rounds: int, delta: float) -> float:
     """ε at ``delta`` of ``rounds`` Gaussian mechanisms on the clipped sum, RDP-accounted."""
     if rounds == 0:
@@ -191,14 +199,18 @@ def _calibrate(mode: Literal["sample", "client"], plan: Mapping[str, Any]) -> fl
                 steps,
             )
 
+    target, delta = float(plan["epsilon"]), float(plan["delta"])
+    floor = rdp.RdpAccountant().compose(event(MIN_NOISE_MULTIPLIER)).get_epsilon(delta)
+    if floor <= target:
+        return MIN_NOISE_MULTIPLIER
     try:
         sigma = dp_accounting.calibrate_dp_mechanism(
             rdp.RdpAccountant,
             event,
-            float(plan["epsilon"]),
-            float(plan["delta"]),
-            dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
-            tol=1e-4,
+            target,
+            delta,
+            dp_accounting.LowerEndpointAndGuess(MIN_NOISE_MULTIPLIER, 1.0),
+            tol=1e-3,
         )
     except (ValueError, RuntimeError) as e:
         raise PrivacyBudgetError(

@@ -79,7 +79,7 @@ def test_per_party_accountants_count_the_rounds_each_party_trained() -> None:
         epsilon=3.0,
         delta=1e-5,
         clip_norm=1.0,
-        noise_multiplier=0.0,
+        noise_multiplier=1.2,
         sampling_rate=0.05,
         rounds=3,
         local_epochs=1,
