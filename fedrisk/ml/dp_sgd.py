@@ -30,20 +30,18 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fedrisk.errors import ModelError
-from fedrisk.ml.models import (
-    ModelSpec,
-    RiskModel,
-    build_model,
-    load_vector,
-    model_to_vector,
-    set_logit_offset,
-)
+from fedrisk.ml.models import RiskModel
 from fedrisk.ml.pipeline import TrainReport
-from fedrisk.ml.training import TrainConfig, make_optimizer, resolve_pos_weight, training_tensors
+from fedrisk.ml.training import (
+    LocalEpochs,
+    TrainConfig,
+    finish_round,
+    make_optimizer,
+    resolve_pos_weight,
+    training_tensors,
+)
 
 __all__ = ["DpSgdEpochs", "clipped_noisy_gradient", "train_local_dp"]
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def clipped_noisy_gradient(
@@ -152,47 +150,27 @@ def train_local_dp(
                 with torch.no_grad():
                     total += float(loss_fn(model(xb), yb)) * int(xb.shape[0])
         losses.append(total / n)
-    model.eval()
-    offset = -math.log(weight)
-    set_logit_offset(model, offset)
-    return TrainReport(
-        epochs=config.local_epochs,
-        train_losses=tuple(losses),
-        n_examples=n,
-        pos_weight=weight,
-        logit_offset=offset,
-    )
+    return finish_round(model, losses, n_examples=n, pos_weight=weight)
 
 
 @dataclass(frozen=True, eq=False)
-class DpSgdEpochs:
+class DpSgdEpochs(LocalEpochs):
     """Trainer of one federated round with DP-SGD (:func:`train_local_dp`).
 
-    ``generator`` draws the samples and the noise (and a fresh model when no weights are given).
+    ``generator`` draws the samples and the noise (and a fresh model when no weights are given);
+    ``clip_norm``, ``noise_multiplier`` and ``sampling_rate`` come from the run's
+    :class:`fedrisk.ml.privacy.PrivacyPlan`.
     """
 
-    config: TrainConfig
-    generator: torch.Generator
-    clip_norm: float
-    noise_multiplier: float
-    sampling_rate: float
-    pos_weight: float | None = None
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    sampling_rate: float = 0.05
 
-    def train(
-        self,
-        spec: ModelSpec,
-        x: npt.NDArray[np.float32],
-        y: npt.NDArray[np.int64],
-        *,
-        weights: FloatArray | None,
-    ) -> tuple[FloatArray, TrainReport]:
-        """Train ``config.local_epochs`` DP-SGD epochs from ``weights`` (fresh when None)."""
-        if weights is None:
-            model = build_model(spec, generator=self.generator)
-        else:
-            model = RiskModel(spec)
-            load_vector(model, weights)
-        report = train_local_dp(
+    def fit_model(
+        self, model: RiskModel, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]
+    ) -> TrainReport:
+        """Train ``model`` in place for ``config.local_epochs`` DP-SGD epochs."""
+        return train_local_dp(
             model,
             x,
             y,
@@ -203,4 +181,3 @@ class DpSgdEpochs:
             generator=self.generator,
             pos_weight=self.pos_weight,
         )
-        return model_to_vector(model), report

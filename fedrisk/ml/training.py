@@ -61,6 +61,7 @@ __all__ = [
     "TrainReport",
     "configure_torch",
     "default_config",
+    "finish_round",
     "logit_offset_for",
     "make_optimizer",
     "pos_weight_for",
@@ -331,14 +332,21 @@ def train_local(
         )
         for _ in range(config.local_epochs)
     ]
+    return finish_round(model, losses, n_examples=int(features.shape[0]), pos_weight=weight)
+
+
+def finish_round(
+    model: nn.Module, losses: Sequence[float], *, n_examples: int, pos_weight: float
+) -> TrainReport:
+    """End a round's training: eval mode, the logit offset ``-log(pos_weight)``, its report."""
     model.eval()
-    offset = -math.log(weight)
+    offset = -math.log(pos_weight)
     set_logit_offset(model, offset)
     return TrainReport(
-        epochs=config.local_epochs,
+        epochs=len(losses),
         train_losses=tuple(losses),
-        n_examples=int(features.shape[0]),
-        pos_weight=weight,
+        n_examples=n_examples,
+        pos_weight=pos_weight,
         logit_offset=offset,
     )
 
@@ -484,10 +492,17 @@ class LocalEpochs:
             model = build_model(spec, generator=self.generator)
         else:
             model = _model_at(spec, weights)
-        report = train_local(
+        report = self.fit_model(model, x, y)
+        return model_to_vector(model), report
+
+    def fit_model(
+        self, model: RiskModel, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]
+    ) -> TrainReport:
+        """The round's training of ``model`` in place (:func:`train_local`); subclasses such as
+        :class:`fedrisk.ml.dp_sgd.DpSgdEpochs` train it another way."""
+        return train_local(
             model, x, y, config=self.config, generator=self.generator, pos_weight=self.pos_weight
         )
-        return model_to_vector(model), report
 
 
 def train_centralized(

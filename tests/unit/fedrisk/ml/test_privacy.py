@@ -3,6 +3,8 @@ are clipped, and the noise has the calibrated scale."""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,21 @@ from fedrisk.ml.privacy import (
 )
 from fedrisk.ml.training import default_config, train_local
 from fedrisk.release.artifact import PrivacyRecord
+
+
+def _plan(mode: Literal["sample", "client"], **settings: Any) -> PrivacyPlan:
+    """A plan with a budget of 3 at delta 1e-5 over 5 rounds, changed by ``settings``."""
+    defaults: dict[str, Any] = {
+        "epsilon": 3.0,
+        "delta": 1e-5,
+        "clip_norm": 1.0,
+        "noise_multiplier": 0.0,
+        "sampling_rate": 1.0,
+        "rounds": 5,
+        "local_epochs": 1,
+        "min_parties": 3,
+    }
+    return plan_privacy(mode, **{**defaults, **settings})
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +91,7 @@ def test_incomplete_dp_settings_are_refused(settings: dict[str, object], message
 
 
 def test_per_party_accountants_count_the_rounds_each_party_trained() -> None:
-    plan = plan_privacy(
-        "sample",
-        epsilon=3.0,
-        delta=1e-5,
-        clip_norm=1.0,
-        noise_multiplier=1.2,
-        sampling_rate=0.05,
-        rounds=3,
-        local_epochs=1,
-        min_parties=3,
-    )
+    plan = _plan("sample", noise_multiplier=1.2, sampling_rate=0.05, rounds=3)
     history = [
         {"round": 1, "train_parties": ["a", "b", "c"]},
         {"round": 2, "train_parties": ["a", "b"]},
@@ -193,17 +200,7 @@ def test_dp_sgd_noise_has_the_calibrated_scale() -> None:
 
 
 def test_client_noise_shares_add_up_to_the_calibrated_noise() -> None:
-    plan = plan_privacy(
-        "client",
-        epsilon=3.0,
-        delta=1e-5,
-        clip_norm=0.5,
-        noise_multiplier=0.0,
-        sampling_rate=1.0,
-        rounds=5,
-        local_epochs=1,
-        min_parties=4,
-    )
+    plan = _plan("client", clip_norm=0.5, min_parties=4)
     start = np.zeros(20_000)
     rng = np.random.default_rng(3)
 
