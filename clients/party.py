@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,11 +32,13 @@ from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
 from fedrisk.ml.kinds import network_kind
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
 from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
+from fedrisk.ml.privacy import noisy_client_update
 from fedrisk.ml.trees import TREE_STATS_BINS
 from fedrisk.ml.woe import BinningConfig, ScorecardStats, WoeEncoder, scorecard_statistics
 from fedrisk.release.artifact import (
     Lineage,
     ModelArtifact,
+    PrivacyRecord,
     RoundMetrics,
     artifact_from_pipeline,
     write_artifact,
@@ -153,6 +156,7 @@ class ReleaseRecord:
     metrics: list[RoundMetrics]
     he_params: dict[str, Any] | None
     lineage: Lineage
+    privacy: PrivacyRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,7 @@ class PartyNode:
         """
         import torch
 
+        from fedrisk.ml.dp_sgd import DpSgdEpochs
         from fedrisk.ml.models import initial_weights
         from fedrisk.ml.training import LocalEpochs, configure_torch, default_config
 
@@ -297,16 +302,41 @@ class PartyNode:
             )
         else:
             start = _global_weights(global_sum)
-        trainer = LocalEpochs(
-            config=default_config(self.federation.model).model_copy(update=self._train_overrides()),
-            generator=torch.Generator().manual_seed(self._seed(rnd)),
-            # The global bad rate, from the decrypted statistics sum, so every party weighs the
-            # classes alike and the released model's offset matches its training.
-            pos_weight=pos_weight_for(_positive_rate(pooled)),
-        )
+        config = default_config(self.federation.model).model_copy(update=self._train_overrides())
+        # The global bad rate, from the decrypted statistics sum, so every party weighs the
+        # classes alike and the released model's offset matches its training.
+        pos_weight = pos_weight_for(_positive_rate(pooled))
+        plan = self.federation.privacy_plan()
+        trainer: LocalEpochs | DpSgdEpochs
+        if plan is not None and plan.mode == "sample":
+            trainer = DpSgdEpochs(
+                config=config,
+                # DP's samples and noise come from secret entropy: the run seed is public.
+                generator=torch.Generator().manual_seed(secrets.randbits(63)),
+                clip_norm=plan.clip_norm,
+                noise_multiplier=plan.noise_multiplier,
+                sampling_rate=plan.sampling_rate,
+                pos_weight=pos_weight,
+            )
+        else:
+            trainer = LocalEpochs(
+                config=config,
+                generator=torch.Generator().manual_seed(self._seed(rnd)),
+                pos_weight=pos_weight,
+            )
         pipeline = RiskPipeline.from_fitted(
             prep, spec, start, logit_offset=_logit_offset(pooled), trainer=trainer
         ).partial_fit(self.data.train)
+        if plan is not None and plan.mode == "client":
+            # Clipped, with this party's share of the noise, and weighted 1: the sum's
+            # sensitivity to one party is the clip norm whatever its row count.
+            noisy = noisy_client_update(
+                start,
+                pipeline.weights_,
+                plan=plan,
+                rng=np.random.default_rng(secrets.randbits(128)),
+            )
+            return self.channel.encode(weight_update(noisy, 1))
         update = weight_update(pipeline.weights_, len(self.data.train))
         return self.channel.encode(update)
 
@@ -342,6 +372,7 @@ class PartyNode:
             metrics=record.metrics,
             he_params=record.he_params,
             lineage=record.lineage,
+            privacy=record.privacy,
         )
         return record.model_id, self.write_release(artifact)
 
@@ -377,6 +408,7 @@ class PartyNode:
             self.data.schema.fingerprint().encode() + np.round(pooled.to_vector(), 3).tobytes()
         ).hexdigest()
         model_id = f"{self.federation.stage}-{self.federation.model}-{uuid.uuid4().hex[:12]}"
+        plan = self.federation.privacy_plan()
         return ReleaseRecord(
             model_id=model_id,
             metrics=[
@@ -395,6 +427,11 @@ class PartyNode:
                 rounds=rounds,
                 dataset_fingerprint=fingerprint,
                 created_at=datetime.now(UTC).isoformat(),
+            ),
+            privacy=(
+                None
+                if plan is None
+                else PrivacyRecord.from_plan(plan, history=history, parties=parties)
             ),
         )
 

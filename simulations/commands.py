@@ -25,6 +25,7 @@ from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from fedrisk.release.artifact import PrivacyRecord
     from simulations.runner import Comparison, FederationOutcome
     from simulations.spec import SimulationSpec
 
@@ -251,11 +252,29 @@ def simulate(
         int | None,
         typer.Option(min=1, help="Vertical: epoch budget (early stopping may end sooner)"),
     ] = None,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Differential privacy: the run's epsilon budget (turns DP on)"),
+    ] = None,
+    dp_delta: Annotated[float, typer.Option(min=0.0, help="DP delta")] = 1e-5,
+    dp_mode: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(("sample", "client")),
+            help="DP-SGD per row at each party, or clipped client updates with shared noise",
+        ),
+    ] = "sample",
+    dp_clip_norm: Annotated[float, typer.Option(min=0.0, help="DP clipping norm")] = 1.0,
 ) -> None:
     """Run an encrypted federation in Flower's simulation engine and compare it with baselines."""
     import tempfile
 
     if layout == "vertical":
+        if dp_epsilon is not None:
+            raise fail(
+                "--dp-epsilon applies to horizontal runs; the vertical protocol has no DP yet",
+                code=2,
+            )
         simulate_vertical_command(
             dataset, model=model, seed=seed, epochs=epochs, json_path=json_path, out=out,
             data_dir=data_dir,
@@ -278,6 +297,10 @@ def simulate(
             seed=seed,
             local_epochs=local_epochs,
             allow_fewer_parties=allow_fewer_parties,
+            dp_mode="off" if dp_epsilon is None else dp_mode,
+            dp_epsilon=dp_epsilon or 0.0,
+            dp_delta=dp_delta,
+            dp_clip_norm=dp_clip_norm,
         )
     except ValidationError as e:
         raise fail(spec_problems(e), code=2) from e
@@ -390,7 +413,14 @@ def simulation_json(
         "plaintext_seconds_per_round": plain.seconds_per_round if plain else None,
         "model_id": encrypted.artifact.model_id,
         "history": encrypted.history,
+        **({"dp": dp_json(encrypted.artifact.privacy)} if encrypted.artifact.privacy else {}),
     }
+
+
+def dp_json(privacy: PrivacyRecord) -> dict[str, Any]:
+    """The ``dp`` block of the ``--json`` document: the release's accountant ε at δ, the noise
+    multiplier, and each party's ε, as the signed artifact records them."""
+    return privacy.model_dump(mode="json")
 
 
 def demo(data_dir: DataDirOption = None) -> None:

@@ -210,9 +210,14 @@ def _run_config(
             "sim_workspace": str(ws.root),
             "round_timeout": spec.round_timeout,
             "trees": spec.trees,
+            "dp_mode": spec.dp_mode,
+            "dp_epsilon": spec.dp_epsilon,
+            "dp_delta": spec.dp_delta,
+            "dp_clip_norm": spec.dp_clip_norm,
+            "dp_sampling_rate": spec.dp_sampling_rate,
         }
     )
-    return config.to_run_config()
+    return config.with_calibrated_noise().to_run_config()
 
 
 def evaluate_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

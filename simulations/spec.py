@@ -16,6 +16,7 @@ from fedrisk.data.partitions import parse_partition
 from fedrisk.decisions.stages import Stage
 from fedrisk.federation.run_config import MIN_SECURE_PARTIES
 from fedrisk.ml.kinds import ModelKind, Optimizer
+from fedrisk.ml.privacy import DpMode
 
 __all__ = ["SimulationSpec"]
 
@@ -48,6 +49,12 @@ class SimulationSpec(BaseModel):
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = (64, 32)
     trees: int = Field(default=300, ge=1, le=2000)
     """The gbdt kind's tree budget."""
+    dp_mode: DpMode = "off"
+    """Differential privacy (:mod:`fedrisk.ml.privacy`); ``dp_epsilon`` is then the budget."""
+    dp_epsilon: float = Field(default=0.0, ge=0.0)
+    dp_delta: float = Field(default=1e-5, gt=0.0, lt=0.1)
+    dp_clip_norm: float = Field(default=1.0, gt=0.0)
+    dp_sampling_rate: float = Field(default=0.05, gt=0.0, le=1.0)
 
     @field_validator("dataset")
     @classmethod
@@ -63,6 +70,15 @@ class SimulationSpec(BaseModel):
     def _partition_syntax(cls, value: str) -> str:
         parse_partition(value)  # its ConfigError (a ValueError) names the syntax
         return value
+
+    @model_validator(mode="after")
+    def _privacy_budget(self) -> Self:
+        if self.dp_mode != "off" and self.dp_epsilon <= 0:
+            raise ValueError(
+                f"dp_epsilon must be a positive budget with DP ({self.dp_mode}); "
+                f"got {self.dp_epsilon}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _party_floor(self) -> Self:

@@ -54,6 +54,7 @@ from fedrisk.decisions.stages import STAGES
 from fedrisk.errors import IdentityError, RunRefusal, RunRefusedError
 from fedrisk.federation.roster import FederationManifest
 from fedrisk.ml.kinds import MODEL_KINDS, OPTIMIZERS
+from fedrisk.ml.privacy import DP_MODES
 from fedrisk.release.identity import key_id
 
 PIN_FILE: Final = "pin.json"
@@ -244,6 +245,14 @@ def fedrisk_app_rules(
         "layout": FixedRule(value="horizontal"),
         "l2": RangeRule(integer=False, min=0.0, max=10.0),
         "patience": RangeRule(integer=True, min=1, max=1000),
+        # Differential privacy: any mode or budget the run config accepts; a party's own parse
+        # still refuses a noise multiplier that spends more than the budget.
+        "dp-mode": ChoiceRule(values=DP_MODES),
+        "dp-epsilon": RangeRule(integer=False, min=0.0, max=1000.0),
+        "dp-delta": RangeRule(integer=False, min=1e-12, max=0.01),
+        "dp-clip-norm": RangeRule(integer=False, min=1e-6, max=1000.0),
+        "dp-noise-multiplier": RangeRule(integer=False, min=0.0, max=1e4),
+        "dp-sampling-rate": RangeRule(integer=False, min=1e-6, max=1.0),
     }
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,6 +21,7 @@ from pydantic_core import ErrorDetails
 from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ConfigError
 from fedrisk.ml.kinds import ModelKind, Optimizer
+from fedrisk.ml.privacy import DpMode, PrivacyPlan, plan_privacy
 
 MIN_SECURE_PARTIES = 3
 
@@ -69,6 +71,17 @@ class FederationConfig(BaseModel):
     l2: float = Field(default=1e-3, ge=0.0)
     patience: int = Field(default=3, ge=1, le=1000)
     """Vertical early stopping: epochs without a better validation AUC before stopping."""
+    dp_mode: DpMode = Field(default="off", alias="dp-mode")
+    """Differential privacy (:mod:`fedrisk.ml.privacy`): ``sample`` (DP-SGD at every party) or
+    ``client`` (clipped updates with distributed Gaussian noise)."""
+    dp_epsilon: float = Field(default=0.0, ge=0.0, le=1000.0, alias="dp-epsilon")
+    """The run's ε budget at ``dp-delta``; must be positive when ``dp-mode`` is on."""
+    dp_delta: float = Field(default=1e-5, gt=0.0, lt=0.1, alias="dp-delta")
+    dp_clip_norm: float = Field(default=1.0, gt=0.0, le=1000.0, alias="dp-clip-norm")
+    dp_noise_multiplier: float = Field(default=0.0, ge=0.0, le=1e4, alias="dp-noise-multiplier")
+    """σ; 0 calibrates it to the budget over the planned rounds."""
+    dp_sampling_rate: float = Field(default=0.05, gt=0.0, le=1.0, alias="dp-sampling-rate")
+    """Poisson rate of a DP-SGD step (sample mode)."""
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -95,6 +108,50 @@ class FederationConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_privacy_budget(self) -> FederationConfig:
+        if self.dp_mode == "off":
+            return self
+        if self.dp_epsilon <= 0:
+            raise ValueError(
+                f"dp-epsilon must be a positive budget when dp-mode is {self.dp_mode!r}; "
+                f"got {self.dp_epsilon}"
+            )
+        if self.model == "gbdt":
+            raise ValueError(f"dp-mode must be 'off' for the gbdt model; got {self.dp_mode!r}")
+        self.privacy_plan()  # refuses a noise multiplier that spends more than the budget
+        return self
+
+    def privacy_plan(self) -> PrivacyPlan | None:
+        """The run's DP plan (None without DP); computed once per configuration.
+
+        Raises
+        ------
+        fedrisk.ml.privacy.PrivacyBudgetError
+            If ``dp-noise-multiplier`` spends more than ``dp-epsilon`` over the planned rounds.
+        """
+        if self.dp_mode == "off":
+            return None
+        return _privacy_plan(
+            self.dp_mode,
+            epsilon=self.dp_epsilon,
+            delta=self.dp_delta,
+            clip_norm=self.dp_clip_norm,
+            noise_multiplier=self.dp_noise_multiplier,
+            sampling_rate=self.dp_sampling_rate,
+            rounds=self.rounds,
+            local_epochs=self.local_epochs,
+            min_parties=self.min_parties,
+        )
+
+    def with_calibrated_noise(self) -> FederationConfig:
+        """This configuration with ``dp-noise-multiplier`` set to the calibrated σ, so the parties
+        check one accountant evaluation instead of calibrating again on every message."""
+        plan = self.privacy_plan()
+        if plan is None or self.dp_noise_multiplier > 0:
+            return self
+        return self.model_copy(update={"dp_noise_multiplier": plan.noise_multiplier})
+
     @property
     def server_path(self) -> Path | None:
         """Directory where the server keeps progress, results and ciphertext checkpoints."""
@@ -106,6 +163,14 @@ class FederationConfig(BaseModel):
         ``parse_run_config`` of the result gives this configuration back.
         """
         return self.model_dump(by_alias=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _privacy_plan(mode: DpMode, **settings: Any) -> PrivacyPlan:
+    """:func:`plan_privacy`, cached: the run config is parsed on every message of a run."""
+    if mode == "off":
+        raise ValueError("dp-mode 'off' has no privacy plan")
+    return plan_privacy(mode, **settings)
 
 
 def run_config_keys() -> list[str]:

@@ -61,11 +61,15 @@ __all__ = [
     "TrainReport",
     "configure_torch",
     "default_config",
+    "finish_round",
     "logit_offset_for",
+    "make_optimizer",
     "pos_weight_for",
+    "resolve_pos_weight",
     "train_centralized",
     "train_local",
     "train_with_early_stopping",
+    "training_tensors",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -201,7 +205,8 @@ def _as_tensors(
     return torch.from_numpy(features), torch.from_numpy(labels.astype(np.float32))
 
 
-def _resolve_pos_weight(y: torch.Tensor, config: TrainConfig, pos_weight: float | None) -> float:
+def resolve_pos_weight(y: torch.Tensor, config: TrainConfig, pos_weight: float | None) -> float:
+    """The bad class's weight: ``pos_weight`` if given, else from ``config`` and ``y``."""
     if pos_weight is not None:
         if not (math.isfinite(pos_weight) and pos_weight > 0):
             raise ConfigError(f"pos_weight must be a positive number; got {pos_weight}")
@@ -215,7 +220,8 @@ def _resolve_pos_weight(y: torch.Tensor, config: TrainConfig, pos_weight: float 
     return pos_weight_for(n_pos / n)
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """A fresh optimiser of ``config``'s kind over ``model``'s parameters."""
     if config.optimizer == "adam":
         return torch.optim.Adam(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -250,6 +256,23 @@ def _run_epoch(
         optimizer.step()
         total += float(loss.detach()) * int(idx.shape[0])
     return total / n
+
+
+def training_tensors(
+    model: nn.Module,
+    X: npt.ArrayLike,  # noqa: N803 - the usual name for a design matrix
+    y: npt.ArrayLike,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked float32 features and 0/1 targets for training ``model``.
+
+    Raises
+    ------
+    ModelError
+        If the shapes do not fit the model, a feature is not finite or a target is not 0/1.
+    """
+    features, labels = _as_tensors(model, X, y)
+    assert labels is not None
+    return features, labels
 
 
 def _eval_loss(
@@ -294,9 +317,9 @@ def train_local(
     assert labels is not None
     if features.shape[0] == 0:
         raise ModelError("X must have at least one row; got 0")
-    weight = _resolve_pos_weight(labels, config, pos_weight)
+    weight = resolve_pos_weight(labels, config, pos_weight)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, dtype=torch.float32))
-    optimizer = _make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
     losses = [
         _run_epoch(
             model,
@@ -309,14 +332,21 @@ def train_local(
         )
         for _ in range(config.local_epochs)
     ]
+    return finish_round(model, losses, n_examples=int(features.shape[0]), pos_weight=weight)
+
+
+def finish_round(
+    model: nn.Module, losses: Sequence[float], *, n_examples: int, pos_weight: float
+) -> TrainReport:
+    """End a round's training: eval mode, the logit offset ``-log(pos_weight)``, its report."""
     model.eval()
-    offset = -math.log(weight)
+    offset = -math.log(pos_weight)
     set_logit_offset(model, offset)
     return TrainReport(
-        epochs=config.local_epochs,
+        epochs=len(losses),
         train_losses=tuple(losses),
-        n_examples=int(features.shape[0]),
-        pos_weight=weight,
+        n_examples=n_examples,
+        pos_weight=pos_weight,
         logit_offset=offset,
     )
 
@@ -346,7 +376,7 @@ def train_with_early_stopping(
     assert labels is not None
     if features.shape[0] < 2:
         raise ModelError(f"X must have at least 2 rows for a validation split; got {len(labels)}")
-    weight = _resolve_pos_weight(labels, config, pos_weight)
+    weight = resolve_pos_weight(labels, config, pos_weight)
     # The split draws from a numpy generator seeded by the caller's torch generator, so one
     # generator still decides the whole run.
     split_seed = int(torch.randint(0, 2**62, (), generator=generator))
@@ -359,7 +389,7 @@ def train_with_early_stopping(
     x_train, y_train = features[train_idx], labels[train_idx]
     x_val, y_val = features[val_idx], labels[val_idx]
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, dtype=torch.float32))
-    optimizer = _make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
     best_loss = math.inf
     best_epoch = 0
     best_state = copy.deepcopy(model.state_dict())
@@ -462,10 +492,17 @@ class LocalEpochs:
             model = build_model(spec, generator=self.generator)
         else:
             model = _model_at(spec, weights)
-        report = train_local(
+        report = self.fit_model(model, x, y)
+        return model_to_vector(model), report
+
+    def fit_model(
+        self, model: RiskModel, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]
+    ) -> TrainReport:
+        """The round's training of ``model`` in place (:func:`train_local`); subclasses such as
+        :class:`fedrisk.ml.dp_sgd.DpSgdEpochs` train it another way."""
+        return train_local(
             model, x, y, config=self.config, generator=self.generator, pos_weight=self.pos_weight
         )
-        return model_to_vector(model), report
 
 
 def train_centralized(

@@ -44,6 +44,7 @@ from fedrisk.files import staged_directory
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.inference import ModelSpec, count_parameters
 from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
+from fedrisk.ml.privacy import ACCOUNTANT, PrivacyPlan, accountant_version, party_epsilons
 from fedrisk.ml.trees import Forest, TreeModel
 from fedrisk.ml.woe import WOE_FORMAT, WoeEncoder
 from fedrisk.release.identity import key_id, load_verify_key
@@ -106,6 +107,66 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class PrivacyRecord(BaseModel):
+    """The differential privacy a released model was trained under (:mod:`fedrisk.ml.privacy`).
+
+    ``epsilon`` is the accountant's ε of the release at ``delta``: in sample mode the largest
+    party's (each customer's rows sit at one party), in client mode the sum's over the rounds
+    aggregated. It never exceeds ``epsilon_budget``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["sample", "client"]
+    epsilon: float = Field(ge=0.0)
+    delta: float = Field(gt=0.0, lt=1.0)
+    epsilon_budget: float = Field(gt=0.0)
+    clip_norm: float = Field(gt=0.0)
+    noise_multiplier: float = Field(gt=0.0)
+    sampling_rate: float = Field(gt=0.0, le=1.0)
+    steps_per_round: int = Field(ge=1)
+    rounds: int = Field(ge=0)
+    epsilon_per_party: dict[str, float]
+    accountant: str
+    composition: str
+
+    @classmethod
+    def from_plan(
+        cls, plan: PrivacyPlan, *, history: Sequence[Mapping[str, object]], parties: Sequence[str]
+    ) -> PrivacyRecord:
+        """The record of a run under ``plan``: each party's accountant over the rounds the
+        history says it trained in, and the release's ε.
+
+        Raises
+        ------
+        pydantic.ValidationError
+            If the accountant's ε exceeds the budget (a run longer than planned).
+        """
+        per_party = party_epsilons(plan, history, parties)
+        return cls(
+            mode=plan.mode,
+            epsilon=max(per_party.values(), default=0.0),
+            delta=plan.delta,
+            epsilon_budget=plan.epsilon_budget,
+            clip_norm=plan.clip_norm,
+            noise_multiplier=plan.noise_multiplier,
+            sampling_rate=plan.sampling_rate,
+            steps_per_round=plan.steps_per_round,
+            rounds=len(history),
+            epsilon_per_party=per_party,
+            accountant=f"{ACCOUNTANT} ({accountant_version()})",
+            composition=plan.describe_composition(),
+        )
+
+    @model_validator(mode="after")
+    def _within_budget(self) -> PrivacyRecord:
+        if self.epsilon > self.epsilon_budget:
+            raise ValueError(
+                f"epsilon must be within the budget {self.epsilon_budget}; got {self.epsilon}"
+            )
+        return self
+
+
 # The contract names the field ``schema``, which shadows BaseModel's deprecated ``schema()``.
 # Declaring it in a small base class keeps the warning (and the type: ignore) in one place.
 with warnings.catch_warnings():
@@ -155,6 +216,8 @@ class ModelArtifact(_SchemaField):
     """PD bands of the release population from the pooled evaluation histograms
     (:func:`fedrisk.release.reference.reference_from_histograms`): the baseline of drift (PSI)
     and performance monitoring. None for artifacts released without it."""
+    privacy: PrivacyRecord | None = None
+    """The run's differential privacy (ε, δ, clip norm, noise multiplier, mode); None without."""
 
     @field_validator("model_id")
     @classmethod
@@ -231,6 +294,7 @@ def artifact_from_pipeline(
     metrics: Sequence[RoundMetrics] = (),
     he_params: Mapping[str, object] | None = None,
     reference: ScoreReference | None = None,
+    privacy: PrivacyRecord | None = None,
 ) -> ModelArtifact:
     """Pack a fitted pipeline as an artifact (inverse of :func:`pipeline_from_artifact`).
 
@@ -258,6 +322,7 @@ def artifact_from_pipeline(
         he_params=None if he_params is None else dict(he_params),
         lineage=lineage,
         reference=reference,
+        privacy=privacy,
     )
 
 

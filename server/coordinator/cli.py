@@ -348,6 +348,22 @@ def run(
             help="Seconds to wait for parties per phase.",
         ),
     ] = 300.0,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option("--dp-epsilon", min=0.0, help="Differential privacy budget (turns DP on)."),
+    ] = None,
+    dp_delta: Annotated[float, typer.Option("--dp-delta", min=0.0, help="DP delta.")] = 1e-5,
+    dp_mode: Annotated[
+        str,
+        typer.Option(
+            "--dp-mode",
+            click_type=click.Choice(("sample", "client")),
+            help="DP-SGD per row at each party, or clipped updates with shared noise.",
+        ),
+    ] = "sample",
+    dp_clip_norm: Annotated[
+        float, typer.Option("--dp-clip-norm", min=0.0, help="DP clipping norm.")
+    ] = 1.0,
 ) -> None:
     """Submit the encrypted federated run and follow it live; non-zero exit if it fails."""
     from rich.console import Console
@@ -369,6 +385,16 @@ def run(
                 min_parties=min_parties,
                 round_timeout=round_timeout,
                 stage=stage,
+                privacy=(
+                    None
+                    if dp_epsilon is None
+                    else {
+                        "dp-mode": dp_mode,
+                        "dp-epsilon": dp_epsilon,
+                        "dp-delta": dp_delta,
+                        "dp-clip-norm": dp_clip_norm,
+                    }
+                ),
             )
         )
     except (FedRiskError, SecureAggError) as e:

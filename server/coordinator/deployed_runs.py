@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,12 @@ def prepare_run(
     stage: str = "application",
     local_epochs: int = 1,
     plaintext: bool = False,
+    privacy: Mapping[str, RunConfigValue] | None = None,
 ) -> DeployedRun:
     """Create a new run folder and its validated run config.
+
+    ``privacy`` holds the run's ``dp-*`` run-config keys (differential privacy, off when empty);
+    the noise multiplier is calibrated here, once, and written into the run config.
 
     ``plaintext`` runs the INSECURE comparison mode (updates readable by the server); it exists
     for benchmarks only and must be asked for explicitly.
@@ -118,8 +122,9 @@ def prepare_run(
             "public_context": str(layout.public_context.resolve()),
             "server_dir": str(run_dir.resolve()),
             "plaintext": plaintext,
+            **(privacy or {}),
         }
-    )
+    ).with_calibrated_noise()
     run_dir.mkdir(parents=True)
     write_atomic(run_dir / RUN_FILE, json.dumps(config.to_run_config(), indent=2))
     return DeployedRun(run_dir=run_dir, config=config)

@@ -318,6 +318,23 @@ def test_plaintext_runs_pass_only_when_the_pin_allows_them(lead: PartyBundle, ga
     assert task.context.run_config["plaintext"] is True
 
 
+def test_differential_privacy_run_configs_pass_the_pin(lead: PartyBundle, gate: Gate) -> None:
+    install_pin(lead, create_pin(lead, coordinator_workspace=COORDINATOR_WS))
+    # What `fedrisk run --dp-epsilon 3 --dp-mode client` submits: the calibrated noise included.
+    calibrated = FederationConfig.model_validate(
+        {**_run_config(), "dp-mode": "client", "dp-epsilon": 3.0, "dp-delta": 1e-6}
+    ).with_calibrated_noise()
+    dp = {k: v for k, v in calibrated.to_run_config().items() if k.startswith("dp-")}
+    task = _task(gate.fab, **dp)
+
+    gate.admit(task)
+
+    assert task.context.run_config["dp-mode"] == "client"
+    assert task.context.run_config["dp-noise-multiplier"] == calibrated.dp_noise_multiplier > 0
+    plan = FederationConfig.model_validate(task.context.run_config).privacy_plan()
+    assert plan is not None and plan.epsilon() <= 3.0
+
+
 def _tamper(lead: PartyBundle, text: str) -> None:
     """Replace the pin in the party's folder behind its back (as another local account might)."""
     pin_path(lead).write_text(text)
