@@ -160,7 +160,8 @@ class MaskIdentity:
             public = self.peers[peer]
         except KeyError as e:
             raise MaskingError(
-                f"peer must be a party of the federation; got {peer!r} (known: {sorted(self.peers)})"
+                f"peer must be a party of the federation; got {peer!r} "
+                f"(known: {sorted(self.peers)})"
             ) from e
         return self.private_key.exchange(public)
 
@@ -227,26 +228,35 @@ def share_seeds(
     participants: Sequence[str],
     threshold: int,
 ) -> dict[str, bytes]:
-    """Shamir-share this party's exchange seeds with every peer; one sealed blob per recipient.
+    """Shamir-share this party's exchange seeds with every participant, itself included; one
+    sealed blob per recipient.
 
     Returns
     -------
     dict[str, bytes]
         Recipient name → nonce ‖ ChaCha20-Poly1305 ciphertext of its shares, one per peer seed.
-        Only the recipient (or the sender) can open a blob.
+        Only the recipient (and the sender) can open a blob.
+
+    Notes
+    -----
+    A party shares the seeds it holds with each peer (both ends of a pair hold the seed), so
+    the seeds a survivor's mask used can be rebuilt from the survivors' shares alone, whichever
+    parties dropped. Share ``i + 1`` goes to the ``i``-th participant in sorted order.
     """
-    peers = [p for p in sorted(participants) if p != identity.name]
-    if not 2 <= threshold <= len(peers):
+    holders = sorted(participants)
+    if identity.name not in holders:
+        raise MaskingError(f"participants must include {identity.name!r}; got {holders}")
+    if not 2 <= threshold <= len(holders):
         raise MaskingError(
-            f"threshold must be between 2 and the {len(peers)} other participants; got {threshold}"
+            f"threshold must be between 2 and the {len(holders)} participants; got {threshold}"
         )
-    # Share index i+1 goes to peers[i] in sorted order (MaskedExchange relies on it); the plaintext of a blob lists (seed owner peer, share).
-    per_recipient: dict[str, list[bytes]] = {p: [] for p in peers}
-    for peer in peers:
+    per_recipient: dict[str, list[bytes]] = {p: [] for p in holders}
+    for peer in holders:
+        if peer == identity.name:
+            continue
         seed = exchange_seed(identity.pair_seed(peer), exchange)
-        for index, share in Shamir.split(threshold, len(peers), seed):
-            recipient = peers[index - 1]
-            per_recipient[recipient].append(_pair_name(identity.name, peer) + b"=" + share)
+        for index, share in Shamir.split(threshold, len(holders), seed, False):
+            per_recipient[holders[index - 1]].append(_pair_name(identity.name, peer) + b"=" + share)
     sealed: dict[str, bytes] = {}
     for recipient, lines in per_recipient.items():
         key = identity._seal_key(recipient, sender=identity.name, recipient=recipient)
@@ -292,7 +302,7 @@ def reveal_shares(
     Parameters
     ----------
     sealed
-        Dropped party name → the blob that party sealed to this survivor.
+        Survivor name → the blob that survivor sealed to this party (``share_seeds``).
 
     Returns
     -------
@@ -326,10 +336,10 @@ def reveal_shares(
     ledger.check(exchange, dropped=dropped_set, survivors=survivors)
     wanted = {_pair_name(u, v) for u in dropped_set for v in survivors}
     revealed: dict[str, bytes] = {}
-    for sender in sorted(dropped_set):
+    for sender in sorted(survivors):
         blob = sealed.get(sender)
         if blob is None or len(blob) < 12 + 16:
-            raise RecoveryRefusedError(f"the sealed shares of dropped party {sender!r} are missing")
+            raise RecoveryRefusedError(f"the sealed shares of survivor {sender!r} are missing")
         key = identity._seal_key(sender, sender=sender, recipient=identity.name)
         aad = _share_aad(identity.run_id, exchange, sender, identity.name)
         try:
@@ -424,12 +434,10 @@ class MaskedExchange:
             )
         terms = []
         for u in sorted(self.dropped):
-            # Shares of u's seeds went to u's peers in participant order, index from 1.
-            peers = [p for p in holders if p != u]
             for v in survivors:
                 pair = _pair_name(u, v).decode()
                 shares = [
-                    (peers.index(name) + 1, answer[pair])
+                    (holders.index(name) + 1, answer[pair])
                     for name, answer in answered.items()
                     if pair in answer
                 ][: self.threshold]
@@ -438,7 +446,7 @@ class MaskedExchange:
                         f"exchange {self.exchange!r}: the seed of {pair} needs {self.threshold} "
                         f"shares; got {len(shares)}"
                     )
-                seed = Shamir.combine(shares)
+                seed = Shamir.combine(shares, False)
                 stream = mask_stream(
                     seed, purpose=purpose, chunk=chunk, moduli=moduli, degree=degree
                 )
