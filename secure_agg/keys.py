@@ -8,7 +8,7 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn
@@ -31,6 +31,8 @@ from secure_agg.params import HEParams
 ContextKind = Literal["secret", "public"]
 FloatVector = npt.NDArray[np.float64]
 MaskResidues = npt.NDArray[np.uint64]
+ChunkMaskSource = Callable[[int, Sequence[int], int], MaskResidues]
+"""Where ciphertext chunk masks come from: (chunk index, ring moduli, degree) → residues."""
 
 
 _SERVER_RULE: Final = (

@@ -39,6 +39,7 @@ refused by every survivor (the reveal ledger), which bounds this to one party se
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +57,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from secure_agg.errors import SecureAggError
-from secure_agg.keys import CkksContext, MaskResidues
+from secure_agg.keys import ChunkMaskSource, CkksContext, MaskResidues
 
 SEED_BYTES: Final = 16
 """Exchange seeds are 128-bit: pycryptodome's Shamir shares secrets of exactly 16 bytes."""
@@ -72,9 +73,83 @@ class RecoveryRefusedError(MaskingError):
     """A survivor will not reveal shares, or too few survivors remain to rebuild the masks."""
 
 
+MIN_MASKED_PARTIES: Final = 3
+"""Masks only help with 3 or more parties: with 2, each reads the other's vector off the sum."""
+
+
 def default_threshold(n_parties: int) -> int:
     """SecAgg+'s default: ``ceil(2n/3)`` survivors are needed to rebuild dropped masks."""
     return max(2, math.ceil(2 * n_parties / 3))
+
+
+def threshold_for(configured: int, n_parties: int) -> int:
+    """The run's threshold: ``configured`` (0 means ``default_threshold``), within 2..n."""
+    threshold = configured or default_threshold(n_parties)
+    if not 2 <= threshold <= n_parties:
+        raise MaskingError(
+            f"mask-threshold must be between 2 and the {n_parties} participants; got {threshold}"
+        )
+    return threshold
+
+
+@dataclass(frozen=True)
+class MaskPlan:
+    """What the coordinator tells parties about one masked exchange (``CFG_MASK``, JSON).
+
+    ``members`` maps each purpose to its participants; ``None`` means every party of the
+    federation (the first exchange, before the coordinator knows who is who). ``dropped`` is
+    set only in an unmask query.
+    """
+
+    exchange: str
+    members: Mapping[str, tuple[str, ...] | None]
+    dropped: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        """The plan as compact JSON."""
+        return json.dumps(
+            {
+                "exchange": self.exchange,
+                "members": {k: None if v is None else list(v) for k, v in self.members.items()},
+                "dropped": list(self.dropped),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> MaskPlan:
+        """Parse ``to_json`` output; ``MaskingError`` names what is wrong."""
+        try:
+            raw = json.loads(text)
+            exchange = raw["exchange"]
+            members = {
+                str(k): None if v is None else tuple(str(n) for n in v)
+                for k, v in dict(raw["members"]).items()
+            }
+            dropped = tuple(str(n) for n in raw.get("dropped", []))
+        except (ValueError, KeyError, TypeError) as e:
+            raise MaskingError(f"mask plan must be the coordinator's JSON plan; got {e}") from e
+        if not isinstance(exchange, str) or not exchange:
+            raise MaskingError(f"mask plan exchange must be a non-empty label; got {exchange!r}")
+        return cls(exchange=exchange, members=members, dropped=dropped)
+
+    def members_of(self, purpose: str, everyone: Iterable[str]) -> tuple[str, ...]:
+        """The sorted participants of ``purpose`` (``everyone`` when the plan says all)."""
+        if purpose not in self.members:
+            raise MaskingError(
+                f"purpose must be one the plan masks ({sorted(self.members)}); got {purpose!r}"
+            )
+        named = self.members[purpose]
+        return tuple(sorted(everyone if named is None else named))
+
+    def holders(self, everyone: Iterable[str]) -> tuple[str, ...]:
+        """Every participant of the exchange: who receives shares (sorted)."""
+        people = list(everyone)
+        union: set[str] = set()
+        for purpose in self.members:
+            union.update(self.members_of(purpose, people))
+        return tuple(sorted(union))
 
 
 def _hkdf(key: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
@@ -417,10 +492,12 @@ class MaskedExchange:
         chunk: int,
         moduli: Sequence[int],
         degree: int,
+        members: Sequence[str] | None = None,
     ) -> MaskResidues:
         """The residues to add to the survivors' sum so the dropped parties' masks cancel.
 
-        ``reveals`` maps survivor name → its ``reveal_shares`` answer.
+        ``reveals`` maps survivor name → its ``reveal_shares`` answer; ``members`` are the
+        parties that masked for ``purpose`` (default: every participant).
         """
         if not self.dropped:
             raise MaskingError("no party was declared dropped; there is nothing to correct")
@@ -433,8 +510,9 @@ class MaskedExchange:
                 f"survivors; got {len(answered)}"
             )
         terms = []
-        for u in sorted(self.dropped):
-            for v in survivors:
+        masked = set(holders if members is None else members)
+        for u in sorted(self.dropped & masked):
+            for v in (v for v in survivors if v in masked):
                 pair = _pair_name(u, v).decode()
                 shares = [
                     (holders.index(name) + 1, answer[pair])
@@ -455,6 +533,24 @@ class MaskedExchange:
         return _combine(terms, moduli, degree)
 
 
+def chunk_masks(
+    identity: MaskIdentity, *, exchange: str, purpose: str, participants: Sequence[str]
+) -> ChunkMaskSource:
+    """The mask source of one party, exchange and purpose, for ``codec.encrypt_vector``."""
+
+    def masks(chunk: int, moduli: Sequence[int], degree: int) -> MaskResidues:
+        return identity.mask(
+            exchange=exchange,
+            purpose=purpose,
+            participants=participants,
+            chunk=chunk,
+            moduli=moduli,
+            degree=degree,
+        )
+
+    return masks
+
+
 def mask_chunks(
     ctx: CkksContext,
     identity: MaskIdentity,
@@ -465,18 +561,12 @@ def mask_chunks(
     participants: Sequence[str],
 ) -> list[bytes]:
     """Encrypt ``vec`` chunk by chunk as ``codec.encrypt_vector`` does, each chunk masked."""
+    masks = chunk_masks(identity, exchange=exchange, purpose=purpose, participants=participants)
     slots = ctx.slots
     return [
         ctx.encrypt(
             vec[start : start + slots],
-            mask=identity.mask(
-                exchange=exchange,
-                purpose=purpose,
-                participants=participants,
-                chunk=index,
-                moduli=ctx.ring_moduli,
-                degree=ctx.poly_modulus_degree,
-            ),
+            mask=masks(index, ctx.ring_moduli, ctx.poly_modulus_degree),
         )
         for index, start in enumerate(range(0, vec.size, slots))
     ]
@@ -489,6 +579,7 @@ def unmask_sum(
     reveals: Mapping[str, Mapping[str, bytes]],
     *,
     purpose: str,
+    members: Sequence[str] | None = None,
 ) -> list[bytes]:
     """Add the dropped parties' correction to each chunk of the survivors' encrypted sum."""
     return [
@@ -500,6 +591,7 @@ def unmask_sum(
                 chunk=index,
                 moduli=ctx.ring_moduli,
                 degree=ctx.poly_modulus_degree,
+                members=members,
             ),
         )
         for index, chunk in enumerate(summed)

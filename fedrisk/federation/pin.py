@@ -240,6 +240,9 @@ def fedrisk_app_rules(
         "sim-workspace": FixedRule(value=""),
         "resume": ChoiceRule(values=(False, True)),
         "trees": RangeRule(integer=True, min=1, max=2000),
+        # Masks come off only with encryption's own comparison mode.
+        "masking": ChoiceRule(values=(True, False)) if allow_plaintext else FixedRule(value=True),
+        "mask-threshold": RangeRule(integer=True, min=0, max=len(manifest.parties)),
     }
 
 

@@ -14,6 +14,9 @@ MSG_EVALUATE: Final = "evaluate"
 MSG_METRICS: Final = "query.metrics"
 MSG_RELEASE: Final = "query.release"
 MSG_TREE: Final = "query.tree"
+MSG_UNMASK: Final = "query.unmask"
+"""Asked of a masked exchange's survivors when parties dropped: reveal shares of the seeds
+between the dropped parties and the survivors (:mod:`secure_agg.masking`)."""
 
 # Record keys inside a message's RecordDict.
 CONFIG: Final = "config"
@@ -26,6 +29,12 @@ ENC_TREE: Final = "enc-tree"
 ENC_POOLED_HIST: Final = "enc-pooled-hist"
 """The pooled histograms of an earlier round, sent to the one party that decrypts its metrics;
 it answers with :data:`METRICS` beside whatever else the message asked for."""
+
+MASK_SHARES: Final = "mask-shares"
+"""ConfigRecord of sealed Shamir shares: recipient → bytes in a reply; sender → bytes in an
+unmask query (only the named recipient can open each)."""
+MASK_REVEALED: Final = "mask-revealed"
+"""ConfigRecord of a survivor's revealed shares: pair name → share bytes."""
 
 # ConfigRecord keys.
 CFG_ROUND: Final = "round"
@@ -40,6 +49,16 @@ CFG_TREE_REPORT: Final = "tree-report"
 CFG_EVALUATE: Final = "evaluate"
 """True in a ``train`` message whose starting global model the party also evaluates: round r's
 model is evaluated in round r + 1's message, so a round costs one exchange."""
+
+CFG_MASK: Final = "mask"
+"""JSON of a masked exchange's plan: its label, threshold, participants per purpose (``null``:
+every party of the federation) and, in an unmask query, the dropped parties."""
+
+# Masking purposes: one mask stream per purpose within an exchange.
+PURPOSE_STATS: Final = "stats"
+PURPOSE_UPDATE: Final = "update"
+PURPOSE_HIST: Final = "hist"
+PURPOSE_TREE: Final = "tree"
 
 # Metric names.
 METRIC_AUC: Final = "auc"

@@ -63,6 +63,11 @@ class FederationConfig(BaseModel):
     resume: bool = False
     trees: int = Field(default=300, ge=1, le=2000)
     """The gbdt kind's tree budget (early stopping usually ends the run sooner)."""
+    masking: bool = True
+    """Pairwise masks under the encryption (:mod:`secure_agg.masking`), with 3 or more parties:
+    the coordinator colluding with a party then reads only sums. Off only to measure its cost."""
+    mask_threshold: int = Field(default=0, ge=0, alias="mask-threshold")
+    """Survivors needed to rebuild dropped parties' masks; 0 means ``ceil(2n/3)``."""
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -88,6 +93,11 @@ class FederationConfig(BaseModel):
                 "only if every party accepts that."
             )
         return self
+
+    @property
+    def masked(self) -> bool:
+        """Whether the parties mask what they encrypt (encrypted runs with ``masking`` on)."""
+        return self.masking and not self.plaintext
 
     @property
     def server_path(self) -> Path | None:
