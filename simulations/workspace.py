@@ -2,8 +2,9 @@
 
 Each simulated party gets what a real one would hold: its own train/test files, the schema, the
 CKKS secret context (mode 0600), an Ed25519 signing key, an X25519 receiving key (pairwise
-masks), the federation's receiving public keys (``peer_keys.json``) and a ``party.toml``. The server folder
-gets the public context only. The ClientApp then reads its files exactly as a deployed party does.
+masks), the federation's receiving public keys (``peer_keys.json``) and a ``party.toml``. The
+server folder gets the public context only. The ClientApp then reads its files exactly as a
+deployed party does.
 """
 
 from __future__ import annotations
