@@ -503,8 +503,18 @@ class PartyNode:
                 rounds=rounds,
                 dataset_fingerprint=fingerprint,
                 created_at=datetime.now(UTC).isoformat(),
+                secure_aggregation=self.secure_aggregation(len(parties)),
             ),
         )
+
+    def secure_aggregation(self, n_parties: int) -> str:
+        """The run's protection of individual vectors, as the signed artifact states it."""
+        if self.federation.plaintext:
+            return "none (plaintext comparison mode)"
+        if not self.federation.masking or n_parties < MIN_MASKED_PARTIES:
+            return "ckks (shared key; no pairwise masks)"
+        threshold = threshold_for(self.federation.mask_threshold, n_parties)
+        return f"ckks+pairwise-masks threshold={threshold}/{n_parties}"
 
     def write_release(self, artifact: ModelArtifact) -> Path:
         """Sign ``artifact`` with this party's key and write it to its release folder."""
