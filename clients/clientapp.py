@@ -21,7 +21,13 @@ from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import parse_run_config
 from secure_agg.aggregation import FloatVector
-from secure_agg.masking import MaskPlan, RevealLedger, reveal_shares, threshold_for
+from secure_agg.masking import (
+    MaskPlan,
+    RevealLedger,
+    reveal_shares,
+    run_binding,
+    threshold_for,
+)
 from secure_agg.record_cache import take_decrypted
 
 log = logging.getLogger(__name__)
@@ -45,16 +51,10 @@ def _node(context: Context, message: Message | None = None) -> PartyNode:
         node = PartyNode(config, federation)
         plan = None if message is None else _mask_plan(message)
         if plan is not None:
-            node.use_masks(plan, run=mask_run(federation.run_id, context))
+            node.use_masks(plan, run=run_binding(federation.run_id, context.run_id))
         return node
     except FedRiskError as e:
         raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
-
-
-def mask_run(run_id: str, context: Context) -> str:
-    """What mask seeds are bound to: the run config's id and Flower's run number, so seeds
-    never repeat across runs even when the run id is left empty."""
-    return f"{run_id}|{context.run_id}"
 
 
 def _mask_plan(message: Message) -> MaskPlan | None:
@@ -201,7 +201,7 @@ def unmask(message: Message, context: Context) -> Message:
     plan = _mask_plan(message)
     if plan is None or not plan.dropped:
         raise PartyRefusedError("unmask query must carry a mask plan naming dropped parties")
-    identity = mask_identity(node.config, mask_run(node.federation.run_id, context))
+    identity = mask_identity(node.config, run_binding(node.federation.run_id, context.run_id))
     holders = plan.holders(identity.peers)
     ledger = _reveal_ledger(context)
     revealed = reveal_shares(

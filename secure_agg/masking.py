@@ -77,6 +77,12 @@ MIN_MASKED_PARTIES: Final = 3
 """Masks only help with 3 or more parties: with 2, each reads the other's vector off the sum."""
 
 
+def run_binding(run_id: str, flower_run: int) -> str:
+    """What mask seeds are bound to: the run config's id and Flower's run number, so seeds never
+    repeat across runs even when the run id is left empty."""
+    return f"{run_id}|{flower_run}"
+
+
 def default_threshold(n_parties: int) -> int:
     """SecAgg+'s default: ``ceil(2n/3)`` survivors are needed to rebuild dropped masks."""
     return max(2, math.ceil(2 * n_parties / 3))

@@ -18,6 +18,7 @@ from fedrisk.files import write_atomic
 from secure_agg.aggregation import CkksAggregation, InsecurePlainAggregation, VectorAggregation
 from secure_agg.codec import record_to_chunks
 from secure_agg.keys import load_public_context
+from secure_agg.masking import run_binding
 from server.coordinator.checkpoints import CheckpointStore
 from server.coordinator.progress import ProgressLog
 from server.coordinator.strategy import EncryptedFedAvg
@@ -54,9 +55,11 @@ CURIOUS_KEEP_ENV = "FEDRISK_CURIOUS_COORDINATOR_DIR"
 round 1's individual ciphertexts, as a curious coordinator could."""
 
 
-def keep_ciphertexts(folder: Path, replies: Mapping[str, Message]) -> None:
+def keep_ciphertexts(folder: Path, run: str, replies: Mapping[str, Message]) -> None:
     """Write each party's round-1 update ciphertext chunks and its sealed shares (never opened
-    here) under ``folder/<party>/``: what a curious coordinator holds."""
+    here) under ``folder/<party>/``, and the run binding of the masks in ``folder/run.txt``:
+    what a curious coordinator holds."""
+    write_atomic(folder / "run.txt", run)
     for party, reply in replies.items():
         chunks, length = record_to_chunks(reply.content.array_records[proto.ENC_UPDATE])
         shares = reply.content.config_records.get(proto.MASK_SHARES)
@@ -80,7 +83,8 @@ def main(grid: Grid, context: Context) -> None:
         strategy = kind(config=config, summer=summer, progress=progress, checkpoints=checkpoints)
         keep = os.environ.get(CURIOUS_KEEP_ENV)
         if keep:
-            strategy.keep_round_one = functools.partial(keep_ciphertexts, Path(keep))
+            run = run_binding(config.run_id, context.run_id)
+            strategy.keep_round_one = functools.partial(keep_ciphertexts, Path(keep), run)
         result = strategy.start(grid, num_rounds=config.rounds, timeout=config.round_timeout)
     except Exception as e:
         progress.emit("failed", reason=f"{type(e).__name__}: {e}")

@@ -1,0 +1,211 @@
+"""The coordinator colluding with party 0: does it read the other parties' updates?
+
+Runs a real 5-party CKKS federation in Flower's simulation engine twice, in one invocation, with
+pairwise masks and without. In the attacked run (masked, or unmasked with ``--no-masking``) the
+ServerApp keeps round 1's individual ciphertexts, as a curious coordinator could. Then, acting
+as that coordinator with party 0's secret context (every party holds the same CKKS key), the
+script decrypts every other party's stored ciphertext and compares it with the victim's true
+update, recomputed in the clear from the victim's own data. It also checks the sums: all five
+ciphertexts added, and four of them after "dropping" party 4, whose masks the survivors remove
+with the real recovery protocol (each survivor opens the shares sealed to it with its own key).
+
+Reports ``max_abs_corr`` (largest |Pearson r| over victims), ``sum_max_err`` and
+``dropout_sum_max_err`` (largest error against the true sums, absolute and as a fraction of the
+sum's value range), ``masked_over_unmasked_round_time`` (mean steady round time, rounds 2..R,
+masked run over unmasked run), and both runs' final AUC.
+
+    .venv/bin/python benchmarks/collusion.py --json out.json [--no-masking] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clients.party import PartyNode, load_party_config, mask_identity
+from fedrisk.federation.run_config import parse_run_config
+from fedrisk.ml.training import configure_torch
+from secure_agg.aggregation import sum_encrypted
+from secure_agg.codec import decrypt_vector, record_to_plain_vector
+from secure_agg.keys import load_secret_context, public_context
+from secure_agg.masking import (
+    MaskedExchange,
+    RevealLedger,
+    reveal_shares,
+    threshold_for,
+    unmask_sum,
+)
+from server.coordinator.serverapp import CURIOUS_KEEP_ENV
+from simulations.runner import FederationOutcome, SimulationSpec, prepare_data, run_federation
+
+PARTIES = 5
+DROPPED = "party_4"
+
+
+def _steady_seconds(outcome: FederationOutcome) -> float:
+    rounds = outcome.history[1:] or outcome.history
+    return float(statistics.fmean(h["seconds"] for h in rounds))
+
+
+def _true_updates(parties_dir: Path, spec: SimulationSpec) -> dict[str, np.ndarray]:
+    """Each party's round-1 update ``n * w ++ [n]`` computed in the clear from its own data,
+    as the party itself computes it (same seeds, same pooled statistics)."""
+    federation = parse_run_config(
+        {
+            "rounds": spec.rounds,
+            "model": spec.model,
+            "seed": spec.seed,
+            "plaintext": True,
+            "local_epochs": spec.local_epochs,
+            "sim_workspace": str(parties_dir.parent),
+        }
+    )
+    nodes = {
+        f"party_{i}": PartyNode(
+            load_party_config(parties_dir / f"party_{i}" / "party.toml"), federation
+        )
+        for i in range(spec.parties)
+    }
+    stats = sum(record_to_plain_vector(node.local_stats()) for node in nodes.values())
+    return {
+        name: record_to_plain_vector(node.train(np.asarray(stats), None, 1))
+        for name, node in nodes.items()
+    }
+
+
+def _stored(kept: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for folder in sorted(p for p in kept.iterdir() if p.is_dir()):
+        raw = json.loads((folder / "update.json").read_text(encoding="utf-8"))
+        found[folder.name] = {
+            "length": int(raw["length"]),
+            "chunks": [bytes.fromhex(c) for c in raw["chunks"]],
+            "sealed": {k: bytes.fromhex(v) for k, v in raw["sealed"].items()},
+        }
+    return found
+
+
+def _max_err(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    err = float(np.max(np.abs(got - want)))
+    return err, err / float(np.ptp(want))
+
+
+def attack(workdir: Path, spec: SimulationSpec, *, masked: bool) -> dict[str, Any]:
+    """Party 0's key against the kept round-1 ciphertexts; the sums; the dropout recovery."""
+    parties_dir = workdir / "federation" / "parties"
+    kept = _stored(workdir / "kept")
+    truth = _true_updates(parties_dir, spec)
+    ctx = load_secret_context(parties_dir / "party_0" / "ckks.secret.ctx")
+    server = public_context(ctx)
+    corr = {}
+    for victim in sorted(kept):
+        if victim == "party_0":
+            continue
+        read = decrypt_vector(ctx, kept[victim]["chunks"], length=kept[victim]["length"])
+        corr[victim] = float(np.corrcoef(read, truth[victim])[0, 1])
+    names = sorted(kept)
+    length = kept[names[0]]["length"]
+    total = sum_encrypted(server, [kept[n]["chunks"] for n in names])
+    want = np.sum([truth[n] for n in names], axis=0)
+    sum_err, sum_rel = _max_err(decrypt_vector(ctx, total, length=length), want)
+    result: dict[str, Any] = {
+        "masked": masked,
+        "victims": len(corr),
+        "corr_by_victim": corr,
+        "max_abs_corr": max(abs(c) for c in corr.values()),
+        "sum_max_err": sum_err,
+        "sum_max_err_rel_range": sum_rel,
+    }
+    survivors = [n for n in names if n != DROPPED]
+    partial = sum_encrypted(server, [kept[n]["chunks"] for n in survivors])
+    if masked:
+        federation = parse_run_config({"sim_workspace": str(workdir / "federation")})
+        threshold = threshold_for(federation.mask_threshold, len(names))
+        exchange = MaskedExchange("round:1", tuple(names), threshold)
+        exchange.declare_dropped([DROPPED])
+        reveals = {}
+        for name in survivors:
+            config = load_party_config(parties_dir / name / "party.toml")
+            identity = mask_identity(config, _run_of(workdir))
+            reveals[name] = reveal_shares(
+                identity,
+                exchange="round:1",
+                participants=names,
+                dropped=[DROPPED],
+                sealed={s: kept[s]["sealed"][name] for s in survivors},
+                threshold=threshold,
+                ledger=RevealLedger(),
+            )
+        partial = unmask_sum(server, exchange, partial, reveals, purpose="update")
+    want = np.sum([truth[n] for n in survivors], axis=0)
+    drop_err, drop_rel = _max_err(decrypt_vector(ctx, partial, length=length), want)
+    result["dropout_sum_max_err"] = drop_err
+    result["dropout_sum_max_err_rel_range"] = drop_rel
+    return result
+
+
+def _run_of(workdir: Path) -> str:
+    """The run binding of the parties' seeds (``secure_agg.masking.run_binding``), kept by the
+    ServerApp beside the ciphertexts."""
+    return (workdir / "kept" / "run.txt").read_text(encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--no-masking", action="store_true", help="attack the unmasked run")
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    configure_torch(threads=1)
+    spec = SimulationSpec(
+        dataset=args.dataset, parties=PARTIES, partition="iid", model="lr", rounds=args.rounds
+    )
+    data = prepare_data(spec)
+    outcomes: dict[bool, FederationOutcome] = {}
+    attacked = not args.no_masking
+    with tempfile.TemporaryDirectory(prefix="fedrisk-collusion-") as tmp:
+        for masking in (True, False):
+            workdir = Path(tmp) / ("masked" if masking else "unmasked")
+            keep = masking == attacked
+            if keep:
+                os.environ[CURIOUS_KEEP_ENV] = str(workdir / "kept")
+            try:
+                outcomes[masking] = run_federation(
+                    spec,
+                    data,
+                    release_dir=Path(tmp) / "registry",
+                    masking=masking,
+                    workdir=workdir,
+                )
+            finally:
+                os.environ.pop(CURIOUS_KEEP_ENV, None)
+            if keep:
+                result = attack(workdir, spec, masked=masking)
+    masked_t, unmasked_t = _steady_seconds(outcomes[True]), _steady_seconds(outcomes[False])
+    result.update(
+        {
+            "dataset": args.dataset,
+            "parties": PARTIES,
+            "rounds": args.rounds,
+            "masked_round_seconds": masked_t,
+            "unmasked_round_seconds": unmasked_t,
+            "masked_over_unmasked_round_time": masked_t / unmasked_t,
+            "masked_final_auc": outcomes[True].history[-1]["auc"],
+            "unmasked_final_auc": outcomes[False].history[-1]["auc"],
+            "lineage_secure_aggregation": outcomes[True].artifact.lineage.secure_aggregation,
+        }
+    )
+    args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
