@@ -415,26 +415,41 @@ def reveal_shares(
             f"{len(survivors)}"
         )
     ledger.check(exchange, dropped=dropped_set, survivors=survivors)
-    wanted = {_pair_name(u, v) for u in dropped_set for v in survivors}
+    wanted = {_pair_name(u, v).decode() for u in dropped_set for v in survivors}
     revealed: dict[str, bytes] = {}
     for sender in sorted(survivors):
         blob = sealed.get(sender)
-        if blob is None or len(blob) < 12 + 16:
+        if blob is None:
             raise RecoveryRefusedError(f"the sealed shares of survivor {sender!r} are missing")
-        key = identity._seal_key(sender, sender=sender, recipient=identity.name)
-        aad = _share_aad(identity.run_id, exchange, sender, identity.name)
-        try:
-            body = ChaCha20Poly1305(key).decrypt(blob[:12], blob[12:], aad)
-        except InvalidTag as e:
-            raise RecoveryRefusedError(
-                f"the sealed shares of {sender!r} do not open for {identity.name!r} in exchange "
-                f"{exchange!r} (wrong recipient, exchange or tampered)"
-            ) from e
-        for line in body.split(b"\n"):
-            pair, _, share = bytes.fromhex(line.decode()).partition(b"=")
-            if pair in wanted:
-                revealed[pair.decode()] = share
+        shares = open_shares(identity, exchange=exchange, sender=sender, blob=blob)
+        revealed.update({pair: share for pair, share in shares.items() if pair in wanted})
     return revealed
+
+
+def open_shares(
+    identity: MaskIdentity, *, exchange: str, sender: str, blob: bytes
+) -> dict[str, bytes]:
+    """Open the shares ``sender`` sealed to this party: pair name → share.
+
+    Raises
+    ------
+    RecoveryRefusedError
+        The blob is not for this party and exchange, or was tampered with.
+    """
+    key = identity._seal_key(sender, sender=sender, recipient=identity.name)
+    aad = _share_aad(identity.run_id, exchange, sender, identity.name)
+    try:
+        body = ChaCha20Poly1305(key).decrypt(blob[:12], blob[12:], aad)
+    except (InvalidTag, ValueError) as e:
+        raise RecoveryRefusedError(
+            f"the sealed shares of {sender!r} do not open for {identity.name!r} in exchange "
+            f"{exchange!r} (wrong recipient, exchange or tampered)"
+        ) from e
+    shares: dict[str, bytes] = {}
+    for line in body.split(b"\n"):
+        pair, _, share = bytes.fromhex(line.decode()).partition(b"=")
+        shares[pair.decode()] = share
+    return shares
 
 
 # --------------------------------------------------------------------------------------------------

@@ -728,6 +728,7 @@ class EncryptedFedAvg:
         """
         mark = self.clock.monotonic()
         everyone = exchange_answers or answers
+        recovered = masks is not None and masks.declared is not None
         try:
             total = masked_sum(
                 self.summer,
@@ -745,6 +746,13 @@ class EncryptedFedAvg:
             )
         except UnmaskError as e:
             raise FederationError(f"masked sum refused: {e}") from e
+        if masks is not None and masks.declared is not None and not recovered:
+            self.progress.emit(
+                "unmasked",
+                exchange=masks.plan.exchange,
+                dropped=sorted(masks.declared.dropped),
+                survivors=sorted(masks.reveals),
+            )
         return total, self.clock.monotonic() - mark
 
     def _masks(self, label: str, members: Mapping[str, list[str] | None]) -> ExchangeMasks | None:
