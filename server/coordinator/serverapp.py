@@ -59,11 +59,13 @@ def keep_ciphertexts(folder: Path, run: str, replies: Mapping[str, Message]) -> 
     """Write each party's round-1 update ciphertext chunks and its sealed shares (never opened
     here) under ``folder/<party>/``, and the run binding of the masks in ``folder/run.txt``:
     what a curious coordinator holds."""
+    folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "run.txt", run)
     for party, reply in replies.items():
         chunks, length = record_to_chunks(reply.content.array_records[proto.ENC_UPDATE])
         shares = reply.content.config_records.get(proto.MASK_SHARES)
         sealed = {k: bytes(v).hex() for k, v in shares.items()} if shares else {}  # type: ignore[arg-type]
+        (folder / party).mkdir(exist_ok=True)
         write_atomic(
             folder / party / "update.json",
             json.dumps({"length": length, "chunks": [c.hex() for c in chunks], "sealed": sealed}),
