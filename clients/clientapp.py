@@ -51,7 +51,12 @@ def _node(context: Context, message: Message | None = None) -> PartyNode:
         node = PartyNode(config, federation)
         plan = None if message is None else _mask_plan(message)
         if plan is not None:
-            node.use_masks(plan, run=run_binding(federation.run_id, context.run_id))
+            used = context.state.config_records.get(_MASKS_USED, ConfigRecord())
+            node.use_masks(
+                plan,
+                run=run_binding(federation.run_id, context.run_id),
+                used={str(k): str(v) for k, v in used.items()},
+            )
         return node
     except FedRiskError as e:
         raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
@@ -61,6 +66,15 @@ def _mask_plan(message: Message) -> MaskPlan | None:
     config = message.content.config_records.get(proto.CONFIG, ConfigRecord())
     text = config.get(proto.CFG_MASK)
     return MaskPlan.from_json(str(text)) if text else None
+
+
+_MASKS_USED = "fedrisk.masks-used"
+"""Where a party keeps, in its run's ``Context.state``, the vectors it masked per exchange."""
+
+
+def _remember_masks(context: Context, node: PartyNode) -> None:
+    if node.masks_used:
+        context.state[_MASKS_USED] = ConfigRecord(dict(node.masks_used))
 
 
 def _reply(message: Message, node: PartyNode, **records: ArrayRecord | MetricRecord) -> Message:
@@ -109,7 +123,9 @@ Handler = Callable[[Message, PartyNode, dict[str, FloatVector]], Message]
 def _handle(fn: Handler) -> Callable[[Message, Context], Message]:
     def handler(message: Message, context: Context) -> Message:
         node = _node(context, message)
-        return fn(message, node, _sealed(message, context, node))
+        reply = fn(message, node, _sealed(message, context, node))
+        _remember_masks(context, node)
+        return reply
 
     handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__
@@ -183,6 +199,7 @@ def tree(message: Message, context: Context) -> Message:
         node, context.state, stats=stats, pooled=sealed.get(proto.ENC_GLOBAL), number=number
     )
     reply = _reply(message, node, **({proto.ENC_TREE: record} if record is not None else {}))
+    _remember_masks(context, node)
     cfg = reply.content.config_records[proto.CONFIG]
     cfg[proto.CFG_TREE_DONE] = done
     cfg[proto.CFG_TREE_REPORT] = json.dumps(report) if report else ""

@@ -294,14 +294,20 @@ class PartyNode:
         self.channel = _aggregation(config.secret_context, federation.plaintext)
         self._masking: tuple[MaskIdentity, MaskPlan] | None = None
         self._masked = False
+        self.masks_used: dict[str, str] = {}
 
     # ----------------------------------------------------------------- masking
 
-    def use_masks(self, plan: MaskPlan, *, run: str) -> None:
-        """Mask what this message's answer encrypts, as ``plan`` says (encrypted runs only)."""
+    def use_masks(self, plan: MaskPlan, *, run: str, used: dict[str, str]) -> None:
+        """Mask what this message's answer encrypts, as ``plan`` says (encrypted runs only).
+
+        ``used`` maps ``exchange|purpose`` to the digest of the vector this party masked there
+        in this run (kept in the run's ``Context.state``); it is updated as vectors are masked.
+        """
         if not self.federation.masked:
             raise PartyRefusedError("the message asks for masks but this run has masking off")
         self._masking = (mask_identity(self.config, run), plan)
+        self.masks_used = used
 
     @property
     def mask_identity(self) -> MaskIdentity | None:
@@ -323,6 +329,15 @@ class PartyNode:
             )
         except MaskingError as e:
             raise PartyRefusedError(f"party {self.config.name}: {e}") from e
+        # The same masks on two different vectors would reveal their difference: a reused
+        # exchange label is accepted only for a resend of the very same vector.
+        slot = f"{plan.exchange}|{purpose}"
+        digest = hashlib.sha256(np.ascontiguousarray(vec, dtype=np.float64).tobytes()).hexdigest()
+        if self.masks_used.setdefault(slot, digest) != digest:
+            raise PartyRefusedError(
+                f"party {self.config.name}: exchange {plan.exchange!r} must not mask a second, "
+                f"different {purpose} vector (its masks would cancel between the two)"
+            )
         self._masked = True
         return self.channel.encode(vec, masks=masks)
 

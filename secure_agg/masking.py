@@ -6,7 +6,7 @@ ciphertext. Each party therefore adds, before encrypting, a mask that only cance
 - **Pair seeds.** Parties ``u`` and ``v`` agree an X25519 secret from the ceremony's receiving
   keys; HKDF-SHA256 turns it into a per-run pair seed (salt: the run id; info: both names).
 - **Exchange seeds.** From the pair seed, HKDF derives a 16-byte seed per *exchange* (a label
-  such as ``"train:3"``) and from that a ChaCha20 key per *purpose* (``"update"``, ``"hist"``,
+  such as ``"round:3"``) and from that a ChaCha20 key per *purpose* (``"update"``, ``"hist"``,
   ...) and ciphertext chunk, so no mask stream is ever reused across rounds, purposes or chunks.
 - **Exact modular masks.** A mask is one residue per coefficient prime and ring coefficient of
   the encoded CKKS plaintext (NTT form), drawn uniformly by rejection sampling from the ChaCha20
@@ -15,21 +15,23 @@ ciphertext. Each party therefore adds, before encrypting, a mask that only cance
   values: statistical distance 0 from uniform (up to ChaCha20's pseudorandomness), so a single
   decrypted ciphertext is noise. In the sum the masks cancel exactly modulo each prime, so the
   sum carries the CKKS error of an unmasked run: no quantisation, no precision cost.
-- **Dropout recovery.** Before masking, each party Shamir-shares (pycryptodome, GF(2^128),
-  threshold ``t``) every exchange seed it holds with each peer, one share per other participant,
-  and seals each recipient's shares to it (X25519 + HKDF + ChaCha20-Poly1305, AAD binding run,
-  sender, recipient). The coordinator stores only sealed blobs. If parties drop after masking,
-  the coordinator declares the dropped set; each survivor opens the shares addressed to it and
-  reveals only shares of seeds between a *dropped* party and a *survivor*, after checking that
-  it is itself named a survivor, that the survivors reach the threshold, and that no party it
-  was earlier told is alive is now called dropped. With ``t`` shares the coordinator rebuilds
-  those seeds and adds the opposite of the dropped parties' uncancelled masks to the
-  survivors' sum (``CkksContext.add_mask``). Fewer than ``t`` survivors: refusal.
+- **Dropout recovery.** With its masked answer, each party sends Shamir shares (pycryptodome,
+  GF(2^128), threshold ``t``, default ``ceil(2n/3)``) of every exchange seed it holds, one
+  share per participant (itself included), each recipient's shares sealed to it (X25519 + HKDF
+  + ChaCha20-Poly1305, AAD binding run, exchange, sender and recipient). The coordinator keeps
+  only sealed blobs. If parties drop after the plan went out, the survivors' masks with them do
+  not cancel: the coordinator declares the dropped set once and asks each survivor to open the
+  shares sealed to it and reveal only shares of seeds between a *dropped* party and a
+  *survivor*. A survivor first checks it is itself named a survivor, that the survivors reach
+  the threshold, and that no party it was earlier told is alive is now called dropped. With
+  ``t`` shares the coordinator rebuilds those seeds and adds the opposite of the uncancelled
+  masks to the survivors' sum (``CkksContext.add_mask``). Fewer than ``t`` survivors: refusal.
 
 Notes
 -----
-Leakage: the coordinator with ``k <= n - 2`` parties learns the sum of the honest parties'
-vectors and nothing else about any single one. A dropped party's late ciphertext is refused once
+Leakage: the coordinator with ``k`` parties, ``k <= n - 2`` and ``k < t``, learns the sum of
+the honest parties' vectors and nothing else about any single one (with ``k >= t`` colluders
+it could rebuild every seed from their shares). A dropped party's late ciphertext is refused once
 it is declared dropped: with its seeds revealed, it would be readable. Without SecAgg's self
 masks, a coordinator that *falsely* declares a live party dropped and keeps its ciphertext reads
 that party's vector; a second declaration for the same exchange that contradicts the first is
