@@ -14,6 +14,8 @@ from secure_agg.keys import CkksContext, generate_context, public_context
 from secure_agg.masking import (
     MaskedExchange,
     MaskIdentity,
+    MaskingError,
+    MaskPlan,
     RecoveryRefusedError,
     RevealLedger,
     default_threshold,
@@ -21,6 +23,7 @@ from secure_agg.masking import (
     mask_chunks,
     reveal_shares,
     share_seeds,
+    threshold_for,
     unmask_sum,
 )
 from secure_agg.params import HEParams
@@ -233,3 +236,18 @@ def test_masks_differ_by_round_purpose_and_chunk(identities: dict[str, MaskIdent
 def test_a_malformed_mask_is_refused(secret_ctx: CkksContext) -> None:
     with pytest.raises(CodecError, match="mask must be uint64"):
         secret_ctx.encrypt(np.ones(3), mask=np.zeros((2, 10), dtype=np.uint64))
+
+
+def test_a_mask_plan_round_trips_and_bad_plans_are_refused() -> None:
+    plan = MaskPlan(exchange="round:2", members={"update": ("b", "a", "c"), "stats": None})
+    back = MaskPlan.from_json(plan.to_json())
+    assert back.members_of("update", ["x"]) == ("a", "b", "c")
+    assert back.members_of("stats", ["z", "y"]) == ("y", "z")
+    assert back.holders(["a", "b", "c", "d"]) == ("a", "b", "c", "d")
+    with pytest.raises(MaskingError, match="purpose must be one the plan masks"):
+        back.members_of("hist", ["a"])
+    with pytest.raises(MaskingError, match="mask plan must be"):
+        MaskPlan.from_json('{"exchange": "x"}')
+    with pytest.raises(MaskingError, match="mask-threshold must be between 2 and the 5"):
+        threshold_for(6, 5)
+    assert threshold_for(0, 5) == 4 and threshold_for(3, 5) == 3
