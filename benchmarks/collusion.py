@@ -43,7 +43,8 @@ from secure_agg.masking import (
     unmask_sum,
 )
 from server.coordinator.serverapp import CURIOUS_KEEP_ENV
-from simulations.runner import FederationOutcome, SimulationSpec, prepare_data, run_federation
+from simulations.runner import FederationOutcome, prepare_data, run_federation
+from simulations.spec import SimulationSpec
 
 PARTIES = 5
 DROPPED = "party_4"
