@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from secure_agg.aggregation import sum_encrypted
 from secure_agg.codec import decrypt_vector
 from secure_agg.errors import CodecError
-from secure_agg.keys import CkksContext, generate_context, public_context
+from secure_agg.keys import CkksContext
 from secure_agg.masking import (
     MaskedExchange,
     MaskIdentity,
@@ -26,21 +26,10 @@ from secure_agg.masking import (
     threshold_for,
     unmask_sum,
 )
-from secure_agg.params import HEParams
 
 NAMES = [f"party_{i}" for i in range(6)]
 LENGTH = 9000  # two ciphertext chunks at N = 8192
 EXCHANGE = "round:1"
-
-
-@pytest.fixture(scope="module")
-def secret_ctx() -> CkksContext:
-    return generate_context(HEParams())
-
-
-@pytest.fixture(scope="module")
-def server_ctx(secret_ctx: CkksContext) -> CkksContext:
-    return public_context(secret_ctx)
 
 
 @pytest.fixture(scope="module")

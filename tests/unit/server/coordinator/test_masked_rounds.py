@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import Message
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import FederationConfig
 from secure_agg.aggregation import CkksAggregation, unweight_sum
-from secure_agg.keys import CkksContext, generate_context, public_context
+from secure_agg.keys import CkksContext, public_context
 from secure_agg.masking import (
     MaskIdentity,
     MaskPlan,
@@ -24,7 +22,6 @@ from secure_agg.masking import (
     exchange_seed,
     open_shares,
 )
-from secure_agg.params import HEParams
 from server.coordinator.checkpoints import CheckpointStore
 from server.coordinator.progress import ProgressLog, read_events
 from server.coordinator.strategy import EncryptedFedAvg, FederationError, FederationResult
@@ -32,20 +29,10 @@ from tests.support.fake_grid import FakeGrid, FakeParty, FloatArray, VirtualCloc
 
 N = 6
 ROUNDS = 2
+pytestmark = pytest.mark.usefixtures("serverapp_identity")
+
 TIMEOUT = 30.0
 TOL = 1e-6
-
-
-@pytest.fixture(autouse=True)
-def serverapp_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)
-
-
-@pytest.fixture(scope="module")
-def secret() -> CkksContext:
-    return generate_context(HEParams())
 
 
 @pytest.fixture(scope="module")
