@@ -255,6 +255,15 @@ class FakeParty:
         return Message(content=content, reply_to=message)
 
 
+def oracle(rounds: Sequence[Sequence[FakeParty]]) -> FloatArray:
+    """The plaintext global model after ``rounds``, each listing the parties that trained."""
+    weights = np.zeros_like(rounds[0][0].step)
+    for answering in rounds:
+        total = sum(p.n_examples for p in answering)
+        weights = np.sum([p.n_examples * (weights + p.step) for p in answering], axis=0) / total
+    return weights
+
+
 def mean_model(global_sum: npt.ArrayLike | None, *, like: FloatArray) -> FloatArray:
     """The weighted mean a decrypted global sum stands for; zeros before round 1."""
     if global_sum is None:

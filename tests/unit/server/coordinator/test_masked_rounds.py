@@ -25,7 +25,7 @@ from secure_agg.masking import (
 from server.coordinator.checkpoints import CheckpointStore
 from server.coordinator.progress import ProgressLog, read_events
 from server.coordinator.strategy import EncryptedFedAvg, FederationError, FederationResult
-from tests.support.fake_grid import FakeGrid, FakeParty, FloatArray, VirtualClock
+from tests.support.fake_grid import FakeGrid, FakeParty, VirtualClock, oracle
 
 N = 6
 ROUNDS = 2
@@ -71,14 +71,6 @@ def run(secret: CkksContext, parties: list[FakeParty], tmp_path: Path) -> Federa
         clock=clock,
     )
     return strategy.start(FakeGrid(parties, clock=clock), timeout=TIMEOUT)
-
-
-def oracle(rounds: list[list[FakeParty]]) -> FloatArray:
-    weights = np.zeros_like(rounds[0][0].step)
-    for answering in rounds:
-        total = sum(p.n_examples for p in answering)
-        weights = sum(p.n_examples * (weights + p.step) for p in answering) / total
-    return weights
 
 
 @pytest.mark.parametrize("silent", range(N - default_threshold(N) + 1))

@@ -6,7 +6,6 @@ answering parties sent, each party adding its fixed step to the previous mean.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from server.coordinator.strategy import (
     RunState,
 )
 from server.coordinator.waves import QUICK_PULL, SLOW_PULL
-from tests.support.fake_grid import FakeGrid, FakeParty, FloatArray, VirtualClock
+from tests.support.fake_grid import FakeGrid, FakeParty, FloatArray, VirtualClock, oracle
 
 pytestmark = pytest.mark.usefixtures("serverapp_identity")
 
@@ -67,15 +66,6 @@ def make_parties(crypto: CkksAggregation, n: int, **behaviour: dict[str, Any]) -
             )
         )
     return parties
-
-
-def oracle(rounds: Sequence[Sequence[FakeParty]]) -> FloatArray:
-    """The plaintext global model after ``rounds``, each listing the parties that trained."""
-    weights = np.zeros_like(rounds[0][0].step)
-    for answering in rounds:
-        total = sum(p.n_examples for p in answering)
-        weights = sum(p.n_examples * (weights + p.step) for p in answering) / total
-    return weights
 
 
 def make_strategy(
