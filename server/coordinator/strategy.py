@@ -341,7 +341,9 @@ class EncryptedFedAvg:
         """
         nodes = list(grid.get_node_ids())
         # Names are not known yet: the parties mask against every party of the federation.
-        masks = self._masks("stats:1", {proto.PURPOSE_STATS: None}) if resumed is None else None
+        # A resumed run masks too, though it keeps its checkpoint's sum: the answers still
+        # pass through the coordinator.
+        masks = self._masks("stats:1", {proto.PURPOSE_STATS: None})
         content = RecordDict({proto.CONFIG: self._config_record(0, masks=masks)})
         messages = [_message(content, node, proto.MSG_STATS) for node in nodes]
         replies = exchange(grid, messages, timeout=timeout, clock=self.clock)
