@@ -12,7 +12,8 @@ with the real recovery protocol (each survivor opens the shares sealed to it wit
 Reports ``max_abs_corr`` (largest |Pearson r| over victims), ``sum_max_err`` and
 ``dropout_sum_max_err`` (largest error against the true sums, absolute and as a fraction of the
 sum's value range), ``masked_over_unmasked_round_time`` (mean steady round time, rounds 2..R,
-masked run over unmasked run), and both runs' final AUC.
+masked runs over unmasked runs, interleaved ``--repeats`` times), one party's update
+encryption time with and without masks, and the final AUC of both modes.
 
     .venv/bin/python benchmarks/collusion.py --json out.json [--no-masking] [--rounds 3]
 """
@@ -24,24 +25,30 @@ import json
 import os
 import statistics
 import tempfile
+import timeit
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from clients.party import PartyNode, load_party_config, mask_identity
 from fedrisk.federation.run_config import parse_run_config
 from fedrisk.ml.training import configure_torch
 from secure_agg.aggregation import sum_encrypted
-from secure_agg.codec import decrypt_vector, record_to_plain_vector
-from secure_agg.keys import load_secret_context, public_context
+from secure_agg.codec import decrypt_vector, encrypt_vector, record_to_plain_vector
+from secure_agg.keys import generate_context, load_secret_context, public_context
 from secure_agg.masking import (
     MaskedExchange,
+    MaskIdentity,
     RevealLedger,
+    mask_chunks,
     reveal_shares,
+    share_seeds,
     threshold_for,
     unmask_sum,
 )
+from secure_agg.params import HEParams
 from server.coordinator.serverapp import CURIOUS_KEEP_ENV
 from simulations.runner import FederationOutcome, prepare_data, run_federation
 from simulations.spec import SimulationSpec
@@ -156,6 +163,31 @@ def attack(workdir: Path, spec: SimulationSpec, *, masked: bool) -> dict[str, An
     return result
 
 
+def _encrypt_cost(parties: int, length: int, *, repeats: int = 5) -> dict[str, float]:
+    """One party's update encryption with and without its masks (the whole masking cost at a
+    party: mask streams for its peers plus the sealed shares), timed here on one core."""
+    ctx = generate_context(HEParams())
+    names = [f"party_{i}" for i in range(parties)]
+    keys = {name: X25519PrivateKey.generate() for name in names}
+    me = MaskIdentity(
+        names[0], "bench", keys[names[0]], {n: k.public_key() for n, k in keys.items()}
+    )
+    vec = np.random.default_rng(0).normal(size=length)
+    threshold = threshold_for(0, parties)
+
+    def masked() -> None:
+        mask_chunks(ctx, me, vec, exchange="round:1", purpose="update", participants=names)
+        share_seeds(me, exchange="round:1", participants=names, threshold=threshold)
+
+    plain = min(timeit.repeat(lambda: encrypt_vector(ctx, vec), number=1, repeat=repeats))
+    with_masks = min(timeit.repeat(masked, number=1, repeat=repeats))
+    return {
+        "party_encrypt_seconds_unmasked": plain,
+        "party_encrypt_seconds_masked": with_masks,
+        "party_encrypt_masked_over_unmasked": with_masks / plain,
+    }
+
+
 def _run_of(workdir: Path) -> str:
     """The run binding of the parties' seeds (``secure_agg.masking.run_binding``), kept by the
     ServerApp beside the ciphertexts."""
@@ -167,7 +199,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--no-masking", action="store_true", help="attack the unmasked run")
     parser.add_argument("--dataset", default="synthetic")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per mode")
     parser.add_argument(
         "--model",
         choices=("mlp", "lr"),
@@ -186,39 +219,49 @@ def main() -> None:
         hidden=(96, 64),
     )
     data = prepare_data(spec)
-    outcomes: dict[bool, FederationOutcome] = {}
+    runs: dict[bool, list[FederationOutcome]] = {True: [], False: []}
     attacked = not args.no_masking
     with tempfile.TemporaryDirectory(prefix="fedrisk-collusion-") as tmp:
-        for masking in (True, False):
-            workdir = Path(tmp) / ("masked" if masking else "unmasked")
-            keep = masking == attacked
-            if keep:
-                os.environ[CURIOUS_KEEP_ENV] = str(workdir / "kept")
-            try:
-                outcomes[masking] = run_federation(
-                    spec,
-                    data,
-                    release_dir=Path(tmp) / "registry",
-                    masking=masking,
-                    workdir=workdir,
-                )
-            finally:
-                os.environ.pop(CURIOUS_KEEP_ENV, None)
-            if keep:
-                result = attack(workdir, spec, masked=masking)
-    masked_t, unmasked_t = _steady_seconds(outcomes[True]), _steady_seconds(outcomes[False])
+        # Interleaved, so the shared machine's load hits both modes alike.
+        for repeat in range(args.repeats):
+            for masking in (True, False):
+                workdir = Path(tmp) / f"{'masked' if masking else 'unmasked'}-{repeat}"
+                keep = masking == attacked and repeat == 0
+                if keep:
+                    os.environ[CURIOUS_KEEP_ENV] = str(workdir / "kept")
+                try:
+                    runs[masking].append(
+                        run_federation(
+                            spec,
+                            data,
+                            release_dir=Path(tmp) / "registry",
+                            masking=masking,
+                            workdir=workdir,
+                        )
+                    )
+                finally:
+                    os.environ.pop(CURIOUS_KEEP_ENV, None)
+                if keep:
+                    result = attack(workdir, spec, masked=masking)
+    masked = [_steady_seconds(o) for o in runs[True]]
+    unmasked = [_steady_seconds(o) for o in runs[False]]
+    pairs = [m / u for m, u in zip(masked, unmasked, strict=True)]
     result.update(
         {
             "dataset": args.dataset,
             "parties": PARTIES,
             "rounds": args.rounds,
             "model": args.model,
-            "masked_round_seconds": masked_t,
-            "unmasked_round_seconds": unmasked_t,
-            "masked_over_unmasked_round_time": masked_t / unmasked_t,
-            "masked_final_auc": outcomes[True].history[-1]["auc"],
-            "unmasked_final_auc": outcomes[False].history[-1]["auc"],
-            "lineage_secure_aggregation": outcomes[True].artifact.lineage.secure_aggregation,
+            "repeats": args.repeats,
+            "masked_round_seconds": statistics.fmean(masked),
+            "unmasked_round_seconds": statistics.fmean(unmasked),
+            "masked_over_unmasked_round_time": statistics.fmean(masked)
+            / statistics.fmean(unmasked),
+            "round_time_ratio_per_repeat": pairs,
+            **_encrypt_cost(spec.parties, result["update_length"]),
+            "masked_final_auc": runs[True][0].history[-1]["auc"],
+            "unmasked_final_auc": runs[False][0].history[-1]["auc"],
+            "lineage_secure_aggregation": runs[True][0].artifact.lineage.secure_aggregation,
         }
     )
     args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
