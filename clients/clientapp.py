@@ -16,12 +16,19 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from clients import alignment, tree_party
-from clients.party import PartyNode, PartyRefusedError, resolve_party_config
+from clients.party import PartyNode, PartyRefusedError, mask_identity, resolve_party_config
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import parse_run_config
 from secure_agg.aggregation import FloatVector
 from secure_agg.errors import SecureAggError
+from secure_agg.masking import (
+    MaskPlan,
+    RevealLedger,
+    reveal_shares,
+    run_binding,
+    threshold_for,
+)
 from secure_agg.record_cache import take_decrypted
 
 log = logging.getLogger(__name__)
@@ -29,8 +36,9 @@ log = logging.getLogger(__name__)
 app = ClientApp()
 
 
-def _node(context: Context) -> PartyNode:
-    """Parse the run config and the party's config, load and validate its data.
+def _node(context: Context, message: Message | None = None) -> PartyNode:
+    """Parse the run config and the party's config, load and validate its data; set up the
+    masks ``message`` asks for.
 
     Raises
     ------
@@ -41,15 +49,43 @@ def _node(context: Context) -> PartyNode:
     federation = parse_run_config(dict(context.run_config))
     try:
         config = resolve_party_config(dict(context.node_config), federation)
-        return PartyNode(config, federation)
+        node = PartyNode(config, federation)
+        plan = None if message is None else _mask_plan(message)
+        if plan is not None:
+            used = context.state.config_records.get(_MASKS_USED, ConfigRecord())
+            node.use_masks(
+                plan,
+                run=run_binding(federation.run_id, context.run_id),
+                used={str(k): str(v) for k, v in used.items()},
+            )
+        return node
     except FedRiskError as e:
         raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
+
+
+def _mask_plan(message: Message) -> MaskPlan | None:
+    config = message.content.config_records.get(proto.CONFIG, ConfigRecord())
+    text = config.get(proto.CFG_MASK)
+    return MaskPlan.from_json(str(text)) if text else None
+
+
+_MASKS_USED = "fedrisk.masks-used"
+"""Where a party keeps, in its run's ``Context.state``, the vectors it masked per exchange."""
+
+
+def _remember_masks(context: Context, node: PartyNode) -> None:
+    if node.masks_used:
+        context.state[_MASKS_USED] = ConfigRecord(dict(node.masks_used))
 
 
 def _reply(message: Message, node: PartyNode, **records: ArrayRecord | MetricRecord) -> Message:
     content = RecordDict({proto.CONFIG: ConfigRecord({proto.CFG_PARTY: node.config.name})})
     for key, record in records.items():
         content[key] = record
+    shares = node.sealed_shares()
+    if shares:
+        # Sealed to each recipient: the coordinator keeps them unread, for dropout recovery.
+        content[proto.MASK_SHARES] = ConfigRecord(dict(shares))
     return Message(content=content, reply_to=message)
 
 
@@ -87,8 +123,10 @@ Handler = Callable[[Message, PartyNode, dict[str, FloatVector]], Message]
 
 def _handle(fn: Handler) -> Callable[[Message, Context], Message]:
     def handler(message: Message, context: Context) -> Message:
-        node = _node(context)
-        return fn(message, node, _sealed(message, context, node))
+        node = _node(context, message)
+        reply = fn(message, node, _sealed(message, context, node))
+        _remember_masks(context, node)
+        return reply
 
     handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__
@@ -152,7 +190,7 @@ def metrics(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -
 @app.query("tree")
 def tree(message: Message, context: Context) -> Message:
     """One boosting step: apply the pooled histograms, send the next level's encrypted."""
-    node = _node(context)
+    node = _node(context, message)
     sealed = _sealed(message, context, node)
     stats = sealed.get(proto.ENC_STATS)
     if stats is None:
@@ -162,6 +200,7 @@ def tree(message: Message, context: Context) -> Message:
         node, context.state, stats=stats, pooled=sealed.get(proto.ENC_GLOBAL), number=number
     )
     reply = _reply(message, node, **({proto.ENC_TREE: record} if record is not None else {}))
+    _remember_masks(context, node)
     cfg = reply.content.config_records[proto.CONFIG]
     cfg[proto.CFG_TREE_DONE] = done
     cfg[proto.CFG_TREE_REPORT] = json.dumps(report) if report else ""
@@ -178,6 +217,54 @@ def align(message: Message, context: Context) -> Message:
     except (FedRiskError, SecureAggError) as e:
         # Bad identifiers or a malformed blinded list: the party refuses, saying why.
         raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
+
+
+@app.query("unmask")
+def unmask(message: Message, context: Context) -> Message:
+    """Parties dropped after masking: reveal this survivor's shares of the seeds between each
+    dropped party and each survivor, never of a seed between two survivors.
+
+    Refuses (``RecoveryRefusedError``) when this party is named dropped, the survivors are
+    fewer than the threshold, or the request contradicts an earlier one for the exchange.
+    """
+    node = _node(context)
+    plan = _mask_plan(message)
+    if plan is None or not plan.dropped:
+        raise PartyRefusedError("unmask query must carry a mask plan naming dropped parties")
+    identity = mask_identity(node.config, run_binding(node.federation.run_id, context.run_id))
+    holders = plan.holders(identity.peers)
+    ledger = _reveal_ledger(context)
+    revealed = reveal_shares(
+        identity,
+        exchange=plan.exchange,
+        participants=holders,
+        dropped=plan.dropped,
+        sealed={
+            str(sender): bytes(blob)  # type: ignore[arg-type]
+            for sender, blob in message.content.config_records[proto.MASK_SHARES].items()
+        },
+        threshold=threshold_for(node.federation.mask_threshold, len(holders)),
+        ledger=ledger,
+    )
+    context.state[_LEDGER] = ConfigRecord(
+        {exchange: json.dumps(sorted(alive)) for exchange, alive in ledger.alive.items()}
+    )
+    content = RecordDict(
+        {
+            proto.CONFIG: ConfigRecord({proto.CFG_PARTY: node.config.name}),
+            proto.MASK_REVEALED: ConfigRecord(dict(revealed)),
+        }
+    )
+    return Message(content=content, reply_to=message)
+
+
+_LEDGER = "fedrisk.mask-reveals"
+"""Where a party keeps, in its run's ``Context.state``, whom it was told is alive per exchange."""
+
+
+def _reveal_ledger(context: Context) -> RevealLedger:
+    record = context.state.config_records.get(_LEDGER, ConfigRecord())
+    return RevealLedger(alive={str(k): frozenset(json.loads(str(v))) for k, v in record.items()})
 
 
 @app.query("release")

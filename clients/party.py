@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import secrets
 import uuid
@@ -21,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedrisk.data.schema import DatasetSchema, load_schema
 from fedrisk.data.validation import load_party_frame
 from fedrisk.errors import FedRiskError
+from fedrisk.federation.protocol import PURPOSE_HIST, PURPOSE_STATS, PURPOSE_UPDATE
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.features import FeatureStats, Preprocessor
 from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
@@ -43,7 +46,11 @@ from fedrisk.release.artifact import (
     artifact_from_pipeline,
     write_artifact,
 )
-from fedrisk.release.identity import load_signing_key
+from fedrisk.release.identity import (
+    load_receiving_key,
+    load_signing_key,
+    receiving_public_key_from_pem,
+)
 from secure_agg.aggregation import (
     CkksAggregation,
     FloatVector,
@@ -53,6 +60,15 @@ from secure_agg.aggregation import (
     weight_update,
 )
 from secure_agg.keys import load_secret_context
+from secure_agg.masking import (
+    MIN_MASKED_PARTIES,
+    MaskIdentity,
+    MaskingError,
+    MaskPlan,
+    chunk_masks,
+    share_seeds,
+    threshold_for,
+)
 from secure_agg.params import HEParams
 
 log = logging.getLogger(__name__)
@@ -88,6 +104,10 @@ class PartyConfig(BaseModel):
     """The federation's identifier key file (``IdentifierKey.save``), when the parties share no
     CKKS secret context to derive it from (``clients.alignment.identifier_key``)."""
     he_params: HEParams = HEParams()
+    receiving_key: Path | None = None
+    """The party's X25519 key (mode 0600): its pairwise mask seeds and sealed shares."""
+    peer_keys: Path | None = None
+    """JSON of every federation party's X25519 public key (PEM) by name, from the manifest."""
 
 
 def load_party_config(path: Path) -> PartyConfig:
@@ -106,6 +126,8 @@ def load_party_config(path: Path) -> PartyConfig:
         "signing_key",
         "release_dir",
         "identifier_key",
+        "receiving_key",
+        "peer_keys",
     ):
         if key in raw and not Path(raw[key]).is_absolute():
             raw[key] = str(path.parent / raw[key])
@@ -224,6 +246,47 @@ def warm_up(config: PartyConfig) -> None:
     optimiser.step()
 
 
+@functools.lru_cache(maxsize=4)
+def _peer_keys(path: Path, stamp: int) -> dict[str, X25519PublicKey]:
+    del stamp  # part of the cache key only
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            str(name): receiving_public_key_from_pem(str(pem), source=f"{path} [{name}]")
+            for name, pem in dict(raw).items()
+        }
+    except (OSError, ValueError, TypeError, FedRiskError) as e:
+        raise PartyRefusedError(
+            f"peer_keys {path} must be JSON of party name → X25519 public key PEM; got {e}"
+        ) from e
+
+
+def mask_identity(config: PartyConfig, run: str) -> MaskIdentity:
+    """The party's masking identity for run ``run`` (its X25519 key and its peers' keys).
+
+    Raises
+    ------
+    PartyRefusedError
+        ``receiving_key`` or ``peer_keys`` is not set or cannot be read.
+    """
+    if config.receiving_key is None or config.peer_keys is None:
+        raise PartyRefusedError(
+            f"party {config.name}: receiving_key and peer_keys must be set in party.toml for a "
+            "masked run"
+        )
+    try:
+        stamp = config.peer_keys.stat().st_mtime_ns
+        private = load_receiving_key(config.receiving_key)
+    except (OSError, FedRiskError) as e:
+        raise PartyRefusedError(f"party {config.name}: masking keys unreadable: {e}") from e
+    peers = _peer_keys(config.peer_keys, stamp)
+    if config.name not in peers:
+        raise PartyRefusedError(
+            f"peer_keys must list this party {config.name!r}; got {sorted(peers)}"
+        )
+    return MaskIdentity(name=config.name, run_id=run, private_key=private, peers=peers)
+
+
 class PartyNode:
     """One party's side of every message type; holds no state between messages.
 
@@ -237,6 +300,69 @@ class PartyNode:
         self.federation = federation
         self.data = load_local_data(config)
         self.channel = _aggregation(config.secret_context, federation.plaintext)
+        self._masking: tuple[MaskIdentity, MaskPlan] | None = None
+        self._masked = False
+        self.masks_used: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- masking
+
+    def use_masks(self, plan: MaskPlan, *, run: str, used: dict[str, str]) -> None:
+        """Mask what this message's answer encrypts, as ``plan`` says (encrypted runs only).
+
+        ``used`` maps ``exchange|purpose`` to the digest of the vector this party masked there
+        in this run (kept in the run's ``Context.state``); it is updated as vectors are masked.
+        """
+        if not self.federation.masked:
+            raise PartyRefusedError("the message asks for masks but this run has masking off")
+        self._masking = (mask_identity(self.config, run), plan)
+        self.masks_used = used
+
+    @property
+    def mask_identity(self) -> MaskIdentity | None:
+        """The identity masks of this message are made with, if the message asked for masks."""
+        return None if self._masking is None else self._masking[0]
+
+    def encode(self, vec: Any, purpose: str) -> Any:
+        """Encrypt ``vec`` for sending; masked for ``purpose`` when the message asked for masks
+        and at least 3 parties take part (:mod:`secure_agg.masking`)."""
+        if self._masking is None:
+            return self.channel.encode(vec)
+        identity, plan = self._masking
+        try:
+            members = plan.members_of(purpose, identity.peers)
+            if len(members) < MIN_MASKED_PARTIES:
+                return self.channel.encode(vec)
+            masks = chunk_masks(
+                identity, exchange=plan.exchange, purpose=purpose, participants=members
+            )
+        except MaskingError as e:
+            raise PartyRefusedError(f"party {self.config.name}: {e}") from e
+        # The same masks on two different vectors would reveal their difference: a reused
+        # exchange label is accepted only for a resend of the very same vector.
+        slot = f"{plan.exchange}|{purpose}"
+        digest = hashlib.sha256(np.ascontiguousarray(vec, dtype=np.float64).tobytes()).hexdigest()
+        if self.masks_used.setdefault(slot, digest) != digest:
+            raise PartyRefusedError(
+                f"party {self.config.name}: exchange {plan.exchange!r} must not mask a second, "
+                f"different {purpose} vector (its masks would cancel between the two)"
+            )
+        self._masked = True
+        return self.channel.encode(vec, masks=masks)
+
+    def sealed_shares(self) -> dict[str, bytes]:
+        """Shamir shares of this exchange's seeds, sealed to each participant; empty if this
+        message masked nothing."""
+        if self._masking is None or not self._masked:
+            return {}
+        identity, plan = self._masking
+        holders = plan.holders(identity.peers)
+        try:
+            threshold = threshold_for(self.federation.mask_threshold, len(holders))
+            return share_seeds(
+                identity, exchange=plan.exchange, participants=holders, threshold=threshold
+            )
+        except MaskingError as e:
+            raise PartyRefusedError(f"party {self.config.name}: {e}") from e
 
     @property
     def stats_bins(self) -> int:
@@ -262,13 +388,14 @@ class PartyNode:
                     ScorecardStats(schema, pooled, n_bins=config.histogram_bins)
                 )
             )
-            return self.channel.encode(
+            return self.encode(
                 scorecard_statistics(
                     self.data.train, schema, n_bins=config.histogram_bins, candidate=candidate
-                )
+                ),
+                PURPOSE_STATS,
             )
         stats = FeatureStats.from_frame(self.data.train, self.data.schema, n_bins=self.stats_bins)
-        return self.channel.encode(stats.to_vector())
+        return self.encode(stats.to_vector(), PURPOSE_STATS)
 
     def decrypt(self, record: Any) -> FloatVector:
         """Decrypt a record the server sent (a sum of the parties' encrypted vectors)."""
@@ -336,15 +463,15 @@ class PartyNode:
                 plan=plan,
                 rng=np.random.default_rng(secrets.randbits(128)),
             )
-            return self.channel.encode(weight_update(noisy, 1))
+            return self.encode(weight_update(noisy, 1), PURPOSE_UPDATE)
         update = weight_update(pipeline.weights_, len(self.data.train))
-        return self.channel.encode(update)
+        return self.encode(update, PURPOSE_UPDATE)
 
     def evaluate(self, stats: FloatVector, global_sum: FloatVector) -> Any:
         """Encrypted per-class score histograms of the local test split."""
         p = self._global_pipeline(stats, global_sum).predict_proba(self.data.test)
         y = self.data.test[self._target].to_numpy()
-        return self.channel.encode(score_histograms(y, p, n_bins=HIST_BINS).ravel())
+        return self.encode(score_histograms(y, p, n_bins=HIST_BINS).ravel(), PURPOSE_HIST)
 
     def metrics(self, enc_hist: Any) -> tuple[float, float]:
         """Decrypt the pooled histograms: global AUC and KS over every party's test split."""
@@ -427,6 +554,7 @@ class PartyNode:
                 rounds=rounds,
                 dataset_fingerprint=fingerprint,
                 created_at=datetime.now(UTC).isoformat(),
+                secure_aggregation=self.secure_aggregation(len(parties)),
             ),
             privacy=(
                 None
@@ -434,6 +562,15 @@ class PartyNode:
                 else PrivacyRecord.from_plan(plan, history=history, parties=parties)
             ),
         )
+
+    def secure_aggregation(self, n_parties: int) -> str:
+        """The run's protection of individual vectors, as the signed artifact states it."""
+        if self.federation.plaintext:
+            return "none (plaintext comparison mode)"
+        if not self.federation.masking or n_parties < MIN_MASKED_PARTIES:
+            return "ckks (shared key; no pairwise masks)"
+        threshold = threshold_for(self.federation.mask_threshold, n_parties)
+        return f"ckks+pairwise-masks threshold={threshold}/{n_parties}"
 
     def write_release(self, artifact: ModelArtifact) -> Path:
         """Sign ``artifact`` with this party's key and write it to its release folder."""

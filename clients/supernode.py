@@ -42,11 +42,13 @@ from fedrisk.federation.processes import (
     stop_process_tree,
 )
 from fedrisk.files import write_atomic
+from fedrisk.release.identity import receiving_public_key_pem
 from secure_agg.params import parse_he_params
 
 log = logging.getLogger(__name__)
 
 PARTY_CONFIG_FILE: Final = "party.toml"
+PEER_KEYS_FILE: Final = "peer_keys.json"
 NODE_CONFIG_FILE: Final = "node-config.toml"
 RUNTIME_FILE: Final = "supernode.json"
 LOG_FILE: Final = "supernode.log"
@@ -155,6 +157,20 @@ def prepare_party_runtime(
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     releases.mkdir(parents=True, exist_ok=True)
     party_config = state / PARTY_CONFIG_FILE
+    # The pairwise masks' peers come from the provisioned manifest, never from the coordinator:
+    # a key it substituted would let it strip a party's masks.
+    peer_keys = state / PEER_KEYS_FILE
+    write_atomic(
+        peer_keys,
+        json.dumps(
+            {
+                record.name: receiving_public_key_pem(record.receiving_key())
+                for record in bundle.manifest.parties
+            },
+            indent=1,
+        ),
+        private=False,
+    )
     write_atomic(
         party_config,
         tomli_w.dumps(
@@ -165,6 +181,8 @@ def prepare_party_runtime(
                 "schema_file": str(schema_file.resolve()),
                 "secret_context": str(layout.secret_context),
                 "signing_key": str(layout.signing_key),
+                "receiving_key": str(layout.receiving_key),
+                "peer_keys": str(peer_keys),
                 "release_dir": str(releases),
                 "he_params": he_params.model_dump(mode="json"),
             }

@@ -18,6 +18,7 @@ from flwr.app import ConfigRecord, RecordDict
 
 from clients.party import PartyConfig, PartyNode, PartyRefusedError, load_local_data
 from fedrisk.errors import FedRiskError
+from fedrisk.federation import protocol as proto
 from fedrisk.ml.features import Preprocessor
 from fedrisk.ml.trees import (
     BoostingState,
@@ -125,7 +126,7 @@ def step(
     if state.done:
         return None, report, True
     shard = shard_of(node, state.binning, params)
-    return node.channel.encode(state.local_vector(shard)), report, False
+    return node.encode(state.local_vector(shard), proto.PURPOSE_TREE), report, False
 
 
 def release(

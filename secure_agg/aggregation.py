@@ -28,7 +28,7 @@ from secure_agg.codec import (
     record_to_plain_vector,
 )
 from secure_agg.errors import AggregationError, CodecError
-from secure_agg.keys import CkksContext
+from secure_agg.keys import ChunkMaskSource, CkksContext
 
 FloatVector = npt.NDArray[np.float64]
 
@@ -240,8 +240,9 @@ class VectorAggregation(Protocol):
         """Whether the server is unable to read what it sums."""
         ...
 
-    def encode(self, vec: npt.ArrayLike) -> ArrayRecord:
-        """Pack one party's (already weighted) vector for sending."""
+    def encode(self, vec: npt.ArrayLike, *, masks: ChunkMaskSource | None = None) -> ArrayRecord:
+        """Pack one party's (already weighted) vector for sending, masked when ``masks`` is
+        given (:mod:`secure_agg.masking`)."""
         ...
 
     def sum_records(
@@ -276,9 +277,14 @@ class CkksAggregation:
         """Always true: the server only ever holds ciphertexts."""
         return True
 
-    def encode(self, vec: npt.ArrayLike) -> ArrayRecord:
-        """Encrypt ``vec`` into a record."""
-        return encrypt_to_record(self._ctx, vec)
+    def encode(self, vec: npt.ArrayLike, *, masks: ChunkMaskSource | None = None) -> ArrayRecord:
+        """Encrypt ``vec`` into a record, each chunk masked by ``masks`` if given."""
+        return encrypt_to_record(self._ctx, vec, masks=masks)
+
+    @property
+    def context(self) -> CkksContext:
+        """The context vectors are encrypted (or summed) with."""
+        return self._ctx
 
     def sum_records(
         self, records: Sequence[ArrayRecord], *, min_parties: int = MIN_PARTIES
@@ -305,8 +311,10 @@ class InsecurePlainAggregation:
         """Always false: the server sees every update."""
         return False
 
-    def encode(self, vec: npt.ArrayLike) -> ArrayRecord:
-        """Pack ``vec`` as plaintext float64."""
+    def encode(self, vec: npt.ArrayLike, *, masks: ChunkMaskSource | None = None) -> ArrayRecord:
+        """Pack ``vec`` as plaintext float64 (masks exist only under encryption)."""
+        if masks is not None:
+            raise AggregationError("masks must not be given in the plaintext comparison mode")
         return plain_vector_to_record(vec)
 
     def sum_records(

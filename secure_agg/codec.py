@@ -26,7 +26,7 @@ import numpy.typing as npt
 from flwr.app import Array, ArrayRecord
 
 from secure_agg.errors import CodecError
-from secure_agg.keys import CkksContext
+from secure_agg.keys import ChunkMaskSource, CkksContext
 
 FloatVector = npt.NDArray[np.float64]
 Scheme = Literal["ckks", "plain"]
@@ -62,7 +62,9 @@ def _chunk_sizes(length: int, *, slots: int) -> list[int]:
     return [min(slots, length - i * slots) for i in range(n)]
 
 
-def encrypt_vector(ctx: CkksContext, vec: npt.ArrayLike) -> list[bytes]:
+def encrypt_vector(
+    ctx: CkksContext, vec: npt.ArrayLike, *, masks: ChunkMaskSource | None = None
+) -> list[bytes]:
     """Encrypt a float vector of any length as serialized CKKS ciphertexts of ``ctx.slots`` values.
 
     Parameters
@@ -79,7 +81,13 @@ def encrypt_vector(ctx: CkksContext, vec: npt.ArrayLike) -> list[bytes]:
     """
     arr = _as_vector(vec)
     slots = ctx.slots
-    return [ctx.encrypt(arr[start : start + slots]) for start in range(0, arr.size, slots)]
+    return [
+        ctx.encrypt(
+            arr[start : start + slots],
+            mask=None if masks is None else masks(index, ctx.ring_moduli, ctx.poly_modulus_degree),
+        )
+        for index, start in enumerate(range(0, arr.size, slots))
+    ]
 
 
 def decrypt_vector(ctx: CkksContext, chunks: Sequence[bytes], *, length: int) -> FloatVector:
@@ -245,10 +253,12 @@ def record_to_plain_vector(record: ArrayRecord) -> FloatVector:
     return np.asarray(arr, dtype=np.float64)
 
 
-def encrypt_to_record(ctx: CkksContext, vec: npt.ArrayLike) -> ArrayRecord:
+def encrypt_to_record(
+    ctx: CkksContext, vec: npt.ArrayLike, *, masks: ChunkMaskSource | None = None
+) -> ArrayRecord:
     """``encrypt_vector`` then ``chunks_to_record``: what a party sends."""
     arr = _as_vector(vec)
-    return chunks_to_record(encrypt_vector(ctx, arr), length=arr.size)
+    return chunks_to_record(encrypt_vector(ctx, arr, masks=masks), length=arr.size)
 
 
 def decrypt_record(ctx: CkksContext, record: ArrayRecord) -> FloatVector:

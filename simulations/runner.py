@@ -126,6 +126,7 @@ def run_federation(
     *,
     release_dir: Path,
     plaintext: bool = False,
+    masking: bool = True,
     workdir: Path | None = None,
     on_event: EventHandler | None = None,
     he_params: HEParams | None = None,
@@ -147,7 +148,7 @@ def run_federation(
             release_dir=release_dir,
             he_params=he_params,
         )
-        run_config = _run_config(spec, ws, plaintext=plaintext)
+        run_config = _run_config(spec, ws, plaintext=plaintext, masking=masking)
         with simulation_link(root) as link:
             run_id = submit_run(
                 connection=link.connection,
@@ -187,7 +188,7 @@ def run_federation(
 
 
 def _run_config(
-    spec: SimulationSpec, ws: SimWorkspace, *, plaintext: bool
+    spec: SimulationSpec, ws: SimWorkspace, *, plaintext: bool, masking: bool = True
 ) -> dict[str, RunConfigValue]:
     """The validated run config of one simulated run (unset settings keep the FAB defaults)."""
     config = parse_run_config(
@@ -198,6 +199,7 @@ def _run_config(
             "hidden": spec.hidden,
             "seed": spec.seed,
             "plaintext": plaintext,
+            "masking": masking,
             "min_parties": min(MIN_SECURE_PARTIES, spec.parties),
             "allow_fewer_parties": spec.allow_fewer_parties or spec.parties < MIN_SECURE_PARTIES,
             "local_epochs": spec.local_epochs,

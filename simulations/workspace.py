@@ -1,12 +1,15 @@
 """Lays out a simulated federation on disk: one folder per party, one for the server.
 
 Each simulated party gets what a real one would hold: its own train/test files, the schema, the
-CKKS secret context (mode 0600), an Ed25519 signing key and a ``party.toml``. The server folder
-gets the public context only. The ClientApp then reads its files exactly as a deployed party does.
+CKKS secret context (mode 0600), an Ed25519 signing key, an X25519 receiving key (pairwise
+masks), the federation's receiving public keys (``peer_keys.json``) and a ``party.toml``. The
+server folder gets the public context only. The ClientApp then reads its files exactly as a
+deployed party does.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +17,15 @@ from pathlib import Path
 
 from fedrisk.data.partitions import PartyData
 from fedrisk.data.schema import DatasetSchema, schema_to_toml
-from fedrisk.release.identity import generate_signing_key, key_id, save_private_key, save_public_key
+from fedrisk.release.identity import (
+    generate_receiving_key,
+    generate_signing_key,
+    key_id,
+    receiving_public_key_pem,
+    save_private_key,
+    save_public_key,
+    save_receiving_key,
+)
 from secure_agg.keys import write_atomics
 from secure_agg.params import HEParams
 
@@ -62,6 +73,11 @@ def prepare_workspace(
     trusted.mkdir(parents=True, exist_ok=True)
     schema_text = schema_to_toml(schema)
     names: list[str] = []
+    receiving = {party.name: generate_receiving_key() for party in parties}
+    peer_keys = json.dumps(
+        {name: receiving_public_key_pem(key.public_key()) for name, key in receiving.items()},
+        indent=1,
+    )
     for index, party in enumerate(parties):
         folder = root / "parties" / f"party_{index}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +95,10 @@ def prepare_workspace(
         # that verifies an earlier run's artifact.
         public = signing_key.public_key()
         save_public_key(public, trusted / f"{party.name}-{key_id(public)}.pub")
+        receiving_key = folder / "receiving.key"
+        receiving_key.unlink(missing_ok=True)
+        save_receiving_key(receiving[party.name], receiving_key)
+        (folder / "peer_keys.json").write_text(peer_keys, encoding="utf-8")
         (folder / "party.toml").write_text(
             "\n".join(
                 [
@@ -88,6 +108,8 @@ def prepare_workspace(
                     'schema_file = "schema.toml"',
                     'secret_context = "ckks.secret.ctx"',
                     'signing_key = "signing.key"',
+                    'receiving_key = "receiving.key"',
+                    'peer_keys = "peer_keys.json"',
                     f"release_dir = {_toml_path(release_dir)}",
                     "",
                     "[he_params]",

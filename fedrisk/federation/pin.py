@@ -253,6 +253,9 @@ def fedrisk_app_rules(
         "dp-clip-norm": RangeRule(integer=False, min=1e-6, max=1000.0),
         "dp-noise-multiplier": RangeRule(integer=False, min=0.0, max=1e4),
         "dp-sampling-rate": RangeRule(integer=False, min=1e-6, max=1.0),
+        # Masks come off only with encryption's own comparison mode.
+        "masking": ChoiceRule(values=(True, False)) if allow_plaintext else FixedRule(value=True),
+        "mask-threshold": RangeRule(integer=True, min=0, max=len(manifest.parties)),
     }
 
 

@@ -15,6 +15,9 @@ MSG_METRICS: Final = "query.metrics"
 MSG_RELEASE: Final = "query.release"
 MSG_TREE: Final = "query.tree"
 MSG_ALIGN: Final = "query.align"
+MSG_UNMASK: Final = "query.unmask"
+"""Asked of a masked exchange's survivors when parties dropped: reveal shares of the seeds
+between the dropped parties and the survivors (:mod:`secure_agg.masking`)."""
 
 # Record keys inside a message's RecordDict.
 CONFIG: Final = "config"
@@ -48,6 +51,11 @@ def align_channel_key(slot: int) -> str:
     """The config key of the guest's channel public key for host slot ``slot``."""
     return f"{CFG_ALIGN_CHANNEL}/{slot}"
 
+MASK_SHARES: Final = "mask-shares"
+"""ConfigRecord of sealed Shamir shares: recipient → bytes in a reply; sender → bytes in an
+unmask query (only the named recipient can open each)."""
+MASK_REVEALED: Final = "mask-revealed"
+"""ConfigRecord of a survivor's revealed shares: pair name → share bytes."""
 
 # ConfigRecord keys.
 CFG_ROUND: Final = "round"
@@ -82,6 +90,15 @@ ALIGN_OFFER: Final = "offer"
 ALIGN_REBLIND: Final = "reblind"
 ALIGN_MATCH: Final = "match"
 ALIGN_FINISH: Final = "finish"
+CFG_MASK: Final = "mask"
+"""JSON of a masked exchange's plan: its label, threshold, participants per purpose (``null``:
+every party of the federation) and, in an unmask query, the dropped parties."""
+
+# Masking purposes: one mask stream per purpose within an exchange.
+PURPOSE_STATS: Final = "stats"
+PURPOSE_UPDATE: Final = "update"
+PURPOSE_HIST: Final = "hist"
+PURPOSE_TREE: Final = "tree"
 
 # Metric names.
 METRIC_AUC: Final = "auc"

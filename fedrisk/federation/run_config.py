@@ -82,6 +82,11 @@ class FederationConfig(BaseModel):
     """σ; 0 calibrates it to the budget over the planned rounds."""
     dp_sampling_rate: float = Field(default=0.05, gt=0.0, le=1.0, alias="dp-sampling-rate")
     """Poisson rate of a DP-SGD step (sample mode)."""
+    masking: bool = True
+    """Pairwise masks under the encryption (:mod:`secure_agg.masking`), with 3 or more parties:
+    the coordinator colluding with a party then reads only sums. Off only to measure its cost."""
+    mask_threshold: int = Field(default=0, ge=0, alias="mask-threshold")
+    """Survivors needed to rebuild dropped parties' masks; 0 means ``ceil(2n/3)``."""
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -151,6 +156,11 @@ class FederationConfig(BaseModel):
         if plan is None or self.dp_noise_multiplier > 0:
             return self
         return self.model_copy(update={"dp_noise_multiplier": plan.noise_multiplier})
+
+    @property
+    def masked(self) -> bool:
+        """Whether the parties mask what they encrypt (encrypted runs with ``masking`` on)."""
+        return self.masking and not self.plaintext
 
     @property
     def server_path(self) -> Path | None:

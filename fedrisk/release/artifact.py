@@ -91,6 +91,9 @@ class Lineage(BaseModel):
     rounds: int = Field(ge=0)
     dataset_fingerprint: str
     created_at: str
+    secure_aggregation: str | None = None
+    """How the parties' vectors were protected from the coordinator, e.g. ``"ckks+pairwise-masks
+    threshold=4/5"`` (None in artifacts written before it was recorded)."""
 
     @field_validator("created_at")
     @classmethod

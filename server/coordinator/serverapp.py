@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from flwr.app import Context
+from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
+from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import FederationConfig, parse_run_config
 from fedrisk.files import write_atomic
 from secure_agg.aggregation import CkksAggregation, InsecurePlainAggregation, VectorAggregation
+from secure_agg.codec import record_to_chunks
 from secure_agg.keys import load_public_context
+from secure_agg.masking import run_binding
 from server.coordinator.checkpoints import CheckpointStore
 from server.coordinator.progress import ProgressLog
 from server.coordinator.strategy import EncryptedFedAvg
@@ -44,6 +50,28 @@ def build_summer(config: FederationConfig) -> VectorAggregation:
     return CkksAggregation(load_public_context(Path(config.public_context)))
 
 
+CURIOUS_KEEP_ENV = "FEDRISK_CURIOUS_COORDINATOR_DIR"
+"""Attack demonstration only (``benchmarks/collusion.py``): the folder where the ServerApp keeps
+round 1's individual ciphertexts, as a curious coordinator could."""
+
+
+def keep_ciphertexts(folder: Path, run: str, replies: Mapping[str, Message]) -> None:
+    """Write each party's round-1 update ciphertext chunks and its sealed shares (never opened
+    here) under ``folder/<party>/``, and the run binding of the masks in ``folder/run.txt``:
+    what a curious coordinator holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / "run.txt", run)
+    for party, reply in replies.items():
+        chunks, length = record_to_chunks(reply.content.array_records[proto.ENC_UPDATE])
+        shares = reply.content.config_records.get(proto.MASK_SHARES)
+        sealed = {k: bytes(v).hex() for k, v in shares.items()} if shares else {}  # type: ignore[arg-type]
+        (folder / party).mkdir(exist_ok=True)
+        write_atomic(
+            folder / party / "update.json",
+            json.dumps({"length": length, "chunks": [c.hex() for c in chunks], "sealed": sealed}),
+        )
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Parse the run config once, then run stats, rounds, evaluation and release."""
@@ -60,6 +88,10 @@ def main(grid: Grid, context: Context) -> None:
         checkpoints = CheckpointStore(server_dir / "checkpoints") if server_dir else None
         kind = TreeBoosting if config.model == "gbdt" else EncryptedFedAvg
         strategy = kind(config=config, summer=summer, progress=progress, checkpoints=checkpoints)
+        keep = os.environ.get(CURIOUS_KEEP_ENV)
+        if keep:
+            run = run_binding(config.run_id, context.run_id)
+            strategy.keep_round_one = functools.partial(keep_ciphertexts, Path(keep), run)
         result = strategy.start(grid, num_rounds=config.rounds, timeout=config.round_timeout)
     except Exception as e:
         progress.emit("failed", reason=f"{type(e).__name__}: {e}")
@@ -70,6 +102,7 @@ def main(grid: Grid, context: Context) -> None:
             "run_id": config.run_id,
             "rounds": config.rounds,
             "he": not config.plaintext,
+            "masking": config.masked,
             "history": history,
             "final": {"auc": history[-1]["auc"], "ks": history[-1]["ks"]} if history else None,
             "evaluate_metrics": {str(k): dict(v) for k, v in result.metrics.items()},

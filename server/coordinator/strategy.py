@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -70,8 +70,10 @@ from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.kinds import statistics_passes
 from secure_agg.aggregation import VectorAggregation
+from secure_agg.masking import MaskPlan
 from server.coordinator.checkpoints import Checkpoint, CheckpointStore
 from server.coordinator.progress import ProgressLog
+from server.coordinator.unmasking import ExchangeMasks, UnmaskError, masked_sum
 from server.coordinator.waves import (
     Clock,
     Delivery,
@@ -194,6 +196,8 @@ class _Exchange:
     seconds: float
     metrics_node: int | None
     """The node sent the pooled histograms to decrypt, if any."""
+    masks: ExchangeMasks | None = None
+    """The exchange's mask plan (masked runs), and its dropout recovery once needed."""
 
 
 class EncryptedFedAvg:
@@ -228,6 +232,8 @@ class EncryptedFedAvg:
         self.progress = progress
         self.checkpoints = checkpoints
         self.clock: Clock = clock or SystemClock()
+        self.keep_round_one: Callable[[Mapping[str, Message]], None] | None = None
+        """Set only by the collusion benchmark: what a curious coordinator would keep."""
 
     def summary(self) -> None:
         """Log the strategy's configuration (never keys or data)."""
@@ -334,13 +340,19 @@ class EncryptedFedAvg:
         statistics must be the ones its global model was trained with.
         """
         nodes = list(grid.get_node_ids())
-        content = RecordDict({proto.CONFIG: self._config_record(0)})
+        # Names are not known yet: the parties mask against every party of the federation.
+        # A resumed run masks too, though it keeps its checkpoint's sum: the answers still
+        # pass through the coordinator.
+        masks = self._masks("stats:1", {proto.PURPOSE_STATS: None})
+        content = RecordDict({proto.CONFIG: self._config_record(0, masks=masks)})
         messages = [_message(content, node, proto.MSG_STATS) for node in nodes]
         replies = exchange(grid, messages, timeout=timeout, clock=self.clock)
         answers = self._accept(replies, Roster(), phase="statistics")
         self._require_quorum(answers, phase="statistics")
         if resumed is None:
-            enc_stats, _ = self._sum(answers.records(proto.ENC_STATS))
+            enc_stats, _ = self._masked_sum(
+                grid, answers, masks, proto.ENC_STATS, proto.PURPOSE_STATS, timeout=timeout
+            )
             state = RunState(
                 round=0, enc_stats=enc_stats, enc_global=None, history=(), roster=answers.roster
             )
@@ -368,11 +380,16 @@ class EncryptedFedAvg:
     ) -> RunState:
         """Ask the parties again, naming the statistics sum so far; the new sum replaces it."""
         phase = f"statistics pass {stats_pass}"
-        wave = self._wave(proto.MSG_STATS, state, 0, ConfigRecord(), enc_global=None)
         nodes = self._sample(grid, state, fraction=1.0)
-        done = self._exchange(grid, state, [(wave, nodes)], phase=phase, timeout=timeout)
+        masks = self._masks(f"stats:{stats_pass}", {proto.PURPOSE_STATS: self._names(state, nodes)})
+        wave = self._wave(proto.MSG_STATS, state, 0, ConfigRecord(), enc_global=None, masks=masks)
+        done = self._exchange(
+            grid, state, [(wave, nodes)], phase=phase, timeout=timeout, masks=masks
+        )
         self._require_quorum(done.answers, phase=phase)
-        enc_stats, _ = self._sum(done.answers.records(proto.ENC_STATS))
+        enc_stats, _ = self._masked_sum(
+            grid, done.answers, masks, proto.ENC_STATS, proto.PURPOSE_STATS, timeout=timeout
+        )
         return replace(state, enc_stats=enc_stats, roster=done.answers.roster, held=done.held)
 
     def run_round(
@@ -398,6 +415,11 @@ class EncryptedFedAvg:
         # The model this round starts from is evaluated with it, unless there is none (round 1
         # starts from the seeded model) or it was already (a checkpoint from before the fold).
         evaluating = _awaits_evaluation(state)
+        others = [n for n in self._sample(grid, state, fraction=1.0) if n not in sent_to]
+        members: dict[str, list[str] | None] = {proto.PURPOSE_UPDATE: self._names(state, sent_to)}
+        if evaluating:
+            members[proto.PURPOSE_HIST] = self._names(state, [*sent_to, *others])
+        masks = self._masks(f"round:{rnd}", members)
         waves = [
             (
                 self._wave(
@@ -407,26 +429,42 @@ class EncryptedFedAvg:
                     train_config,
                     enc_global=state.enc_global,
                     evaluate=evaluating,
+                    masks=masks,
                 ),
                 sent_to,
             )
         ]
-        others = [n for n in self._sample(grid, state, fraction=1.0) if n not in sent_to]
         if evaluating and others:
             waves.append(
                 (
                     self._wave(
-                        proto.MSG_EVALUATE, state, rnd, evaluate_config, enc_global=state.enc_global
+                        proto.MSG_EVALUATE,
+                        state,
+                        rnd,
+                        evaluate_config,
+                        enc_global=state.enc_global,
+                        masks=masks,
                     ),
                     others,
                 )
             )
-        done = self._exchange(grid, state, waves, phase=f"round {rnd}", timeout=timeout)
+        done = self._exchange(
+            grid, state, waves, phase=f"round {rnd}", timeout=timeout, masks=masks
+        )
         trained = [r for r in done.answers.good if r.metadata.src_node_id in set(sent_to)]
         train_answers = replace(done.answers, good=tuple(trained))
         self._require_quorum(train_answers, phase=f"round {rnd} train")
         updates = train_answers.records(proto.ENC_UPDATE)
-        enc_global, update_seconds = self._sum(updates)
+        self._keep_for_attack_demo(rnd, train_answers)
+        enc_global, update_seconds = self._masked_sum(
+            grid,
+            train_answers,
+            masks,
+            proto.ENC_UPDATE,
+            proto.PURPOSE_UPDATE,
+            timeout=timeout,
+            exchange_answers=done.answers,
+        )
         answered = set(train_answers.nodes)
         state = replace(state, roster=done.answers.roster, held=done.held)
         dropped = sorted(state.roster.name(n) for n in sent_to if n not in answered)
@@ -456,11 +494,19 @@ class EncryptedFedAvg:
         decrypts the round before's pooled histograms (nothing to do when resumed past it)."""
         if not _awaits_evaluation(state):
             return state, []
-        wave = self._wave(
-            proto.MSG_EVALUATE, state, state.round, evaluate_config, enc_global=state.enc_global
-        )
         nodes = self._sample(grid, state, fraction=1.0)
-        done = self._exchange(grid, state, [(wave, nodes)], phase="final", timeout=timeout)
+        masks = self._masks(f"final:{state.round}", {proto.PURPOSE_HIST: self._names(state, nodes)})
+        wave = self._wave(
+            proto.MSG_EVALUATE,
+            state,
+            state.round,
+            evaluate_config,
+            enc_global=state.enc_global,
+            masks=masks,
+        )
+        done = self._exchange(
+            grid, state, [(wave, nodes)], phase="final", timeout=timeout, masks=masks
+        )
         state = replace(state, roster=done.answers.roster, held=done.held)
         state, outcomes = self._settle(grid, state, done, evaluated=state.round, timeout=timeout)
         return state, outcomes
@@ -525,6 +571,7 @@ class EncryptedFedAvg:
         *,
         phase: str,
         timeout: float,
+        masks: ExchangeMasks | None = None,
     ) -> _Exchange:
         """Deliver ``waves`` in one exchange; the metrics party's message also carries the
         pooled histograms awaiting decryption."""
@@ -543,6 +590,7 @@ class EncryptedFedAvg:
             bytes_down=delivery.bytes_down,
             seconds=seconds,
             metrics_node=metrics_node,
+            masks=masks,
         )
 
     def _settle(
@@ -577,7 +625,15 @@ class EncryptedFedAvg:
             scored = [r for r in done.answers.good if proto.ENC_HIST in r.content.array_records]
             answers = replace(done.answers, good=tuple(scored))
             self._require_quorum(answers, phase=phase)
-            enc_hist, sum_seconds = self._sum(answers.records(proto.ENC_HIST))
+            enc_hist, sum_seconds = self._masked_sum(
+                grid,
+                answers,
+                done.masks,
+                proto.ENC_HIST,
+                proto.PURPOSE_HIST,
+                timeout=timeout,
+                exchange_answers=done.answers,
+            )
             entry, *later = state.pending
             assert entry["round"] == evaluated, (entry["round"], evaluated)
             phases = dict(entry["phase_seconds"])
@@ -652,14 +708,82 @@ class EncryptedFedAvg:
 
     # ------------------------------------------------------------------ helpers
 
-    def _sum(self, records: list[ArrayRecord]) -> tuple[ArrayRecord, float]:
-        """The sum of ``records`` and the seconds it took."""
+    def _masked_sum(
+        self,
+        grid: Grid,
+        answers: Answers,
+        masks: ExchangeMasks | None,
+        key: str,
+        purpose: str,
+        *,
+        timeout: float,
+        exchange_answers: Answers | None = None,
+    ) -> tuple[ArrayRecord, float]:
+        """The sum of ``key`` over ``answers``, removing the masks of parties that dropped
+        after masking (``exchange_answers``: every good reply of the exchange, default
+        ``answers``), and the seconds it took.
+
+        Raises
+        ------
+        FederationError
+            Dropped masks cannot be removed: fewer survivors or reveals than the threshold.
+        """
         mark = self.clock.monotonic()
-        total = self.summer.sum_records(records, min_parties=self.config.min_parties)
+        everyone = exchange_answers or answers
+        recovered = masks is not None and masks.declared is not None
+        try:
+            total = masked_sum(
+                self.summer,
+                masks,
+                answers.good,
+                names=everyone.roster.parties,
+                key=key,
+                purpose=purpose,
+                all_replies=everyone.good,
+                grid=grid,
+                clock=self.clock,
+                timeout=timeout,
+                configured_threshold=self.config.mask_threshold,
+                min_parties=self.config.min_parties,
+            )
+        except UnmaskError as e:
+            raise FederationError(f"masked sum refused: {e}") from e
+        if masks is not None and masks.declared is not None and not recovered:
+            self.progress.emit(
+                "unmasked",
+                exchange=masks.plan.exchange,
+                dropped=sorted(masks.declared.dropped),
+                survivors=sorted(masks.reveals),
+            )
         return total, self.clock.monotonic() - mark
 
-    def _config_record(self, rnd: int) -> ConfigRecord:
-        return ConfigRecord({proto.CFG_ROUND: rnd, proto.CFG_RUN_ID: self.config.run_id})
+    def _masks(self, label: str, members: Mapping[str, list[str] | None]) -> ExchangeMasks | None:
+        """The mask plan of one exchange, in a masked run; ``None`` members: every party."""
+        if not self.config.masked:
+            return None
+        plan = MaskPlan(
+            exchange=label,
+            members={k: None if v is None else tuple(sorted(v)) for k, v in members.items()},
+        )
+        return ExchangeMasks(plan=plan)
+
+    @staticmethod
+    def _names(state: RunState, nodes: Sequence[int]) -> list[str]:
+        return sorted({state.roster.name(n) for n in nodes})
+
+    def _keep_for_attack_demo(self, rnd: int, answers: Answers) -> None:
+        """Hook for ``benchmarks/collusion.py``: a curious coordinator keeps round 1's
+        individual ciphertexts (see :attr:`keep_round_one`); nothing is kept by default."""
+        if rnd == 1 and self.keep_round_one is not None:
+            self.keep_round_one(
+                {answers.roster.name(r.metadata.src_node_id): r for r in answers.good}
+            )
+
+    def _config_record(self, rnd: int, *, masks: ExchangeMasks | None = None) -> ConfigRecord:
+        cfg = ConfigRecord({proto.CFG_ROUND: rnd, proto.CFG_RUN_ID: self.config.run_id})
+        if masks is not None:
+            cfg[proto.CFG_MASK] = masks.plan.to_json()
+        return cfg
 
     def _wave(
         self,
@@ -670,10 +794,12 @@ class EncryptedFedAvg:
         *,
         enc_global: ArrayRecord | None,
         evaluate: bool = False,
+        masks: ExchangeMasks | None = None,
     ) -> Wave:
         """A wave naming the statistics sum and, from round 2 on, the global model;
-        ``evaluate`` asks a ``train`` wave to evaluate that model too."""
-        cfg = self._config_record(rnd)
+        ``evaluate`` asks a ``train`` wave to evaluate that model too; ``masks`` asks the
+        parties to mask what they answer."""
+        cfg = self._config_record(rnd, masks=masks)
         for key, value in extra.items():
             cfg[key] = value
         if evaluate:

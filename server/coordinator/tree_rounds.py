@@ -72,13 +72,21 @@ class TreeBoosting(EncryptedFedAvg):
         while True:
             started = self.clock.monotonic()
             self.progress.emit("round-start", round=step, rounds=0)
-            wave = self._wave(proto.MSG_TREE, state, step, ConfigRecord(), enc_global=pooled)
             nodes = self._sample(grid, state, fraction=1.0)
+            masks = self._masks(f"tree:{step}", {proto.PURPOSE_TREE: self._names(state, nodes)})
+            wave = self._wave(
+                proto.MSG_TREE, state, step, ConfigRecord(), enc_global=pooled, masks=masks
+            )
             # One exchange per step. No round metrics await decryption here (the parties report
             # each tree's validation AUC / KS themselves), so the exchange carries no pooled
             # evaluation histograms.
             exchanged = self._exchange(
-                grid, state, [(wave, nodes)], phase=f"tree step {step}", timeout=timeout
+                grid,
+                state,
+                [(wave, nodes)],
+                phase=f"tree step {step}",
+                timeout=timeout,
+                masks=masks,
             )
             answers = exchanged.answers
             self._require_quorum(answers, phase=f"tree step {step}")
@@ -117,7 +125,9 @@ class TreeBoosting(EncryptedFedAvg):
                 break
             records = answers.records(proto.ENC_TREE)
             tree_bytes.append(sum(r.count_bytes() for r in records) / len(records))
-            pooled, sum_seconds = self._sum(records)
+            pooled, sum_seconds = self._masked_sum(
+                grid, answers, masks, proto.ENC_TREE, proto.PURPOSE_TREE, timeout=timeout
+            )
             phases["server_sums"] += sum_seconds
             tree_seconds += self.clock.monotonic() - started
             step += 1

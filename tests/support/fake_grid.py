@@ -23,6 +23,15 @@ from flwr.supercore.run import Run
 from fedrisk.federation import protocol as proto
 from secure_agg.aggregation import CkksAggregation, unweight_sum, weight_update
 from secure_agg.errors import SecureAggError
+from secure_agg.masking import (
+    MaskIdentity,
+    MaskPlan,
+    RevealLedger,
+    chunk_masks,
+    reveal_shares,
+    share_seeds,
+    threshold_for,
+)
 from secure_agg.record_cache import take_decrypted
 
 FloatArray = npt.NDArray[np.float64]
@@ -68,6 +77,9 @@ class FakeParty:
         Its record cache is wiped when this round's ``train`` arrives (a restarted SuperNode).
     refuses
         It refuses the statistics query, as a party whose data failed validation.
+    masks
+        Its masking identity: with it, the party masks what a message's mask plan asks for and
+        answers ``query.unmask`` as the ClientApp does (:mod:`secure_agg.masking`).
     """
 
     name: str
@@ -79,17 +91,36 @@ class FakeParty:
     silent_from_round: int | None = None
     forgets_at_round: int | None = None
     refuses: bool = False
+    masks: MaskIdentity | None = None
+    mask_threshold: int = 0
+    ledger: RevealLedger = field(default_factory=RevealLedger)
+    sent: list[Message] = field(default_factory=list)
+    """Every reply it sent."""
     state: RecordDict = field(default_factory=RecordDict)
     """Its Flower ``Context.state``: where ``take_decrypted`` caches what it decrypted."""
     received: list[Message] = field(default_factory=list)
     released: FloatArray | None = None
     """The decrypted final model, once it released."""
+    _plan: MaskPlan | None = None
+    _masked: bool = False
 
     def answer(self, message: Message) -> Message | None:
         """The reply to ``message``, or None when this party stays silent."""
         self.received.append(message)
+        reply = self._answer(message)
+        if reply is not None:
+            self.sent.append(reply)
+        return reply
+
+    def _answer(self, message: Message) -> Message | None:
         kind = message.metadata.message_type
         config = message.content.config_records[proto.CONFIG]
+        self._plan = (
+            MaskPlan.from_json(str(config[proto.CFG_MASK])) if proto.CFG_MASK in config else None
+        )
+        self._masked = False
+        if kind == proto.MSG_UNMASK:
+            return self._unmask(message)
         rnd = int(config[proto.CFG_ROUND])  # type: ignore[arg-type]
         if kind in (proto.MSG_TRAIN, proto.MSG_EVALUATE) and (
             self.silent_from_round is not None and rnd >= self.silent_from_round
@@ -104,7 +135,9 @@ class FakeParty:
                     reply_to=message,
                 )
             stats = np.array([float(self.n_examples), float(self.hist.sum())])
-            return self._reply(message, **{proto.ENC_STATS: self.crypto.encode(stats)})
+            return self._reply(
+                message, **{proto.ENC_STATS: self._encode(stats, proto.PURPOSE_STATS)}
+            )
         metrics = self._pooled_metrics(message)
         if kind == proto.MSG_METRICS:
             return self._reply(message, **metrics)
@@ -122,15 +155,22 @@ class FakeParty:
         except SecureAggError as e:
             return Message(Error(code=0, reason=str(e)), reply_to=message)
         global_sum = sealed.get(proto.ENC_GLOBAL)
-        hist = {proto.ENC_HIST: self.crypto.encode(self.hist)}
         if kind == proto.MSG_TRAIN:
             weights = mean_model(global_sum, like=self.step)
             update = weight_update(weights + self.step, self.n_examples)
-            folded = hist if config.get(proto.CFG_EVALUATE) else {}
+            folded = (
+                {proto.ENC_HIST: self._encode(self.hist, proto.PURPOSE_HIST)}
+                if config.get(proto.CFG_EVALUATE)
+                else {}
+            )
             return self._reply(
-                message, **{proto.ENC_UPDATE: self.crypto.encode(update)}, **folded, **metrics
+                message,
+                **{proto.ENC_UPDATE: self._encode(update, proto.PURPOSE_UPDATE)},
+                **folded,
+                **metrics,
             )
         if kind == proto.MSG_EVALUATE:
+            hist = {proto.ENC_HIST: self._encode(self.hist, proto.PURPOSE_HIST)}
             return self._reply(message, **hist, **metrics)
         assert kind == proto.MSG_RELEASE, kind
         self.released = mean_model(global_sum, like=self.step)
@@ -157,11 +197,71 @@ class FakeParty:
             )
         }
 
+    def _encode(self, vec: FloatArray, purpose: str) -> ArrayRecord:
+        """Encrypt ``vec``, masked as the message's plan asks when this party has masks."""
+        if self._plan is None or self.masks is None:
+            return self.crypto.encode(vec)
+        members = self._plan.members_of(purpose, self.masks.peers)
+        self._masked = True
+        return self.crypto.encode(
+            vec,
+            masks=chunk_masks(
+                self.masks, exchange=self._plan.exchange, purpose=purpose, participants=members
+            ),
+        )
+
+    def _unmask(self, message: Message) -> Message:
+        assert self.masks is not None and self._plan is not None
+        holders = self._plan.holders(self.masks.peers)
+        try:
+            revealed = reveal_shares(
+                self.masks,
+                exchange=self._plan.exchange,
+                participants=holders,
+                dropped=self._plan.dropped,
+                sealed={
+                    str(k): bytes(v)  # type: ignore[arg-type]
+                    for k, v in message.content.config_records[proto.MASK_SHARES].items()
+                },
+                threshold=threshold_for(self.mask_threshold, len(holders)),
+                ledger=self.ledger,
+            )
+        except SecureAggError as e:
+            return Message(Error(code=0, reason=str(e)), reply_to=message)
+        content = RecordDict(
+            {
+                proto.CONFIG: ConfigRecord({proto.CFG_PARTY: self.name}),
+                proto.MASK_REVEALED: ConfigRecord(dict(revealed)),
+            }
+        )
+        return Message(content=content, reply_to=message)
+
     def _reply(self, message: Message, **records: ArrayRecord | MetricRecord) -> Message:
         content = RecordDict({proto.CONFIG: ConfigRecord({proto.CFG_PARTY: self.name})})
         for key, record in records.items():
             content[key] = record
+        if self._masked and self._plan is not None and self.masks is not None:
+            holders = self._plan.holders(self.masks.peers)
+            content[proto.MASK_SHARES] = ConfigRecord(
+                dict(
+                    share_seeds(
+                        self.masks,
+                        exchange=self._plan.exchange,
+                        participants=holders,
+                        threshold=threshold_for(self.mask_threshold, len(holders)),
+                    )
+                )
+            )
         return Message(content=content, reply_to=message)
+
+
+def oracle(rounds: Sequence[Sequence[FakeParty]]) -> FloatArray:
+    """The plaintext global model after ``rounds``, each listing the parties that trained."""
+    weights = np.zeros_like(rounds[0][0].step)
+    for answering in rounds:
+        total = sum(p.n_examples for p in answering)
+        weights = np.sum([p.n_examples * (weights + p.step) for p in answering], axis=0) / total
+    return weights
 
 
 def mean_model(global_sum: npt.ArrayLike | None, *, like: FloatArray) -> FloatArray:

@@ -163,6 +163,14 @@ def test_party_killed_mid_round_is_dropped_and_rejoins_next_round(tmp_path: Path
     assert rounds[1]["dropped"] == [victim]
     on_disk = round_events(read_events(deployed.progress))
     assert on_disk[1]["round"] == 2 and on_disk[1]["dropped"] == [victim]
+    # The others had masked round 2 against the victim too: the survivors revealed their shares
+    # of those seeds (query.unmask), and round 2's sums came out exact (the later rounds train
+    # on its model, and the final AUC below would be noise otherwise).
+    # (Until its old node expires the victim may be sent, and miss, a later round too.)
+    unmasked = [(e["exchange"], e["dropped"]) for e in events if e["event"] == "unmasked"]
+    assert unmasked[0] == ("round:2", [victim])
+    assert all(dropped == [victim] for _, dropped in unmasked)
+    assert artifact.lineage.secure_aggregation == "ckks+pairwise-masks threshold=3/4"
     assert rounds[0]["dropped"] == rounds[-1]["dropped"] == []
     # Restarted, the party rejoined, received the current global model and trained on it in
     # the last round. Its restart is accepted within seconds of its old node expiring; round 3

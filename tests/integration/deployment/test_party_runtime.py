@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from clients.bundle import NODE_CONFIG_PARTY, load_bundle
 from clients.cli import register as register_party_commands
-from clients.party import load_party_config
+from clients.party import load_party_config, mask_identity
 from clients.pinning import create_pin, install_pin, pin_path
 from clients.supernode import prepare_party_runtime, supernode_command
 from fedrisk.errors import IdentityError, SchemaError
@@ -53,6 +53,14 @@ def test_runtime_config_is_what_the_clientapp_reads(lead_with_keys: Path, tmp_pa
     assert config.signing_key == bundle.layout.signing_key
     assert config.schema_file == bundle.layout.schema
     assert node_config == {NODE_CONFIG_PARTY: "bank_a"}
+    # Pairwise masks: the party's own X25519 key, and its peers' keys from the signed manifest.
+    assert config.receiving_key == bundle.layout.receiving_key
+    identity = mask_identity(config, "run|1")
+    assert sorted(identity.peers) == sorted(bundle.manifest.party_names)
+    assert all(
+        identity.peers[p.name].public_bytes_raw() == p.receiving_key().public_bytes_raw()
+        for p in bundle.manifest.parties
+    )
 
 
 def test_node_config_names_no_key_bundle_or_data_path(lead_with_keys: Path, tmp_path: Path) -> None:

@@ -180,6 +180,15 @@ def test_party_with_bad_data_is_excluded_and_round_completes(tmp_path: Path) -> 
     assert numeric.name in refused[0]["reason"]
     assert outcome.history[0]["train_parties"] == ["party_0", "party_1", "party_2"]
     assert "party_3" not in outcome.artifact.lineage.parties
+    # The three others had masked their statistics against party_3 too: the survivors revealed
+    # their shares of those seeds, and the statistics sum came out exact (a wrong correction
+    # leaves ~1e18 noise in every statistic and no usable model).
+    unmasked = [e for e in events if e["event"] == "unmasked"]
+    assert [(e["exchange"], e["dropped"]) for e in unmasked] == [("stats:1", ["party_3"])]
+    assert unmasked[0]["survivors"] == ["party_0", "party_1", "party_2"]
+    p = pipeline_from_artifact(outcome.artifact).predict_proba(data.pooled_test)
+    assert auc(data.pooled_test[data.dataset.schema.target_column].to_numpy(), p) > 0.7
+    assert outcome.artifact.lineage.secure_aggregation == "ckks+pairwise-masks threshold=2/3"
 
 
 def test_two_parties_are_refused_by_the_server_config(tmp_path: Path) -> None:

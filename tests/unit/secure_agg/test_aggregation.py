@@ -25,18 +25,8 @@ from secure_agg.codec import (
     plain_vector_to_record,
 )
 from secure_agg.errors import AggregationError, CodecError, PublicContextError
-from secure_agg.keys import CkksContext, generate_context, public_context
+from secure_agg.keys import CkksContext, generate_context
 from secure_agg.params import HEParams
-
-
-@pytest.fixture(scope="module")
-def secret_ctx() -> CkksContext:
-    return generate_context(HEParams())
-
-
-@pytest.fixture(scope="module")
-def server_ctx(secret_ctx: CkksContext) -> CkksContext:
-    return public_context(secret_ctx)
 
 
 def _oracle(vectors: list[np.ndarray], counts: list[int]) -> np.ndarray:

@@ -6,21 +6,17 @@ answering parties sent, each party adding its fixed step to the previous mean.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import FederationConfig
 from secure_agg.aggregation import CkksAggregation, unweight_sum
-from secure_agg.keys import CkksContext, generate_context, public_context
-from secure_agg.params import HEParams
+from secure_agg.keys import CkksContext, public_context
 from server.coordinator.checkpoints import CheckpointStore
 from server.coordinator.progress import ProgressLog, read_events
 from server.coordinator.strategy import (
@@ -31,25 +27,14 @@ from server.coordinator.strategy import (
     RunState,
 )
 from server.coordinator.waves import QUICK_PULL, SLOW_PULL
-from tests.support.fake_grid import FakeGrid, FakeParty, FloatArray, VirtualClock
+from tests.support.fake_grid import FakeGrid, FakeParty, FloatArray, VirtualClock, oracle
+
+pytestmark = pytest.mark.usefixtures("serverapp_identity")
 
 TIMEOUT = 30.0
 """Virtual seconds the strategy waits for one wave's replies."""
 TOL = 1e-6
 """CKKS noise on these small vectors is ~1e-9; 1e-6 is far above it and far below any step."""
-
-
-@pytest.fixture(autouse=True)
-def serverapp_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Who is sending: Flower's ServerApp runtime sets this in the process before ``main``."""
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", SUPERLINK_NODE_ID)
-
-
-@pytest.fixture(scope="module")
-def secret() -> CkksContext:
-    return generate_context(HEParams())
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +66,6 @@ def make_parties(crypto: CkksAggregation, n: int, **behaviour: dict[str, Any]) -
             )
         )
     return parties
-
-
-def oracle(rounds: Sequence[Sequence[FakeParty]]) -> FloatArray:
-    """The plaintext global model after ``rounds``, each listing the parties that trained."""
-    weights = np.zeros_like(rounds[0][0].step)
-    for answering in rounds:
-        total = sum(p.n_examples for p in answering)
-        weights = sum(p.n_examples * (weights + p.step) for p in answering) / total
-    return weights
 
 
 def make_strategy(

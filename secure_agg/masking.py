@@ -1,0 +1,621 @@
+"""Pairwise masks under CKKS with Shamir-shared seeds for dropout recovery (SecAgg+-style).
+
+With one shared CKKS key, the coordinator plus any one party could decrypt every party's
+ciphertext. Each party therefore adds, before encrypting, a mask that only cancels in the sum:
+
+- **Pair seeds.** Parties ``u`` and ``v`` agree an X25519 secret from the ceremony's receiving
+  keys; HKDF-SHA256 turns it into a per-run pair seed (salt: the run id; info: both names).
+- **Exchange seeds.** From the pair seed, HKDF derives a 16-byte seed per *exchange* (a label
+  such as ``"round:3"``) and from that a ChaCha20 key per *purpose* (``"update"``, ``"hist"``,
+  ...) and ciphertext chunk, so no mask stream is ever reused across rounds, purposes or chunks.
+- **Exact modular masks.** A mask is one residue per coefficient prime and ring coefficient of
+  the encoded CKKS plaintext (NTT form), drawn uniformly by rejection sampling from the ChaCha20
+  stream. Party ``u`` adds ``sum_v sign(u, v) * stream(u, v)`` (``+`` when ``u`` sorts before
+  ``v``) modulo each prime. The masked plaintext is uniform over the plaintext ring whatever the
+  values: statistical distance 0 from uniform (up to ChaCha20's pseudorandomness), so a single
+  decrypted ciphertext is noise. In the sum the masks cancel exactly modulo each prime, so the
+  sum carries the CKKS error of an unmasked run: no quantisation, no precision cost.
+- **Dropout recovery.** With its masked answer, each party sends Shamir shares (pycryptodome,
+  GF(2^128), threshold ``t``, default ``ceil(2n/3)``) of every exchange seed it holds, one
+  share per participant (itself included), each recipient's shares sealed to it (X25519 + HKDF
+  + ChaCha20-Poly1305, AAD binding run, exchange, sender and recipient). The coordinator keeps
+  only sealed blobs. If parties drop after the plan went out, the survivors' masks with them do
+  not cancel: the coordinator declares the dropped set once and asks each survivor to open the
+  shares sealed to it and reveal only shares of seeds between a *dropped* party and a
+  *survivor*. A survivor first checks it is itself named a survivor, that the survivors reach
+  the threshold, and that no party it was earlier told is alive is now called dropped. With
+  ``t`` shares the coordinator rebuilds those seeds and adds the opposite of the uncancelled
+  masks to the survivors' sum (``CkksContext.add_mask``). Fewer than ``t`` survivors: refusal.
+
+Notes
+-----
+Leakage: the coordinator with ``k`` parties, ``k <= n - 2`` and ``k < t``, learns the sum of
+the honest parties' vectors and nothing else about any single one (with ``k >= t`` colluders
+it could rebuild every seed from their shares). A dropped party's late ciphertext is refused once
+it is declared dropped: with its seeds revealed, it would be readable. Without SecAgg's self
+masks, a coordinator that *falsely* declares a live party dropped and keeps its ciphertext reads
+that party's vector; a second declaration for the same exchange that contradicts the first is
+refused by every survivor (the reveal ledger), which bounds this to one party set per exchange.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from Crypto.Protocol.SecretSharing import Shamir
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from secure_agg.errors import SecureAggError
+from secure_agg.keys import ChunkMaskSource, CkksContext, MaskResidues
+
+SEED_BYTES: Final = 16
+"""Exchange seeds are 128-bit: pycryptodome's Shamir shares secrets of exactly 16 bytes."""
+
+_DOMAIN: Final = b"fedrisk/masks/v1"
+
+
+class MaskingError(SecureAggError, ValueError):
+    """Masks cannot be built, sealed, revealed or removed as asked."""
+
+
+class RecoveryRefusedError(MaskingError):
+    """A survivor will not reveal shares, or too few survivors remain to rebuild the masks."""
+
+
+MIN_MASKED_PARTIES: Final = 3
+"""Masks only help with 3 or more parties: with 2, each reads the other's vector off the sum."""
+
+
+def run_binding(run_id: str, flower_run: int) -> str:
+    """What mask seeds are bound to: the run config's id and Flower's run number, so seeds never
+    repeat across runs even when the run id is left empty."""
+    return f"{run_id}|{flower_run}"
+
+
+def default_threshold(n_parties: int) -> int:
+    """SecAgg+'s default: ``ceil(2n/3)`` survivors are needed to rebuild dropped masks."""
+    return max(2, math.ceil(2 * n_parties / 3))
+
+
+def threshold_for(configured: int, n_parties: int) -> int:
+    """The run's threshold: ``configured`` (0 means ``default_threshold``), within 2..n."""
+    threshold = configured or default_threshold(n_parties)
+    if not 2 <= threshold <= n_parties:
+        raise MaskingError(
+            f"mask-threshold must be between 2 and the {n_parties} participants; got {threshold}"
+        )
+    return threshold
+
+
+@dataclass(frozen=True)
+class MaskPlan:
+    """What the coordinator tells parties about one masked exchange (``CFG_MASK``, JSON).
+
+    ``members`` maps each purpose to its participants; ``None`` means every party of the
+    federation (the first exchange, before the coordinator knows who is who). ``dropped`` is
+    set only in an unmask query.
+    """
+
+    exchange: str
+    members: Mapping[str, tuple[str, ...] | None]
+    dropped: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        """The plan as compact JSON."""
+        return json.dumps(
+            {
+                "exchange": self.exchange,
+                "members": {k: None if v is None else list(v) for k, v in self.members.items()},
+                "dropped": list(self.dropped),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> MaskPlan:
+        """Parse ``to_json`` output; ``MaskingError`` names what is wrong."""
+        try:
+            raw = json.loads(text)
+            exchange = raw["exchange"]
+            members = {
+                str(k): None if v is None else tuple(str(n) for n in v)
+                for k, v in dict(raw["members"]).items()
+            }
+            dropped = tuple(str(n) for n in raw.get("dropped", []))
+        except (ValueError, KeyError, TypeError) as e:
+            raise MaskingError(f"mask plan must be the coordinator's JSON plan; got {e}") from e
+        if not isinstance(exchange, str) or not exchange:
+            raise MaskingError(f"mask plan exchange must be a non-empty label; got {exchange!r}")
+        return cls(exchange=exchange, members=members, dropped=dropped)
+
+    def members_of(self, purpose: str, everyone: Iterable[str]) -> tuple[str, ...]:
+        """The sorted participants of ``purpose`` (``everyone`` when the plan says all)."""
+        if purpose not in self.members:
+            raise MaskingError(
+                f"purpose must be one the plan masks ({sorted(self.members)}); got {purpose!r}"
+            )
+        named = self.members[purpose]
+        return tuple(sorted(everyone if named is None else named))
+
+    def holders(self, everyone: Iterable[str]) -> tuple[str, ...]:
+        """Every participant of the exchange: who receives shares (sorted)."""
+        people = list(everyone)
+        union: set[str] = set()
+        for purpose in self.members:
+            union.update(self.members_of(purpose, people))
+        return tuple(sorted(union))
+
+
+def _hkdf(key: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(key)
+
+
+def _pair_name(a: str, b: str) -> bytes:
+    lo, hi = sorted((a, b))
+    return f"{len(lo)}:{lo}|{len(hi)}:{hi}".encode()
+
+
+def _sign(own: str, peer: str) -> int:
+    if own == peer:
+        raise MaskingError(f"a party must not pair with itself; got {own!r} twice")
+    return 1 if own < peer else -1
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeds and mask streams
+# --------------------------------------------------------------------------------------------------
+
+
+def exchange_seed(pair_seed: bytes, exchange: str) -> bytes:
+    """The 16-byte seed of one pair for one exchange (``"train:3"``): what Shamir shares."""
+    return _hkdf(pair_seed, salt=_DOMAIN, info=b"exchange|" + exchange.encode(), length=SEED_BYTES)
+
+
+def mask_stream(
+    seed: bytes, *, purpose: str, chunk: int, moduli: Sequence[int], degree: int
+) -> MaskResidues:
+    """Uniform residues ``(len(moduli), degree)`` from one exchange seed, purpose and chunk.
+
+    Notes
+    -----
+    Rejection sampling of ``bit_length(q)``-bit words from a ChaCha20 keystream: every residue
+    is exactly uniform below its prime (no modulo bias).
+    """
+    key = _hkdf(seed, salt=_DOMAIN, info=f"stream|{purpose}|{chunk}".encode(), length=32)
+    keystream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+    rows = []
+    for q in moduli:
+        bits = int(q).bit_length()
+        word_mask = np.uint64((1 << bits) - 1)
+        kept = np.empty(0, dtype=np.uint64)
+        while kept.size < degree:
+            words = np.frombuffer(keystream.update(bytes(8 * 2 * degree)), dtype="<u8") & word_mask
+            kept = np.concatenate([kept, words[words < np.uint64(q)]])
+        rows.append(kept[:degree])
+    return np.stack(rows).astype(np.uint64)
+
+
+def _combine(
+    terms: Iterable[tuple[int, MaskResidues]], moduli: Sequence[int], degree: int
+) -> MaskResidues:
+    """``sum(sign * residues)`` modulo each prime."""
+    q = np.array(moduli, dtype=np.uint64)[:, None]
+    total = np.zeros((len(moduli), degree), dtype=np.uint64)
+    for sign, residues in terms:
+        total = (total + (residues if sign > 0 else (q - residues) % q)) % q
+    return total
+
+
+@dataclass(frozen=True, repr=False)
+class MaskIdentity:
+    """One party's side of masking for one run: its name, receiving key and its peers' keys.
+
+    Notes
+    -----
+    Holds the party's X25519 private key; the repr shows names only and the object is never
+    serialized.
+    """
+
+    name: str
+    run_id: str
+    private_key: X25519PrivateKey
+    peers: Mapping[str, X25519PublicKey]
+
+    def __repr__(self) -> str:
+        return f"MaskIdentity(name={self.name!r}, peers={sorted(self.peers)})"
+
+    def _shared(self, peer: str) -> bytes:
+        try:
+            public = self.peers[peer]
+        except KeyError as e:
+            raise MaskingError(
+                f"peer must be a party of the federation; got {peer!r} "
+                f"(known: {sorted(self.peers)})"
+            ) from e
+        return self.private_key.exchange(public)
+
+    def pair_seed(self, peer: str) -> bytes:
+        """The per-run seed this party shares with ``peer``: HKDF of their X25519 secret."""
+        return _hkdf(
+            self._shared(peer),
+            salt=hashlib.sha256(_DOMAIN + b"run|" + self.run_id.encode()).digest(),
+            info=b"pair|" + _pair_name(self.name, peer),
+            length=32,
+        )
+
+    def _seal_key(self, peer: str, *, sender: str, recipient: str) -> bytes:
+        return _hkdf(
+            self._shared(peer),
+            salt=hashlib.sha256(_DOMAIN + b"run|" + self.run_id.encode()).digest(),
+            info=f"seal|{len(sender)}:{sender}|{len(recipient)}:{recipient}".encode(),
+            length=32,
+        )
+
+    def mask(
+        self,
+        *,
+        exchange: str,
+        purpose: str,
+        participants: Sequence[str],
+        chunk: int,
+        moduli: Sequence[int],
+        degree: int,
+    ) -> MaskResidues:
+        """This party's mask for one ciphertext chunk: cancels in the sum over ``participants``."""
+        if self.name not in participants:
+            raise MaskingError(f"participants must include {self.name!r}; got {list(participants)}")
+        terms = (
+            (
+                _sign(self.name, peer),
+                mask_stream(
+                    exchange_seed(self.pair_seed(peer), exchange),
+                    purpose=purpose,
+                    chunk=chunk,
+                    moduli=moduli,
+                    degree=degree,
+                ),
+            )
+            for peer in participants
+            if peer != self.name
+        )
+        return _combine(terms, moduli, degree)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sealed Shamir shares of exchange seeds
+# --------------------------------------------------------------------------------------------------
+
+
+def _share_aad(run_id: str, exchange: str, sender: str, recipient: str) -> bytes:
+    return b"|".join(part.encode() for part in (run_id, exchange, sender, recipient)) + _DOMAIN
+
+
+def share_seeds(
+    identity: MaskIdentity,
+    *,
+    exchange: str,
+    participants: Sequence[str],
+    threshold: int,
+) -> dict[str, bytes]:
+    """Shamir-share this party's exchange seeds with every participant, itself included; one
+    sealed blob per recipient.
+
+    Returns
+    -------
+    dict[str, bytes]
+        Recipient name → nonce ‖ ChaCha20-Poly1305 ciphertext of its shares, one per peer seed.
+        Only the recipient (and the sender) can open a blob.
+
+    Notes
+    -----
+    A party shares the seeds it holds with each peer (both ends of a pair hold the seed), so
+    the seeds a survivor's mask used can be rebuilt from the survivors' shares alone, whichever
+    parties dropped. Share ``i + 1`` goes to the ``i``-th participant in sorted order.
+    """
+    holders = sorted(participants)
+    if identity.name not in holders:
+        raise MaskingError(f"participants must include {identity.name!r}; got {holders}")
+    if not 2 <= threshold <= len(holders):
+        raise MaskingError(
+            f"threshold must be between 2 and the {len(holders)} participants; got {threshold}"
+        )
+    per_recipient: dict[str, list[bytes]] = {p: [] for p in holders}
+    for peer in holders:
+        if peer == identity.name:
+            continue
+        seed = exchange_seed(identity.pair_seed(peer), exchange)
+        for index, share in Shamir.split(threshold, len(holders), seed, False):
+            per_recipient[holders[index - 1]].append(_pair_name(identity.name, peer) + b"=" + share)
+    sealed: dict[str, bytes] = {}
+    for recipient, lines in per_recipient.items():
+        key = identity._seal_key(recipient, sender=identity.name, recipient=recipient)
+        nonce = os.urandom(12)
+        body = b"\n".join(line.hex().encode() for line in lines)
+        aad = _share_aad(identity.run_id, exchange, identity.name, recipient)
+        sealed[recipient] = nonce + ChaCha20Poly1305(key).encrypt(nonce, body, aad)
+    return sealed
+
+
+@dataclass
+class RevealLedger:
+    """What a survivor has revealed, per exchange: the survivor sets it accepted.
+
+    A later request for the same exchange that names as dropped a party an earlier request
+    called a survivor is refused: revealing both would unmask that party.
+    """
+
+    alive: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def check(self, exchange: str, *, dropped: frozenset[str], survivors: frozenset[str]) -> None:
+        earlier = self.alive.get(exchange)
+        if earlier is not None and earlier & dropped:
+            raise RecoveryRefusedError(
+                f"dropped parties of exchange {exchange!r} must not include a party declared "
+                f"alive before; got {sorted(earlier & dropped)}"
+            )
+        self.alive[exchange] = survivors | (earlier or frozenset())
+
+
+def reveal_shares(
+    identity: MaskIdentity,
+    *,
+    exchange: str,
+    participants: Sequence[str],
+    dropped: Iterable[str],
+    sealed: Mapping[str, bytes],
+    threshold: int,
+    ledger: RevealLedger,
+) -> dict[str, bytes]:
+    """A survivor's answer to a recovery request: its shares of dropped-to-survivor seeds.
+
+    Parameters
+    ----------
+    sealed
+        Survivor name → the blob that survivor sealed to this party (``share_seeds``).
+
+    Returns
+    -------
+    dict[str, bytes]
+        ``"u|v"``-style pair name (dropped u, survivor v) → this survivor's share of that seed.
+
+    Raises
+    ------
+    RecoveryRefusedError
+        This party is named dropped, the survivors are fewer than ``threshold``, a blob is
+        missing or does not open, or the request contradicts an earlier one (see the ledger).
+    """
+    dropped_set = frozenset(dropped)
+    parts = frozenset(participants)
+    survivors = parts - dropped_set
+    if identity.name in dropped_set or identity.name not in parts:
+        raise RecoveryRefusedError(
+            f"a recovery request must name this party ({identity.name!r}) a survivor; got "
+            f"dropped={sorted(dropped_set)}"
+        )
+    if not dropped_set <= parts or not dropped_set:
+        raise RecoveryRefusedError(
+            f"dropped parties must be a non-empty subset of the participants; got "
+            f"{sorted(dropped_set)}"
+        )
+    if len(survivors) < threshold:
+        raise RecoveryRefusedError(
+            f"survivors must number at least the threshold {threshold} to rebuild masks; got "
+            f"{len(survivors)}"
+        )
+    ledger.check(exchange, dropped=dropped_set, survivors=survivors)
+    wanted = {_pair_name(u, v).decode() for u in dropped_set for v in survivors}
+    revealed: dict[str, bytes] = {}
+    for sender in sorted(survivors):
+        blob = sealed.get(sender)
+        if blob is None:
+            raise RecoveryRefusedError(f"the sealed shares of survivor {sender!r} are missing")
+        shares = open_shares(identity, exchange=exchange, sender=sender, blob=blob)
+        revealed.update({pair: share for pair, share in shares.items() if pair in wanted})
+    return revealed
+
+
+def open_shares(
+    identity: MaskIdentity, *, exchange: str, sender: str, blob: bytes
+) -> dict[str, bytes]:
+    """Open the shares ``sender`` sealed to this party: pair name → share.
+
+    Raises
+    ------
+    RecoveryRefusedError
+        The blob is not for this party and exchange, or was tampered with.
+    """
+    key = identity._seal_key(sender, sender=sender, recipient=identity.name)
+    aad = _share_aad(identity.run_id, exchange, sender, identity.name)
+    try:
+        body = ChaCha20Poly1305(key).decrypt(blob[:12], blob[12:], aad)
+    except (InvalidTag, ValueError) as e:
+        raise RecoveryRefusedError(
+            f"the sealed shares of {sender!r} do not open for {identity.name!r} in exchange "
+            f"{exchange!r} (wrong recipient, exchange or tampered)"
+        ) from e
+    shares: dict[str, bytes] = {}
+    for line in body.split(b"\n"):
+        pair, _, share = bytes.fromhex(line.decode()).partition(b"=")
+        shares[pair.decode()] = share
+    return shares
+
+
+# --------------------------------------------------------------------------------------------------
+# The coordinator's side of one masked exchange
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MaskedExchange:
+    """The coordinator's bookkeeping for one masked exchange: who may still answer, and the
+    correction that removes the masks of parties declared dropped.
+
+    Parameters
+    ----------
+    participants
+        Every party that masked against every other (fixed when the exchange was sent).
+    threshold
+        Survivors needed to rebuild dropped masks (``default_threshold`` by default).
+    """
+
+    exchange: str
+    participants: tuple[str, ...]
+    threshold: int
+    dropped: frozenset[str] = frozenset()
+
+    def accepts(self, party: str) -> bool:
+        """Whether ``party``'s ciphertext may still join the sum: a party declared dropped is
+        refused even if its answer arrives late (its seeds are, or may be, revealed)."""
+        return party in self.participants and party not in self.dropped
+
+    def declare_dropped(self, dropped: Iterable[str]) -> frozenset[str]:
+        """Fix the dropped set once; returns the survivors.
+
+        Raises
+        ------
+        RecoveryRefusedError
+            Fewer survivors than the threshold, or a second, different declaration.
+        """
+        new = frozenset(dropped)
+        if not new <= frozenset(self.participants):
+            raise MaskingError(f"dropped must be participants; got {sorted(new)}")
+        if self.dropped and new != self.dropped:
+            raise RecoveryRefusedError(
+                f"exchange {self.exchange!r} already declared {sorted(self.dropped)} dropped"
+            )
+        survivors = frozenset(self.participants) - new
+        if len(survivors) < self.threshold:
+            raise RecoveryRefusedError(
+                f"exchange {self.exchange!r}: survivors must number at least the threshold "
+                f"{self.threshold} to remove the masks of {len(new)} dropped parties; got "
+                f"{len(survivors)} of {len(self.participants)}"
+            )
+        self.dropped = new
+        return survivors
+
+    def correction(
+        self,
+        reveals: Mapping[str, Mapping[str, bytes]],
+        *,
+        purpose: str,
+        chunk: int,
+        moduli: Sequence[int],
+        degree: int,
+        members: Sequence[str] | None = None,
+    ) -> MaskResidues:
+        """The residues to add to the survivors' sum so the dropped parties' masks cancel.
+
+        ``reveals`` maps survivor name → its ``reveal_shares`` answer; ``members`` are the
+        parties that masked for ``purpose`` (default: every participant).
+        """
+        if not self.dropped:
+            raise MaskingError("no party was declared dropped; there is nothing to correct")
+        holders = sorted(self.participants)
+        survivors = [p for p in holders if p not in self.dropped]
+        answered = {name: shares for name, shares in reveals.items() if name in survivors}
+        if len(answered) < self.threshold:
+            raise RecoveryRefusedError(
+                f"exchange {self.exchange!r}: reveals must come from at least {self.threshold} "
+                f"survivors; got {len(answered)}"
+            )
+        terms = []
+        masked = set(holders if members is None else members)
+        for u in sorted(self.dropped & masked):
+            for v in (v for v in survivors if v in masked):
+                pair = _pair_name(u, v).decode()
+                shares = [
+                    (holders.index(name) + 1, answer[pair])
+                    for name, answer in answered.items()
+                    if pair in answer
+                ][: self.threshold]
+                if len(shares) < self.threshold:
+                    raise RecoveryRefusedError(
+                        f"exchange {self.exchange!r}: the seed of {pair} needs {self.threshold} "
+                        f"shares; got {len(shares)}"
+                    )
+                seed = Shamir.combine(shares, False)
+                stream = mask_stream(
+                    seed, purpose=purpose, chunk=chunk, moduli=moduli, degree=degree
+                )
+                # Survivor v added sign(v, u) * stream; the sum needs its opposite.
+                terms.append((-_sign(v, u), stream))
+        return _combine(terms, moduli, degree)
+
+
+def chunk_masks(
+    identity: MaskIdentity, *, exchange: str, purpose: str, participants: Sequence[str]
+) -> ChunkMaskSource:
+    """The mask source of one party, exchange and purpose, for ``codec.encrypt_vector``."""
+
+    def masks(chunk: int, moduli: Sequence[int], degree: int) -> MaskResidues:
+        return identity.mask(
+            exchange=exchange,
+            purpose=purpose,
+            participants=participants,
+            chunk=chunk,
+            moduli=moduli,
+            degree=degree,
+        )
+
+    return masks
+
+
+def mask_chunks(
+    ctx: CkksContext,
+    identity: MaskIdentity,
+    vec: npt.NDArray[np.float64],
+    *,
+    exchange: str,
+    purpose: str,
+    participants: Sequence[str],
+) -> list[bytes]:
+    """Encrypt ``vec`` chunk by chunk as ``codec.encrypt_vector`` does, each chunk masked."""
+    masks = chunk_masks(identity, exchange=exchange, purpose=purpose, participants=participants)
+    slots = ctx.slots
+    return [
+        ctx.encrypt(
+            vec[start : start + slots],
+            mask=masks(index, ctx.ring_moduli, ctx.poly_modulus_degree),
+        )
+        for index, start in enumerate(range(0, vec.size, slots))
+    ]
+
+
+def unmask_sum(
+    ctx: CkksContext,
+    exchange: MaskedExchange,
+    summed: Sequence[bytes],
+    reveals: Mapping[str, Mapping[str, bytes]],
+    *,
+    purpose: str,
+    members: Sequence[str] | None = None,
+) -> list[bytes]:
+    """Add the dropped parties' correction to each chunk of the survivors' encrypted sum."""
+    return [
+        ctx.add_mask(
+            chunk,
+            exchange.correction(
+                reveals,
+                purpose=purpose,
+                chunk=index,
+                moduli=ctx.ring_moduli,
+                degree=ctx.poly_modulus_degree,
+                members=members,
+            ),
+        )
+        for index, chunk in enumerate(summed)
+    ]

@@ -1,0 +1,242 @@
+"""Pairwise masks under real CKKS ciphertexts: the collusion attack fails, sums stay exact,
+dropped parties' masks are rebuilt from sealed Shamir shares, and too few survivors is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from secure_agg.aggregation import sum_encrypted
+from secure_agg.codec import decrypt_vector
+from secure_agg.errors import CodecError
+from secure_agg.keys import CkksContext
+from secure_agg.masking import (
+    MaskedExchange,
+    MaskIdentity,
+    MaskingError,
+    MaskPlan,
+    RecoveryRefusedError,
+    RevealLedger,
+    default_threshold,
+    exchange_seed,
+    mask_chunks,
+    reveal_shares,
+    share_seeds,
+    threshold_for,
+    unmask_sum,
+)
+
+NAMES = [f"party_{i}" for i in range(6)]
+LENGTH = 9000  # two ciphertext chunks at N = 8192
+EXCHANGE = "round:1"
+
+
+@pytest.fixture(scope="module")
+def identities() -> dict[str, MaskIdentity]:
+    keys = {name: X25519PrivateKey.generate() for name in NAMES}
+    peers = {name: key.public_key() for name, key in keys.items()}
+    return {name: MaskIdentity(name, "run-a", keys[name], peers) for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def updates() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {name: rng.normal(size=LENGTH) for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def masked(
+    secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
+) -> dict[str, list[bytes]]:
+    return {
+        name: mask_chunks(
+            secret_ctx,
+            identities[name],
+            updates[name],
+            exchange=EXCHANGE,
+            purpose="update",
+            participants=NAMES,
+        )
+        for name in NAMES
+    }
+
+
+@pytest.fixture(scope="module")
+def sealed(identities: dict[str, MaskIdentity]) -> dict[str, dict[str, bytes]]:
+    threshold = default_threshold(len(NAMES))
+    return {
+        name: share_seeds(
+            identities[name], exchange=EXCHANGE, participants=NAMES, threshold=threshold
+        )
+        for name in NAMES
+    }
+
+
+def test_colluding_key_holder_reads_noise_not_a_victims_update(
+    secret_ctx: CkksContext, masked: dict[str, list[bytes]], updates: dict[str, np.ndarray]
+) -> None:
+    # The coordinator keeps each ciphertext; party 0 lends the shared secret context.
+    for victim in NAMES[1:]:
+        read = decrypt_vector(secret_ctx, masked[victim], length=LENGTH)
+        assert abs(np.corrcoef(read, updates[victim])[0, 1]) < 0.1
+        assert np.max(np.abs(read - updates[victim])) > 1e6
+
+
+def test_masks_cancel_exactly_in_the_full_sum(
+    secret_ctx: CkksContext,
+    server_ctx: CkksContext,
+    masked: dict[str, list[bytes]],
+    updates: dict[str, np.ndarray],
+) -> None:
+    total = sum_encrypted(server_ctx, [masked[name] for name in NAMES])
+    expected = np.sum([updates[name] for name in NAMES], axis=0)
+    got = decrypt_vector(secret_ctx, total, length=LENGTH)
+    assert np.max(np.abs(got - expected)) <= 1e-6 * np.ptp(expected)
+
+
+@pytest.mark.parametrize("n_dropped", range(1, len(NAMES) - default_threshold(len(NAMES)) + 1))
+def test_survivors_sum_is_exact_after_every_allowed_number_of_dropouts(
+    secret_ctx: CkksContext,
+    server_ctx: CkksContext,
+    identities: dict[str, MaskIdentity],
+    masked: dict[str, list[bytes]],
+    sealed: dict[str, dict[str, bytes]],
+    updates: dict[str, np.ndarray],
+    n_dropped: int,
+) -> None:
+    threshold = default_threshold(len(NAMES))
+    round_ = MaskedExchange(EXCHANGE, tuple(NAMES), threshold)
+    dropped = NAMES[1 : 1 + n_dropped]
+    survivors = sorted(round_.declare_dropped(dropped))
+    reveals = {
+        name: reveal_shares(
+            identities[name],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            dropped=dropped,
+            sealed={sender: sealed[sender][name] for sender in survivors},
+            threshold=threshold,
+            ledger=RevealLedger(),
+        )
+        for name in survivors
+    }
+    partial = sum_encrypted(server_ctx, [masked[name] for name in survivors])
+    fixed = unmask_sum(server_ctx, round_, partial, reveals, purpose="update")
+    expected = np.sum([updates[name] for name in survivors], axis=0)
+    got = decrypt_vector(secret_ctx, fixed, length=LENGTH)
+    assert np.max(np.abs(got - expected)) <= 1e-6 * np.ptp(expected)
+    # A dropped party's late ciphertext is no longer accepted into the sum.
+    assert not any(round_.accepts(name) for name in dropped)
+    assert all(round_.accepts(name) for name in survivors)
+
+
+def test_fewer_survivors_than_the_threshold_is_refused(
+    identities: dict[str, MaskIdentity], sealed: dict[str, dict[str, bytes]]
+) -> None:
+    threshold = default_threshold(len(NAMES))
+    dropped = NAMES[: len(NAMES) - threshold + 1]
+    round_ = MaskedExchange(EXCHANGE, tuple(NAMES), threshold)
+    with pytest.raises(RecoveryRefusedError, match="at least the threshold 4"):
+        round_.declare_dropped(dropped)
+    survivor = NAMES[-1]
+    with pytest.raises(RecoveryRefusedError, match="at least the threshold"):
+        reveal_shares(
+            identities[survivor],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            dropped=dropped,
+            sealed={s: sealed[s][survivor] for s in NAMES if s not in dropped},
+            threshold=threshold,
+            ledger=RevealLedger(),
+        )
+
+
+def test_a_survivor_never_reveals_for_a_party_it_was_told_is_alive(
+    identities: dict[str, MaskIdentity], sealed: dict[str, dict[str, bytes]]
+) -> None:
+    me = identities[NAMES[5]]
+    ledger = RevealLedger()
+
+    def ask(dropped: list[str]) -> dict[str, bytes]:
+        return reveal_shares(
+            me,
+            exchange=EXCHANGE,
+            participants=NAMES,
+            dropped=dropped,
+            sealed={s: sealed[s][me.name] for s in NAMES if s not in dropped},
+            threshold=4,
+            ledger=ledger,
+        )
+
+    assert set(ask([NAMES[1]])) == {
+        "|".join(f"7:{p}" for p in sorted((NAMES[1], s))) for s in NAMES if s != NAMES[1]
+    }
+    with pytest.raises(RecoveryRefusedError, match="declared alive before"):
+        ask([NAMES[1], NAMES[2]])
+    with pytest.raises(RecoveryRefusedError, match="a survivor"):
+        ask([me.name])
+
+
+def test_sealed_shares_hold_no_seed_in_the_clear_and_open_only_for_their_recipient(
+    identities: dict[str, MaskIdentity], sealed: dict[str, dict[str, bytes]]
+) -> None:
+    sender = identities[NAMES[0]]
+    seeds = [exchange_seed(sender.pair_seed(peer), EXCHANGE) for peer in NAMES[1:]]
+    for blob in sealed[NAMES[0]].values():
+        assert not any(seed in blob or seed.hex().encode() in blob for seed in seeds)
+    # party_2 cannot open what party_0 sealed to party_1.
+    with pytest.raises(RecoveryRefusedError, match="do not open"):
+        reveal_shares(
+            identities[NAMES[2]],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            dropped=[NAMES[3]],
+            sealed={s: sealed[s][NAMES[1]] for s in NAMES if s != NAMES[3]},
+            threshold=4,
+            ledger=RevealLedger(),
+        )
+
+
+def test_masks_differ_by_round_purpose_and_chunk(identities: dict[str, MaskIdentity]) -> None:
+    me = identities[NAMES[0]]
+    moduli, degree = (1152921504606748673, 1099510890497), 8192
+
+    def mask(exchange: str, purpose: str, chunk: int) -> np.ndarray:
+        return me.mask(
+            exchange=exchange,
+            purpose=purpose,
+            participants=NAMES,
+            chunk=chunk,
+            moduli=moduli,
+            degree=degree,
+        )
+
+    base = mask("round:1", "update", 0)
+    for other in (
+        mask("round:2", "update", 0),
+        mask("round:1", "hist", 0),
+        mask("round:1", "update", 1),
+    ):
+        assert np.mean(base == other) < 0.01
+    assert np.array_equal(base, mask("round:1", "update", 0))
+
+
+def test_a_malformed_mask_is_refused(secret_ctx: CkksContext) -> None:
+    with pytest.raises(CodecError, match="mask must be uint64"):
+        secret_ctx.encrypt(np.ones(3), mask=np.zeros((2, 10), dtype=np.uint64))
+
+
+def test_a_mask_plan_round_trips_and_bad_plans_are_refused() -> None:
+    plan = MaskPlan(exchange="round:2", members={"update": ("b", "a", "c"), "stats": None})
+    back = MaskPlan.from_json(plan.to_json())
+    assert back.members_of("update", ["x"]) == ("a", "b", "c")
+    assert back.members_of("stats", ["z", "y"]) == ("y", "z")
+    assert back.holders(["a", "b", "c", "d"]) == ("a", "b", "c", "d")
+    with pytest.raises(MaskingError, match="purpose must be one the plan masks"):
+        back.members_of("hist", ["a"])
+    with pytest.raises(MaskingError, match="mask plan must be"):
+        MaskPlan.from_json('{"exchange": "x"}')
+    with pytest.raises(MaskingError, match="mask-threshold must be between 2 and the 5"):
+        threshold_for(6, 5)
+    assert threshold_for(0, 5) == 4 and threshold_for(3, 5) == 3
