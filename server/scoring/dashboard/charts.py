@@ -157,10 +157,18 @@ def figure_of(spec: ChartSpec, data: ChartData) -> dict[str, Any]:
         }
         for name, trace in traces.items()
     ]
+    # categories in the rows' order: otherwise Plotly orders them trace by trace, which puts
+    # a later trace's own days (or segments) after every category of the first trace
+    categories = list(dict.fromkeys(row[x_index] for row in data.rows))
     layout: dict[str, Any] = {
         "margin": {"l": 60, "r": 20, "t": 10, "b": 60},
         "height": 340,
-        "xaxis": {"title": {"text": spec.x}, "type": "category"},
+        "xaxis": {
+            "title": {"text": spec.x},
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": categories,
+        },
         "yaxis": {"title": {"text": spec.y}},
         "legend": {"orientation": "h", "y": -0.3},
     }

@@ -149,12 +149,17 @@ def _direction(connection: Connection, inputs: ChartInputs) -> tuple[str | None,
     return queries.latest_month(connection), list(crossed_dimensions(inputs))
 
 
+def _cell_name(tags: Mapping[str, str], dims: list[Dimension]) -> str:
+    """A segment's short name for an axis: its values, in the crossed dimensions' order."""
+    return " × ".join(tags[d] for d in dims)
+
+
 def direction(connection: Connection, inputs: ChartInputs) -> ChartData:
     """Overdue loans, rate and amount at the latest month by two crossed dimensions."""
     as_of, dims = _direction(connection, inputs)
     columns = (
         *dims,
-        "segment",
+        "cell",
         "as_of",
         "loans",
         "active_loans",
@@ -170,7 +175,7 @@ def direction(connection: Connection, inputs: ChartInputs) -> ChartData:
         tuple(
             (
                 *(r.tags[d] for d in dims),
-                r.segment,
+                _cell_name(r.tags, dims),
                 as_of,
                 r.loans,
                 r.active_loans,
@@ -188,7 +193,7 @@ def risk_return(connection: Connection, inputs: ChartInputs) -> ChartData:
     as_of, dims = _direction(connection, inputs)
     columns = (
         *dims,
-        "segment",
+        "cell",
         "as_of",
         "default_rate",
         "loss_rate",
@@ -203,7 +208,7 @@ def risk_return(connection: Connection, inputs: ChartInputs) -> ChartData:
         tuple(
             (
                 *(r.tags[d] for d in dims),
-                r.segment,
+                _cell_name(r.tags, dims),
                 as_of,
                 r.default_rate,
                 r.loss_rate,

@@ -5,7 +5,7 @@ and click through; the numbers on screen must equal the raw rows; the drift show
 direction alert; a risk officer's drill-down lists exactly the segment's loans; a viewer cannot
 reach loan-level pages; nothing loads from another origin. Screenshots are saved (path in
 pytest's summary), and ``FEDRISK_UPDATE_SCREENSHOT=1`` also writes the README's
-``docs/dashboard.png`` (the drift page)."""
+``docs/dashboard.png`` (the direction analysis page)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_a_viewer_clicks_through_and_sees_the_sql_truth(setup: Setup, page: Any)
     assert direct is not None and direct.status == 403
     assert all(url.startswith(setup.server.base_url) for url in page.requested), page.requested
     if os.environ.get("FEDRISK_UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(setup.shots / "drift.png", REPO / "docs" / "dashboard.png")
+        shutil.copyfile(setup.shots / "direction.png", REPO / "docs" / "dashboard.png")
 
 
 def test_a_risk_officer_drills_down_to_the_decisions_and_is_audited(
