@@ -168,6 +168,30 @@ def decision_filter(
 FilterDep = Annotated[queries.DecisionFilter, Depends(decision_filter)]
 
 
+LOAN_LEVEL_PAGES = {"decisions": ("Decisions", "overview"), "loans": ("Loans", "direction")}
+"""Loan-level pages: title and the navigation entry they belong to."""
+
+
+def _loan_level(
+    request: Request, kind: str, filters: dict[str, str], total: int, data: ChartData
+) -> HTMLResponse:
+    """A loan-level page (``decisions`` or ``loans``): its filters, the count, the rows, and
+    the CSV link with the same query."""
+    title, current = LOAN_LEVEL_PAGES[kind]
+    query = request.url.query
+    context = {
+        "title": title,
+        "kind": kind,
+        "current": current,
+        "filters": filters,
+        "total": total,
+        "shown": len(data.rows),
+        "data": data,
+        "csv_url": f"/dashboard/{kind}.csv" + (f"?{query}" if query else ""),
+    }
+    return render(request, "decisions.html", context)
+
+
 @router.get(
     "/dashboard/decisions",
     response_class=HTMLResponse,
@@ -185,18 +209,7 @@ async def decisions_page(request: Request, ctx: ServiceDep, chosen: FilterDep) -
 
     total, data = await ctx.read(load)
     filters = {k: v for k, v in vars(chosen).items() if v}
-    query = request.url.query
-    context = {
-        "title": "Decisions",
-        "kind": "decisions",
-        "current": "overview",
-        "filters": filters,
-        "total": total,
-        "shown": len(data.rows),
-        "data": data,
-        "csv_url": "/dashboard/decisions.csv" + (f"?{query}" if query else ""),
-    }
-    return render(request, "decisions.html", context)
+    return _loan_level(request, "decisions", filters, total, data)
 
 
 @router.get(
@@ -240,18 +253,7 @@ async def loans_page(
 ) -> HTMLResponse:
     """Loan level: the loans of one direction-analysis segment at ``as_of`` (audited)."""
     month, total, data = await ctx.read(_loans, as_of, filters)
-    query = request.url.query
-    context = {
-        "title": "Loans",
-        "kind": "loans",
-        "current": "direction",
-        "filters": {**filters, "as_of": month or "–"},
-        "total": total,
-        "shown": len(data.rows),
-        "data": data,
-        "csv_url": "/dashboard/loans.csv" + (f"?{query}" if query else ""),
-    }
-    return render(request, "decisions.html", context)
+    return _loan_level(request, "loans", {**filters, "as_of": month or "–"}, total, data)
 
 
 @router.get(

@@ -8,7 +8,7 @@ band) answer no rows when the champion's artifact carries none.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, cast
 
 from sqlalchemy.engine import Connection
@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from server.scoring.dashboard.charts import Cell, ChartData, ChartInputs
 from server.scoring.monitoring import queries
 from server.scoring.monitoring.alerts import stored_alerts
-from server.scoring.monitoring.models import DIMENSIONS, Dimension
+from server.scoring.monitoring.models import DIMENSIONS, Dimension, SegmentRow
 
 DEFAULT_CROSS: Final[tuple[Dimension, Dimension]] = ("industry", "region")
 """The direction page's two dimensions unless the page's query string chooses others."""
@@ -145,77 +145,52 @@ def roll_rates(connection: Connection, _inputs: ChartInputs) -> ChartData:
     return ChartData(columns, tuple(rows))
 
 
-def _direction(connection: Connection, inputs: ChartInputs) -> tuple[str | None, list[Dimension]]:
-    return queries.latest_month(connection), list(crossed_dimensions(inputs))
-
-
-def _cell_name(tags: Mapping[str, str], dims: list[Dimension]) -> str:
-    """A segment's short name for an axis: its values, in the crossed dimensions' order."""
-    return " × ".join(tags[d] for d in dims)
-
-
-def direction(connection: Connection, inputs: ChartInputs) -> ChartData:
-    """Overdue loans, rate and amount at the latest month by two crossed dimensions."""
-    as_of, dims = _direction(connection, inputs)
-    columns = (
-        *dims,
-        "cell",
-        "as_of",
-        "loans",
-        "active_loans",
-        "overdue_loans",
-        "overdue_rate",
-        "overdue_amount",
-    )
+def _segment_chart(
+    connection: Connection,
+    inputs: ChartInputs,
+    measures: tuple[str, ...],
+    values: Callable[[SegmentRow], tuple[Cell, ...]],
+) -> ChartData:
+    """One row per crossed segment at the latest month: its tags, a short name, the month and
+    ``values`` of its direction-analysis row (named ``measures``)."""
+    as_of = queries.latest_month(connection)
+    dims = list(crossed_dimensions(inputs))
+    columns = (*dims, "cell", "as_of", *measures)
     if as_of is None:
         return ChartData(columns, ())
     found = queries.direction(connection, dims, as_of=as_of)
     return ChartData(
         columns,
         tuple(
-            (
-                *(r.tags[d] for d in dims),
-                _cell_name(r.tags, dims),
-                as_of,
-                r.loans,
-                r.active_loans,
-                r.overdue_loans,
-                r.overdue_rate,
-                r.overdue_amount,
-            )
+            (*(r.tags[d] for d in dims), " × ".join(r.tags[d] for d in dims), as_of, *values(r))
             for r in found.rows
         ),
     )
 
 
+def direction(connection: Connection, inputs: ChartInputs) -> ChartData:
+    """Overdue loans, rate and amount at the latest month by two crossed dimensions."""
+    measures = ("loans", "active_loans", "overdue_loans", "overdue_rate", "overdue_amount")
+    return _segment_chart(
+        connection,
+        inputs,
+        measures,
+        lambda r: (r.loans, r.active_loans, r.overdue_loans, r.overdue_rate, r.overdue_amount),
+    )
+
+
 def risk_return(connection: Connection, inputs: ChartInputs) -> ChartData:
     """Loss rate against net yield per segment; marks the high-default but profitable ones."""
-    as_of, dims = _direction(connection, inputs)
-    columns = (
-        *dims,
-        "cell",
-        "as_of",
-        "default_rate",
-        "loss_rate",
-        "net_yield",
-        "high_default_profitable",
-    )
-    if as_of is None:
-        return ChartData(columns, ())
-    found = queries.direction(connection, dims, as_of=as_of)
-    return ChartData(
-        columns,
-        tuple(
-            (
-                *(r.tags[d] for d in dims),
-                _cell_name(r.tags, dims),
-                as_of,
-                r.default_rate,
-                r.loss_rate,
-                r.net_yield,
-                "yes" if r.high_default_profitable else "no",
-            )
-            for r in found.rows
+    measures = ("default_rate", "loss_rate", "net_yield", "high_default_profitable")
+    return _segment_chart(
+        connection,
+        inputs,
+        measures,
+        lambda r: (
+            r.default_rate,
+            r.loss_rate,
+            r.net_yield,
+            "yes" if r.high_default_profitable else "no",
         ),
     )
 
