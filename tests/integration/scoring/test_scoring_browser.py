@@ -5,7 +5,7 @@ and click through; the numbers on screen must equal the raw rows; the drift show
 direction alert; a risk officer's drill-down lists exactly the segment's loans; a viewer cannot
 reach loan-level pages; nothing loads from another origin. Screenshots are saved (path in
 pytest's summary), and ``FEDRISK_UPDATE_SCREENSHOT=1`` also writes the README's
-``docs/dashboard.png`` (the direction analysis page)."""
+``docs/dashboard.png`` (the drift page)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WAIT_MS = 20_000
 MONITORING_PAGES = ("drift", "performance", "vintages", "direction", "alerts")
 DRIFT_REGION = "east"
+PSI_MONTH = "2026-12"
 
 
 @dataclass
@@ -68,9 +69,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     engine = make_engine(db_url)
     upgrade_database(engine)
     seed_history(engine, np.random.default_rng(3), n=200, days=6)
-    # the monitoring pages' data: a drifted portfolio, its outcomes and the alerts they raise
+    # the monitoring pages' data: a drifted portfolio, its outcomes and the alerts they raise;
+    # it originates until PSI_MONTH, after the seeded history, so the PSI of the latest month
+    # measures the portfolio's drift alone
     config = PortfolioConfig(
-        applicants=3000, origination_months=6, drift_region=DRIFT_REGION, drift_from=3
+        applicants=3000,
+        start="2026-07",
+        origination_months=6,
+        drift_region=DRIFT_REGION,
+        drift_from=3,
     )
     portfolio = generate_portfolio(config, np.random.default_rng(20261204))
     load_portfolio(engine, portfolio)
@@ -188,7 +195,7 @@ def test_a_viewer_clicks_through_and_sees_the_sql_truth(setup: Setup, page: Any)
     assert direct is not None and direct.status == 403
     assert all(url.startswith(setup.server.base_url) for url in page.requested), page.requested
     if os.environ.get("FEDRISK_UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(setup.shots / "direction.png", REPO / "docs" / "dashboard.png")
+        shutil.copyfile(setup.shots / "drift.png", REPO / "docs" / "dashboard.png")
 
 
 def test_a_risk_officer_drills_down_to_the_decisions_and_is_audited(
@@ -259,7 +266,7 @@ def test_a_viewer_sees_the_drift_alerts_and_cannot_open_the_loans(setup: Setup, 
     direct = page.goto(f"/dashboard/loans?region={DRIFT_REGION}")
 
     # assert: both alerts of the injected drift are on the page; loans stay closed
-    assert "psi" in kinds
+    assert f"score:{PSI_MONTH}" in subjects and "psi" in kinds
     assert "segment_delinquency" in kinds and f"region={DRIFT_REGION}" in subjects
     assert "role must cover risk_officer" in refused
     assert direct is not None and direct.status == 403
