@@ -12,11 +12,18 @@ import json
 import logging
 from collections.abc import Callable
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import alignment, tree_party
-from clients.party import PartyNode, PartyRefusedError, mask_identity, resolve_party_config
+from clients.party import (
+    PartyNode,
+    PartyRefusedError,
+    histogram_metrics,
+    mask_identity,
+    resolve_party_config,
+)
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import protocol as proto
 from fedrisk.federation.run_config import parse_run_config
@@ -89,14 +96,24 @@ def _reply(message: Message, node: PartyNode, **records: ArrayRecord | MetricRec
     return Message(content=content, reply_to=message)
 
 
-def _pooled_metrics(message: Message, node: PartyNode) -> dict[str, MetricRecord]:
-    """AUC and KS of the pooled histograms the message carries (only the metrics party's
-    messages do); only these two numbers leave the party."""
+def _pooled_histogram(message: Message, node: PartyNode) -> np.ndarray | None:
+    """The decrypted pooled histograms the message carries (only the metrics party's
+    messages do), else None."""
     enc_hist = message.content.array_records.get(proto.ENC_POOLED_HIST)
-    if enc_hist is None:
+    return None if enc_hist is None else node.pooled_histogram(enc_hist)
+
+
+def _metrics_of(hist: np.ndarray | None) -> dict[str, MetricRecord]:
+    """AUC and KS of pooled histograms; only these two numbers leave the party."""
+    if hist is None:
         return {}
-    auc, ks = node.metrics(enc_hist)
+    auc, ks = histogram_metrics(hist)
     return {proto.METRICS: MetricRecord({proto.METRIC_AUC: auc, proto.METRIC_KS: ks})}
+
+
+def _pooled_metrics(message: Message, node: PartyNode) -> dict[str, MetricRecord]:
+    """AUC and KS of the pooled histograms the message carries, if any."""
+    return _metrics_of(_pooled_histogram(message, node))
 
 
 def _sealed(message: Message, context: Context, node: PartyNode) -> dict[str, FloatVector]:
@@ -280,7 +297,8 @@ def release(message: Message, context: Context) -> Message:
     history = json.loads(str(cfg[proto.CFG_HISTORY]))
     parties = json.loads(str(cfg[proto.CFG_PARTIES]))
     rounds = int(cfg[proto.CFG_ROUND])  # type: ignore[arg-type]
-    metrics = _pooled_metrics(message, node)
+    hist = _pooled_histogram(message, node)
+    metrics = _metrics_of(hist)
     if metrics:
         # The last round's metrics come with its model: the pooled histograms of the final
         # evaluation, decrypted here; the history's last entry awaits them.
@@ -296,7 +314,7 @@ def release(message: Message, context: Context) -> Message:
         )
     else:
         model_id, path = node.release(
-            stats, global_sum, rounds=rounds, history=history, parties=parties
+            stats, global_sum, rounds=rounds, history=history, parties=parties, hist=hist
         )
     log.info("release written under %s", path.parent)
     content = RecordDict(

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedrisk.data.schema import DatasetSchema, load_schema
 from fedrisk.data.validation import load_party_frame
-from fedrisk.errors import FedRiskError
+from fedrisk.errors import FedRiskError, SchemaError
 from fedrisk.federation.protocol import PURPOSE_HIST, PURPOSE_STATS, PURPOSE_UPDATE
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.features import FeatureStats, Preprocessor
@@ -51,6 +52,7 @@ from fedrisk.release.identity import (
     load_signing_key,
     receiving_public_key_from_pem,
 )
+from fedrisk.release.reference import ScoreReference, reference_from_histograms
 from secure_agg.aggregation import (
     CkksAggregation,
     FloatVector,
@@ -473,11 +475,14 @@ class PartyNode:
         y = self.data.test[self._target].to_numpy()
         return self.encode(score_histograms(y, p, n_bins=HIST_BINS).ravel(), PURPOSE_HIST)
 
+    def pooled_histogram(self, enc_hist: Any) -> npt.NDArray[np.float64]:
+        """Decrypt the pooled ``(2, HIST_BINS)`` score histograms of every party's test split."""
+        hist = np.clip(self.decrypt(enc_hist), 0.0, None).reshape(2, HIST_BINS)
+        return np.rint(hist)  # counts came through CKKS with ~1e-8 noise
+
     def metrics(self, enc_hist: Any) -> tuple[float, float]:
         """Decrypt the pooled histograms: global AUC and KS over every party's test split."""
-        hist = np.clip(self.decrypt(enc_hist), 0.0, None).reshape(2, HIST_BINS)
-        hist = np.rint(hist)  # counts came through CKKS with ~1e-8 noise
-        return auc_from_histograms(hist), ks_from_histograms(hist)
+        return histogram_metrics(self.pooled_histogram(enc_hist))
 
     def release(
         self,
@@ -487,8 +492,14 @@ class PartyNode:
         rounds: int,
         history: list[dict[str, Any]],
         parties: list[str],
+        hist: npt.NDArray[np.float64] | None = None,
     ) -> tuple[str, Path]:
-        """Decrypt the final model and write it as an Ed25519-signed artifact."""
+        """Decrypt the final model and write it as an Ed25519-signed artifact.
+
+        ``hist`` is the final round's decrypted pooled evaluation histograms (the metrics
+        party's release message carries them): their reference PD bands go into the artifact,
+        for the lender's PSI and bad-rate-by-band monitoring.
+        """
         record = self.release_record(
             self.pooled_stats(stats), rounds=rounds, history=history, parties=parties
         )
@@ -500,6 +511,7 @@ class PartyNode:
             he_params=record.he_params,
             lineage=record.lineage,
             privacy=record.privacy,
+            reference=None if hist is None else release_reference(hist),
         )
         return record.model_id, self.write_release(artifact)
 
@@ -627,6 +639,21 @@ class PartyNode:
     def _seed(self, rnd: int) -> int:
         digest = hashlib.sha256(f"{self.federation.seed}:{rnd}:{self.config.name}".encode())
         return int.from_bytes(digest.digest()[:8], "little") % (2**63)
+
+
+def histogram_metrics(hist: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """AUC and KS of pooled ``(2, n_bins)`` score histograms."""
+    return auc_from_histograms(hist), ks_from_histograms(hist)
+
+
+def release_reference(hist: npt.NDArray[np.float64]) -> ScoreReference | None:
+    """Reference PD bands of the pooled histograms; None (logged) when a class is missing,
+    since bands without both classes cannot say what a bad rate should be."""
+    try:
+        return reference_from_histograms(hist)
+    except SchemaError as error:
+        log.warning("release carries no reference bands: %s", error)
+        return None
 
 
 def _global_weights(global_sum: FloatVector) -> np.ndarray:

@@ -432,6 +432,6 @@ def demo(data_dir: DataDirOption = None) -> None:
 
     configure_torch(threads=1)
     try:
-        run_demo(console=console, data_dir=data_dir)
+        run_demo(console=console, data_dir=data_dir, serve_dashboard=True)
     except (FedRiskError, RunFailedError) as e:
         raise fail(str(e)) from e

@@ -10,7 +10,12 @@
 6. Sample applications go in with the scoring key: ordinary ones, a likely decline with its
    reasons, a fraud ring; the risk officer's key reads the review queue.
 7. The decisions are printed, with a viewer key, how to serve again and the report command.
-8. Everything is stopped by PID. Run twice, it works twice: ``demo-out/`` is rebuilt each time.
+8. (Optional) the vertical federation: one bank, one platform, one operator.
+9. Portfolio monitoring: a generated book of loans with 12-24 months of outcomes and an injected
+   drift (one region's income falls) joins the decisions database; the service checks its alert
+   rules and serves the dashboard, whose URL is printed with the viewer key (``make demo`` keeps
+   it up until Ctrl-C).
+10. Everything is stopped by PID. Run twice, it works twice: ``demo-out/`` is rebuilt each time.
 
 Synthetic parties by default; with ``FEDRISK_DATA_DIR`` set, three regional lenders of the real
 Lending Club sample (split by state) instead.
@@ -38,6 +43,7 @@ from fedrisk.data.schema import DatasetSchema
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.enrollment import manifest_fingerprints
 from fedrisk.federation.processes import console_script, pick_free_port, stop_process_tree
+from fedrisk.files import write_atomic
 from fedrisk.release.artifact import (
     ModelArtifact,
     load_trusted_keys,
@@ -45,10 +51,19 @@ from fedrisk.release.artifact import (
     read_artifact,
 )
 from server.scoring.apikeys import Role, create_keys_at
+from server.scoring.db.engine import make_engine
+from server.scoring.portfolio import (
+    PortfolioConfig,
+    generate_portfolio,
+    load_portfolio,
+    reference_json,
+)
 from simulations.deployment import running_federation
 
 DEMO_OUT = Path("demo-out")
 PARTY_NAMES = ("bank", "ecommerce", "telecom")
+DRIFT_REGION = "east"
+"""The region whose applicants' income falls in the demo's generated book."""
 
 
 def _demo_parties(
@@ -90,9 +105,11 @@ def _progress(console: Console, rounds: int) -> Any:
     return on_event
 
 
-def _start_service(registry: Path, db_url: str, out: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_service(
+    registry: Path, db_url: str, out: Path, *, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = pick_free_port()
-    log = (out / "scoring.log").open("wb")
+    log = (out / "scoring.log").open("ab")
     proc = subprocess.Popen(
         [
             console_script("fedrisk"),
@@ -110,6 +127,7 @@ def _start_service(registry: Path, db_url: str, out: Path) -> tuple[subprocess.P
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -266,6 +284,68 @@ def _vertical_story(console: Console, out: Path) -> Path:
     return ws.release_dir / "vertical-demo"
 
 
+def _monitoring_story(
+    console: Console,
+    out: Path,
+    *,
+    registry: Path,
+    db_url: str,
+    keys: dict[Role, str],
+    rng: np.random.Generator,
+    serve: bool,
+) -> str:
+    """Load a generated, drifted book of loans and its outcomes, let the service check its alert
+    rules, and serve the dashboard (until Ctrl-C when ``serve``); returns the dashboard's URL.
+
+    The book's PDs come from the generator's own champion, so its release reference bands (also
+    generated) are the service's configured baseline, not the federated artifact's bands.
+    """
+    console.rule("[bold]9. Portfolio monitoring: outcomes, drift, alerts and the dashboard")
+    config = PortfolioConfig(
+        applicants=3000, origination_months=6, drift_region=DRIFT_REGION, drift_from=3
+    )
+    portfolio = generate_portfolio(config, rng)
+    engine = make_engine(db_url)
+    try:
+        report = load_portfolio(engine, portfolio)
+    finally:
+        engine.dispose()
+    reference = out / "reference.json"
+    write_atomic(reference, reference_json(portfolio.reference))
+    console.print(
+        f"  {len(portfolio.decisions)} generated applications, {report.loans_added} loans, "
+        f"{report.inserted} monthly outcome rows up to {portfolio.as_of}; region "
+        f"{DRIFT_REGION}'s income falls from origination month {config.drift_from + 1}"
+    )
+    proc, url = _start_service(
+        registry, db_url, out, env={"FEDRISK_MONITORING_REFERENCE_PATH": str(reference)}
+    )
+    try:
+        with httpx.Client(
+            base_url=url, timeout=120, headers=_bearer(keys[Role.RISK_OFFICER])
+        ) as officer:
+            checked = officer.post("/v1/monitoring/alerts/check")
+        if checked.status_code != 200:
+            raise FedRiskError(
+                f"the alert check answered {checked.status_code}: {checked.text[:500]}"
+            )
+        for alert in checked.json()["firing"]:
+            console.print(f"  alert {alert['kind']} ({alert['severity']}): {alert['message']}")
+        dashboard = f"{url}/dashboard"
+        console.print(f"dashboard:           {dashboard}  (sign in with the viewer key)")
+        console.print(f"viewer key:          {keys[Role.VIEWER]}")
+        if serve:
+            console.print("  serving the dashboard until Ctrl-C")
+            sys.stdout.flush()
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                console.print("  stopping the dashboard")
+    finally:
+        stop_process_tree(proc.pid, process=proc)
+    return dashboard
+
+
 def run_demo(
     *,
     console: Console,
@@ -273,10 +353,12 @@ def run_demo(
     out: Path = DEMO_OUT,
     rounds: int = 3,
     vertical: bool = True,
+    serve_dashboard: bool = False,
 ) -> None:
     """Run the end-to-end demo; every process it starts is stopped before it returns.
 
-    ``vertical=False`` leaves out the vertical federation's step (about half a minute).
+    ``vertical=False`` leaves out the vertical federation's step (about half a minute);
+    ``serve_dashboard=True`` keeps the dashboard up at the end until Ctrl-C (``make demo``).
     """
     if out.exists():
         shutil.rmtree(out)
@@ -348,14 +430,25 @@ def run_demo(
     finally:
         stop_process_tree(proc.pid, process=proc)
     vertical_parts = _vertical_story(console, out / "vertical") if vertical else None
-    console.rule("[bold]9. Done: everything stopped")
+    dashboard = _monitoring_story(
+        console,
+        out,
+        registry=registry,
+        db_url=db_url,
+        keys=keys,
+        rng=np.random.default_rng(20261204),
+        serve=serve_dashboard,
+    )
+    console.rule("[bold]10. Done: everything stopped")
     console.print(f"signed model:        {registry / str(released['model_id'])}")
     console.print(
         f"decisions database:  {out / 'scoring.db'} (verify: fedrisk audit verify "
         f"--db sqlite:///{(out / 'scoring.db').resolve()})"
     )
     console.print(
-        f"serve it again:      fedrisk serve --development --registry {registry} --db {db_url}"
+        f"serve it again:      FEDRISK_MONITORING_REFERENCE_PATH={out / 'reference.json'} "
+        f"fedrisk serve --development --registry {registry} --db {db_url}  (dashboard was "
+        f"{dashboard})"
     )
     console.print(
         f"viewer key:          {keys[Role.VIEWER]}  (aggregates only; send it as "

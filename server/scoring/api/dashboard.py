@@ -7,6 +7,7 @@ are written to the audit trail with the key id like every loan-level read (``acc
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -14,10 +15,12 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from server.scoring import store
 from server.scoring.access import requires
 from server.scoring.api.models import model_out
+from server.scoring.api.monitoring import Filters, Month, reference_of
 from server.scoring.api.routing import ERRORS, new_router
 from server.scoring.apikeys import Role
 from server.scoring.dashboard import queries
-from server.scoring.dashboard.charts import ChartData, PageSpec
+from server.scoring.dashboard.charts import ChartData, ChartInputs, PageSpec
+from server.scoring.dashboard.indicators import DEFAULT_CROSS, crossed_dimensions
 from server.scoring.dashboard.pages import CHARTS, PAGES_BY_SLUG
 from server.scoring.dashboard.views import (
     ASSETS_DIR,
@@ -27,7 +30,9 @@ from server.scoring.dashboard.views import (
     render,
 )
 from server.scoring.deps import ServiceDep
-from server.scoring.errors import NotFoundError
+from server.scoring.errors import InvalidInputError, NotFoundError
+from server.scoring.monitoring import queries as monitoring
+from server.scoring.monitoring.models import DIMENSIONS
 from server.scoring.settings import STAGES, Stage
 
 router = new_router()
@@ -49,6 +54,9 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     **{code: ERRORS[code] for code in (401, 403, 404, 422)},
 }
 
+CROSS_PARAMS = ("dim_a", "dim_b")
+"""Query parameters of the direction page: the two dimensions it crosses."""
+
 Outcome = Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")]
 Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
@@ -64,10 +72,27 @@ def _csv(data: ChartData, name: str) -> Response:
     )
 
 
+def chart_inputs(request: Request, ctx: Any) -> ChartInputs:
+    """The reference bands of the champion and the page's own choices (checked here, so a bad
+    choice is a 422 before any query runs)."""
+    params = {k: v for k, v in request.query_params.items() if k in CROSS_PARAMS}
+    inputs = ChartInputs(reference=reference_of(ctx), params=params)
+    try:
+        crossed_dimensions(inputs)
+    except ValueError as error:
+        errors: list[dict[str, object]] = [
+            {"type": "value_error", "loc": ["query", *CROSS_PARAMS], "msg": str(error)}
+        ]
+        raise InvalidInputError(errors) from error
+    return inputs
+
+
 async def _page(request: Request, ctx: Any, page: PageSpec, extra: dict[str, Any]) -> HTMLResponse:
+    inputs = chart_inputs(request, ctx)
+
     def load(connection: Any) -> dict[str, Any]:
         recorded = not page.needs_outcomes or queries.outcomes_recorded(connection)
-        charts = [(s, s.query(connection)) for s in page.charts] if recorded else []
+        charts = [(s, s.query(connection, inputs)) for s in page.charts] if recorded else []
         figures = queries.overview_figures(connection) if page.slug == "overview" else None
         return {"recorded": recorded, "charts": charts, "figures": figures}
 
@@ -84,6 +109,7 @@ async def _page(request: Request, ctx: Any, page: PageSpec, extra: dict[str, Any
         "charts": [chart_view(spec, data) for spec, data in loaded["charts"]],
         "figures": figure_cards(loaded["figures"]) if loaded["figures"] else None,
         "empty_state": empty,
+        "csv_query": f"?{urlencode(inputs.params)}" if inputs.params else "",
         **extra,
     }
     template = "models.html" if page.slug == "models" else "page.html"
@@ -123,12 +149,13 @@ async def asset(asset_name: str) -> FileResponse:
     responses=CSV_RESPONSE,
     openapi_extra=requires(Role.VIEWER),
 )
-async def chart_csv(chart_id: str, ctx: ServiceDep) -> Response:
-    """The numbers of one chart as CSV: the same query the page draws."""
+async def chart_csv(chart_id: str, request: Request, ctx: ServiceDep) -> Response:
+    """The numbers of one chart as CSV: the same query the page draws (the direction charts
+    take the page's ``dim_a`` and ``dim_b``)."""
     spec = CHARTS.get(chart_id)
     if spec is None:
         raise NotFoundError(f"chart must be one of {sorted(CHARTS)}; got {chart_id!r}")
-    return _csv(await ctx.read(spec.query), chart_id)
+    return _csv(await ctx.read(spec.query, chart_inputs(request, ctx)), chart_id)
 
 
 def decision_filter(
@@ -139,6 +166,30 @@ def decision_filter(
 
 
 FilterDep = Annotated[queries.DecisionFilter, Depends(decision_filter)]
+
+
+LOAN_LEVEL_PAGES = {"decisions": ("Decisions", "overview"), "loans": ("Loans", "direction")}
+"""Loan-level pages: title and the navigation entry they belong to."""
+
+
+def _loan_level(
+    request: Request, kind: str, filters: dict[str, str], total: int, data: ChartData
+) -> HTMLResponse:
+    """A loan-level page (``decisions`` or ``loans``): its filters, the count, the rows, and
+    the CSV link with the same query."""
+    title, current = LOAN_LEVEL_PAGES[kind]
+    query = request.url.query
+    context = {
+        "title": title,
+        "kind": kind,
+        "current": current,
+        "filters": filters,
+        "total": total,
+        "shown": len(data.rows),
+        "data": data,
+        "csv_url": f"/dashboard/{kind}.csv" + (f"?{query}" if query else ""),
+    }
+    return render(request, "decisions.html", context)
 
 
 @router.get(
@@ -158,17 +209,7 @@ async def decisions_page(request: Request, ctx: ServiceDep, chosen: FilterDep) -
 
     total, data = await ctx.read(load)
     filters = {k: v for k, v in vars(chosen).items() if v}
-    query = request.url.query
-    context = {
-        "title": "Decisions",
-        "current": "overview",
-        "filters": filters,
-        "total": total,
-        "shown": len(data.rows),
-        "data": data,
-        "csv_url": "/dashboard/decisions.csv" + (f"?{query}" if query else ""),
-    }
-    return render(request, "decisions.html", context)
+    return _loan_level(request, "decisions", filters, total, data)
 
 
 @router.get(
@@ -183,6 +224,51 @@ async def decisions_csv(ctx: ServiceDep, chosen: FilterDep) -> Response:
     return _csv(await ctx.read(queries.matching_decisions, chosen), "decisions")
 
 
+LOAN_COLUMNS = ("decision_id", "originated", "principal", *DIMENSIONS, "purpose_text")
+LOAN_COLUMNS += ("month_on_book", "dpd", "balance", "score", "probability")
+
+
+def _loans(
+    connection: Any, as_of: str | None, filters: dict[str, str]
+) -> tuple[str | None, int, ChartData]:
+    """The month shown, the segment's loan count and its most overdue loans."""
+    month = as_of or monitoring.latest_month(connection)
+    if month is None:
+        return None, 0, ChartData(LOAN_COLUMNS, ())
+    found = monitoring.drill_down(
+        connection, as_of=month, filters=filters, limit=queries.DRILL_LIMIT
+    )
+    rows = tuple(tuple(getattr(loan, c) for c in LOAN_COLUMNS) for loan in found.loans)
+    return month, found.total, ChartData(LOAN_COLUMNS, rows)
+
+
+@router.get(
+    "/dashboard/loans",
+    response_class=HTMLResponse,
+    tags=["dashboard"],
+    openapi_extra=requires(Role.RISK_OFFICER),
+)
+async def loans_page(
+    request: Request, ctx: ServiceDep, filters: Filters, as_of: Month = None
+) -> HTMLResponse:
+    """Loan level: the loans of one direction-analysis segment at ``as_of`` (audited)."""
+    month, total, data = await ctx.read(_loans, as_of, filters)
+    return _loan_level(request, "loans", {**filters, "as_of": month or "–"}, total, data)
+
+
+@router.get(
+    "/dashboard/loans.csv",
+    tags=["dashboard"],
+    response_class=Response,
+    responses=CSV_RESPONSE,
+    openapi_extra=requires(Role.RISK_OFFICER),
+)
+async def loans_csv(ctx: ServiceDep, filters: Filters, as_of: Month = None) -> Response:
+    """Loan level: the listed loans of a segment as CSV (audited)."""
+    _, _, data = await ctx.read(_loans, as_of, filters)
+    return _csv(data, "loans")
+
+
 @router.get(
     "/dashboard/{page}",
     response_class=HTMLResponse,
@@ -195,6 +281,15 @@ async def page(page: str, request: Request, ctx: ServiceDep) -> HTMLResponse:
     if spec is None or page == "overview":
         raise NotFoundError(f"page must be one of {sorted(PAGES_BY_SLUG)}; got {page!r}")
     extra: dict[str, Any] = {}
+    if page == "direction":
+        chosen = chart_inputs(request, ctx).params
+        extra = {
+            "cross": {
+                "dimensions": DIMENSIONS,
+                "dim_a": chosen.get("dim_a", DEFAULT_CROSS[0]),
+                "dim_b": chosen.get("dim_b", DEFAULT_CROSS[1]),
+            }
+        }
     if page == "models":
         extra = {
             "assignments": [ctx.registry.assignments[s] for s in STAGES],

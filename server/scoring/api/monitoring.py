@@ -90,17 +90,16 @@ class AlertCheckOut(BaseModel):
 
 
 def reference_of(ctx: ServiceContext) -> ScoreReference | None:
-    """The reference bands of the A-card champion's artifact, else of the configured file
-    (None without either)."""
-    found = None
-    try:
-        found = ctx.registry.champion("application").artifact.reference
-    except Exception:  # no champion loaded: monitoring still answers what needs no reference
-        found = None
+    """The configured reference file's bands, else the A-card champion artifact's (None
+    without either): a file the operator configured is a deliberate choice of baseline (e.g.
+    the development sample of a book scored by another model), so it wins."""
     path = ctx.settings.monitoring_reference_path
-    if found is None and path is not None:
-        found = ScoreReference.model_validate_json(path.read_text(encoding="utf-8"))
-    return found
+    if path is not None:
+        return ScoreReference.model_validate_json(path.read_text(encoding="utf-8"))
+    try:
+        return ctx.registry.champion("application").artifact.reference
+    except Exception:  # no champion loaded: monitoring still answers what needs no reference
+        return None
 
 
 def update_metrics(metrics: Metrics, summary: Summary) -> None:

@@ -16,8 +16,11 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
+from fedrisk.release.reference import ScoreReference
+
 Cell = str | int | float | None
-ChartKind = Literal["bar", "stacked_bar", "line"]
+ChartKind = Literal["bar", "stacked_bar", "line", "table"]
+"""``table`` draws no figure: the rows are the chart (alerts, intervals)."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,36 @@ class ChartData:
         return out.getvalue()
 
 
-QueryFn = Callable[[Connection], ChartData]
+@dataclass(frozen=True)
+class ChartInputs:
+    """What a chart's query may need besides the database.
+
+    Attributes
+    ----------
+    reference
+        The A-card champion's reference bands (PSI, bad rate by band); None without a release
+        that carries them.
+    params
+        The page's own choices from its query string (e.g. the direction page's two dimensions).
+    """
+
+    reference: ScoreReference | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+QueryFn = Callable[[Connection, ChartInputs], ChartData]
 """A chart's data source: runs its SQL on a read connection."""
+
+
+def without_inputs(fn: Callable[[Connection], ChartData]) -> QueryFn:
+    """A query needing only the database, as a :data:`QueryFn`."""
+
+    def query(connection: Connection, _inputs: ChartInputs) -> ChartData:
+        return fn(connection)
+
+    query.__doc__ = fn.__doc__
+    return query
+
 
 DrillFn = Callable[[Mapping[str, Cell]], dict[str, str]]
 """Query parameters of the loan-level page behind one row of a chart."""
@@ -65,7 +96,7 @@ class ChartSpec:
     query
         Where the numbers come from.
     kind
-        ``bar``, ``stacked_bar`` or ``line``.
+        ``bar``, ``stacked_bar``, ``line`` or ``table``.
     x, y
         Columns on the axes.
     series
@@ -103,7 +134,10 @@ class PageSpec:
 
 
 def figure_of(spec: ChartSpec, data: ChartData) -> dict[str, Any]:
-    """A Plotly figure (``data`` + ``layout``, plain JSON) drawing ``data`` as ``spec`` says."""
+    """A Plotly figure (``data`` + ``layout``, plain JSON) drawing ``data`` as ``spec`` says
+    (empty for a ``table``)."""
+    if spec.kind == "table":
+        return {}
     traces: dict[str, dict[str, list[Cell]]] = {}
     x_index, y_index = data.columns.index(spec.x), data.columns.index(spec.y)
     series_index = [data.columns.index(name) for name in spec.series]
@@ -123,10 +157,18 @@ def figure_of(spec: ChartSpec, data: ChartData) -> dict[str, Any]:
         }
         for name, trace in traces.items()
     ]
+    # categories in the rows' order: otherwise Plotly orders them trace by trace, which puts
+    # a later trace's own days (or segments) after every category of the first trace
+    categories = list(dict.fromkeys(row[x_index] for row in data.rows))
     layout: dict[str, Any] = {
         "margin": {"l": 60, "r": 20, "t": 10, "b": 60},
         "height": 340,
-        "xaxis": {"title": {"text": spec.x}, "type": "category"},
+        "xaxis": {
+            "title": {"text": spec.x},
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": categories,
+        },
         "yaxis": {"title": {"text": spec.y}},
         "legend": {"orientation": "h", "y": -0.3},
     }

@@ -35,7 +35,7 @@ from server.scoring.monitoring.models import (
     Summary,
 )
 
-SECTION_MODULES: Final[tuple[str, ...]] = ()
+SECTION_MODULES: Final[tuple[str, ...]] = ("server.scoring.monitoring.purpose_section",)
 """Modules that register extra sections when imported (the purpose classifier's goes here)."""
 
 SectionFn = Callable[[Connection], dict[str, Any] | None]

@@ -110,6 +110,10 @@ def test_the_demo_trains_releases_scores_and_stops_everything(
     assert queue is not None and int(queue.group(1)) >= 1
     assert (out / "scoring.db").is_file()
 
+    # the generated book's outcomes raised the drifted region's alert; the dashboard was served
+    assert re.search(r"alert segment_delinquency \(warning\): .*region=east", text)
+    assert re.search(r"dashboard:\s+http://127\.0\.0\.1:\d+/dashboard", text)
+
     # every process it started is stopped: none left alive, none left as our children
     started = sampler.seen - before
     assert set(supernode_pids.values()) <= started

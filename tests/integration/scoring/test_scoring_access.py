@@ -87,6 +87,8 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/dashboard/assets/{asset_name}"): Role.VIEWER,
     ("GET", "/dashboard/decisions"): Role.RISK_OFFICER,
     ("GET", "/dashboard/decisions.csv"): Role.RISK_OFFICER,
+    ("GET", "/dashboard/loans"): Role.RISK_OFFICER,
+    ("GET", "/dashboard/loans.csv"): Role.RISK_OFFICER,
 }
 """What each route needs, written out here independently of the code (the oracle)."""
 

@@ -1,8 +1,11 @@
 """The dashboard in a real browser: Debian's headless Chromium, driven by Playwright, against a
-real ``fedrisk serve`` process on a seeded database. People sign in through the login page and
-click through; the numbers on screen must equal the raw rows; a viewer cannot reach loan-level
-pages; nothing loads from another origin. Screenshots are saved (path in pytest's summary), and
-``FEDRISK_UPDATE_SCREENSHOT=1`` also writes the README's ``docs/dashboard.png``."""
+real ``fedrisk serve`` process on a seeded database that also holds a generated portfolio with an
+injected drift (a region's income falls) and its outcomes. People sign in through the login page
+and click through; the numbers on screen must equal the raw rows; the drift shows as a PSI and a
+direction alert; a risk officer's drill-down lists exactly the segment's loans; a viewer cannot
+reach loan-level pages; nothing loads from another origin. Screenshots are saved (path in
+pytest's summary), and ``FEDRISK_UPDATE_SCREENSHOT=1`` also writes the README's
+``docs/dashboard.png`` (the drift page)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,16 @@ from sqlalchemy import select
 from server.scoring.apikeys import Role, key_id_of
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
-from server.scoring.db.tables import audit_log
+from server.scoring.db.tables import audit_log, loans, outcomes
+from server.scoring.monitoring.alerts import store_alerts
+from server.scoring.monitoring.report import build_summary
+from server.scoring.portfolio import (
+    Portfolio,
+    PortfolioConfig,
+    generate_portfolio,
+    load_portfolio,
+    reference_json,
+)
 from tests.support.artifacts import build_registry
 from tests.support.browser import REPO, chromium, require_chromium, screenshot_dir
 from tests.support.dashboard import Truth, percent, seed_history, truth
@@ -33,6 +45,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WAIT_MS = 20_000
 MONITORING_PAGES = ("drift", "performance", "vintages", "direction", "alerts")
+DRIFT_REGION = "east"
+PSI_MONTH = "2026-12"
 
 
 @dataclass
@@ -41,6 +55,7 @@ class Setup:
     browser: Any
     truth: Truth
     shots: Path
+    portfolio: Portfolio
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +69,33 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     engine = make_engine(db_url)
     upgrade_database(engine)
     seed_history(engine, np.random.default_rng(3), n=200, days=6)
+    # the monitoring pages' data: a drifted portfolio, its outcomes and the alerts they raise;
+    # it originates until PSI_MONTH, after the seeded history, so the PSI of the latest month
+    # measures the portfolio's drift alone
+    config = PortfolioConfig(
+        applicants=3000,
+        start="2026-07",
+        origination_months=6,
+        drift_region=DRIFT_REGION,
+        drift_from=3,
+    )
+    portfolio = generate_portfolio(config, np.random.default_rng(20261204))
+    load_portfolio(engine, portfolio)
+    with engine.begin() as connection:
+        store_alerts(connection, build_summary(connection, portfolio.reference).alerts)
     expected = truth(engine)
     engine.dispose()
-    server = start_server(workdir, registry, db_url=db_url)
+    reference = workdir / "reference.json"
+    reference.write_text(reference_json(portfolio.reference), encoding="utf-8")
+    server = start_server(
+        workdir,
+        registry,
+        db_url=db_url,
+        env={"FEDRISK_MONITORING_REFERENCE_PATH": str(reference)},
+    )
     try:
         with chromium() as browser:
-            yield Setup(server, browser, expected, screenshot_dir("dashboard-browser"))
+            yield Setup(server, browser, expected, screenshot_dir("dashboard-browser"), portfolio)
     finally:
         server.stop()
 
@@ -119,12 +155,13 @@ def test_a_viewer_clicks_through_and_sees_the_sql_truth(setup: Setup, page: Any)
         page.get_by_test_id("csv-decision_mix").click()
     mix_csv = Path(download.value.path()).read_text()
     visited = {}
+    drawn = {}
     for slug in (*MONITORING_PAGES, "models"):
         page.locator(f"header a[data-page={slug}]").click()
         page.wait_for_url(f"**/dashboard/{slug}")
+        drawn[slug] = wait_for_charts(page)
         visited[slug] = page.locator("main").inner_text()
         page.screenshot(path=str(setup.shots / f"{slug}.png"), full_page=True)
-    models_charts = wait_for_charts(page)
     page.locator("header a[data-page=overview]").click()
     page.get_by_test_id("numbers-decision_mix").locator("summary").click()
     page.get_by_test_id("drill").first.click()
@@ -133,7 +170,15 @@ def test_a_viewer_clicks_through_and_sees_the_sql_truth(setup: Setup, page: Any)
     direct = page.goto("/dashboard/decisions.csv")
 
     # assert: the figures are the raw rows' counts, the CSV is the chart's rows
-    assert charts == 4 and models_charts == 1
+    assert charts == 4
+    assert drawn == {
+        "drift": 2,
+        "performance": 2,
+        "vintages": 2,
+        "direction": 2,
+        "alerts": 0,  # a table, no figure
+        "models": 2,
+    }
     assert shown == {
         "decisions": str(t.decisions),
         "approval_rate": percent(t.approval_rate),
@@ -143,14 +188,14 @@ def test_a_viewer_clicks_through_and_sees_the_sql_truth(setup: Setup, page: Any)
     rows = list(csv.DictReader(io.StringIO(mix_csv)))
     assert {(r["day"], r["stage"], r["outcome"]): int(r["decisions"]) for r in rows} == dict(t.mix)
     for slug in MONITORING_PAGES:
-        assert "No outcomes recorded yet" in visited[slug]
+        assert "No outcomes recorded yet" not in visited[slug]
     for model_id in STANDARD_MODELS:
         assert model_id in visited["models"]
     assert "role must cover risk_officer" in refused
     assert direct is not None and direct.status == 403
     assert all(url.startswith(setup.server.base_url) for url in page.requested), page.requested
     if os.environ.get("FEDRISK_UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(setup.shots / "overview.png", REPO / "docs" / "dashboard.png")
+        shutil.copyfile(setup.shots / "drift.png", REPO / "docs" / "dashboard.png")
 
 
 def test_a_risk_officer_drills_down_to_the_decisions_and_is_audited(
@@ -189,3 +234,83 @@ def test_a_risk_officer_drills_down_to_the_decisions_and_is_audited(
         {"key_id": p["key_id"], "path": p["path"]} for p in payloads
     ]
     assert after is not None and after.status == 401
+
+
+def segment_truth(db_url: str, as_of: str, tags: dict[str, str]) -> set[str]:
+    """Decision ids of the segment's loans with a row in month ``as_of``, straight from SQL."""
+    engine = make_engine(db_url)
+    with engine.connect() as connection:
+        ids = connection.execute(
+            select(outcomes.c.decision_id)
+            .join(loans, loans.c.decision_id == outcomes.c.decision_id)
+            .where(outcomes.c.month == as_of, *(loans.c[k] == v for k, v in tags.items()))
+        ).scalars()
+        found = set(ids)
+    engine.dispose()
+    return found
+
+
+def test_a_viewer_sees_the_drift_alerts_and_cannot_open_the_loans(setup: Setup, page: Any) -> None:
+    # act
+    sign_in(page, setup.server.keys[Role.VIEWER])
+    page.locator("header a[data-page=alerts]").click()
+    page.wait_for_url("**/dashboard/alerts")
+    table = page.get_by_test_id("table-alerts")
+    kinds = table.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    subjects = table.locator("tbody tr td:nth-child(4)").all_inner_texts()
+    page.screenshot(path=str(setup.shots / "alerts.png"), full_page=True)
+    page.locator("header a[data-page=direction]").click()
+    page.get_by_test_id("numbers-direction").locator("summary").click()
+    page.get_by_test_id("table-direction").get_by_test_id("drill").first.click()
+    refused = page.get_by_test_id("refused").inner_text()
+    direct = page.goto(f"/dashboard/loans?region={DRIFT_REGION}")
+
+    # assert: both alerts of the injected drift are on the page; loans stay closed
+    assert f"score:{PSI_MONTH}" in subjects and "psi" in kinds
+    assert "segment_delinquency" in kinds and f"region={DRIFT_REGION}" in subjects
+    assert "role must cover risk_officer" in refused
+    assert direct is not None and direct.status == 403
+
+
+def test_a_risk_officer_clicks_a_direction_cell_and_sees_its_loans(setup: Setup, page: Any) -> None:
+    # arrange
+    officer = setup.server.keys[Role.RISK_OFFICER]
+
+    # act: cross region with purpose, open the drifted region's first cell
+    sign_in(page, officer)
+    page.locator("header a[data-page=direction]").click()
+    page.get_by_test_id("dim_a").select_option("region")
+    page.get_by_test_id("dim_b").select_option("purpose")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/dashboard/direction?*")
+    wait_for_charts(page)
+    page.get_by_test_id("numbers-direction").locator("summary").click()
+    row = page.get_by_test_id("table-direction").locator("tbody tr", has_text=DRIFT_REGION).first
+    region, purpose = (row.locator("td").nth(i).inner_text() for i in range(2))
+    row.get_by_test_id("drill").click()
+    page.wait_for_url("**/dashboard/loans?*")
+    listed = int(page.get_by_test_id("loan-count").inner_text())
+    table = page.get_by_test_id("table-loans")
+    shown = set(table.locator("tbody tr td:nth-child(1)").all_inner_texts())
+    page.screenshot(path=str(setup.shots / "risk-officer-loans.png"), full_page=True)
+    engine = make_engine(setup.server.db_url)
+    with engine.connect() as connection:
+        paths = [
+            (p["key_id"], p["path"])
+            for p in map(
+                json.loads,
+                connection.execute(
+                    select(audit_log.c.payload).where(audit_log.c.kind == "api_access")
+                ).scalars(),
+            )
+        ]
+    engine.dispose()
+
+    # assert: exactly the segment's loans, and the view is in the audit trail
+    expected = segment_truth(
+        setup.server.db_url, setup.portfolio.as_of, {"region": region, "purpose": purpose}
+    )
+    assert region == DRIFT_REGION
+    assert listed == len(expected) > 0
+    assert shown == expected
+    assert (key_id_of(officer), "/dashboard/loans") in paths

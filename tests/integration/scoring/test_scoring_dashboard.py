@@ -22,6 +22,7 @@ from server.scoring.apikeys import Principal, Role, key_id_of, revoke_key
 from server.scoring.app import create_app
 from server.scoring.audit import audited_transaction, verify_chain
 from server.scoring.dashboard import queries
+from server.scoring.dashboard.charts import ChartInputs
 from server.scoring.dashboard.pages import CHARTS
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
@@ -331,7 +332,9 @@ def test_every_chart_query_answers_the_same_on_sqlite_and_postgresql(db_url: str
 
     # act
     with engine.connect() as connection:
-        charts = {chart_id: spec.query(connection) for chart_id, spec in CHARTS.items()}
+        charts = {
+            chart_id: spec.query(connection, ChartInputs()) for chart_id, spec in CHARTS.items()
+        }
         figures = queries.overview_figures(connection)
     engine.dispose()
 

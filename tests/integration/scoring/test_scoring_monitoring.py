@@ -17,6 +17,9 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 from sqlalchemy import Engine
 
+from server.scoring.dashboard.charts import ChartInputs
+from server.scoring.dashboard.indicators import drill_segment
+from server.scoring.dashboard.pages import CHARTS
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
 from server.scoring.monitoring import queries
@@ -257,6 +260,44 @@ def test_direction_rows_match_the_raw_rows(loaded: Loaded) -> None:
     assert [loan.dpd for loan in loans_east.loans] == sorted(
         (loan.dpd for loan in loans_east.loans), reverse=True
     )
+
+
+def test_dashboard_charts_draw_the_monitoring_queries_and_drill_to_the_raw_loans(
+    loaded: Loaded,
+) -> None:
+    # arrange
+    p = loaded.portfolio
+    _, rows = frames(p)
+    snap = rows[rows["month"] == p.as_of]
+    inputs = ChartInputs(reference=p.reference, params={"dim_a": "region", "dim_b": "purpose"})
+
+    # act
+    with loaded.engine.connect() as connection:
+        charts = {chart_id: spec.query(connection, inputs) for chart_id, spec in CHARTS.items()}
+        trend = queries.psi_trend(connection, p.reference)
+        crossed = queries.direction(connection, ["region", "purpose"], as_of=p.as_of)
+        versus = queries.champion_challenger(connection)
+        drilled = [drill_segment(r) for r in charts["direction"].records()]
+        totals = [
+            queries.drill_down(
+                connection,
+                as_of=d["as_of"],
+                filters={k: v for k, v in d.items() if k != "as_of"},
+                limit=1,
+            ).total
+            for d in drilled
+        ]
+
+    # assert: the charts are the monitoring queries' numbers, the drill-down the raw loans
+    assert charts["psi_trend"].column("psi") == [pt.psi for pt in trend]
+    assert charts["direction"].column("overdue_rate") == [r.overdue_rate for r in crossed.rows]
+    assert charts["risk_return"].column("net_yield") == [r.net_yield for r in crossed.rows]
+    assert charts["champion_challenger"].column("ci_low") == [versus.ci_low]
+    assert sum(int(n or 0) for n in charts["vintages"].column("loans")) > 0
+    assert {d["as_of"] for d in drilled} == {p.as_of}
+    for d, total in zip(drilled, totals, strict=True):
+        inside = (snap["region"] == d["region"]) & (snap["purpose"] == d["purpose"])
+        assert total == int(inside.sum())
 
 
 def test_injected_drift_raises_a_psi_and_a_direction_alert(loaded: Loaded) -> None:

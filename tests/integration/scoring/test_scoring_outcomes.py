@@ -249,7 +249,10 @@ def test_monitor_writes_html_and_json_with_the_agreed_keys(
     assert data["psi"] is not None and data["auc_matured"] is not None
     assert all({"kind", "severity"} <= set(a) for a in data["alerts"])
     assert all({"segment", "overdue_rate", "net_yield"} <= set(r) for r in data["direction"])
-    assert "purpose_classifier" not in data  # only once a classifier registers its section
+    classifier = data["purpose_classifier"]  # held-out generated text, both languages
+    assert classifier["accuracy"] >= 0.9
+    assert min(classifier["accuracy_by_language"].values()) >= 0.9
+    assert classifier["held_out_texts"] > 0
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "Direction analysis" in page and "<script" not in page
 

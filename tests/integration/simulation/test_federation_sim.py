@@ -128,6 +128,24 @@ def test_encrypted_simulation_releases_a_signed_model_that_predicts(encrypted_ru
     assert _flower_processes_left() == []
 
 
+def test_released_artifact_carries_reference_bands_of_the_pooled_histograms(
+    encrypted_run,
+) -> None:
+    _, _, _, outcome, _ = encrypted_run
+
+    reference = outcome.artifact.reference
+
+    # The bands come from the final round's pooled evaluation histograms, the ones whose AUC
+    # and KS the history records.
+    assert reference is not None
+    assert reference.auc == pytest.approx(outcome.history[-1]["auc"], abs=1e-12)
+    assert reference.ks == pytest.approx(outcome.history[-1]["ks"], abs=1e-12)
+    assert len(reference.shares) == len(reference.pd_edges) + 1 >= 5
+    assert sum(reference.shares) == pytest.approx(1.0)
+    # A riskier band defaults more often: the reference ranks as the model does.
+    assert reference.bad_rates[-1] > reference.bad_rates[0]
+
+
 def test_released_artifact_signature_fails_after_one_byte_change(encrypted_run) -> None:
     _, _, registry, outcome, _ = encrypted_run
     artifact_json = outcome.artifact_dir / "artifact.json"
