@@ -31,6 +31,7 @@ from fedrisk.ml.inference import ModelSpec, logit_offset_for, pos_weight_for
 from fedrisk.ml.kinds import network_kind
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
 from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
+from fedrisk.ml.server_optimizers import GlobalModel, ServerOptimizer
 from fedrisk.ml.trees import TREE_STATS_BINS
 from fedrisk.ml.woe import BinningConfig, ScorecardStats, WoeEncoder, scorecard_statistics
 from fedrisk.release.artifact import (
@@ -278,14 +279,15 @@ class PartyNode:
         configure_torch(threads=1)  # small models: one thread beats two on a shared 2-core box
         prep, pooled = self._preprocessor(stats)
         spec = self._spec(prep)
+        server = self._server_optimizer
         if global_sum is None:
             # Every party builds the same initial model from the run's seed, so round 1 needs
             # no model from the server.
-            start = initial_weights(
-                spec, generator=torch.Generator().manual_seed(self.federation.seed)
+            start = server.initial(
+                initial_weights(spec, generator=torch.Generator().manual_seed(self.federation.seed))
             )
         else:
-            start = _global_weights(global_sum)
+            start = self._global_model(global_sum)
         trainer = LocalEpochs(
             config=default_config(self.federation.model).model_copy(update=self._train_overrides()),
             generator=torch.Generator().manual_seed(self._seed(rnd)),
@@ -294,9 +296,9 @@ class PartyNode:
             pos_weight=pos_weight_for(_positive_rate(pooled)),
         )
         pipeline = RiskPipeline.from_fitted(
-            prep, spec, start, logit_offset=_logit_offset(pooled), trainer=trainer
+            prep, spec, start.weights, logit_offset=_logit_offset(pooled), trainer=trainer
         ).partial_fit(self.data.train)
-        update = weight_update(pipeline.weights_, len(self.data.train))
+        update = weight_update(server.carry(pipeline.weights_, start), len(self.data.train))
         return self.channel.encode(update)
 
     def evaluate(self, stats: FloatVector, global_sum: FloatVector) -> Any:
@@ -409,8 +411,21 @@ class PartyNode:
         """The global model as every party holds it: shared preprocessing, averaged weights."""
         prep, pooled = self._preprocessor(stats)
         return RiskPipeline.from_fitted(
-            prep, self._spec(prep), _global_weights(global_sum), logit_offset=_logit_offset(pooled)
+            prep,
+            self._spec(prep),
+            self._global_model(global_sum).weights,
+            logit_offset=_logit_offset(pooled),
         )
+
+    @property
+    def _server_optimizer(self) -> ServerOptimizer:
+        fed = self.federation
+        return ServerOptimizer(fed.server_optimizer, learning_rate=fed.server_learning_rate)
+
+    def _global_model(self, global_sum: FloatVector) -> GlobalModel:
+        """The global model (and an adaptive optimiser's state) from the decrypted sum alone:
+        every party derives the same one (see :mod:`fedrisk.ml.server_optimizers`)."""
+        return self._server_optimizer.step(_global_weights(global_sum))
 
     def _preprocessor(self, stats: FloatVector) -> tuple[FeatureEncoder, FeatureStats]:
         """The shared preprocessing every party fits from the statistics sum, and the pooled
@@ -437,6 +452,8 @@ class PartyNode:
             overrides["learning_rate"] = fed.learning_rate
         if fed.optimizer != "default":
             overrides["optimizer"] = fed.optimizer
+        if fed.proximal_mu > 0:
+            overrides["proximal_mu"] = fed.proximal_mu
         return overrides
 
     def _seed(self, rnd: int) -> int:

@@ -61,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedrisk.data.partitions import parse_partition
 from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ArtifactError, ConfigError
-from fedrisk.ml.kinds import MODEL_KINDS, ModelKind, network_kind
+from fedrisk.ml.kinds import MODEL_KINDS, ModelKind, ServerOptimizerKind, network_kind
 from fedrisk.release.artifact import TRUSTED_KEYS_DIR, load_trusted_keys, read_artifact
 from simulations.spec import SimulationSpec
 
@@ -80,6 +80,10 @@ class TrainingPlan(BaseModel):
     """0 keeps :func:`fedrisk.ml.training.default_config`'s rate for the model kind."""
     optimizer: Literal["default", "adam", "sgd"] = "default"
     """The parties' optimiser; ``default`` keeps the model kind's (Adam)."""
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
+    """FedProx's proximal weight at the parties (0: none)."""
+    server_optimizer: ServerOptimizerKind = "fedavg"
+    server_learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
 
 
 class Scenario(BaseModel):
@@ -144,6 +148,9 @@ class Scenario(BaseModel):
             local_epochs=plan.local_epochs,
             learning_rate=plan.learning_rate,
             optimizer=plan.optimizer,
+            proximal_mu=plan.proximal_mu,
+            server_optimizer=plan.server_optimizer,
+            server_learning_rate=plan.server_learning_rate,
         )
 
 
@@ -391,6 +398,9 @@ def scenario_results(
         "local_epochs": spec.local_epochs,
         "learning_rate": spec.learning_rate,
         "optimizer": spec.optimizer,
+        "proximal_mu": spec.proximal_mu,
+        "server_optimizer": spec.server_optimizer,
+        "server_learning_rate": spec.server_learning_rate,
         "seed": spec.seed,
         "he": outcome.he,
         "model_id": outcome.artifact.model_id,

@@ -15,7 +15,7 @@ from fedrisk.data.catalog import LOADABLE_DATASET_NAMES
 from fedrisk.data.partitions import parse_partition
 from fedrisk.decisions.stages import Stage
 from fedrisk.federation.run_config import MIN_SECURE_PARTIES
-from fedrisk.ml.kinds import ModelKind, Optimizer
+from fedrisk.ml.kinds import ModelKind, Optimizer, ServerOptimizerKind
 
 __all__ = ["SimulationSpec"]
 
@@ -42,6 +42,9 @@ class SimulationSpec(BaseModel):
     local_epochs: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=0.0, ge=0.0)
     optimizer: Optimizer = "default"
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
+    server_optimizer: ServerOptimizerKind = "fedavg"
+    server_learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
     release_party: str = "party_0"
     round_timeout: float = Field(default=600.0, gt=0.0)
     allow_fewer_parties: bool = False

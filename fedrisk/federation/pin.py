@@ -53,7 +53,7 @@ from pydantic import (
 from fedrisk.decisions.stages import STAGES
 from fedrisk.errors import IdentityError, RunRefusal, RunRefusedError
 from fedrisk.federation.roster import FederationManifest
-from fedrisk.ml.kinds import MODEL_KINDS, OPTIMIZERS
+from fedrisk.ml.kinds import MODEL_KINDS, OPTIMIZERS, SERVER_OPTIMIZERS
 from fedrisk.release.identity import key_id
 
 PIN_FILE: Final = "pin.json"
@@ -233,6 +233,9 @@ def fedrisk_app_rules(
         "batch-size": RangeRule(integer=True, min=1, max=65536),
         "learning-rate": RangeRule(integer=False, min=0.0, max=10.0),
         "optimizer": ChoiceRule(values=OPTIMIZERS),
+        "proximal-mu": RangeRule(integer=False, min=0.0, max=100.0),
+        "server-optimizer": ChoiceRule(values=SERVER_OPTIMIZERS),
+        "server-learning-rate": RangeRule(integer=False, min=1e-6, max=10.0),
         "release-party": ChoiceRule(values=tuple(manifest.party_names)),
         "stage": ChoiceRule(values=STAGES),
         "public-context": public_context,

@@ -19,7 +19,7 @@ from pydantic_core import ErrorDetails
 
 from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ConfigError
-from fedrisk.ml.kinds import ModelKind, Optimizer
+from fedrisk.ml.kinds import ModelKind, Optimizer, ServerOptimizerKind
 
 MIN_SECURE_PARTIES = 3
 
@@ -55,6 +55,13 @@ class FederationConfig(BaseModel):
     # Adam restarts at every party each round; under strong label skew its averaged steps are
     # biased, and plain SGD (with the matching learning rate) tracks the centralized model.
     optimizer: Optimizer = "default"
+    # Client drift under label skew: FedProx's proximal term at the parties, and FedAdam /
+    # FedYogi steps that every party applies alike to the decrypted average.
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0, alias="proximal-mu")
+    server_optimizer: ServerOptimizerKind = Field(default="fedavg", alias="server-optimizer")
+    server_learning_rate: float = Field(
+        default=0.01, gt=0.0, le=10.0, alias="server-learning-rate"
+    )
     release_party: str = Field(default="party_0", alias="release-party")
     stage: Stage = "application"
     public_context: str = Field(default="", alias="public-context")

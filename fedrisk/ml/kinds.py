@@ -14,6 +14,8 @@ __all__ = [
     "ModelKind",
     "NetworkKind",
     "Optimizer",
+    "SERVER_OPTIMIZERS",
+    "ServerOptimizerKind",
     "network_kind",
     "statistics_passes",
 ]
@@ -55,3 +57,11 @@ Optimizer = Literal["default", "adam", "sgd"]
 """``default`` lets the model kind choose (see ``fedrisk.ml.training.TrainConfig.for_model``)."""
 
 OPTIMIZERS: Final[tuple[Optimizer, ...]] = get_args(Optimizer)
+
+
+ServerOptimizerKind = Literal["fedavg", "fedadam", "fedyogi"]
+"""How the decrypted average becomes the next global model: taken as it is (FedAvg), or as the
+pseudo-gradient of an Adam or Yogi step that every party applies alike
+(:mod:`fedrisk.ml.server_optimizers`)."""
+
+SERVER_OPTIMIZERS: Final[tuple[ServerOptimizerKind, ...]] = get_args(ServerOptimizerKind)
