@@ -146,8 +146,15 @@ def main() -> None:
         for variant in args.variants:
             gaps = [r["gap"] for r in rows if r["task"] == task and r["variant"] == variant]
             sd = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
-            summary.append({"task": task, "variant": variant, "gap_mean": round(
-                statistics.mean(gaps), 4), "gap_sd": round(sd, 4), "gaps": gaps})
+            summary.append(
+                {
+                    "task": task,
+                    "variant": variant,
+                    "gap_mean": round(statistics.mean(gaps), 4),
+                    "gap_sd": round(sd, 4),
+                    "gaps": gaps,
+                }
+            )
             print(f"{task:<20} {variant:<15} {statistics.mean(gaps):+9.4f} {sd:7.4f}  {gaps}")
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))

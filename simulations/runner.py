@@ -213,6 +213,11 @@ def _run_config(
             "sim_workspace": str(ws.root),
             "round_timeout": spec.round_timeout,
             "trees": spec.trees,
+            "tree_depth": spec.tree_depth,
+            "tree_learning_rate": spec.tree_learning_rate,
+            "tree_lambda": spec.tree_lambda,
+            "tree_bins": spec.tree_bins,
+            "tree_colsample": spec.tree_colsample,
         }
     )
     return config.to_run_config()

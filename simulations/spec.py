@@ -51,6 +51,12 @@ class SimulationSpec(BaseModel):
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = (64, 32)
     trees: int = Field(default=300, ge=1, le=2000)
     """The gbdt kind's tree budget."""
+    tree_depth: int = Field(default=5, ge=1, le=10)
+    tree_learning_rate: float = Field(default=0.1, gt=0.0, le=1.0)
+    tree_lambda: float = Field(default=1.0, ge=0.0, le=1000.0)
+    tree_bins: int = Field(default=255, ge=2, le=1000)
+    tree_colsample: float = Field(default=1.0, gt=0.0, le=1.0)
+    """The gbdt kind's depth, shrinkage, λ, bins per feature and per-tree column share."""
 
     @field_validator("dataset")
     @classmethod

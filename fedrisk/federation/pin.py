@@ -243,6 +243,11 @@ def fedrisk_app_rules(
         "sim-workspace": FixedRule(value=""),
         "resume": ChoiceRule(values=(False, True)),
         "trees": RangeRule(integer=True, min=1, max=2000),
+        "tree-depth": RangeRule(integer=True, min=1, max=10),
+        "tree-learning-rate": RangeRule(integer=False, min=1e-6, max=1.0),
+        "tree-lambda": RangeRule(integer=False, min=0.0, max=1000.0),
+        "tree-bins": RangeRule(integer=True, min=2, max=1000),
+        "tree-colsample": RangeRule(integer=False, min=0.01, max=1.0),
     }
 
 

@@ -59,9 +59,7 @@ class FederationConfig(BaseModel):
     # FedYogi steps that every party applies alike to the decrypted average.
     proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0, alias="proximal-mu")
     server_optimizer: ServerOptimizerKind = Field(default="fedavg", alias="server-optimizer")
-    server_learning_rate: float = Field(
-        default=0.01, gt=0.0, le=10.0, alias="server-learning-rate"
-    )
+    server_learning_rate: float = Field(default=0.01, gt=0.0, le=10.0, alias="server-learning-rate")
     release_party: str = Field(default="party_0", alias="release-party")
     stage: Stage = "application"
     public_context: str = Field(default="", alias="public-context")
@@ -70,6 +68,12 @@ class FederationConfig(BaseModel):
     resume: bool = False
     trees: int = Field(default=300, ge=1, le=2000)
     """The gbdt kind's tree budget (early stopping usually ends the run sooner)."""
+    tree_depth: int = Field(default=5, ge=1, le=10, alias="tree-depth")
+    tree_learning_rate: float = Field(default=0.1, gt=0.0, le=1.0, alias="tree-learning-rate")
+    tree_lambda: float = Field(default=1.0, ge=0.0, le=1000.0, alias="tree-lambda")
+    tree_bins: int = Field(default=255, ge=2, le=1000, alias="tree-bins")
+    tree_colsample: float = Field(default=1.0, gt=0.0, le=1.0, alias="tree-colsample")
+    """The gbdt kind's depth, shrinkage, λ, bins per feature and per-tree column share."""
 
     @field_validator("hidden", mode="before")
     @classmethod

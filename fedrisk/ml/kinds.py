@@ -11,10 +11,10 @@ from typing import Final, Literal, get_args
 __all__ = [
     "MODEL_KINDS",
     "OPTIMIZERS",
+    "SERVER_OPTIMIZERS",
     "ModelKind",
     "NetworkKind",
     "Optimizer",
-    "SERVER_OPTIMIZERS",
     "ServerOptimizerKind",
     "network_kind",
     "statistics_passes",

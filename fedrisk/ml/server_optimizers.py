@@ -87,7 +87,9 @@ class ServerOptimizer:
         x = np.asarray(weights, dtype=np.float64)
         if not self.adaptive:
             return GlobalModel(weights=x)
-        return GlobalModel(weights=x, momentum=np.zeros_like(x), second_moment=np.full_like(x, TAU**2))
+        return GlobalModel(
+            weights=x, momentum=np.zeros_like(x), second_moment=np.full_like(x, TAU**2)
+        )
 
     def carry(self, trained: npt.ArrayLike, start: GlobalModel) -> FloatArray:
         """What a party weights and encrypts: its trained weights, then (adaptive) the state
