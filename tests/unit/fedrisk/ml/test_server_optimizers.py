@@ -1,4 +1,4 @@
-"""FedAdam / FedYogi at the parties: the state rides in the aggregate, the step is Reddi et al.'s."""
+"""FedAdam / FedYogi at the parties: state carried in the aggregate, Reddi et al.'s step."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def test_every_party_derives_the_same_model_from_the_ckks_sum() -> None:
     rng = np.random.default_rng(1)
     trained = [start.weights + rng.normal(scale=0.05, size=50) for _ in range(3)]
     counts = [500, 300, 20]
-    records = [party.encode(weight_update(opt.carry(w, start), n)) for w, n in zip(trained, counts)]
+    records = [
+        party.encode(weight_update(opt.carry(w, start), n))
+        for w, n in zip(trained, counts, strict=True)
+    ]
     enc_sum = server.sum_records(records)
     # Act: two parties decrypt the same sum independently.
     first = opt.step(unweight_sum(party.decode(enc_sum))[0])
