@@ -86,6 +86,10 @@ class TrainingPlan(BaseModel):
     server_learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
 
 
+TREES_PLAN = TrainingPlan(rounds=1)
+"""The gbdt kind's plan: its rounds are its trees, grown until early stopping."""
+
+
 class Scenario(BaseModel):
     """One lifecycle task trained federatedly."""
 
@@ -113,10 +117,11 @@ class Scenario(BaseModel):
 
     def plan(self, model: ModelKind, *, label_skew: bool = False) -> TrainingPlan:
         """Training settings for ``model``, on a label-skewed split if ``label_skew``."""
-        planned = [kind for kind in MODEL_KINDS if kind != "gbdt"]
-        if model not in planned:
-            # Trees take no rounds plan: their tree budget and early stopping end the run.
-            raise ConfigError(f"model must be one of {', '.join(planned)}; got {model!r}")
+        if model not in MODEL_KINDS:
+            raise ConfigError(f"model must be one of {', '.join(MODEL_KINDS)}; got {model!r}")
+        if model == "gbdt":
+            # Trees need no rounds plan: their tree budget and early stopping end the run.
+            return TREES_PLAN
         # A scorecard trains an LR on its WOE features, with the LR's settings.
         lr = network_kind(model) == "lr"
         skewed = self.label_skew_lr if lr else self.label_skew_mlp
@@ -131,6 +136,7 @@ class Scenario(BaseModel):
         model: ModelKind | None = None,
         partition: str | None = None,
         rounds: int | None = None,
+        trees: int | None = None,
     ) -> SimulationSpec:
         """The :class:`SimulationSpec` of this scenario (``partition`` defaults to its own)."""
         kind: ModelKind = model or self.model
@@ -151,6 +157,7 @@ class Scenario(BaseModel):
             proximal_mu=plan.proximal_mu,
             server_optimizer=plan.server_optimizer,
             server_learning_rate=plan.server_learning_rate,
+            **({} if trees is None else {"trees": trees}),
         )
 
 

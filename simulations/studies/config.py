@@ -40,6 +40,8 @@ class StudyConfig(BaseModel):
     dirichlet_alpha: float = Field(default=0.3, gt=0.0)
     rounds: int | None = Field(default=None, ge=1)
     """Override every scenario's rounds (tests); None keeps each scenario's own."""
+    trees: int | None = Field(default=None, ge=1, le=2000)
+    """Override the gbdt tree budget (tests); None keeps the run config's default."""
 
 
 PRESETS: dict[str, StudyConfig] = {
