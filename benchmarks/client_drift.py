@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     parser.add_argument("--alpha", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, default=None, help="override the plan's rounds")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     for variant in args.variants:
@@ -122,7 +123,9 @@ def main() -> None:
     for task in args.tasks:
         scenario = get_scenario(task)
         for seed in args.seeds:
-            base = scenario.spec(seed=seed, model="mlp", partition=f"dirichlet:{args.alpha:g}")
+            base = scenario.spec(
+                seed=seed, model="mlp", partition=f"dirichlet:{args.alpha:g}", rounds=args.rounds
+            )
             data = prepare_data(base)
             central = central_baseline(base, data, rng=np.random.default_rng(seed + 1)).auc
             for variant in args.variants:

@@ -382,7 +382,7 @@ def run_cell(
     encrypted, plaintext = _run_federations(
         spec,
         data,
-        plaintext=seed in config.plaintext_seeds,
+        plaintext=config.wants_plaintext(model, seed),
         registry=registry,
         on_event=on_event,
     )
@@ -402,6 +402,9 @@ def run_cell(
         local_epochs=spec.local_epochs,
         learning_rate=spec.learning_rate,
         optimizer=spec.optimizer,
+        proximal_mu=spec.proximal_mu,
+        server_optimizer=spec.server_optimizer,
+        server_learning_rate=spec.server_learning_rate,
         n_train=len(data.pooled_train),
         n_test=len(data.pooled_test),
         n_test_bad=int(data.pooled_test[_target_column(data)].sum()),
