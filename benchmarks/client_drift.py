@@ -59,42 +59,28 @@ def variant_settings(variant: str) -> dict[str, Any]:
 
 def federated_auc(spec: Any, data: Any) -> float:
     """AUC on the pooled test rows of the model the in-process federation releases."""
-    import numpy as np
-
-    from clients.party import PARTY_CONFIG_FILE, PartyNode, load_party_config
     from fedrisk.federation.run_config import parse_run_config
-    from fedrisk.ml.kinds import statistics_passes
     from fedrisk.ml.metrics import auc
     from simulations.runner import _run_config
     from simulations.workspace import prepare_workspace
+    from tests.support.party_rounds import PartyRounds
 
     with tempfile.TemporaryDirectory(prefix="fedrisk-drift-") as tmp:
+        # The run config exactly as the Flower run would be given it.
         ws = prepare_workspace(
-            Path(tmp) / "federation",
+            Path(tmp) / "config",
             schema=data.dataset.schema,
-            parties=data.parties,
-            release_dir=Path(tmp) / "registry",
+            parties=data.parties[:1],
+            release_dir=Path(tmp) / "unused",
         )
         federation = parse_run_config(_run_config(spec, ws, plaintext=True))
-        nodes = [
-            PartyNode(
-                load_party_config(ws.root / "parties" / f"party_{i}" / PARTY_CONFIG_FILE),
-                federation,
-            )
-            for i in range(len(data.parties))
-        ]
-
-        def pooled(vectors: list[Any]) -> Any:
-            return np.sum([node.decrypt(v) for node, v in zip(nodes, vectors, strict=True)], 0)
-
-        stats = None
-        for _ in range(statistics_passes(spec.model)):
-            stats = pooled([node.local_stats(stats) for node in nodes])
-        global_sum = None
-        for rnd in range(1, spec.rounds + 1):
-            global_sum = pooled([node.train(stats, global_sum, rnd) for node in nodes])
-        assert stats is not None and global_sum is not None
-        pipeline = nodes[0]._global_pipeline(stats, global_sum)
+        rounds = PartyRounds(
+            Path(tmp), schema=data.dataset.schema, parties=data.parties, federation=federation
+        )
+        stats = rounds.statistics()
+        global_sum = rounds.train(stats, None, range(1, spec.rounds + 1))
+        assert global_sum is not None
+        pipeline = rounds.nodes[0]._global_pipeline(stats, global_sum)
         target = data.dataset.schema.target_column
         y = data.pooled_test[target].to_numpy()
         return float(auc(y, pipeline.predict_proba(data.pooled_test)))
