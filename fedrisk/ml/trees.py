@@ -32,7 +32,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, Self
+from typing import Any, Final, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,7 @@ from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_hi
 
 __all__ = [
     "GRADIENT_SCALE",
+    "TREE_SETTINGS",
     "TREE_STATS_BINS",
     "BoostingState",
     "Forest",
@@ -66,7 +67,6 @@ __all__ = [
     "TreeBinning",
     "TreeModel",
     "TreeParams",
-    "TreeSettings",
     "fit_central",
     "tree_columns",
     "tree_params_of",
@@ -113,36 +113,23 @@ class TreeParams(BaseModel):
     seed: int = Field(default=0, ge=0)
 
 
-class TreeSettings(Protocol):
-    """The run settings boosted trees take (a run config or a simulation spec)."""
-
-    @property
-    def seed(self) -> int: ...
-    @property
-    def trees(self) -> int: ...
-    @property
-    def tree_depth(self) -> int: ...
-    @property
-    def tree_learning_rate(self) -> float: ...
-    @property
-    def tree_lambda(self) -> float: ...
-    @property
-    def tree_bins(self) -> int: ...
-    @property
-    def tree_colsample(self) -> float: ...
+TREE_SETTINGS: Final[dict[str, str]] = {
+    "seed": "seed",
+    "trees": "n_trees",
+    "tree_depth": "max_depth",
+    "tree_learning_rate": "learning_rate",
+    "tree_lambda": "reg_lambda",
+    "tree_bins": "max_bins",
+    "tree_colsample": "colsample",
+}
+"""Run settings (run config and simulation spec field names) -> :class:`TreeParams` fields."""
 
 
-def tree_params_of(settings: TreeSettings) -> TreeParams:
-    """The :class:`TreeParams` of a run's settings (the same at every party and centrally)."""
-    return TreeParams(
-        seed=settings.seed,
-        n_trees=settings.trees,
-        max_depth=settings.tree_depth,
-        learning_rate=settings.tree_learning_rate,
-        reg_lambda=settings.tree_lambda,
-        max_bins=settings.tree_bins,
-        colsample=settings.tree_colsample,
-    )
+def tree_params_of(settings: BaseModel) -> TreeParams:
+    """The :class:`TreeParams` of a run's settings (a run config or a simulation spec, which
+    name them as :data:`TREE_SETTINGS` does); the same at every party and centrally."""
+    values = settings.model_dump()
+    return TreeParams(**{param: values[name] for name, param in TREE_SETTINGS.items()})
 
 
 # --------------------------------------------------------------------------------- binning
