@@ -210,7 +210,9 @@ def _drift_notes(row: SummaryRow, cells: Sequence[CellResult]) -> list[str]:
             parts.append(
                 "A server optimiser that every party applies to the decrypted average "
                 "(FedAdam / FedYogi, run option server-optimizer), fewer local steps per round "
-                "with more rounds, or a proximal term (FedProx) reduces the drift."
+                "with more rounds, or a proximal term (FedProx) may reduce the drift "
+                "(benchmarks/client_drift.py measures them; on the MLP rows only FedYogi on "
+                "the C-card did)."
             )
         else:
             parts.append(
