@@ -37,6 +37,7 @@ from fedrisk.ml.kinds import network_kind
 from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_histograms
 from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
 from fedrisk.ml.privacy import noisy_client_update
+from fedrisk.ml.server_optimizers import GlobalModel, ServerOptimizer
 from fedrisk.ml.trees import TREE_STATS_BINS
 from fedrisk.ml.woe import BinningConfig, ScorecardStats, WoeEncoder, scorecard_statistics
 from fedrisk.release.artifact import (
@@ -423,14 +424,15 @@ class PartyNode:
         configure_torch(threads=1)  # small models: one thread beats two on a shared 2-core box
         prep, pooled = self._preprocessor(stats)
         spec = self._spec(prep)
+        server = self._server_optimizer
         if global_sum is None:
             # Every party builds the same initial model from the run's seed, so round 1 needs
             # no model from the server.
-            start = initial_weights(
-                spec, generator=torch.Generator().manual_seed(self.federation.seed)
+            start = server.initial(
+                initial_weights(spec, generator=torch.Generator().manual_seed(self.federation.seed))
             )
         else:
-            start = _global_weights(global_sum)
+            start = self._global_model(global_sum)
         config = default_config(self.federation.model).model_copy(update=self._train_overrides())
         # The global bad rate, from the decrypted statistics sum, so every party weighs the
         # classes alike and the released model's offset matches its training.
@@ -454,19 +456,19 @@ class PartyNode:
                 pos_weight=pos_weight,
             )
         pipeline = RiskPipeline.from_fitted(
-            prep, spec, start, logit_offset=_logit_offset(pooled), trainer=trainer
+            prep, spec, start.weights, logit_offset=_logit_offset(pooled), trainer=trainer
         ).partial_fit(self.data.train)
         if plan is not None and plan.mode == "client":
             # Clipped, with this party's share of the noise, and weighted 1: the sum's
             # sensitivity to one party is the clip norm whatever its row count.
             noisy = noisy_client_update(
-                start,
+                start.weights,
                 pipeline.weights_,
                 plan=plan,
                 rng=np.random.default_rng(secrets.randbits(128)),
             )
-            return self.encode(weight_update(noisy, 1), PURPOSE_UPDATE)
-        update = weight_update(pipeline.weights_, len(self.data.train))
+            return self.encode(weight_update(server.carry(noisy, start), 1), PURPOSE_UPDATE)
+        update = weight_update(server.carry(pipeline.weights_, start), len(self.data.train))
         return self.encode(update, PURPOSE_UPDATE)
 
     def evaluate(self, stats: FloatVector, global_sum: FloatVector) -> Any:
@@ -606,8 +608,21 @@ class PartyNode:
         """The global model as every party holds it: shared preprocessing, averaged weights."""
         prep, pooled = self._preprocessor(stats)
         return RiskPipeline.from_fitted(
-            prep, self._spec(prep), _global_weights(global_sum), logit_offset=_logit_offset(pooled)
+            prep,
+            self._spec(prep),
+            self._global_model(global_sum).weights,
+            logit_offset=_logit_offset(pooled),
         )
+
+    @property
+    def _server_optimizer(self) -> ServerOptimizer:
+        fed = self.federation
+        return ServerOptimizer(fed.server_optimizer, learning_rate=fed.server_learning_rate)
+
+    def _global_model(self, global_sum: FloatVector) -> GlobalModel:
+        """The global model (and an adaptive optimiser's state) from the decrypted sum alone:
+        every party derives the same one (see :mod:`fedrisk.ml.server_optimizers`)."""
+        return self._server_optimizer.step(_global_weights(global_sum))
 
     def _preprocessor(self, stats: FloatVector) -> tuple[FeatureEncoder, FeatureStats]:
         """The shared preprocessing every party fits from the statistics sum, and the pooled
@@ -634,6 +649,8 @@ class PartyNode:
             overrides["learning_rate"] = fed.learning_rate
         if fed.optimizer != "default":
             overrides["optimizer"] = fed.optimizer
+        if fed.proximal_mu > 0:
+            overrides["proximal_mu"] = fed.proximal_mu
         return overrides
 
     def _seed(self, rnd: int) -> int:

@@ -26,6 +26,7 @@ from fedrisk.ml.trees import (
     TreeBinning,
     TreeParams,
     base_margin_of,
+    tree_params_of,
 )
 from fedrisk.release.artifact import artifact_from_forest
 from secure_agg.aggregation import FloatVector
@@ -42,7 +43,7 @@ class TreeStepError(FedRiskError, RuntimeError):
 
 def tree_params(node: PartyNode) -> TreeParams:
     """The run's tree hyper-parameters (the same at every party)."""
-    return TreeParams(seed=node.federation.seed, n_trees=node.federation.trees)
+    return tree_params_of(node.federation)
 
 
 @functools.lru_cache(maxsize=4)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrisk.data.catalog import LOADABLE_DATASET_NAMES, VERTICAL_DATASET_NAMES
-from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
+from fedrisk.ml.kinds import MODEL_KINDS, SERVER_OPTIMIZERS, ModelKind, ServerOptimizerKind
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -231,6 +231,27 @@ def simulate(
     ] = False,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     local_epochs: Annotated[int, typer.Option(min=1, help="Local epochs per round")] = 1,
+    proximal_mu: Annotated[
+        float, typer.Option(min=0.0, help="FedProx proximal weight at the parties (0: none)")
+    ] = 0.0,
+    server_optimizer: Annotated[
+        ServerOptimizerKind,
+        typer.Option(
+            click_type=click.Choice(SERVER_OPTIMIZERS),
+            help="How parties turn the decrypted average into the global model",
+        ),
+    ] = "fedavg",
+    server_learning_rate: Annotated[
+        float, typer.Option(help="Server step size of fedadam / fedyogi")
+    ] = 0.01,
+    trees: Annotated[int, typer.Option(help="gbdt: tree budget")] = 300,
+    tree_depth: Annotated[int, typer.Option(help="gbdt: maximum depth")] = 5,
+    tree_learning_rate: Annotated[float, typer.Option(help="gbdt: shrinkage")] = 0.1,
+    tree_lambda: Annotated[float, typer.Option(help="gbdt: L2 regularisation λ")] = 1.0,
+    tree_bins: Annotated[int, typer.Option(help="gbdt: bins per numeric feature")] = 255,
+    tree_colsample: Annotated[
+        float, typer.Option(help="gbdt: share of features each tree may split on")
+    ] = 1.0,
     allow_fewer_parties: Annotated[
         bool, typer.Option("--allow-fewer-parties", help="Allow 2 parties (see security notes)")
     ] = False,
@@ -301,6 +322,15 @@ def simulate(
             dp_epsilon=dp_epsilon or 0.0,
             dp_delta=dp_delta,
             dp_clip_norm=dp_clip_norm,
+            proximal_mu=proximal_mu,
+            server_optimizer=server_optimizer,
+            server_learning_rate=server_learning_rate,
+            trees=trees,
+            tree_depth=tree_depth,
+            tree_learning_rate=tree_learning_rate,
+            tree_lambda=tree_lambda,
+            tree_bins=tree_bins,
+            tree_colsample=tree_colsample,
         )
     except ValidationError as e:
         raise fail(spec_problems(e), code=2) from e

@@ -205,6 +205,9 @@ def _run_config(
             "local_epochs": spec.local_epochs,
             "learning_rate": spec.learning_rate,
             "optimizer": spec.optimizer,
+            "proximal_mu": spec.proximal_mu,
+            "server_optimizer": spec.server_optimizer,
+            "server_learning_rate": spec.server_learning_rate,
             "release_party": spec.release_party,
             "stage": spec.stage,
             "public_context": str(ws.public_context),
@@ -217,6 +220,11 @@ def _run_config(
             "dp_delta": spec.dp_delta,
             "dp_clip_norm": spec.dp_clip_norm,
             "dp_sampling_rate": spec.dp_sampling_rate,
+            "tree_depth": spec.tree_depth,
+            "tree_learning_rate": spec.tree_learning_rate,
+            "tree_lambda": spec.tree_lambda,
+            "tree_bins": spec.tree_bins,
+            "tree_colsample": spec.tree_colsample,
         }
     )
     return config.with_calibrated_noise().to_run_config()

@@ -15,7 +15,7 @@ from fedrisk.data.catalog import LOADABLE_DATASET_NAMES
 from fedrisk.data.partitions import parse_partition
 from fedrisk.decisions.stages import Stage
 from fedrisk.federation.run_config import MIN_SECURE_PARTIES
-from fedrisk.ml.kinds import ModelKind, Optimizer
+from fedrisk.ml.kinds import ModelKind, Optimizer, ServerOptimizerKind
 from fedrisk.ml.privacy import DpMode
 
 __all__ = ["SimulationSpec"]
@@ -43,6 +43,9 @@ class SimulationSpec(BaseModel):
     local_epochs: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=0.0, ge=0.0)
     optimizer: Optimizer = "default"
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
+    server_optimizer: ServerOptimizerKind = "fedavg"
+    server_learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
     release_party: str = "party_0"
     round_timeout: float = Field(default=600.0, gt=0.0)
     allow_fewer_parties: bool = False
@@ -55,6 +58,12 @@ class SimulationSpec(BaseModel):
     dp_delta: float = Field(default=1e-5, gt=0.0, lt=0.1)
     dp_clip_norm: float = Field(default=1.0, gt=0.0)
     dp_sampling_rate: float = Field(default=0.05, gt=0.0, le=1.0)
+    tree_depth: int = Field(default=5, ge=1, le=10)
+    tree_learning_rate: float = Field(default=0.1, gt=0.0, le=1.0)
+    tree_lambda: float = Field(default=1.0, ge=0.0, le=1000.0)
+    tree_bins: int = Field(default=255, ge=2, le=1000)
+    tree_colsample: float = Field(default=1.0, gt=0.0, le=1.0)
+    """The gbdt kind's depth, shrinkage, λ, bins per feature and per-tree column share."""
 
     @field_validator("dataset")
     @classmethod

@@ -26,6 +26,7 @@ from fedrisk.ml.trees import (
     TreeParams,
     base_margin_of,
     fit_central,
+    tree_params_of,
 )
 from fedrisk.release.artifact import scorer_from_artifact
 
@@ -103,7 +104,7 @@ def compare_trees(spec: Any, data: Any, *, federated: Any, plaintext: Any) -> An
     schema = data.dataset.schema
     target = schema.target_column
     y = data.pooled_test[target].to_numpy()
-    params = TreeParams(seed=spec.seed, n_trees=spec.trees)
+    params = tree_params_of(spec)
     central = fit_central_trees(data.pooled_train, schema, params=params)
     fed_model = scorer_from_artifact(federated.artifact)
     local: list[dict[str, Any]] = []

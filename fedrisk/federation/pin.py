@@ -53,7 +53,7 @@ from pydantic import (
 from fedrisk.decisions.stages import STAGES
 from fedrisk.errors import IdentityError, RunRefusal, RunRefusedError
 from fedrisk.federation.roster import FederationManifest
-from fedrisk.ml.kinds import MODEL_KINDS, OPTIMIZERS
+from fedrisk.ml.kinds import MODEL_KINDS, OPTIMIZERS, SERVER_OPTIMIZERS
 from fedrisk.ml.privacy import DP_MODES
 from fedrisk.release.identity import key_id
 
@@ -234,6 +234,9 @@ def fedrisk_app_rules(
         "batch-size": RangeRule(integer=True, min=1, max=65536),
         "learning-rate": RangeRule(integer=False, min=0.0, max=10.0),
         "optimizer": ChoiceRule(values=OPTIMIZERS),
+        "proximal-mu": RangeRule(integer=False, min=0.0, max=100.0),
+        "server-optimizer": ChoiceRule(values=SERVER_OPTIMIZERS),
+        "server-learning-rate": RangeRule(integer=False, min=1e-6, max=10.0),
         "release-party": ChoiceRule(values=tuple(manifest.party_names)),
         "stage": ChoiceRule(values=STAGES),
         "public-context": public_context,
@@ -256,6 +259,11 @@ def fedrisk_app_rules(
         # Masks come off only with encryption's own comparison mode.
         "masking": ChoiceRule(values=(True, False)) if allow_plaintext else FixedRule(value=True),
         "mask-threshold": RangeRule(integer=True, min=0, max=len(manifest.parties)),
+        "tree-depth": RangeRule(integer=True, min=1, max=10),
+        "tree-learning-rate": RangeRule(integer=False, min=1e-6, max=1.0),
+        "tree-lambda": RangeRule(integer=False, min=0.0, max=1000.0),
+        "tree-bins": RangeRule(integer=True, min=2, max=1000),
+        "tree-colsample": RangeRule(integer=False, min=0.01, max=1.0),
     }
 
 

@@ -51,6 +51,7 @@ def align_channel_key(slot: int) -> str:
     """The config key of the guest's channel public key for host slot ``slot``."""
     return f"{CFG_ALIGN_CHANNEL}/{slot}"
 
+
 MASK_SHARES: Final = "mask-shares"
 """ConfigRecord of sealed Shamir shares: recipient → bytes in a reply; sender → bytes in an
 unmask query (only the named recipient can open each)."""

@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 
 from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ConfigError
-from fedrisk.ml.kinds import ModelKind, Optimizer
+from fedrisk.ml.kinds import ModelKind, Optimizer, ServerOptimizerKind
 from fedrisk.ml.privacy import DpMode, PrivacyPlan, plan_privacy
 
 MIN_SECURE_PARTIES = 3
@@ -57,6 +57,11 @@ class FederationConfig(BaseModel):
     # Adam restarts at every party each round; under strong label skew its averaged steps are
     # biased, and plain SGD (with the matching learning rate) tracks the centralized model.
     optimizer: Optimizer = "default"
+    # Client drift under label skew: FedProx's proximal term at the parties, and FedAdam /
+    # FedYogi steps that every party applies alike to the decrypted average.
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0, alias="proximal-mu")
+    server_optimizer: ServerOptimizerKind = Field(default="fedavg", alias="server-optimizer")
+    server_learning_rate: float = Field(default=0.01, gt=0.0, le=10.0, alias="server-learning-rate")
     release_party: str = Field(default="party_0", alias="release-party")
     stage: Stage = "application"
     public_context: str = Field(default="", alias="public-context")
@@ -87,6 +92,12 @@ class FederationConfig(BaseModel):
     the coordinator colluding with a party then reads only sums. Off only to measure its cost."""
     mask_threshold: int = Field(default=0, ge=0, alias="mask-threshold")
     """Survivors needed to rebuild dropped parties' masks; 0 means ``ceil(2n/3)``."""
+    tree_depth: int = Field(default=5, ge=1, le=10, alias="tree-depth")
+    tree_learning_rate: float = Field(default=0.1, gt=0.0, le=1.0, alias="tree-learning-rate")
+    tree_lambda: float = Field(default=1.0, ge=0.0, le=1000.0, alias="tree-lambda")
+    tree_bins: int = Field(default=255, ge=2, le=1000, alias="tree-bins")
+    tree_colsample: float = Field(default=1.0, gt=0.0, le=1.0, alias="tree-colsample")
+    """The gbdt kind's depth, shrinkage, λ, bins per feature and per-tree column share."""
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -124,6 +135,9 @@ class FederationConfig(BaseModel):
             )
         if self.model == "gbdt":
             raise ValueError(f"dp-mode must be 'off' for the gbdt model; got {self.dp_mode!r}")
+        if self.dp_mode == "sample" and self.proximal_mu > 0:
+            # DP-SGD's clipped per-row steps have no proximal term: refuse, never ignore it.
+            raise ValueError(f"proximal-mu must be 0 with dp-mode 'sample'; got {self.proximal_mu}")
         self.privacy_plan()  # refuses a noise multiplier that spends more than the budget
         return self
 

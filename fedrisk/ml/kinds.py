@@ -11,9 +11,11 @@ from typing import Final, Literal, get_args
 __all__ = [
     "MODEL_KINDS",
     "OPTIMIZERS",
+    "SERVER_OPTIMIZERS",
     "ModelKind",
     "NetworkKind",
     "Optimizer",
+    "ServerOptimizerKind",
     "network_kind",
     "statistics_passes",
 ]
@@ -55,3 +57,11 @@ Optimizer = Literal["default", "adam", "sgd"]
 """``default`` lets the model kind choose (see ``fedrisk.ml.training.TrainConfig.for_model``)."""
 
 OPTIMIZERS: Final[tuple[Optimizer, ...]] = get_args(Optimizer)
+
+
+ServerOptimizerKind = Literal["fedavg", "fedadam", "fedyogi"]
+"""How the decrypted average becomes the next global model: taken as it is (FedAvg), or as the
+pseudo-gradient of an Adam or Yogi step that every party applies alike
+(:mod:`fedrisk.ml.server_optimizers`)."""
+
+SERVER_OPTIMIZERS: Final[tuple[ServerOptimizerKind, ...]] = get_args(ServerOptimizerKind)

@@ -95,6 +95,9 @@ class TrainConfig(BaseModel):
     max_epochs: int = Field(default=50, ge=1, le=10_000)
     patience: int = Field(default=5, ge=1, le=10_000)
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.9)
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
+    """FedProx (Li et al. 2020): :func:`train_local` adds ``μ/2 ‖w − w_start‖²`` to the loss, so
+    a party's round cannot drift far from the global model it started from (0: plain FedAvg)."""
 
     @classmethod
     def for_model(cls, model_kind: ModelKind, **overrides: object) -> TrainConfig:
@@ -243,6 +246,7 @@ def _run_epoch(
     *,
     batch_size: int,
     generator: torch.Generator,
+    proximal: tuple[float, list[torch.Tensor]] | None = None,
 ) -> float:
     model.train()
     n = int(x.shape[0])
@@ -252,9 +256,15 @@ def _run_epoch(
         idx = order[start : start + batch_size]
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x[idx]), y[idx])
+        total += float(loss.detach()) * int(idx.shape[0])
+        if proximal is not None:
+            mu, anchor = proximal
+            drift = sum(
+                ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+            )
+            loss = loss + 0.5 * mu * drift
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * int(idx.shape[0])
     return total / n
 
 
@@ -320,6 +330,11 @@ def train_local(
     weight = resolve_pos_weight(labels, config, pos_weight)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, dtype=torch.float32))
     optimizer = make_optimizer(model, config)
+    proximal = (
+        (config.proximal_mu, [p.detach().clone() for p in model.parameters()])
+        if config.proximal_mu > 0
+        else None
+    )
     losses = [
         _run_epoch(
             model,
@@ -329,6 +344,7 @@ def train_local(
             labels,
             batch_size=config.batch_size,
             generator=generator,
+            proximal=proximal,
         )
         for _ in range(config.local_epochs)
     ]

@@ -58,6 +58,7 @@ from fedrisk.ml.metrics import auc_from_histograms, ks_from_histograms, score_hi
 
 __all__ = [
     "GRADIENT_SCALE",
+    "TREE_SETTINGS",
     "TREE_STATS_BINS",
     "BoostingState",
     "Forest",
@@ -67,6 +68,8 @@ __all__ = [
     "TreeModel",
     "TreeParams",
     "fit_central",
+    "tree_columns",
+    "tree_params_of",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -101,10 +104,32 @@ class TreeParams(BaseModel):
     min_child_weight: float = Field(default=1.0, ge=0.0)
     max_bins: int = Field(default=255, ge=2, le=1000)
     subsample: float = Field(default=1.0, gt=0.0, le=1.0)
+    colsample: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Share of the features each tree may split on, drawn per tree from a stream seeded by the
+    run's seed and the tree's index alone, so every party draws the same columns."""
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     early_stopping_rounds: int = Field(default=20, ge=0)
     """Stop when the pooled validation loss has not improved for this many trees (0: never)."""
     seed: int = Field(default=0, ge=0)
+
+
+TREE_SETTINGS: Final[dict[str, str]] = {
+    "seed": "seed",
+    "trees": "n_trees",
+    "tree_depth": "max_depth",
+    "tree_learning_rate": "learning_rate",
+    "tree_lambda": "reg_lambda",
+    "tree_bins": "max_bins",
+    "tree_colsample": "colsample",
+}
+"""Run settings (run config and simulation spec field names) -> :class:`TreeParams` fields."""
+
+
+def tree_params_of(settings: BaseModel) -> TreeParams:
+    """The :class:`TreeParams` of a run's settings (a run config or a simulation spec, which
+    name them as :data:`TREE_SETTINGS` does); the same at every party and centrally."""
+    values = settings.model_dump()
+    return TreeParams(**{param: values[name] for name, param in TREE_SETTINGS.items()})
 
 
 # --------------------------------------------------------------------------------- binning
@@ -560,14 +585,24 @@ def _best_for_feature(gh: FloatArray, fb: FeatureBins, j: int, params: TreeParam
     return Split(j, float(gains[best]), default_left, threshold=cut)
 
 
-def best_split(hist: FloatArray, binning: TreeBinning, params: TreeParams) -> Split | None:
+def best_split(
+    hist: FloatArray,
+    binning: TreeBinning,
+    params: TreeParams,
+    *,
+    columns: Sequence[int] | None = None,
+) -> Split | None:
     """The best split of a node from its pooled histogram ``(2, total_bins)``, or None.
 
-    Ties keep the first candidate found: lowest feature, then lowest threshold (categorical:
-    shortest prefix), missing right before missing left.
+    Only the features in ``columns`` (all when None) are candidates. Ties keep the first
+    candidate found: lowest feature, then lowest threshold (categorical: shortest prefix),
+    missing right before missing left.
     """
     best: Split | None = None
+    allowed = None if columns is None else set(columns)
     for j, fb in enumerate(binning.features):
+        if allowed is not None and j not in allowed:
+            continue
         start = int(binning.offsets[j])
         split = _best_for_feature(hist[:, start : start + fb.n_bins + 1], fb, j, params)
         if split is not None and (best is None or split.gain > best.gain):
@@ -627,6 +662,21 @@ class Shard:
         rng = np.random.default_rng(_seed_of(params.seed, "validation", name))
         valid = rng.random(labels.shape[0]) < params.validation_fraction
         return cls(name, codes[~valid], labels[~valid], codes[valid], labels[valid])
+
+
+def tree_columns(params: TreeParams, tree_index: int, n_features: int) -> list[int] | None:
+    """The features tree ``tree_index`` may split on (None: all).
+
+    Notes
+    -----
+    The stream is seeded by the run's seed and the tree's index, never by a party's name: the
+    parties must all grow the tree on the same columns to derive the same split.
+    """
+    if params.colsample >= 1.0:
+        return None
+    k = max(1, round(params.colsample * n_features))
+    rng = np.random.default_rng(_seed_of(params.seed, "colsample", tree_index))
+    return sorted(int(j) for j in rng.choice(n_features, size=k, replace=False))
 
 
 def _quantize(x: FloatArray) -> FloatArray:
@@ -773,6 +823,7 @@ class BoostingState:
         for node, parent, sibling in self.derive:
             hists[node] = self.open_hists[parent] - hists[sibling]
         scale = GRADIENT_SCALE
+        columns = tree_columns(self.params, len(self.trees), len(self.binning.features))
         build: list[int] = []
         derive: list[tuple[int, int, int]] = []
         for node in sorted(hists):
@@ -789,7 +840,7 @@ class BoostingState:
             )
             if tree.depth[node] >= self.params.max_depth:
                 continue
-            split = best_split(hist, self.binning, self.params)
+            split = best_split(hist, self.binning, self.params, columns=columns)
             if split is None:
                 continue
             tree.feature[node] = split.feature

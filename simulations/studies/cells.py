@@ -20,10 +20,11 @@ import torch
 
 from fedrisk.data.partitions import PartyData
 from fedrisk.ml.features import Preprocessor
-from fedrisk.ml.kinds import ModelKind
+from fedrisk.ml.inference import sigmoid
+from fedrisk.ml.kinds import ModelKind, network_kind
 from fedrisk.ml.metrics import auc, ks
 from fedrisk.ml.models import ModelSpec, initial_weights
-from fedrisk.ml.pipeline import RiskPipeline
+from fedrisk.ml.pipeline import FeatureEncoder, RiskPipeline
 from fedrisk.ml.training import (
     CentralResult,
     LocalEpochs,
@@ -31,7 +32,9 @@ from fedrisk.ml.training import (
     default_config,
     train_centralized,
 )
-from fedrisk.release.artifact import pipeline_from_artifact
+from fedrisk.ml.trees import TreeModel, tree_params_of
+from fedrisk.ml.woe import fit_woe_encoder
+from fedrisk.release.artifact import scorer_from_artifact
 from simulations.runner import (
     EventHandler,
     FederationOutcome,
@@ -60,8 +63,11 @@ from simulations.studies.results import (
     RoundPoint,
     rounded,
 )
+from simulations.tree_baselines import fit_central_trees
 
 FloatArray = npt.NDArray[np.float64]
+Scorer = RiskPipeline | TreeModel
+"""What scores a cell's model kind on raw rows."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,16 @@ def local_round_auc(
     fresh optimiser each round, as a party in the federation; but only its own rows, its own
     preprocessing and its own bad rate.
     """
-    prep = Preprocessor(data.dataset.schema).fit(train)
-    model_spec = ModelSpec(kind=spec.model, n_features=prep.n_features_out, hidden=spec.hidden)
+    schema = data.dataset.schema
+    # A scorecard's party bins and weighs its own evidence: its own WOE encoder.
+    prep: FeatureEncoder = (
+        fit_woe_encoder(train, schema)
+        if spec.model == "scorecard"
+        else Preprocessor(schema).fit(train)
+    )
+    model_spec = ModelSpec(
+        kind=network_kind(spec.model), n_features=prep.n_features_out, hidden=spec.hidden
+    )
     pipeline = RiskPipeline.from_fitted(
         prep,
         model_spec,
@@ -140,6 +154,45 @@ def local_round_auc(
         pipeline.partial_fit(train)
         out.append(rounded(auc(y_test, pipeline.predict_proba(test))))
     return out
+
+
+def tree_round_auc(model: TreeModel, test: pd.DataFrame, y: FloatArray, rounds: int) -> list[float]:
+    """A local-only forest's pooled-test AUC after each of its first ``rounds`` trees (a GBDT
+    federation's rounds are its trees; a forest that stopped sooner keeps its last AUC)."""
+    codes = model.forest.binning.transform(test)
+    n_trees = len(model.forest.trees)
+    return [
+        rounded(auc(y, sigmoid(model.forest.margins(codes, n_trees=min(k, n_trees)))))
+        for k in range(1, rounds + 1)
+    ]
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """A baseline model of the cell's kind and its pooled-test AUC and KS."""
+
+    auc: float
+    ks: float
+    model: Scorer
+
+
+def _central_model(
+    spec: SimulationSpec, data: PreparedData, *, rng: np.random.Generator
+) -> _Baseline:
+    """The tuned centralized baseline; for trees, the same boosted trees on the pooled rows."""
+    if spec.model == "gbdt":
+        return _tree_baseline(data.pooled_train, spec, data, name="central")
+    central = central_baseline(spec, data, rng=rng)
+    return _Baseline(central.auc, central.ks, central.pipeline)
+
+
+def _tree_baseline(
+    train: pd.DataFrame, spec: SimulationSpec, data: PreparedData, *, name: str
+) -> _Baseline:
+    model = fit_central_trees(train, data.dataset.schema, params=tree_params_of(spec), name=name)
+    y = data.pooled_test[_target_column(data)].to_numpy()
+    p = model.predict_proba(data.pooled_test)
+    return _Baseline(float(auc(y, p)), float(ks(y, p)), model)
 
 
 def _early_stopped(
@@ -162,17 +215,25 @@ def _party_result(
     spec: SimulationSpec,
     data: PreparedData,
     *,
-    released: RiskPipeline,
+    released: Scorer,
     total_rows: int,
+    rounds: int,
     rng: np.random.Generator,
     generator: torch.Generator,
 ) -> tuple[PartyResult, FloatArray]:
     """One party's local-only models against the released one; and the local pooled-test PDs."""
     target = _target_column(data)
     test = data.pooled_test
-    local = _early_stopped(party.train, spec, data, rng=rng)
+    if spec.model == "gbdt":
+        local = _tree_baseline(party.train, spec, data, name=party.name)
+        assert isinstance(local.model, TreeModel)
+        curve = tree_round_auc(local.model, test, test[target].to_numpy(), rounds)
+    else:
+        stopped = _early_stopped(party.train, spec, data, rng=rng)
+        local = _Baseline(stopped.auc, stopped.ks, stopped.pipeline)
+        curve = local_round_auc(party.train, test, spec, data, generator=generator)
     own_y = party.test[target].to_numpy()
-    own_local = _auc_if_both_classes(own_y, local.pipeline.predict_proba(party.test))
+    own_local = _auc_if_both_classes(own_y, local.model.predict_proba(party.test))
     own_fed = _auc_if_both_classes(own_y, released.predict_proba(party.test))
     rows = len(party.train) + len(party.test)
     result = PartyResult(
@@ -189,9 +250,9 @@ def _party_result(
         own_gain=(
             rounded(own_fed - own_local) if own_fed is not None and own_local is not None else None
         ),
-        local_round_auc=local_round_auc(party.train, test, spec, data, generator=generator),
+        local_round_auc=curve,
     )
-    return result, local.pipeline.predict_proba(test)
+    return result, local.model.predict_proba(test)
 
 
 def _cold_start(parties: list[PartyResult]) -> ColdStart:
@@ -218,13 +279,13 @@ def evaluate_cell(
     """Score the federated models and train and score the centralized and local baselines."""
     test = data.pooled_test
     y = test[_target_column(data)].to_numpy()
-    released = pipeline_from_artifact(encrypted.artifact)
+    released = scorer_from_artifact(encrypted.artifact)
     fed_p = released.predict_proba(test)
     # One generator for every baseline, drawn from in a fixed order: centralized, then each
     # party's early-stopped and per-round models; a cell is reproducible from its seed.
     rng = np.random.default_rng(spec.seed + 1)
-    central = central_baseline(spec, data, rng=rng)
-    central_p = central.pipeline.predict_proba(test)
+    central = _central_model(spec, data, rng=rng)
+    central_p = central.model.predict_proba(test)
     curves = {
         "federated": model_curves(y, fed_p, full=True),
         "centralized": model_curves(y, central_p, full=True),
@@ -239,6 +300,7 @@ def evaluate_cell(
             data,
             released=released,
             total_rows=total_rows,
+            rounds=len(encrypted.history),
             rng=rng,
             generator=generator,
         )
@@ -248,7 +310,7 @@ def evaluate_cell(
         encrypted=_federated_result(encrypted, y, fed_p),
         plaintext=(
             _federated_result(
-                plaintext, y, pipeline_from_artifact(plaintext.artifact).predict_proba(test)
+                plaintext, y, scorer_from_artifact(plaintext.artifact).predict_proba(test)
             )
             if plaintext is not None
             else None
@@ -313,12 +375,14 @@ def run_cell(
     """
     started = time.monotonic()
     text = partition_text(scenario, kind, alpha=config.dirichlet_alpha)
-    spec = scenario.spec(seed=seed, model=model, partition=text, rounds=config.rounds)
+    spec = scenario.spec(
+        seed=seed, model=model, partition=text, rounds=config.rounds, trees=config.trees
+    )
     data = prepare_data(spec, data_dir=data_dir)
     encrypted, plaintext = _run_federations(
         spec,
         data,
-        plaintext=seed in config.plaintext_seeds,
+        plaintext=config.wants_plaintext(model, seed),
         registry=registry,
         on_event=on_event,
     )
@@ -338,6 +402,9 @@ def run_cell(
         local_epochs=spec.local_epochs,
         learning_rate=spec.learning_rate,
         optimizer=spec.optimizer,
+        proximal_mu=spec.proximal_mu,
+        server_optimizer=spec.server_optimizer,
+        server_learning_rate=spec.server_learning_rate,
         n_train=len(data.pooled_train),
         n_test=len(data.pooled_test),
         n_test_bad=int(data.pooled_test[_target_column(data)].sum()),

@@ -43,14 +43,18 @@ def _up_to_date(cell: CellResult, scenario: Scenario, config: StudyConfig, seed:
         model=cell.model,
         partition=cell.partition,
         rounds=config.rounds,
+        trees=config.trees,
     )
-    wants_plaintext = seed in config.plaintext_seeds
+    wants_plaintext = config.wants_plaintext(cell.model, seed)
     return (
         cell.rounds == spec.rounds
         and cell.parties == spec.parties
         and cell.local_epochs == spec.local_epochs
         and cell.learning_rate == spec.learning_rate
         and cell.optimizer == spec.optimizer
+        and cell.proximal_mu == spec.proximal_mu
+        and cell.server_optimizer == spec.server_optimizer
+        and cell.server_learning_rate == spec.server_learning_rate
         and (cell.plaintext is not None or not wants_plaintext)
     )
 

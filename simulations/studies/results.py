@@ -161,6 +161,9 @@ class CellResult(_Strict):
     local_epochs: int
     learning_rate: float
     optimizer: str = "default"
+    proximal_mu: float = 0.0
+    server_optimizer: str = "fedavg"
+    server_learning_rate: float = 0.01
     n_train: int
     n_test: int
     n_test_bad: int

@@ -9,26 +9,32 @@ import pandas as pd
 import pytest
 
 from fedrisk.ml.features import FeatureStats
+from fedrisk.ml.metrics import auc
 from fedrisk.ml.trees import (
     TREE_STATS_BINS,
     Shard,
     TreeBinning,
-    TreeParams,
     base_margin_of,
     fit_central,
+    tree_params_of,
 )
 from fedrisk.release.artifact import forest_from_artifact
 from simulations.runner import prepare_data, run_federation
 from simulations.spec import SimulationSpec
+from simulations.studies.cells import evaluate_cell
+from simulations.studies.results import rounded
+from simulations.tree_baselines import fit_central_trees
 
 pytestmark = pytest.mark.integration
 
 
 def test_encrypted_simulation_releases_the_central_trees(tmp_path: Path) -> None:
     # arrange: a small skewed federation and a short tree budget
+    # (and every tree option away from its default, column subsampling included)
     spec = SimulationSpec(
         dataset="synthetic", parties=3, partition="quantity", model="gbdt", rounds=1, seed=4,
-        trees=3,
+        trees=3, tree_depth=3, tree_learning_rate=0.2, tree_lambda=2.0, tree_bins=32,
+        tree_colsample=0.6,
     )  # fmt: skip
     data = prepare_data(spec)
     schema = data.dataset.schema
@@ -40,7 +46,8 @@ def test_encrypted_simulation_releases_the_central_trees(tmp_path: Path) -> None
 
     # assert: the released trees are the central fit's over the same parties' rows and bins
     pooled = FeatureStats.from_frame(data.pooled_train, schema, n_bins=TREE_STATS_BINS)
-    params = TreeParams(seed=spec.seed, n_trees=spec.trees)
+    params = tree_params_of(spec)
+    assert (params.max_depth, params.max_bins, params.colsample) == (3, 32, 0.6)
     binning = TreeBinning.from_stats(pooled, max_bins=params.max_bins)
     shards = [
         Shard.split(p.name, binning.transform(p.train), p.train[target].to_numpy(), params=params)
@@ -55,3 +62,12 @@ def test_encrypted_simulation_releases_the_central_trees(tmp_path: Path) -> None
     test = pd.concat([p.test for p in data.parties], ignore_index=True)
     p = released.predict_proba(test)
     assert np.all((p > 0) & (p < 1))
+
+    # and the study scores the cell: centralized is the same trees on the pooled rows, each
+    # party's local-only curve has one point per federated tree
+    scores = evaluate_cell(spec, data, encrypted=outcome, plaintext=None)
+    y = data.pooled_test[target].to_numpy()
+    pooled_model = fit_central_trees(data.pooled_train, schema, params=params)
+    assert scores.centralized.auc == rounded(auc(y, pooled_model.predict_proba(data.pooled_test)))
+    assert scores.encrypted.auc == rounded(auc(y, released.predict_proba(data.pooled_test)))
+    assert [len(r.local_round_auc) for r in scores.party_results] == [spec.trees] * 3

@@ -9,6 +9,7 @@ import pytest
 from fedrisk.ml.woe import WoeEncoder, fit_woe_encoder
 from fedrisk.release.artifact import pipeline_from_artifact
 from simulations.runner import SimulationSpec, prepare_data, run_federation
+from simulations.studies.cells import evaluate_cell
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -39,3 +40,9 @@ def test_federated_scorecard_bins_equal_the_central_bins(
     test = data.pooled_test
     p = pipeline_from_artifact(artifact).predict_proba(test)
     assert np.isfinite(p).all() and outcome.history[-1]["auc"] > 0.7
+
+    # and the study scores the cell with scorecards throughout (local-only ones bin their own
+    # rows), one local point per federated round
+    scores = evaluate_cell(spec, data, encrypted=outcome, plaintext=None)
+    assert scores.encrypted.auc > 0.7 and scores.centralized.auc > 0.7
+    assert [len(r.local_round_auc) for r in scores.party_results] == [spec.rounds] * 3

@@ -179,3 +179,15 @@ def test_scenarios_train_encrypted_and_release_stage_artifacts_into_one_registry
     assert results["model_id"] == artifact.model_id
     assert results["federated"]["auc"] > 0.65
     assert abs(results["federated"]["auc"] - results["centralized"]["auc"]) < 0.05
+
+
+def test_the_c_card_label_skew_mlp_steps_with_fedyogi_and_trees_need_no_plan() -> None:
+    collection = SCENARIOS["collection-taiwan"]
+
+    skewed = collection.spec(model="mlp", partition="dirichlet:0.3")
+    balanced = collection.spec(model="mlp", partition="iid")
+    trees = collection.spec(model="gbdt", partition="dirichlet:0.3", trees=40)
+
+    assert (skewed.server_optimizer, skewed.server_learning_rate) == ("fedyogi", 0.1)
+    assert balanced.server_optimizer == "fedavg" and balanced.proximal_mu == 0.0
+    assert trees.model == "gbdt" and trees.trees == 40

@@ -36,6 +36,15 @@ CUSTOM = FederationConfig(
     server_dir="/runs/run-abc",
     sim_workspace="/sim",
     resume=True,
+    proximal_mu=0.1,
+    server_optimizer="fedyogi",
+    server_learning_rate=0.1,
+    trees=50,
+    tree_depth=3,
+    tree_learning_rate=0.05,
+    tree_lambda=2.0,
+    tree_bins=64,
+    tree_colsample=0.5,
 )
 
 
@@ -77,6 +86,14 @@ def test_field_names_and_run_config_keys_build_the_same_config() -> None:
         ("hidden", "64,0", "hidden must be greater than or equal to 1; got 0"),
         ("min-parties", 2, "min-parties must be at least 3; got 2"),
         ("min_parties", 2, "min-parties must be at least 3; got 2"),
+        (
+            "server-optimizer",
+            "sgd",
+            "server-optimizer must be 'fedavg', 'fedadam' or 'fedyogi'; got 'sgd'",
+        ),
+        ("proximal-mu", -1, "proximal-mu must be greater than or equal to 0; got -1"),
+        ("tree-colsample", 0, "tree-colsample must be greater than 0; got 0"),
+        ("tree-depth", 11, "tree-depth must be less than or equal to 10; got 11"),
         ("bogus", 1, "run-config keys must be among ['run-id', 'rounds', "),
     ],
 )

@@ -83,6 +83,10 @@ def test_a_noise_multiplier_that_overspends_the_budget_is_refused() -> None:
         ({"dp-mode": "sample"}, "dp-epsilon must be a positive budget"),
         ({"dp-mode": "client", "dp-epsilon": 1.0, "model": "gbdt"}, "dp-mode must be 'off'"),
         ({"dp-mode": "laplace", "dp-epsilon": 1.0}, "dp-mode must be"),
+        (
+            {"dp-mode": "sample", "dp-epsilon": 3.0, "proximal-mu": 0.1},
+            "proximal-mu must be 0 with dp-mode 'sample'",
+        ),
     ],
 )
 def test_incomplete_dp_settings_are_refused(settings: dict[str, object], message: str) -> None:

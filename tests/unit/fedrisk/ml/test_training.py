@@ -117,6 +117,26 @@ def test_train_local_runs_exactly_local_epochs_and_sets_offset() -> None:
     assert report.train_losses[-1] < report.train_losses[0]
 
 
+def test_proximal_term_keeps_a_round_near_its_start() -> None:
+    # Arrange: one party's data, the same start and shuffling, with and without FedProx.
+    x, y = matrix(1000, 4)
+    spec = ModelSpec(kind="mlp", n_features=6, hidden=(8, 4))
+    start = model_to_vector(build_model(spec, generator=gen(1)))
+
+    def drift(mu: float) -> float:
+        model = build_model(spec, generator=gen(1))
+        config = TrainConfig(local_epochs=3, batch_size=64, learning_rate=0.05, proximal_mu=mu)
+        report = train_local(model, x, y, config=config, generator=gen(2))
+        assert all(math.isfinite(v) for v in report.train_losses)
+        return float(np.linalg.norm(model_to_vector(model) - start))
+
+    # Act
+    plain, prox, strong = drift(0.0), drift(1.0), drift(100.0)
+
+    # Assert: the pull towards the start grows with mu.
+    assert strong < prox < plain
+
+
 def test_train_local_rejects_bad_inputs() -> None:
     model = build_model(ModelSpec(kind="lr", n_features=6), generator=gen())
     x, y = matrix(50, 0)

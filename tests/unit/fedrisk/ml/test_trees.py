@@ -23,6 +23,7 @@ from fedrisk.ml.trees import (
     _route_left,
     base_margin_of,
     fit_central,
+    tree_columns,
 )
 
 
@@ -188,3 +189,26 @@ def test_state_survives_serialisation_between_steps(
     forest = Forest.from_dict(json.loads(json.dumps(state.forest().to_dict())))
     codes = binning.transform(frame)
     np.testing.assert_array_equal(forest.margins(codes), direct.forest().margins(codes))
+
+
+def test_column_subsampling_splits_each_tree_on_its_own_drawn_columns(
+    synthetic: tuple[pd.DataFrame, DatasetSchema],
+) -> None:
+    # Arrange
+    frame, schema = synthetic
+    params = TreeParams(n_trees=5, max_depth=3, max_bins=16, seed=2, colsample=0.4)
+    n_features = len(schema.features)
+
+    # Act
+    forest = _fit(frame, schema, params)
+    again = _fit(frame, schema, params)
+
+    # Assert: every split uses a drawn column; draws differ by tree, not by run.
+    draws = [tree_columns(params, k, n_features) for k in range(len(forest.trees))]
+    assert all(d is not None and len(d) == round(0.4 * n_features) for d in draws)
+    assert len({tuple(d or ()) for d in draws}) > 1
+    for tree, drawn in zip(forest.trees, draws, strict=True):
+        used = {f for f in tree.feature if f >= 0}
+        assert used and used <= set(drawn or ())
+    assert json.dumps(forest.to_dict()) == json.dumps(again.to_dict())
+    assert tree_columns(params.model_copy(update={"colsample": 1.0}), 0, n_features) is None
