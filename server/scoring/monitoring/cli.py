@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from fedrisk.release.reference import ScoreReference
 
 outcomes_app = typer.Typer(
-    help="Loan outcomes: import monthly performance, generate a demo portfolio.",
+    help="Loan outcomes: import monthly performance (CSV/Parquet), generate a demo portfolio.",
     no_args_is_help=True,
 )
 
@@ -162,8 +162,10 @@ def monitor(
         str | None, typer.Option(help="POST each new stored alert here (with --store-alerts)")
     ] = None,
 ) -> None:
-    """Write the monitoring indicators and alerts as static HTML (OUT/index.html) and JSON
-    (keys psi, auc_matured, ks_matured, alerts, direction, ...)."""
+    """Portfolio monitoring (drift, performance, vintages, direction, alerts) as HTML + JSON.
+
+    The static HTML goes to OUT/index.html; the JSON has the keys psi, auc_matured, ks_matured,
+    alerts, direction and purpose_classifier."""
     from server.scoring.db.engine import write_connection
     from server.scoring.monitoring.alerts import send_alerts, store_alerts
     from server.scoring.monitoring.report import build_summary, summary_json, write_report
