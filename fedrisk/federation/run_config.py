@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 
 from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ConfigError
+from fedrisk.federation.identifiers import IdentifierKind
 from fedrisk.ml.kinds import ModelKind, Optimizer
 
 MIN_SECURE_PARTIES = 3
@@ -69,6 +70,13 @@ class FederationConfig(BaseModel):
     l2: float = Field(default=1e-3, ge=0.0)
     patience: int = Field(default=3, ge=1, le=1000)
     """Vertical early stopping: epochs without a better validation AUC before stopping."""
+    vertical_guest: str = Field(default="", alias="vertical-guest")
+    """Vertical: the label holder's party name; with ``vertical-id-column`` set, the run aligns
+    the parties by private set intersection first (``server.coordinator.alignment``)."""
+    vertical_id_column: str = Field(default="", alias="vertical-id-column")
+    """Vertical: the identifier column every party's own table holds ("" = the parties hold
+    already-aligned rows)."""
+    vertical_id_kind: IdentifierKind = Field(default="opaque", alias="vertical-id-kind")
 
     @field_validator("hidden", mode="before")
     @classmethod
