@@ -276,6 +276,8 @@ def serve(settings: ServiceSettings, *, host: str, port: int) -> None:
         ssl_ca_certs=str(settings.ca_certificate),
         ssl_cert_reqs=ssl.CERT_REQUIRED,
         log_level="warning",
+        # Keep-alive connections of the lender must not hold a stopping service for long.
+        timeout_graceful_shutdown=1,
     )
 
 

@@ -1,0 +1,105 @@
+"""The lender's vertical decision: the guest's part plus two live hosts' feature services on
+127.0.0.1, called concurrently with a deadline; a host stopped mid-way turns into missing parts,
+never an error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedrisk.ml.vertical import PartyPreprocessor
+from fedrisk.release.vertical import VerticalPart
+from server.scoring.vertical_hosts import HostClient, VerticalDecisionScore, vertical_score
+from tests.support.feature_hosts import (
+    CUSTOMERS,
+    HOSTS,
+    MODEL_ID,
+    HostServices,
+    start_host_services,
+)
+from tests.support.processes import ProcessRegistry, stop_pid
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostServices]:
+    registry = ProcessRegistry()
+    try:
+        yield start_host_services(tmp_path_factory.mktemp("lender-hosts"), registry)
+    finally:
+        survivors = registry.stop_all()
+        assert not survivors, f"processes survived SIGKILL: {survivors}"
+
+
+def _guest() -> tuple[VerticalPart, pd.DataFrame]:
+    rng = np.random.default_rng(9)
+    frame = pd.DataFrame({"income": rng.normal(5000, 1500, len(CUSTOMERS))})
+    prep = PartyPreprocessor(("income",), ()).fit(
+        frame, np.ones(len(frame), dtype=bool), rows=np.arange(len(frame))
+    )
+    part = VerticalPart(
+        model_id=MODEL_ID,
+        party="bank",
+        role="guest",
+        parties=["bank", *HOSTS],
+        columns=["_intercept", *prep.columns],
+        weights=[-1.0, 0.4],
+        preprocessing=prep.to_dict(),
+    )
+    return part, frame
+
+
+async def _decide(
+    services: HostServices, client: HostClient, guest: VerticalPart, income: float, who: str
+) -> VerticalDecisionScore:
+    return await vertical_score(
+        guest,
+        {"income": income},
+        customer=who,
+        id_kind="opaque",
+        key=services.key,
+        hosts=client,
+        request_id=uuid.uuid4().hex,
+    )
+
+
+def test_decisions_add_the_hosts_parts_and_a_stopped_host_becomes_missing(
+    services: HostServices,
+) -> None:
+    guest, frame = _guest()
+    incomes = frame["income"].tolist()
+
+    async def scenario() -> tuple[list[VerticalDecisionScore], list[VerticalDecisionScore]]:
+        client = HostClient(services.urls, tls=services.tls(), deadline=2.0)
+        try:
+            before = await asyncio.gather(
+                *(_decide(services, client, guest, incomes[i], c) for i, c in enumerate(CUSTOMERS))
+            )
+            stop_pid(services.pids["shop"])
+            after = await asyncio.gather(
+                *(_decide(services, client, guest, incomes[i], c) for i, c in enumerate(CUSTOMERS))
+            )
+        finally:
+            await client.aclose()
+        return before, after
+
+    before, after = asyncio.run(scenario())
+
+    own = guest.partial_scores(frame)
+    for i, (customer, decision) in enumerate(zip(CUSTOMERS, before, strict=True)):
+        plain = sum(services.plain_part(h, customer) for h in HOSTS)
+        assert decision.logit == pytest.approx(own[i] + plain, abs=1e-5)
+        knows = {h for h in HOSTS if customer in set(services.frames[h]["customer_id"])}
+        assert decision.hosts.missing == {h: "unknown" for h in HOSTS if h not in knows}
+    # The shop is down: every decision still comes back, with both host parts missing (the
+    # telecom's answer is masked and useless without the shop's mask share) and the guest's part.
+    assert len(after) == len(CUSTOMERS)
+    for i, decision in enumerate(after):
+        assert decision.hosts.missing == {"shop": "down", "telecom": "masks-incomplete"}
+        assert decision.logit == pytest.approx(own[i], abs=1e-9)
