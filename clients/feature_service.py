@@ -23,7 +23,6 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind, keyed_hashes
+from fedrisk.federation.online_scoring import (
+    PARTIAL_SCORE_PATH,
+    CodedReason,
+    ScoreAnswer,
+    ScoreRequest,
+)
 from fedrisk.ml.vertical import KNOWN_COLUMN, PartyPreprocessor
 from fedrisk.release.artifact import load_trusted_keys
 from fedrisk.release.vertical import VerticalPart, read_part
@@ -67,39 +72,6 @@ class ServiceSettings(BaseModel):
     certificate: Path
     private_key: Path
     ca_certificate: Path
-
-
-class ScoreRequest(BaseModel):
-    """The lender's question: this host's part for one customer, under one model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    request_id: str = Field(pattern=r"^[A-Za-z0-9._-]{8,128}$")
-    customer: str = Field(pattern=r"^[0-9a-f]{64}$")
-    model_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
-
-
-class CodedReason(BaseModel):
-    """A host's reason: a code for its top risk-raising feature group, and its own text."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    code: str
-    text: str
-
-
-class ScoreAnswer(BaseModel):
-    """This host's part (masked when the federation has two or more hosts)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    party: str
-    model_id: str
-    request_id: str
-    status: Literal["known", "unknown"]
-    score: float
-    masked: bool
-    reason: CodedReason | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +222,7 @@ def create_app(settings: ServiceSettings) -> object:
     def healthz() -> dict[str, str]:
         return {"party": scorer.part.party, "model_id": scorer.part.model_id}
 
-    @app.post("/v1/partial-score")
+    @app.post(PARTIAL_SCORE_PATH)
     def partial_score(request: ScoreRequest) -> ScoreAnswer:
         try:
             return scorer.answer(request)

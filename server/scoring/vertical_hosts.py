@@ -24,33 +24,13 @@ from typing import Literal
 import httpx
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind
+from fedrisk.federation.online_scoring import PARTIAL_SCORE_PATH, ScoreAnswer
 from fedrisk.release.vertical import VerticalPart
 
 MissingWhy = Literal["down", "slow", "unknown", "refused", "masks-incomplete"]
-
-
-class _HostReason(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    code: str
-    text: str
-
-
-class _HostAnswer(BaseModel):
-    """A feature service's answer (``clients.feature_service.ScoreAnswer``'s wire form)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    party: str
-    model_id: str
-    request_id: str
-    status: Literal["known", "unknown"]
-    score: float
-    masked: bool
-    reason: _HostReason | None = None
 
 
 @dataclass(frozen=True)
@@ -98,9 +78,9 @@ class HostClient:
         """Close the connection pool."""
         await self._client.aclose()
 
-    async def _ask(self, host: str, body: dict[str, str]) -> tuple[str, _HostAnswer | MissingWhy]:
+    async def _ask(self, host: str, body: dict[str, str]) -> tuple[str, ScoreAnswer | MissingWhy]:
         try:
-            response = await self._client.post(f"{self.urls[host]}/v1/partial-score", json=body)
+            response = await self._client.post(f"{self.urls[host]}{PARTIAL_SCORE_PATH}", json=body)
         except httpx.TimeoutException:
             return host, "slow"
         except httpx.HTTPError:
@@ -108,7 +88,7 @@ class HostClient:
         if response.status_code != 200:
             return host, "refused"
         try:
-            answer = _HostAnswer.model_validate_json(response.content)
+            answer = ScoreAnswer.model_validate_json(response.content)
         except ValidationError:
             return host, "refused"
         if answer.request_id != body["request_id"] or answer.model_id != body["model_id"]:
@@ -123,7 +103,7 @@ class HostClient:
             results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=self.deadline * 2)
         except TimeoutError:
             return HostParts(total=0.0, missing={h: "slow" for h in self.urls})
-        answers = {h: a for h, a in results if isinstance(a, _HostAnswer)}
+        answers = {h: a for h, a in results if isinstance(a, ScoreAnswer)}
         missing: dict[str, MissingWhy] = {h: a for h, a in results if isinstance(a, str)}
         if missing and any(a.masked for a in answers.values()):
             # The answers that came are masked, and their masks cancel only with the missing

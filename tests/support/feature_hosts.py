@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 import ssl
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,3 +196,14 @@ def start_host_services(root: Path, registry: ProcessRegistry) -> HostServices:
 
     wait_for(ready, timeout=60, what="both feature services answering")
     return services
+
+
+@contextmanager
+def running_host_services(root: Path) -> Iterator[HostServices]:
+    """:func:`start_host_services` for a module-scoped fixture: stopped by PID on exit."""
+    registry = ProcessRegistry()
+    try:
+        yield start_host_services(root, registry)
+    finally:
+        survivors = registry.stop_all()
+        assert not survivors, f"processes survived SIGKILL: {survivors}"

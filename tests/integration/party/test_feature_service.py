@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,21 +16,9 @@ from tests.support.feature_hosts import (
     HOSTS,
     MODEL_ID,
     HostServices,
-    start_host_services,
 )
-from tests.support.processes import ProcessRegistry
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostServices]:
-    registry = ProcessRegistry()
-    try:
-        yield start_host_services(tmp_path_factory.mktemp("hosts"), registry)
-    finally:
-        survivors = registry.stop_all()
-        assert not survivors, f"processes survived SIGKILL: {survivors}"
 
 
 def _ask(services: HostServices, customer: str, request_id: str) -> dict[str, dict[str, object]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,21 +19,10 @@ from tests.support.feature_hosts import (
     HOSTS,
     MODEL_ID,
     HostServices,
-    start_host_services,
 )
-from tests.support.processes import ProcessRegistry, stop_pid
+from tests.support.processes import stop_pid
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostServices]:
-    registry = ProcessRegistry()
-    try:
-        yield start_host_services(tmp_path_factory.mktemp("lender-hosts"), registry)
-    finally:
-        survivors = registry.stop_all()
-        assert not survivors, f"processes survived SIGKILL: {survivors}"
 
 
 def _guest() -> tuple[VerticalPart, pd.DataFrame]:
