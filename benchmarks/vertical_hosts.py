@@ -23,32 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedrisk.ml.vertical import PartyPreprocessor
-from fedrisk.release.vertical import VerticalPart
 from server.scoring.vertical_hosts import HostClient, vertical_score
-from tests.support.feature_hosts import CUSTOMERS, HOSTS, MODEL_ID, running_host_services
-
-
-def _guest() -> VerticalPart:
-    frame = pd.DataFrame({"income": np.linspace(1000.0, 9000.0, 30)})
-    prep = PartyPreprocessor(("income",), ()).fit(
-        frame, np.ones(len(frame), dtype=bool), rows=np.arange(len(frame))
-    )
-    return VerticalPart(
-        model_id=MODEL_ID,
-        party="bank",
-        role="guest",
-        parties=["bank", *HOSTS],
-        columns=["_intercept", *prep.columns],
-        weights=[-1.0, 0.4],
-        preprocessing=prep.to_dict(),
-    )
+from tests.support.feature_hosts import CUSTOMERS, guest_part, running_host_services
 
 
 async def _measure(
     client: HostClient | None, key: Any, *, decisions: int, connections: int
 ) -> list[float]:
-    guest = _guest()
+    guest, _ = guest_part()
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(decisions):

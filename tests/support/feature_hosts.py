@@ -207,3 +207,21 @@ def running_host_services(root: Path) -> Iterator[HostServices]:
     finally:
         survivors = registry.stop_all()
         assert not survivors, f"processes survived SIGKILL: {survivors}"
+
+
+def guest_part() -> tuple[VerticalPart, pd.DataFrame]:
+    """The lender's (guest's) part of the same model, and its applicants' own features."""
+    frame = pd.DataFrame({"income": np.linspace(1000.0, 9000.0, len(CUSTOMERS))})
+    prep = PartyPreprocessor(("income",), ()).fit(
+        frame, np.ones(len(frame), dtype=bool), rows=np.arange(len(frame))
+    )
+    part = VerticalPart(
+        model_id=MODEL_ID,
+        party="bank",
+        role="guest",
+        parties=["bank", *HOSTS],
+        columns=["_intercept", *prep.columns],
+        weights=[-1.0, 0.4],
+        preprocessing=prep.to_dict(),
+    )
+    return part, frame

@@ -7,40 +7,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from fedrisk.ml.vertical import PartyPreprocessor
 from fedrisk.release.vertical import VerticalPart
 from server.scoring.vertical_hosts import HostClient, VerticalDecisionScore, vertical_score
 from tests.support.feature_hosts import (
     CUSTOMERS,
     HOSTS,
-    MODEL_ID,
     HostServices,
+    guest_part,
 )
 from tests.support.processes import stop_pid
 
 pytestmark = pytest.mark.integration
-
-
-def _guest() -> tuple[VerticalPart, pd.DataFrame]:
-    rng = np.random.default_rng(9)
-    frame = pd.DataFrame({"income": rng.normal(5000, 1500, len(CUSTOMERS))})
-    prep = PartyPreprocessor(("income",), ()).fit(
-        frame, np.ones(len(frame), dtype=bool), rows=np.arange(len(frame))
-    )
-    part = VerticalPart(
-        model_id=MODEL_ID,
-        party="bank",
-        role="guest",
-        parties=["bank", *HOSTS],
-        columns=["_intercept", *prep.columns],
-        weights=[-1.0, 0.4],
-        preprocessing=prep.to_dict(),
-    )
-    return part, frame
 
 
 async def _decide(
@@ -60,7 +39,7 @@ async def _decide(
 def test_decisions_add_the_hosts_parts_and_a_stopped_host_becomes_missing(
     services: HostServices,
 ) -> None:
-    guest, frame = _guest()
+    guest, frame = guest_part()
     incomes = frame["income"].tolist()
 
     async def scenario() -> tuple[list[VerticalDecisionScore], list[VerticalDecisionScore]]:

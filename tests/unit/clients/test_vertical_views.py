@@ -19,7 +19,7 @@ def _config(
     np.save(tmp_path / "split.npy", split)
     return VerticalPartyConfig(
         name=role,
-        role=role,  # type: ignore[arg-type]
+        role=role,
         data=tmp_path / "unused.csv",
         numeric=("x",),
         secret_key=tmp_path / "k",
