@@ -477,3 +477,28 @@ def register(cli: typer.Typer) -> None:
     """Mount the ``keys`` and ``party`` groups on another typer app (the tests' own)."""
     cli.add_typer(keys_app, name="keys")
     cli.add_typer(party_app, name="party")
+
+
+@party_app.command("serve")
+def party_serve(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            exists=True,
+            dir_okay=False,
+            help="The feature service's settings (JSON: part, data, keys, TLS files).",
+        ),
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to bind.")] = 8443,
+) -> None:
+    """Serve this host's partial scores of a vertical model (mutual TLS, keyed-hash customers)."""
+    from clients.feature_service import FeatureServiceError, load_settings, serve
+    from fedrisk.errors import FedRiskError
+
+    try:
+        settings = load_settings(config)
+        serve(settings, host=host, port=port)
+    except (FeatureServiceError, FedRiskError) as e:
+        raise _fail(e) from e

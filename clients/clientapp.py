@@ -337,7 +337,11 @@ def vertical(message: Message, context: Context) -> Message:
 
     federation = parse_run_config(dict(context.run_config))
     config = vertical_party.config_for(dict(context.node_config), federation)
-    runtime = vertical_party.runtime(config, federation.run_id)
+    # After the align phase the party trains on its private-set-intersection result.
+    aligned = alignment.load_alignment(context.state)
+    runtime = vertical_party.runtime(
+        config, federation.run_id, aligned.to_json() if aligned is not None else None
+    )
     record = context.state.config_records.get(vertical_party.STATE_KEY)
     state = json.loads(str(record["json"])) if record is not None else {}
     answer = vertical_party.handle(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,9 +23,10 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from fedrisk.data.vertical import AlignedView
+from fedrisk.data.vertical import AlignedView, PartyColumns, host_view_from_positions
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import vertical as vp
+from fedrisk.federation.alignment import GuestAlignment, HostAlignment
 from fedrisk.federation.run_config import FederationConfig
 from fedrisk.federation.vertical import Packet, for_party
 from fedrisk.files import write_atomic
@@ -68,6 +69,15 @@ class VerticalPartyConfig(BaseModel):
     signing_key: Path
     release_dir: Path
     peers_dir: Path
+    own_data: Path | None = None
+    """The party's own table (CSV or Parquet, its own row order, with ``id_column``): what a
+    run with private set intersection aligns; ``data`` is then not read."""
+    id_column: str | None = None
+    label: str | None = None
+    """The guest's label column in ``own_data``."""
+    split: Path | None = None
+    """The guest's train / validation / test code per guest row (``.npy``), which the guest
+    hands every party (it says nothing about who a customer is)."""
 
 
 def load_config(path: Path) -> VerticalPartyConfig:
@@ -118,14 +128,82 @@ def _peer_key(path: Path) -> PartyKey:
     return PartyKey.from_bytes(path.read_bytes())
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """A party's own table, CSV or Parquet."""
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def view_from_alignment(
+    config: VerticalPartyConfig, alignment: GuestAlignment | HostAlignment
+) -> AlignedView:
+    """The party's aligned view from its own table and its private-set-intersection result.
+
+    Raises
+    ------
+    VerticalStepError
+        If the party has no own table, id column or split, or the result does not fit them.
+    """
+    if config.own_data is None or config.id_column is None or config.split is None:
+        raise VerticalStepError(
+            f"party {config.name} must name own_data, id_column and split to train on aligned "
+            "identifiers; got a config without them"
+        )
+    frame = read_table(config.own_data)
+    split = np.load(config.split).astype(np.int8)
+    if isinstance(alignment, GuestAlignment):
+        if config.role != "guest" or config.label is None:
+            raise VerticalStepError(f"party {config.name} got a guest's alignment; it is a host")
+        if alignment.n_rows != len(frame) or len(split) != len(frame):
+            raise VerticalStepError(
+                f"alignment and split of {config.name} must cover its {len(frame)} rows; got "
+                f"{alignment.n_rows} and {len(split)}"
+            )
+        return AlignedView(
+            name=config.name,
+            role="guest",
+            features=frame[[*config.numeric, *config.categorical]].reset_index(drop=True),
+            known=np.ones(len(frame), dtype=bool),
+            split=split,
+            numeric=config.numeric,
+            categorical=config.categorical,
+            labels=frame[config.label].to_numpy(dtype=np.int64),
+        )
+    if config.role != "host" or alignment.guest_size != len(split):
+        raise VerticalStepError(
+            f"party {config.name} ({config.role}) must hold a host's alignment over the guest's "
+            f"{len(split)} rows; got one over {alignment.guest_size}"
+        )
+    ids = frame[config.id_column].tolist()
+    positions: list[Hashable | None] = [None] * alignment.guest_size
+    for own, guest_row in zip(alignment.rows.tolist(), alignment.guest_rows.tolist(), strict=True):
+        positions[guest_row] = ids[own]
+    columns = PartyColumns(config.name, frame, config.id_column, config.numeric, config.categorical)
+    return host_view_from_positions(columns, positions, split=split)
+
+
 @functools.lru_cache(maxsize=4)
-def runtime(config: VerticalPartyConfig, run_id: str) -> Runtime:
-    """Load the party's data and key (cached per run: the process answers many steps)."""
+def runtime(config: VerticalPartyConfig, run_id: str, alignment: str | None = None) -> Runtime:
+    """Load the party's data and key (cached per run: the process answers many steps).
+
+    ``alignment`` is the party's private-set-intersection result as JSON
+    (``clients.alignment.load_alignment``); without it the party reads already-aligned rows.
+    """
     del run_id  # cache key only
-    frame = pd.read_csv(config.data)
-    view = AlignedView.from_frame(
-        frame, name=config.name, numeric=config.numeric, categorical=config.categorical
-    )
+    if alignment is not None:
+        result = json.loads(alignment)
+        parsed = (
+            GuestAlignment.from_json(alignment)
+            if "n_rows" in result
+            else HostAlignment.from_json(alignment)
+        )
+        view = view_from_alignment(config, parsed)
+    else:
+        view = AlignedView.from_frame(
+            pd.read_csv(config.data),
+            name=config.name,
+            numeric=config.numeric,
+            categorical=config.categorical,
+        )
     prep = PartyPreprocessor(config.numeric, config.categorical).fit(
         view.features, view.known, rows=view.rows("train")
     )

@@ -2,13 +2,16 @@
 Flower's simulation engine or in-process), and compare it with the centralized and guest-only
 models on the guest's test customers.
 
-Alignment here is a plain join (``fedrisk.data.vertical.align_by_join``): the run itself
-receives the aligned views a PSI step would produce.
+In Flower's simulation engine the parties align their own tables by private set intersection
+(``server.coordinator.alignment``) before training, when the workspace is laid out from the raw
+dataset. The in-process driver and the baselines use a plain join
+(``fedrisk.data.vertical.align_by_join``), which yields the same views.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import tempfile
 import time
@@ -23,7 +26,16 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 
 from clients import vertical_party
-from fedrisk.data.vertical import AlignedView, align_by_join, load_vertical
+from clients.party import PARTY_CONFIG_FILE
+from fedrisk.data.vertical import (
+    AlignedView,
+    PartyColumns,
+    VerticalDataError,
+    VerticalDataset,
+    align_by_join,
+    load_vertical,
+)
+from fedrisk.federation.identifiers import IdentifierKey
 from fedrisk.federation.run_config import RunConfigValue, parse_run_config
 from fedrisk.federation.vertical import Packet
 from fedrisk.ml.metrics import auc
@@ -54,13 +66,31 @@ class VerticalWorkspace:
     configs: list[vertical_party.VerticalPartyConfig]
     release_dir: Path
     trusted_keys_dir: Path
+    id_column: str | None = None
+    """Set when the parties hold their own tables and align them by PSI in the engine."""
 
 
-def prepare_vertical_workspace(root: Path, views: list[AlignedView]) -> VerticalWorkspace:
-    """Write each party's aligned data, own CKKS key (0600), signing key and ``vertical.json``."""
+def prepare_vertical_workspace(
+    root: Path, views: list[AlignedView], dataset: VerticalDataset | None = None
+) -> VerticalWorkspace:
+    """Write each party's aligned data, own CKKS key (0600), signing key and ``vertical.json``.
+
+    With ``dataset`` (the raw views ``views`` were joined from, guest first) each party also
+    gets its own table with its identifier column, the guest's split codes, the federation's
+    identifier key and a ``party.toml``: what the engine's private set intersection reads.
+    """
     release_dir = root / "registry"
     trusted = release_dir / "trusted_keys"
     trusted.mkdir(parents=True, exist_ok=True)
+    raw = [dataset.guest, *dataset.hosts] if dataset is not None else None
+    if raw is not None and [p.name for p in raw] != [v.name for v in views]:
+        raise VerticalDataError(
+            f"dataset parties must be the views' {[v.name for v in views]}; got "
+            f"{[p.name for p in raw]}"
+        )
+    id_key = root / "identifier.key"
+    if raw is not None:
+        IdentifierKey(secrets.token_bytes(32), "fedrisk-sim").save(id_key)
     configs = []
     for pid, view in enumerate(views):
         folder = root / "parties" / f"party_{pid}"
@@ -74,6 +104,9 @@ def prepare_vertical_workspace(root: Path, views: list[AlignedView]) -> Vertical
         signing = generate_signing_key()
         save_private_key(signing, folder / "signing.key")
         save_public_key(signing.public_key(), trusted / f"{view.name}.pub")
+        own: dict[str, Any] = {}
+        if raw is not None:
+            own = _write_own_table(folder, raw[pid], split=views[0].split, id_key=id_key)
         config = vertical_party.VerticalPartyConfig(
             name=view.name,
             role=view.role,
@@ -84,10 +117,34 @@ def prepare_vertical_workspace(root: Path, views: list[AlignedView]) -> Vertical
             signing_key=folder / "signing.key",
             release_dir=release_dir,
             peers_dir=folder / "peers",
+            **own,
         )
         (folder / vertical_party.CONFIG_FILE).write_text(config.model_dump_json(), encoding="utf-8")
         configs.append(config)
-    return VerticalWorkspace(root, views, configs, release_dir, trusted)
+    id_column = raw[0].id_column if raw is not None else None
+    return VerticalWorkspace(root, views, configs, release_dir, trusted, id_column)
+
+
+def _write_own_table(
+    folder: Path, party: PartyColumns, *, split: npt.NDArray[np.int8], id_key: Path
+) -> dict[str, Any]:
+    """The party's own table (its order, its identifiers), the guest's split codes and the
+    ``party.toml`` the align step reads; the ``vertical.json`` fields naming them."""
+    table = folder / "own.csv"
+    party.frame.to_csv(table, index=False)
+    split_file = folder / "split.npy"
+    np.save(split_file, split)
+    (folder / PARTY_CONFIG_FILE).write_text(
+        f'name = "{party.name}"\ntrain = "{table.name}"\ntest = "{table.name}"\n'
+        f'schema_file = "schema.toml"\nidentifier_key = "{id_key}"\n',
+        encoding="utf-8",
+    )
+    return {
+        "own_data": table,
+        "id_column": party.id_column,
+        "label": party.label,
+        "split": split_file,
+    }
 
 
 def run_in_process(
@@ -142,6 +199,8 @@ def run_in_engine(
             "allow_fewer_parties": True,
             "server_dir": str(server_dir),
             "sim_workspace": str(ws.root),
+            "vertical_guest": ws.views[0].name if ws.id_column else "",
+            "vertical_id_column": ws.id_column or "",
         }
     )
     run_config: dict[str, RunConfigValue] = config.to_run_config()
@@ -168,6 +227,7 @@ def run_in_engine(
         history=[EpochRecord(**e) for e in doc["history"]],
         best_epoch=int(doc["best_epoch"]),
         released=doc["released"],
+        alignment=doc.get("alignment"),
     )
 
 
@@ -219,13 +279,12 @@ def simulate_vertical(
     """Align, train encrypted, and compare; the ``--json`` document."""
     params = params or VerticalParams(seed=seed)
     rng = np.random.default_rng(seed)
-    views = align_by_join(
-        load_vertical(dataset, rng=rng, data_dir=data_dir, n_customers=n_customers), rng=rng
-    )
+    raw = load_vertical(dataset, rng=rng, data_dir=data_dir, n_customers=n_customers)
+    views = align_by_join(raw, rng=rng)
     own_tmp = workdir is None
     root = Path(tempfile.mkdtemp(prefix="fedrisk-vertical-")) if workdir is None else workdir
     try:
-        ws = prepare_vertical_workspace(root, views)
+        ws = prepare_vertical_workspace(root, views, raw if engine else None)
         model_id = f"vertical-{uuid.uuid4().hex[:12]}"
         started = time.perf_counter()
         result = (run_in_engine if engine else run_in_process)(ws, params, model_id=model_id)
@@ -250,7 +309,7 @@ def simulate_vertical(
             "he": True,
             "engine": "flower-simulation" if engine else "in-process",
             "parties": {v.name: v.role for v in views},
-            "overlap": {v.name: float(v.known.mean()) for v in views[1:]},
+            "overlap": _overlap(result, views),
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
             "federated": {
                 "auc": float(auc(y[test], federated[test])),
@@ -272,3 +331,13 @@ def simulate_vertical(
     finally:
         if own_tmp:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _overlap(result: VerticalResult, views: list[AlignedView]) -> dict[str, float]:
+    """Per host, the share of the guest's customers it knows: from the PSI sizes the
+    coordinator learnt when the run aligned, else from the join."""
+    if result.alignment is not None:
+        shared: dict[str, int] = result.alignment["shared"]
+        rows = int(result.alignment["guest_rows"])
+        return {name: shared[name] / rows for name in sorted(shared)}
+    return {v.name: float(v.known.mean()) for v in views[1:]}

@@ -246,6 +246,9 @@ def fedrisk_app_rules(
         "trees": RangeRule(integer=True, min=1, max=2000),
         # Vertical runs exist only in the simulation engine so far: a deployed pin refuses them.
         "layout": FixedRule(value="horizontal"),
+        "vertical-guest": FixedRule(value=""),
+        "vertical-id-column": FixedRule(value=""),
+        "vertical-id-kind": FixedRule(value="opaque"),
         "l2": RangeRule(integer=False, min=0.0, max=10.0),
         "patience": RangeRule(integer=True, min=1, max=1000),
         # Differential privacy: any mode or budget the run config accepts; a party's own parse

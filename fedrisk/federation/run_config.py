@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 
 from fedrisk.decisions.stages import Stage
 from fedrisk.errors import ConfigError
+from fedrisk.federation.identifiers import IdentifierKind
 from fedrisk.ml.kinds import ModelKind, Optimizer, ServerOptimizerKind
 from fedrisk.ml.privacy import DpMode, PrivacyPlan, plan_privacy
 
@@ -98,6 +99,13 @@ class FederationConfig(BaseModel):
     tree_bins: int = Field(default=255, ge=2, le=1000, alias="tree-bins")
     tree_colsample: float = Field(default=1.0, gt=0.0, le=1.0, alias="tree-colsample")
     """The gbdt kind's depth, shrinkage, λ, bins per feature and per-tree column share."""
+    vertical_guest: str = Field(default="", alias="vertical-guest")
+    """Vertical: the label holder's party name; with ``vertical-id-column`` set, the run aligns
+    the parties by private set intersection first (``server.coordinator.alignment``)."""
+    vertical_id_column: str = Field(default="", alias="vertical-id-column")
+    """Vertical: the identifier column every party's own table holds ("" = the parties hold
+    already-aligned rows)."""
+    vertical_id_kind: IdentifierKind = Field(default="opaque", alias="vertical-id-kind")
 
     @field_validator("hidden", mode="before")
     @classmethod

@@ -230,11 +230,50 @@ def issue_server_certificate(
     validity_days: int,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A TLS server certificate for the SuperLink, valid for ``hosts`` (IP or DNS SANs)."""
+    return _issue(
+        ca_key,
+        ca_cert,
+        common_name="fedrisk-superlink",
+        hosts=hosts,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+        validity_days=validity_days,
+    )
+
+
+def issue_party_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    party: str,
+    hosts: Sequence[str],
+    validity_days: int,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A party's mutual-TLS certificate (server and client use, common name = the party), for
+    online scoring between parties: a host's feature service and the lender calling it."""
+    return _issue(
+        ca_key,
+        ca_cert,
+        common_name=party,
+        hosts=hosts,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        validity_days=validity_days,
+    )
+
+
+def _issue(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    common_name: str,
+    hosts: Sequence[str],
+    usages: list[x509.ObjectIdentifier],
+    validity_days: int,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP384R1())
     now = _now()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedrisk-superlink")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -243,7 +282,7 @@ def issue_server_certificate(
         .add_extension(_san(hosts), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),

@@ -50,6 +50,8 @@ class VerticalResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     released: dict[str, str] = field(default_factory=dict)
+    alignment: dict[str, Any] | None = None
+    """The set and intersection sizes of the run's private set intersection, if it aligned."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -14,6 +14,7 @@ from fedrisk.federation.vertical import MSG_VERTICAL, Packet
 from fedrisk.federation.vertical_params import params_of
 from fedrisk.files import write_atomic
 from secure_agg.vertical_records import packet_from_record, packet_to_record
+from server.coordinator.alignment import AlignmentSettings, AlignmentSizes, align_parties
 from server.coordinator.progress import ProgressLog
 from server.coordinator.vertical import (
     EpochRecord,
@@ -63,6 +64,19 @@ def run_vertical(grid: Grid, config: FederationConfig, progress: ProgressLog) ->
                 "epoch", epoch=record.epoch, seconds=record.seconds, valid_auc=record.valid_auc
             )
 
+        sizes = None
+        if config.vertical_id_column:
+            sizes = align_parties(
+                grid,
+                AlignmentSettings(
+                    guest=config.vertical_guest,
+                    id_column=config.vertical_id_column,
+                    id_kind=config.vertical_id_kind,
+                ),
+                run_id=config.run_id,
+                timeout=config.round_timeout,
+                progress=progress,
+            )
         coordinator = VerticalCoordinator(
             params_of(config),
             exchange=_grid_exchange(grid, timeout=config.round_timeout),
@@ -76,6 +90,21 @@ def run_vertical(grid: Grid, config: FederationConfig, progress: ProgressLog) ->
     if config.server_path is not None:
         write_atomic(
             config.server_path / "results.json",
-            json.dumps({"run_id": config.run_id, "he": True, **result.as_dict()}, indent=2),
+            json.dumps(
+                {
+                    "run_id": config.run_id,
+                    "he": True,
+                    **result.as_dict(),
+                    "alignment": _sizes(sizes),
+                },
+                indent=2,
+            ),
         )
     progress.emit("finished")
+
+
+def _sizes(sizes: AlignmentSizes | None) -> dict[str, object] | None:
+    """The set and intersection sizes, all the coordinator learnt from alignment."""
+    if sizes is None:
+        return None
+    return {"guest_rows": sizes.guest_rows, "host_rows": sizes.host_rows, "shared": sizes.shared}

@@ -1,5 +1,6 @@
 """Vertical LR through the real ServerApp and ClientApps in Flower's simulation engine: one
-small run, checked against the same protocol run in-process."""
+small run (the parties align their own tables by private set intersection first), checked
+against the same protocol run in-process on joined rows."""
 
 from __future__ import annotations
 
@@ -23,15 +24,23 @@ pytestmark = pytest.mark.integration
 
 def test_a_vertical_run_in_the_simulation_engine_releases_signed_parts(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
-    views = align_by_join(load_vertical("synthetic-vertical", rng=rng, n_customers=800), rng=rng)
+    raw = load_vertical("synthetic-vertical", rng=rng, n_customers=800)
+    views = align_by_join(raw, rng=rng)
     params = VerticalParams(epochs=1, batch_size=4096, seed=5)
-    engine_ws = prepare_vertical_workspace(tmp_path / "engine", views)
+    engine_ws = prepare_vertical_workspace(tmp_path / "engine", views, raw)
     local_ws = prepare_vertical_workspace(tmp_path / "local", views)
 
     engine = run_in_engine(engine_ws, params, model_id="vertical-engine-test")
     local = run_in_process(local_ws, params, model_id="vertical-local-test")
 
     assert engine.parties == {"bank": "guest", "ecommerce": "host", "telecom": "host"}
+    # The engine's parties aligned by PSI; the coordinator learnt only the set sizes, and they
+    # are the join's.
+    assert engine.alignment == {
+        "guest_rows": 800,
+        "host_rows": {h.name: len(h.frame) for h in raw.hosts},
+        "shared": {v.name: int(v.known.sum()) for v in views[1:]},
+    }
     assert len(engine.history) == 1 and engine.history[0].bytes_per_party["telecom"] > 0
     # Both runs' parts verify against the parties' keys; the same steps give the same model up
     # to the flooding noise.

@@ -1,0 +1,270 @@
+"""A host's online feature service (``fedrisk party serve``): its partial score for one customer.
+
+The lender scoring an application of a vertical model asks each host for its part of the score.
+The host answers from its own current table (CSV or Parquet, re-read when the file changes) with
+its signed model part (checked against the federation's trusted keys at start), over mutual TLS
+against the federation's CA.
+
+- The customer crosses the wire only as a keyed hash (HMAC-SHA256 under the federation's
+  identifier key, :meth:`IdentifierKey.keyed_hash`), never as a raw identifier.
+- With two or more hosts each host adds its share of a zero-sum pairwise mask (the training run's
+  X25519 keys, :class:`secure_agg.vertical.PairwiseMasks`) keyed by the lender's request id, so
+  the lender learns only the sum of the host parts. A request id is answered once: reusing it
+  would let the lender subtract two masked answers.
+- A customer the host does not know gets an explicit ``unknown`` answer; with masking it still
+  carries the host's mask share (its score part is 0), so the other hosts' masks cancel.
+- The reason is a code naming the host's top risk-raising feature group and the host's own text
+  for it, never a raw value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedrisk.errors import FedRiskError
+from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind, keyed_hashes
+from fedrisk.federation.online_scoring import (
+    PARTIAL_SCORE_PATH,
+    CodedReason,
+    ScoreAnswer,
+    ScoreRequest,
+)
+from fedrisk.ml.vertical import KNOWN_COLUMN, PartyPreprocessor
+from fedrisk.release.artifact import load_trusted_keys
+from fedrisk.release.vertical import VerticalPart, read_part
+from secure_agg.vertical import PairwiseMasks, pairwise_masks
+
+OWN_X25519 = "own.x25519"
+SEEN_REQUESTS = 100_000
+"""How many request ids a service remembers to refuse a reuse (bounded memory)."""
+
+
+class FeatureServiceError(FedRiskError, ValueError):
+    """The feature service's settings, part or data are unusable, or a request is refused."""
+
+
+class ServiceSettings(BaseModel):
+    """A host's ``party serve`` settings file (JSON; paths only, nothing secret in it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    part: Path
+    """The host's released part (``<release_dir>/<model_id>/<party>``)."""
+    trusted_keys: Path
+    """Directory of the parties' Ed25519 public keys (``<party>.pub``)."""
+    data: Path
+    id_column: str
+    id_kind: IdentifierKind = "opaque"
+    default_country_code: str = "86"
+    identifier_key: Path
+    masks_dir: Path | None = None
+    """The training run's pairwise keys: ``own.x25519`` and each other host's ``<name>.x25519``."""
+    reasons: dict[str, str] = Field(default_factory=dict)
+    """The host's own reason text per feature group (raw column name)."""
+    certificate: Path
+    private_key: Path
+    ca_certificate: Path
+
+
+@dataclass(frozen=True)
+class _Table:
+    mtime_ns: int
+    rows: dict[str, int]
+    scores: npt.NDArray[np.float64]
+    top: list[str | None]
+
+
+def _group(column: str) -> str | None:
+    """The raw feature a matrix column comes from (``plan=gold`` -> ``plan``)."""
+    if column == KNOWN_COLUMN:
+        return None
+    return column.split("=", 1)[0]
+
+
+class HostScorer:
+    """Answers :class:`ScoreRequest` s from the host's table and its verified part."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.part: VerticalPart = read_part(
+            settings.part, trusted_keys=load_trusted_keys(settings.trusted_keys)
+        )
+        if self.part.role != "host":
+            raise FeatureServiceError(
+                f"part must be a host's; got the {self.part.role}'s part of {self.part.party}"
+            )
+        self.key = IdentifierKey.load(settings.identifier_key)
+        self.masks = self._masks()
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._table = self._read()
+
+    def _masks(self) -> PairwiseMasks | None:
+        folder = self.settings.masks_dir
+        if folder is None:
+            return None
+        peers = {
+            p.stem: p.read_bytes() for p in sorted(folder.glob("*.x25519")) if p.name != OWN_X25519
+        }
+        if not peers:
+            return None
+        return pairwise_masks(self.part.party, (folder / OWN_X25519).read_bytes(), peers)
+
+    def _read(self) -> _Table:
+        path = self.settings.data
+        try:
+            mtime = path.stat().st_mtime_ns
+            if path.suffix == ".parquet":
+                frame = pd.read_parquet(path)
+            else:
+                frame = pd.read_csv(path, dtype={self.settings.id_column: str})
+        except (OSError, ValueError) as e:
+            raise FeatureServiceError(f"data {path} must be a readable CSV or Parquet: {e}") from e
+        if self.settings.id_column not in frame.columns:
+            raise FeatureServiceError(
+                f"id column must be a column of {path.name}; got {self.settings.id_column!r}"
+            )
+        hashes = keyed_hashes(
+            [str(v) for v in frame[self.settings.id_column].tolist()],
+            self.settings.id_kind,
+            key=self.key,
+            default_country_code=self.settings.default_country_code,
+        )
+        prep = PartyPreprocessor.from_dict(self.part.preprocessing)
+        matrix = prep.transform(frame, np.ones(len(frame), dtype=bool))
+        contributions = matrix * np.asarray(self.part.weights)
+        groups = sorted({g for c in self.part.columns if (g := _group(c)) is not None})
+        by_group = np.zeros((len(frame), len(groups)))
+        for j, column in enumerate(self.part.columns):
+            group = _group(column)
+            if group is not None:
+                by_group[:, groups.index(group)] += contributions[:, j]
+        best = by_group.argmax(axis=1) if groups else np.zeros(len(frame), dtype=int)
+        top = [
+            groups[b] if groups and by_group[i, b] > 0 else None
+            for i, b in enumerate(best.tolist())
+        ]
+        return _Table(
+            mtime_ns=mtime,
+            rows={h: i for i, h in enumerate(hashes)},
+            scores=contributions.sum(axis=1),
+            top=top,
+        )
+
+    def _current(self) -> _Table:
+        """The table, re-read when the file changed since (the host's *current* data)."""
+        try:
+            mtime = self.settings.data.stat().st_mtime_ns
+        except OSError:
+            return self._table
+        if mtime != self._table.mtime_ns:
+            self._table = self._read()
+        return self._table
+
+    def answer(self, request: ScoreRequest) -> ScoreAnswer:
+        """This host's (masked) part for the customer, or ``unknown``.
+
+        Raises
+        ------
+        FeatureServiceError
+            If the model is not this host's or the request id was answered before.
+        """
+        if request.model_id != self.part.model_id:
+            raise FeatureServiceError(
+                f"model_id must be {self.part.model_id!r}; got {request.model_id!r}"
+            )
+        with self._lock:
+            if request.request_id in self._seen:
+                raise FeatureServiceError(
+                    f"request_id must be fresh; got {request.request_id!r} again"
+                )
+            self._seen[request.request_id] = None
+            if len(self._seen) > SEEN_REQUESTS:
+                self._seen.popitem(last=False)
+            table = self._current()
+        row = table.rows.get(request.customer)
+        score = float(table.scores[row]) if row is not None else 0.0
+        if self.masks is not None:
+            label = f"serve/{request.model_id}/{request.request_id}"
+            score += float(self.masks.mask(1, label=label)[0])
+        reason = None
+        group = table.top[row] if row is not None else None
+        if group is not None:
+            text = self.settings.reasons.get(group, f"{group} (reported by {self.part.party})")
+            reason = CodedReason(code=f"{self.part.party}.{group}", text=text)
+        return ScoreAnswer(
+            party=self.part.party,
+            model_id=self.part.model_id,
+            request_id=request.request_id,
+            status="known" if row is not None else "unknown",
+            score=score,
+            masked=self.masks is not None,
+            reason=reason,
+        )
+
+
+def create_app(settings: ServiceSettings) -> object:
+    """The FastAPI app: ``POST /v1/partial-score`` and ``GET /healthz``."""
+    from fastapi import FastAPI, HTTPException
+
+    scorer = HostScorer(settings)
+    app = FastAPI(title=f"fedrisk feature service of {scorer.part.party}")
+
+    # Async handlers: an answer is a dict lookup and a few floats, cheaper than a hop through
+    # the thread pool.
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"party": scorer.part.party, "model_id": scorer.part.model_id}
+
+    @app.post(PARTIAL_SCORE_PATH)
+    async def partial_score(request: ScoreRequest) -> ScoreAnswer:
+        try:
+            return scorer.answer(request)
+        except FeatureServiceError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from e
+
+    return app
+
+
+def serve(settings: ServiceSettings, *, host: str, port: int) -> None:
+    """Run the service with mutual TLS: clients must present a certificate of the federation's
+    CA."""
+    import ssl
+
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        ssl_certfile=str(settings.certificate),
+        ssl_keyfile=str(settings.private_key),
+        ssl_ca_certs=str(settings.ca_certificate),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        log_level="warning",
+        # Keep-alive connections of the lender must not hold a stopping service for long.
+        timeout_graceful_shutdown=1,
+    )
+
+
+def load_settings(path: Path) -> ServiceSettings:
+    """Read a settings file; relative paths are taken relative to its folder."""
+    try:
+        raw = ServiceSettings.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FeatureServiceError(f"service settings {path} must be valid: {e}") from e
+    base = path.parent
+    updates = {
+        name: base / value
+        for name, value in raw.model_dump().items()
+        if isinstance(value, Path) and not value.is_absolute()
+    }
+    return raw.model_copy(update=updates)

@@ -1,0 +1,47 @@
+"""The wire form of online vertical scoring between the lender and a host's feature service.
+
+The lender asks a host (``fedrisk party serve``) for its part of a vertical model's score for one
+customer, named only by its keyed hash (``IdentifierKey.keyed_hash``); the host answers its part
+(masked when the federation has two or more hosts) and a coded reason.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PARTIAL_SCORE_PATH = "/v1/partial-score"
+
+
+class ScoreRequest(BaseModel):
+    """The lender's question: this host's part for one customer, under one model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str = Field(pattern=r"^[A-Za-z0-9._-]{8,128}$")
+    customer: str = Field(pattern=r"^[0-9a-f]{64}$")
+    model_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class CodedReason(BaseModel):
+    """A host's reason: a code for its top risk-raising feature group, and its own text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str
+    text: str
+
+
+class ScoreAnswer(BaseModel):
+    """A host's part (masked when the federation has two or more hosts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    party: str
+    model_id: str
+    request_id: str
+    status: Literal["known", "unknown"]
+    score: float
+    masked: bool
+    reason: CodedReason | None = None

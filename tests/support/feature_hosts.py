@@ -1,0 +1,227 @@
+"""Two hosts' feature services (``fedrisk party serve``) of a small vertical model, on
+127.0.0.1 with mutual TLS under a test federation CA; and the lender's client certificate."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+from cryptography.hazmat.primitives import serialization
+
+from clients.feature_service import OWN_X25519, ServiceSettings
+from fedrisk.federation.identifiers import IdentifierKey
+from fedrisk.ml.vertical import PartyPreprocessor
+from fedrisk.release.identity import generate_signing_key, save_public_key
+from fedrisk.release.vertical import VerticalPart, write_part
+from secure_agg.vertical import generate_x25519
+from server.coordinator.provisioning import create_ca, issue_party_certificate
+from tests.support.processes import ProcessRegistry, free_port, start_process, wait_for
+
+MODEL_ID = "vm-test-1"
+HOSTS = ("shop", "telecom")
+CUSTOMERS = [f"C{i:04d}" for i in range(30)]
+KNOWN = {"telecom": CUSTOMERS[:20], "shop": CUSTOMERS[10:]}
+"""Customers 0-9 only the telecom knows, 10-19 both, 20-29 only the shop."""
+
+
+@dataclass
+class HostServices:
+    """The running services and what a lender needs to call them."""
+
+    root: Path
+    key: IdentifierKey
+    urls: dict[str, str]
+    parts: dict[str, VerticalPart]
+    frames: dict[str, pd.DataFrame]
+    lender_cert: tuple[str, str]
+    ca: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def tls(self) -> ssl.SSLContext:
+        """The lender's TLS context: the federation CA, and its own certificate to present."""
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(*self.lender_cert)
+        return context
+
+    def client(self) -> httpx.Client:
+        """An httpx client holding the lender's certificate."""
+        return httpx.Client(verify=self.tls(), timeout=10.0)
+
+    def plain_part(self, host: str, customer: str) -> float:
+        """What ``host``'s part is for ``customer`` without masks (0 if it does not know them)."""
+        frame = self.frames[host]
+        rows = frame.index[frame["customer_id"] == customer]
+        if len(rows) == 0:
+            return 0.0
+        return float(self.parts[host].partial_scores(frame.loc[rows])[0])
+
+
+def _frame(
+    host: str, rng: np.random.Generator
+) -> tuple[pd.DataFrame, tuple[str, ...], tuple[str, ...]]:
+    ids = KNOWN[host]
+    if host == "telecom":
+        frame = pd.DataFrame(
+            {
+                "customer_id": ids,
+                "tenure_months": rng.integers(1, 120, len(ids)),
+                "plan": rng.choice(["prepaid", "contract"], len(ids)),
+            }
+        )
+        return frame, ("tenure_months",), ("plan",)
+    frame = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "spend_12m": rng.gamma(2.0, 300.0, len(ids)).round(2),
+            "returns_12m": rng.integers(0, 6, len(ids)),
+        }
+    )
+    return frame, ("spend_12m", "returns_12m"), ()
+
+
+def _pem_key(key: object) -> bytes:
+    return key.private_bytes(  # type: ignore[attr-defined,no-any-return]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def start_host_services(root: Path, registry: ProcessRegistry) -> HostServices:
+    """Write both hosts' parts, data, keys and certificates under ``root``; start their services
+    (tracked in ``registry``) and wait until both answer over mutual TLS."""
+    rng = np.random.default_rng(3)
+    ca_key, ca_cert = create_ca("test")
+    ca = root / "ca.pem"
+    root.mkdir(parents=True, exist_ok=True)
+    ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def certificate(name: str) -> tuple[str, str]:
+        key, cert = issue_party_certificate(
+            ca_key, ca_cert, party=name, hosts=["127.0.0.1"], validity_days=1
+        )
+        (root / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (root / f"{name}.key").write_bytes(_pem_key(key))
+        (root / f"{name}.key").chmod(0o600)
+        return str(root / f"{name}.crt"), str(root / f"{name}.key")
+
+    id_key = IdentifierKey(secrets.token_bytes(32), "test")
+    id_key.save(root / "identifier.key")
+    trusted = root / "trusted_keys"
+    trusted.mkdir()
+    x25519 = {h: generate_x25519() for h in HOSTS}
+    services = HostServices(
+        root=root,
+        key=id_key,
+        urls={},
+        parts={},
+        frames={},
+        lender_cert=certificate("bank"),
+        ca=str(ca),
+    )
+    for host in HOSTS:
+        folder = root / host
+        masks = folder / "masks"
+        masks.mkdir(parents=True)
+        (masks / OWN_X25519).write_bytes(x25519[host][0])
+        for peer in HOSTS:
+            if peer != host:
+                (masks / f"{peer}.x25519").write_bytes(x25519[peer][1])
+        frame, numeric, categorical = _frame(host, rng)
+        frame.to_csv(folder / "data.csv", index=False)
+        prep = PartyPreprocessor(numeric, categorical).fit(
+            frame, np.ones(len(frame), dtype=bool), rows=np.arange(len(frame))
+        )
+        part = VerticalPart(
+            model_id=MODEL_ID,
+            party=host,
+            role="host",
+            parties=["bank", *HOSTS],
+            columns=prep.columns,
+            weights=rng.normal(0.0, 0.5, len(prep.columns)).tolist(),
+            preprocessing=prep.to_dict(),
+        )
+        signing = generate_signing_key()
+        save_public_key(signing.public_key(), trusted / f"{host}.pub")
+        part_dir = write_part(part, folder / "release", signing_key=signing)
+        cert, key = certificate(host)
+        settings = ServiceSettings(
+            part=part_dir,
+            trusted_keys=trusted,
+            data=folder / "data.csv",
+            id_column="customer_id",
+            identifier_key=root / "identifier.key",
+            masks_dir=masks,
+            reasons={"plan": "Mobile plan type"} if host == "telecom" else {},
+            certificate=Path(cert),
+            private_key=Path(key),
+            ca_certificate=ca,
+        )
+        (folder / "serve.json").write_text(settings.model_dump_json(), encoding="utf-8")
+        port = free_port()
+        fedrisk = str(Path(sys.executable).parent / "fedrisk")
+        proc = start_process(
+            [
+                fedrisk,
+                "party",
+                "serve",
+                "--config",
+                str(folder / "serve.json"),
+                "--port",
+                str(port),
+            ],
+            log_path=folder / "serve.log",
+        )
+        services.pids[host] = registry.track(proc.pid)
+        services.urls[host] = f"https://127.0.0.1:{port}"
+        services.parts[host] = part
+        services.frames[host] = frame
+
+    def ready() -> bool:
+        try:
+            with services.client() as client:
+                return all(
+                    client.get(f"{u}/healthz").status_code == 200 for u in services.urls.values()
+                )
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, timeout=60, what="both feature services answering")
+    return services
+
+
+@contextmanager
+def running_host_services(root: Path) -> Iterator[HostServices]:
+    """:func:`start_host_services` for a module-scoped fixture: stopped by PID on exit."""
+    registry = ProcessRegistry()
+    try:
+        yield start_host_services(root, registry)
+    finally:
+        survivors = registry.stop_all()
+        assert not survivors, f"processes survived SIGKILL: {survivors}"
+
+
+def guest_part() -> tuple[VerticalPart, pd.DataFrame]:
+    """The lender's (guest's) part of the same model, and its applicants' own features."""
+    frame = pd.DataFrame({"income": np.linspace(1000.0, 9000.0, len(CUSTOMERS))})
+    prep = PartyPreprocessor(("income",), ()).fit(
+        frame, np.ones(len(frame), dtype=bool), rows=np.arange(len(frame))
+    )
+    part = VerticalPart(
+        model_id=MODEL_ID,
+        party="bank",
+        role="guest",
+        parties=["bank", *HOSTS],
+        columns=["_intercept", *prep.columns],
+        weights=[-1.0, 0.4],
+        preprocessing=prep.to_dict(),
+    )
+    return part, frame
