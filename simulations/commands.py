@@ -11,6 +11,7 @@ imported inside a command, once its arguments have passed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -461,7 +462,10 @@ def demo(data_dir: DataDirOption = None) -> None:
     from simulations.demo import run_demo
 
     configure_torch(threads=1)
+    # The dashboard stays up until Ctrl-C only for a person at a terminal: a script or a CI job
+    # running `make demo` must see it end.
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        run_demo(console=console, data_dir=data_dir, serve_dashboard=True)
+        run_demo(console=console, data_dir=data_dir, serve_dashboard=interactive)
     except (FedRiskError, RunFailedError) as e:
         raise fail(str(e)) from e

@@ -13,8 +13,8 @@
 8. (Optional) the vertical federation: one bank, one platform, one operator.
 9. Portfolio monitoring: a generated book of loans with 12-24 months of outcomes and an injected
    drift (one region's income falls) joins the decisions database; the service checks its alert
-   rules and serves the dashboard, whose URL is printed with the viewer key (``make demo`` keeps
-   it up until Ctrl-C).
+   rules and serves the dashboard, whose URL is printed with the viewer key (``make demo`` run
+   at a terminal keeps it up until Ctrl-C).
 10. Everything is stopped by PID. Run twice, it works twice: ``demo-out/`` is rebuilt each time.
 
 Synthetic parties by default; with ``FEDRISK_DATA_DIR`` set, three regional lenders of the real
@@ -334,6 +334,8 @@ def _monitoring_story(
         dashboard = f"{url}/dashboard"
         console.print(f"dashboard:           {dashboard}  (sign in with the viewer key)")
         console.print(f"viewer key:          {keys[Role.VIEWER]}")
+        if not serve:
+            console.print("  (not at a terminal: the dashboard stops with the demo)")
         if serve:
             console.print("  serving the dashboard until Ctrl-C")
             sys.stdout.flush()
