@@ -113,7 +113,10 @@ def test_interval_checkpoints_follow_the_writers_head(
     # busy machine close() could otherwise sign everything first
     append_records(engine, anchor, 7)
     deadline = time.monotonic() + 30
-    while not any(line["reason"] == "interval" for line in checkpoint_lines(files[1])):
+    # (the signer thread creates the checkpoint file with its first line)
+    while not files[1].exists() or not any(
+        line["reason"] == "interval" for line in checkpoint_lines(files[1])
+    ):
         assert time.monotonic() < deadline, "no interval checkpoint within 30 s"
         time.sleep(0.05)
     anchor.close()
