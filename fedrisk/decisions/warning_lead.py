@@ -100,6 +100,7 @@ class LeadTimeSummary:
     lead_histogram: dict[int, int]
     non_defaulters: int
     false_warning_rate: float
+    false_warning_month_rate: float
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (histogram keys as strings)."""
@@ -117,7 +118,8 @@ def summarise_lead_times(warned: npt.ArrayLike, default_month: npt.ArrayLike) ->
 
     ``lead_mean``, ``lead_median`` and ``lead_at_least_*`` are over the defaulters warned
     ahead; ``lead_at_least_*`` are shares of them. ``false_warning_rate`` is the share of
-    non-defaulters warned in any observed month.
+    non-defaulters warned in any observed month; ``false_warning_month_rate`` the share of their
+    account-months with a warning (what a monthly review sees).
     """
     flags, months = _check_inputs(warned, default_month)
     lead = warning_lead_times(flags, months)
@@ -140,5 +142,8 @@ def summarise_lead_times(warned: npt.ArrayLike, default_month: npt.ArrayLike) ->
         non_defaulters=int(non_defaulters.sum()),
         false_warning_rate=_share(
             int(flags[non_defaulters].any(axis=1).sum()), int(non_defaulters.sum())
+        ),
+        false_warning_month_rate=_share(
+            int(flags[non_defaulters].sum()), int(flags[non_defaulters].size)
         ),
     )

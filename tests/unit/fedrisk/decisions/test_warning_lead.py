@@ -42,6 +42,7 @@ def test_summary_figures() -> None:
     assert s.lead_histogram == {1: 1, 2: 1, 4: 1}
     assert s.non_defaulters == 2
     assert s.false_warning_rate == pytest.approx(1 / 2)
+    assert s.false_warning_month_rate == pytest.approx(1 / 8)
     assert s.to_dict()["lead_histogram"] == {"1": 1, "2": 1, "4": 1}
 
 
