@@ -18,8 +18,9 @@ Method
 - **Month by month, only what is known then.** For each evaluated account and each month
   ``t`` (April ... September 2005), the model scores a view of the account as of the end of
   ``t``: the latest month's columns (``PAY_0``, ``BILL_AMT1``, ``PAY_AMT1``) hold month ``t``,
-  the next ones ``t - 1`` and so on. Months before April 2005 are unknown and are filled as
-  "no consumption" (status -2, bill 0, payment 0): the early months' scores see a short history.
+  the next ones ``t - 1`` and so on. Months before April 2005 are unknown: by default
+  (``--padding carry-back``) April's values are repeated there, so an early month's view looks
+  like a steady account; ``--padding no-consumption`` fills status -2, bill 0, payment 0.
 - **Warning.** :func:`fedrisk.decisions.lifecycle.decide_behaviour` with the packaged policy's
   behaviour stage (the code and cut-offs the scoring service uses) runs on that score, the
   account's limit and the signals the data holds: ``days_past_due`` = 30 x status when the
@@ -67,15 +68,25 @@ N_MONTHS = len(STATUS)
 TARGET = "default.payment.next.month"
 
 
-def as_of(frame: pd.DataFrame, month: int) -> pd.DataFrame:
-    """The accounts as seen at the end of ``month``: months after it dropped, history shifted."""
+PADDINGS = ("carry-back", "no-consumption")
+
+
+def as_of(frame: pd.DataFrame, month: int, padding: str) -> pd.DataFrame:
+    """The accounts as seen at the end of ``month``: months after it dropped, history shifted.
+
+    Months before April 2005 are unknown: ``carry-back`` repeats April's values there,
+    ``no-consumption`` fills status -2, bill 0 and payment 0.
+    """
     view = frame.copy()
     for columns, unknown in ((STATUS, -2.0), (BILL, 0.0), (PAID, 0.0)):
         values = frame[list(columns)].to_numpy(dtype=np.float64)
         for slot, column in enumerate(columns):
             # slot 5 is the latest month; it takes ``month``, slot 4 takes ``month - 1``, ...
             source = month - (N_MONTHS - 1 - slot)
-            view[column] = values[:, source] if source >= 0 else unknown
+            if source >= 0:
+                view[column] = values[:, source]
+            else:
+                view[column] = values[:, 0] if padding == "carry-back" else unknown
     return view
 
 
@@ -144,6 +155,12 @@ def main() -> None:
     parser.add_argument("--test-share", type=float, default=0.3, help="share of accounts evaluated")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
+        "--padding",
+        choices=PADDINGS,
+        default="carry-back",
+        help="how the months before April 2005 are filled in the early months' views",
+    )
+    parser.add_argument(
         "--cut-rate",
         type=float,
         help="instead of the policy's cut_cutoff, cut the scores of this share of the training "
@@ -169,7 +186,7 @@ def main() -> None:
     started = time.perf_counter()
     fitted = train_centralized(train, test, data.schema, model_kind="lr", rng=rng)
     pd_by_month = np.column_stack(
-        [fitted.pipeline.predict_proba(as_of(test, t)) for t in range(N_MONTHS)]
+        [fitted.pipeline.predict_proba(as_of(test, t, args.padding)) for t in range(N_MONTHS)]
     )
     policy = load_policy(args.policy).behaviour
     if args.cut_rate is not None:
@@ -215,6 +232,7 @@ def main() -> None:
             "model_auc_september": fitted.auc,
             "policy": str(args.policy) if args.policy else "packaged",
             "cut_rate": args.cut_rate,
+            "padding": args.padding,
             "cut_cutoff": policy.cut_cutoff,
             "median_pd_by_month": median_pd.tolist(),
             "months": list(COLLECTION_MONTHS),
