@@ -74,6 +74,8 @@ decisions = Table(
     # no index on subject_hash: a random key touches a random index page on every commit; add
     # one if decisions must be looked up by subject
     Index("ix_decisions_created", "created_at"),
+    # covering for the matured-loan views (v0006): an index-only scan, not the wide rows
+    Index("ix_decisions_scores", "decision_id", "role", "score", "probability"),
 )
 
 audit_log = Table(
@@ -230,7 +232,16 @@ outcomes = Table(
     Column("recoveries", Float, nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("audit_seq", Integer, nullable=False),
-    Index("ix_outcomes_month", "month"),
+    # covering for the month-filtered views (v0006): a month's rows are spread over every page
+    Index(
+        "ix_outcomes_month_state",
+        "month",
+        "decision_id",
+        "month_on_book",
+        "dpd",
+        "balance",
+        "charge_off",
+    ),
     Index("ix_outcomes_audit_seq", "audit_seq"),
 )
 

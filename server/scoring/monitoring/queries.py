@@ -380,8 +380,16 @@ def roll_rates(connection: Connection, *, as_of: str, months: int = 1) -> RollRa
                 before.c.month_on_book == after.c.month_on_book - 1,
             ),
         )
-        # from loans still owing: not paid off, not charged off before
-        .where(after.c.month >= first, after.c.month <= as_of, before.c.balance > 0)
+        # from loans still owing: not paid off, not charged off before. The range on
+        # before.month is implied (month = origination + month on book) but lets PostgreSQL
+        # read both sides from the covering month index instead of one lookup per loan
+        .where(
+            after.c.month >= first,
+            after.c.month <= as_of,
+            before.c.month >= add_months(first, -1),
+            before.c.month <= add_months(as_of, -1),
+            before.c.balance > 0,
+        )
         .group_by(src, dst)
     ):
         counts[int(row.src)][int(row.dst)] = int(row.n)
