@@ -48,7 +48,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fedrisk.data.datasets import COLLECTION_MONTHS, load_dataset
+from fedrisk.data.datasets import (
+    BILL_BY_MONTH,
+    COLLECTION_MONTHS,
+    PAID_BY_MONTH,
+    STATUS_BY_MONTH,
+    load_dataset,
+)
 from fedrisk.decisions.lifecycle import (
     BehaviourAction,
     BehaviourPolicy,
@@ -61,10 +67,7 @@ from fedrisk.decisions.warning_lead import LeadTimeSummary, summarise_lead_times
 from fedrisk.ml.training import train_centralized
 
 # Calendar order, April (0) ... September 2005 (5); the source numbers them backwards.
-STATUS = ("PAY_6", "PAY_5", "PAY_4", "PAY_3", "PAY_2", "PAY_0")
-BILL = tuple(f"BILL_AMT{k}" for k in range(6, 0, -1))
-PAID = tuple(f"PAY_AMT{k}" for k in range(6, 0, -1))
-N_MONTHS = len(STATUS)
+N_MONTHS = len(STATUS_BY_MONTH)
 TARGET = "default.payment.next.month"
 
 
@@ -78,7 +81,7 @@ def as_of(frame: pd.DataFrame, month: int, padding: str) -> pd.DataFrame:
     ``no-consumption`` fills status -2, bill 0 and payment 0.
     """
     view = frame.copy()
-    for columns, unknown in ((STATUS, -2.0), (BILL, 0.0), (PAID, 0.0)):
+    for columns, unknown in ((STATUS_BY_MONTH, -2.0), (BILL_BY_MONTH, 0.0), (PAID_BY_MONTH, 0.0)):
         values = frame[list(columns)].to_numpy(dtype=np.float64)
         for slot, column in enumerate(columns):
             # slot 5 is the latest month; it takes ``month``, slot 4 takes ``month - 1``, ...
@@ -96,7 +99,7 @@ def default_months(frame: pd.DataFrame, definition: str) -> npt.NDArray[np.int64
     october = np.where(label, N_MONTHS, -1)
     if definition == "label":
         return october.astype(np.int64)
-    late = frame[list(STATUS)].to_numpy(dtype=np.float64) >= 2.0
+    late = frame[list(STATUS_BY_MONTH)].to_numpy(dtype=np.float64) >= 2.0
     return np.where(late.any(axis=1), np.argmax(late, axis=1), october).astype(np.int64)
 
 
@@ -105,7 +108,7 @@ def warning_tables(
 ) -> dict[str, npt.NDArray[np.bool_]]:
     """Per account and month: any warning, its score part and its signal part."""
     scores = ScorecardScaling().score(pd_by_month)
-    status = frame[list(STATUS)].to_numpy(dtype=np.float64)
+    status = frame[list(STATUS_BY_MONTH)].to_numpy(dtype=np.float64)
     limits = frame["LIMIT_BAL"].to_numpy(dtype=np.float64)
     shape = pd_by_month.shape
     tables = {k: np.zeros(shape, dtype=bool) for k in ("any", "score", "signals")}

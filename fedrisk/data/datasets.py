@@ -50,12 +50,15 @@ from fedrisk.data.validation import map_target, read_table_with_lines, validate_
 from fedrisk.errors import ConfigError, DatasetNotFoundError, SchemaError
 
 __all__ = [
+    "BILL_BY_MONTH",
     "COLLECTION_MONTHS",
     "DATASET_FILES",
     "DATASET_NAMES",
     "DATA_DIR_ENV",
     "DERIVED_DATASET_NAMES",
     "FATE_HETERO_VIEWS",
+    "PAID_BY_MONTH",
+    "STATUS_BY_MONTH",
     "SYNTHETIC_DEFAULT_ROWS",
     "Dataset",
     "dataset_paths",
@@ -315,9 +318,9 @@ COLLECTION_MONTHS: tuple[str, ...] = (
 
 # Taiwan's monthly columns in calendar order (April ... September 2005). The source numbers
 # them backwards and skips PAY_1: PAY_0/BILL_AMT1/PAY_AMT1 are September, ..._6 are April.
-_STATUS_BY_MONTH = ("PAY_6", "PAY_5", "PAY_4", "PAY_3", "PAY_2", "PAY_0")
-_BILL_BY_MONTH = tuple(f"BILL_AMT{k}" for k in range(6, 0, -1))
-_PAID_BY_MONTH = tuple(f"PAY_AMT{k}" for k in range(6, 0, -1))
+STATUS_BY_MONTH = ("PAY_6", "PAY_5", "PAY_4", "PAY_3", "PAY_2", "PAY_0")
+BILL_BY_MONTH = tuple(f"BILL_AMT{k}" for k in range(6, 0, -1))
+PAID_BY_MONTH = tuple(f"PAY_AMT{k}" for k in range(6, 0, -1))
 _STATIC_COLUMNS = ("ID", "LIMIT_BAL", "SEX", "EDUCATION", "MARRIAGE", "AGE")
 _COLLECTION_LAGS = 2
 
@@ -376,7 +379,7 @@ def derive_collection_frame(frame: pd.DataFrame) -> pd.DataFrame:
     is recorded once, so it may be a few months later than ``m``; that adds no outcome
     information.
     """
-    needed = (*_STATIC_COLUMNS, *_STATUS_BY_MONTH, *_BILL_BY_MONTH, *_PAID_BY_MONTH)
+    needed = (*_STATIC_COLUMNS, *STATUS_BY_MONTH, *BILL_BY_MONTH, *PAID_BY_MONTH)
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise SchemaError(
@@ -384,7 +387,7 @@ def derive_collection_frame(frame: pd.DataFrame) -> pd.DataFrame:
             problems=[f"{c}: column missing" for c in missing],
         )
     try:
-        status = frame[list(_STATUS_BY_MONTH)].to_numpy(dtype=np.float64)
+        status = frame[list(STATUS_BY_MONTH)].to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise SchemaError(
             "the PAY_* status columns must be numbers; got non-numeric values",
@@ -395,8 +398,8 @@ def derive_collection_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "the PAY_* status columns must have no missing values; got some",
             problems=["PAY_*: missing values"],
         )
-    bills = frame[list(_BILL_BY_MONTH)].to_numpy(dtype=np.float64)
-    paid = frame[list(_PAID_BY_MONTH)].to_numpy(dtype=np.float64)
+    bills = frame[list(BILL_BY_MONTH)].to_numpy(dtype=np.float64)
+    paid = frame[list(PAID_BY_MONTH)].to_numpy(dtype=np.float64)
     delinquent = status[:, :-1] >= 1.0  # months that have a following month
     rows = np.flatnonzero(delinquent.any(axis=1))
     entry = np.argmax(delinquent[rows], axis=1)  # first delinquent month
