@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            if ctx.service.vertical is not None:
+                await ctx.service.vertical.aclose()
             if ctx.writer.mode == "inline":
                 ctx.writer.close()  # flushes on the loop that owns the waiting futures
             else:

@@ -64,8 +64,8 @@ class ServiceContext:
         """Refuse every loaded model of ``model_ids`` whose ``artifact.json`` is no longer the one
         registered (``digests``: model id -> SHA-256 at registration)."""
         for model_id in model_ids:
-            model = self.registry.models.get(model_id)
-            if model is None or digests.get(model_id) == model.artifact_sha256:
+            loaded = self.registry.digest_of(model_id)
+            if loaded is None or digests.get(model_id) == loaded:
                 continue
             self.registry.refuse(
                 model_id,
@@ -81,7 +81,7 @@ class ServiceContext:
             digests = store.registered_digests(connection)
             assignments = store.load_assignments(connection)
             version = store.assignments_version(connection)
-        missing = [m for m in registered if m not in self.registry.models]
+        missing = [m for m in registered if not self.registry.has(m)]
         if missing:
             self.registry.load_all(only=missing)
         self.refuse_changed_artifacts(missing, digests)

@@ -136,6 +136,10 @@ class ApplicationResponse(Strict):
     queued_for_review: bool
     model: ModelRef
     created_at: str
+    missing_parts: dict[str, str] = Field(default_factory=dict)
+    """A vertical model's host parts that did not count, host -> why (``down``, ``slow``,
+    ``unknown``, ``refused``, ``masks-incomplete``, ``unconfigured``); scored as in training,
+    as zero. Always empty for a whole model."""
 
 
 # ----------------------------------------------------------------------------- B-card

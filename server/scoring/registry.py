@@ -6,6 +6,10 @@ Each artifact in ``REGISTRY/<model_id>/`` is verified against the trusted keys i
 artifact is remembered with the typed ``reason`` of its :class:`fedrisk.errors.ArtifactError`.
 Traffic per stage goes to the champion, except a stable hash of the subject id sends the
 configured share to the challenger.
+
+A vertical model's guest part (:mod:`server.scoring.vertical_models`) is verified and refused
+the same way and kept in :attr:`ModelRegistry.vertical`; it can be an A-card champion or
+challenger, scored with the hosts' live parts by the decision route only.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from fedrisk.release.artifact import (
 from server.scoring.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from server.scoring.settings import STAGES, Stage
 from server.scoring.store import Assignment
+from server.scoring.vertical_models import VerticalModel, build_vertical_model, is_vertical_part
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +290,7 @@ class ModelRegistry:
         self.trusted_keys: dict[str, Ed25519PublicKey] = {}
         self.reload_trusted_keys()
         self.models: dict[str, LoadedModel] = {}
+        self.vertical: dict[str, VerticalModel] = {}
         self.refused: dict[str, Refusal] = {}
         self.assignments: dict[Stage, Assignment] = {
             stage: Assignment(stage=stage) for stage in STAGES
@@ -314,9 +320,11 @@ class ModelRegistry:
             directory, trusted_keys=self.trusted_keys, reason_table=self.reason_table
         )
 
-    def load_directory(self, directory: Path) -> LoadedModel | None:
+    def load_directory(self, directory: Path) -> LoadedModel | VerticalModel | None:
         """Load one registry directory; a refused artifact is logged and remembered, not raised."""
         try:
+            if is_vertical_part(directory):
+                return self._load_vertical(directory)
             model = self.verify(directory)
         except ArtifactError as e:
             refusal = Refusal(path=str(directory), reason=e.reason, message=str(e))
@@ -333,13 +341,44 @@ class ModelRegistry:
         )
         return model
 
+    def _load_vertical(self, directory: Path) -> VerticalModel:
+        model = build_vertical_model(
+            directory,
+            trusted_keys=self.trusted_keys,
+            reason_table=self.reason_table,
+            checker=FeatureChecker,
+            digest=artifact_digest,
+        )
+        if model.model_id != directory.name:
+            raise ArtifactError(
+                f"vertical part in {directory} must be of model {directory.name!r}; got "
+                f"{model.model_id!r}"
+            )
+        self.refused.pop(directory.name, None)
+        self.vertical[model.model_id] = model
+        logger.info(
+            "loaded vertical model %s (guest part of %s, hosts %s, signer %s)",
+            model.model_id,
+            model.part.party,
+            ", ".join(model.hosts),
+            model.signer,
+        )
+        return model
+
+    def has(self, model_id: str) -> bool:
+        """Whether ``model_id`` is loaded, whole or vertical."""
+        return model_id in self.models or model_id in self.vertical
+
+    def digest_of(self, model_id: str) -> str | None:
+        """The loaded ``artifact.json``'s SHA-256 of ``model_id`` (whole or vertical), or None."""
+        model = self.models.get(model_id) or self.vertical.get(model_id)
+        return None if model is None else model.artifact_sha256
+
     def load_all(self, *, only: Iterable[str] | None = None) -> None:
         """Load every artifact directory (or only the named ones) not loaded yet."""
         wanted = None if only is None else set(only)
         for directory in self.artifact_dirs():
-            if directory.name in self.models or (
-                wanted is not None and directory.name not in wanted
-            ):
+            if self.has(directory.name) or (wanted is not None and directory.name not in wanted):
                 continue
             self.load_directory(directory)
 
@@ -406,6 +445,7 @@ class ModelRegistry:
     def refuse(self, model_id: str, *, reason: ArtifactRefusal, message: str) -> Refusal:
         """Unload a model (when loaded) and remember why it is refused."""
         self.models.pop(model_id, None)
+        self.vertical.pop(model_id, None)
         refusal = Refusal(path=str(self.registry_dir / model_id), reason=reason, message=message)
         self.refused[model_id] = refusal
         logger.error("refused model artifact %s (%s): %s", model_id, reason, message)
@@ -444,9 +484,38 @@ class ModelRegistry:
             raise UnavailableError(f"stage {stage} has no loaded champion model")
         return self.models[champion], "champion"
 
+    def route_any(self, stage: Stage, subject_id: str) -> tuple[LoadedModel | VerticalModel, Role]:
+        """Like :meth:`route`, and a vertical champion or challenger answers too."""
+        assignment = self.assignments[stage]
+        challenger = assignment.challenger_id
+        if (
+            challenger is not None
+            and self.has(challenger)
+            and challenger_bucket(subject_id, salt=challenger) < assignment.challenger_share
+        ):
+            return self.vertical.get(challenger) or self.models[challenger], "challenger"
+        champion = assignment.champion_id
+        if champion is not None and champion in self.vertical:
+            return self.vertical[champion], "champion"
+        return self.route(stage, subject_id)
+
     def champion(self, stage: Stage) -> LoadedModel:
-        """The stage's champion. Raises UnavailableError."""
+        """The stage's champion. Raises UnavailableError.
+
+        Raises
+        ------
+        ConflictError
+            The champion is a vertical model: whatever needs a whole model (batch scoring,
+            monitoring views) cannot use it.
+        """
         champion = self.assignments[stage].champion_id
+        if champion is not None and champion in self.vertical:
+            raise ConflictError(
+                f"stage {stage}'s champion {champion} is a vertical model; batch scoring needs a "
+                "whole model, while a vertical score needs each host's live part per applicant "
+                "(one masked request per applicant): score its applications one by one with "
+                "POST /v1/applications/decision"
+            )
         if champion is None or champion not in self.models:
             raise UnavailableError(f"stage {stage} has no loaded champion model")
         return self.models[champion]

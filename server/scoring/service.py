@@ -49,6 +49,8 @@ from server.scoring.payloads import (
 from server.scoring.registry import LoadedModel, ModelRegistry, Role
 from server.scoring.settings import Stage
 from server.scoring.telemetry import Metrics
+from server.scoring.vertical_hosts import HostParts, VerticalScorer, combine
+from server.scoring.vertical_models import VerticalModel
 from server.scoring.writer import (
     DecisionWrite,
     GroupCommitWriter,
@@ -162,7 +164,7 @@ class _Started:
     stage: Stage
     subject: str
     body: dict[str, Any]
-    model: LoadedModel
+    model: LoadedModel | VerticalModel
     role: Role
     now: datetime
     created_at: str
@@ -252,6 +254,9 @@ class ScoringService:
         Hashes subject ids before storage.
     metrics
         Prometheus metrics.
+    vertical
+        How to reach a vertical model's hosts (None: no host configured, and a vertical
+        model's host parts are all missing as ``unconfigured``).
     """
 
     def __init__(
@@ -263,6 +268,7 @@ class ScoringService:
         writer: GroupCommitWriter,
         hasher: IdentifierHasher,
         metrics: Metrics,
+        vertical: VerticalScorer | None = None,
     ) -> None:
         self.registry = registry
         self.policy = policy
@@ -270,14 +276,40 @@ class ScoringService:
         self.writer = writer
         self.hasher = hasher
         self.metrics = metrics
+        self.vertical = vertical
         self.batcher = ModelBatcher()
 
     def _route(
         self, stage: Stage, subject: str, features: dict[str, Any]
-    ) -> tuple[LoadedModel, Role]:
-        model, role = self.registry.route(stage, subject)
+    ) -> tuple[LoadedModel | VerticalModel, Role]:
+        model, role = self.registry.route_any(stage, subject)
         model.checker.check(features)
         return model, role
+
+    async def _score(
+        self, d: _Started, *, max_reasons: int
+    ) -> tuple[float, float, list[ReasonCode], dict[str, str] | None]:
+        """PD, score and reasons of the routed model; a vertical one also says which host
+        parts were missing (never an error: they count as in training, as zero)."""
+        if not isinstance(d.model, VerticalModel):
+            return (*await self.batcher.score(d.model, d.body["features"]), None)
+        if self.vertical is None:
+            nobody = HostParts(total=0.0, missing=dict.fromkeys(d.model.hosts, "unconfigured"))
+            answer = combine(d.model, d.body["features"], nobody, max_reasons=max_reasons)
+        else:
+            answer = await self.vertical.score(
+                d.model, d.body["features"], applicant_id=d.subject, max_reasons=max_reasons
+            )
+        return answer.pd, answer.score, answer.reasons, dict(answer.missing)
+
+    async def _whole(self, d: _Started) -> ModelAnswer:
+        """PD, score and reasons of a whole (not vertical) model."""
+        if isinstance(d.model, VerticalModel):
+            raise UnavailableError(
+                f"stage {d.stage} is served by vertical model {d.model.model_id}, which scores "
+                "applications only"
+            )
+        return await self.batcher.score(d.model, d.body["features"])
 
     async def _persist(self, write: DecisionWrite) -> None:
         try:
@@ -342,7 +374,9 @@ class ScoringService:
         screening = self.screen.screen(
             request.application_id, d.body["signals"], now=d.now, decision_id=d.decision_id
         )
-        pd, score, reasons = await self.batcher.score(d.model, d.body["features"])
+        pd, score, reasons, missing = await self._score(
+            d, max_reasons=self.policy.application.max_reasons
+        )
         result = decide_application(
             pd,
             score,
@@ -361,7 +395,8 @@ class ScoringService:
             outcome=outcome,
             reasons=_reasons_stored(result.reasons),
             rules_hit=rules_hit,
-            details=_application_details(screening, result),
+            details=_application_details(screening, result)
+            | ({} if missing is None else {"missing_parts": missing}),
             links=screening.links,
             review=review,
         )
@@ -383,13 +418,14 @@ class ScoringService:
             queued_for_review=review is not None,
             model=d.ref,
             created_at=d.created_at,
+            missing_parts=missing or {},
         )
 
     # -------------------------------------------------------------------------------- B-card
     async def behaviour(self, request: BehaviourRequest) -> BehaviourResponse:
         """Behaviour score + early warnings -> raise / keep / cut / freeze; persisted."""
         d = self._start("behaviour", request.account_id, request.model_dump(mode="json"))
-        pd, score, score_reasons = await self.batcher.score(d.model, d.body["features"])
+        pd, score, score_reasons = await self._whole(d)
         signals = BehaviourSignals(
             multi_lender_count=request.multi_lender_count,
             prohibited_use_flows=tuple(
@@ -437,7 +473,7 @@ class ScoringService:
     async def collection(self, request: CollectionRequest) -> CollectionResponse:
         """Recovery probability -> segment and collection action; persisted."""
         d = self._start("collection", request.account_id, request.model_dump(mode="json"))
-        pd, score, score_reasons = await self.batcher.score(d.model, d.body["features"])
+        pd, score, score_reasons = await self._whole(d)
         # the C-card model predicts "does not pay" (target 1 = bad), so recovery is its complement
         recovery = 1.0 - pd
         signals = CollectionSignals(

@@ -8,10 +8,12 @@ constructor (the ``serve`` command's flags, or a test) take precedence over the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fedrisk.federation.identifiers import IdentifierKind
 
 Stage = Literal["application", "behaviour", "collection"]
 STAGES: tuple[Stage, ...] = ("application", "behaviour", "collection")
@@ -110,6 +112,23 @@ class Settings(BaseSettings):
     monitoring_reference_path
         Reference PD bands (JSON, ``fedrisk.release.reference.ScoreReference``) used when the
         A-card champion's artifact carries none (artifacts released before it had them).
+    vertical_hosts
+        Feature services of a vertical model's hosts, party name -> ``https://`` base URL
+        (``fedrisk party serve``); as JSON in ``FEDRISK_VERTICAL_HOSTS``. Empty: no vertical
+        model can be scored.
+    vertical_client_certificate, vertical_client_key
+        The lender's certificate and key (PEM) under the federation's CA, presented to the
+        hosts (mutual TLS).
+    vertical_ca_certificate
+        The federation's CA certificate (PEM) the hosts' certificates must chain to.
+    vertical_identifier_key_path
+        The federation's identifier key file (``IdentifierKey.save``): applicants are sent to
+        the hosts only as its keyed hash. Not ``identifier_key``, which hashes for storage and
+        never leaves the lender.
+    vertical_id_kind, vertical_country_code
+        How the applicant id is normalised before hashing (as in the training run's alignment).
+    vertical_deadline_seconds
+        Per-call deadline of a host; a later answer makes that host's part missing.
 
     Notes
     -----
@@ -153,6 +172,16 @@ class Settings(BaseSettings):
     audit_webhook_attempts: int = Field(default=4, ge=1, le=20)
     monitoring_webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     monitoring_reference_path: Path | None = None
+    vertical_hosts: dict[str, Annotated[str, Field(pattern=r"^https://")]] = Field(
+        default_factory=dict
+    )
+    vertical_client_certificate: Path | None = None
+    vertical_client_key: Path | None = None
+    vertical_ca_certificate: Path | None = None
+    vertical_identifier_key_path: Path | None = None
+    vertical_id_kind: IdentifierKind = "opaque"
+    vertical_country_code: str = Field(default="86", pattern=r"^[0-9]{1,3}$")
+    vertical_deadline_seconds: float = Field(default=0.25, gt=0.0, le=10.0)
 
     @field_validator("challenger_shares")
     @classmethod
@@ -161,6 +190,24 @@ class Settings(BaseSettings):
             if not 0.0 < share < 1.0:
                 raise ValueError(f"challenger share of {stage} must be in (0, 1); got {share}")
         return value
+
+    @model_validator(mode="after")
+    def _vertical_hosts_need_tls_and_key(self) -> Self:
+        if not self.vertical_hosts:
+            return self
+        needed = (
+            "vertical_client_certificate",
+            "vertical_client_key",
+            "vertical_ca_certificate",
+            "vertical_identifier_key_path",
+        )
+        unset = [name for name in needed if getattr(self, name) is None]
+        if unset:
+            raise ValueError(
+                f"{', '.join(unset)} must be set when vertical_hosts is; got none (mutual TLS "
+                "to the hosts and the federation's identifier key)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _identifier_key_outside_development(self) -> Self:

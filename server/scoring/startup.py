@@ -26,10 +26,12 @@ from server.scoring.db.migrate import upgrade_database
 from server.scoring.errors import NoApiKeyError
 from server.scoring.payloads import FraudSignals
 from server.scoring.purpose import train_purpose_classifier
-from server.scoring.registry import ModelRegistry
+from server.scoring.registry import LoadedModel, ModelRegistry
 from server.scoring.service import ScoringService
 from server.scoring.settings import ENV_PREFIX, Settings
 from server.scoring.telemetry import Metrics
+from server.scoring.vertical_hosts import VerticalScorer
+from server.scoring.vertical_models import VerticalModel
 from server.scoring.writer import DecisionWrite, GroupCommitWriter
 
 logger = logging.getLogger(__name__)
@@ -129,11 +131,16 @@ def register_found_models(ctx: ServiceContext) -> None:
     with ctx.engine.connect() as connection:
         registered = store.registered_model_stages(connection)
         digests = store.registered_digests(connection)
-    ctx.refuse_changed_artifacts([m for m in ctx.registry.models if m in registered], digests)
-    for model_id, model in list(ctx.registry.models.items()):
+    loaded: list[LoadedModel | VerticalModel] = [
+        *ctx.registry.models.values(),
+        *ctx.registry.vertical.values(),
+    ]
+    ctx.refuse_changed_artifacts([m.model_id for m in loaded if m.model_id in registered], digests)
+    for model in loaded:
+        model_id = model.model_id
         if model_id in registered:
             continue
-        stage = model.artifact.stage
+        stage = model.stage if isinstance(model, VerticalModel) else model.artifact.stage
         if stage is None:
             logger.warning("model %s names no stage; register it with a stage to use it", model_id)
             continue
@@ -191,6 +198,7 @@ def build_context(settings: Settings, metrics: Metrics) -> ServiceContext:
             writer=writer,
             hasher=hasher,
             metrics=metrics,
+            vertical=VerticalScorer.from_settings(settings),
         )
         ctx = ServiceContext(
             settings=settings,

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,11 +27,23 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind
+from fedrisk.decisions.reasons import ReasonCode
+from fedrisk.federation.identifiers import (
+    IdentifierError,
+    IdentifierKey,
+    IdentifierKind,
+    normalise_identifier,
+)
 from fedrisk.federation.online_scoring import PARTIAL_SCORE_PATH, ScoreAnswer
+from fedrisk.ml.inference import sigmoid
 from fedrisk.release.vertical import VerticalPart
+from server.scoring.settings import Settings
+from server.scoring.vertical_models import VerticalModel
 
-MissingWhy = Literal["down", "slow", "unknown", "refused", "masks-incomplete"]
+MissingWhy = Literal["down", "slow", "unknown", "refused", "masks-incomplete", "unconfigured"]
+"""Why a host's part is missing: not reachable, later than the deadline, does not know the
+customer, answered something unusable, masked while another host's mask share is missing, or
+no URL configured for it."""
 
 
 @dataclass(frozen=True)
@@ -95,16 +108,29 @@ class HostClient:
             return host, "refused"
         return host, answer
 
-    async def parts(self, *, customer_hash: str, request_id: str, model_id: str) -> HostParts:
-        """Every host's part for one customer (keyed hash), missing ones as zero."""
+    async def parts(
+        self,
+        *,
+        customer_hash: str,
+        request_id: str,
+        model_id: str,
+        hosts: Sequence[str] | None = None,
+    ) -> HostParts:
+        """Every host's part for one customer (keyed hash), missing ones as zero.
+
+        ``hosts`` are the model's hosts (default: every configured one); one without a URL is
+        missing as ``unconfigured``.
+        """
+        wanted = sorted(self.urls if hosts is None else hosts)
         body = {"request_id": request_id, "customer": customer_hash, "model_id": model_id}
-        tasks = [self._ask(h, body) for h in sorted(self.urls)]
+        tasks = [self._ask(h, body) for h in wanted if h in self.urls]
         try:
             results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=self.deadline * 2)
         except TimeoutError:
-            return HostParts(total=0.0, missing={h: "slow" for h in self.urls})
+            return HostParts(total=0.0, missing={h: "slow" for h in wanted})
         answers = {h: a for h, a in results if isinstance(a, ScoreAnswer)}
         missing: dict[str, MissingWhy] = {h: a for h, a in results if isinstance(a, str)}
+        missing.update({h: "unconfigured" for h in wanted if h not in self.urls})
         if missing and any(a.masked for a in answers.values()):
             # The answers that came are masked, and their masks cancel only with the missing
             # hosts' shares: none of them can be used.
@@ -120,7 +146,7 @@ class HostClient:
             elif answer.reason is not None:
                 reasons.append((answer.reason.code, answer.reason.text))
         if not math.isfinite(total):
-            return HostParts(total=0.0, missing={h: "refused" for h in self.urls})
+            return HostParts(total=0.0, missing={h: "refused" for h in wanted})
         return HostParts(total=total, missing=dict(sorted(missing.items())), reasons=reasons)
 
 
@@ -149,3 +175,134 @@ async def vertical_score(
     )
     logit = own + parts.total
     return VerticalDecisionScore(logit=logit, pd=float(1.0 / (1.0 + np.exp(-logit))), hosts=parts)
+
+
+@dataclass(frozen=True)
+class VerticalAnswer:
+    """A vertical model's answer for one applicant: PD, points, reasons and missing parts."""
+
+    pd: float
+    score: float
+    reasons: list[ReasonCode]
+    """The guest's own reasons (most points first), then each host's coded reason (the lender
+    learns only the sum of the host parts, so a host reason carries no points: 0)."""
+    missing: dict[str, MissingWhy]
+
+
+class VerticalScorer:
+    """The scoring service's side of vertical decisions: who the hosts are, how to reach them
+    (mutual TLS, a deadline), and how applicants are named to them (the federation's keyed
+    hash of the normalised applicant id).
+
+    The connection pool is opened on first use, inside the serving event loop, and reused by
+    every decision (keep-alive: no TLS handshake per call).
+    """
+
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        *,
+        tls: ssl.SSLContext,
+        key: IdentifierKey,
+        id_kind: IdentifierKind,
+        country_code: str,
+        deadline: float,
+    ) -> None:
+        self.urls = dict(urls)
+        self.tls = tls
+        self.key = key
+        self.id_kind: IdentifierKind = id_kind
+        self.country_code = country_code
+        self.deadline = deadline
+        self._client: HostClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VerticalScorer | None:
+        """The scorer the settings describe, or None when no host is configured.
+
+        Raises
+        ------
+        IdentifierError
+            The identifier key file is missing, readable by others, or not a key.
+        ssl.SSLError, OSError
+            The certificate, key or CA cannot be read.
+        """
+        if not settings.vertical_hosts:
+            return None
+        # the settings validator made these required together with vertical_hosts
+        assert settings.vertical_ca_certificate is not None
+        assert settings.vertical_client_certificate is not None
+        assert settings.vertical_identifier_key_path is not None
+        tls = ssl.create_default_context(cafile=str(settings.vertical_ca_certificate))
+        tls.load_cert_chain(
+            str(settings.vertical_client_certificate),
+            None if settings.vertical_client_key is None else str(settings.vertical_client_key),
+        )
+        return cls(
+            settings.vertical_hosts,
+            tls=tls,
+            key=IdentifierKey.load(settings.vertical_identifier_key_path),
+            id_kind=settings.vertical_id_kind,
+            country_code=settings.vertical_country_code,
+            deadline=settings.vertical_deadline_seconds,
+        )
+
+    def _hosts(self) -> HostClient:
+        if self._client is None:
+            self._client = HostClient(self.urls, tls=self.tls, deadline=self.deadline)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (at shutdown)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def score(
+        self,
+        model: VerticalModel,
+        features: Mapping[str, object],
+        *,
+        applicant_id: str,
+        max_reasons: int,
+    ) -> VerticalAnswer:
+        """The guest part on the applicant's features plus the hosts' live parts (:func:`combine`).
+
+        An applicant id that does not normalise under the federation's rules cannot be known
+        to any host: every host part is then missing as ``unknown`` and no host is asked.
+        """
+        try:
+            canonical = normalise_identifier(
+                applicant_id, self.id_kind, default_country_code=self.country_code
+            )
+        except IdentifierError:
+            parts = HostParts(total=0.0, missing=dict.fromkeys(model.hosts, "unknown"))
+        else:
+            parts = await self._hosts().parts(
+                customer_hash=self.key.keyed_hash(canonical, kind=self.id_kind),
+                request_id=secrets.token_hex(16),
+                model_id=model.model_id,
+                hosts=model.hosts,
+            )
+        return combine(model, features, parts, max_reasons=max_reasons)
+
+
+def combine(
+    model: VerticalModel, features: Mapping[str, object], parts: HostParts, *, max_reasons: int
+) -> VerticalAnswer:
+    """The guest part on the applicant's features plus what the hosts contributed.
+
+    At most ``max_reasons`` reasons: each host that named one keeps its place, the guest's own
+    fill the rest.
+    """
+    own, reasons = model.own(features)
+    logit = own + parts.total
+    host_reasons = [
+        ReasonCode(code=code, feature=code, text=text, points=0.0) for code, text in parts.reasons
+    ]
+    return VerticalAnswer(
+        pd=float(sigmoid(np.array([logit]))[0]),
+        score=float(model.scaling.score_from_logit(np.array([logit]))[0]),
+        reasons=[*reasons[: max(0, max_reasons - len(host_reasons))], *host_reasons][:max_reasons],
+        missing=parts.missing,
+    )

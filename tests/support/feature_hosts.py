@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import shutil
 import ssl
 import sys
 from collections.abc import Iterator
@@ -225,3 +227,29 @@ def guest_part() -> tuple[VerticalPart, pd.DataFrame]:
         preprocessing=prep.to_dict(),
     )
     return part, frame
+
+
+def install_guest_part(registry: Path) -> VerticalPart:
+    """Sign :func:`guest_part` as the bank and put it into a scoring registry the way a lender
+    does: ``REGISTRY/<model_id>/`` holds the guest's released ``artifact.json`` + ``.sig``, and
+    ``REGISTRY/trusted_keys/bank.pub`` trusts its signer."""
+    part, _ = guest_part()
+    signing = generate_signing_key()
+    (registry / "trusted_keys").mkdir(parents=True, exist_ok=True)
+    save_public_key(signing.public_key(), registry / "trusted_keys" / "bank.pub")
+    released = write_part(part, registry.parent / "bank-release", signing_key=signing)
+    shutil.copytree(released, registry / part.model_id)
+    return part
+
+
+def lender_environment(services: HostServices, *, deadline: float) -> dict[str, str]:
+    """The scoring service's ``FEDRISK_VERTICAL_*`` variables to reach ``services``."""
+    cert, key = services.lender_cert
+    return {
+        "FEDRISK_VERTICAL_HOSTS": json.dumps(services.urls),
+        "FEDRISK_VERTICAL_CLIENT_CERTIFICATE": cert,
+        "FEDRISK_VERTICAL_CLIENT_KEY": key,
+        "FEDRISK_VERTICAL_CA_CERTIFICATE": services.ca,
+        "FEDRISK_VERTICAL_IDENTIFIER_KEY_PATH": str(services.root / "identifier.key"),
+        "FEDRISK_VERTICAL_DEADLINE_SECONDS": str(deadline),
+    }

@@ -274,9 +274,11 @@ def _check_challenger_features(ctx: ServiceContext, model: LoadedModel) -> None:
 async def promote_model(model_id: str, body: PromoteRequest, ctx: ServiceDep) -> StageOut:
     """Make a loaded model its stage's champion (the old one can be rolled back to) or its
     challenger with a traffic share. Recorded in the DB and the audit log."""
-    model = ctx.registry.get(model_id)
+    # A vertical model (guest part) takes other features than a whole one by design: its hosts
+    # hold the rest, so it is not held to the champion's features.
+    model = None if model_id in ctx.registry.vertical else ctx.registry.get(model_id)
     async with ctx.lock:
-        if body.role == "challenger":
+        if body.role == "challenger" and model is not None:
             _check_challenger_features(ctx, model)
         shares = ctx.settings.default_shares()
         assignment = await ctx.writer.run_job(

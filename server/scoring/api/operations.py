@@ -24,7 +24,7 @@ async def healthz(ctx: ServiceDep) -> HealthOut:
     degraded = bool(ctx.registry.refused)
     for stage in STAGES:
         champion = ctx.registry.assignments[stage].champion_id
-        loaded = champion if champion in ctx.registry.models else None
+        loaded = champion if champion is not None and ctx.registry.has(champion) else None
         degraded = degraded or (champion is not None and loaded is None)
         stages[stage] = loaded
     return HealthOut(

@@ -53,7 +53,7 @@ async def rollback_stage(stage: str, body: RollbackRequest, ctx: ServiceDep) -> 
     """Restore the champion that preceded the current one."""
     chosen = stage_of_path(stage)
     history = ctx.registry.assignments[chosen].history
-    if history and history[-1] not in ctx.registry.models:
+    if history and not ctx.registry.has(history[-1]):
         raise ConflictError(f"cannot roll back {chosen} to {history[-1]}: that model is not loaded")
     async with ctx.lock:
         assignment = await ctx.writer.run_job(
