@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind, keyed_hashes
 from fedrisk.federation.online_scoring import (
+    KEEP_ALIVE_SECONDS,
     PARTIAL_SCORE_PATH,
     CodedReason,
     ScoreAnswer,
@@ -252,6 +253,8 @@ def serve(settings: ServiceSettings, *, host: str, port: int) -> None:
         log_level="warning",
         # Keep-alive connections of the lender must not hold a stopping service for long.
         timeout_graceful_shutdown=1,
+        # The lender closes idle connections first (it keeps them KEEP_ALIVE_SECONDS).
+        timeout_keep_alive=int(KEEP_ALIVE_SECONDS) + 30,
     )
 
 

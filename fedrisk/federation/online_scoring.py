@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 PARTIAL_SCORE_PATH = "/v1/partial-score"
+KEEP_ALIVE_SECONDS = 30.0
+"""How long the lender keeps an idle connection to a host open; a host keeps it longer, so the
+lender is the side that closes it (a request never races a host closing its connection)."""
 
 
 class ScoreRequest(BaseModel):

@@ -143,6 +143,18 @@ def test_an_unknown_customer_is_scored_with_every_host_part_missing(lender: Lend
     assert decision["pd"] == pytest.approx(_pd(_own(lender, 0)), abs=1e-9)
 
 
+def test_a_vertical_batch_is_refused_with_why(lender: Lender) -> None:
+    with lender.server.client() as client:
+        response = client.post(
+            "/v1/batch/application",
+            content=b"applicant_id,income\nC0001,2500\n",
+            headers={"content-type": "text/csv"},
+        )
+
+    assert response.status_code == 409
+    assert "vertical model" in response.text and "/v1/applications/decision" in response.text
+
+
 def test_a_stopped_host_turns_into_missing_parts_not_errors(
     lender: Lender, services: HostServices
 ) -> None:
