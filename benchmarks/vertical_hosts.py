@@ -1,95 +1,275 @@
-"""What the hosts add to a vertical decision: the lender's part of a decision (guest part plus
-two live host feature services on 127.0.0.1 over mutual TLS, called concurrently) against the
-guest's part alone, in one run, at ``--connections`` concurrent decisions.
-
-Starts the two services of ``tests.support.feature_hosts`` (``fedrisk party serve``), sends
-``--decisions`` decisions through ``server.scoring.vertical_hosts.vertical_score`` with
-``--connections`` in flight, and prints p50 / p99 latency of each, and the ratio.
+"""A vertical decision against a horizontal one, on the real route, in one run: the lender's
+``POST /v1/applications/decision`` served by two real scoring services (uvicorn, one worker
+each), one whose A-card champion is a vertical model (its signed guest part plus two live host
+feature services, ``fedrisk party serve``, over mutual TLS on 127.0.0.1) and one whose
+champion is a whole LR model.
 
     .venv/bin/python benchmarks/vertical_hosts.py --decisions 1600 --connections 16 --json out.json
+
+The load comes from a second process (aiohttp, ``--connections`` decisions in flight, exactly
+``--decisions`` of each kind, run as horizontal, vertical, vertical, horizontal halves so a
+machine getting busier or quieter weighs on both alike). Printed: p50 / p99 of each, their
+ratio, CPU per decision of the lender and of each host, the machine's load average, and a last
+phase in which one host is stopped mid-load (every decision must still be 200, with the host's
+part missing, and every successful decision stored).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
-import uuid
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from server.scoring.vertical_hosts import HostClient, vertical_score
-from tests.support.feature_hosts import CUSTOMERS, guest_part, running_host_services
+import numpy as np  # noqa: E402
+from scoring import DECISION_PATH, cpu_seconds, start_server  # noqa: E402
+
+from tests.support.artifacts import build_registry, features_of, trained_model  # noqa: E402
+from tests.support.feature_hosts import (  # noqa: E402
+    CUSTOMERS,
+    guest_part,
+    install_guest_part,
+    lender_environment,
+    running_host_services,
+)
+from tests.support.processes import free_port, stop_pid  # noqa: E402
+
+TARGET_P99_MS = 30.0
+DEADLINE_S = 0.25
+"""The lender's per-host deadline (the settings' default)."""
 
 
-async def _measure(
-    client: HostClient | None, key: Any, *, decisions: int, connections: int
-) -> list[float]:
-    guest, _ = guest_part()
+# ------------------------------------------------------------------------------ load generator
+async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    import aiohttp
+
+    bodies: list[str] = spec["bodies"]
+    applicants: list[str] = spec["applicants"]
+    total, connections = int(spec["decisions"]), int(spec["connections"])
     latencies: list[float] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(decisions):
-        queue.put_nowait(i)
+    statuses: Counter[int] = Counter()
+    missing: Counter[str] = Counter()
+    counter = iter(range(total))
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=10.0),
+        headers={"content-type": "application/json"},
+    ) as session:
 
-    async def worker() -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            started = time.perf_counter()
-            if client is None:
-                guest.partial_scores(pd.DataFrame([{"income": 5000.0}]))
-            else:
-                await vertical_score(
-                    guest,
-                    {"income": 5000.0},
-                    customer=CUSTOMERS[i % len(CUSTOMERS)],
-                    id_kind="opaque",
-                    key=key,
-                    hosts=client,
-                    request_id=uuid.uuid4().hex,
+        async def worker() -> None:
+            for n in counter:
+                body = (
+                    f'{{"application_id":"{spec["tag"]}-{n}",'
+                    f'"applicant_id":"{applicants[n % len(applicants)]}",'
+                    f'"features":{bodies[n % len(bodies)]}}}'
                 )
-            latencies.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                async with session.post(spec["url"], data=body) as response:
+                    answer = await response.read()
+                latencies.append((time.perf_counter() - started) * 1000.0)
+                statuses[response.status] += 1
+                if response.status == 200:
+                    for host, why in json.loads(answer).get("missing_parts", {}).items():
+                        missing[f"{host}:{why}"] += 1
 
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return latencies
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return {"latencies_ms": latencies, "statuses": dict(statuses), "missing": dict(missing)}
 
 
-def main() -> None:
+def start_load(spec: dict[str, Any], work: Path) -> subprocess.Popen[str]:
+    """The load generator in a second process (it must not share a GIL with a server)."""
+    path = work / f"load-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(spec))
+    return subprocess.Popen(
+        [sys.executable, __file__, "--load-worker", str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_load(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Wait (bounded) for a load process and read its result."""
+    out, _ = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed with {proc.returncode}")
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def run_load(spec: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One bounded load run to completion."""
+    return finish_load(start_load(spec, work))
+
+
+# ------------------------------------------------------------------------------ servers
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (a server started inside inherits them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def stored_decisions(db: Path) -> int:
+    """Decision rows in a service's SQLite database."""
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ms = np.concatenate([np.asarray(r["latencies_ms"]) for r in runs])
+    statuses: Counter[str] = Counter()
+    missing: Counter[str] = Counter()
+    for r in runs:
+        statuses.update({str(k): v for k, v in r["statuses"].items()})
+        missing.update(r["missing"])
+    return {
+        "decisions": int(ms.size),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "statuses": dict(statuses),
+        "missing_parts": dict(missing),
+    }
+
+
+# ------------------------------------------------------------------------------ main
+def main() -> int:  # noqa: PLR0915 - one linear benchmark script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--decisions", type=int, default=1600)
+    parser.add_argument("--decisions", type=int, default=1600, help="decisions of each kind")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--load-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, running_host_services(Path(tmp)) as services:
+    if args.load_worker:
+        print(json.dumps(asyncio.run(_load(json.loads(args.load_worker.read_text())))))
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="fedrisk-vertical-bench-"))
+    registries = {"horizontal": work / "registry-horizontal", "vertical": work / "registry-v"}
+    build_registry(registries["horizontal"], {"acard-bench": "application"})
+    install_guest_part(registries["vertical"])
+    trained = trained_model()
+    _, guest_frame = guest_part()
+    bodies = {
+        "horizontal": [
+            json.dumps(features_of(trained.sample.iloc[i], trained.schema), separators=(",", ":"))
+            for i in range(64)
+        ],
+        "vertical": [json.dumps({"income": float(v)}) for v in guest_frame["income"]],
+    }
+    # both hosts know customers 10-19; the others are known to one host (missing: unknown)
+    applicants = {"horizontal": [f"c{i}" for i in range(64)], "vertical": CUSTOMERS}
+    half = max(args.decisions // 2, 1)
+    servers: dict[str, tuple[int, str]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"horizontal": [], "vertical": []}
+    cpu: dict[str, float] = Counter()
+    with running_host_services(work / "hosts") as hosts:
+        try:
+            for kind, registry in registries.items():
+                port = free_port()
+                env = lender_environment(hosts, deadline=DEADLINE_S) if kind == "vertical" else {}
+                with environment(env):
+                    pid = start_server(
+                        registry, f"sqlite:///{work / f'{kind}.db'}", port, work / f"{kind}.log"
+                    )
+                servers[kind] = (pid, f"http://127.0.0.1:{port}{DECISION_PATH}")
 
-        async def run() -> dict[str, list[float]]:
-            client = HostClient(services.urls, tls=services.tls(), deadline=1.0)
-            try:
-                await _measure(client, services.key, decisions=64, connections=args.connections)
-                both = await _measure(
-                    client, services.key, decisions=args.decisions, connections=args.connections
-                )
-            finally:
-                await client.aclose()
-            alone = await _measure(
-                None, services.key, decisions=args.decisions, connections=args.connections
-            )
-            return {"with_hosts": both, "guest_only": alone}
+            def spec(kind: str, n: int, tag: str) -> dict[str, Any]:
+                return {
+                    "url": servers[kind][1],
+                    "bodies": bodies[kind],
+                    "applicants": applicants[kind],
+                    "decisions": n,
+                    "connections": args.connections,
+                    "tag": tag,
+                }
 
-        measured = asyncio.run(run())
-    doc: dict[str, Any] = {"decisions": args.decisions, "connections": args.connections}
-    for name, values in measured.items():
-        ms = np.asarray(values) * 1000.0
-        doc[name] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
-    doc["p99_ratio"] = doc["with_hosts"]["p99_ms"] / doc["guest_only"]["p99_ms"]
-    print(json.dumps(doc, indent=2))
+            # warm-up: first-request paths, connection pools
+            warm = {kind: run_load(spec(kind, 200, f"warm-{kind}"), work) for kind in servers}
+            for i, kind in enumerate(("horizontal", "vertical", "vertical", "horizontal")):
+                print(f"load: {half} {kind} decisions, {args.connections} connections ...")
+                pids = {"lender": servers[kind][0]}
+                if kind == "vertical":
+                    pids |= hosts.pids
+                before = {k: cpu_seconds(p) for k, p in pids.items()}
+                runs[kind].append(run_load(spec(kind, half, f"{kind}-{i}"), work))
+                for k, p in pids.items():
+                    cpu[f"{kind}:{k}"] += cpu_seconds(p) - before[k]
+            load_average = os.getloadavg()
+            # A host stopped mid-load: decisions keep coming back 200 with its part missing.
+            print("load: vertical decisions, the shop's service stopped mid-way ...")
+            stopping = start_load(spec("vertical", args.decisions, "stop"), work)
+            time.sleep(max(0.2, 0.5 * args.decisions / max(_rate(runs["vertical"], args), 1)))
+            stop_pid(hosts.pids["shop"])
+            stopped = finish_load(stopping)
+            time.sleep(1.0)  # the group commit of the last decisions
+        finally:
+            for pid, _ in servers.values():
+                stop_pid(pid)
+    result: dict[str, Any] = {
+        "decisions_each": 2 * half,
+        "connections": args.connections,
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in load_average],
+    }
+    for kind in ("horizontal", "vertical"):
+        result[kind] = _summary(runs[kind])
+        n = result[kind]["decisions"]
+        result[kind]["cpu_ms_per_decision"] = {
+            k.split(":", 1)[1]: round(v / n * 1000.0, 3)
+            for k, v in cpu.items()
+            if k.startswith(kind)
+        }
+    result["p99_ratio"] = result["vertical"]["p99_ms"] / result["horizontal"]["p99_ms"]
+    result["p50_ratio"] = result["vertical"]["p50_ms"] / result["horizontal"]["p50_ms"]
+    stop = _summary([stopped])
+    answered = sum(r["statuses"].get("200", 0) for r in [warm["vertical"], *runs["vertical"]])
+    stop["stored"] = stored_decisions(work / "vertical.db") - answered
+    stop["lost"] = stop["statuses"].get("200", 0) - stop["stored"]
+    result["host_stopped_mid_load"] = stop
+    result["target_p99_ms"] = TARGET_P99_MS
+    print(json.dumps(result, indent=2))
+    h, v = result["horizontal"], result["vertical"]
+    print(
+        f"\nhorizontal decision p50 {h['p50_ms']:.1f} ms p99 {h['p99_ms']:.1f} ms | vertical "
+        f"(2 live hosts) p50 {v['p50_ms']:.1f} ms p99 {v['p99_ms']:.1f} ms | ratio p50 "
+        f"{result['p50_ratio']:.2f} p99 {result['p99_ratio']:.2f} | load average "
+        f"{load_average[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"host stopped mid-load: {stop['decisions']} decisions, statuses {stop['statuses']}, "
+        f"missing parts {stop['missing_parts']}, {stop['stored']} stored ({stop['lost']} lost)"
+    )
     if args.json is not None:
-        args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+def _rate(runs: list[dict[str, Any]], args: argparse.Namespace) -> float:
+    """Decisions per second the vertical runs achieved (to stop the host about half-way)."""
+    ms = np.concatenate([np.asarray(r["latencies_ms"]) for r in runs])
+    return float(args.connections / (np.mean(ms) / 1000.0))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,12 +6,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fedrisk.errors import ArtifactRefusal
+from fedrisk.ml.vertical import PartyPreprocessor
 from fedrisk.release.identity import generate_signing_key, save_public_key
-from fedrisk.release.vertical import write_part
+from fedrisk.release.vertical import VerticalPart, write_part
 from server.scoring.registry import ModelRegistry
 from tests.support.feature_hosts import MODEL_ID, guest_part, install_guest_part
 
@@ -69,3 +71,44 @@ def test_a_hosts_part_is_refused_in_the_lenders_registry(tmp_path: Path) -> None
 
     assert loaded.refused[MODEL_ID].reason is ArtifactRefusal.INCOMPATIBLE
     assert "guest's" in loaded.refused[MODEL_ID].message
+
+
+def test_the_guest_row_equals_the_parts_own_preprocessing(tmp_path: Path) -> None:
+    """The request path builds the guest's row without pandas; the oracle is the part's own
+    :meth:`VerticalPart.partial_scores` (numeric, categorical, missing and clipped values)."""
+    frame = pd.DataFrame(
+        {"income": [1000.0, 5000.0, 9000.0, 2000.0], "segment": ["a", "b", "c", "a"]}
+    )
+    prep = PartyPreprocessor(("income",), ("segment",)).fit(
+        frame, np.ones(len(frame), dtype=bool), rows=np.arange(len(frame))
+    )
+    part = VerticalPart(
+        model_id=MODEL_ID,
+        party="bank",
+        role="guest",
+        parties=["bank", "shop"],
+        columns=["_intercept", *prep.columns],
+        weights=[-0.5, 0.7, 0.2, -0.3, 0.9],
+        preprocessing=prep.to_dict(),
+    )
+    registry = tmp_path / "registry"
+    signing = generate_signing_key()
+    (registry / "trusted_keys").mkdir(parents=True)
+    save_public_key(signing.public_key(), registry / "trusted_keys" / "bank.pub")
+    shutil.copytree(
+        write_part(part, tmp_path / "release", signing_key=signing), registry / MODEL_ID
+    )
+    loaded = ModelRegistry(registry)
+    loaded.load_all()
+    model = loaded.vertical[MODEL_ID]
+    applicants = [
+        {"income": 2500.0, "segment": "b"},
+        {"income": 1e9, "segment": "c"},
+        {"income": None, "segment": None},
+        {"income": 7000, "segment": "a"},
+    ]
+
+    own = [model.own(a)[0] for a in applicants]
+
+    plain = part.partial_scores(pd.DataFrame(applicants))
+    assert own == pytest.approx(plain.tolist(), abs=1e-12)
