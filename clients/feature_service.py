@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind, keyed_hashes
@@ -214,7 +214,8 @@ class HostScorer:
 
 def create_app(settings: ServiceSettings) -> object:
     """The FastAPI app: ``POST /v1/partial-score`` and ``GET /healthz``."""
-    from fastapi import FastAPI, HTTPException
+    from fastapi import FastAPI, Request, Response
+    from fastapi.responses import JSONResponse
 
     scorer = HostScorer(settings)
     app = FastAPI(title=f"fedrisk feature service of {scorer.part.party}")
@@ -225,12 +226,22 @@ def create_app(settings: ServiceSettings) -> object:
     async def healthz() -> dict[str, str]:
         return {"party": scorer.part.party, "model_id": scorer.part.model_id}
 
-    @app.post(PARTIAL_SCORE_PATH)
-    async def partial_score(request: ScoreRequest) -> ScoreAnswer:
+    # A plain Starlette route, its body parsed and its answer written by pydantic directly:
+    # FastAPI's request-model and response-model paths (dependency solving, validating the
+    # answer again, ``jsonable_encoder``) cost this service about half its CPU per answer.
+    async def partial_score(request: Request) -> Response:
         try:
-            return scorer.answer(request)
+            asked = ScoreRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            detail = e.errors(include_url=False, include_context=False, include_input=False)
+            return JSONResponse(status_code=422, content={"detail": detail})
+        try:
+            answer = scorer.answer(asked)
         except FeatureServiceError as e:
-            raise HTTPException(status_code=409, detail=str(e)) from e
+            return JSONResponse(status_code=409, content={"detail": str(e)})
+        return Response(answer.model_dump_json(), media_type="application/json")
+
+    app.router.add_route(PARTIAL_SCORE_PATH, partial_score, methods=["POST"])
 
     return app
 

@@ -95,3 +95,15 @@ def test_the_service_answers_from_the_hosts_current_data(services: HostServices)
 
     assert answers["shop"]["status"] == "known"
     assert _ask(services, CUSTOMERS[10], uuid.uuid4().hex)["shop"]["status"] == "unknown"
+
+
+def test_a_raw_identifier_or_a_malformed_body_is_refused(services: HostServices) -> None:
+    raw = {"request_id": uuid.uuid4().hex, "customer": CUSTOMERS[3], "model_id": MODEL_ID}
+    with services.client() as client:
+        as_raw = client.post(f"{services.urls['shop']}/v1/partial-score", json=raw)
+        garbage = client.post(f"{services.urls['shop']}/v1/partial-score", content=b"{not json")
+
+    assert as_raw.status_code == 422
+    assert as_raw.json()["detail"][0]["loc"] == ["customer"]
+    assert CUSTOMERS[3] not in as_raw.text  # the error does not echo what was sent
+    assert garbage.status_code == 422
