@@ -34,8 +34,12 @@ from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind, keyed_
 from fedrisk.federation.online_scoring import (
     KEEP_ALIVE_SECONDS,
     PARTIAL_SCORE_PATH,
+    PARTIAL_SCORES_PATH,
     CodedReason,
     ScoreAnswer,
+    ScoreBatch,
+    ScoreBatchAnswer,
+    ScoreRefusal,
     ScoreRequest,
 )
 from fedrisk.ml.vertical import KNOWN_COLUMN, PartyPreprocessor
@@ -213,7 +217,8 @@ class HostScorer:
 
 
 def create_app(settings: ServiceSettings) -> object:
-    """The FastAPI app: ``POST /v1/partial-score`` and ``GET /healthz``."""
+    """The FastAPI app: ``POST /v1/partial-score`` (one question), ``POST /v1/partial-scores``
+    (a batch of questions, each answered as if asked alone) and ``GET /healthz``."""
     from fastapi import FastAPI, Request, Response
     from fastapi.responses import JSONResponse
 
@@ -241,7 +246,24 @@ def create_app(settings: ServiceSettings) -> object:
             return JSONResponse(status_code=409, content={"detail": str(e)})
         return Response(answer.model_dump_json(), media_type="application/json")
 
+    async def partial_scores(request: Request) -> Response:
+        try:
+            batch = ScoreBatch.model_validate_json(await request.body())
+        except ValidationError as e:
+            detail = e.errors(include_url=False, include_context=False, include_input=False)
+            return JSONResponse(status_code=422, content={"detail": detail})
+        answers: list[ScoreAnswer | ScoreRefusal] = []
+        for asked in batch.requests:
+            try:
+                answers.append(scorer.answer(asked))
+            except FeatureServiceError as e:
+                answers.append(ScoreRefusal(request_id=asked.request_id, detail=str(e)))
+        return Response(
+            ScoreBatchAnswer(answers=answers).model_dump_json(), media_type="application/json"
+        )
+
     app.router.add_route(PARTIAL_SCORE_PATH, partial_score, methods=["POST"])
+    app.router.add_route(PARTIAL_SCORES_PATH, partial_scores, methods=["POST"])
 
     return app
 

@@ -48,3 +48,37 @@ class ScoreAnswer(BaseModel):
     score: float
     masked: bool
     reason: CodedReason | None = None
+
+
+PARTIAL_SCORES_PATH = "/v1/partial-scores"
+MAX_BATCH = 256
+"""Most questions in one batch (a lender coalesces the decisions in flight, 16-64 at most)."""
+
+
+class ScoreBatch(BaseModel):
+    """Several of the lender's questions in one request: the decisions in flight at once.
+
+    Each question keeps its own request id (and so its own mask), exactly as if asked alone;
+    batching only saves a round trip and the per-request overhead on both sides.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: list[ScoreRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ScoreRefusal(BaseModel):
+    """A question of a batch the host would not answer (e.g. a request id seen before)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str
+    detail: str
+
+
+class ScoreBatchAnswer(BaseModel):
+    """The host's answers to a :class:`ScoreBatch`, in its order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    answers: list[ScoreAnswer | ScoreRefusal]

@@ -107,3 +107,34 @@ def test_a_raw_identifier_or_a_malformed_body_is_refused(services: HostServices)
     assert as_raw.json()["detail"][0]["loc"] == ["customer"]
     assert CUSTOMERS[3] not in as_raw.text  # the error does not echo what was sent
     assert garbage.status_code == 422
+
+
+def test_a_batch_answers_each_question_as_if_asked_alone(services: HostServices) -> None:
+    seen = uuid.uuid4().hex
+    _ask(services, CUSTOMERS[12], seen)
+    questions = [
+        {
+            "request_id": request_id,
+            "customer": services.key.keyed_hash(customer, kind="opaque"),
+            "model_id": MODEL_ID,
+        }
+        for request_id, customer in [
+            (uuid.uuid4().hex, CUSTOMERS[11]),
+            (seen, CUSTOMERS[13]),
+            (uuid.uuid4().hex, CUSTOMERS[2]),
+        ]
+    ]
+    with services.client() as client:
+        batches = {
+            h: client.post(
+                f"{services.urls[h]}/v1/partial-scores", json={"requests": questions}
+            ).json()["answers"]
+            for h in HOSTS
+        }
+
+    for i, customer in ((0, CUSTOMERS[11]), (2, CUSTOMERS[2])):
+        total = sum(float(batches[h][i]["score"]) for h in HOSTS)
+        assert total == pytest.approx(sum(services.plain_part(h, customer) for h in HOSTS))
+    # the reused request id is refused in place; the others are still answered
+    assert all("fresh" in batches[h][1]["detail"] for h in HOSTS)
+    assert batches["shop"][2]["status"] == "unknown" and batches["telecom"][2]["status"] == "known"
