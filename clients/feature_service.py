@@ -1,7 +1,8 @@
 """A host's online feature service (``fedrisk party serve``): its partial score for one customer.
 
 The lender scoring an application of a vertical model asks each host for its part of the score.
-The host answers from its own current table (CSV or Parquet, re-read when the file changes) with
+The host answers from its own current table (CSV or Parquet, re-read when the file changes; or a
+SQL table, re-read every ``sql_refresh_seconds``) with
 its signed model part (checked against the federation's trusted keys at start), over mutual TLS
 against the federation's CA.
 
@@ -20,14 +21,16 @@ against the federation's CA.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.identifiers import IdentifierKey, IdentifierKind, keyed_hashes
@@ -47,7 +50,12 @@ from fedrisk.release.artifact import load_trusted_keys
 from fedrisk.release.vertical import VerticalPart, read_part
 from secure_agg.vertical import PairwiseMasks, pairwise_masks
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 OWN_X25519 = "own.x25519"
+SQL_TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
+"""``table`` or ``schema.table``: a plain identifier, never SQL."""
 SEEN_REQUESTS = 100_000
 """How many request ids a service remembers to refuse a reuse (bounded memory)."""
 
@@ -57,7 +65,12 @@ class FeatureServiceError(FedRiskError, ValueError):
 
 
 class ServiceSettings(BaseModel):
-    """A host's ``party serve`` settings file (JSON; paths only, nothing secret in it)."""
+    """A host's ``party serve`` settings file (JSON; paths only, nothing secret in it but
+    possibly a database URL's password, masked in reprs).
+
+    The host's table is either ``data`` (a CSV or Parquet file) or ``sql_url`` + ``sql_table``
+    (any database SQLAlchemy reaches; ``id_column`` is its key column).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,7 +78,13 @@ class ServiceSettings(BaseModel):
     """The host's released part (``<release_dir>/<model_id>/<party>``)."""
     trusted_keys: Path
     """Directory of the parties' Ed25519 public keys (``<party>.pub``)."""
-    data: Path
+    data: Path | None = None
+    sql_url: SecretStr | None = None
+    """SQLAlchemy URL of the database holding the host's table (instead of ``data``)."""
+    sql_table: str | None = Field(default=None, pattern=SQL_TABLE_PATTERN)
+    """The table (``name`` or ``schema.name``) read from ``sql_url``."""
+    sql_refresh_seconds: float = Field(default=60.0, ge=0.0, le=86_400.0)
+    """A SQL table is read again at most this long after the last read (0: every request)."""
     id_column: str
     id_kind: IdentifierKind = "opaque"
     default_country_code: str = "86"
@@ -78,10 +97,23 @@ class ServiceSettings(BaseModel):
     private_key: Path
     ca_certificate: Path
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.data is None) == (self.sql_url is None):
+            raise ValueError(
+                "the host's table must be given once, as data (a CSV or Parquet file) or as "
+                f"sql_url + sql_table; got data={self.data}, sql_url "
+                f"{'set' if self.sql_url is not None else 'unset'}"
+            )
+        if (self.sql_url is None) != (self.sql_table is None):
+            raise ValueError(f"sql_url and sql_table must be set together; got {self.sql_table=}")
+        return self
+
 
 @dataclass(frozen=True)
 class _Table:
-    mtime_ns: int
+    version: int
+    """The file's mtime (ns) for a file, the monotonic time (ns) of the read for a SQL table."""
     rows: dict[str, int]
     scores: npt.NDArray[np.float64]
     top: list[str | None]
@@ -110,6 +142,7 @@ class HostScorer:
         self.masks = self._masks()
         self._lock = threading.Lock()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._engine: Engine | None = None
         self._table = self._read()
 
     def _masks(self) -> PairwiseMasks | None:
@@ -123,8 +156,7 @@ class HostScorer:
             return None
         return pairwise_masks(self.part.party, (folder / OWN_X25519).read_bytes(), peers)
 
-    def _read(self) -> _Table:
-        path = self.settings.data
+    def _read_file(self, path: Path) -> tuple[int, pd.DataFrame]:
         try:
             mtime = path.stat().st_mtime_ns
             if path.suffix == ".parquet":
@@ -133,9 +165,41 @@ class HostScorer:
                 frame = pd.read_csv(path, dtype={self.settings.id_column: str})
         except (OSError, ValueError) as e:
             raise FeatureServiceError(f"data {path} must be a readable CSV or Parquet: {e}") from e
+        return mtime, frame
+
+    def _read_sql(self, url: str, table: str) -> tuple[int, pd.DataFrame]:
+        import sqlalchemy as sa
+
+        schema, _, name = table.rpartition(".")
+        started = time.monotonic_ns()
+        try:
+            if self._engine is None:
+                self._engine = sa.create_engine(url)
+            selected = sa.Table(
+                name, sa.MetaData(), schema=schema or None, autoload_with=self._engine
+            )
+            with self._engine.connect() as connection:
+                frame = pd.read_sql(sa.select(selected), connection)
+        except (sa.exc.SQLAlchemyError, ValueError) as e:
+            where = self._engine.url.render_as_string() if self._engine is not None else "?"
+            raise FeatureServiceError(
+                f"sql_table {table} must be readable from {where}: {e}"
+            ) from e
+        return started, frame
+
+    def _read(self) -> _Table:
+        if self.settings.data is not None:
+            version, frame = self._read_file(self.settings.data)
+            source = self.settings.data.name
+        else:
+            assert self.settings.sql_url is not None and self.settings.sql_table is not None
+            version, frame = self._read_sql(
+                self.settings.sql_url.get_secret_value(), self.settings.sql_table
+            )
+            source = f"table {self.settings.sql_table}"
         if self.settings.id_column not in frame.columns:
             raise FeatureServiceError(
-                f"id column must be a column of {path.name}; got {self.settings.id_column!r}"
+                f"id column must be a column of {source}; got {self.settings.id_column!r}"
             )
         hashes = keyed_hashes(
             [str(v) for v in frame[self.settings.id_column].tolist()],
@@ -158,19 +222,25 @@ class HostScorer:
             for i, b in enumerate(best.tolist())
         ]
         return _Table(
-            mtime_ns=mtime,
+            version=version,
             rows={h: i for i, h in enumerate(hashes)},
             scores=contributions.sum(axis=1),
             top=top,
         )
 
     def _current(self) -> _Table:
-        """The table, re-read when the file changed since (the host's *current* data)."""
+        """The table, re-read when the file changed since, or a SQL table after
+        ``sql_refresh_seconds`` (the host's *current* data)."""
+        if self.settings.data is None:
+            age = (time.monotonic_ns() - self._table.version) / 1e9
+            if age >= self.settings.sql_refresh_seconds:
+                self._table = self._read()
+            return self._table
         try:
             mtime = self.settings.data.stat().st_mtime_ns
         except OSError:
             return self._table
-        if mtime != self._table.mtime_ns:
+        if mtime != self._table.version:
             self._table = self._read()
         return self._table
 

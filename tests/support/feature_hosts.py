@@ -97,9 +97,9 @@ def _pem_key(key: object) -> bytes:
     )
 
 
-def start_host_services(root: Path, registry: ProcessRegistry) -> HostServices:
-    """Write both hosts' parts, data, keys and certificates under ``root``; start their services
-    (tracked in ``registry``) and wait until both answer over mutual TLS."""
+def write_hosts(root: Path) -> HostServices:
+    """Write both hosts' parts, data (``<host>/data.csv``), keys, certificates and settings
+    (``<host>/serve.json``) under ``root``; nothing started yet (no URLs, no PIDs)."""
     rng = np.random.default_rng(3)
     ca_key, ca_cert = create_ca("test")
     ca = root / "ca.pem"
@@ -168,6 +168,17 @@ def start_host_services(root: Path, registry: ProcessRegistry) -> HostServices:
             ca_certificate=ca,
         )
         (folder / "serve.json").write_text(settings.model_dump_json(), encoding="utf-8")
+        services.parts[host] = part
+        services.frames[host] = frame
+    return services
+
+
+def start_host_services(root: Path, registry: ProcessRegistry) -> HostServices:
+    """:func:`write_hosts` under ``root``, then start both services (tracked in ``registry``)
+    and wait until both answer over mutual TLS."""
+    services = write_hosts(root)
+    for host in HOSTS:
+        folder = root / host
         port = free_port()
         fedrisk = str(Path(sys.executable).parent / "fedrisk")
         proc = start_process(
@@ -184,8 +195,6 @@ def start_host_services(root: Path, registry: ProcessRegistry) -> HostServices:
         )
         services.pids[host] = registry.track(proc.pid)
         services.urls[host] = f"https://127.0.0.1:{port}"
-        services.parts[host] = part
-        services.frames[host] = frame
 
     def ready() -> bool:
         try:
