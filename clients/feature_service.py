@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,8 @@ from secure_agg.vertical import PairwiseMasks, pairwise_masks
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+_Body = TypeVar("_Body", ScoreRequest, ScoreBatch)
 
 OWN_X25519 = "own.x25519"
 SQL_TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
@@ -304,12 +306,18 @@ def create_app(settings: ServiceSettings) -> object:
     # A plain Starlette route, its body parsed and its answer written by pydantic directly:
     # FastAPI's request-model and response-model paths (dependency solving, validating the
     # answer again, ``jsonable_encoder``) cost this service about half its CPU per answer.
-    async def partial_score(request: Request) -> Response:
+    async def parsed(request: Request, kind: type[_Body]) -> _Body | Response:
+        """The request's JSON body as ``kind``, or the 422 answer (no input echoed back)."""
         try:
-            asked = ScoreRequest.model_validate_json(await request.body())
+            return kind.model_validate_json(await request.body())
         except ValidationError as e:
             detail = e.errors(include_url=False, include_context=False, include_input=False)
             return JSONResponse(status_code=422, content={"detail": detail})
+
+    async def partial_score(request: Request) -> Response:
+        asked = await parsed(request, ScoreRequest)
+        if isinstance(asked, Response):
+            return asked
         try:
             answer = scorer.answer(asked)
         except FeatureServiceError as e:
@@ -317,11 +325,9 @@ def create_app(settings: ServiceSettings) -> object:
         return Response(answer.model_dump_json(), media_type="application/json")
 
     async def partial_scores(request: Request) -> Response:
-        try:
-            batch = ScoreBatch.model_validate_json(await request.body())
-        except ValidationError as e:
-            detail = e.errors(include_url=False, include_context=False, include_input=False)
-            return JSONResponse(status_code=422, content={"detail": detail})
+        batch = await parsed(request, ScoreBatch)
+        if isinstance(batch, Response):
+            return batch
         answers: list[ScoreAnswer | ScoreRefusal] = []
         for asked in batch.requests:
             try:

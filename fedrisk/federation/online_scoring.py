@@ -17,29 +17,29 @@ KEEP_ALIVE_SECONDS = 30.0
 lender is the side that closes it (a request never races a host closing its connection)."""
 
 
-class ScoreRequest(BaseModel):
-    """The lender's question: this host's part for one customer, under one model."""
+class _Wire(BaseModel):
+    """Base of the messages: unknown fields refused, values immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScoreRequest(_Wire):
+    """The lender's question: this host's part for one customer, under one model."""
 
     request_id: str = Field(pattern=r"^[A-Za-z0-9._-]{8,128}$")
     customer: str = Field(pattern=r"^[0-9a-f]{64}$")
     model_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
 
 
-class CodedReason(BaseModel):
+class CodedReason(_Wire):
     """A host's reason: a code for its top risk-raising feature group, and its own text."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: str
     text: str
 
 
-class ScoreAnswer(BaseModel):
+class ScoreAnswer(_Wire):
     """A host's part (masked when the federation has two or more hosts)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     party: str
     model_id: str
@@ -55,30 +55,24 @@ MAX_BATCH = 256
 """Most questions in one batch (a lender coalesces the decisions in flight, 16-64 at most)."""
 
 
-class ScoreBatch(BaseModel):
+class ScoreBatch(_Wire):
     """Several of the lender's questions in one request: the decisions in flight at once.
 
     Each question keeps its own request id (and so its own mask), exactly as if asked alone;
     batching only saves a round trip and the per-request overhead on both sides.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     requests: list[ScoreRequest] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class ScoreRefusal(BaseModel):
+class ScoreRefusal(_Wire):
     """A question of a batch the host would not answer (e.g. a request id seen before)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: str
     detail: str
 
 
-class ScoreBatchAnswer(BaseModel):
+class ScoreBatchAnswer(_Wire):
     """The host's answers to a :class:`ScoreBatch`, in its order."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     answers: list[ScoreAnswer | ScoreRefusal]

@@ -323,25 +323,27 @@ class ModelRegistry:
     def load_directory(self, directory: Path) -> LoadedModel | VerticalModel | None:
         """Load one registry directory; a refused artifact is logged and remembered, not raised."""
         try:
-            if is_vertical_part(directory):
-                return self._load_vertical(directory)
-            model = self.verify(directory)
+            model = (
+                self._verify_vertical(directory)
+                if is_vertical_part(directory)
+                else self.verify(directory)
+            )
         except ArtifactError as e:
             refusal = Refusal(path=str(directory), reason=e.reason, message=str(e))
             self.refused[directory.name] = refusal
             logger.error("refused model artifact %s (%s): %s", directory, refusal.reason, e)
             return None
         self.refused.pop(directory.name, None)
-        self.models[model.model_id] = model
-        logger.info(
-            "loaded model %s (stage %s, signer %s)",
-            model.model_id,
-            model.artifact.stage,
-            model.signer,
-        )
+        if isinstance(model, VerticalModel):
+            self.vertical[model.model_id] = model
+            what = f"vertical, guest part of {model.part.party}, hosts {', '.join(model.hosts)}"
+        else:
+            self.models[model.model_id] = model
+            what = f"stage {model.artifact.stage}"
+        logger.info("loaded model %s (%s, signer %s)", model.model_id, what, model.signer)
         return model
 
-    def _load_vertical(self, directory: Path) -> VerticalModel:
+    def _verify_vertical(self, directory: Path) -> VerticalModel:
         model = build_vertical_model(
             directory,
             trusted_keys=self.trusted_keys,
@@ -354,15 +356,6 @@ class ModelRegistry:
                 f"vertical part in {directory} must be of model {directory.name!r}; got "
                 f"{model.model_id!r}"
             )
-        self.refused.pop(directory.name, None)
-        self.vertical[model.model_id] = model
-        logger.info(
-            "loaded vertical model %s (guest part of %s, hosts %s, signer %s)",
-            model.model_id,
-            model.part.party,
-            ", ".join(model.hosts),
-            model.signer,
-        )
         return model
 
     def has(self, model_id: str) -> bool:
