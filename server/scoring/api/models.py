@@ -32,6 +32,7 @@ from server.scoring.payloads import (
 )
 from server.scoring.registry import LoadedModel, describe_schema
 from server.scoring.settings import STAGES, Stage, stage_named
+from server.scoring.vertical_models import VerticalModel
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +59,29 @@ _UPLOAD_BODY = {
 }
 
 
-def model_out(ctx: ServiceContext, model: LoadedModel) -> ModelOut:
-    """API form of a loaded model, with its current stage and role."""
+def model_out(ctx: ServiceContext, model: LoadedModel | VerticalModel) -> ModelOut:
+    """API form of a loaded model, with its current stage and role.
+
+    A vertical model's lineage names its guest and hosts; its AUC is the guest's encrypted
+    validation AUC of the released epoch.
+    """
     placed = ctx.registry.role_of(model.model_id)
-    stage = placed[0] if placed else model.artifact.stage
     share = (
         ctx.registry.assignments[placed[0]].challenger_share
         if placed and placed[1] == "challenger"
         else None
     )
-    lineage = model.artifact.lineage.model_dump(mode="json")
-    metrics = model.artifact.metrics
+    lineage: dict[str, object]
+    stage: Stage | None
+    if isinstance(model, VerticalModel):
+        stage = placed[0] if placed else model.stage
+        lineage = {"vertical": {"guest": model.part.party, "hosts": model.hosts}}
+        latest_auc = model.part.metrics.get("valid_auc")
+    else:
+        stage = placed[0] if placed else model.artifact.stage
+        lineage = model.artifact.lineage.model_dump(mode="json")
+        metrics = model.artifact.metrics
+        latest_auc = metrics[-1].auc if metrics else None
     return ModelOut(
         model_id=model.model_id,
         stage=stage,
@@ -78,7 +91,7 @@ def model_out(ctx: ServiceContext, model: LoadedModel) -> ModelOut:
         artifact_sha256=model.artifact_sha256,
         scorecard=model.scaling.model_dump(),
         lineage=lineage,
-        latest_auc=metrics[-1].auc if metrics else None,
+        latest_auc=latest_auc,
         features=[FeatureOut(**f) for f in describe_schema(model.schema)],
     )
 
@@ -88,11 +101,12 @@ def model_out(ctx: ServiceContext, model: LoadedModel) -> ModelOut:
 )
 async def list_models(ctx: ServiceDep) -> ModelsOut:
     """Loaded models, the champion/challenger table per stage and refused artifacts."""
+    loaded: list[LoadedModel | VerticalModel] = [
+        *ctx.registry.models.values(),
+        *ctx.registry.vertical.values(),
+    ]
     return ModelsOut(
-        models=[
-            model_out(ctx, m)
-            for m in sorted(ctx.registry.models.values(), key=lambda m: m.model_id)
-        ],
+        models=[model_out(ctx, m) for m in sorted(loaded, key=lambda m: m.model_id)],
         stages=[stage_out(ctx.registry.assignments[s]) for s in STAGES],
         refused=[
             RefusalOut(path=r.path, reason=r.reason, message=r.message)
@@ -110,7 +124,8 @@ async def list_models(ctx: ServiceDep) -> ModelsOut:
 )
 async def get_model(model_id: str, ctx: ServiceDep) -> ModelOut:
     """One loaded model."""
-    return model_out(ctx, ctx.registry.get(model_id))
+    vertical = ctx.registry.vertical.get(model_id)
+    return model_out(ctx, vertical or ctx.registry.get(model_id))
 
 
 def _registration_stage(model: LoadedModel, requested: Stage | None) -> Stage:

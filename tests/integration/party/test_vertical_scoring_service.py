@@ -136,6 +136,16 @@ def test_reason_codes_carry_the_hosts_codes_and_texts_never_values(
     assert {r["points"] for r in host_reasons} == {0.0}
 
 
+def test_the_vertical_model_is_listed_with_its_parties(lender: Lender) -> None:
+    with lender.server.client() as client:
+        listed = {m["model_id"]: m for m in client.get("/v1/models").json()["models"]}
+
+    model = listed[MODEL_ID]
+    assert model["role"] == "champion" and model["stage"] == "application"
+    assert model["lineage"] == {"vertical": {"guest": "bank", "hosts": list(HOSTS)}}
+    assert [f["name"] for f in model["features"]] == ["income"]
+
+
 def test_an_unknown_customer_is_scored_with_every_host_part_missing(lender: Lender) -> None:
     decision = _decide(lender, 0, "C9999")
 
