@@ -6,6 +6,8 @@ stopped host become missing parts, never errors."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +165,20 @@ def test_a_vertical_batch_is_refused_with_why(lender: Lender) -> None:
 
     assert response.status_code == 409
     assert "vertical model" in response.text and "/v1/applications/decision" in response.text
+
+
+def test_a_host_that_does_not_answer_in_time_is_missing_as_slow(
+    lender: Lender, services: HostServices
+) -> None:
+    os.kill(services.pids["shop"], signal.SIGSTOP)  # alive, connected, silent
+    try:
+        decision = _decide(lender, 15, CUSTOMERS[15])
+    finally:
+        os.kill(services.pids["shop"], signal.SIGCONT)
+
+    assert decision["missing_parts"] == {"shop": "slow", "telecom": "masks-incomplete"}
+    assert decision["pd"] == pytest.approx(_pd(_own(lender, 15)), abs=1e-9)
+    assert _decide(lender, 15, CUSTOMERS[15])["missing_parts"] == {}  # back once it answers
 
 
 def test_a_stopped_host_turns_into_missing_parts_not_errors(
