@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from fedrisk.release.vertical import VerticalPart
@@ -37,6 +38,8 @@ class Lender:
     """The running scoring service, its guest part and the applicants' own features."""
 
     server: ScoringServer
+    client: httpx.Client
+    """An admin's client of the server, kept open for the module."""
     guest: VerticalPart
     incomes: list[float]
 
@@ -55,13 +58,13 @@ def lender(services: HostServices, tmp_path_factory: pytest.TempPathFactory) -> 
             env=lender_environment(services, deadline=2.0),
             processes=processes,
         )
-        # Found in the registry at start-up, it is registered for its stage and, the first
-        # model there, becomes the champion.
-        with server.client() as client:
-            stage = client.get("/v1/stages/application").json()
-        assert stage["champion_id"] == MODEL_ID, stage
         _, frame = guest_part()
-        yield Lender(server, guest, frame["income"].tolist())
+        with server.client() as client:
+            # Found in the registry at start-up, it is registered for its stage and, the first
+            # model there, becomes the champion.
+            stage = client.get("/v1/stages/application").json()
+            assert stage["champion_id"] == MODEL_ID, stage
+            yield Lender(server, client, guest, frame["income"].tolist())
     finally:
         assert not processes.stop_all()
 
@@ -72,8 +75,7 @@ def _decide(lender: Lender, index: int, customer: str) -> dict[str, Any]:
         "applicant_id": customer,
         "features": {"income": lender.incomes[index % len(lender.incomes)]},
     }
-    with lender.server.client() as client:
-        response = client.post("/v1/applications/decision", json=body)
+    response = lender.client.post("/v1/applications/decision", json=body)
     assert response.status_code == 200, response.text
     decision: dict[str, Any] = response.json()
     return decision
@@ -108,9 +110,8 @@ def test_the_stored_decision_and_its_audit_record_name_the_missing_parts(
 ) -> None:
     decision = _decide(lender, 3, CUSTOMERS[3])  # only the telecom knows customer 3
 
-    with lender.server.client() as client:
-        stored = client.get(f"/v1/decisions/{decision['decision_id']}").json()
-        verified = client.get("/v1/audit/verify")
+    stored = lender.client.get(f"/v1/decisions/{decision['decision_id']}").json()
+    verified = lender.client.get("/v1/audit/verify")
     assert stored["details"]["missing_parts"] == {"shop": "unknown"}
     assert stored["probability"] == pytest.approx(decision["pd"], abs=1e-12)
     assert verified.status_code == 200, verified.text
@@ -139,8 +140,7 @@ def test_reason_codes_carry_the_hosts_codes_and_texts_never_values(
 
 
 def test_the_vertical_model_is_listed_with_its_parties(lender: Lender) -> None:
-    with lender.server.client() as client:
-        listed = {m["model_id"]: m for m in client.get("/v1/models").json()["models"]}
+    listed = {m["model_id"]: m for m in lender.client.get("/v1/models").json()["models"]}
 
     model = listed[MODEL_ID]
     assert model["role"] == "champion" and model["stage"] == "application"
@@ -156,12 +156,11 @@ def test_an_unknown_customer_is_scored_with_every_host_part_missing(lender: Lend
 
 
 def test_a_vertical_batch_is_refused_with_why(lender: Lender) -> None:
-    with lender.server.client() as client:
-        response = client.post(
-            "/v1/batch/application",
-            content=b"applicant_id,income\nC0001,2500\n",
-            headers={"content-type": "text/csv"},
-        )
+    response = lender.client.post(
+        "/v1/batch/application",
+        content=b"applicant_id,income\nC0001,2500\n",
+        headers={"content-type": "text/csv"},
+    )
 
     assert response.status_code == 409
     assert "vertical model" in response.text and "/v1/applications/decision" in response.text
