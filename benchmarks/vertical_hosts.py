@@ -9,9 +9,10 @@ champion is a whole LR model.
 The load comes from a second process (aiohttp, ``--connections`` decisions in flight, exactly
 ``--decisions`` of each kind, run as horizontal, vertical, vertical, horizontal halves so a
 machine getting busier or quieter weighs on both alike). Printed: p50 / p99 of each, their
-ratio, CPU per decision of the lender and of each host, the machine's load average, and a last
-phase in which one host is stopped mid-load (every decision must still be 200, with the host's
-part missing, and every successful decision stored).
+ratio, CPU per decision of the lender and of each host, the machine's load average; the same
+at one connection (200 decisions each); and a last phase in which one host is stopped
+mid-load (every decision must still be 200, with the host's part missing, and every
+successful decision stored).
 """
 
 from __future__ import annotations
@@ -194,13 +195,13 @@ def main() -> int:
                     )
                 servers[kind] = (pid, f"http://127.0.0.1:{port}{DECISION_PATH}")
 
-            def spec(kind: str, n: int, tag: str) -> dict[str, Any]:
+            def spec(kind: str, n: int, tag: str, connections: int = 0) -> dict[str, Any]:
                 return {
                     "url": servers[kind][1],
                     "bodies": bodies[kind],
                     "applicants": applicants[kind],
                     "decisions": n,
-                    "connections": args.connections,
+                    "connections": connections or args.connections,
                     "tag": tag,
                 }
 
@@ -216,6 +217,10 @@ def main() -> int:
                 for k, p in pids.items():
                     cpu[f"{kind}:{k}"] += cpu_seconds(p) - before[k]
             load_average = os.getloadavg()
+            # One connection: what the hops to the hosts add to a lone decision.
+            singles = {
+                kind: run_load(spec(kind, 200, f"single-{kind}", 1), work) for kind in servers
+            }
             # A host stopped mid-load: decisions keep coming back 200 with its part missing.
             print("load: vertical decisions, the shop's service stopped mid-way ...")
             stored_before = stored_decisions(work / "vertical.db")
@@ -249,8 +254,12 @@ def main() -> int:
         }
     result["p99_ratio"] = result["vertical"]["p99_ms"] / result["horizontal"]["p99_ms"]
     result["p50_ratio"] = result["vertical"]["p50_ms"] / result["horizontal"]["p50_ms"]
+    result["one_connection"] = {
+        kind: {k: _summary([s])[k] for k in ("p50_ms", "p99_ms")} for kind, s in singles.items()
+    }
     stop = _summary([stopped])
-    answered = sum(r["statuses"].get("200", 0) for r in [warm["vertical"], *runs["vertical"]])
+    before_stop = [warm["vertical"], *runs["vertical"], singles["vertical"]]
+    answered = sum(r["statuses"].get("200", 0) for r in before_stop)
     stop["stored"] = stored_decisions(work / "vertical.db") - answered
     stop["lost"] = stop["statuses"].get("200", 0) - stop["stored"]
     result["host_stopped_mid_load"] = stop
@@ -262,6 +271,12 @@ def main() -> int:
         f"(2 live hosts) p50 {v['p50_ms']:.1f} ms p99 {v['p99_ms']:.1f} ms | ratio p50 "
         f"{result['p50_ratio']:.2f} p99 {result['p99_ratio']:.2f} | load average "
         f"{load_average[0]:.1f} on {os.cpu_count()} cores"
+    )
+    one = result["one_connection"]
+    print(
+        f"one connection: horizontal p50 {one['horizontal']['p50_ms']:.1f} ms p99 "
+        f"{one['horizontal']['p99_ms']:.1f} ms | vertical p50 {one['vertical']['p50_ms']:.1f} ms "
+        f"p99 {one['vertical']['p99_ms']:.1f} ms"
     )
     print(
         f"host stopped mid-load: {stop['decisions']} decisions, statuses {stop['statuses']}, "
