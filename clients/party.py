@@ -278,11 +278,22 @@ def mask_identity(config: PartyConfig, run: str) -> MaskIdentity:
             "masked run"
         )
     try:
-        stamp = config.peer_keys.stat().st_mtime_ns
+        stamps = (config.receiving_key.stat().st_mtime_ns, config.peer_keys.stat().st_mtime_ns)
+    except OSError as e:
+        raise PartyRefusedError(f"party {config.name}: masking keys unreadable: {e}") from e
+    return _run_identity(config, run, stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _run_identity(config: PartyConfig, run: str, stamps: tuple[int, int]) -> MaskIdentity:
+    """One identity per party and run in this process: it derives its X25519 secrets, pair
+    seeds and seal keys once, not per message (``stamps``: the key files' mtimes)."""
+    assert config.receiving_key is not None and config.peer_keys is not None
+    try:
         private = load_receiving_key(config.receiving_key)
     except (OSError, FedRiskError) as e:
         raise PartyRefusedError(f"party {config.name}: masking keys unreadable: {e}") from e
-    peers = _peer_keys(config.peer_keys, stamp)
+    peers = _peer_keys(config.peer_keys, stamps[1])
     if config.name not in peers:
         raise PartyRefusedError(
             f"peer_keys must list this party {config.name!r}; got {sorted(peers)}"

@@ -193,20 +193,38 @@ def mask_stream(
     Notes
     -----
     Rejection sampling of ``bit_length(q)``-bit words from a ChaCha20 keystream: every residue
-    is exactly uniform below its prime (no modulo bias).
+    is exactly uniform below its prime (no modulo bias). The primes sit just below a power of
+    two, so a handful of spare words per row almost always suffices; more are drawn if not.
     """
     key = _hkdf(seed, salt=_DOMAIN, info=f"stream|{purpose}|{chunk}".encode(), length=32)
     keystream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
-    rows = []
-    for q in moduli:
-        bits = int(q).bit_length()
-        word_mask = np.uint64((1 << bits) - 1)
-        kept = np.empty(0, dtype=np.uint64)
-        while kept.size < degree:
-            words = np.frombuffer(keystream.update(bytes(8 * 2 * degree)), dtype="<u8") & word_mask
-            kept = np.concatenate([kept, words[words < np.uint64(q)]])
-        rows.append(kept[:degree])
-    return np.stack(rows).astype(np.uint64)
+    out = np.empty((len(moduli), degree), dtype=np.uint64)
+    for row, q in enumerate(moduli):
+        bound = np.uint64(q)
+        word_mask = np.uint64((1 << int(q).bit_length()) - 1)
+        filled = 0
+        while filled < degree:
+            want = degree - filled + _SPARE_WORDS
+            words = np.frombuffer(keystream.update(bytes(8 * want)), dtype="<u8") & word_mask
+            kept = words[words < bound][: degree - filled]
+            out[row, filled : filled + kept.size] = kept
+            filled += kept.size
+    return out
+
+
+_SPARE_WORDS: Final = 64
+"""Extra words drawn per row for rejections (a 40-bit prime rejects ~0.006 of 8,192 words)."""
+
+
+def _accumulate(
+    total: MaskResidues, residues: MaskResidues, q: npt.NDArray[np.uint64], *, sign: int
+) -> None:
+    """``total += sign * residues`` modulo ``q`` in place; both operands below ``q`` (< 2^63)."""
+    if sign > 0:
+        np.add(total, residues, out=total)
+    else:
+        np.add(total, q - residues, out=total)
+    np.subtract(total, q, out=total, where=total >= q)
 
 
 def _combine(
@@ -216,7 +234,7 @@ def _combine(
     q = np.array(moduli, dtype=np.uint64)[:, None]
     total = np.zeros((len(moduli), degree), dtype=np.uint64)
     for sign, residues in terms:
-        total = (total + (residues if sign > 0 else (q - residues) % q)) % q
+        _accumulate(total, residues, q, sign=sign)
     return total
 
 
@@ -234,11 +252,19 @@ class MaskIdentity:
     run_id: str
     private_key: X25519PrivateKey
     peers: Mapping[str, X25519PublicKey]
+    _derived: dict[tuple[str, ...], bytes] = field(
+        default_factory=dict, init=False, compare=False, hash=False
+    )
+    """Per-run keys derived once (X25519 secrets, pair seeds, seal keys, exchange seeds): each
+    is a pure function of the private key and public inputs, so caching reveals nothing new."""
 
     def __repr__(self) -> str:
         return f"MaskIdentity(name={self.name!r}, peers={sorted(self.peers)})"
 
     def _shared(self, peer: str) -> bytes:
+        cached = self._derived.get(("x25519", peer))
+        if cached is not None:
+            return cached
         try:
             public = self.peers[peer]
         except KeyError as e:
@@ -246,24 +272,43 @@ class MaskIdentity:
                 f"peer must be a party of the federation; got {peer!r} "
                 f"(known: {sorted(self.peers)})"
             ) from e
-        return self.private_key.exchange(public)
+        return self._derived.setdefault(("x25519", peer), self.private_key.exchange(public))
+
+    def _run_salt(self) -> bytes:
+        return hashlib.sha256(_DOMAIN + b"run|" + self.run_id.encode()).digest()
 
     def pair_seed(self, peer: str) -> bytes:
         """The per-run seed this party shares with ``peer``: HKDF of their X25519 secret."""
-        return _hkdf(
-            self._shared(peer),
-            salt=hashlib.sha256(_DOMAIN + b"run|" + self.run_id.encode()).digest(),
-            info=b"pair|" + _pair_name(self.name, peer),
-            length=32,
-        )
+        cached = self._derived.get(("pair", peer))
+        if cached is None:
+            cached = _hkdf(
+                self._shared(peer),
+                salt=self._run_salt(),
+                info=b"pair|" + _pair_name(self.name, peer),
+                length=32,
+            )
+            self._derived[("pair", peer)] = cached
+        return cached
+
+    def exchange_seed(self, peer: str, exchange: str) -> bytes:
+        """``exchange_seed(pair_seed(peer), exchange)``, derived once per peer and exchange."""
+        cached = self._derived.get(("exchange", peer, exchange))
+        if cached is None:
+            cached = exchange_seed(self.pair_seed(peer), exchange)
+            self._derived[("exchange", peer, exchange)] = cached
+        return cached
 
     def _seal_key(self, peer: str, *, sender: str, recipient: str) -> bytes:
-        return _hkdf(
-            self._shared(peer),
-            salt=hashlib.sha256(_DOMAIN + b"run|" + self.run_id.encode()).digest(),
-            info=f"seal|{len(sender)}:{sender}|{len(recipient)}:{recipient}".encode(),
-            length=32,
-        )
+        cached = self._derived.get(("seal", sender, recipient))
+        if cached is None:
+            cached = _hkdf(
+                self._shared(peer),
+                salt=self._run_salt(),
+                info=f"seal|{len(sender)}:{sender}|{len(recipient)}:{recipient}".encode(),
+                length=32,
+            )
+            self._derived[("seal", sender, recipient)] = cached
+        return cached
 
     def mask(
         self,
@@ -282,7 +327,7 @@ class MaskIdentity:
             (
                 _sign(self.name, peer),
                 mask_stream(
-                    exchange_seed(self.pair_seed(peer), exchange),
+                    self.exchange_seed(peer, exchange),
                     purpose=purpose,
                     chunk=chunk,
                     moduli=moduli,
@@ -337,7 +382,7 @@ def share_seeds(
     for peer in holders:
         if peer == identity.name:
             continue
-        seed = exchange_seed(identity.pair_seed(peer), exchange)
+        seed = identity.exchange_seed(peer, exchange)
         for index, share in Shamir.split(threshold, len(holders), seed, False):
             per_recipient[holders[index - 1]].append(_pair_name(identity.name, peer) + b"=" + share)
     sealed: dict[str, bytes] = {}
