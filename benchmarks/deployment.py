@@ -29,6 +29,10 @@ Everything binds 127.0.0.1 and every process is stopped by PID on exit. Bounded:
 simulated); a few minutes on a loaded 2-core machine.
 
     .venv/bin/python benchmarks/deployment.py [--parties 3 10] [--rounds 2] [--json out.json]
+
+With ``--masking`` it compares CKKS with pairwise masks against CKKS without them instead
+(interleaved ``--repeats`` times on one federation per party count) and prints the masked /
+unmasked seconds per round: what masking costs a deployed round.
 """
 
 from __future__ import annotations
@@ -168,15 +172,20 @@ class RunMeasurement:
     simulation_seconds_per_round: float = float("nan")
     """The same CKKS job in Flower's simulation engine (encrypted runs only)."""
     deployment_over_simulation: float = float("nan")
+    masked: bool = False
+    """Pairwise masks on (``--masking`` compares runs with and without)."""
 
 
 def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def measure_run(fed: LocalDeployment, *, encrypted: bool, rounds: int, seed: int) -> RunMeasurement:
+def measure_run(
+    fed: LocalDeployment, *, encrypted: bool, rounds: int, seed: int, masking: bool = True
+) -> RunMeasurement:
     """Run once in the given mode and read the timings off progress events and SuperNode logs."""
     fed.plaintext = not encrypted
+    fed.masking = masking
     logs = {party: node.log_path for party, node in fed.supernodes.items()}
     events: list[dict[str, Any]] = []
     submitted = time.time()
@@ -203,6 +212,7 @@ def measure_run(fed: LocalDeployment, *, encrypted: bool, rounds: int, seed: int
     return RunMeasurement(
         parties=len(fed.supernodes),
         encrypted=encrypted,
+        masked=encrypted and masking,
         rounds=rounds,
         seconds_per_round=_mean([e["seconds"] for e in round_events]),
         round_seconds=[e["seconds"] for e in round_events],
@@ -348,13 +358,79 @@ def _fmt(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:.{digits}f}"  # NaN shows as "-"
 
 
+def compare_masking(
+    party_counts: Sequence[int], *, rounds: int, seed: int, repeats: int, json_path: Path | None
+) -> None:
+    """Masked and unmasked CKKS runs, interleaved, on one deployed federation per party count."""
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-masks-") as tmp:
+        for n in party_counts:
+            schema, parties, _ = parties_for(n, seed=seed)
+            console.log(f"{n} parties: provisioning, key ceremony, starting SuperLink + SuperNodes")
+            with running_federation(
+                Path(tmp) / f"fed-{n}", schema=schema, parties=parties, allow_plaintext=True
+            ) as fed:
+                seconds: dict[bool, list[float]] = {True: [], False: []}
+                aucs: dict[bool, float] = {}
+                for repeat in range(repeats):
+                    for masking in (True, False):
+                        console.log(f"{n} parties, masks {'on' if masking else 'off'}, #{repeat}")
+                        run = measure_run(
+                            fed, encrypted=True, rounds=rounds, seed=seed, masking=masking
+                        )
+                        seconds[masking].extend(run.round_seconds)
+                        aucs[masking] = run.final_auc
+            rows.append(
+                {
+                    "parties": n,
+                    "rounds": rounds,
+                    "repeats": repeats,
+                    "masked_round_seconds": seconds[True],
+                    "unmasked_round_seconds": seconds[False],
+                    "masked_over_unmasked_round_time": _mean(seconds[True]) / _mean(seconds[False]),
+                    "masked_final_auc": aucs[True],
+                    "unmasked_final_auc": aucs[False],
+                }
+            )
+    table = Table(title=f"Deployed CKKS round with and without pairwise masks ({rounds} rounds)")
+    for col in ("SuperNodes", "masked s/round", "unmasked s/round", "masked/unmasked", "AUC"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["parties"]),
+            _fmt(_mean(row["masked_round_seconds"]), 2),
+            _fmt(_mean(row["unmasked_round_seconds"]), 2),
+            _fmt(row["masked_over_unmasked_round_time"], 3),
+            f"{row['masked_final_auc']:.4f} / {row['unmasked_final_auc']:.4f}",
+        )
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps({"masking": rows}, indent=2), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parties", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--masking",
+        action="store_true",
+        help="compare CKKS with and without pairwise masks instead of CKKS and plaintext",
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs (--masking)")
     args = parser.parse_args()
+    if args.masking:
+        compare_masking(
+            args.parties,
+            rounds=args.rounds,
+            seed=args.seed,
+            repeats=args.repeats,
+            json_path=args.json,
+        )
+        return
     # Wide enough for the table when the output is a file or a pipe (rich assumes 80 there).
     console = Console() if sys.stdout.isatty() else Console(width=160)
     runs: list[RunMeasurement] = []

@@ -238,15 +238,16 @@ def align(message: Message, context: Context) -> Message:
 
 @app.query("unmask")
 def unmask(message: Message, context: Context) -> Message:
-    """Parties dropped after masking: reveal this survivor's shares of the seeds between each
-    dropped party and each survivor, never of a seed between two survivors.
+    """After a masked exchange: reveal this survivor's shares of each survivor's self seed and
+    of the seeds between each dropped party and each survivor, never of a seed between two
+    survivors, never both kinds for one party.
 
     Refuses (``RecoveryRefusedError``) when this party is named dropped, the survivors are
     fewer than the threshold, or the request contradicts an earlier one for the exchange.
     """
     node = _node(context)
     plan = _mask_plan(message)
-    if plan is None or not plan.dropped:
+    if plan is None or not (plan.dropped or node.federation.mask_self):
         raise PartyRefusedError("unmask query must carry a mask plan naming dropped parties")
     identity = mask_identity(node.config, run_binding(node.federation.run_id, context.run_id))
     holders = plan.holders(identity.peers)
@@ -262,10 +263,9 @@ def unmask(message: Message, context: Context) -> Message:
         },
         threshold=threshold_for(node.federation.mask_threshold, len(holders)),
         ledger=ledger,
+        self_masks=node.federation.mask_self,
     )
-    context.state[_LEDGER] = ConfigRecord(
-        {exchange: json.dumps(sorted(alive)) for exchange, alive in ledger.alive.items()}
-    )
+    context.state[_LEDGER] = ConfigRecord({"json": ledger.to_json()})
     content = RecordDict(
         {
             proto.CONFIG: ConfigRecord({proto.CFG_PARTY: node.config.name}),
@@ -276,12 +276,13 @@ def unmask(message: Message, context: Context) -> Message:
 
 
 _LEDGER = "fedrisk.mask-reveals"
-"""Where a party keeps, in its run's ``Context.state``, whom it was told is alive per exchange."""
+"""Where a party keeps, in its run's ``Context.state``, whom it was told is alive or dropped per
+exchange (:class:`~secure_agg.masking.RevealLedger`)."""
 
 
 def _reveal_ledger(context: Context) -> RevealLedger:
     record = context.state.config_records.get(_LEDGER, ConfigRecord())
-    return RevealLedger(alive={str(k): frozenset(json.loads(str(v))) for k, v in record.items()})
+    return RevealLedger.from_json(str(record.get("json", "")))
 
 
 @app.query("release")

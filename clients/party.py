@@ -69,6 +69,7 @@ from secure_agg.masking import (
     MaskingError,
     MaskPlan,
     chunk_masks,
+    new_self_seed,
     share_seeds,
     threshold_for,
 )
@@ -316,6 +317,8 @@ class PartyNode:
         self.channel = _aggregation(config.secret_context, federation.plaintext)
         self._masking: tuple[MaskIdentity, MaskPlan] | None = None
         self._masked = False
+        # This message's private self seed: fresh per message, gone with the node.
+        self._self_seed = new_self_seed() if federation.mask_self else None
         self.masks_used: dict[str, str] = {}
 
     # ----------------------------------------------------------------- masking
@@ -347,7 +350,11 @@ class PartyNode:
             if len(members) < MIN_MASKED_PARTIES:
                 return self.channel.encode(vec)
             masks = chunk_masks(
-                identity, exchange=plan.exchange, purpose=purpose, participants=members
+                identity,
+                exchange=plan.exchange,
+                purpose=purpose,
+                participants=members,
+                self_seed=self._self_seed,
             )
         except MaskingError as e:
             raise PartyRefusedError(f"party {self.config.name}: {e}") from e
@@ -373,7 +380,11 @@ class PartyNode:
         try:
             threshold = threshold_for(self.federation.mask_threshold, len(holders))
             return share_seeds(
-                identity, exchange=plan.exchange, participants=holders, threshold=threshold
+                identity,
+                exchange=plan.exchange,
+                participants=holders,
+                threshold=threshold,
+                self_seed=self._self_seed,
             )
         except MaskingError as e:
             raise PartyRefusedError(f"party {self.config.name}: {e}") from e
@@ -595,7 +606,8 @@ class PartyNode:
         if not self.federation.masking or n_parties < MIN_MASKED_PARTIES:
             return "ckks (shared key; no pairwise masks)"
         threshold = threshold_for(self.federation.mask_threshold, n_parties)
-        return f"ckks+pairwise-masks threshold={threshold}/{n_parties}"
+        masks = "pairwise+self-masks" if self.federation.mask_self else "pairwise-masks"
+        return f"ckks+{masks} threshold={threshold}/{n_parties}"
 
     def write_release(self, artifact: ModelArtifact) -> Path:
         """Sign ``artifact`` with this party's key and write it to its release folder."""

@@ -67,6 +67,8 @@ class LocalDeployment:
     superlink: SuperLinkProcess | None = None
     supernodes: dict[str, SuperNodeProcess] = field(default_factory=dict)
     plaintext: bool = False
+    masking: bool = True
+    """Pairwise masks in encrypted runs; off only for benchmarks (the pin must allow it)."""
     superlink_port: int | None = None
     """The parties' port once started; a restart reuses it so SuperNodes find it again."""
     fleet_proxy: bool = False
@@ -202,6 +204,7 @@ class LocalDeployment:
                 round_timeout=round_timeout,
                 min_parties=min_parties,
                 plaintext=self.plaintext,
+                masking=self.masking,
             )
         )
         try:

@@ -166,8 +166,13 @@ def test_no_seed_or_share_is_in_the_clear_in_a_message_or_a_coordinator_file(
     ):
         leaked = [s for s in secrets if s in blob or s.hex().encode() in blob]
         assert not leaked, where
-    # The only shares that travel opened are the survivors' reveals, of dropped-party seeds.
+    # The only shares that travel opened are the survivors' reveals: of dropped-party pair
+    # seeds, and of survivors' self seeds (never a dropped party's).
     for reply in replies:
         revealed = reply.content.config_records.get(proto.MASK_REVEALED)
         if revealed is not None:
-            assert revealed and all("party_5" in pair for pair in revealed)
+            dropped = label_of[reply.metadata.reply_to_message_id] in {"round:2", "final:2"}
+            pairs = [label for label in revealed if not label.startswith("self|")]
+            assert revealed and all("party_5" in pair for pair in pairs)
+            assert bool(pairs) == dropped
+            assert ("self|7:party_5" in revealed) != dropped
