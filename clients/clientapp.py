@@ -245,11 +245,16 @@ def unmask(message: Message, context: Context) -> Message:
     Refuses (``RecoveryRefusedError``) when this party is named dropped, the survivors are
     fewer than the threshold, or the request contradicts an earlier one for the exchange.
     """
-    node = _node(context)
+    # Only keys are needed: no data, no CKKS context (this exchange sits on the round's path).
+    federation = parse_run_config(dict(context.run_config))
+    try:
+        config = resolve_party_config(dict(context.node_config), federation)
+    except FedRiskError as e:
+        raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
     plan = _mask_plan(message)
-    if plan is None or not (plan.dropped or node.federation.mask_self):
+    if plan is None or not (plan.dropped or federation.mask_self):
         raise PartyRefusedError("unmask query must carry a mask plan naming dropped parties")
-    identity = mask_identity(node.config, run_binding(node.federation.run_id, context.run_id))
+    identity = mask_identity(config, run_binding(federation.run_id, context.run_id))
     holders = plan.holders(identity.peers)
     ledger = _reveal_ledger(context)
     revealed = reveal_shares(
@@ -261,14 +266,14 @@ def unmask(message: Message, context: Context) -> Message:
             str(sender): bytes(blob)  # type: ignore[arg-type]
             for sender, blob in message.content.config_records[proto.MASK_SHARES].items()
         },
-        threshold=threshold_for(node.federation.mask_threshold, len(holders)),
+        threshold=threshold_for(federation.mask_threshold, len(holders)),
         ledger=ledger,
-        self_masks=node.federation.mask_self,
+        self_masks=federation.mask_self,
     )
     context.state[_LEDGER] = ConfigRecord({"json": ledger.to_json()})
     content = RecordDict(
         {
-            proto.CONFIG: ConfigRecord({proto.CFG_PARTY: node.config.name}),
+            proto.CONFIG: ConfigRecord({proto.CFG_PARTY: config.name}),
             proto.MASK_REVEALED: ConfigRecord(dict(revealed)),
         }
     )

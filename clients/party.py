@@ -215,7 +215,7 @@ def load_local_data(config: PartyConfig) -> LocalData:
     return _load_local_data(config, stamp)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)  # a simulation process serves every party in turn
 def _aggregation(secret_context: Path | None, plaintext: bool) -> VectorAggregation:
     if plaintext:
         return InsecurePlainAggregation()

@@ -68,7 +68,9 @@ class LocalDeployment:
     supernodes: dict[str, SuperNodeProcess] = field(default_factory=dict)
     plaintext: bool = False
     masking: bool = True
-    """Pairwise masks in encrypted runs; off only for benchmarks (the pin must allow it)."""
+    """Masks in encrypted runs; off only for benchmarks (the pin must allow it)."""
+    mask_self: bool = True
+    """Self masks besides the pairwise ones; off only for benchmarks (the pin must allow it)."""
     superlink_port: int | None = None
     """The parties' port once started; a restart reuses it so SuperNodes find it again."""
     fleet_proxy: bool = False
@@ -205,6 +207,7 @@ class LocalDeployment:
                 min_parties=min_parties,
                 plaintext=self.plaintext,
                 masking=self.masking,
+                mask_self=self.mask_self,
             )
         )
         try:
