@@ -47,32 +47,80 @@ def updates() -> dict[str, np.ndarray]:
     return {name: rng.normal(size=LENGTH) for name in NAMES}
 
 
-@pytest.fixture(scope="module")
-def masked(
-    secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
+SELF_SEEDS = {name: bytes([i + 1]) * 16 for i, name in enumerate(NAMES)}
+"""Fixed here for the tests' own bookkeeping; parties draw theirs with ``new_self_seed``."""
+
+
+def _mask_all(
+    ctx: CkksContext,
+    identities: dict[str, MaskIdentity],
+    updates: dict[str, np.ndarray],
+    *,
+    self_masks: bool,
 ) -> dict[str, list[bytes]]:
     return {
         name: mask_chunks(
-            secret_ctx,
+            ctx,
             identities[name],
             updates[name],
             exchange=EXCHANGE,
             purpose="update",
             participants=NAMES,
+            self_seed=SELF_SEEDS[name] if self_masks else None,
         )
         for name in NAMES
+    }
+
+
+def _share_all(
+    identities: dict[str, MaskIdentity], *, self_masks: bool
+) -> dict[str, dict[str, bytes]]:
+    return {
+        name: share_seeds(
+            identities[name],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            threshold=default_threshold(len(NAMES)),
+            self_seed=SELF_SEEDS[name] if self_masks else None,
+        )
+        for name in NAMES
+    }
+
+
+def _reveals(
+    identities: dict[str, MaskIdentity],
+    sealed: dict[str, dict[str, bytes]],
+    dropped: list[str],
+    *,
+    self_masks: bool,
+) -> dict[str, dict[str, bytes]]:
+    """Every survivor's answer to one unmask request (each with a fresh ledger)."""
+    survivors = [n for n in NAMES if n not in dropped]
+    return {
+        name: reveal_shares(
+            identities[name],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            dropped=dropped,
+            sealed={sender: sealed[sender][name] for sender in survivors},
+            threshold=default_threshold(len(NAMES)),
+            ledger=RevealLedger(),
+            self_masks=self_masks,
+        )
+        for name in survivors
     }
 
 
 @pytest.fixture(scope="module")
+def masked(
+    secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
+) -> dict[str, list[bytes]]:
+    return _mask_all(secret_ctx, identities, updates, self_masks=False)
+
+
+@pytest.fixture(scope="module")
 def sealed(identities: dict[str, MaskIdentity]) -> dict[str, dict[str, bytes]]:
-    threshold = default_threshold(len(NAMES))
-    return {
-        name: share_seeds(
-            identities[name], exchange=EXCHANGE, participants=NAMES, threshold=threshold
-        )
-        for name in NAMES
-    }
+    return _share_all(identities, self_masks=False)
 
 
 def test_colluding_key_holder_reads_noise_not_a_victims_update(
@@ -111,18 +159,7 @@ def test_survivors_sum_is_exact_after_every_allowed_number_of_dropouts(
     round_ = MaskedExchange(EXCHANGE, tuple(NAMES), threshold)
     dropped = NAMES[1 : 1 + n_dropped]
     survivors = sorted(round_.declare_dropped(dropped))
-    reveals = {
-        name: reveal_shares(
-            identities[name],
-            exchange=EXCHANGE,
-            participants=NAMES,
-            dropped=dropped,
-            sealed={sender: sealed[sender][name] for sender in survivors},
-            threshold=threshold,
-            ledger=RevealLedger(),
-        )
-        for name in survivors
-    }
+    reveals = _reveals(identities, sealed, dropped, self_masks=False)
     partial = sum_encrypted(server_ctx, [masked[name] for name in survivors])
     fixed = unmask_sum(server_ctx, round_, partial, reveals, purpose="update")
     expected = np.sum([updates[name] for name in survivors], axis=0)
@@ -248,64 +285,17 @@ def test_a_mask_plan_round_trips_and_bad_plans_are_refused() -> None:
 # Self masks (double masking): a false "dropped" declaration no longer unmasks a live party
 # --------------------------------------------------------------------------------------------------
 
-SELF_SEEDS = {name: bytes([i + 1]) * 16 for i, name in enumerate(NAMES)}
-"""Fixed here for the test's own bookkeeping; parties draw theirs with ``new_self_seed``."""
-
 
 @pytest.fixture(scope="module")
 def self_masked(
     secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
 ) -> dict[str, list[bytes]]:
-    return {
-        name: mask_chunks(
-            secret_ctx,
-            identities[name],
-            updates[name],
-            exchange=EXCHANGE,
-            purpose="update",
-            participants=NAMES,
-            self_seed=SELF_SEEDS[name],
-        )
-        for name in NAMES
-    }
+    return _mask_all(secret_ctx, identities, updates, self_masks=True)
 
 
 @pytest.fixture(scope="module")
 def self_sealed(identities: dict[str, MaskIdentity]) -> dict[str, dict[str, bytes]]:
-    threshold = default_threshold(len(NAMES))
-    return {
-        name: share_seeds(
-            identities[name],
-            exchange=EXCHANGE,
-            participants=NAMES,
-            threshold=threshold,
-            self_seed=SELF_SEEDS[name],
-        )
-        for name in NAMES
-    }
-
-
-def _reveals(
-    identities: dict[str, MaskIdentity],
-    sealed: dict[str, dict[str, bytes]],
-    dropped: list[str],
-    *,
-    self_masks: bool,
-) -> dict[str, dict[str, bytes]]:
-    survivors = [n for n in NAMES if n not in dropped]
-    return {
-        name: reveal_shares(
-            identities[name],
-            exchange=EXCHANGE,
-            participants=NAMES,
-            dropped=dropped,
-            sealed={sender: sealed[sender][name] for sender in survivors},
-            threshold=default_threshold(len(NAMES)),
-            ledger=RevealLedger(),
-            self_masks=self_masks,
-        )
-        for name in survivors
-    }
+    return _share_all(identities, self_masks=True)
 
 
 def _strip_pairwise_masks(
