@@ -379,6 +379,7 @@ def compare_masking(
             console.log(f"{n} parties: provisioning, key ceremony, starting SuperLink + SuperNodes")
             seconds: dict[str, list[float]] = {mode: [] for mode in MASK_MODES}
             aucs: dict[str, float] = {}
+            spans: dict[str, dict[str, float]] = {}
             with running_federation(
                 Path(tmp) / f"fed-{n}", schema=schema, parties=parties, allow_plaintext=True
             ) as fed:
@@ -391,6 +392,7 @@ def compare_masking(
                         )
                         seconds[mode].extend(run.round_seconds)
                         aucs[mode] = run.final_auc
+                        spans[mode] = {**run.clientapp, "dispatch_train": run.dispatch["train"]}
             base = _mean(seconds["none"])
             rows.append(
                 {
@@ -400,6 +402,7 @@ def compare_masking(
                     "round_seconds": seconds,
                     "over_unmasked_round_time": {m: _mean(v) / base for m, v in seconds.items()},
                     "final_auc": aucs,
+                    "clientapp_seconds_last_run": spans,
                 }
             )
     table = Table(title=f"Deployed CKKS round by masks ({rounds} rounds x {repeats} runs each)")
