@@ -1,7 +1,7 @@
 """The coordinator colluding with party 0: does it read the other parties' updates?
 
 Runs a real 5-party CKKS federation in Flower's simulation engine twice, in one invocation, with
-masks (pairwise and self masks; pairwise only with ``--no-self-masks``) and without. In the
+masks (pairwise; pairwise and self masks with ``--self-masks``) and without. In the
 attacked run (masked, or unmasked with ``--no-masking``) the ServerApp keeps round 1's
 individual ciphertexts, as a curious coordinator could. Then, acting as that coordinator with
 party 0's secret context (every party holds the same CKKS key), the script decrypts every other
@@ -17,7 +17,7 @@ masked runs over unmasked runs, interleaved ``--repeats`` times; ``..._median``:
 medians), the server's sum phase (with self masks it holds the ``query.unmask`` exchange), one
 party's update encryption time with and without masks, and the final AUC of both modes.
 
-    .venv/bin/python benchmarks/collusion.py --json out.json [--no-masking] [--no-self-masks]
+    .venv/bin/python benchmarks/collusion.py --json out.json [--no-masking] [--self-masks]
 """
 
 from __future__ import annotations
@@ -243,9 +243,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--no-masking", action="store_true", help="attack the unmasked run")
     parser.add_argument(
-        "--no-self-masks",
+        "--self-masks",
         action="store_true",
-        help="masked runs use pairwise masks only (mask-self = false)",
+        help="masked runs add self masks to the pairwise ones (mask-self = true)",
     )
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--rounds", type=int, default=4)
@@ -285,16 +285,14 @@ def main() -> None:
                             data,
                             release_dir=Path(tmp) / "registry",
                             masking=masking,
-                            mask_self=not args.no_self_masks,
+                            mask_self=args.self_masks,
                             workdir=workdir,
                         )
                     )
                 finally:
                     os.environ.pop(CURIOUS_KEEP_ENV, None)
                 if keep:
-                    result = attack(
-                        workdir, spec, masked=masking, self_masks=not args.no_self_masks
-                    )
+                    result = attack(workdir, spec, masked=masking, self_masks=args.self_masks)
     masked = [_steady_seconds(o) for o in runs[True]]
     unmasked = [_steady_seconds(o) for o in runs[False]]
     pairs = [m / u for m, u in zip(masked, unmasked, strict=True)]
@@ -321,9 +319,7 @@ def main() -> None:
             "unmasked_server_sums_seconds_median": statistics.median(
                 _pooled(runs[False], "server_sums")
             ),
-            **_encrypt_cost(
-                spec.parties, result["update_length"], self_masks=not args.no_self_masks
-            ),
+            **_encrypt_cost(spec.parties, result["update_length"], self_masks=args.self_masks),
             "masked_final_auc": runs[True][0].history[-1]["auc"],
             "unmasked_final_auc": runs[False][0].history[-1]["auc"],
             "lineage_secure_aggregation": runs[True][0].artifact.lineage.secure_aggregation,

@@ -10,7 +10,7 @@ survivors, together) can remove:
 - **Exchange seeds.** From the pair seed, HKDF derives a 16-byte seed per *exchange* (a label
   such as ``"round:3"``) and from that a ChaCha20 key per *purpose* (``"update"``, ``"hist"``,
   ...) and ciphertext chunk, so no mask stream is ever reused across rounds, purposes or chunks.
-- **Self masks** (Bonawitz et al.'s double masking, on by default). Each party also draws a
+- **Self masks** (Bonawitz et al.'s double masking, run-config ``mask-self``). Each party draws a
   fresh private 16-byte seed ``b_u`` for every message it masks (``os.urandom``, never reused,
   never stored) and adds its stream too (purpose ``"self|<purpose>"``). Self masks do not
   cancel: the coordinator removes the survivors' from the sum once the survivors reveal their
@@ -24,12 +24,13 @@ survivors, together) can remove:
   cancel exactly modulo each prime and the self masks are subtracted exactly, so the sum
   carries the CKKS error of an unmasked run: no quantisation, no precision cost.
 - **Shares.** With its masked answer, each party sends Shamir shares (pycryptodome,
-  GF(2^128), threshold ``t``, default ``ceil(2n/3)``) of every exchange seed it holds and of
-  ``b_u``, one share per participant (itself included), each recipient's shares sealed to it
-  (X25519 + HKDF + ChaCha20-Poly1305, AAD binding run, exchange, sender and recipient). The
-  coordinator keeps only sealed blobs.
-- **Unmasking.** After collecting an exchange, the coordinator declares the dropped set once
-  (possibly empty) and asks each survivor (``query.unmask``) to open the shares sealed to it
+  GF(2^128), threshold ``t``, default ``ceil(2n/3)``) of every exchange seed it holds and
+  of ``b_u`` (with self masks), one share per participant (itself included), each
+  recipient's shares sealed to it (X25519 + HKDF + ChaCha20-Poly1305, AAD binding run,
+  exchange, sender and recipient). The coordinator keeps only sealed blobs.
+- **Unmasking.** After collecting an exchange in which parties dropped, or any exchange when
+  self masks are on, the coordinator declares the dropped set once (empty only with self
+  masks) and asks each survivor (``query.unmask``) to open the shares sealed to it
   and reveal, for every party, *either* its share of that party's self seed (the party is
   declared a survivor) *or* its shares of that party's seeds with the survivors (declared
   dropped), never both for one party and exchange: each survivor keeps a reveal ledger per
@@ -51,9 +52,10 @@ more than the ``n - k - 1`` there are: with the default ``t = ceil(2n/3)`` that 
 every ``k <= n - 2`` when ``n <= 5``, and for ``k < 2t - n + 1`` in general. So a coordinator
 that *falsely* declares a live party dropped, after keeping its ciphertext, gets only its
 pairwise masks and still reads noise. A dropped party's late ciphertext is refused once it is
-declared dropped. Without self masks (``mask-self = false``) the same false declaration reveals
-that party's vector; the ledger then bounds it to one party set per exchange. Self masks cost
-one short ``query.unmask`` exchange per masked exchange even when nobody drops.
+declared dropped. Without self masks (``mask-self = false``, the default) the same false
+declaration reveals that party's vector; the ledger then bounds it to one party set per
+exchange. Self masks cost one short ``query.unmask`` exchange per masked exchange even when
+nobody drops (measured: a deployed 3-party round 1.7-2.3x, a simulated one 1.3-2.9x).
 """
 
 from __future__ import annotations

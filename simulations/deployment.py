@@ -70,8 +70,8 @@ class LocalDeployment:
     plaintext: bool = False
     masking: bool = True
     """Masks in encrypted runs; off only for benchmarks (the pin must allow it)."""
-    mask_self: bool = True
-    """Self masks besides the pairwise ones; off only for benchmarks (the pin must allow it)."""
+    mask_self: bool = False
+    """Self masks besides the pairwise ones (run-config ``mask-self``)."""
     superlink_port: int | None = None
     """The parties' port once started; a restart reuses it so SuperNodes find it again."""
     fleet_proxy: bool = False

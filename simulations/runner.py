@@ -127,7 +127,7 @@ def run_federation(
     release_dir: Path,
     plaintext: bool = False,
     masking: bool = True,
-    mask_self: bool = True,
+    mask_self: bool = False,
     workdir: Path | None = None,
     on_event: EventHandler | None = None,
     he_params: HEParams | None = None,
@@ -196,7 +196,7 @@ def _run_config(
     *,
     plaintext: bool,
     masking: bool = True,
-    mask_self: bool = True,
+    mask_self: bool = False,
 ) -> dict[str, RunConfigValue]:
     """The validated run config of one simulated run (unset settings keep the FAB defaults)."""
     config = parse_run_config(

@@ -2,12 +2,12 @@
 
 Parties mask what they encrypt so that the coordinator, even with one party's CKKS key, reads
 only sums (:mod:`secure_agg.masking`). Pairwise masks cancel in the ordinary ciphertext sum;
-self masks (on by default) do not. After an exchange the coordinator declares the dropped set
-once (empty when everyone answered), asks the survivors (``query.unmask``) for their shares of
-each survivor's self seed and of the seeds between each dropped party and each survivor,
-passing each one the sealed shares addressed to it, rebuilds those seeds from ``threshold``
-shares, and adds the opposite masks to the survivors' sum. Without self masks nothing runs
-here but the plan unless a party drops.
+self masks (run-config ``mask-self``) do not. After an exchange with self masks, or one in
+which parties dropped, the coordinator declares the dropped set once (empty when everyone
+answered), asks the survivors (``query.unmask``) for their shares of each survivor's self seed
+and of the seeds between each dropped party and each survivor, passing each one the sealed
+shares addressed to it, rebuilds those seeds from ``threshold`` shares, and adds the opposite
+masks to the survivors' sum. Otherwise nothing runs here but the plan.
 
 Notes
 -----

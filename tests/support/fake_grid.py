@@ -94,7 +94,7 @@ class FakeParty:
     refuses: bool = False
     masks: MaskIdentity | None = None
     mask_threshold: int = 0
-    self_masks: bool = True
+    self_masks: bool = False
     """Adds a fresh self mask to each masked message (the run config's ``mask-self``)."""
     ledger: RevealLedger = field(default_factory=RevealLedger)
     sent: list[Message] = field(default_factory=list)

@@ -170,7 +170,7 @@ def test_party_killed_mid_round_is_dropped_and_rejoins_next_round(tmp_path: Path
     unmasked = [(e["exchange"], e["dropped"]) for e in events if e["event"] == "unmasked"]
     assert unmasked[0] == ("round:2", [victim])
     assert all(dropped == [victim] for _, dropped in unmasked)
-    assert artifact.lineage.secure_aggregation == "ckks+pairwise+self-masks threshold=3/4"
+    assert artifact.lineage.secure_aggregation == "ckks+pairwise-masks threshold=3/4"
     assert rounds[0]["dropped"] == rounds[-1]["dropped"] == []
     # Restarted, the party rejoined, received the current global model and trained on it in
     # the last round. Its restart is accepted within seconds of its old node expiring; round 3

@@ -37,7 +37,9 @@ def test_three_party_encrypted_run_releases_a_verified_artifact(
     dp_events: list[dict] = []
     with running_federation(tmp_path / "fed", schema=schema, parties=parties) as fed:
         deployed, _ = fed.run(rounds=3, on_event=events.append)
-        # The same federation again, with DP-SGD at every party under an ε = 3 budget.
+        # The same federation again, with DP-SGD at every party under an ε = 3 budget, and
+        # self masks besides the pairwise ones (every exchange then unmasked by query.unmask).
+        fed.mask_self = True
         fed.run(
             rounds=2,
             on_event=dp_events.append,

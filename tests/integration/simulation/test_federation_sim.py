@@ -206,7 +206,7 @@ def test_party_with_bad_data_is_excluded_and_round_completes(tmp_path: Path) -> 
     assert unmasked[0]["survivors"] == ["party_0", "party_1", "party_2"]
     p = pipeline_from_artifact(outcome.artifact).predict_proba(data.pooled_test)
     assert auc(data.pooled_test[data.dataset.schema.target_column].to_numpy(), p) > 0.7
-    assert outcome.artifact.lineage.secure_aggregation == "ckks+pairwise+self-masks threshold=2/3"
+    assert outcome.artifact.lineage.secure_aggregation == "ckks+pairwise-masks threshold=2/3"
 
 
 def test_two_parties_are_refused_by_the_server_config(tmp_path: Path) -> None:
