@@ -286,16 +286,18 @@ def test_a_mask_plan_round_trips_and_bad_plans_are_refused() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+SelfMasked = tuple[dict[str, list[bytes]], dict[str, dict[str, bytes]]]
+"""Every party's self- and pairwise-masked ciphertexts, and the shares each sealed."""
+
+
 @pytest.fixture(scope="module")
 def self_masked(
     secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
-) -> dict[str, list[bytes]]:
-    return _mask_all(secret_ctx, identities, updates, self_masks=True)
-
-
-@pytest.fixture(scope="module")
-def self_sealed(identities: dict[str, MaskIdentity]) -> dict[str, dict[str, bytes]]:
-    return _share_all(identities, self_masks=True)
+) -> SelfMasked:
+    return (
+        _mask_all(secret_ctx, identities, updates, self_masks=True),
+        _share_all(identities, self_masks=True),
+    )
 
 
 def _strip_pairwise_masks(
@@ -331,16 +333,15 @@ def test_a_false_drop_declaration_reveals_a_live_partys_vector_only_without_self
     secret_ctx: CkksContext,
     identities: dict[str, MaskIdentity],
     masked: dict[str, list[bytes]],
-    self_masked: dict[str, list[bytes]],
+    self_masked: SelfMasked,
     sealed: dict[str, dict[str, bytes]],
-    self_sealed: dict[str, dict[str, bytes]],
     updates: dict[str, np.ndarray],
     self_masks: bool,
 ) -> None:
     # The coordinator kept party_1's ciphertext, then tells the others party_1 dropped.
     victim = NAMES[1]
-    kept = self_masked[victim] if self_masks else masked[victim]
-    blobs = self_sealed if self_masks else sealed
+    kept = self_masked[0][victim] if self_masks else masked[victim]
+    blobs = self_masked[1] if self_masks else sealed
     reveals = _reveals(identities, blobs, [victim], self_masks=self_masks)
 
     read = decrypt_vector(
@@ -359,16 +360,16 @@ def test_with_self_masks_the_survivors_sum_is_exact_for_every_allowed_number_of_
     secret_ctx: CkksContext,
     server_ctx: CkksContext,
     identities: dict[str, MaskIdentity],
-    self_masked: dict[str, list[bytes]],
-    self_sealed: dict[str, dict[str, bytes]],
+    self_masked: SelfMasked,
     updates: dict[str, np.ndarray],
     n_dropped: int,
 ) -> None:
     round_ = MaskedExchange(EXCHANGE, tuple(NAMES), default_threshold(len(NAMES)), self_masks=True)
     dropped = NAMES[2 : 2 + n_dropped]
     survivors = sorted(round_.declare_dropped(dropped))
-    reveals = _reveals(identities, self_sealed, dropped, self_masks=True)
-    partial = sum_encrypted(server_ctx, [self_masked[name] for name in survivors])
+    chunks, blobs = self_masked
+    reveals = _reveals(identities, blobs, dropped, self_masks=True)
+    partial = sum_encrypted(server_ctx, [chunks[name] for name in survivors])
     assert round_.needs_correction()
 
     fixed = unmask_sum(server_ctx, round_, partial, reveals, purpose="update")
@@ -382,8 +383,9 @@ def test_with_self_masks_the_survivors_sum_is_exact_for_every_allowed_number_of_
 
 
 def test_with_self_masks_fewer_survivors_than_the_threshold_is_refused(
-    identities: dict[str, MaskIdentity], self_sealed: dict[str, dict[str, bytes]]
+    identities: dict[str, MaskIdentity], self_masked: SelfMasked
 ) -> None:
+    _, self_sealed = self_masked
     threshold = default_threshold(len(NAMES))
     dropped = NAMES[: len(NAMES) - threshold + 1]
     with pytest.raises(RecoveryRefusedError, match="at least the threshold 4"):
@@ -406,9 +408,10 @@ def test_with_self_masks_fewer_survivors_than_the_threshold_is_refused(
 @pytest.mark.parametrize("first_dropped", [True, False])
 def test_a_survivor_never_reveals_both_shares_of_one_party(
     identities: dict[str, MaskIdentity],
-    self_sealed: dict[str, dict[str, bytes]],
+    self_masked: SelfMasked,
     first_dropped: bool,
 ) -> None:
+    _, self_sealed = self_masked
     me = identities[NAMES[5]]
     ledger = RevealLedger()
 
