@@ -111,6 +111,27 @@ def _reveals(
     }
 
 
+def _ask(
+    me: MaskIdentity,
+    sealed: dict[str, dict[str, bytes]],
+    dropped: list[str],
+    ledger: RevealLedger,
+    *,
+    self_masks: bool = False,
+) -> dict[str, bytes]:
+    """One survivor's answer to an unmask request, with its ledger, at threshold 4."""
+    return reveal_shares(
+        me,
+        exchange=EXCHANGE,
+        participants=NAMES,
+        dropped=dropped,
+        sealed={s: sealed[s][me.name] for s in NAMES if s not in dropped},
+        threshold=4,
+        ledger=ledger,
+        self_masks=self_masks,
+    )
+
+
 @pytest.fixture(scope="module")
 def masked(
     secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
@@ -198,15 +219,7 @@ def test_a_survivor_never_reveals_for_a_party_it_was_told_is_alive(
     ledger = RevealLedger()
 
     def ask(dropped: list[str]) -> dict[str, bytes]:
-        return reveal_shares(
-            me,
-            exchange=EXCHANGE,
-            participants=NAMES,
-            dropped=dropped,
-            sealed={s: sealed[s][me.name] for s in NAMES if s not in dropped},
-            threshold=4,
-            ledger=ledger,
-        )
+        return _ask(me, sealed, dropped, ledger)
 
     assert set(ask([NAMES[1]])) == {
         "|".join(f"7:{p}" for p in sorted((NAMES[1], s))) for s in NAMES if s != NAMES[1]
@@ -418,16 +431,7 @@ def test_a_survivor_never_reveals_both_shares_of_one_party(
     def ask_and_keep(dropped: list[str]) -> dict[str, bytes]:
         nonlocal ledger
         kept = RevealLedger.from_json(ledger.to_json())
-        answer = reveal_shares(
-            me,
-            exchange=EXCHANGE,
-            participants=NAMES,
-            dropped=dropped,
-            sealed={s: self_sealed[s][me.name] for s in NAMES if s not in dropped},
-            threshold=4,
-            ledger=kept,
-            self_masks=True,
-        )
+        answer = _ask(me, self_sealed, dropped, kept, self_masks=True)
         ledger = kept
         return answer
 
