@@ -29,6 +29,10 @@ Everything binds 127.0.0.1 and every process is stopped by PID on exit. Bounded:
 simulated); a few minutes on a loaded 2-core machine.
 
     .venv/bin/python benchmarks/deployment.py [--parties 3 10] [--rounds 2] [--json out.json]
+
+With ``--masking`` it compares CKKS with pairwise and self masks, with pairwise masks only, and
+without masks instead (interleaved ``--repeats`` times on one federation per party count) and
+prints seconds per round over the unmasked ones: what masking costs a deployed round.
 """
 
 from __future__ import annotations
@@ -168,15 +172,20 @@ class RunMeasurement:
     simulation_seconds_per_round: float = float("nan")
     """The same CKKS job in Flower's simulation engine (encrypted runs only)."""
     deployment_over_simulation: float = float("nan")
+    masked: bool = False
+    """Pairwise masks on (``--masking`` compares runs with and without)."""
 
 
 def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def measure_run(fed: LocalDeployment, *, encrypted: bool, rounds: int, seed: int) -> RunMeasurement:
+def measure_run(
+    fed: LocalDeployment, *, encrypted: bool, rounds: int, seed: int, masking: bool = True
+) -> RunMeasurement:
     """Run once in the given mode and read the timings off progress events and SuperNode logs."""
     fed.plaintext = not encrypted
+    fed.masking = masking
     logs = {party: node.log_path for party, node in fed.supernodes.items()}
     events: list[dict[str, Any]] = []
     submitted = time.time()
@@ -203,6 +212,7 @@ def measure_run(fed: LocalDeployment, *, encrypted: bool, rounds: int, seed: int
     return RunMeasurement(
         parties=len(fed.supernodes),
         encrypted=encrypted,
+        masked=encrypted and masking,
         rounds=rounds,
         seconds_per_round=_mean([e["seconds"] for e in round_events]),
         round_seconds=[e["seconds"] for e in round_events],
@@ -348,13 +358,92 @@ def _fmt(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:.{digits}f}"  # NaN shows as "-"
 
 
+MASK_MODES: dict[str, tuple[bool, bool]] = {
+    "pairwise+self": (True, True),
+    "pairwise": (True, False),
+    "none": (False, False),
+}
+"""``--masking`` modes: name → (masking, mask-self)."""
+
+
+def compare_masking(
+    party_counts: Sequence[int], *, rounds: int, seed: int, repeats: int, json_path: Path | None
+) -> None:
+    """CKKS runs with pairwise and self masks, pairwise masks only, and no masks, interleaved,
+    on one deployed federation per party count."""
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedrisk-bench-masks-") as tmp:
+        for n in party_counts:
+            schema, parties, _ = parties_for(n, seed=seed)
+            console.log(f"{n} parties: provisioning, key ceremony, starting SuperLink + SuperNodes")
+            seconds: dict[str, list[float]] = {mode: [] for mode in MASK_MODES}
+            aucs: dict[str, float] = {}
+            spans: dict[str, dict[str, float]] = {}
+            with running_federation(
+                Path(tmp) / f"fed-{n}", schema=schema, parties=parties, allow_plaintext=True
+            ) as fed:
+                for repeat in range(repeats):
+                    for mode, (masking, mask_self) in MASK_MODES.items():
+                        console.log(f"{n} parties, masks: {mode}, #{repeat}")
+                        fed.mask_self = mask_self
+                        run = measure_run(
+                            fed, encrypted=True, rounds=rounds, seed=seed, masking=masking
+                        )
+                        seconds[mode].extend(run.round_seconds)
+                        aucs[mode] = run.final_auc
+                        spans[mode] = {**run.clientapp, "dispatch_train": run.dispatch["train"]}
+            base = _mean(seconds["none"])
+            rows.append(
+                {
+                    "parties": n,
+                    "rounds": rounds,
+                    "repeats": repeats,
+                    "round_seconds": seconds,
+                    "over_unmasked_round_time": {m: _mean(v) / base for m, v in seconds.items()},
+                    "final_auc": aucs,
+                    "clientapp_seconds_last_run": spans,
+                }
+            )
+    table = Table(title=f"Deployed CKKS round by masks ({rounds} rounds x {repeats} runs each)")
+    for col in ("SuperNodes", "masks", "s/round", "over no masks", "AUC"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        for mode in MASK_MODES:
+            table.add_row(
+                str(row["parties"]),
+                mode,
+                _fmt(_mean(row["round_seconds"][mode]), 2),
+                _fmt(row["over_unmasked_round_time"][mode], 3),
+                f"{row['final_auc'][mode]:.4f}",
+            )
+    console.print(table)
+    if json_path:
+        json_path.write_text(json.dumps({"masking": rows}, indent=2), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parties", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--masking",
+        action="store_true",
+        help="compare CKKS with and without masks instead of CKKS and plaintext",
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs (--masking)")
     args = parser.parse_args()
+    if args.masking:
+        compare_masking(
+            args.parties,
+            rounds=args.rounds,
+            seed=args.seed,
+            repeats=args.repeats,
+            json_path=args.json,
+        )
+        return
     # Wide enough for the table when the output is a file or a pipe (rich assumes 80 there).
     console = Console() if sys.stdout.isatty() else Console(width=160)
     runs: list[RunMeasurement] = []

@@ -238,17 +238,23 @@ def align(message: Message, context: Context) -> Message:
 
 @app.query("unmask")
 def unmask(message: Message, context: Context) -> Message:
-    """Parties dropped after masking: reveal this survivor's shares of the seeds between each
-    dropped party and each survivor, never of a seed between two survivors.
+    """After a masked exchange: reveal this survivor's shares of each survivor's self seed and
+    of the seeds between each dropped party and each survivor, never of a seed between two
+    survivors, never both kinds for one party.
 
     Refuses (``RecoveryRefusedError``) when this party is named dropped, the survivors are
     fewer than the threshold, or the request contradicts an earlier one for the exchange.
     """
-    node = _node(context)
+    # Only keys are needed: no data, no CKKS context (this exchange sits on the round's path).
+    federation = parse_run_config(dict(context.run_config))
+    try:
+        config = resolve_party_config(dict(context.node_config), federation)
+    except FedRiskError as e:
+        raise PartyRefusedError(f"{proto.REFUSAL_MARK} {e}") from e
     plan = _mask_plan(message)
-    if plan is None or not plan.dropped:
+    if plan is None or not (plan.dropped or federation.mask_self):
         raise PartyRefusedError("unmask query must carry a mask plan naming dropped parties")
-    identity = mask_identity(node.config, run_binding(node.federation.run_id, context.run_id))
+    identity = mask_identity(config, run_binding(federation.run_id, context.run_id))
     holders = plan.holders(identity.peers)
     ledger = _reveal_ledger(context)
     revealed = reveal_shares(
@@ -260,15 +266,14 @@ def unmask(message: Message, context: Context) -> Message:
             str(sender): bytes(blob)  # type: ignore[arg-type]
             for sender, blob in message.content.config_records[proto.MASK_SHARES].items()
         },
-        threshold=threshold_for(node.federation.mask_threshold, len(holders)),
+        threshold=threshold_for(federation.mask_threshold, len(holders)),
         ledger=ledger,
+        self_masks=federation.mask_self,
     )
-    context.state[_LEDGER] = ConfigRecord(
-        {exchange: json.dumps(sorted(alive)) for exchange, alive in ledger.alive.items()}
-    )
+    context.state[_LEDGER] = ConfigRecord({"json": ledger.to_json()})
     content = RecordDict(
         {
-            proto.CONFIG: ConfigRecord({proto.CFG_PARTY: node.config.name}),
+            proto.CONFIG: ConfigRecord({proto.CFG_PARTY: config.name}),
             proto.MASK_REVEALED: ConfigRecord(dict(revealed)),
         }
     )
@@ -276,12 +281,13 @@ def unmask(message: Message, context: Context) -> Message:
 
 
 _LEDGER = "fedrisk.mask-reveals"
-"""Where a party keeps, in its run's ``Context.state``, whom it was told is alive per exchange."""
+"""Where a party keeps, in its run's ``Context.state``, whom it was told is alive or dropped per
+exchange (:class:`~secure_agg.masking.RevealLedger`)."""
 
 
 def _reveal_ledger(context: Context) -> RevealLedger:
     record = context.state.config_records.get(_LEDGER, ConfigRecord())
-    return RevealLedger(alive={str(k): frozenset(json.loads(str(v))) for k, v in record.items()})
+    return RevealLedger.from_json(str(record.get("json", "")))
 
 
 @app.query("release")

@@ -69,6 +69,7 @@ from secure_agg.masking import (
     MaskingError,
     MaskPlan,
     chunk_masks,
+    new_self_seed,
     share_seeds,
     threshold_for,
 )
@@ -214,7 +215,7 @@ def load_local_data(config: PartyConfig) -> LocalData:
     return _load_local_data(config, stamp)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)  # a simulation process serves every party in turn
 def _aggregation(secret_context: Path | None, plaintext: bool) -> VectorAggregation:
     if plaintext:
         return InsecurePlainAggregation()
@@ -278,11 +279,22 @@ def mask_identity(config: PartyConfig, run: str) -> MaskIdentity:
             "masked run"
         )
     try:
-        stamp = config.peer_keys.stat().st_mtime_ns
+        stamps = (config.receiving_key.stat().st_mtime_ns, config.peer_keys.stat().st_mtime_ns)
+    except OSError as e:
+        raise PartyRefusedError(f"party {config.name}: masking keys unreadable: {e}") from e
+    return _run_identity(config, run, stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _run_identity(config: PartyConfig, run: str, stamps: tuple[int, int]) -> MaskIdentity:
+    """One identity per party and run in this process: it derives its X25519 secrets, pair
+    seeds and seal keys once, not per message (``stamps``: the key files' mtimes)."""
+    assert config.receiving_key is not None and config.peer_keys is not None
+    try:
         private = load_receiving_key(config.receiving_key)
     except (OSError, FedRiskError) as e:
         raise PartyRefusedError(f"party {config.name}: masking keys unreadable: {e}") from e
-    peers = _peer_keys(config.peer_keys, stamp)
+    peers = _peer_keys(config.peer_keys, stamps[1])
     if config.name not in peers:
         raise PartyRefusedError(
             f"peer_keys must list this party {config.name!r}; got {sorted(peers)}"
@@ -305,6 +317,8 @@ class PartyNode:
         self.channel = _aggregation(config.secret_context, federation.plaintext)
         self._masking: tuple[MaskIdentity, MaskPlan] | None = None
         self._masked = False
+        # This message's private self seed: fresh per message, gone with the node.
+        self._self_seed = new_self_seed() if federation.mask_self else None
         self.masks_used: dict[str, str] = {}
 
     # ----------------------------------------------------------------- masking
@@ -336,7 +350,11 @@ class PartyNode:
             if len(members) < MIN_MASKED_PARTIES:
                 return self.channel.encode(vec)
             masks = chunk_masks(
-                identity, exchange=plan.exchange, purpose=purpose, participants=members
+                identity,
+                exchange=plan.exchange,
+                purpose=purpose,
+                participants=members,
+                self_seed=self._self_seed,
             )
         except MaskingError as e:
             raise PartyRefusedError(f"party {self.config.name}: {e}") from e
@@ -362,7 +380,11 @@ class PartyNode:
         try:
             threshold = threshold_for(self.federation.mask_threshold, len(holders))
             return share_seeds(
-                identity, exchange=plan.exchange, participants=holders, threshold=threshold
+                identity,
+                exchange=plan.exchange,
+                participants=holders,
+                threshold=threshold,
+                self_seed=self._self_seed,
             )
         except MaskingError as e:
             raise PartyRefusedError(f"party {self.config.name}: {e}") from e
@@ -584,7 +606,8 @@ class PartyNode:
         if not self.federation.masking or n_parties < MIN_MASKED_PARTIES:
             return "ckks (shared key; no pairwise masks)"
         threshold = threshold_for(self.federation.mask_threshold, n_parties)
-        return f"ckks+pairwise-masks threshold={threshold}/{n_parties}"
+        masks = "pairwise+self-masks" if self.federation.mask_self else "pairwise-masks"
+        return f"ckks+{masks} threshold={threshold}/{n_parties}"
 
     def write_release(self, artifact: ModelArtifact) -> Path:
         """Sign ``artifact`` with this party's key and write it to its release folder."""

@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from fedrisk.data.partitions import PartyData
 from fedrisk.data.schema import DatasetSchema, write_schema
 from fedrisk.federation.pin import PIN_FILE
 from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
+from fedrisk.federation.run_config import RunConfigValue
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.deployed_runs import DeployedRun, execute_run, prepare_run, resumable_run
@@ -67,6 +68,10 @@ class LocalDeployment:
     superlink: SuperLinkProcess | None = None
     supernodes: dict[str, SuperNodeProcess] = field(default_factory=dict)
     plaintext: bool = False
+    masking: bool = True
+    """Masks in encrypted runs; off only for benchmarks (the pin must allow it)."""
+    mask_self: bool = False
+    """Self masks besides the pairwise ones (run-config ``mask-self``)."""
     superlink_port: int | None = None
     """The parties' port once started; a restart reuses it so SuperNodes find it again."""
     fleet_proxy: bool = False
@@ -185,11 +190,13 @@ class LocalDeployment:
         resume: bool = False,
         min_parties: int = 3,
         timeout: float = 3600.0,
+        privacy: Mapping[str, RunConfigValue] | None = None,
     ) -> tuple[DeployedRun, RunOutcome]:
         """Submit a run (or resume the last unfinished one) and wait for its real outcome.
 
         With ``resume`` the other settings are those the unfinished run was started with.
-        ``timeout`` bounds the wait for the outcome, in seconds.
+        ``timeout`` bounds the wait for the outcome, in seconds; ``privacy`` holds the run's
+        ``dp_*`` settings (``prepare_run``).
         """
         deployed = (
             resumable_run(self.workspace)
@@ -202,6 +209,9 @@ class LocalDeployment:
                 round_timeout=round_timeout,
                 min_parties=min_parties,
                 plaintext=self.plaintext,
+                masking=self.masking,
+                mask_self=self.mask_self,
+                privacy=privacy,
             )
         )
         try:

@@ -127,6 +127,7 @@ def run_federation(
     release_dir: Path,
     plaintext: bool = False,
     masking: bool = True,
+    mask_self: bool = False,
     workdir: Path | None = None,
     on_event: EventHandler | None = None,
     he_params: HEParams | None = None,
@@ -148,7 +149,9 @@ def run_federation(
             release_dir=release_dir,
             he_params=he_params,
         )
-        run_config = _run_config(spec, ws, plaintext=plaintext, masking=masking)
+        run_config = _run_config(
+            spec, ws, plaintext=plaintext, masking=masking, mask_self=mask_self
+        )
         with simulation_link(root) as link:
             run_id = submit_run(
                 connection=link.connection,
@@ -188,7 +191,12 @@ def run_federation(
 
 
 def _run_config(
-    spec: SimulationSpec, ws: SimWorkspace, *, plaintext: bool, masking: bool = True
+    spec: SimulationSpec,
+    ws: SimWorkspace,
+    *,
+    plaintext: bool,
+    masking: bool = True,
+    mask_self: bool = False,
 ) -> dict[str, RunConfigValue]:
     """The validated run config of one simulated run (unset settings keep the FAB defaults)."""
     config = parse_run_config(
@@ -200,6 +208,7 @@ def _run_config(
             "seed": spec.seed,
             "plaintext": plaintext,
             "masking": masking,
+            "mask_self": mask_self,
             "min_parties": min(MIN_SECURE_PARTIES, spec.parties),
             "allow_fewer_parties": spec.allow_fewer_parties or spec.parties < MIN_SECURE_PARTIES,
             "local_epochs": spec.local_epochs,

@@ -261,6 +261,8 @@ def fedrisk_app_rules(
         "dp-sampling-rate": RangeRule(integer=False, min=1e-6, max=1.0),
         # Masks come off only with encryption's own comparison mode.
         "masking": ChoiceRule(values=(True, False)) if allow_plaintext else FixedRule(value=True),
+        # Self masks are the run's choice (they cost one exchange per masked exchange).
+        "mask-self": ChoiceRule(values=(False, True)),
         "mask-threshold": RangeRule(integer=True, min=0, max=len(manifest.parties)),
         "tree-depth": RangeRule(integer=True, min=1, max=10),
         "tree-learning-rate": RangeRule(integer=False, min=1e-6, max=1.0),

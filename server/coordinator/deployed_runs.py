@@ -85,6 +85,8 @@ def prepare_run(
     stage: str = "application",
     local_epochs: int = 1,
     plaintext: bool = False,
+    masking: bool = True,
+    mask_self: bool = False,
     privacy: Mapping[str, RunConfigValue] | None = None,
 ) -> DeployedRun:
     """Create a new run folder and its validated run config.
@@ -93,7 +95,9 @@ def prepare_run(
     the noise multiplier is calibrated here, once, and written into the run config.
 
     ``plaintext`` runs the INSECURE comparison mode (updates readable by the server); it exists
-    for benchmarks only and must be asked for explicitly.
+    for benchmarks only and must be asked for explicitly; so is ``masking=False`` (CKKS without
+    masks), which the deployed pin admits only where it admits plaintext. ``mask_self`` adds
+    self masks to the pairwise ones (:mod:`secure_agg.masking`).
     """
     layout = WorkspaceLayout(workspace)
     manifest = load_manifest(layout.manifest)
@@ -122,6 +126,8 @@ def prepare_run(
             "public_context": str(layout.public_context.resolve()),
             "server_dir": str(run_dir.resolve()),
             "plaintext": plaintext,
+            "masking": masking,
+            "mask_self": mask_self,
             **(privacy or {}),
         }
     ).with_calibrated_noise()

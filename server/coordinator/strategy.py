@@ -748,7 +748,12 @@ class EncryptedFedAvg:
             )
         except UnmaskError as e:
             raise FederationError(f"masked sum refused: {e}") from e
-        if masks is not None and masks.declared is not None and not recovered:
+        if (
+            masks is not None
+            and masks.declared is not None
+            and masks.declared.dropped
+            and not recovered
+        ):
             self.progress.emit(
                 "unmasked",
                 exchange=masks.plan.exchange,
@@ -765,7 +770,7 @@ class EncryptedFedAvg:
             exchange=label,
             members={k: None if v is None else tuple(sorted(v)) for k, v in members.items()},
         )
-        return ExchangeMasks(plan=plan)
+        return ExchangeMasks(plan=plan, self_masks=self.config.mask_self)
 
     @staticmethod
     def _names(state: RunState, nodes: Sequence[int]) -> list[str]:

@@ -1,18 +1,20 @@
-"""The coordinator's side of pairwise masks: plans for each exchange, and dropout recovery.
+"""The coordinator's side of masks: plans for each exchange, unmasking and dropout recovery.
 
 Parties mask what they encrypt so that the coordinator, even with one party's CKKS key, reads
-only sums (:mod:`secure_agg.masking`). With every participant answering, the masks cancel in the
-ordinary ciphertext sum and nothing here runs but the plan. When parties drop after the plan
-went out, the survivors' masks with them do not cancel: the coordinator declares the dropped set
-once, asks the survivors (``query.unmask``) for their shares of the seeds between each dropped
-party and each survivor, passing each one the sealed shares addressed to it, rebuilds those
-seeds from ``threshold`` shares, and adds the opposite masks to the survivors' sum.
+only sums (:mod:`secure_agg.masking`). Pairwise masks cancel in the ordinary ciphertext sum;
+self masks (run-config ``mask-self``) do not. After an exchange with self masks, or one in
+which parties dropped, the coordinator declares the dropped set once (empty when everyone
+answered), asks the survivors (``query.unmask``) for their shares of each survivor's self seed
+and of the seeds between each dropped party and each survivor, passing each one the sealed
+shares addressed to it, rebuilds those seeds from ``threshold`` shares, and adds the opposite
+masks to the survivors' sum. Otherwise nothing runs here but the plan.
 
 Notes
 -----
 The coordinator holds sealed shares only in memory for the exchange and never writes them; the
-revealed shares it receives open only dropped-to-survivor seeds. A dropped party's ciphertext is
-never summed, even if it arrives late: with its seeds revealed it would be readable.
+revealed shares it receives open only survivors' self seeds and dropped-to-survivor seeds. A
+dropped party's ciphertext is never summed, even if it arrives late: with its pairwise seeds
+revealed, only its self mask would still hide it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from fedrisk.federation import protocol as proto
 from secure_agg.aggregation import CkksAggregation, VectorAggregation
 from secure_agg.codec import chunks_to_record, record_to_chunks
 from secure_agg.errors import SecureAggError
-from secure_agg.masking import MaskedExchange, MaskPlan, threshold_for, unmask_sum
+from secure_agg.masking import (
+    MIN_MASKED_PARTIES,
+    MaskedExchange,
+    MaskPlan,
+    threshold_for,
+    unmask_sum,
+)
 from server.coordinator.waves import Clock, exchange
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,8 @@ class ExchangeMasks:
     declared exchange and the survivors' reveals (shared by every purpose of the exchange)."""
 
     plan: MaskPlan
+    self_masks: bool = False
+    """The parties add self masks: the exchange is unmasked even when nobody dropped."""
     declared: MaskedExchange | None = None
     reveals: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
@@ -93,8 +103,13 @@ def masked_sum(
     if any(sorted(record.keys()) != holders for record in shares.values()):
         raise UnmaskError(f"{masks.plan.exchange}: parties disagree on who takes part")
     members = masks.plan.members_of(purpose, holders)
+    if len(members) < MIN_MASKED_PARTIES:
+        # Too few members for this purpose: its vectors were sent unmasked.
+        return summer.sum_records(
+            [r.content.array_records[key] for r in replies], min_parties=min_parties
+        )
     dropped = sorted(set(holders) - set(shares))
-    if masks.declared is None and dropped:
+    if masks.declared is None and (dropped or masks.self_masks):
         masks.declared = _recover(
             masks,
             holders=holders,
@@ -113,7 +128,7 @@ def masked_sum(
         if declared is None or declared.accepts(names[r.metadata.src_node_id])
     ]
     total = summer.sum_records(kept, min_parties=min_parties)
-    if declared is None or not (declared.dropped & set(members)):
+    if declared is None or not declared.needs_correction(members):
         return total
     if not isinstance(summer, CkksAggregation):
         raise UnmaskError("masks exist only under encryption; the summer is not CKKS")
@@ -139,14 +154,17 @@ def _recover(
     timeout: float,
     threshold: int,
 ) -> MaskedExchange:
-    declared = MaskedExchange(masks.plan.exchange, tuple(holders), threshold)
+    declared = MaskedExchange(
+        masks.plan.exchange, tuple(holders), threshold, self_masks=masks.self_masks
+    )
     try:
         survivors = declared.declare_dropped(dropped)
     except SecureAggError as e:
         raise UnmaskError(str(e)) from e
-    log.warning(
-        "%s: %s dropped after masking; asking survivors to unmask", declared.exchange, dropped
-    )
+    if dropped:
+        log.warning(
+            "%s: %s dropped after masking; asking survivors to unmask", declared.exchange, dropped
+        )
     plan = MaskPlan(
         exchange=masks.plan.exchange, members=masks.plan.members, dropped=tuple(dropped)
     )

@@ -28,6 +28,7 @@ from secure_agg.masking import (
     MaskPlan,
     RevealLedger,
     chunk_masks,
+    new_self_seed,
     reveal_shares,
     share_seeds,
     threshold_for,
@@ -93,6 +94,8 @@ class FakeParty:
     refuses: bool = False
     masks: MaskIdentity | None = None
     mask_threshold: int = 0
+    self_masks: bool = False
+    """Adds a fresh self mask to each masked message (the run config's ``mask-self``)."""
     ledger: RevealLedger = field(default_factory=RevealLedger)
     sent: list[Message] = field(default_factory=list)
     """Every reply it sent."""
@@ -103,6 +106,7 @@ class FakeParty:
     """The decrypted final model, once it released."""
     _plan: MaskPlan | None = None
     _masked: bool = False
+    _self_seed: bytes | None = None
 
     def answer(self, message: Message) -> Message | None:
         """The reply to ``message``, or None when this party stays silent."""
@@ -119,6 +123,7 @@ class FakeParty:
             MaskPlan.from_json(str(config[proto.CFG_MASK])) if proto.CFG_MASK in config else None
         )
         self._masked = False
+        self._self_seed = new_self_seed() if self.self_masks else None
         if kind == proto.MSG_UNMASK:
             return self._unmask(message)
         rnd = int(config[proto.CFG_ROUND])  # type: ignore[arg-type]
@@ -206,7 +211,11 @@ class FakeParty:
         return self.crypto.encode(
             vec,
             masks=chunk_masks(
-                self.masks, exchange=self._plan.exchange, purpose=purpose, participants=members
+                self.masks,
+                exchange=self._plan.exchange,
+                purpose=purpose,
+                participants=members,
+                self_seed=self._self_seed,
             ),
         )
 
@@ -225,6 +234,7 @@ class FakeParty:
                 },
                 threshold=threshold_for(self.mask_threshold, len(holders)),
                 ledger=self.ledger,
+                self_masks=self.self_masks,
             )
         except SecureAggError as e:
             return Message(Error(code=0, reason=str(e)), reply_to=message)
@@ -249,6 +259,7 @@ class FakeParty:
                         exchange=self._plan.exchange,
                         participants=holders,
                         threshold=threshold_for(self.mask_threshold, len(holders)),
+                        self_seed=self._self_seed,
                     )
                 )
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secure_agg.aggregation import sum_encrypted
@@ -21,6 +22,7 @@ from secure_agg.masking import (
     default_threshold,
     exchange_seed,
     mask_chunks,
+    mask_stream,
     reveal_shares,
     share_seeds,
     threshold_for,
@@ -45,32 +47,101 @@ def updates() -> dict[str, np.ndarray]:
     return {name: rng.normal(size=LENGTH) for name in NAMES}
 
 
-@pytest.fixture(scope="module")
-def masked(
-    secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
+SELF_SEEDS = {name: bytes([i + 1]) * 16 for i, name in enumerate(NAMES)}
+"""Fixed here for the tests' own bookkeeping; parties draw theirs with ``new_self_seed``."""
+
+
+def _mask_all(
+    ctx: CkksContext,
+    identities: dict[str, MaskIdentity],
+    updates: dict[str, np.ndarray],
+    *,
+    self_masks: bool,
 ) -> dict[str, list[bytes]]:
     return {
         name: mask_chunks(
-            secret_ctx,
+            ctx,
             identities[name],
             updates[name],
             exchange=EXCHANGE,
             purpose="update",
             participants=NAMES,
+            self_seed=SELF_SEEDS[name] if self_masks else None,
         )
         for name in NAMES
     }
+
+
+def _share_all(
+    identities: dict[str, MaskIdentity], *, self_masks: bool
+) -> dict[str, dict[str, bytes]]:
+    return {
+        name: share_seeds(
+            identities[name],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            threshold=default_threshold(len(NAMES)),
+            self_seed=SELF_SEEDS[name] if self_masks else None,
+        )
+        for name in NAMES
+    }
+
+
+def _reveals(
+    identities: dict[str, MaskIdentity],
+    sealed: dict[str, dict[str, bytes]],
+    dropped: list[str],
+    *,
+    self_masks: bool,
+) -> dict[str, dict[str, bytes]]:
+    """Every survivor's answer to one unmask request (each with a fresh ledger)."""
+    survivors = [n for n in NAMES if n not in dropped]
+    return {
+        name: reveal_shares(
+            identities[name],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            dropped=dropped,
+            sealed={sender: sealed[sender][name] for sender in survivors},
+            threshold=default_threshold(len(NAMES)),
+            ledger=RevealLedger(),
+            self_masks=self_masks,
+        )
+        for name in survivors
+    }
+
+
+def _ask(
+    me: MaskIdentity,
+    sealed: dict[str, dict[str, bytes]],
+    dropped: list[str],
+    ledger: RevealLedger,
+    *,
+    self_masks: bool = False,
+) -> dict[str, bytes]:
+    """One survivor's answer to an unmask request, with its ledger, at threshold 4."""
+    return reveal_shares(
+        me,
+        exchange=EXCHANGE,
+        participants=NAMES,
+        dropped=dropped,
+        sealed={s: sealed[s][me.name] for s in NAMES if s not in dropped},
+        threshold=4,
+        ledger=ledger,
+        self_masks=self_masks,
+    )
+
+
+@pytest.fixture(scope="module")
+def masked(
+    secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
+) -> dict[str, list[bytes]]:
+    return _mask_all(secret_ctx, identities, updates, self_masks=False)
 
 
 @pytest.fixture(scope="module")
 def sealed(identities: dict[str, MaskIdentity]) -> dict[str, dict[str, bytes]]:
-    threshold = default_threshold(len(NAMES))
-    return {
-        name: share_seeds(
-            identities[name], exchange=EXCHANGE, participants=NAMES, threshold=threshold
-        )
-        for name in NAMES
-    }
+    return _share_all(identities, self_masks=False)
 
 
 def test_colluding_key_holder_reads_noise_not_a_victims_update(
@@ -109,18 +180,7 @@ def test_survivors_sum_is_exact_after_every_allowed_number_of_dropouts(
     round_ = MaskedExchange(EXCHANGE, tuple(NAMES), threshold)
     dropped = NAMES[1 : 1 + n_dropped]
     survivors = sorted(round_.declare_dropped(dropped))
-    reveals = {
-        name: reveal_shares(
-            identities[name],
-            exchange=EXCHANGE,
-            participants=NAMES,
-            dropped=dropped,
-            sealed={sender: sealed[sender][name] for sender in survivors},
-            threshold=threshold,
-            ledger=RevealLedger(),
-        )
-        for name in survivors
-    }
+    reveals = _reveals(identities, sealed, dropped, self_masks=False)
     partial = sum_encrypted(server_ctx, [masked[name] for name in survivors])
     fixed = unmask_sum(server_ctx, round_, partial, reveals, purpose="update")
     expected = np.sum([updates[name] for name in survivors], axis=0)
@@ -159,15 +219,7 @@ def test_a_survivor_never_reveals_for_a_party_it_was_told_is_alive(
     ledger = RevealLedger()
 
     def ask(dropped: list[str]) -> dict[str, bytes]:
-        return reveal_shares(
-            me,
-            exchange=EXCHANGE,
-            participants=NAMES,
-            dropped=dropped,
-            sealed={s: sealed[s][me.name] for s in NAMES if s not in dropped},
-            threshold=4,
-            ledger=ledger,
-        )
+        return _ask(me, sealed, dropped, ledger)
 
     assert set(ask([NAMES[1]])) == {
         "|".join(f"7:{p}" for p in sorted((NAMES[1], s))) for s in NAMES if s != NAMES[1]
@@ -240,3 +292,155 @@ def test_a_mask_plan_round_trips_and_bad_plans_are_refused() -> None:
     with pytest.raises(MaskingError, match="mask-threshold must be between 2 and the 5"):
         threshold_for(6, 5)
     assert threshold_for(0, 5) == 4 and threshold_for(3, 5) == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# Self masks (double masking): a false "dropped" declaration no longer unmasks a live party
+# --------------------------------------------------------------------------------------------------
+
+
+SelfMasked = tuple[dict[str, list[bytes]], dict[str, dict[str, bytes]]]
+"""Every party's self- and pairwise-masked ciphertexts, and the shares each sealed."""
+
+
+@pytest.fixture(scope="module")
+def self_masked(
+    secret_ctx: CkksContext, identities: dict[str, MaskIdentity], updates: dict[str, np.ndarray]
+) -> SelfMasked:
+    return (
+        _mask_all(secret_ctx, identities, updates, self_masks=True),
+        _share_all(identities, self_masks=True),
+    )
+
+
+def _strip_pairwise_masks(
+    ctx: CkksContext, victim: str, chunks: list[bytes], reveals: dict[str, dict[str, bytes]]
+) -> list[bytes]:
+    """What a coordinator does with the victim's pair seeds rebuilt from the reveals: remove
+    every pairwise mask from the victim's kept ciphertext."""
+    holders = sorted(NAMES)
+    q = np.array(ctx.ring_moduli, dtype=np.uint64)[:, None]
+    out = []
+    for index, chunk in enumerate(chunks):
+        total = np.zeros((len(ctx.ring_moduli), ctx.poly_modulus_degree), dtype=np.uint64)
+        for peer in (p for p in NAMES if p != victim):
+            lo, hi = sorted((victim, peer))
+            label = f"{len(lo)}:{lo}|{len(hi)}:{hi}"
+            shares = [(holders.index(n) + 1, r[label]) for n, r in reveals.items() if label in r]
+            seed = Shamir.combine(shares[: default_threshold(len(NAMES))], False)
+            stream = mask_stream(
+                seed,
+                purpose="update",
+                chunk=index,
+                moduli=ctx.ring_moduli,
+                degree=ctx.poly_modulus_degree,
+            )
+            # The victim added +stream when it sorts first: remove it.
+            total = (total + (q - stream if victim < peer else stream)) % q
+        out.append(ctx.add_mask(chunk, total))
+    return out
+
+
+@pytest.mark.parametrize("self_masks", [True, False])
+def test_a_false_drop_declaration_reveals_a_live_partys_vector_only_without_self_masks(
+    secret_ctx: CkksContext,
+    identities: dict[str, MaskIdentity],
+    masked: dict[str, list[bytes]],
+    self_masked: SelfMasked,
+    sealed: dict[str, dict[str, bytes]],
+    updates: dict[str, np.ndarray],
+    self_masks: bool,
+) -> None:
+    # The coordinator kept party_1's ciphertext, then tells the others party_1 dropped.
+    victim = NAMES[1]
+    kept = self_masked[0][victim] if self_masks else masked[victim]
+    blobs = self_masked[1] if self_masks else sealed
+    reveals = _reveals(identities, blobs, [victim], self_masks=self_masks)
+
+    read = decrypt_vector(
+        secret_ctx, _strip_pairwise_masks(secret_ctx, victim, kept, reveals), length=LENGTH
+    )
+
+    corr = abs(np.corrcoef(read, updates[victim])[0, 1])
+    if self_masks:
+        assert corr < 0.05  # its self mask still hides it
+    else:
+        assert corr > 0.999  # the attack the self masks stop
+
+
+@pytest.mark.parametrize("n_dropped", range(len(NAMES) - default_threshold(len(NAMES)) + 1))
+def test_with_self_masks_the_survivors_sum_is_exact_for_every_allowed_number_of_dropouts(
+    secret_ctx: CkksContext,
+    server_ctx: CkksContext,
+    identities: dict[str, MaskIdentity],
+    self_masked: SelfMasked,
+    updates: dict[str, np.ndarray],
+    n_dropped: int,
+) -> None:
+    round_ = MaskedExchange(EXCHANGE, tuple(NAMES), default_threshold(len(NAMES)), self_masks=True)
+    dropped = NAMES[2 : 2 + n_dropped]
+    survivors = sorted(round_.declare_dropped(dropped))
+    chunks, blobs = self_masked
+    reveals = _reveals(identities, blobs, dropped, self_masks=True)
+    partial = sum_encrypted(server_ctx, [chunks[name] for name in survivors])
+    assert round_.needs_correction()
+
+    fixed = unmask_sum(server_ctx, round_, partial, reveals, purpose="update")
+
+    expected = np.sum([updates[name] for name in survivors], axis=0)
+    got = decrypt_vector(secret_ctx, fixed, length=LENGTH)
+    assert np.max(np.abs(got - expected)) <= 1e-6 * np.ptp(expected)
+    # Without the correction the sum is noise: the self masks do not cancel.
+    raw = decrypt_vector(secret_ctx, partial, length=LENGTH)
+    assert abs(np.corrcoef(raw, expected)[0, 1]) < 0.05
+
+
+def test_with_self_masks_fewer_survivors_than_the_threshold_is_refused(
+    identities: dict[str, MaskIdentity], self_masked: SelfMasked
+) -> None:
+    _, self_sealed = self_masked
+    threshold = default_threshold(len(NAMES))
+    dropped = NAMES[: len(NAMES) - threshold + 1]
+    with pytest.raises(RecoveryRefusedError, match="at least the threshold 4"):
+        MaskedExchange(EXCHANGE, tuple(NAMES), threshold, self_masks=True).declare_dropped(dropped)
+    with pytest.raises(RecoveryRefusedError, match="at least the threshold"):
+        _reveals(identities, self_sealed, dropped, self_masks=True)
+    with pytest.raises(RecoveryRefusedError, match="above half the 6 participants"):
+        reveal_shares(
+            identities[NAMES[0]],
+            exchange=EXCHANGE,
+            participants=NAMES,
+            dropped=[],
+            sealed={s: self_sealed[s][NAMES[0]] for s in NAMES},
+            threshold=3,
+            ledger=RevealLedger(),
+            self_masks=True,
+        )
+
+
+@pytest.mark.parametrize("first_dropped", [True, False])
+def test_a_survivor_never_reveals_both_shares_of_one_party(
+    identities: dict[str, MaskIdentity],
+    self_masked: SelfMasked,
+    first_dropped: bool,
+) -> None:
+    _, self_sealed = self_masked
+    me = identities[NAMES[5]]
+    ledger = RevealLedger()
+
+    def ask_and_keep(dropped: list[str]) -> dict[str, bytes]:
+        nonlocal ledger
+        kept = RevealLedger.from_json(ledger.to_json())
+        answer = _ask(me, self_sealed, dropped, kept, self_masks=True)
+        ledger = kept
+        return answer
+
+    victim = NAMES[1]
+    first, second = ([victim], []) if first_dropped else ([], [victim])
+    answer = ask_and_keep(first)
+    pairs = [label for label in answer if not label.startswith("self|") and victim in label]
+    assert (f"self|7:{victim}" in answer) != first_dropped
+    assert bool(pairs) == first_dropped
+    # The ledger, kept in Context.state as JSON between messages, refuses the other kind.
+    with pytest.raises(RecoveryRefusedError, match=r"declared (alive|dropped) before"):
+        ask_and_keep(second)

@@ -43,7 +43,11 @@ def identities() -> dict[str, MaskIdentity]:
 
 
 def make_parties(
-    secret: CkksContext, identities: dict[str, MaskIdentity], *, silent: int
+    secret: CkksContext,
+    identities: dict[str, MaskIdentity],
+    *,
+    silent: int,
+    self_masks: bool = False,
 ) -> list[FakeParty]:
     """``N`` masking parties; the last ``silent`` die before round 2."""
     rng = np.random.default_rng(3)
@@ -55,6 +59,7 @@ def make_parties(
             step=rng.normal(size=4),
             hist=np.array([float(i + 1), 10.0 * (i + 1)]),
             masks=identities[name],
+            self_masks=self_masks,
             silent_from_round=2 if i >= N - silent else None,
         )
         for i, name in enumerate(sorted(identities))
@@ -63,8 +68,11 @@ def make_parties(
 
 def run(secret: CkksContext, parties: list[FakeParty], tmp_path: Path) -> FederationResult:
     clock = VirtualClock()
+    self_masks = parties[0].self_masks
     strategy = EncryptedFedAvg(
-        config=FederationConfig(run_id="run-m", rounds=ROUNDS, min_parties=3),
+        config=FederationConfig(
+            run_id="run-m", rounds=ROUNDS, min_parties=3, **{"mask-self": self_masks}
+        ),
         summer=CkksAggregation(public_context(secret)),
         progress=ProgressLog(tmp_path / "progress.jsonl"),
         checkpoints=CheckpointStore(tmp_path / "checkpoints"),
@@ -73,11 +81,16 @@ def run(secret: CkksContext, parties: list[FakeParty], tmp_path: Path) -> Federa
     return strategy.start(FakeGrid(parties, clock=clock), timeout=TIMEOUT)
 
 
+@pytest.mark.parametrize("self_masks", [False, True])
 @pytest.mark.parametrize("silent", range(N - default_threshold(N) + 1))
 def test_masked_rounds_give_the_survivors_exact_model_for_every_allowed_dropout_count(
-    secret: CkksContext, identities: dict[str, MaskIdentity], tmp_path: Path, silent: int
+    secret: CkksContext,
+    identities: dict[str, MaskIdentity],
+    tmp_path: Path,
+    silent: int,
+    self_masks: bool,
 ) -> None:
-    parties = make_parties(secret, identities, silent=silent)
+    parties = make_parties(secret, identities, silent=silent, self_masks=self_masks)
 
     result = run(secret, parties, tmp_path)
 
@@ -114,10 +127,11 @@ def _message_bytes(message: Message) -> bytes:
     return b"\0".join(parts)
 
 
+@pytest.mark.parametrize("self_masks", [False, True])
 def test_no_seed_or_share_is_in_the_clear_in_a_message_or_a_coordinator_file(
-    secret: CkksContext, identities: dict[str, MaskIdentity], tmp_path: Path
+    secret: CkksContext, identities: dict[str, MaskIdentity], tmp_path: Path, self_masks: bool
 ) -> None:
-    parties = make_parties(secret, identities, silent=1)
+    parties = make_parties(secret, identities, silent=1, self_masks=self_masks)
     run(secret, parties, tmp_path)
 
     replies = [m for p in parties for m in p.sent]
@@ -166,8 +180,13 @@ def test_no_seed_or_share_is_in_the_clear_in_a_message_or_a_coordinator_file(
     ):
         leaked = [s for s in secrets if s in blob or s.hex().encode() in blob]
         assert not leaked, where
-    # The only shares that travel opened are the survivors' reveals, of dropped-party seeds.
+    # The only shares that travel opened are the survivors' reveals: of dropped-party pair
+    # seeds, and of survivors' self seeds (never a dropped party's).
     for reply in replies:
         revealed = reply.content.config_records.get(proto.MASK_REVEALED)
         if revealed is not None:
-            assert revealed and all("party_5" in pair for pair in revealed)
+            dropped = label_of[reply.metadata.reply_to_message_id] in {"round:2", "final:2"}
+            pairs = [label for label in revealed if not label.startswith("self|")]
+            assert revealed and all("party_5" in pair for pair in pairs)
+            assert bool(pairs) == dropped
+            assert ("self|7:party_5" in revealed) != dropped
