@@ -50,6 +50,7 @@ from fedrisk.ml.vertical import (
 from fedrisk.release.artifact import load_trusted_keys
 from fedrisk.release.identity import generate_signing_key, save_private_key, save_public_key
 from fedrisk.release.vertical import VerticalPart, read_part
+from secure_agg.psi import align_locally
 from secure_agg.vertical import PartyKey
 from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
 from server.coordinator.vertical import EpochRecord, VerticalCoordinator, VerticalResult
@@ -189,6 +190,34 @@ def join_alignment(
         guest=guest.name, n_rows=len(guest.split), shared=shared, refs=refs
     )
     return tables, [guest_result, *hosts]
+
+
+def align_by_psi(
+    ws: VerticalWorkspace, dataset: VerticalDataset, *, rng: np.random.Generator
+) -> GuestAlignment:
+    """Align the workspace's parties by private set intersection in this process (the same four
+    steps the engine's ``align`` phase runs, :func:`secure_agg.psi.align_locally`) and replace
+    the join's alignment files with the result; returns the guest's result.
+
+    The workspace must have been laid out with ``dataset`` (each party's own table and the
+    federation's identifier key).
+    """
+    key_file = ws.root / "identifier.key"
+    if ws.id_column is None or not key_file.is_file():
+        raise VerticalDataError("PSI alignment needs a workspace laid out from the raw dataset")
+    guest, views = align_locally(
+        dataset.guest.name,
+        dataset.guest.frame[dataset.guest.id_column].astype(str).tolist(),
+        {h.name: h.frame[h.id_column].astype(str).tolist() for h in dataset.hosts},
+        kind="opaque",
+        key=IdentifierKey.load(key_file),
+        rng=rng,
+    )
+    results: list[GuestAlignment | HostAlignment] = [guest, *(views[h.name] for h in dataset.hosts)]
+    for config, result in zip(ws.configs, results, strict=True):
+        assert config.alignment is not None
+        config.alignment.write_text(result.to_json(), encoding="utf-8")
+    return guest
 
 
 def run_in_process(
