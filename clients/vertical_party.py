@@ -398,7 +398,7 @@ def _apply_pending(packet: Packet, rt: Runtime, state: State, params: VerticalPa
     grad = penalized_gradient(
         xt_d4, adam.weights, n=int(pending["n"]), l2=params.l2, intercept=rt.is_guest
     )
-    adam.step(grad, learning_rate=params.learning_rate, average=params.average)
+    adam.step(grad, learning_rate=params.learning_rate)
     state["adam"] = adam.to_dict()
 
 
@@ -414,12 +414,10 @@ def _host_scores(packet: Packet, rt: Runtime, state: State, params: VerticalPara
     assert isinstance(rt.alignment, HostAlignment)
     rows = rt.alignment.row_of(refs)
     if packet.step == vp.STEP_VALID_SCORES:
-        weights = adam.averaged(params.average)
-        state["last_valid"] = weights.tolist()
+        state["last_valid"] = adam.weights.tolist()
     else:
-        weights = adam.weights
         state["rows"] = rows.tolist()
-    u = model.matrix[rows] @ weights
+    u = model.matrix[rows] @ adam.weights
     return Packet(packet.step, enc={vp.U_OWN: rt.key.encrypt(u)})
 
 
@@ -572,7 +570,7 @@ def _guest_update(packet: Packet, rt: Runtime, state: State, params: VerticalPar
     grad = penalized_gradient(
         xt_d4, adam.weights, n=int(pending["n"]), l2=params.l2, intercept=True
     )
-    adam.step(grad, learning_rate=params.learning_rate, average=params.average)
+    adam.step(grad, learning_rate=params.learning_rate)
     state["adam"] = adam.to_dict()
     return Packet(packet.step, masked=out)
 
@@ -603,12 +601,11 @@ def _guest_validate(packet: Packet, rt: Runtime, state: State, params: VerticalP
     host_sum = rt.key.decrypt(packet.enc[vp.U_FOR_GUEST], n=len(rows)) - masks
     adam = _adam(state, _width(rt, state))
     assert rt.matrix is not None and rt.labels is not None
-    weights = adam.averaged(params.average)
-    value = float(auc(rt.labels[rows], rt.matrix[rows] @ weights + host_sum))
+    value = float(auc(rt.labels[rows], rt.matrix[rows] @ adam.weights + host_sum))
     best = state.get("best_auc", -1.0)
     improved = value > best
     if improved:
-        state.update(best_auc=value, best_epoch=epoch, best=weights.tolist())
+        state.update(best_auc=value, best_epoch=epoch, best=adam.weights.tolist())
     stop = epoch - int(state.get("best_epoch", epoch)) >= params.patience
     meta: vp.Meta = {"improved": improved, "stop": stop, "best_epoch": int(state["best_epoch"])}
     return Packet(packet.step, meta=meta, masked={vp.VALID_AUC: np.array([value])})
@@ -621,7 +618,7 @@ def _release(packet: Packet, rt: Runtime, state: State, params: VerticalParams) 
     """Write this party's signed part of the model (the best epoch's weights)."""
     if packet.meta.get("mark_best"):
         state["best"] = state.get("last_valid")
-    weights = state.get("best") or _adam(state, _width(rt, state)).averaged(params.average).tolist()
+    weights = state.get("best") or _adam(state, _width(rt, state)).weights.tolist()
     prep = rt.prep if rt.prep is not None else host_model(rt, state).prep
     part = VerticalPart(
         model_id=str(packet.meta["model_id"]),
