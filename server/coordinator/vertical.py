@@ -224,6 +224,12 @@ class VerticalCoordinator:
             }
         )
 
+    def _to_guest(self, step: str, meta: vp.Meta, scores: Mapping[int, Packet]) -> Packet:
+        """Steps 2 / V2: the hosts' scores (under their own keys) to the guest."""
+        ids = self._ids
+        enc = {for_party(vp.U_OWN, ids.name[h]): scores[h].enc[vp.U_OWN] for h in ids.hosts}
+        return self._send({ids.guest: Packet(step, meta=meta, enc=enc)})[ids.guest]
+
     def _batch(
         self, meta: vp.Meta, refs: Packet, pending: Mapping[int, np.ndarray]
     ) -> dict[int, np.ndarray]:
@@ -232,15 +238,7 @@ class VerticalCoordinator:
         # Step 1: hosts finish the previous batch and send their scores under their own keys.
         scores = self._scores(vp.STEP_SCORES, meta, refs, str(meta["batch"]), pending)
         # Step 2: the guest's residual parts, cross-term products and masked scores.
-        residual = self._send(
-            {
-                guest: Packet(
-                    vp.STEP_RESIDUAL,
-                    meta=meta,
-                    enc={for_party(vp.U_OWN, name[h]): scores[h].enc[vp.U_OWN] for h in hosts},
-                )
-            }
-        )[guest]
+        residual = self._to_guest(vp.STEP_RESIDUAL, meta, scores)
         # Step 3: hosts decrypt the guest's products (flooded sums back) and re-encrypt the
         # masked scores under the guest's key.
         converted = self._send(
@@ -300,15 +298,7 @@ class VerticalCoordinator:
         scores = self._scores(
             vp.STEP_VALID_SCORES, {**meta, "slots": self._valid_rows}, refs, vp.VALID, pending
         )
-        masked = self._send(
-            {
-                guest: Packet(
-                    vp.STEP_VALID_CONVERT,
-                    meta=meta,
-                    enc={for_party(vp.U_OWN, name[h]): scores[h].enc[vp.U_OWN] for h in hosts},
-                )
-            }
-        )[guest]
+        masked = self._to_guest(vp.STEP_VALID_CONVERT, meta, scores)
         converted = self._send(
             {
                 h: Packet(
