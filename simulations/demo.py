@@ -270,7 +270,7 @@ def _vertical_story(console: Console, out: Path) -> Path:
         console.print(f"  {host} knows {share:.0%} of the bank's customers")
     result = run_in_process(
         ws,
-        VerticalParams(epochs=8, batch_size=1024, learning_rate=0.2, seed=2026),
+        VerticalParams(epochs=8, batch_size=2048, learning_rate=0.2, seed=2026),
         model_id="vertical-demo",
     )
     y = views[0].labels
