@@ -193,13 +193,7 @@ def answer(
             guest_channel_public=bytes(cast(bytes, cfg[proto.CFG_ALIGN_CHANNEL])),
             context=_channel_context(federation.run_id, guest, config.name),
         )
-        result = HostAlignment(
-            host=config.name,
-            guest=guest,
-            guest_size=view.guest_size,
-            rows=view.rows,
-            guest_rows=view.guest_rows,
-        )
+        result = HostAlignment(host=config.name, guest=guest, slots=view.slots, rows=view.rows)
         _store(state, "host", result.to_json())
         return _reply(message, config.name)
     role = "guest" if is_guest else "host"
@@ -284,6 +278,7 @@ def _match(
     points = message.content.array_records[proto.PSI_POINTS]
     sealed: dict[str, Array] = {}
     shared: dict[str, psi.Rows] = {}
+    refs: dict[str, psi.Rows] = {}
     reply_cfg = ConfigRecord({proto.CFG_PARTY: config.name})
     for entry in hosts:
         slot, name = int(cast(int, entry[proto.ALIGN_HOST_SLOT])), str(entry[proto.ALIGN_HOST_NAME])
@@ -298,16 +293,16 @@ def _match(
             workers=workers,
         )
         shared[name] = match.guest_rows
+        refs[name] = match.host_slots
         blob = psi.seal_match(
             match,
-            n_guest_rows=n_rows,
             secrets=keys,
             host_channel_public=bytes.fromhex(str(entry[proto.ALIGN_HOST_CHANNEL])),
             context=_channel_context(federation.run_id, config.name, name),
         )
         sealed[str(slot)] = Array(np.frombuffer(blob, dtype=np.uint8).copy())
         reply_cfg[proto.align_channel_key(slot)] = psi.public_key_of(keys.channel_key)
-    result = GuestAlignment(guest=config.name, n_rows=n_rows, shared=shared)
+    result = GuestAlignment(guest=config.name, n_rows=n_rows, shared=shared, refs=refs)
     _store(state, "guest", result.to_json())
     content = RecordDict({proto.CONFIG: reply_cfg, proto.PSI_SEALED: ArrayRecord(sealed)})
     return Message(content=content, reply_to=message)

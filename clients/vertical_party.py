@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Hashable, Mapping
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from fedrisk.data.vertical import AlignedView, PartyColumns, host_view_from_positions
+from fedrisk.data.vertical import SPLIT_CODES
 from fedrisk.errors import FedRiskError
 from fedrisk.federation import vertical as vp
 from fedrisk.federation.alignment import GuestAlignment, HostAlignment
@@ -36,6 +37,8 @@ from fedrisk.ml.vertical import (
     PartyPreprocessor,
     VerticalParams,
     batch_schedule,
+    host_slopes4,
+    pad_references,
     penalized_gradient,
     residual4,
     with_intercept,
@@ -62,22 +65,27 @@ class VerticalPartyConfig(BaseModel):
 
     name: str
     role: Literal["guest", "host"]
-    data: Path
+    own_data: Path
+    """The party's own table (CSV or Parquet, its own row order)."""
     numeric: tuple[str, ...]
     categorical: tuple[str, ...] = ()
     secret_key: Path
     signing_key: Path
     release_dir: Path
     peers_dir: Path
-    own_data: Path | None = None
-    """The party's own table (CSV or Parquet, its own row order, with ``id_column``): what a
-    run with private set intersection aligns; ``data`` is then not read."""
     id_column: str | None = None
+    """The identifier column private set intersection aligns on."""
+    alignment: Path | None = None
+    """An alignment result (JSON, :mod:`fedrisk.federation.alignment`) for runs that do not
+    align by private set intersection first (in-process simulations)."""
     label: str | None = None
     """The guest's label column in ``own_data``."""
     split: Path | None = None
-    """The guest's train / validation / test code per guest row (``.npy``), which the guest
-    hands every party (it says nothing about who a customer is)."""
+    """The guest's train / validation / test code per row (``.npy``); it never leaves the
+    guest."""
+    order_seed: int | None = None
+    """The guest's secret seed of its batch order and padding; fresh from the OS when unset.
+    Hosts must never know it."""
 
 
 def load_config(path: Path) -> VerticalPartyConfig:
@@ -106,13 +114,18 @@ def config_for(
 
 @dataclass(frozen=True)
 class Runtime:
-    """What a party loads once per run: its aligned view, matrix, preprocessing and key."""
+    """What a party loads once per run: its own table, alignment and key; the guest also its
+    labels, split, preprocessing and matrix (a host fits its own once the guest named its
+    training rows: :func:`host_model`)."""
 
     config: VerticalPartyConfig
-    view: AlignedView
-    prep: PartyPreprocessor
-    matrix: npt.NDArray[np.float64]
+    features: pd.DataFrame
     key: PartyKey
+    alignment: GuestAlignment | HostAlignment
+    labels: npt.NDArray[np.int64] | None = None
+    split: npt.NDArray[np.int8] | None = None
+    prep: PartyPreprocessor | None = None
+    matrix: npt.NDArray[np.float64] | None = None
 
     @property
     def is_guest(self) -> bool:
@@ -121,6 +134,16 @@ class Runtime:
     def peer(self, name: str) -> PartyKey:
         """Another party's public context (installed by the setup step)."""
         return _peer_key(self.config.peers_dir / f"{name}.ctx")
+
+    def rows(self, split: str) -> npt.NDArray[np.int64]:
+        """The guest's rows of one split."""
+        assert self.split is not None
+        return np.flatnonzero(self.split == SPLIT_CODES[split]).astype(np.int64)
+
+    def refs(self, host: str) -> npt.NDArray[np.int64]:
+        """Per guest row, ``host``'s reference of that customer or -1 (guest only)."""
+        assert isinstance(self.alignment, GuestAlignment)
+        return self.alignment.references(host)
 
 
 @functools.lru_cache(maxsize=16)
@@ -133,95 +156,107 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
-def view_from_alignment(
-    config: VerticalPartyConfig, alignment: GuestAlignment | HostAlignment
-) -> AlignedView:
-    """The party's aligned view from its own table and its private-set-intersection result.
-
-    Raises
-    ------
-    VerticalStepError
-        If the party has no own table, id column or split, or the result does not fit them.
-    """
-    if config.own_data is None or config.id_column is None or config.split is None:
-        raise VerticalStepError(
-            f"party {config.name} must name own_data, id_column and split to train on aligned "
-            "identifiers; got a config without them"
-        )
-    frame = read_table(config.own_data)
-    split = np.load(config.split).astype(np.int8)
-    if isinstance(alignment, GuestAlignment):
-        if config.role != "guest" or config.label is None:
-            raise VerticalStepError(f"party {config.name} got a guest's alignment; it is a host")
-        if alignment.n_rows != len(frame) or len(split) != len(frame):
-            raise VerticalStepError(
-                f"alignment and split of {config.name} must cover its {len(frame)} rows; got "
-                f"{alignment.n_rows} and {len(split)}"
-            )
-        return AlignedView(
-            name=config.name,
-            role="guest",
-            features=frame[[*config.numeric, *config.categorical]].reset_index(drop=True),
-            known=np.ones(len(frame), dtype=bool),
-            split=split,
-            numeric=config.numeric,
-            categorical=config.categorical,
-            labels=frame[config.label].to_numpy(dtype=np.int64),
-        )
-    if config.role != "host" or alignment.guest_size != len(split):
-        raise VerticalStepError(
-            f"party {config.name} ({config.role}) must hold a host's alignment over the guest's "
-            f"{len(split)} rows; got one over {alignment.guest_size}"
-        )
-    ids = frame[config.id_column].tolist()
-    positions: list[Hashable | None] = [None] * alignment.guest_size
-    for own, guest_row in zip(alignment.rows.tolist(), alignment.guest_rows.tolist(), strict=True):
-        positions[guest_row] = ids[own]
-    columns = PartyColumns(config.name, frame, config.id_column, config.numeric, config.categorical)
-    return host_view_from_positions(columns, positions, split=split)
+def parse_alignment(text: str) -> GuestAlignment | HostAlignment:
+    """An alignment result from its JSON, guest's or host's."""
+    return (
+        GuestAlignment.from_json(text)
+        if "n_rows" in json.loads(text)
+        else HostAlignment.from_json(text)
+    )
 
 
 @functools.lru_cache(maxsize=4)
 def runtime(config: VerticalPartyConfig, run_id: str, alignment: str | None = None) -> Runtime:
-    """Load the party's data and key (cached per run: the process answers many steps).
+    """Load the party's table, alignment and key (cached per run: the process answers many
+    steps).
 
     ``alignment`` is the party's private-set-intersection result as JSON
-    (``clients.alignment.load_alignment``); without it the party reads already-aligned rows.
+    (``clients.alignment.load_alignment``); without it the party reads ``config.alignment``.
+
+    Raises
+    ------
+    VerticalStepError
+        If the party has no alignment, or it does not fit the party's role or table.
     """
     del run_id  # cache key only
-    if alignment is not None:
-        result = json.loads(alignment)
-        parsed = (
-            GuestAlignment.from_json(alignment)
-            if "n_rows" in result
-            else HostAlignment.from_json(alignment)
-        )
-        view = view_from_alignment(config, parsed)
-    else:
-        view = AlignedView.from_frame(
-            pd.read_csv(config.data),
-            name=config.name,
-            numeric=config.numeric,
-            categorical=config.categorical,
-        )
-    prep = PartyPreprocessor(config.numeric, config.categorical).fit(
-        view.features, view.known, rows=view.rows("train")
-    )
-    matrix = prep.transform(view.features, view.known)
-    if config.role == "guest":
-        matrix = with_intercept(matrix)
+    if alignment is None:
+        if config.alignment is None:
+            raise VerticalStepError(
+                f"party {config.name} must align by PSI or name an alignment file; got neither"
+            )
+        alignment = config.alignment.read_text(encoding="utf-8")
+    result = parse_alignment(alignment)
+    frame = read_table(config.own_data)
+    features = frame[[*config.numeric, *config.categorical]].reset_index(drop=True)
     key = PartyKey.from_bytes(config.secret_key.read_bytes())
-    return Runtime(config=config, view=view, prep=prep, matrix=matrix, key=key)
-
-
-def _batch(rt: Runtime, params: VerticalParams, meta: vp.Meta) -> npt.NDArray[np.int64]:
-    epoch, index = int(meta["epoch"]), int(meta["batch"])
-    batches = batch_schedule(
-        rt.view.rows("train"), batch_size=params.batch_size, seed=params.seed, epoch=epoch
+    if isinstance(result, HostAlignment):
+        if config.role != "host" or (len(result.rows) and int(result.rows.max()) >= len(frame)):
+            raise VerticalStepError(
+                f"party {config.name} ({config.role}) must hold a host's alignment over its "
+                f"{len(frame)} rows; got one for {result.host}"
+            )
+        return Runtime(config=config, features=features, key=key, alignment=result)
+    if config.role != "guest" or config.label is None or config.split is None:
+        raise VerticalStepError(
+            f"party {config.name} got a guest's alignment; it must be the guest with a label "
+            "and a split"
+        )
+    split = np.load(config.split).astype(np.int8)
+    if result.n_rows != len(frame) or len(split) != len(frame):
+        raise VerticalStepError(
+            f"alignment and split of {config.name} must cover its {len(frame)} rows; got "
+            f"{result.n_rows} and {len(split)}"
+        )
+    known = np.ones(len(frame), dtype=bool)
+    train = np.flatnonzero(split == SPLIT_CODES["train"]).astype(np.int64)
+    prep = PartyPreprocessor(config.numeric, config.categorical).fit(features, known, rows=train)
+    return Runtime(
+        config=config,
+        features=features,
+        key=key,
+        alignment=result,
+        labels=frame[config.label].to_numpy(dtype=np.int64),
+        split=split,
+        prep=prep,
+        matrix=with_intercept(prep.transform(features, known)),
     )
-    if not 0 <= index < len(batches):
-        raise VerticalStepError(f"batch must be in [0, {len(batches)}); got {index}")
-    return batches[index]
+
+
+@dataclass(frozen=True)
+class HostModel:
+    """A host's preprocessing and matrix over its own rows."""
+
+    prep: PartyPreprocessor
+    matrix: npt.NDArray[np.float64]
+
+
+_HOST_MODELS: dict[tuple[str, str, bytes], HostModel] = {}
+
+
+def host_model(rt: Runtime, state: State) -> HostModel:
+    """The host's preprocessing, fitted on the training customers the guest named at install
+    (kept in its state), and its matrix over its own rows."""
+    if "train_refs" not in state:
+        raise VerticalStepError(f"host {rt.config.name} has not been installed yet")
+    cache_key = (str(rt.config.own_data), rt.config.name, json.dumps(state["train_refs"]).encode())
+    if cache_key not in _HOST_MODELS:
+        assert isinstance(rt.alignment, HostAlignment)
+        train = rt.alignment.row_of(state["train_refs"])
+        known = np.ones(len(rt.features), dtype=bool)
+        prep = PartyPreprocessor(rt.config.numeric, rt.config.categorical).fit(
+            rt.features, known, rows=train
+        )
+        # The ``_known`` column exists when the host lacks some of the guest's customers (the
+        # guest says so; it is 1 on every row the host scores).
+        prep.known_indicator_ = bool(state["partial"])
+        _HOST_MODELS.clear()
+        _HOST_MODELS[cache_key] = HostModel(prep, prep.transform(rt.features, known))
+    return _HOST_MODELS[cache_key]
+
+
+def _width(rt: Runtime, state: State) -> int:
+    matrix = rt.matrix if rt.matrix is not None else host_model(rt, state).matrix
+    return int(matrix.shape[1])
 
 
 def _adam(state: State, n: int) -> AdamState:
@@ -232,18 +267,22 @@ def handle(packet: Packet, rt: Runtime, state: State, params: VerticalParams) ->
     """Answer one step (the state is updated in place)."""
     step = packet.step
     if step == vp.STEP_SETUP:
-        return _setup(packet, rt)
+        return _setup(packet, rt, state)
     if rt.is_guest:
         handlers = {
+            vp.STEP_PLAN: _guest_plan,
             vp.STEP_RESIDUAL: _guest_residual,
             vp.STEP_UPDATE: _guest_update,
+            vp.STEP_VALID_CONVERT: _guest_valid_convert,
             vp.STEP_VALIDATE: _guest_validate,
             vp.STEP_RELEASE: _release,
         }
     else:
         handlers = {
+            vp.STEP_INSTALL: _host_install,
             vp.STEP_SCORES: _host_scores,
             vp.STEP_VALID_SCORES: _host_scores,
+            vp.STEP_CONVERT: _host_convert,
             vp.STEP_GRADIENT: _host_gradient,
             vp.STEP_RELEASE: _release,
         }
@@ -252,10 +291,12 @@ def handle(packet: Packet, rt: Runtime, state: State, params: VerticalParams) ->
     return handlers[step](packet, rt, state, params)
 
 
-def _setup(packet: Packet, rt: Runtime) -> Packet:
+def _setup(packet: Packet, rt: Runtime, state: State) -> Packet:
     """Install the peers' public contexts (and, at a host, the other hosts' X25519 keys) the
-    coordinator relays; answer with our own."""
+    coordinator relays; answer with our own. The guest, once it holds the hosts' contexts,
+    answers each host's training references (under that host's key)."""
     rt.config.peers_dir.mkdir(parents=True, exist_ok=True)
+    installed = []
     for key, chunks in packet.enc.items():
         prefix, _, name = key.partition("/")
         if prefix == vp.PUBLIC_CONTEXT and name:
@@ -263,25 +304,50 @@ def _setup(packet: Packet, rt: Runtime) -> Packet:
             if peer.secret:
                 raise VerticalStepError(f"peer context of {name} must be public; got a secret one")
             write_atomic(rt.config.peers_dir / f"{name}.ctx", chunks[0])
+            _peer_key.cache_clear()
+            installed.append(name)
         elif prefix == vp.X25519 and name and name != rt.config.name:
             write_atomic(rt.config.peers_dir / f"{name}.x25519", chunks[0])
-    meta: vp.Meta = {
-        "party": rt.config.name,
-        "role": rt.config.role,
-        "rows": len(rt.view.split),
-        "features": rt.matrix.shape[1],
-        "known": int(rt.view.known.sum()),
-        "train_rows": len(rt.view.rows("train")),
-    }
+    if rt.is_guest:
+        if "order_seed" not in state:
+            seed = rt.config.order_seed
+            state["order_seed"] = secrets.randbits(63) if seed is None else seed
+        if installed:
+            return _guest_install(rt, installed)
+        assert rt.matrix is not None
+        meta: vp.Meta = {
+            "party": rt.config.name,
+            "role": "guest",
+            "features": rt.matrix.shape[1],
+            "train_rows": len(rt.rows("train")),
+            "valid_rows": len(rt.rows("valid")),
+        }
+        return Packet(vp.STEP_SETUP, meta=meta, enc={vp.PUBLIC_CONTEXT: [rt.key.public_bytes()]})
     enc = {vp.PUBLIC_CONTEXT: [rt.key.public_bytes()]}
-    if not rt.is_guest:
-        own = rt.config.peers_dir / _OWN_X25519
-        if not own.exists():
-            private, public = generate_x25519()
-            write_atomic(own, private)
-            own.chmod(0o600)
-            write_atomic(own.with_suffix(".pub"), public)
-        enc[vp.X25519] = [own.with_suffix(".pub").read_bytes()]
+    own = rt.config.peers_dir / _OWN_X25519
+    if not own.exists():
+        private, public = generate_x25519()
+        write_atomic(own, private)
+        own.chmod(0o600)
+        write_atomic(own.with_suffix(".pub"), public)
+    enc[vp.X25519] = [own.with_suffix(".pub").read_bytes()]
+    return Packet(vp.STEP_SETUP, meta={"party": rt.config.name, "role": "host"}, enc=enc)
+
+
+def _guest_install(rt: Runtime, hosts: list[str]) -> Packet:
+    """Each host's references of its training customers (to fit its preprocessing on), in
+    reference order, and whether it lacks any of our customers."""
+    enc: dict[str, list[bytes]] = {}
+    meta: vp.Meta = {}
+    for host in hosts:
+        refs = rt.refs(host)
+        train = np.sort(refs[rt.rows("train")])
+        train = train[train >= 0]
+        if len(train) == 0:
+            raise VerticalStepError(f"host {host} must share a training customer; it shares none")
+        enc[for_party(vp.ROWS, host)] = rt.peer(host).encrypt(train.astype(np.float64))
+        meta[for_party("rows", host)] = len(train)
+        meta[for_party("partial", host)] = bool(np.any(refs < 0))
     return Packet(vp.STEP_SETUP, meta=meta, enc=enc)
 
 
@@ -299,6 +365,26 @@ def _host_masks(rt: Runtime) -> PairwiseMasks:
 # -- host ------------------------------------------------------------------------------------
 
 
+def _decrypt_refs(rt: Runtime, chunks: list[bytes], n: int) -> npt.NDArray[np.int64]:
+    """References the guest sent under our key, checked to name our shared rows."""
+    values = rt.key.decrypt(chunks, n=n)
+    refs = np.round(values).astype(np.int64)
+    if np.any(np.abs(values - refs) > 0.25):
+        raise VerticalStepError("row references must decrypt to whole numbers; got others")
+    return refs
+
+
+def _host_install(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
+    """Fit our preprocessing on the training customers the guest names; answer our width."""
+    n = int(packet.meta["rows"])
+    refs = _decrypt_refs(rt, packet.enc[vp.ROWS], n)
+    assert isinstance(rt.alignment, HostAlignment)
+    rt.alignment.row_of(refs)  # refuses references to rows we do not share
+    state["train_refs"] = refs.tolist()
+    state["partial"] = bool(packet.meta["partial"])
+    return Packet(vp.STEP_INSTALL, meta={"features": _width(rt, state)})
+
+
 def _apply_pending(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> None:
     """Finish the previous batch: unmask the guest's flooded sums into our gradient, step."""
     sums = packet.masked.get(vp.SUMS)
@@ -308,7 +394,7 @@ def _apply_pending(packet: Packet, rt: Runtime, state: State, params: VerticalPa
     if pending is None:
         raise VerticalStepError("flooded sums arrived but no products were awaiting them")
     xt_d4 = sums - np.asarray(pending["mask_sums"])
-    adam = _adam(state, rt.matrix.shape[1])
+    adam = _adam(state, _width(rt, state))
     grad = penalized_gradient(
         xt_d4, adam.weights, n=int(pending["n"]), l2=params.l2, intercept=rt.is_guest
     )
@@ -317,68 +403,155 @@ def _apply_pending(packet: Packet, rt: Runtime, state: State, params: VerticalPa
 
 
 def _host_scores(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
-    """Steps 1 and 5: our partial scores, under the guest's key and under our own."""
+    """Steps 1 and V1: our partial scores on the rows the guest's padded references name,
+    under our own key."""
     _apply_pending(packet, rt, state, params)
     if packet.meta.get("mark_best"):
         state["best"] = state.get("last_valid", state.get("adam", {}).get("w"))
-    adam = _adam(state, rt.matrix.shape[1])
-    guest = rt.peer(str(packet.meta["guest"]))
-    # Under the guest's key a score travels with this host's share of the hosts' zero-sum mask:
-    # only the coordinator's sum over hosts is the plain sum of scores.
-    label = f"{packet.step}/{packet.meta['epoch']}/{packet.meta.get('batch', 'valid')}"
+    model = host_model(rt, state)
+    adam = _adam(state, model.matrix.shape[1])
+    refs = _decrypt_refs(rt, packet.enc[vp.ROWS], int(packet.meta["slots"]))
+    assert isinstance(rt.alignment, HostAlignment)
+    rows = rt.alignment.row_of(refs)
     if packet.step == vp.STEP_VALID_SCORES:
         state["last_valid"] = adam.weights.tolist()
-        u = rt.matrix[rt.view.rows("valid")] @ adam.weights
-        masked = u + _host_masks(rt).mask(len(u), label=label)
-        return Packet(packet.step, enc={vp.U_FOR_GUEST: guest.encrypt(masked)})
-    rows = _batch(rt, params, packet.meta)
-    u = rt.matrix[rows] @ adam.weights
-    masked = u + _host_masks(rt).mask(len(u), label=label)
-    return Packet(
-        packet.step,
-        enc={vp.U_FOR_GUEST: guest.encrypt(masked), vp.U_OWN: rt.key.encrypt(u)},
-    )
+    else:
+        state["rows"] = rows.tolist()
+    u = model.matrix[rows] @ adam.weights
+    return Packet(packet.step, enc={vp.U_OWN: rt.key.encrypt(u)})
+
+
+def _host_convert(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
+    """Steps 3 and V3: flooded sums of the guest's masked products (training only), and each
+    masked score the guest made under our key, re-encrypted under the guest's key with our share
+    of the hosts' zero-sum mask."""
+    n = int(packet.meta["slots"])
+    guest = rt.peer(str(packet.meta["guest"]))
+    masks = _host_masks(rt)
+    enc: dict[str, list[bytes]] = {}
+    for key, chunks in packet.enc.items():
+        prefix, _, dest = key.partition("/")
+        if prefix != vp.CONVERT:
+            continue
+        # The zero-sum mask cancels only in the coordinator's sum over hosts for one
+        # destination: a single host's ciphertext stays masked even for a colluding guest.
+        label = f"{packet.step}/{packet.meta['epoch']}/{packet.meta.get('batch', 'valid')}/{dest}"
+        offset = masks.mask(n, label=label)
+        enc[for_party(vp.U_FOR_GUEST, dest)] = rt.key.reencrypt(
+            chunks, n=n, to=guest, offset=offset
+        )
+    masked: dict[str, npt.NDArray[np.float64]] = {}
+    if vp.PRODUCTS in packet.enc:
+        masked[vp.SUMS] = rt.key.flooded_sums(
+            packet.enc[vp.PRODUCTS], n=n, n_features=int(packet.meta["guest_features"])
+        )
+    return Packet(packet.step, enc=enc, masked=masked)
 
 
 def _host_gradient(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
-    """Step 3: decrypt the guest's masked products (flooded sums back), and build ours on the
-    encrypted residual."""
-    rows = _batch(rt, params, packet.meta)
-    guest_features = int(packet.meta["guest_features"])
-    sums = rt.key.flooded_sums(packet.enc[vp.PRODUCTS], n=len(rows), n_features=guest_features)
+    """Step 4: masked products of our batch rows with our residual ``[[4d_k]]`` (zero on the
+    padding), under the guest's key."""
+    rows = np.asarray(state["rows"], dtype=np.int64)
     guest = rt.peer(str(packet.meta["guest"]))
-    products, mask_sums = guest.masked_products(packet.enc[vp.D4_ENC], rt.matrix[rows])
-    state["pending"] = {"mask_sums": mask_sums.tolist(), "n": len(rows)}
-    return Packet(packet.step, enc={vp.PRODUCTS: products}, masked={vp.SUMS: sums})
+    x = host_model(rt, state).matrix[rows]
+    products, mask_sums = guest.masked_products(packet.enc[vp.D4_ENC], x)
+    state["pending"] = {"mask_sums": mask_sums.tolist(), "n": int(packet.meta["n"])}
+    return Packet(packet.step, enc={vp.PRODUCTS: products})
 
 
 # -- guest -----------------------------------------------------------------------------------
 
 
+def _order_seed(state: State) -> int:
+    return int(state["order_seed"])
+
+
+def _batches(
+    rt: Runtime, params: VerticalParams, state: State, epoch: int
+) -> list[npt.NDArray[np.int64]]:
+    return batch_schedule(
+        rt.rows("train"), batch_size=params.batch_size, seed=_order_seed(state), epoch=epoch
+    )
+
+
+def _valid_order(rt: Runtime, state: State, epoch: int) -> npt.NDArray[np.int64]:
+    return np.random.default_rng([_order_seed(state), epoch, 1]).permutation(rt.rows("valid"))
+
+
+def _batch(
+    rt: Runtime, params: VerticalParams, state: State, meta: vp.Meta
+) -> npt.NDArray[np.int64]:
+    batches = _batches(rt, params, state, int(meta["epoch"]))
+    index = int(meta["batch"])
+    if not 0 <= index < len(batches):
+        raise VerticalStepError(f"batch must be in [0, {len(batches)}); got {index}")
+    return batches[index]
+
+
+def _guest_plan(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
+    """Epoch start: for each host, the padded references of every batch and of the validation
+    rows, in our secret order, under that host's key (:func:`pad_references`)."""
+    epoch = int(packet.meta["epoch"])
+    batches = _batches(rt, params, state, epoch)
+    hosts = json.loads(str(packet.meta["hosts"]))
+    enc: dict[str, list[bytes]] = {}
+    for index, host in enumerate(hosts):
+        refs = rt.refs(host)
+        rng = np.random.default_rng([_order_seed(state), epoch, 2, index])
+        padded = pad_references(refs[np.concatenate(batches)], rng=rng)
+        start = 0
+        for b, batch in enumerate(batches):
+            chunk = padded[start : start + len(batch)].astype(np.float64)
+            enc[for_party(vp.ROWS, f"{host}/{b}")] = rt.peer(host).encrypt(chunk)
+            start += len(batch)
+        valid_refs = refs[_valid_order(rt, state, epoch)]
+        if not np.any(valid_refs >= 0):
+            # No shared validation customer: pad with one training customer (zeroed like
+            # all padding, since the zeroing follows the true references).
+            valid_refs[0] = refs[refs >= 0][0]
+        valid_padded = pad_references(valid_refs, rng=rng)
+        enc[for_party(vp.ROWS, f"{host}/{vp.VALID}")] = rt.peer(host).encrypt(
+            valid_padded.astype(np.float64)
+        )
+    return Packet(packet.step, enc=enc)
+
+
 def _guest_residual(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
-    """Step 2: our part of the residual under our key, and masked products with each host's
-    encrypted scores (for our gradient's cross terms)."""
-    rows = _batch(rt, params, packet.meta)
-    adam = _adam(state, rt.matrix.shape[1])
+    """Step 2: for each host, masked products of its encrypted scores with our slope-weighted
+    rows (our gradient's cross terms), and its scores times our slopes, zeroed on the padding
+    and masked, for it to re-encrypt under our key once per host they are destined to; our part
+    of each host's residual under our key."""
+    rows = _batch(rt, params, state, packet.meta)
+    adam = _adam(state, _width(rt, state))
+    assert rt.matrix is not None and rt.labels is not None
     x = rt.matrix[rows]
-    labels = rt.view.labels
-    assert labels is not None
-    c = residual4(x @ adam.weights, labels[rows])
-    enc: dict[str, list[bytes]] = {vp.C_ENC: rt.key.encrypt(c)}
+    u_guest = x @ adam.weights
+    c = residual4(u_guest, rt.labels[rows])
+    slopes = host_slopes4(u_guest)
+    hosts = json.loads(str(packet.meta["hosts"]))
+    known = {h: (rt.refs(h)[rows] >= 0).astype(np.float64) for h in hosts}
+    enc: dict[str, list[bytes]] = {}
     masks: dict[str, list[float]] = {}
-    for key, chunks in packet.enc.items():
-        prefix, _, host = key.partition("/")
-        if prefix != vp.U_OWN:
-            continue
-        products, mask_sums = rt.peer(host).masked_products(chunks, x)
+    offsets = {dest: np.zeros(len(rows)) for dest in hosts}
+    for host in hosts:
+        chunks = packet.enc[for_party(vp.U_OWN, host)]
+        peer = rt.peer(host)
+        weights = slopes * known[host]
+        products, mask_sums = peer.masked_products(chunks, x * weights[:, None])
         enc[for_party(vp.PRODUCTS, host)] = products
         masks[host] = mask_sums.tolist()
+        for dest in hosts:
+            masked, mask = peer.masked_scaled(chunks, weights * known[dest])
+            enc[for_party(vp.CONVERT, f"{host}/{dest}")] = masked
+            offsets[dest] -= mask
+    for dest in hosts:
+        enc[for_party(vp.C_ENC, dest)] = rt.key.encrypt(c * known[dest] + offsets[dest])
     state["pending"] = {"own": (x.T @ c).tolist(), "masks": masks, "n": len(rows)}
     return Packet(packet.step, enc=enc)
 
 
 def _guest_update(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
-    """Step 4: unmask the hosts' flooded sums into our gradient and step; decrypt each host's
+    """Step 5: unmask the hosts' flooded sums into our gradient and step; decrypt each host's
     masked products and send back flooded sums."""
     pending = state.pop("pending", None)
     if pending is None:
@@ -393,7 +566,7 @@ def _guest_update(packet: Packet, rt: Runtime, state: State, params: VerticalPar
             n=int(pending["n"]),
             n_features=int(packet.meta[for_party("features", host)]),
         )
-    adam = _adam(state, rt.matrix.shape[1])
+    adam = _adam(state, _width(rt, state))
     grad = penalized_gradient(
         xt_d4, adam.weights, n=int(pending["n"]), l2=params.l2, intercept=True
     )
@@ -402,16 +575,33 @@ def _guest_update(packet: Packet, rt: Runtime, state: State, params: VerticalPar
     return Packet(packet.step, masked=out)
 
 
+def _guest_valid_convert(
+    packet: Packet, rt: Runtime, state: State, params: VerticalParams
+) -> Packet:
+    """Step V2: each host's validation scores zeroed on the padding and masked, for it to
+    re-encrypt under our key; we keep the masks' sum."""
+    rows = _valid_order(rt, state, int(packet.meta["epoch"]))
+    total = np.zeros(len(rows))
+    enc: dict[str, list[bytes]] = {}
+    for host in json.loads(str(packet.meta["hosts"])):
+        known = (rt.refs(host)[rows] >= 0).astype(np.float64)
+        masked, mask = rt.peer(host).masked_scaled(packet.enc[for_party(vp.U_OWN, host)], known)
+        enc[for_party(vp.CONVERT, f"{host}/{vp.VALID}")] = masked
+        total += mask
+    state["valid_masks"] = total.tolist()
+    return Packet(packet.step, enc=enc)
+
+
 def _guest_validate(packet: Packet, rt: Runtime, state: State, params: VerticalParams) -> Packet:
-    """Step 6: decrypt the hosts' summed validation scores, score our validation rows, keep the
-    best epoch; only the AUC and the decision leave."""
-    rows = rt.view.rows("valid")
-    host_sum = rt.key.decrypt(packet.enc[vp.U_FOR_GUEST], n=len(rows))
-    adam = _adam(state, rt.matrix.shape[1])
-    labels = rt.view.labels
-    assert labels is not None
-    value = float(auc(labels[rows], rt.matrix[rows] @ adam.weights + host_sum))
+    """Step V4: decrypt the hosts' summed validation scores, score our validation rows, keep
+    the best epoch; only the AUC and the decision leave."""
     epoch = int(packet.meta["epoch"])
+    rows = _valid_order(rt, state, epoch - 1)
+    masks = np.asarray(state.pop("valid_masks"))
+    host_sum = rt.key.decrypt(packet.enc[vp.U_FOR_GUEST], n=len(rows)) - masks
+    adam = _adam(state, _width(rt, state))
+    assert rt.matrix is not None and rt.labels is not None
+    value = float(auc(rt.labels[rows], rt.matrix[rows] @ adam.weights + host_sum))
     best = state.get("best_auc", -1.0)
     improved = value > best
     if improved:
@@ -428,15 +618,16 @@ def _release(packet: Packet, rt: Runtime, state: State, params: VerticalParams) 
     """Write this party's signed part of the model (the best epoch's weights)."""
     if packet.meta.get("mark_best"):
         state["best"] = state.get("last_valid")
-    weights = state.get("best") or _adam(state, rt.matrix.shape[1]).weights.tolist()
+    weights = state.get("best") or _adam(state, _width(rt, state)).weights.tolist()
+    prep = rt.prep if rt.prep is not None else host_model(rt, state).prep
     part = VerticalPart(
         model_id=str(packet.meta["model_id"]),
         party=rt.config.name,
         role=rt.config.role,
         parties=json.loads(str(packet.meta["parties"])),
-        columns=rt.prep.columns if not rt.is_guest else ["_intercept", *rt.prep.columns],
+        columns=prep.columns if not rt.is_guest else ["_intercept", *prep.columns],
         weights=[float(w) for w in weights],
-        preprocessing=rt.prep.to_dict(),
+        preprocessing=prep.to_dict(),
         metrics={"valid_auc": float(state.get("best_auc", float("nan")))} if rt.is_guest else {},
         params=params.model_dump(),
     )

@@ -10,9 +10,11 @@ pair only, and ``x^k`` means ``X25519(k, x)``.
 2. The host sends back ``(H(x)^a)^b`` in the guest's order.
 3. The guest computes ``(H(y)^b)^a`` and matches: guest row ``i`` is shared with host slot
    ``j`` when ``H(x_i)^ab == H(y_j)^ba``. It seals, for the host alone (ChaCha20-Poly1305 under
-   an X25519 channel key), the list of (guest row, host slot) pairs.
-4. The host opens it and maps its slots back through its permutation: its own rows in the
-   guest's order of the intersection.
+   an X25519 channel key), the shared host slots, ascending: never a guest row number.
+4. The host opens it and maps its slots back through its permutation: which of its own rows
+   are shared. From then on the guest names a shared host row by its slot (the vertical
+   trainer's row references), and the host never learns where in the guest's table, or next to
+   which of the guest's other customers, a shared customer sits.
 
 Why X25519 exchange is a sound commutative blinding
 ---------------------------------------------------
@@ -319,20 +321,18 @@ def _channel(private: bytes, peer_public: bytes) -> ChaCha20Poly1305:
 def seal_match(
     match: Match,
     *,
-    n_guest_rows: int,
     secrets: GuestSecrets,
     host_channel_public: bytes,
     context: bytes,
 ) -> bytes:
-    """The match sealed for the host alone: ``nonce || ChaCha20-Poly1305(payload)``.
+    """The shared host slots, ascending, sealed for the host alone: ``nonce ||
+    ChaCha20-Poly1305(payload)``. No guest row number is in it.
 
     ``context`` (run id, party names) is authenticated with it, so a sealed result cannot be
     replayed into another run or to another host.
     """
-    header = np.asarray([n_guest_rows, len(match.guest_rows)], dtype="<i8").tobytes()
-    payload = (
-        header + match.guest_rows.astype("<i8").tobytes() + match.host_slots.astype("<i8").tobytes()
-    )
+    slots = np.sort(match.host_slots).astype("<i8")
+    payload = np.asarray([len(slots)], dtype="<i8").tobytes() + slots.tobytes()
     nonce = os.urandom(_NONCE_BYTES)
     return nonce + _channel(secrets.channel_key, host_channel_public).encrypt(
         nonce, payload, context
@@ -341,13 +341,12 @@ def seal_match(
 
 @dataclass(frozen=True)
 class HostView:
-    """What the host learns: its rows in the guest's intersection order."""
+    """What the host learns: which of its rows are shared, and the slot that names each."""
 
-    guest_size: int
+    slots: Rows
+    """The shared slots of the host's blinded list, ascending: how the guest names its rows."""
     rows: Rows
-    """The host's own rows, in the guest's order of the intersection."""
-    guest_rows: Rows
-    """The guest row each of them is (ascending)."""
+    """The host's own row behind each slot."""
 
 
 def open_match(
@@ -377,24 +376,15 @@ def open_match(
             "misdirected one"
         ) from e
     values = np.frombuffer(payload, dtype="<i8").astype(np.int64)
-    if len(values) < 2 or len(values) != 2 + 2 * int(values[1]):
-        raise PsiError(f"sealed PSI result must hold 2 + 2k integers; got {len(values)}")
-    guest_size, k = int(values[0]), int(values[1])
-    guest_rows, slots = values[2 : 2 + k], values[2 + k :]
+    if len(values) < 1 or len(values) != 1 + int(values[0]):
+        raise PsiError(f"sealed PSI result must hold 1 + k integers; got {len(values)}")
+    slots = values[1:]
     n_host = len(secrets.order)
-    if k and (
-        slots.min() < 0
-        or slots.max() >= n_host
-        or guest_rows.min() < 0
-        or guest_rows.max() >= guest_size
-    ):
-        raise PsiError(
-            f"sealed PSI result must name host slots below {n_host} and guest rows below "
-            f"{guest_size}; got others"
-        )
-    if len(np.unique(slots)) != k or np.any(np.diff(guest_rows) <= 0):
-        raise PsiError("sealed PSI result must pair distinct slots with ascending guest rows")
-    return HostView(guest_size=guest_size, rows=secrets.order[slots], guest_rows=guest_rows.copy())
+    if len(slots) and (slots.min() < 0 or slots.max() >= n_host):
+        raise PsiError(f"sealed PSI result must name host slots below {n_host}; got others")
+    if np.any(np.diff(slots) <= 0):
+        raise PsiError("sealed PSI result must name distinct slots, ascending")
+    return HostView(slots=slots.copy(), rows=secrets.order[slots])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,7 +423,6 @@ def intersect_locally(
     context = b"local"
     sealed = seal_match(
         match,
-        n_guest_rows=len(guest_digests),
         secrets=g,
         host_channel_public=public_key_of(h.channel_key),
         context=context,
@@ -476,15 +465,14 @@ def align_locally(
 
     guest_digests = digests(guest_ids, guest)
     shared: dict[str, Rows] = {}
+    refs: dict[str, Rows] = {}
     views: dict[str, HostAlignment] = {}
     for host, ids in hosts.items():
         result = intersect_locally(guest_digests, digests(ids, host), rng=rng, workers=workers)
         shared[host] = result.guest.guest_rows
+        refs[host] = result.guest.host_slots
         views[host] = HostAlignment(
-            host=host,
-            guest=guest,
-            guest_size=len(guest_digests),
-            rows=result.host.rows,
-            guest_rows=result.host.guest_rows,
+            host=host, guest=guest, slots=result.host.slots, rows=result.host.rows
         )
-    return GuestAlignment(guest=guest, n_rows=len(guest_digests), shared=shared), views
+    guest_result = GuestAlignment(guest=guest, n_rows=len(guest_digests), shared=shared, refs=refs)
+    return guest_result, views

@@ -59,6 +59,11 @@ FLOOD_SIGMA: Final = 1.0
 measured here is about 1e-5, so the flooding is about 2^17 times that error; it adds at most
 1 / (4 * batch) to a gradient coordinate."""
 ROUND_STEP: Final = 2.0**-8
+CONVERT_SIGMA: Final = 2.0**-10
+"""Noise a host adds to every value it decrypts for re-encryption under the guest's key (a masked
+score, :meth:`PartyKey.reencrypt`): about 2^10 times the CKKS error of a fresh decryption, small
+against a residual of order 1."""
+CONVERT_STEP: Final = 2.0**-12
 
 FloatVector = npt.NDArray[np.float64]
 
@@ -176,7 +181,39 @@ class PartyKey:
                 out.append(bytes((vec * col.tolist() + mask.tolist()).serialize()))
         return out, mask_sums
 
+    def masked_scaled(
+        self, enc: Sequence[bytes], weights: FloatVector
+    ) -> tuple[list[bytes], FloatVector]:
+        """``[[w * v + R]]``: the slot-wise product with the caller's plaintext ``weights`` (zero
+        where a value must not count) plus a fresh uniform mask ``R`` per slot, which only the
+        caller keeps (returned)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        n = len(weights)
+        if len(enc) != chunk_count(n):
+            raise CodecError(
+                f"encrypted vector must have {chunk_count(n)} chunks for {n} rows; got {len(enc)}"
+            )
+        mask = csprng_uniform(n, MASK_BOUND)
+        out = []
+        for i, chunk in enumerate(enc):
+            vec = self._load(chunk, expect_size=min(SLOTS, n - i * SLOTS))
+            part = slice(i * SLOTS, (i + 1) * SLOTS)
+            out.append(bytes((vec * weights[part].tolist() + mask[part].tolist()).serialize()))
+        return out, mask
+
     # -- what only the owner can do ------------------------------------------------------------
+
+    def reencrypt(
+        self, enc: Sequence[bytes], *, n: int, to: PartyKey, offset: FloatVector
+    ) -> list[bytes]:
+        """Key switching by the owner: decrypt a masked vector another party made under this
+        key (layout checked first), flood it with noise of sd :data:`CONVERT_SIGMA`, round it
+        to :data:`CONVERT_STEP`, add ``offset`` and encrypt it under ``to``. The plain values
+        never leave; what leaves is a fresh ciphertext under another key, whose decryption
+        carries no trace of this key's decryption error."""
+        values = self.decrypt(enc, n=n) + csprng_normal(n, CONVERT_SIGMA)
+        rounded = np.round(values / CONVERT_STEP) * CONVERT_STEP
+        return to.encrypt(rounded + np.asarray(offset, dtype=np.float64))
 
     def decrypt(self, enc: Sequence[bytes], *, n: int) -> FloatVector:
         """The owner's decryption of its own vector of ``n`` values (never returned to anyone)."""

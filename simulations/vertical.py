@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from clients import vertical_party
@@ -35,6 +36,7 @@ from fedrisk.data.vertical import (
     align_by_join,
     load_vertical,
 )
+from fedrisk.federation.alignment import GuestAlignment, HostAlignment
 from fedrisk.federation.identifiers import IdentifierKey
 from fedrisk.federation.run_config import RunConfigValue, parse_run_config
 from fedrisk.federation.vertical import Packet
@@ -48,6 +50,7 @@ from fedrisk.ml.vertical import (
 from fedrisk.release.artifact import load_trusted_keys
 from fedrisk.release.identity import generate_signing_key, save_private_key, save_public_key
 from fedrisk.release.vertical import VerticalPart, read_part
+from secure_agg.psi import align_locally
 from secure_agg.vertical import PartyKey
 from server.coordinator.runs import RunFailedError, submit_run, wait_for_run
 from server.coordinator.vertical import EpochRecord, VerticalCoordinator, VerticalResult
@@ -68,16 +71,26 @@ class VerticalWorkspace:
     trusted_keys_dir: Path
     id_column: str | None = None
     """Set when the parties hold their own tables and align them by PSI in the engine."""
+    order_seed: int | None = None
+    """The guest's secret batch-order seed, when the simulation fixed it (the plaintext oracle
+    needs it to follow the same batches)."""
 
 
 def prepare_vertical_workspace(
-    root: Path, views: list[AlignedView], dataset: VerticalDataset | None = None
+    root: Path,
+    views: list[AlignedView],
+    dataset: VerticalDataset | None = None,
+    *,
+    order_seed: int | None = None,
 ) -> VerticalWorkspace:
-    """Write each party's aligned data, own CKKS key (0600), signing key and ``vertical.json``.
+    """Write each party's own table, own CKKS key (0600), signing key and ``vertical.json``,
+    and the alignment a plain join gives (what in-process runs train on).
 
-    With ``dataset`` (the raw views ``views`` were joined from, guest first) each party also
-    gets its own table with its identifier column, the guest's split codes, the federation's
-    identifier key and a ``party.toml``: what the engine's private set intersection reads.
+    With ``dataset`` (the raw views ``views`` were joined from, guest first) each party's own
+    table is its raw one, with its identifier column, and gets a ``party.toml`` and the
+    federation's identifier key: what the engine's private set intersection reads (a run that
+    aligns by PSI ignores the join's alignment). Without it a host's table is the rows it
+    knows. ``order_seed`` is the guest's secret batch-order seed (fresh per run when None).
     """
     release_dir = root / "registry"
     trusted = release_dir / "trusted_keys"
@@ -91,60 +104,120 @@ def prepare_vertical_workspace(
     id_key = root / "identifier.key"
     if raw is not None:
         IdentifierKey(secrets.token_bytes(32), "fedrisk-sim").save(id_key)
+    tables, alignments = join_alignment(views, raw)
     configs = []
     for pid, view in enumerate(views):
         folder = root / "parties" / f"party_{pid}"
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o700)
-        data = folder / "aligned.csv"
-        view.to_frame().to_csv(data, index=False)
+        table = folder / "own.csv"
+        tables[pid].to_csv(table, index=False)
+        aligned = folder / "alignment.json"
+        aligned.write_text(alignments[pid].to_json(), encoding="utf-8")
         secret = folder / "ckks.secret"
         secret.write_bytes(PartyKey.generate().secret_bytes())
         secret.chmod(0o600)
         signing = generate_signing_key()
         save_private_key(signing, folder / "signing.key")
         save_public_key(signing.public_key(), trusted / f"{view.name}.pub")
-        own: dict[str, Any] = {}
+        guest_only: dict[str, Any] = {}
+        if view.role == "guest":
+            split_file = folder / "split.npy"
+            np.save(split_file, view.split)
+            guest_only = {"label": _LABEL, "split": split_file, "order_seed": order_seed}
         if raw is not None:
-            own = _write_own_table(folder, raw[pid], split=views[0].split, id_key=id_key)
+            (folder / PARTY_CONFIG_FILE).write_text(
+                f'name = "{view.name}"\ntrain = "{table.name}"\ntest = "{table.name}"\n'
+                f'schema_file = "schema.toml"\nidentifier_key = "{id_key}"\n',
+                encoding="utf-8",
+            )
         config = vertical_party.VerticalPartyConfig(
             name=view.name,
             role=view.role,
-            data=data,
+            own_data=table,
             numeric=view.numeric,
             categorical=view.categorical,
             secret_key=secret,
             signing_key=folder / "signing.key",
             release_dir=release_dir,
             peers_dir=folder / "peers",
-            **own,
+            id_column=raw[pid].id_column if raw is not None else None,
+            alignment=aligned,
+            **guest_only,
         )
         (folder / vertical_party.CONFIG_FILE).write_text(config.model_dump_json(), encoding="utf-8")
         configs.append(config)
     id_column = raw[0].id_column if raw is not None else None
-    return VerticalWorkspace(root, views, configs, release_dir, trusted, id_column)
+    return VerticalWorkspace(root, views, configs, release_dir, trusted, id_column, order_seed)
 
 
-def _write_own_table(
-    folder: Path, party: PartyColumns, *, split: npt.NDArray[np.int8], id_key: Path
-) -> dict[str, Any]:
-    """The party's own table (its order, its identifiers), the guest's split codes and the
-    ``party.toml`` the align step reads; the ``vertical.json`` fields naming them."""
-    table = folder / "own.csv"
-    party.frame.to_csv(table, index=False)
-    split_file = folder / "split.npy"
-    np.save(split_file, split)
-    (folder / PARTY_CONFIG_FILE).write_text(
-        f'name = "{party.name}"\ntrain = "{table.name}"\ntest = "{table.name}"\n'
-        f'schema_file = "schema.toml"\nidentifier_key = "{id_key}"\n',
-        encoding="utf-8",
+_LABEL = "_label"
+
+
+def join_alignment(
+    views: list[AlignedView], raw: list[PartyColumns] | None
+) -> tuple[list[pd.DataFrame], list[GuestAlignment | HostAlignment]]:
+    """Each party's own table and the alignment a plain join on the identifier gives (guest
+    first): a host's reference of a row is its own row number. Simulations only; a federation
+    gets the same shape from private set intersection."""
+    guest = views[0]
+    guest_table = (
+        raw[0].frame.reset_index(drop=True).copy()
+        if raw is not None
+        else guest.features.reset_index(drop=True).copy()
     )
-    return {
-        "own_data": table,
-        "id_column": party.id_column,
-        "label": party.label,
-        "split": split_file,
-    }
+    guest_table[_LABEL] = guest.labels
+    tables: list[pd.DataFrame] = [guest_table]
+    shared: dict[str, npt.NDArray[np.int64]] = {}
+    refs: dict[str, npt.NDArray[np.int64]] = {}
+    hosts: list[GuestAlignment | HostAlignment] = []
+    for pid, view in enumerate(views[1:], start=1):
+        if raw is not None:
+            table = raw[pid].frame.reset_index(drop=True)
+            own = {v: i for i, v in enumerate(table[raw[pid].id_column].tolist())}
+            ids = raw[0].frame[raw[0].id_column].tolist()
+            ref = np.array([own.get(i, -1) for i in ids], dtype=np.int64)
+        else:
+            table = view.features[view.known].reset_index(drop=True)
+            ref = np.where(view.known, np.cumsum(view.known) - 1, -1).astype(np.int64)
+        tables.append(table)
+        rows = np.flatnonzero(ref >= 0).astype(np.int64)
+        shared[view.name] = rows
+        refs[view.name] = ref[rows]
+        slots = np.sort(ref[rows])
+        hosts.append(HostAlignment(host=view.name, guest=guest.name, slots=slots, rows=slots))
+    guest_result = GuestAlignment(
+        guest=guest.name, n_rows=len(guest.split), shared=shared, refs=refs
+    )
+    return tables, [guest_result, *hosts]
+
+
+def align_by_psi(
+    ws: VerticalWorkspace, dataset: VerticalDataset, *, rng: np.random.Generator
+) -> GuestAlignment:
+    """Align the workspace's parties by private set intersection in this process (the same four
+    steps the engine's ``align`` phase runs, :func:`secure_agg.psi.align_locally`) and replace
+    the join's alignment files with the result; returns the guest's result.
+
+    The workspace must have been laid out with ``dataset`` (each party's own table and the
+    federation's identifier key).
+    """
+    key_file = ws.root / "identifier.key"
+    if ws.id_column is None or not key_file.is_file():
+        raise VerticalDataError("PSI alignment needs a workspace laid out from the raw dataset")
+    guest, views = align_locally(
+        dataset.guest.name,
+        dataset.guest.frame[dataset.guest.id_column].astype(str).tolist(),
+        {h.name: h.frame[h.id_column].astype(str).tolist() for h in dataset.hosts},
+        kind="opaque",
+        key=IdentifierKey.load(key_file),
+        rng=rng,
+    )
+    results: list[GuestAlignment | HostAlignment] = [guest, *(views[h.name] for h in dataset.hosts)]
+    for config, result in zip(ws.configs, results, strict=True):
+        assert config.alignment is not None
+        config.alignment.write_text(result.to_json(), encoding="utf-8")
+    return guest
 
 
 def run_in_process(
@@ -231,6 +304,13 @@ def run_in_engine(
     )
 
 
+def oracle_params(ws: VerticalWorkspace, params: VerticalParams) -> VerticalParams:
+    """The run's parameters with the guest's batch order: what the plaintext oracle follows."""
+    if ws.order_seed is None:
+        raise VerticalDataError("the oracle must know the guest's order seed; the run drew its own")
+    return params.model_copy(update={"seed": ws.order_seed})
+
+
 def party_matrices(views: list[AlignedView]) -> list[npt.NDArray[np.float64]]:
     """Each party's matrix as it builds it itself (the guest's with the intercept)."""
     out = []
@@ -284,7 +364,9 @@ def simulate_vertical(
     own_tmp = workdir is None
     root = Path(tempfile.mkdtemp(prefix="fedrisk-vertical-")) if workdir is None else workdir
     try:
-        ws = prepare_vertical_workspace(root, views, raw if engine else None)
+        ws = prepare_vertical_workspace(
+            root, views, raw if engine else None, order_seed=int(rng.integers(2**62))
+        )
         model_id = f"vertical-{uuid.uuid4().hex[:12]}"
         started = time.perf_counter()
         result = (run_in_engine if engine else run_in_process)(ws, params, model_id=model_id)
@@ -296,7 +378,9 @@ def simulate_vertical(
         fit = np.concatenate([train, valid])
         federated = scores_from_parts(ws, result)
         matrices = party_matrices(views)
-        plain = train_plain_vertical(matrices, y, train_rows=train, valid_rows=valid, params=params)
+        plain = train_plain_vertical(
+            matrices, y, train_rows=train, valid_rows=valid, params=oracle_params(ws, params)
+        )
         plain_scores = sum(m @ w for m, w in zip(matrices, plain.weights, strict=True))
         joined = np.concatenate(matrices, axis=1)
         epochs = result.history

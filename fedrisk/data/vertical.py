@@ -4,8 +4,8 @@ A vertical run trains on rows that private set intersection has already aligned.
 holds after alignment is an :class:`AlignedView`: its own columns in the guest's row order, with a
 ``known`` mask (a host does not know every guest customer; its columns are missing there) and the
 guest's split of those rows into train, validation and test. ``align_by_join`` builds the views
-from a plain join on the identifier: only simulations and tests do that, a deployment gets the
-same shape from the PSI step.
+from a plain join on the identifier: simulations score and compare models on them. Training
+itself never lays a host's rows out in guest order (``clients.vertical_party``).
 
 Datasets:
 
@@ -228,12 +228,12 @@ def align_by_join(
 def host_view_from_positions(
     host: PartyColumns, positions: Sequence[Hashable | None], *, split: npt.NDArray[np.int8]
 ) -> AlignedView:
-    """A host's view from what alignment gives it: for each of the guest's positions, in order,
+    """A host's columns laid out in the guest's row order: for each of the guest's positions,
     the host's own identifier of that customer, or None where it does not know them.
 
-    This is the seam between private set intersection and training: PSI produces
-    ``positions`` (and the guest's split codes, which it shares by position); training needs
-    nothing else from it.
+    Simulations' evaluation and baselines only (they hold every party's table): in training a
+    host never learns guest positions; it scores the padded references the guest sends
+    (docs/vertical.md).
     """
     if len(positions) != len(split):
         raise VerticalDataError(

@@ -5,16 +5,11 @@ it; ``clients.alignment`` stores it in the party's run state). The guest trains 
 rows; a host's features are missing for the guest rows that host does not know.
 
 - The guest holds a :class:`GuestAlignment`: for each host, the guest rows that host knows,
-  ascending. This ascending order is the *intersection order* shared with that host.
-- A host holds a :class:`HostAlignment`: its own rows in the intersection order, and the guest
-  row each one is. It never learns who the guest's other customers are.
-
-Notes
------
-A host learns the guest's row count and which guest row numbers it shares, so that it can lay
-its values out in guest order (:meth:`HostAlignment.to_guest_order`) without the guest moving
-ciphertext slots. Row numbers say nothing about a customer unless the guest's table order does:
-a guest whose table is sorted by something meaningful (account age, branch) shuffles it first.
+  ascending, and the *reference* that names each one's host row (the host's secret PSI slot).
+- A host holds a :class:`HostAlignment`: which of its own rows are shared, each with its
+  reference. It holds no guest row number: it never learns where a shared customer sits in the
+  guest's table, nor anything about the guest's customers it lacks (docs/vertical.md: the
+  trainer sends a host only padded lists of references).
 """
 
 from __future__ import annotations
@@ -70,13 +65,20 @@ class GuestAlignment(_JsonResult):
         The guest's row count (its whole table, in its own order).
     shared
         Per host name, the guest rows the host knows, ascending.
+    refs
+        Per host name, the host's reference (PSI slot) of each of ``shared``, in that order.
     """
 
     guest: str
     n_rows: int
     shared: Mapping[str, Rows] = field(default_factory=dict)
+    refs: Mapping[str, Rows] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if set(self.refs) != set(self.shared) or any(
+            len(self.refs[h]) != len(r) for h, r in self.shared.items()
+        ):
+            raise AlignmentError("refs must name one host reference per shared guest row")
         for host, rows in self.shared.items():
             if len(rows) and (rows[0] < 0 or rows[-1] >= self.n_rows or np.any(np.diff(rows) <= 0)):
                 raise AlignmentError(
@@ -101,6 +103,18 @@ class GuestAlignment(_JsonResult):
         mask[self._shared(host)] = True
         return mask
 
+    def references(self, host: str) -> Rows:
+        """For each guest row, the reference of ``host``'s row of that customer, or -1.
+
+        Raises
+        ------
+        AlignmentError
+            If ``host`` was not aligned with.
+        """
+        out = np.full(self.n_rows, -1, dtype=np.int64)
+        out[self._shared(host)] = self.refs[host]
+        return out
+
     def coverage(self) -> dict[str, float]:
         """Per host, the share of the guest's customers it knows."""
         return {h: len(r) / self.n_rows if self.n_rows else 0.0 for h, r in self.shared.items()}
@@ -115,59 +129,55 @@ class GuestAlignment(_JsonResult):
         """Read :meth:`to_json` back."""
         raw: dict[str, Any] = json.loads(text)
         raw["shared"] = {str(h): _rows(r) for h, r in raw["shared"].items()}
+        raw["refs"] = {str(h): _rows(r) for h, r in raw["refs"].items()}
         return cls(**raw)
 
 
 @dataclass(frozen=True)
 class HostAlignment(_JsonResult):
-    """A host's result: its rows in the guest's intersection order.
+    """A host's result: which of its rows are shared, and the reference naming each.
 
     Attributes
     ----------
     host, guest
         Party names.
-    guest_size
-        The guest's row count.
+    slots
+        The references (PSI slots) of the shared rows, ascending.
     rows
-        This host's rows, in the intersection order.
-    guest_rows
-        The guest row each of ``rows`` is, ascending.
+        This host's own row behind each reference.
     """
 
     host: str
     guest: str
-    guest_size: int
+    slots: Rows
     rows: Rows
-    guest_rows: Rows
 
     def __post_init__(self) -> None:
-        if len(self.rows) != len(self.guest_rows):
+        if len(self.rows) != len(self.slots):
             raise AlignmentError(
-                f"rows and guest_rows must have one length; got {len(self.rows)} and "
-                f"{len(self.guest_rows)}"
+                f"rows and slots must have one length; got {len(self.rows)} and {len(self.slots)}"
             )
 
-    def to_guest_order(self, values: npt.ArrayLike, *, fill: float = np.nan) -> npt.NDArray[Any]:
-        """This host's per-row ``values`` (in its own row order) laid out in guest row order,
-        ``fill`` where the host does not know the customer.
+    def row_of(self, refs: npt.ArrayLike) -> Rows:
+        """The host's own rows behind ``refs``.
 
         Raises
         ------
         AlignmentError
-            If ``values`` has fewer rows than the host's largest aligned row needs.
+            If a reference does not name a shared row.
         """
-        array = np.asarray(values)
-        if len(self.rows) and len(array) <= int(self.rows.max()):
+        wanted = np.asarray(refs, dtype=np.int64).reshape(-1)
+        at = np.searchsorted(self.slots, wanted)
+        found = np.append(self.slots, -1)[np.minimum(at, len(self.slots))]
+        ok = (at < len(self.slots)) & (found == wanted)
+        if not bool(np.all(ok)):
             raise AlignmentError(
-                f"values must have a row for each of the host's rows (at least "
-                f"{int(self.rows.max()) + 1}); got {len(array)}"
+                f"references must name shared rows of {self.host}; got {int(np.sum(~ok))} others"
             )
-        out = np.full((self.guest_size, *array.shape[1:]), fill, dtype=np.result_type(array, fill))
-        out[self.guest_rows] = array[self.rows]
-        return out
+        return np.asarray(self.rows[at], dtype=np.int64)
 
     @classmethod
     def from_json(cls, text: str) -> HostAlignment:
         """Read :meth:`to_json` back."""
         raw: dict[str, Any] = json.loads(text)
-        return cls(**{**raw, "rows": _rows(raw["rows"]), "guest_rows": _rows(raw["guest_rows"])})
+        return cls(**{**raw, "slots": _rows(raw["slots"]), "rows": _rows(raw["rows"])})

@@ -38,8 +38,8 @@ from server.coordinator.waves import Clock, SystemClock, exchange
 
 log = logging.getLogger(__name__)
 
-_SEAL_OVERHEAD = 12 + 16 + 16
-"""Nonce, tag and the two-integer header of a sealed result: the rest is 16 bytes per pair."""
+_SEAL_OVERHEAD = 12 + 16 + 8
+"""Nonce, tag and the count header of a sealed result: the rest is 8 bytes per shared slot."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def align_parties(
         },
     )
     shared = {
-        names[node]: (sealed[str(slot_of[node])].numpy().size - _SEAL_OVERHEAD) // 16
+        names[node]: (sealed[str(slot_of[node])].numpy().size - _SEAL_OVERHEAD) // 8
         for node in hosts
     }
     sizes = AlignmentSizes(

@@ -11,7 +11,6 @@ over direct calls. The steps are numbered as in docs/vertical.md.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -120,42 +119,56 @@ class VerticalCoordinator:
         setup[guest] = Packet(
             vp.STEP_SETUP, enc={for_party(vp.PUBLIC_CONTEXT, name[h]): [ctx[h]] for h in hosts}
         )
-        self._send(setup)
+        plan = self._send(setup)[guest]
+        # Each host fits its preprocessing on the training customers the guest names (under
+        # the host's key), and answers its width.
+        installed = self._send(
+            {
+                h: Packet(
+                    vp.STEP_INSTALL,
+                    meta={
+                        "rows": plan.meta[for_party("rows", name[h])],
+                        "partial": plan.meta[for_party("partial", name[h])],
+                    },
+                    enc={vp.ROWS: plan.enc[for_party(vp.ROWS, name[h])]},
+                )
+                for h in hosts
+            }
+        )
         n_train = int(first[guest].meta["train_rows"])
-        n_batches = math.ceil(n_train / self.params.batch_size)
-        features = {h: int(first[h].meta["features"]) for h in hosts}
+        batch_sizes = [
+            min(self.params.batch_size, n_train - start)
+            for start in range(0, n_train, self.params.batch_size)
+        ]
+        features = {h: int(installed[h].meta["features"]) for h in hosts}
         result = VerticalResult(parties={name[n]: str(first[n].meta["role"]) for n in nodes})
-        base: vp.Meta = {"guest": name[guest], "guest_features": int(first[guest].meta["features"])}
+        base: vp.Meta = {
+            "guest": name[guest],
+            "guest_features": int(first[guest].meta["features"]),
+            "hosts": json.dumps([name[h] for h in hosts]),
+        }
         base.update({for_party("features", name[h]): features[h] for h in hosts})
+        self._ids = _Ids(guest=guest, hosts=hosts, name=name, guest_key=guest_key)
+        self._valid_rows = int(first[guest].meta["valid_rows"])
         pending: dict[int, np.ndarray] = {}
         mark_best = False
         for epoch in range(self.params.epochs):
             started = time.perf_counter()
             self._bytes = {}
-            for batch in range(n_batches):
-                meta = {**base, "epoch": epoch, "batch": batch, "mark_best": mark_best}
+            refs = self._send({guest: Packet(vp.STEP_PLAN, meta={**base, "epoch": epoch})})[guest]
+            for batch, size in enumerate(batch_sizes):
+                meta = {
+                    **base,
+                    "epoch": epoch,
+                    "batch": batch,
+                    "slots": size,
+                    "n": size,
+                    "mark_best": mark_best,
+                }
                 mark_best = False
-                pending = self._batch(meta, guest, hosts, name, guest_key, pending)
-            # Step 5-6: validation (the hosts' pending updates are applied first).
-            scores = self._send(
-                {
-                    h: Packet(
-                        vp.STEP_VALID_SCORES,
-                        meta={**base, "epoch": epoch},
-                        masked=_sums(pending, h),
-                    )
-                    for h in hosts
-                }
-            )
+                pending = self._batch(meta, refs, pending)
+            verdict = self._validate({**base, "epoch": epoch}, refs, pending)
             pending = {}
-            summed = guest_key.add(*(scores[h].enc[vp.U_FOR_GUEST] for h in hosts))
-            verdict = self._send(
-                {
-                    guest: Packet(
-                        vp.STEP_VALIDATE, meta={"epoch": epoch + 1}, enc={vp.U_FOR_GUEST: summed}
-                    )
-                }
-            )[guest]
             mark_best = bool(verdict.meta["improved"])
             record = EpochRecord(
                 epoch=epoch + 1,
@@ -185,54 +198,140 @@ class VerticalCoordinator:
         result.released = {name[n]: str(p.meta["path"]) for n, p in released.items()}
         return result
 
-    def _batch(
-        self,
-        meta: vp.Meta,
-        guest: int,
-        hosts: list[int],
-        name: Mapping[int, str],
-        guest_key: PartyKey,
-        pending: Mapping[int, np.ndarray],
-    ) -> dict[int, np.ndarray]:
-        # Step 1: hosts finish the previous batch and send their scores, encrypted twice.
-        scores = self._send(
-            {h: Packet(vp.STEP_SCORES, meta=meta, masked=_sums(pending, h)) for h in hosts}
+    def _sum_for(self, replies: Mapping[int, Packet], dest: str) -> list[bytes]:
+        """The hosts' re-encrypted values for ``dest`` summed under the guest's key (their
+        zero-sum masks cancel here)."""
+        ids = self._ids
+        return ids.guest_key.add(
+            *(replies[h].enc[for_party(vp.U_FOR_GUEST, dest)] for h in ids.hosts)
         )
-        u_sum = guest_key.add(*(scores[h].enc[vp.U_FOR_GUEST] for h in hosts))
-        # Step 2: the guest's residual part, and masked products for its cross terms.
-        residual = self._send(
+
+    def _scores(
+        self, step: str, meta: vp.Meta, refs: Packet, key: str, pending: Mapping[int, np.ndarray]
+    ) -> dict[int, Packet]:
+        """Steps 1 / V1: each host gets its padded references (under its own key) and, from
+        the batch before, its flooded sums."""
+        ids = self._ids
+        return self._send(
             {
-                guest: Packet(
-                    vp.STEP_RESIDUAL,
+                h: Packet(
+                    step,
                     meta=meta,
-                    enc={for_party(vp.U_OWN, name[h]): scores[h].enc[vp.U_OWN] for h in hosts},
+                    enc={vp.ROWS: refs.enc[for_party(vp.ROWS, f"{ids.name[h]}/{key}")]},
+                    masked=_sums(pending, h),
                 )
+                for h in ids.hosts
             }
-        )[guest]
-        d4 = guest_key.add(residual.enc[vp.C_ENC], u_sum)
-        # Step 3: hosts decrypt the guest's products and build theirs on [[4d]].
+        )
+
+    def _to_guest(self, step: str, meta: vp.Meta, scores: Mapping[int, Packet]) -> Packet:
+        """Steps 2 / V2: the hosts' scores (under their own keys) to the guest."""
+        ids = self._ids
+        enc = {for_party(vp.U_OWN, ids.name[h]): scores[h].enc[vp.U_OWN] for h in ids.hosts}
+        return self._send({ids.guest: Packet(step, meta=meta, enc=enc)})[ids.guest]
+
+    def _batch(
+        self, meta: vp.Meta, refs: Packet, pending: Mapping[int, np.ndarray]
+    ) -> dict[int, np.ndarray]:
+        ids = self._ids
+        name, guest, hosts = ids.name, ids.guest, ids.hosts
+        # Step 1: hosts finish the previous batch and send their scores under their own keys.
+        scores = self._scores(vp.STEP_SCORES, meta, refs, str(meta["batch"]), pending)
+        # Step 2: the guest's residual parts, cross-term products and masked scores.
+        residual = self._to_guest(vp.STEP_RESIDUAL, meta, scores)
+        # Step 3: hosts decrypt the guest's products (flooded sums back) and re-encrypt the
+        # masked scores under the guest's key.
+        converted = self._send(
+            {
+                h: Packet(
+                    vp.STEP_CONVERT,
+                    meta=meta,
+                    enc={
+                        vp.PRODUCTS: residual.enc[for_party(vp.PRODUCTS, name[h])],
+                        **{
+                            for_party(vp.CONVERT, name[d]): residual.enc[
+                                for_party(vp.CONVERT, f"{name[h]}/{name[d]}")
+                            ]
+                            for d in hosts
+                        },
+                    },
+                )
+                for h in hosts
+            }
+        )
+        # Step 4: each host's residual [[4d_k]] (zero on its padding) and its products.
         grads = self._send(
             {
                 h: Packet(
                     vp.STEP_GRADIENT,
                     meta=meta,
-                    enc={vp.D4_ENC: d4, vp.PRODUCTS: residual.enc[for_party(vp.PRODUCTS, name[h])]},
+                    enc={
+                        vp.D4_ENC: ids.guest_key.add(
+                            residual.enc[for_party(vp.C_ENC, name[h])],
+                            self._sum_for(converted, name[h]),
+                        )
+                    },
                 )
                 for h in hosts
             }
         )
-        # Step 4: the guest updates and decrypts the hosts' products.
+        # Step 5: the guest updates and decrypts the hosts' products.
         update = self._send(
             {
                 guest: Packet(
                     vp.STEP_UPDATE,
                     meta=meta,
                     enc={for_party(vp.PRODUCTS, name[h]): grads[h].enc[vp.PRODUCTS] for h in hosts},
-                    masked={for_party(vp.SUMS, name[h]): grads[h].masked[vp.SUMS] for h in hosts},
+                    masked={
+                        for_party(vp.SUMS, name[h]): converted[h].masked[vp.SUMS] for h in hosts
+                    },
                 )
             }
         )[guest]
         return {h: update.masked[for_party(vp.SUMS, name[h])] for h in hosts}
+
+    def _validate(self, meta: vp.Meta, refs: Packet, pending: Mapping[int, np.ndarray]) -> Packet:
+        """Steps V1-V4: the hosts' validation scores, zeroed on the padding by the guest,
+        re-encrypted under its key, summed; the guest's verdict."""
+        ids = self._ids
+        name, guest, hosts = ids.name, ids.guest, ids.hosts
+        scores = self._scores(
+            vp.STEP_VALID_SCORES, {**meta, "slots": self._valid_rows}, refs, vp.VALID, pending
+        )
+        masked = self._to_guest(vp.STEP_VALID_CONVERT, meta, scores)
+        converted = self._send(
+            {
+                h: Packet(
+                    vp.STEP_CONVERT,
+                    meta={**meta, "slots": self._valid_rows},
+                    enc={
+                        for_party(vp.CONVERT, vp.VALID): masked.enc[
+                            for_party(vp.CONVERT, f"{name[h]}/{vp.VALID}")
+                        ]
+                    },
+                )
+                for h in hosts
+            }
+        )
+        return self._send(
+            {
+                guest: Packet(
+                    vp.STEP_VALIDATE,
+                    meta={"epoch": int(meta["epoch"]) + 1},
+                    enc={vp.U_FOR_GUEST: self._sum_for(converted, vp.VALID)},
+                )
+            }
+        )[guest]
+
+
+@dataclass(frozen=True)
+class _Ids:
+    """Who is who in a run (node ids, names, the guest's public key)."""
+
+    guest: int
+    hosts: list[int]
+    name: Mapping[int, str]
+    guest_key: PartyKey
 
 
 def _sums(pending: Mapping[int, np.ndarray], host: int) -> dict[str, np.ndarray]:

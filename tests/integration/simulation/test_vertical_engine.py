@@ -27,8 +27,9 @@ def test_a_vertical_run_in_the_simulation_engine_releases_signed_parts(tmp_path:
     raw = load_vertical("synthetic-vertical", rng=rng, n_customers=800)
     views = align_by_join(raw, rng=rng)
     params = VerticalParams(epochs=1, batch_size=4096, seed=5)
-    engine_ws = prepare_vertical_workspace(tmp_path / "engine", views, raw)
-    local_ws = prepare_vertical_workspace(tmp_path / "local", views)
+    # One guest order seed for both: the same batches and padding.
+    engine_ws = prepare_vertical_workspace(tmp_path / "engine", views, raw, order_seed=9)
+    local_ws = prepare_vertical_workspace(tmp_path / "local", views, order_seed=9)
 
     engine = run_in_engine(engine_ws, params, model_id="vertical-engine-test")
     local = run_in_process(local_ws, params, model_id="vertical-local-test")

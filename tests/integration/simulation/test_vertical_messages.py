@@ -20,13 +20,20 @@ from fedrisk.errors import SignatureError
 from fedrisk.federation import vertical as vp
 from fedrisk.federation.vertical import Packet
 from fedrisk.ml.metrics import auc
-from fedrisk.ml.vertical import VerticalParams, batch_schedule, train_plain_vertical
+from fedrisk.ml.vertical import (
+    VerticalParams,
+    batch_schedule,
+    host_slopes4,
+    residual4,
+    train_plain_vertical,
+)
 from fedrisk.release.artifact import ARTIFACT_FILE, load_trusted_keys
 from fedrisk.release.vertical import read_part
 from secure_agg.vertical import PartyKey
 from server.coordinator.vertical import VerticalResult
 from simulations.vertical import (
     VerticalWorkspace,
+    oracle_params,
     party_matrices,
     prepare_vertical_workspace,
     run_in_process,
@@ -35,6 +42,7 @@ from simulations.vertical import (
 from tests.support.vertical import decrypt_with
 
 PARAMS = VerticalParams(epochs=2, batch_size=512, learning_rate=0.1, seed=3)
+ORDER_SEED = 17  # the guest's secret batch order, fixed here so the oracle can follow it
 GUEST = 0
 
 
@@ -51,45 +59,43 @@ class Run:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     rng = np.random.default_rng(3)
-    views = align_by_join(load_vertical("synthetic-vertical", rng=rng, n_customers=1500), rng=rng)
-    ws = prepare_vertical_workspace(tmp_path_factory.mktemp("vertical"), views)
+    raw = load_vertical("synthetic-vertical", rng=rng, n_customers=1500)
+    views = align_by_join(raw, rng=rng)
+    ws = prepare_vertical_workspace(
+        tmp_path_factory.mktemp("vertical"), views, raw, order_seed=ORDER_SEED
+    )
     model_id = "vertical-test"
     states: list[dict[str, Any]] = []
     record = Run(ws, VerticalResult(parties={}))
     runtimes = [vertical_party.runtime(c, model_id) for c in ws.configs]
+    matrices = party_matrices(views)  # every party's matrix in the guest's row order
     labels = views[GUEST].labels
     assert labels is not None
+
+    def weights(node: int) -> np.ndarray:
+        return np.asarray(states[node].get("adam", {}).get("w", np.zeros(matrices[node].shape[1])))
 
     def tap(direction: str, node: int, packet: Packet) -> None:
         record.packets.append((direction, node, packet))
         # Record what must stay secret, from the parties' live state, as the run goes.
         if direction == "to" and packet.step == vp.STEP_GRADIENT and node != GUEST:
-            rows = batch_schedule(
-                views[0].rows("train"),
-                batch_size=PARAMS.batch_size,
-                seed=PARAMS.seed,
-                epoch=int(packet.meta["epoch"]),
-            )[int(packet.meta["batch"])]
-            w = np.asarray(
-                states[node].get("adam", {}).get("w", np.zeros(runtimes[node].matrix.shape[1]))
-            )
-            record.host_weights.append(w)
-            record.partial_scores.append(runtimes[node].matrix[rows] @ w)
+            own_rows = np.asarray(states[node]["rows"])
+            host_matrix = vertical_party.host_model(runtimes[node], states[node]).matrix
+            record.host_weights.append(weights(node))
+            record.partial_scores.append(host_matrix[own_rows] @ weights(node))
             if node == 1:
-                guest_w = np.asarray(
-                    states[GUEST]
-                    .get("adam", {})
-                    .get("w", np.zeros(runtimes[GUEST].matrix.shape[1]))
-                )
-                u = runtimes[GUEST].matrix[rows] @ guest_w
-                for h in range(1, len(runtimes)):
-                    hw = np.asarray(
-                        states[h].get("adam", {}).get("w", np.zeros(runtimes[h].matrix.shape[1]))
-                    )
-                    u = u + runtimes[h].matrix[rows] @ hw
+                rows = batch_schedule(
+                    views[GUEST].rows("train"),
+                    batch_size=PARAMS.batch_size,
+                    seed=ORDER_SEED,
+                    epoch=int(packet.meta["epoch"]),
+                )[int(packet.meta["batch"])]
+                u_guest = matrices[GUEST][rows] @ weights(GUEST)
+                u_hosts = sum(matrices[h][rows] @ weights(h) for h in range(1, len(views)))
+                # 4d, what the protocol computes
                 record.residuals.append(
-                    u + 2.0 - 4.0 * labels[rows]
-                )  # 4d, what the protocol computes
+                    residual4(u_guest, labels[rows]) + host_slopes4(u_guest) * u_hosts
+                )
 
     record.result = run_in_process(ws, PARAMS, model_id=model_id, tap=tap, states=states)
     return record
@@ -109,7 +115,7 @@ def test_the_encrypted_run_follows_its_plaintext_oracle(run: Run) -> None:
         y,
         train_rows=views[0].rows("train"),
         valid_rows=views[0].rows("valid"),
-        params=PARAMS,
+        params=oracle_params(run.ws, PARAMS),
     )
     plain = sum(m @ w for m, w in zip(matrices, oracle.weights, strict=True))
     encrypted = scores_from_parts(run.ws, run.result)
@@ -159,9 +165,11 @@ def test_no_label_feature_weight_or_partial_score_bytes_in_any_message(run: Run)
 def test_every_ciphertext_a_party_receives_reads_as_masked_or_noise(run: Run) -> None:
     checked = 0
     for direction, node, packet in run.packets:
-        if direction != "to" or packet.step in (vp.STEP_SETUP, vp.STEP_VALIDATE):
-            continue  # setup carries public contexts; validate: the documented score-sum leak
+        if direction != "to" or packet.step == vp.STEP_SETUP:
+            continue  # setup carries public contexts
         for key, chunks in packet.enc.items():
+            if key == vp.ROWS:
+                continue  # a host's own (padded) row references: test_vertical_host_view
             for chunk in chunks[:2]:
                 values = decrypt_with(_secret(run.ws, node), chunk)
                 # Either a masked product (|mask| up to 2^30) or a ciphertext under another
@@ -172,14 +180,18 @@ def test_every_ciphertext_a_party_receives_reads_as_masked_or_noise(run: Run) ->
 
 
 def test_labels_and_residual_leave_the_guest_only_under_its_own_key(run: Run) -> None:
+    seen = 0
     for direction, node, packet in run.packets:
-        if direction != "from" or node != GUEST or vp.C_ENC not in packet.enc:
+        if direction != "from" or node != GUEST:
             continue
-        for host in range(1, len(run.ws.views)):
-            assert (
-                np.median(np.abs(decrypt_with(_secret(run.ws, host), packet.enc[vp.C_ENC][0])))
-                > 1e6
-            )
+        for key, chunks in packet.enc.items():
+            if not key.startswith(vp.C_ENC):
+                continue
+            seen += 1
+            for party in range(len(run.ws.views)):
+                # Under a host's key: noise; under the guest's own: masked by the guest's R.
+                assert np.median(np.abs(decrypt_with(_secret(run.ws, party), chunks[0]))) > 1e6
+    assert seen > 4
 
 
 def test_the_coordinator_only_ever_holds_public_contexts(run: Run) -> None:
@@ -211,12 +223,26 @@ def test_parts_are_signed_and_missing_customers_score_zero(run: Run) -> None:
 
 
 def test_a_single_hosts_score_is_masked_even_for_a_colluding_guest(run: Run) -> None:
-    # With two hosts, what one host encrypts under the guest's key carries its share of the
-    # zero-sum mask: a coordinator handing it to the guest reveals no partial score.
-    seen = 0
+    # A host re-encrypts under the guest's key the masked score the guest made under the host's
+    # key, plus its share of the hosts' zero-sum mask. A guest that a coordinator hands one
+    # host's ciphertext knows its own mask R, so what it could read beyond R is that share:
+    # large for each host alone, cancelling over the hosts.
+    sent: dict[tuple[int, str], np.ndarray] = {}
+    shares: dict[str, list[np.ndarray]] = {}
     for direction, node, packet in run.packets:
-        if direction == "from" and node != GUEST and vp.U_FOR_GUEST in packet.enc:
-            values = decrypt_with(_secret(run.ws, GUEST), packet.enc[vp.U_FOR_GUEST][0])
-            assert np.median(np.abs(values)) > 1e6
-            seen += 1
-    assert seen > 4
+        if node == GUEST or packet.step != vp.STEP_CONVERT:
+            continue
+        for key, chunks in packet.enc.items():
+            dest = key.partition("/")[2]
+            if direction == "to" and key.startswith(vp.CONVERT):
+                sent[node, dest] = decrypt_with(_secret(run.ws, node), chunks[0])
+            elif direction == "from" and key.startswith(vp.U_FOR_GUEST):
+                back = decrypt_with(_secret(run.ws, GUEST), chunks[0])
+                share = back - sent.pop((node, dest))
+                assert np.median(np.abs(share)) > 1e6
+                shares.setdefault(dest, []).append(share)
+    assert len(shares) >= 2
+    for values in shares.values():
+        assert len(values) % 2 == 0  # one per host and step
+        for first, second in zip(values[::2], values[1::2], strict=True):
+            assert np.max(np.abs(first + second)) < 1e-2

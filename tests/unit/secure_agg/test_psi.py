@@ -60,9 +60,15 @@ def test_partial_overlap_matches_a_plain_set_intersection() -> None:
     # assert: both sides against the plaintext oracle
     expected_guest = sorted(i for i, c in enumerate(guest_ids) if c in set(host_ids))
     assert result.guest.guest_rows.tolist() == expected_guest
-    assert result.host.guest_size == 500
-    assert result.host.guest_rows.tolist() == expected_guest
-    assert [host_ids[r] for r in result.host.rows] == [guest_ids[i] for i in expected_guest]
+    # the host learns which of its rows are shared, named by slot, never a guest row
+    assert sorted(host_ids[r] for r in result.host.rows) == sorted(
+        guest_ids[i] for i in expected_guest
+    )
+    assert not hasattr(result.host, "guest_rows")
+    by_slot = dict(zip(result.host.slots.tolist(), result.host.rows.tolist(), strict=True))
+    assert [host_ids[by_slot[s]] for s in result.guest.host_slots] == [
+        guest_ids[i] for i in expected_guest
+    ]
 
 
 def test_a_low_order_point_is_refused() -> None:
@@ -91,7 +97,6 @@ def test_the_sealed_result_opens_only_for_its_host_and_context() -> None:
     match = Match(np.array([0, 2]), np.array([3, 1]))
     sealed = seal_match(
         match,
-        n_guest_rows=5,
         secrets=guest,
         host_channel_public=public_key_of(host.channel_key),
         context=b"run-1|bank|telecom",
@@ -104,8 +109,8 @@ def test_the_sealed_result_opens_only_for_its_host_and_context() -> None:
     )
 
     # assert
-    assert view.rows.tolist() == [host.order[3], host.order[1]]
-    assert view.guest_rows.tolist() == [0, 2]
+    assert view.slots.tolist() == [1, 3]
+    assert view.rows.tolist() == [host.order[1], host.order[3]]
     for secrets, context in [(host, b"run-2|bank|telecom"), (other, b"run-1|bank|telecom")]:
         with pytest.raises(PsiError, match="must verify"):
             open_match(sealed, secrets=secrets, guest_channel_public=guest_public, context=context)
@@ -130,8 +135,9 @@ def test_align_locally_gives_each_party_its_view_of_every_host() -> None:
 
     assert guest.known("telecom").tolist() == [False, True, False, True]
     assert guest.known("shop").tolist() == [False, False, True, False]
-    assert views["telecom"].rows.tolist() == [2, 0]
-    assert views["telecom"].guest_rows.tolist() == [1, 3]
+    assert sorted(views["telecom"].rows.tolist()) == [0, 2]
+    telecom = views["telecom"].row_of(guest.references("telecom")[[1, 3]])
+    assert telecom.tolist() == [2, 0]  # guest rows 1 and 3 are the telecom's rows 2 and 0
     assert views["shop"].rows.tolist() == [0]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,12 +105,12 @@ def test_each_party_gets_the_plain_intersection(aligned: Aligned) -> None:
         assert guest.shared[host].tolist() == expected
         view = results[host]
         assert isinstance(view, HostAlignment)
-        assert view.guest_size == len(bank)
-        assert view.guest_rows.tolist() == expected
-        assert [theirs[r] for r in view.rows] == [bank[i] for i in expected]
-        # a host's features laid out in guest order: missing where it does not know the customer
-        laid = view.to_guest_order(np.arange(len(theirs), dtype=float))
-        assert np.isnan(laid).sum() == len(bank) - len(expected)
+        # the host holds its shared rows and their references, no guest row number
+        assert sorted(theirs[r] for r in view.rows) == sorted(bank[i] for i in expected)
+        assert set(json.loads(view.to_json())) == {"host", "guest", "slots", "rows"}
+        # the guest's references name, for each shared guest row, the host's row of that customer
+        own = view.row_of(guest.references(host)[expected])
+        assert [theirs[r] for r in own] == [bank[i] for i in expected]
     assert guest.coverage() == pytest.approx({"telecom": 0.7, "shop": 0.6})
 
 
