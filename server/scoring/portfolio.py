@@ -13,6 +13,12 @@ charge-off at 120 days, with partial recoveries afterwards.
 and in the last ``shock_months`` months the region's borrowers default ``shock_factor`` times
 more often (a delinquency rise the direction analysis sees).
 
+The generated release reference carries per-feature CSI bins as a federated release does
+(:func:`fedrisk.release.reference.feature_reference` of the development sample's
+:class:`fedrisk.ml.features.FeatureStats`), and every generated application decision stores its
+bin per feature, as the service does; the raw feature values stay in :class:`Portfolio` only
+(the tests' oracle).
+
 All randomness comes from the ``numpy.random.Generator`` passed in.
 """
 
@@ -25,11 +31,18 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import pandas
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
+from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
+from fedrisk.ml.features import FeatureStats
 from fedrisk.ml.metrics import score_histograms
-from fedrisk.release.reference import ScoreReference, reference_from_histograms
+from fedrisk.release.reference import (
+    ScoreReference,
+    feature_reference,
+    reference_from_histograms,
+)
 from server.scoring.audit import audited_transaction, canonical_json
 from server.scoring.outcomes import ImportReport, add_months, import_rows, months_between
 from server.scoring.writer import DecisionWrite, write_decisions
@@ -119,6 +132,27 @@ SCORE_FACTOR: Final = 20.0 / math.log(2.0)
 """Points: 600 at odds 1:1 (bad:good), 20 points to double the good:bad odds."""
 
 
+FEATURE_SCHEMA: Final = DatasetSchema(
+    name="demo-portfolio",
+    id_column="applicant_id",
+    target_column="bad",
+    features=(
+        FeatureSpec(
+            name="income", kind=FeatureKind.NUMERIC, min=0.0, max=1_000_000.0, transform="log1p"
+        ),
+        FeatureSpec(name="debt_ratio", kind=FeatureKind.NUMERIC, min=0.0, max=1.0),
+        FeatureSpec(name="customer_type", kind=FeatureKind.CATEGORICAL, categories=CUSTOMER_TYPES),
+        FeatureSpec(name="region", kind=FeatureKind.CATEGORICAL, categories=REGIONS),
+    ),
+)
+"""The application features the generated champion scores from (its reference carries their
+CSI bins)."""
+
+
+REFERENCE_FINE_BINS: Final = 1024
+"""Resolution of the development sample's pooled feature histograms."""
+
+
 class PortfolioConfig(BaseModel):
     """Size, calendar and drift of a generated portfolio."""
 
@@ -149,6 +183,15 @@ class Portfolio:
     as_of: str
     reference: ScoreReference
     behaviour: list[dict[str, Any]] = field(default_factory=list)
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Raw application features by decision id (never stored in the database)."""
+
+    def feature_bins(self, decision_id: str) -> dict[str, int]:
+        """The decision's bin per reference feature (what the service stores)."""
+        values = self.features.get(decision_id)
+        if values is None:
+            return {}
+        return {f.name: f.bin_of(values.get(f.name)) for f in self.reference.features}
 
 
 def pd_to_score(pd: FloatArray) -> FloatArray:
@@ -190,7 +233,25 @@ def development_reference(rng: np.random.Generator, *, n: int = 20_000) -> Score
     a = _applicants(PortfolioConfig(), n, rng)
     pd = 1.0 / (1.0 + np.exp(-_champion_logit(a["income"], a["debt"], a["ctype"])))
     y = rng.random(n) < pd
-    return reference_from_histograms(score_histograms(y.astype(int), pd))
+    frame = pd_frame(a).assign(bad=y.astype(int), applicant_id=np.arange(n))
+    # as fine as a tree run's pooled histograms: a 64-bin histogram over log1p(0..1e6) would
+    # leave income only seven equal-mass bins
+    stats = FeatureStats.from_frame(frame, FEATURE_SCHEMA, n_bins=REFERENCE_FINE_BINS)
+    return reference_from_histograms(
+        score_histograms(y.astype(int), pd), features=feature_reference(stats)
+    )
+
+
+def pd_frame(a: dict[str, np.ndarray]) -> pandas.DataFrame:
+    """The applicants' model features as a frame of :data:`FEATURE_SCHEMA`'s columns."""
+    return pandas.DataFrame(
+        {
+            "income": a["income"],
+            "debt_ratio": a["debt"],
+            "customer_type": np.array(CUSTOMER_TYPES)[a["ctype"]],
+            "region": np.array(REGIONS)[a["region"]],
+        }
+    )
 
 
 def _performance(
@@ -349,12 +410,14 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         )
         rows.extend({**static, **m} for m in months)
         behaviour.extend(_behaviour(decision_id, originated, months, cfg.behaviour_every, rng))
+    features = pd_frame(a).to_dict(orient="records")
     return Portfolio(
         decisions=decisions,
         outcome_rows=rows,
         as_of=as_of,
         reference=development_reference(rng),
         behaviour=behaviour,
+        features={d["decision_id"]: f for d, f in zip(decisions, features, strict=True)},
     )
 
 
@@ -394,7 +457,11 @@ def load_portfolio(engine: Engine, portfolio: Portfolio, *, chunk_rows: int = 50
 
     Two transactions: decisions first, then the outcome import (which needs them).
     """
-    writes = [DecisionWrite(row=d) for d in [*portfolio.decisions, *portfolio.behaviour]]
+    writes = [
+        DecisionWrite(row=d, feature_bins=portfolio.feature_bins(d["decision_id"]))
+        for d in portfolio.decisions
+    ]
+    writes.extend(DecisionWrite(row=d) for d in portfolio.behaviour)
 
     def decide(connection: Any, chain: Any) -> None:
         for start in range(0, len(writes), 5000):

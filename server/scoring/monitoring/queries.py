@@ -28,11 +28,20 @@ from sqlalchemy import String as SqlString
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
-from fedrisk.release.reference import ScoreReference
-from server.scoring.db.tables import decisions, loans, outcomes, review_items
+from fedrisk.release.reference import FeatureReference, ScoreReference
+from server.scoring.db.tables import (
+    decision_feature_bins,
+    decisions,
+    loans,
+    outcomes,
+    review_items,
+)
 from server.scoring.monitoring.models import (
     BandPerformance,
     ChampionChallenger,
+    CsiBin,
+    CsiPoint,
+    CsiResult,
     DecisionMixRow,
     Dimension,
     Direction,
@@ -189,6 +198,77 @@ def psi_trend(connection: Connection, reference: ScoreReference) -> list[PsiPoin
         result = _psi_of(reference, by_month[m], m)
         if result.psi is not None:
             points.append(PsiPoint(month=m, psi=result.psi, count=result.count))
+    return points
+
+
+def _csi_counts(
+    connection: Connection, reference: ScoreReference, *, month: str | None
+) -> dict[tuple[str, str, int], int]:
+    """Champion applications by decision month, reference feature and bin."""
+    created = month_of(decisions.c.created_at)
+    bins = decision_feature_bins
+    query = (
+        select(created.label("m"), bins.c.feature, bins.c.bin, func.count().label("n"))
+        .join_from(bins, decisions, decisions.c.decision_id == bins.c.decision_id)
+        .where(
+            decisions.c.stage == "application",
+            decisions.c.role == "champion",
+            bins.c.feature.in_([f.name for f in reference.features]),
+        )
+        .group_by(created, bins.c.feature, bins.c.bin)
+    )
+    if month is not None:
+        query = query.where(
+            decisions.c.created_at >= month, decisions.c.created_at < add_months(month, 1)
+        )
+    return {(r.m, r.feature, int(r.bin)): int(r.n) for r in connection.execute(query)}
+
+
+def _csi_of(feature: FeatureReference, counts: dict[int, int], month: str | None) -> CsiResult:
+    # a bin outside the reference (a decision binned by another release) is not comparable
+    counts = {b: n for b, n in counts.items() if 0 <= b < len(feature.shares)}
+    total = sum(counts.values())
+    shares = [counts.get(i, 0) / total if total else 0.0 for i in range(len(feature.shares))]
+    return CsiResult(
+        feature=feature.name,
+        month=month,
+        csi=psi_from_shares(feature.shares, shares) if total else None,
+        count=total,
+        bins=[
+            CsiBin(
+                bin=i,
+                label=feature.labels[i],
+                expected=feature.shares[i],
+                actual=shares[i],
+                count=counts.get(i, 0),
+            )
+            for i in range(len(feature.shares))
+        ],
+    )
+
+
+def feature_csi(
+    connection: Connection, reference: ScoreReference, *, month: str
+) -> list[CsiResult]:
+    """CSI of every reference feature over the champion's applications decided in ``month``
+    (the same formula and floor as the score PSI)."""
+    by_feature: dict[str, dict[int, int]] = {}
+    for (_, feature, b), n in _csi_counts(connection, reference, month=month).items():
+        by_feature.setdefault(feature, {})[b] = n
+    return [_csi_of(f, by_feature.get(f.name, {}), month) for f in reference.features]
+
+
+def csi_trend(connection: Connection, reference: ScoreReference) -> list[CsiPoint]:
+    """CSI of every reference feature in every decision month with binned applications."""
+    grouped: dict[tuple[str, str], dict[int, int]] = {}
+    for (m, feature, b), n in _csi_counts(connection, reference, month=None).items():
+        grouped.setdefault((feature, m), {})[b] = n
+    points = []
+    for f in reference.features:
+        for m in sorted(m for name, m in grouped if name == f.name):
+            result = _csi_of(f, grouped[(f.name, m)], m)
+            if result.csi is not None:
+                points.append(CsiPoint(feature=f.name, month=m, csi=result.csi, count=result.count))
     return points
 
 

@@ -24,6 +24,7 @@ from server.scoring.monitoring.alerts import (
     AlertThresholds,
     auc_alert,
     bcard_alert,
+    csi_alerts,
     psi_alert,
     segment_alerts,
 )
@@ -65,6 +66,11 @@ def build_summary(
         if reference is not None and decision_month is not None
         else PsiResult(month=decision_month, psi=None, count=0, bands=[])
     )
+    csi = (
+        queries.feature_csi(connection, reference, month=decision_month)
+        if reference is not None and reference.features and decision_month is not None
+        else []
+    )
     versus = queries.champion_challenger(connection, window=window)
     champion = versus.champion
     release_auc = None if reference is None else reference.auc
@@ -73,6 +79,7 @@ def build_summary(
         found = psi_alert(psi, as_of=as_of, limits=limits)
         if found is not None:
             alerts.append(found)
+        alerts.extend(csi_alerts(csi, as_of=as_of, limits=limits))
         found = auc_alert(
             champion.auc, release_auc, loans=champion.loans, as_of=as_of, limits=limits
         )
@@ -93,6 +100,12 @@ def build_summary(
         as_of=as_of,
         psi=psi.psi,
         psi_trend=[] if reference is None else queries.psi_trend(connection, reference),
+        csi={r.feature: r.csi for r in csi if r.csi is not None},
+        csi_trend=(
+            []
+            if reference is None or not reference.features
+            else queries.csi_trend(connection, reference)
+        ),
         auc_matured=champion.auc,
         ks_matured=champion.ks,
         release_auc=release_auc,
@@ -138,6 +151,14 @@ def _fmt(value: object) -> str:
     return html.escape(str(value))
 
 
+def _band_name(value: float) -> str:
+    """toad/optbinning's reading of a PSI or CSI."""
+    limits = AlertThresholds()
+    if value >= limits.csi:
+        return "shifted"
+    return "watch" if value >= limits.csi_warning else "stable"
+
+
 def _table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -172,6 +193,19 @@ def summary_html(data: dict[str, Any]) -> str:
         _table(
             ["month", "PSI", "applications"],
             [[p["month"], p["psi"], p["count"]] for p in data["psi_trend"]],
+        ),
+        "<h3>Feature CSI (latest decision month, against the release's feature bins)</h3>",
+        _table(
+            ["feature", "CSI", "band"],
+            [
+                [name, value, _band_name(value)]
+                for name, value in sorted(data["csi"].items(), key=lambda kv: -kv[1])
+            ],
+        ),
+        "<h3>Feature CSI by month</h3>",
+        _table(
+            ["feature", "month", "CSI", "applications"],
+            [[p["feature"], p["month"], p["csi"], p["count"]] for p in data["csi_trend"]],
         ),
         "<h3>Bad rate by PD band (matured loans)</h3>",
         _table(

@@ -9,25 +9,38 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score, roc_curve
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from server.scoring.app import create_app
 from server.scoring.dashboard.charts import ChartInputs
 from server.scoring.dashboard.indicators import drill_segment
 from server.scoring.dashboard.pages import CHARTS
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
+from server.scoring.db.tables import decision_feature_bins
 from server.scoring.monitoring import queries
 from server.scoring.monitoring.alerts import send_alerts
 from server.scoring.monitoring.report import build_summary
 from server.scoring.outcomes import add_months
 from server.scoring.portfolio import Portfolio, PortfolioConfig, generate_portfolio, load_portfolio
+from tests.support.artifacts import (
+    TrainedModel,
+    make_artifact,
+    new_signer,
+    publish,
+    sample_reference,
+    trust,
+)
 from tests.support.postgres import PostgresServer
+from tests.support.scoring import application, service_settings
 
 pytestmark = [pytest.mark.integration]
 
@@ -127,6 +140,71 @@ def test_psi_matches_numpy_on_the_raw_decisions(loaded: Loaded) -> None:
             float(np.sum((actual - expected) * np.log(actual / expected))), abs=TOL
         )
     assert latest.psi == pytest.approx(trend[max(months)], abs=TOL)
+
+
+def numpy_bins(p: Portfolio, feature: str, ids: pd.Series) -> np.ndarray:
+    """Reference bins of the raw values, computed with numpy in the transformed space."""
+    ref = next(f for f in p.reference.features if f.name == feature)
+    raw = [p.features[i][feature] for i in ids]
+    missing = len(ref.shares) - 1
+    if ref.spec.categories is not None:
+        lookup = {c: k for k, c in enumerate(ref.spec.categories)}
+        return np.array([missing if v is None else lookup.get(v, missing - 1) for v in raw])
+    assert ref.spec.min is not None and ref.spec.max is not None
+    x = np.clip(np.array(raw, dtype=np.float64), ref.spec.min, ref.spec.max)
+    t = np.log1p(x) if ref.spec.transform == "log1p" else x
+    lo, hi = (np.log1p([ref.spec.min, ref.spec.max]) if ref.spec.transform == "log1p"
+              else (ref.spec.min, ref.spec.max))  # fmt: skip
+    edges = lo + np.array(ref.cuts) * (hi - lo) / ref.fine_bins
+    return np.where(np.isnan(t), missing, np.searchsorted(edges, t, side="right"))
+
+
+def test_feature_csi_matches_numpy_on_the_raw_features(loaded: Loaded) -> None:
+    # arrange
+    p = loaded.portfolio
+    decisions, _ = frames(p)
+    champion = decisions[(decisions["role"] == "champion") & (decisions["stage"] == "application")]
+    months = champion["created_at"].str[:7]
+
+    # act
+    with loaded.engine.connect() as connection:
+        trend = {
+            (pt.feature, pt.month): pt.csi for pt in queries.csi_trend(connection, p.reference)
+        }
+        latest = queries.feature_csi(connection, p.reference, month=max(months))
+
+    # assert
+    names = [f.name for f in p.reference.features]
+    assert names == ["income", "debt_ratio", "customer_type", "region"]
+    assert set(trend) == {(f, m) for f in names for m in set(months)}
+    for ref in p.reference.features:
+        for month in set(months):
+            ids = champion.loc[months == month, "decision_id"]
+            counts = np.bincount(numpy_bins(p, ref.name, ids), minlength=len(ref.shares))
+            actual = np.maximum(counts / counts.sum(), 1e-4)
+            expected = np.maximum(np.array(ref.shares), 1e-4)
+            oracle = float(np.sum((actual - expected) * np.log(actual / expected)))
+            assert trend[(ref.name, month)] == pytest.approx(oracle, abs=TOL)
+    assert {r.feature: r.csi for r in latest} == {
+        name: pytest.approx(trend[(name, max(months))], abs=TOL) for name in names
+    }
+
+
+def test_the_income_drop_shows_in_the_income_csi_and_raises_a_csi_alert(loaded: Loaded) -> None:
+    # act
+    with loaded.engine.connect() as connection:
+        summary = build_summary(connection, loaded.portfolio.reference)
+        before = queries.feature_csi(connection, loaded.portfolio.reference, month="2025-01")
+
+    # assert: the drift region's income fell from the fourth month: income moves, debt does not
+    early = {r.feature: r.csi for r in before}
+    assert summary.csi["income"] >= 0.25 > early["income"]
+    assert summary.csi["debt_ratio"] < 0.1
+    alert = next(a for a in summary.alerts if a.kind == "csi" and a.severity == "critical")
+    assert alert.retrain_recommended and "income" in alert.message
+    assert "retrain recommended" in alert.message
+    assert "income" in alert.evidence["features"]  # type: ignore[operator]
+    assert "debt_ratio" not in alert.evidence["features"]  # type: ignore[operator]
 
 
 def test_auc_ks_and_delong_on_matured_loans_match_scikit_learn(loaded: Loaded) -> None:
@@ -348,3 +426,45 @@ def test_alerts_reach_a_real_webhook(loaded: Loaded) -> None:
     # assert
     assert delivered == len(alerts) == len(received)
     assert {r["kind"] for r in received} == {a.kind for a in alerts}
+
+
+def test_service_decisions_store_their_reference_bins_and_the_summary_has_csi(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    # arrange: a champion whose signed artifact carries per-feature reference bins
+    registry = tmp_path / "registry"
+    signer = new_signer()
+    trust(registry, signer)
+    reference = sample_reference(trained)
+    artifact = make_artifact(
+        trained, model_id="acard-ref", stage="application", reference=reference
+    )
+    publish(registry, artifact, signer)
+    db_url = f"sqlite:///{tmp_path / 'scoring.db'}"
+    settings = service_settings(registry, db_url=db_url, insecure_dev=True)
+    bodies = [application(trained, n) for n in range(6)]
+
+    # act
+    with TestClient(create_app(settings)) as client:
+        answers = [client.post("/v1/applications/decision", json=b) for b in bodies]
+        summary = client.get("/v1/monitoring/summary")
+
+    # assert: one row per decision and reference feature, the bin its raw value falls in
+    assert [a.status_code for a in answers] == [200] * 6, answers[0].text
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            stored = {
+                (r.decision_id, r.feature): r.bin
+                for r in connection.execute(select(decision_feature_bins))
+            }
+    finally:
+        engine.dispose()
+    expected = {
+        (a.json()["decision_id"], f.name): f.bin_of(b["features"].get(f.name))
+        for a, b in zip(answers, bodies, strict=True)
+        for f in reference.features
+    }
+    assert len(reference.features) >= 10 and stored == expected
+    assert summary.status_code == 200, summary.text
+    assert set(summary.json()["csi"]) == {f.name for f in reference.features}
