@@ -417,7 +417,10 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         as_of=as_of,
         reference=development_reference(rng),
         behaviour=behaviour,
-        features={d["decision_id"]: f for d, f in zip(decisions, features, strict=True)},
+        features={
+            d["decision_id"]: {str(k): v for k, v in f.items()}
+            for d, f in zip(decisions, features, strict=True)
+        },
     )
 
 
