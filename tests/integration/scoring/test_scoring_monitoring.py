@@ -353,6 +353,10 @@ def test_dashboard_charts_draw_the_monitoring_queries_and_drill_to_the_raw_loans
     with loaded.engine.connect() as connection:
         charts = {chart_id: spec.query(connection, inputs) for chart_id, spec in CHARTS.items()}
         trend = queries.psi_trend(connection, p.reference)
+        month = queries.latest_decision_month(connection)
+        assert month is not None
+        csi = {r.feature: r.csi for r in queries.feature_csi(connection, p.reference, month=month)}
+        csi_trend = queries.csi_trend(connection, p.reference)
         crossed = queries.direction(connection, ["region", "purpose"], as_of=p.as_of)
         versus = queries.champion_challenger(connection)
         drilled = [drill_segment(r) for r in charts["direction"].records()]
@@ -368,6 +372,11 @@ def test_dashboard_charts_draw_the_monitoring_queries_and_drill_to_the_raw_loans
 
     # assert: the charts are the monitoring queries' numbers, the drill-down the raw loans
     assert charts["psi_trend"].column("psi") == [pt.psi for pt in trend]
+    csi_chart = charts["feature_csi"]
+    shown = dict(zip(csi_chart.column("feature"), csi_chart.column("csi"), strict=True))
+    assert shown == csi and csi_chart.column("feature")[0] == "income"
+    assert charts["csi_trend"].column("csi") == [pt.csi for pt in csi_trend]
+    assert csi_chart.to_csv().splitlines()[0] == "feature,month,csi,band,applications"
     assert charts["direction"].column("overdue_rate") == [r.overdue_rate for r in crossed.rows]
     assert charts["risk_return"].column("net_yield") == [r.net_yield for r in crossed.rows]
     assert charts["champion_challenger"].column("ci_low") == [versus.ci_low]
