@@ -11,7 +11,9 @@ charge-off at 120 days, with partial recoveries afterwards.
 ``drift_region`` injects drift: that region's applicants originated from ``drift_from`` on earn
 ``1 - drift_income_drop`` of their income, which raises their PD (a score drift the PSI sees),
 and in the last ``shock_months`` months the region's borrowers default ``shock_factor`` times
-more often (a delinquency rise the direction analysis sees).
+more often (a delinquency rise the direction analysis sees). ``concept_drift`` weakens the
+link between the champion's score and the true risk from ``drift_from`` on (an AUC drop on
+matured loans).
 
 The generated release reference carries per-feature CSI bins as a federated release does
 (:func:`fedrisk.release.reference.feature_reference` of the development sample's
@@ -171,6 +173,14 @@ class PortfolioConfig(BaseModel):
         description="the drift region's borrowers default more in the last N months",
     )
     shock_factor: float = Field(default=6.0, ge=1.0)
+    concept_drift: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the champion's ranking that stops holding for applicants "
+        "originated from drift_from on (their true risk follows only 1 - this of the "
+        "champion's logit around its mean): the score ranks worse, the AUC drops",
+    )
     behaviour_every: int = Field(default=3, ge=1, description="B-card review every N months")
 
 
@@ -332,7 +342,15 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         np.array([INDUSTRY_EFFECT[i] for i in INDUSTRIES])[a["industry"]]
         + np.array([PURPOSE_EFFECT[p] for p in PURPOSES])[a["purpose"]]
     )
-    true_logit = champion_logit + segment + rng.normal(0.0, 0.3, size=n)
+    ranked = champion_logit
+    if cfg.concept_drift > 0.0:
+        centre = float(champion_logit.mean())
+        ranked = np.where(
+            a["month"] >= cfg.drift_from,
+            centre + (1.0 - cfg.concept_drift) * (champion_logit - centre),
+            champion_logit,
+        )
+    true_logit = ranked + segment + rng.normal(0.0, 0.3, size=n)
     challenger = rng.random(n) < cfg.challenger_share
     # the challenger also sees part of the segment effect: it should rank better
     model_logit = np.where(challenger, champion_logit + 0.7 * segment, champion_logit)

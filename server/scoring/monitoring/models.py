@@ -232,6 +232,9 @@ class Summary(Result):
     auc_matured: float | None
     ks_matured: float | None
     release_auc: float | None
+    expected_auc_matured: float | None = Field(
+        default=None, description="the AUC the matured loans' own PDs promise (alert baseline)"
+    )
     decision_mix: list[DecisionMixRow]
     bad_rate_by_band: list[BandPerformance]
     vintages: list[VintageCurve]

@@ -338,6 +338,37 @@ def matured_discrimination(
     return _discrimination(scores, bads, goods)
 
 
+def expected_auc(
+    connection: Connection, *, window: int = WINDOW, role: str = "champion"
+) -> float | None:
+    """The AUC the score would reach on the same matured loans if each loan's stored PD were
+    its true chance of going bad: every loan counts ``pd`` as a bad and ``1 - pd`` as a good.
+
+    The baseline of the AUC-drop alert. A book holds only the loans that were approved, so its
+    realised AUC sits below the release's (measured on every applicant) without any drift;
+    against this baseline, only a loss of ranking on this very population counts.
+    """
+    matured = _matured(window).subquery("matured")
+    rows = connection.execute(
+        select(
+            matured.c.score,
+            func.sum(matured.c.probability).label("pd_sum"),
+            func.count().label("n"),
+        )
+        .where(
+            matured.c.role == role,
+            matured.c.score.is_not(None),
+            matured.c.probability.is_not(None),
+        )
+        .group_by(matured.c.score)
+    ).all()
+    return auc_from_groups(
+        [float(r.score) for r in rows],
+        [float(r.pd_sum) for r in rows],
+        [int(r.n) - float(r.pd_sum) for r in rows],
+    )
+
+
 def champion_challenger(
     connection: Connection, *, window: int = WINDOW, confidence: float = 0.95
 ) -> ChampionChallenger:

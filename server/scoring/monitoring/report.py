@@ -74,6 +74,7 @@ def build_summary(
     versus = queries.champion_challenger(connection, window=window)
     champion = versus.champion
     release_auc = None if reference is None else reference.auc
+    expected = queries.expected_auc(connection, window=window)
     alerts: list[Alert] = []
     if as_of is not None:
         found = psi_alert(psi, as_of=as_of, limits=limits)
@@ -81,7 +82,13 @@ def build_summary(
             alerts.append(found)
         alerts.extend(csi_alerts(csi, as_of=as_of, limits=limits))
         found = auc_alert(
-            champion.auc, release_auc, loans=champion.loans, as_of=as_of, limits=limits
+            champion.auc,
+            expected,
+            release_auc=release_auc,
+            variance=champion.auc_variance,
+            loans=champion.loans,
+            as_of=as_of,
+            limits=limits,
         )
         if found is not None:
             alerts.append(found)
@@ -109,6 +116,7 @@ def build_summary(
         auc_matured=champion.auc,
         ks_matured=champion.ks,
         release_auc=release_auc,
+        expected_auc_matured=expected,
         decision_mix=queries.decision_mix(connection),
         bad_rate_by_band=(
             []
@@ -186,8 +194,16 @@ def summary_html(data: dict[str, Any]) -> str:
         or "<p>No alerts.</p>",
         "<h2>Drift and performance</h2>",
         _table(
-            ["PSI (latest month)", "AUC matured", "KS matured", "release AUC"],
-            [[data["psi"], data["auc_matured"], data["ks_matured"], data["release_auc"]]],
+            ["PSI (latest month)", "AUC matured", "expected AUC", "KS matured", "release AUC"],
+            [
+                [
+                    data["psi"],
+                    data["auc_matured"],
+                    data["expected_auc_matured"],
+                    data["ks_matured"],
+                    data["release_auc"],
+                ]
+            ],
         ),
         "<h3>PSI by month</h3>",
         _table(

@@ -28,6 +28,7 @@ from server.scoring.db.migrate import upgrade_database
 from server.scoring.db.tables import decision_feature_bins
 from server.scoring.monitoring import queries
 from server.scoring.monitoring.alerts import send_alerts
+from server.scoring.monitoring.models import Summary
 from server.scoring.monitoring.report import build_summary
 from server.scoring.outcomes import add_months
 from server.scoring.portfolio import Portfolio, PortfolioConfig, generate_portfolio, load_portfolio
@@ -226,6 +227,68 @@ def test_auc_ks_and_delong_on_matured_loans_match_scikit_learn(loaded: Loaded) -
         assert found.auc_variance == pytest.approx(delong_oracle(score, bad), abs=TOL)
     assert result.ci_low is not None and result.ci_high is not None
     assert result.ci_low < result.auc_difference < result.ci_high
+
+
+def test_expected_auc_from_the_stored_pds_matches_numpy(loaded: Loaded) -> None:
+    # arrange: every matured champion loan is a bad with weight pd and a good with 1 - pd
+    m = matured(loaded.portfolio)
+    m = m[m["role"] == "champion"]
+    score, pd_ = m["score"].to_numpy(), m["probability"].to_numpy()
+    below = (score[:, None] < score[None, :]) + 0.5 * (score[:, None] == score[None, :])
+    oracle = float(pd_ @ below @ (1.0 - pd_) / (pd_.sum() * (1.0 - pd_).sum()))
+
+    # act
+    with loaded.engine.connect() as connection:
+        expected = queries.expected_auc(connection)
+
+    # assert
+    assert expected == pytest.approx(oracle, abs=TOL)
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Summary]:
+    """Summaries of two approved-only books on SQLite: one without drift, one whose score
+    stops ranking the true risk (concept drift)."""
+    out = {}
+    for name, extra in (("steady", {}), ("drifted", {"concept_drift": 0.8, "drift_from": 0})):
+        book = generate_portfolio(
+            PortfolioConfig(applicants=3000, origination_months=6, **extra),
+            np.random.default_rng(20261205),
+        )
+        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp(name) / 'scoring.db'}")
+        upgrade_database(engine)
+        load_portfolio(engine, book)
+        with engine.connect() as connection:
+            out[name] = build_summary(connection, book.reference)
+        engine.dispose()
+    return out
+
+
+def test_an_approved_only_book_without_drift_raises_no_auc_alert(
+    books: dict[str, Summary],
+) -> None:
+    # arrange
+    steady = books["steady"]
+    assert steady.auc_matured is not None and steady.release_auc is not None
+
+    # act
+    kinds = [a.kind for a in steady.alerts]
+
+    # assert: below the release's AUC by selection alone, but as ranked as its PDs promise
+    assert steady.release_auc - steady.auc_matured >= 0.03
+    assert "auc_drop" not in kinds
+
+
+def test_a_book_whose_score_stops_ranking_raises_the_auc_alert(books: dict[str, Summary]) -> None:
+    # act
+    drifted = books["drifted"]
+    alert = next((a for a in drifted.alerts if a.kind == "auc_drop"), None)
+
+    # assert
+    assert alert is not None and alert.retrain_recommended
+    assert drifted.expected_auc_matured is not None and drifted.auc_matured is not None
+    assert alert.value == pytest.approx(drifted.expected_auc_matured - drifted.auc_matured)
+    assert alert.evidence["expected_auc"] == drifted.expected_auc_matured
 
 
 def test_bad_rate_by_band_matches_the_raw_loans(loaded: Loaded) -> None:
