@@ -182,6 +182,17 @@ class PortfolioConfig(BaseModel):
         "champion's logit around its mean): the score ranks worse, the AUC drops",
     )
     behaviour_every: int = Field(default=3, ge=1, description="B-card review every N months")
+    review_items: bool = Field(
+        default=False,
+        description="queue every manual_review decision for a person, as the service does",
+    )
+    policy_review_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the model's approvals a policy rule (income unverified) sends to "
+        "manual review instead: reviews with an automated verdict a person can override",
+    )
 
 
 @dataclass
@@ -195,6 +206,8 @@ class Portfolio:
     behaviour: list[dict[str, Any]] = field(default_factory=list)
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Raw application features by decision id (never stored in the database)."""
+    reviews: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Review-queue rows by decision id (with ``review_items``)."""
 
     def feature_bins(self, decision_id: str) -> dict[str, int]:
         """The decision's bin per reference feature (what the service stores)."""
@@ -357,25 +370,44 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
     pd = 1.0 / (1.0 + np.exp(-model_logit))
     true_pd = 1.0 / (1.0 + np.exp(-true_logit))
     score = pd_to_score(pd)
+    # drawn only when asked for, so books without policy reviews stay the same for a seed
+    unverified = (
+        rng.random(n) < cfg.policy_review_share
+        if cfg.policy_review_share > 0.0
+        else np.zeros(n, dtype=bool)
+    )
     as_of = add_months(cfg.start, cfg.origination_months - 1 + 12)
     purposes = list(PURPOSES)
     decisions: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     behaviour: list[dict[str, Any]] = []
+    reviews: dict[str, dict[str, Any]] = {}
     for i in range(n):
         originated = add_months(cfg.start, int(a["month"][i]))
         decision_id = f"d{i:09d}"
-        outcome = (
+        model_decision = (
             "approve"
             if pd[i] < APPROVE_BELOW
             else "manual_review"
             if pd[i] < REVIEW_BELOW
             else "decline"
         )
+        policy = model_decision == "approve" and bool(unverified[i])
+        outcome = "manual_review" if policy else model_decision
+        created_at = f"{originated}-{1 + i % 28:02d}T10:00:00.000000+00:00"
+        if cfg.review_items and outcome == "manual_review":
+            reviews[decision_id] = {
+                "decision_id": decision_id,
+                "stage": "application",
+                "kind": "manual_review",
+                "status": "open",
+                "reason": "income unverified" if policy else "score in review band",
+                "created_at": created_at,
+            }
         decisions.append(
             {
                 "decision_id": decision_id,
-                "created_at": f"{originated}-{1 + i % 28:02d}T10:00:00.000000+00:00",
+                "created_at": created_at,
                 "stage": "application",
                 "subject_hash": f"{i:064x}",
                 "fingerprint": f"{i + n:064x}",
@@ -386,7 +418,10 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
                 "outcome": outcome,
                 "reasons": [],
                 "rules_hit": [],
-                "details": {"model_decision": outcome},
+                "details": {
+                    "model_decision": model_decision,
+                    "overrides": ["income_unverified"] if policy else [],
+                },
             }
         )
         if outcome != "approve":
@@ -435,6 +470,7 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         as_of=as_of,
         reference=development_reference(rng),
         behaviour=behaviour,
+        reviews=reviews,
         features={
             d["decision_id"]: {str(k): v for k, v in f.items()}
             for d, f in zip(decisions, features, strict=True)
@@ -479,7 +515,11 @@ def load_portfolio(engine: Engine, portfolio: Portfolio, *, chunk_rows: int = 50
     Two transactions: decisions first, then the outcome import (which needs them).
     """
     writes = [
-        DecisionWrite(row=d, feature_bins=portfolio.feature_bins(d["decision_id"]))
+        DecisionWrite(
+            row=d,
+            review=portfolio.reviews.get(d["decision_id"]),
+            feature_bins=portfolio.feature_bins(d["decision_id"]),
+        )
         for d in portfolio.decisions
     ]
     writes.extend(DecisionWrite(row=d) for d in portfolio.behaviour)

@@ -67,6 +67,8 @@ from server.scoring.monitoring.statistics import (
 from server.scoring.outcomes import add_months, is_bad_month, months_between
 
 WINDOW: Final = 12
+VERDICTS: Final = ("approve", "decline")
+"""Decisions a person's review can confirm or override."""
 BUCKETS: Final = ("current", "1-29", "30-59", "60-89", "90+")
 BUCKET_LOWER: Final = (0, 1, 30, 60, 90)
 
@@ -99,8 +101,11 @@ _is_bad = is_bad_month()
 
 # ------------------------------------------------------------------------------ decisions
 def decision_mix(connection: Connection) -> list[DecisionMixRow]:
-    """Application decisions by month and outcome, with the review override rate: the share of
-    resolved manual reviews whose resolution differs from the model's own decision."""
+    """Application decisions by month and outcome, with the review override rate by month of
+    resolution: the share of resolved reviews (manual reviews and applicants' human-review
+    requests, resolved approve or decline) whose resolution differs from the model's own
+    decision. A referral from the score's review band carries no automated verdict to
+    override, so it is left out (as on the dashboard's overview)."""
     month = month_of(decisions.c.created_at)
     counts: dict[str, dict[str, int]] = {}
     for row in connection.execute(
@@ -117,8 +122,9 @@ def decision_mix(connection: Connection) -> list[DecisionMixRow]:
         select(review_month.label("m"), func.count().label("n"), func.sum(overridden).label("o"))
         .join_from(review_items, decisions, decisions.c.decision_id == review_items.c.decision_id)
         .where(
-            review_items.c.kind == "manual_review",
-            review_items.c.resolution.in_(("approve", "decline")),
+            review_items.c.kind.in_(("manual_review", "human_review_request")),
+            review_items.c.resolution.in_(VERDICTS),
+            model_decision.in_(VERDICTS),
         )
         .group_by(review_month)
     ):

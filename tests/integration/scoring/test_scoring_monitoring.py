@@ -34,6 +34,7 @@ from server.scoring.outcomes import add_months
 from server.scoring.portfolio import Portfolio, PortfolioConfig, generate_portfolio, load_portfolio
 from tests.support.artifacts import (
     TrainedModel,
+    build_registry,
     make_artifact,
     new_signer,
     publish,
@@ -540,3 +541,61 @@ def test_service_decisions_store_their_reference_bins_and_the_summary_has_csi(
     assert len(reference.features) >= 10 and stored == expected
     assert summary.status_code == 200, summary.text
     assert set(summary.json()["csi"]) == {f.name for f in reference.features}
+
+
+def test_override_rate_of_reviews_resolved_through_the_service_matches_the_raw_rows(
+    tmp_path: Path,
+) -> None:
+    # arrange: a book whose manual reviews are queued, some of them sent by a policy rule
+    # against the model's approval; a registry so that the real service can start on it
+    book = generate_portfolio(
+        PortfolioConfig(
+            applicants=800, origination_months=3, review_items=True, policy_review_share=0.25
+        ),
+        np.random.default_rng(17),
+    )
+    db_url = f"sqlite:///{tmp_path / 'scoring.db'}"
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    load_portfolio(engine, book)
+    registry = tmp_path / "registry"
+    build_registry(registry, {"acard-v1": "application"})
+    declined = [d["decision_id"] for d in book.decisions if d["outcome"] == "decline"][:8]
+    resolved: list[dict[str, Any]] = []
+
+    # act: applicants ask for human review of declines; a person claims and resolves every
+    # item through the review endpoints, approving two in three
+    settings = service_settings(registry, db_url=db_url, insecure_dev=True)
+    with TestClient(create_app(settings)) as client:
+        for decision_id in declined:
+            asked = client.post(
+                f"/v1/decisions/{decision_id}/human-review", json={"reason": "income changed"}
+            )
+            assert asked.status_code == 201, asked.text
+        items = client.get("/v1/reviews", params={"status": "open", "limit": 500}).json()["items"]
+        for item in items:
+            path = f"/v1/reviews/{item['item_id']}"
+            assert client.post(f"{path}/claim", json={"reviewer": "ann"}).status_code == 200
+            verdict = "decline" if item["item_id"] % 3 == 0 else "approve"
+            answer = client.post(f"{path}/resolve", json={"reviewer": "ann", "resolution": verdict})
+            assert answer.status_code == 200, answer.text
+            resolved.append(answer.json())
+    with engine.connect() as connection:
+        mix = {r.month: r for r in queries.decision_mix(connection)}
+    engine.dispose()
+
+    # assert: the override rate is the raw rows' own, by month of resolution
+    model = {d["decision_id"]: d["details"]["model_decision"] for d in book.decisions}
+    raw = pd.DataFrame(resolved)
+    raw["model_decision"] = raw["decision_id"].map(model)
+    raw["month"] = raw["resolved_at"].str[:7]
+    kinds = set(raw["kind"])
+    counted = raw[raw["model_decision"].isin(["approve", "decline"])]
+    assert kinds == {"manual_review", "human_review_request"} and len(counted) > 40
+    assert len(raw) > len(counted)  # review-band referrals carry no verdict to override
+    for month, group in counted.groupby("month"):
+        overridden = int((group["resolution"] != group["model_decision"]).sum())
+        row = mix[str(month)]
+        assert (row.reviews_resolved, row.overrides) == (len(group), overridden)
+        assert row.override_rate == pytest.approx(overridden / len(group), abs=TOL)
+        assert 0 < overridden < len(group)
