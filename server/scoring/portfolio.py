@@ -27,7 +27,7 @@ All randomness comes from the ``numpy.random.Generator`` passed in.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.engine import Connection
 
 from fedrisk.data.schema import DatasetSchema, FeatureKind, FeatureSpec
 from fedrisk.ml.features import FeatureStats
@@ -46,6 +47,7 @@ from fedrisk.release.reference import (
     reference_from_histograms,
 )
 from server.scoring.audit import audited_transaction, canonical_json
+from server.scoring.db.tables import decisions, loans
 from server.scoring.outcomes import ImportReport, add_months, import_rows, months_between
 from server.scoring.writer import DecisionWrite, write_decisions
 
@@ -202,7 +204,9 @@ class Portfolio:
     decisions: list[dict[str, Any]]
     outcome_rows: list[dict[str, Any]]
     as_of: str
-    reference: ScoreReference
+    reference: ScoreReference | None
+    """The generated release reference; None for outcomes of stored decisions (whose
+    reference is their champion artifact's)."""
     behaviour: list[dict[str, Any]] = field(default_factory=list)
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Raw application features by decision id (never stored in the database)."""
@@ -212,7 +216,7 @@ class Portfolio:
     def feature_bins(self, decision_id: str) -> dict[str, int]:
         """The decision's bin per reference feature (what the service stores)."""
         values = self.features.get(decision_id)
-        if values is None:
+        if values is None or self.reference is None:
             return {}
         return {f.name: f.bin_of(values.get(f.name)) for f in self.reference.features}
 
@@ -337,6 +341,70 @@ def static_region(a: dict[str, np.ndarray], i: int) -> str:
     return REGIONS[int(a["region"][i])]
 
 
+@dataclass(frozen=True)
+class LoanSeed:
+    """What a booked loan's performance is generated from: its decision, tags and true PD."""
+
+    decision_id: str
+    account_id: str
+    originated: str
+    income: float
+    true_pd: float
+    industry: str
+    purpose: str
+    customer_type: str
+    region: str
+
+
+def _book_loan(
+    rng: np.random.Generator,
+    cfg: PortfolioConfig,
+    loan: LoanSeed,
+    *,
+    as_of: str,
+    behaviour: bool = True,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The loan's monthly outcome rows up to ``as_of`` (capped by its term) and, with
+    ``behaviour``, its generated B-card reviews; the drift region's borrowers default
+    ``shock_factor`` times more often in the last ``shock_months`` months."""
+    english, chinese = PURPOSES[loan.purpose]
+    texts = chinese if rng.random() < 0.4 else english
+    principal = float(np.round(loan.income * rng.uniform(1.0, 4.0), -1))
+    term = int(rng.choice([12, 18, 24]))
+    age = months_between(loan.originated, as_of)
+    shocked = cfg.drift_region is not None and loan.region == cfg.drift_region
+    shock_mob = age - cfg.shock_months + 1 if shocked and cfg.shock_months else None
+    static = {
+        "decision_id": loan.decision_id,
+        "account_id": loan.account_id,
+        "originated": loan.originated,
+        "principal": principal,
+        "industry": loan.industry,
+        "purpose": loan.purpose,
+        "purpose_text": str(texts[int(rng.integers(0, len(texts)))]),
+        "customer_type": loan.customer_type,
+        "region": loan.region,
+    }
+    months = list(
+        _performance(
+            rng,
+            true_pd=loan.true_pd,
+            principal=principal,
+            apr=PURPOSE_APR[loan.purpose],
+            term=term,
+            months=min(term, age),
+            shock_mob=shock_mob,
+            shock_factor=cfg.shock_factor,
+        )
+    )
+    reviews = (
+        list(_behaviour(loan.decision_id, loan.originated, months, cfg.behaviour_every, rng))
+        if behaviour
+        else []
+    )
+    return [{**static, **m} for m in months], reviews
+
+
 def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfolio:
     """Generate decisions for every applicant and outcomes for every approved one.
 
@@ -426,43 +494,20 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
         )
         if outcome != "approve":
             continue
-        purpose = purposes[int(a["purpose"][i])]
-        english, chinese = PURPOSES[purpose]
-        texts = chinese if rng.random() < 0.4 else english
-        principal = float(np.round(a["income"][i] * rng.uniform(1.0, 4.0), -1))
-        term = int(rng.choice([12, 18, 24]))
-        observed = min(term, 12 + (cfg.origination_months - 1 - int(a["month"][i])))
-        shocked = cfg.drift_region is not None and static_region(a, i) == cfg.drift_region
-        shock_mob = (
-            months_between(originated, as_of) - cfg.shock_months + 1
-            if shocked and cfg.shock_months
-            else None
+        loan = LoanSeed(
+            decision_id=decision_id,
+            account_id=f"acct-{i:09d}",
+            originated=originated,
+            income=float(a["income"][i]),
+            true_pd=float(true_pd[i]),
+            industry=INDUSTRIES[int(a["industry"][i])],
+            purpose=purposes[int(a["purpose"][i])],
+            customer_type=CUSTOMER_TYPES[int(a["ctype"][i])],
+            region=static_region(a, i),
         )
-        static = {
-            "decision_id": decision_id,
-            "account_id": f"acct-{i:09d}",
-            "originated": originated,
-            "principal": principal,
-            "industry": INDUSTRIES[int(a["industry"][i])],
-            "purpose": purpose,
-            "purpose_text": str(texts[int(rng.integers(0, len(texts)))]),
-            "customer_type": CUSTOMER_TYPES[int(a["ctype"][i])],
-            "region": REGIONS[int(a["region"][i])],
-        }
-        months = list(
-            _performance(
-                rng,
-                true_pd=float(true_pd[i]),
-                principal=principal,
-                apr=PURPOSE_APR[purpose],
-                term=term,
-                months=observed,
-                shock_mob=shock_mob,
-                shock_factor=cfg.shock_factor,
-            )
-        )
-        rows.extend({**static, **m} for m in months)
-        behaviour.extend(_behaviour(decision_id, originated, months, cfg.behaviour_every, rng))
+        loan_rows, reviews_b = _book_loan(rng, cfg, loan, as_of=as_of)
+        rows.extend(loan_rows)
+        behaviour.extend(reviews_b)
     features = pd_frame(a).to_dict(orient="records")
     return Portfolio(
         decisions=decisions,
@@ -476,6 +521,71 @@ def generate_portfolio(cfg: PortfolioConfig, rng: np.random.Generator) -> Portfo
             for d, f in zip(decisions, features, strict=True)
         },
     )
+
+
+def outcomes_for_decisions(
+    connection: Connection,
+    cfg: PortfolioConfig,
+    rng: np.random.Generator,
+    *,
+    months: int = 12,
+    tags: Mapping[str, Mapping[str, str]] | None = None,
+) -> Portfolio:
+    """Outcomes for the approved application decisions already stored in the database.
+
+    Each approved decision without a loan yet becomes a loan originated in its decision month,
+    with ``months`` months of performance after the latest one (capped by its term). Its
+    default risk is the decision's own stored PD plus the segment effect the model does not
+    see; the drift region's borrowers default ``shock_factor`` times more often in the last
+    ``shock_months`` months. Segment tags (industry, purpose, customer_type, region) are drawn
+    unless ``tags`` gives them for the decision id.
+    No B-card reviews are generated (the service's own B-card model decides those).
+    The returned portfolio holds no decisions (they are stored already): import its outcome
+    rows with :func:`load_portfolio` or :func:`server.scoring.outcomes.import_rows`.
+    """
+    found = connection.execute(
+        select(decisions.c.decision_id, decisions.c.created_at, decisions.c.probability)
+        .where(
+            decisions.c.stage == "application",
+            decisions.c.outcome == "approve",
+            decisions.c.probability.is_not(None),
+            decisions.c.decision_id.not_in(select(loans.c.decision_id)),
+        )
+        .order_by(decisions.c.created_at, decisions.c.decision_id)
+    ).all()
+    given = tags or {}
+    originated = [str(r.created_at)[:7] for r in found]
+    as_of = add_months(max(originated), months) if originated else add_months(cfg.start, months)
+    rows: list[dict[str, Any]] = []
+    purposes = list(PURPOSES)
+    for row, month in zip(found, originated, strict=True):
+        tag = given.get(row.decision_id, {})
+        industry = tag.get("industry") or INDUSTRIES[int(rng.integers(0, len(INDUSTRIES)))]
+        purpose = tag.get("purpose") or purposes[int(rng.integers(0, len(purposes)))]
+        ctype = tag.get("customer_type") or str(rng.choice(CUSTOMER_TYPES, p=CUSTOMER_WEIGHTS))
+        region = tag.get("region") or str(rng.choice(REGIONS, p=REGION_WEIGHTS))
+        income = float(np.exp(rng.normal(math.log(4000.0), 0.45)))  # the principal's scale
+        pd_ = min(max(float(row.probability), 1e-6), 1.0 - 1e-6)
+        logit = (
+            math.log(pd_ / (1.0 - pd_))
+            + INDUSTRY_EFFECT[industry]
+            + PURPOSE_EFFECT[purpose]
+            + rng.normal(0.0, 0.3)
+        )
+        loan = LoanSeed(
+            decision_id=row.decision_id,
+            account_id=f"acct-{row.decision_id}",
+            originated=month,
+            income=income,
+            true_pd=1.0 / (1.0 + math.exp(-logit)),
+            industry=industry,
+            purpose=purpose,
+            customer_type=ctype,
+            region=region,
+        )
+        # no generated B-card decisions: the service's own B-card decides those
+        rows.extend(_book_loan(rng, cfg, loan, as_of=as_of, behaviour=False)[0])
+    return Portfolio(decisions=[], outcome_rows=rows, as_of=as_of, reference=None)
 
 
 def _behaviour(
