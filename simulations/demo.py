@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,8 +294,8 @@ class Downturn:
     utilisation: str
     late_payments: str
     income_drop: float = 0.85
-    utilisation_rise: float = 0.6
-    late_rise: float = 3.0
+    utilisation_rise: float = 0.8
+    late_rise: float = 4.0
 
 
 DOWNTURNS: dict[str, Downturn] = {
@@ -305,8 +306,13 @@ DOWNTURNS: dict[str, Downturn] = {
 }
 """The downturn per dataset the demo can run on (its schema's columns)."""
 
-BOOK_APPLICATIONS = 2400
-"""Applications the demo's book sends through the scoring service."""
+BOOK_BEFORE = 600
+"""Applications of the demo's book decided before the downturn (the drift region's borrowers
+among them are the ones who later default more)."""
+BOOK_AFTER = 2400
+"""Applications of the demo's book decided after it (the drift region's are drifted)."""
+SENDERS = 4
+"""Concurrent clients sending the book: the service commits their decisions together."""
 
 
 def _drifted(book: pd.DataFrame, schema: DatasetSchema, downturn: Downturn) -> pd.DataFrame:
@@ -329,32 +335,41 @@ def _drifted(book: pd.DataFrame, schema: DatasetSchema, downturn: Downturn) -> p
 def _send_book(
     url: str, key: str, book: pd.DataFrame, schema: DatasetSchema, region_column: str
 ) -> dict[str, dict[str, str]]:
-    """POST every application of the book; returns each approved decision's segment tags."""
-    tags: dict[str, dict[str, str]] = {}
-    with httpx.Client(base_url=url, timeout=30, headers=_bearer(key)) as client:
-        for k, (_, row) in enumerate(book.iterrows()):
-            body = {
-                "application_id": f"book-app-{k}",
-                "applicant_id": f"book-applicant-{k}",
-                "features": _features(row, schema),
-                "signals": {
-                    "device_id": f"book-device-{k}",
-                    "phone": f"+1556{k:07d}",
-                    "applicant_name": f"Book applicant {k}",
-                    "phone_owner_name": f"Book applicant {k}",
-                    "age": 35,
-                },
-            }
-            response = client.post("/v1/applications/decision", json=body)
-            if response.status_code != 200:
-                raise FedRiskError(
-                    f"the service answered {response.status_code} for book application {k}: "
-                    f"{response.text[:500]}"
-                )
-            answer = response.json()
-            if answer["decision"] == "approve":
-                tags[answer["decision_id"]] = {"region": str(row[region_column])}
-    return tags
+    """POST every application of the book (in order, from a few concurrent clients); returns
+    each approved decision's segment tags."""
+
+    def send(start: int) -> list[tuple[int, dict[str, Any]]]:
+        answers = []
+        with httpx.Client(base_url=url, timeout=60, headers=_bearer(key)) as client:
+            for k in range(start, len(book), SENDERS):
+                body = {
+                    "application_id": f"book-app-{k}",
+                    "applicant_id": f"book-applicant-{k}",
+                    "features": _features(book.iloc[k], schema),
+                    "signals": {
+                        "device_id": f"book-device-{k}",
+                        "phone": f"+1556{k:07d}",
+                        "applicant_name": f"Book applicant {k}",
+                        "phone_owner_name": f"Book applicant {k}",
+                        "age": 35,
+                    },
+                }
+                response = client.post("/v1/applications/decision", json=body)
+                if response.status_code != 200:
+                    raise FedRiskError(
+                        f"the service answered {response.status_code} for book application "
+                        f"{k}: {response.text[:500]}"
+                    )
+                answers.append((k, response.json()))
+        return answers
+
+    with ThreadPoolExecutor(max_workers=SENDERS) as pool:
+        answered = [a for part in pool.map(send, range(SENDERS)) for a in part]
+    return {
+        answer["decision_id"]: {"region": str(book.iloc[k][region_column])}
+        for k, answer in sorted(answered, key=lambda a: a[0])
+        if answer["decision"] == "approve"
+    }
 
 
 def _monitoring_story(
@@ -375,9 +390,11 @@ def _monitoring_story(
     per-feature CSI), and serve the dashboard (until Ctrl-C when ``serve``); returns its URL."""
     console.rule("[bold]9. Portfolio monitoring: the demo's decisions, outcomes, drift, alerts")
     downturn = DOWNTURNS.get(schema.name)
-    book = test.sample(n=BOOK_APPLICATIONS, replace=True, random_state=rng).reset_index(drop=True)
+    book = test.sample(n=BOOK_BEFORE + BOOK_AFTER, replace=True, random_state=rng)
+    book = book.reset_index(drop=True)
     if downturn is not None:
-        book = _drifted(book, schema, downturn)
+        after = _drifted(book.iloc[BOOK_BEFORE:], schema, downturn)
+        book = pd.concat([book.iloc[:BOOK_BEFORE], after], ignore_index=True)
     region_column = downturn.region_column if downturn is not None else schema.feature_names[0]
     proc, url = _start_service(registry, db_url, out)
     try:
@@ -396,8 +413,9 @@ def _monitoring_story(
         )
         if downturn is not None:
             console.print(
-                f"  downturn in {downturn.region_column}={downturn.region}: {downturn.income} "
-                f"falls {downturn.income_drop:.0%}, {downturn.utilisation} and "
+                f"  downturn in {downturn.region_column}={downturn.region} after the first "
+                f"{BOOK_BEFORE} applications: {downturn.income} falls "
+                f"{downturn.income_drop:.0%}, {downturn.utilisation} and "
                 f"{downturn.late_payments} rise; its borrowers default more in the last months"
             )
         with httpx.Client(
