@@ -146,6 +146,17 @@ def _bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
+def _decide(client: httpx.Client, label: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST one A-card application; the service's answer."""
+    response = client.post("/v1/applications/decision", json=body)
+    if response.status_code != 200:
+        raise FedRiskError(
+            f"the service answered {response.status_code} for {label}: {response.text[:500]}"
+        )
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
 def _features(row: pd.Series, schema: DatasetSchema) -> dict[str, object]:
     values: dict[str, object] = {}
     for name in schema.feature_names:
@@ -354,13 +365,7 @@ def _send_book(
                         "age": 35,
                     },
                 }
-                response = client.post("/v1/applications/decision", json=body)
-                if response.status_code != 200:
-                    raise FedRiskError(
-                        f"the service answered {response.status_code} for book application "
-                        f"{k}: {response.text[:500]}"
-                    )
-                answers.append((k, response.json()))
+                answers.append((k, _decide(client, f"book application {k}", body)))
         return answers
 
     with ThreadPoolExecutor(max_workers=SENDERS) as pool:
@@ -521,13 +526,7 @@ def run_demo(
             ) as officer,
         ):
             for app_label, body in _applications(artifact, schema, test):
-                response = client.post("/v1/applications/decision", json=body)
-                if response.status_code != 200:
-                    raise FedRiskError(
-                        f"the service answered {response.status_code} for {app_label}: "
-                        f"{response.text[:500]}"
-                    )
-                answers.append((app_label, response.json()))
+                answers.append((app_label, _decide(client, app_label, body)))
             queue = officer.get("/v1/reviews").json()
         # At least 150 columns so the reasons column stays readable; same destination as the rest.
         Console(width=max(console.width, 150), file=console.file).print(_decisions_table(answers))
