@@ -322,6 +322,8 @@ BOOK_BEFORE = 600
 among them are the ones who later default more)."""
 BOOK_AFTER = 2400
 """Applications of the demo's book decided after it (the drift region's are drifted)."""
+SHOCK_FACTOR = 10.0
+"""How many times more often the drift region's borrowers default in the last three months."""
 SENDERS = 4
 """Concurrent clients sending the book: the service commits their decisions together."""
 
@@ -404,7 +406,10 @@ def _monitoring_story(
     proc, url = _start_service(registry, db_url, out)
     try:
         tags = _send_book(url, keys[Role.SCORING], book, schema, region_column)
-        config = PortfolioConfig(drift_region=None if downturn is None else downturn.region)
+        config = PortfolioConfig(
+            drift_region=None if downturn is None else downturn.region,
+            shock_factor=SHOCK_FACTOR,
+        )
         engine = make_engine(db_url)
         try:
             with engine.connect() as connection:

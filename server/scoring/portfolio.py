@@ -538,7 +538,8 @@ def outcomes_for_decisions(
     default risk is the decision's own stored PD plus the segment effect the model does not
     see; the drift region's borrowers default ``shock_factor`` times more often in the last
     ``shock_months`` months. Segment tags (industry, purpose, customer_type, region) are drawn
-    unless ``tags`` gives them for the decision id.
+    unless ``tags`` gives them for the decision id; the tagged decisions draw theirs first, in
+    the order of ``tags``, the others in decision order.
     No B-card reviews are generated (the service's own B-card model decides those).
     The returned portfolio holds no decisions (they are stored already): import its outcome
     rows with :func:`load_portfolio` or :func:`server.scoring.outcomes.import_rows`.
@@ -554,6 +555,10 @@ def outcomes_for_decisions(
         .order_by(decisions.c.created_at, decisions.c.decision_id)
     ).all()
     given = tags or {}
+    # the tagged decisions first, in the caller's order: decisions that arrived concurrently
+    # get the same outcomes from the same seed
+    position = {decision_id: i for i, decision_id in enumerate(given)}
+    found = sorted(found, key=lambda r: position.get(r.decision_id, len(position)))
     originated = [str(r.created_at)[:7] for r in found]
     as_of = add_months(max(originated), months) if originated else add_months(cfg.start, months)
     rows: list[dict[str, Any]] = []
