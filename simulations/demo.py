@@ -317,14 +317,14 @@ DOWNTURNS: dict[str, Downturn] = {
 }
 """The downturn per dataset the demo can run on (its schema's columns)."""
 
-BOOK_BEFORE = 600
+BOOK_BEFORE = 500
 """Applications of the demo's book decided before the downturn (the drift region's borrowers
 among them are the ones who later default more)."""
-BOOK_AFTER = 2400
+BOOK_AFTER = 2000
 """Applications of the demo's book decided after it (the drift region's are drifted)."""
 SHOCK_FACTOR = 10.0
 """How many times more often the drift region's borrowers default in the last three months."""
-SENDERS = 4
+SENDERS = 8
 """Concurrent clients sending the book: the service commits their decisions together."""
 
 
@@ -381,9 +381,8 @@ def _send_book(
 
 def _monitoring_story(
     console: Console,
-    out: Path,
     *,
-    registry: Path,
+    service: tuple[subprocess.Popen[bytes], str],
     db_url: str,
     keys: dict[Role, str],
     schema: DatasetSchema,
@@ -394,7 +393,8 @@ def _monitoring_story(
     """Send a book of applications through the scoring service, with a regional downturn, then
     generate the outcomes of the approved ones (keyed to their stored decisions), let the
     service check its alert rules against the signed artifact's reference (score PSI and
-    per-feature CSI), and serve the dashboard (until Ctrl-C when ``serve``); returns its URL."""
+    per-feature CSI), and serve the dashboard (until Ctrl-C when ``serve``); returns its URL.
+    ``service`` is the running scoring service (its process and URL); the caller stops it."""
     console.rule("[bold]9. Portfolio monitoring: the demo's decisions, outcomes, drift, alerts")
     downturn = DOWNTURNS.get(schema.name)
     book = test.sample(n=BOOK_BEFORE + BOOK_AFTER, replace=True, random_state=rng)
@@ -403,62 +403,59 @@ def _monitoring_story(
         after = _drifted(book.iloc[BOOK_BEFORE:], schema, downturn)
         book = pd.concat([book.iloc[:BOOK_BEFORE], after], ignore_index=True)
     region_column = downturn.region_column if downturn is not None else schema.feature_names[0]
-    proc, url = _start_service(registry, db_url, out)
+    proc, url = service
+    tags = _send_book(url, keys[Role.SCORING], book, schema, region_column)
+    config = PortfolioConfig(
+        drift_region=None if downturn is None else downturn.region,
+        shock_factor=SHOCK_FACTOR,
+    )
+    engine = make_engine(db_url)
     try:
-        tags = _send_book(url, keys[Role.SCORING], book, schema, region_column)
-        config = PortfolioConfig(
-            drift_region=None if downturn is None else downturn.region,
-            shock_factor=SHOCK_FACTOR,
-        )
-        engine = make_engine(db_url)
-        try:
-            with engine.connect() as connection:
-                portfolio = outcomes_for_decisions(connection, config, rng, tags=tags)
-            report = load_portfolio(engine, portfolio)
-        finally:
-            engine.dispose()
-        console.print(
-            f"  {len(book)} applications decided by the service, {report.loans_added} approved "
-            f"loans with {report.inserted} monthly outcome rows up to {portfolio.as_of}"
-        )
-        if downturn is not None:
-            console.print(
-                f"  downturn in {downturn.region_column}={downturn.region} after the first "
-                f"{BOOK_BEFORE} applications: {downturn.income} falls "
-                f"{downturn.income_drop:.0%}, {downturn.utilisation} and "
-                f"{downturn.late_payments} rise; its borrowers default more in the last months"
-            )
-        with httpx.Client(
-            base_url=url, timeout=120, headers=_bearer(keys[Role.RISK_OFFICER])
-        ) as officer:
-            checked = officer.post("/v1/monitoring/alerts/check")
-            summary = officer.get("/v1/monitoring/summary")
-        if checked.status_code != 200 or summary.status_code != 200:
-            raise FedRiskError(
-                f"the alert check answered {checked.status_code}, the summary "
-                f"{summary.status_code}: {checked.text[:300]} {summary.text[:300]}"
-            )
-        csi = sorted(summary.json()["csi"].items(), key=lambda kv: -kv[1])[:4]
-        console.print(
-            f"  score PSI {summary.json()['psi'] or 0:.3f}; feature CSI "
-            + ", ".join(f"{name} {value:.3f}" for name, value in csi)
-        )
-        for alert in checked.json()["firing"]:
-            console.print(f"  alert {alert['kind']} ({alert['severity']}): {alert['message']}")
-        dashboard = f"{url}/dashboard"
-        console.print(f"dashboard:           {dashboard}  (sign in with the viewer key)")
-        console.print(f"viewer key:          {keys[Role.VIEWER]}")
-        if not serve:
-            console.print("  (not at a terminal: the dashboard stops with the demo)")
-        if serve:
-            console.print("  serving the dashboard until Ctrl-C")
-            sys.stdout.flush()
-            try:
-                proc.wait()
-            except KeyboardInterrupt:
-                console.print("  stopping the dashboard")
+        with engine.connect() as connection:
+            portfolio = outcomes_for_decisions(connection, config, rng, tags=tags)
+        report = load_portfolio(engine, portfolio)
     finally:
-        stop_process_tree(proc.pid, process=proc)
+        engine.dispose()
+    console.print(
+        f"  {len(book)} applications decided by the service, {report.loans_added} approved "
+        f"loans with {report.inserted} monthly outcome rows up to {portfolio.as_of}"
+    )
+    if downturn is not None:
+        console.print(
+            f"  downturn in {downturn.region_column}={downturn.region} after the first "
+            f"{BOOK_BEFORE} applications: {downturn.income} falls "
+            f"{downturn.income_drop:.0%}, {downturn.utilisation} and "
+            f"{downturn.late_payments} rise; its borrowers default more in the last months"
+        )
+    with httpx.Client(
+        base_url=url, timeout=120, headers=_bearer(keys[Role.RISK_OFFICER])
+    ) as officer:
+        checked = officer.post("/v1/monitoring/alerts/check")
+        summary = officer.get("/v1/monitoring/summary")
+    if checked.status_code != 200 or summary.status_code != 200:
+        raise FedRiskError(
+            f"the alert check answered {checked.status_code}, the summary "
+            f"{summary.status_code}: {checked.text[:300]} {summary.text[:300]}"
+        )
+    csi = sorted(summary.json()["csi"].items(), key=lambda kv: -kv[1])[:4]
+    console.print(
+        f"  score PSI {summary.json()['psi'] or 0:.3f}; feature CSI "
+        + ", ".join(f"{name} {value:.3f}" for name, value in csi)
+    )
+    for alert in checked.json()["firing"]:
+        console.print(f"  alert {alert['kind']} ({alert['severity']}): {alert['message']}")
+    dashboard = f"{url}/dashboard"
+    console.print(f"dashboard:           {dashboard}  (sign in with the viewer key)")
+    console.print(f"viewer key:          {keys[Role.VIEWER]}")
+    if not serve:
+        console.print("  (not at a terminal: the dashboard stops with the demo)")
+    if serve:
+        console.print("  serving the dashboard until Ctrl-C")
+        sys.stdout.flush()
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            console.print("  stopping the dashboard")
     return dashboard
 
 
@@ -537,20 +534,20 @@ def run_demo(
         Console(width=max(console.width, 150), file=console.file).print(_decisions_table(answers))
         n_queue = len(queue["items"])
         console.print(f"  review queue now holds {n_queue} items (fraud flags, manual reviews)")
+        # the service stays up (idle) through the vertical step: the monitoring step uses it
+        vertical_parts = _vertical_story(console, out / "vertical") if vertical else None
+        dashboard = _monitoring_story(
+            console,
+            service=(proc, url),
+            db_url=db_url,
+            keys=keys,
+            schema=schema,
+            test=test,
+            rng=np.random.default_rng(20261204),
+            serve=serve_dashboard,
+        )
     finally:
         stop_process_tree(proc.pid, process=proc)
-    vertical_parts = _vertical_story(console, out / "vertical") if vertical else None
-    dashboard = _monitoring_story(
-        console,
-        out,
-        registry=registry,
-        db_url=db_url,
-        keys=keys,
-        schema=schema,
-        test=test,
-        rng=np.random.default_rng(20261204),
-        serve=serve_dashboard,
-    )
     console.rule("[bold]10. Done: everything stopped")
     console.print(f"signed model:        {registry / str(released['model_id'])}")
     console.print(
