@@ -304,9 +304,9 @@ class Downturn:
     income: str
     utilisation: str
     late_payments: str
-    income_drop: float = 0.85
-    utilisation_rise: float = 0.8
-    late_rise: float = 4.0
+    income_drop: float = 0.9
+    utilisation_rise: float = 0.9
+    late_rise: float = 5.0
 
 
 DOWNTURNS: dict[str, Downturn] = {
@@ -317,10 +317,10 @@ DOWNTURNS: dict[str, Downturn] = {
 }
 """The downturn per dataset the demo can run on (its schema's columns)."""
 
-BOOK_BEFORE = 500
+BOOK_BEFORE = 700
 """Applications of the demo's book decided before the downturn (the drift region's borrowers
 among them are the ones who later default more)."""
-BOOK_AFTER = 2000
+BOOK_AFTER = 2100
 """Applications of the demo's book decided after it (the drift region's are drifted)."""
 SHOCK_FACTOR = 10.0
 """How many times more often the drift region's borrowers default in the last three months."""

@@ -168,7 +168,7 @@ class _SqliteBatchWriter:
 
     On the request path SQLAlchemy's per-statement work (statement construction, cache keys,
     events, result set-up) cost about 0.7 ms per transaction, several times SQLite's own work;
-    this path issues the same seven statements through the driver directly. The SQL and the
+    this path issues the same statements through the driver directly. The SQL and the
     audit hashing are the ones the SQLAlchemy path uses, so both produce identical rows.
     """
 
