@@ -53,7 +53,11 @@ from fedrisk.release.identity import (
     load_signing_key,
     receiving_public_key_from_pem,
 )
-from fedrisk.release.reference import ScoreReference, reference_from_histograms
+from fedrisk.release.reference import (
+    ScoreReference,
+    feature_reference,
+    reference_from_histograms,
+)
 from secure_agg.aggregation import (
     CkksAggregation,
     FloatVector,
@@ -524,9 +528,8 @@ class PartyNode:
         party's release message carries them): their reference PD bands go into the artifact,
         for the lender's PSI and bad-rate-by-band monitoring.
         """
-        record = self.release_record(
-            self.pooled_stats(stats), rounds=rounds, history=history, parties=parties
-        )
+        pooled = self.pooled_stats(stats)
+        record = self.release_record(pooled, rounds=rounds, history=history, parties=parties)
         artifact = artifact_from_pipeline(
             self._global_pipeline(stats, global_sum),
             model_id=record.model_id,
@@ -535,7 +538,7 @@ class PartyNode:
             he_params=record.he_params,
             lineage=record.lineage,
             privacy=record.privacy,
-            reference=None if hist is None else release_reference(hist),
+            reference=None if hist is None else release_reference(hist, pooled),
         )
         return record.model_id, self.write_release(artifact)
 
@@ -686,11 +689,16 @@ def histogram_metrics(hist: npt.NDArray[np.float64]) -> tuple[float, float]:
     return auc_from_histograms(hist), ks_from_histograms(hist)
 
 
-def release_reference(hist: npt.NDArray[np.float64]) -> ScoreReference | None:
-    """Reference PD bands of the pooled histograms; None (logged) when a class is missing,
-    since bands without both classes cannot say what a bad rate should be."""
+def release_reference(
+    hist: npt.NDArray[np.float64], pooled: FeatureStats | None = None
+) -> ScoreReference | None:
+    """Reference PD bands of the pooled histograms, with the per-feature CSI bins of the pooled
+    feature statistics (the decrypted sum of the parties' encrypted, masked statistics vectors:
+    no extra pass); None (logged) when a class is missing, since bands without both classes
+    cannot say what a bad rate should be."""
     try:
-        return reference_from_histograms(hist)
+        features = [] if pooled is None else feature_reference(pooled)
+        return reference_from_histograms(hist, features=features)
     except SchemaError as error:
         log.warning("release carries no reference bands: %s", error)
         return None

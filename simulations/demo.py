@@ -11,10 +11,12 @@
    reasons, a fraud ring; the risk officer's key reads the review queue.
 7. The decisions are printed, with a viewer key, how to serve again and the report command.
 8. (Optional) the vertical federation: one bank, one platform, one operator.
-9. Portfolio monitoring: a generated book of loans with 12-24 months of outcomes and an injected
-   drift (one region's income falls) joins the decisions database; the service checks its alert
-   rules and serves the dashboard, whose URL is printed with the viewer key (``make demo`` run
-   at a terminal keeps it up until Ctrl-C).
+9. Portfolio monitoring on the demo's own decisions: a book of applications goes through the
+   scoring service with an injected drift (one region's income falls in a downturn); the outcome
+   generator gives the approved ones 12 months of performance, keyed to their stored decisions;
+   the service checks its alert rules against the signed artifact's reference (score PSI and
+   per-feature CSI) and serves the dashboard, whose URL is printed with the viewer key (``make
+   demo`` run at a terminal keeps it up until Ctrl-C).
 10. Everything is stopped by PID. Run twice, it works twice: ``demo-out/`` is rebuilt each time.
 
 Synthetic parties by default; with ``FEDRISK_DATA_DIR`` set, three regional lenders of the real
@@ -28,6 +30,8 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,6 @@ from fedrisk.data.schema import DatasetSchema
 from fedrisk.errors import FedRiskError
 from fedrisk.federation.enrollment import manifest_fingerprints
 from fedrisk.federation.processes import console_script, pick_free_port, stop_process_tree
-from fedrisk.files import write_atomic
 from fedrisk.release.artifact import (
     ModelArtifact,
     load_trusted_keys,
@@ -52,18 +55,13 @@ from fedrisk.release.artifact import (
 )
 from server.scoring.apikeys import Role, create_keys_at
 from server.scoring.db.engine import make_engine
-from server.scoring.portfolio import (
-    PortfolioConfig,
-    generate_portfolio,
-    load_portfolio,
-    reference_json,
-)
+from server.scoring.portfolio import PortfolioConfig, load_portfolio, outcomes_for_decisions
 from simulations.deployment import running_federation
 
 DEMO_OUT = Path("demo-out")
 PARTY_NAMES = ("bank", "ecommerce", "telecom")
-DRIFT_REGION = "east"
-"""The region whose applicants' income falls in the demo's generated book."""
+DRIFT_REGION = "capital"
+"""The region whose applicants' income falls in the demo's book (synthetic parties)."""
 
 
 def _demo_parties(
@@ -146,6 +144,17 @@ def _start_service(
 
 def _bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+def _decide(client: httpx.Client, label: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST one A-card application; the service's answer."""
+    response = client.post("/v1/applications/decision", json=body)
+    if response.status_code != 200:
+        raise FedRiskError(
+            f"the service answered {response.status_code} for {label}: {response.text[:500]}"
+        )
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _features(row: pd.Series, schema: DatasetSchema) -> dict[str, object]:
@@ -293,67 +302,169 @@ def _vertical_story(console: Console, out: Path) -> Path:
     return ws.release_dir / "vertical-demo"
 
 
+@dataclass(frozen=True)
+class Downturn:
+    """The demo's injected drift for one dataset's columns: in ``region``, income falls by
+    ``income_drop`` and, as in a regional downturn, revolving utilisation and recent late
+    payments rise."""
+
+    region_column: str
+    region: str
+    income: str
+    utilisation: str
+    late_payments: str
+    income_drop: float = 0.9
+    utilisation_rise: float = 0.9
+    late_rise: float = 5.0
+
+
+DOWNTURNS: dict[str, Downturn] = {
+    "synthetic": Downturn(
+        "region", DRIFT_REGION, "income", "credit_utilisation", "delinquencies_2y"
+    ),
+    "lending-club": Downturn("addr_state", "CA", "annual_inc", "revol_util", "delinq_2yrs"),
+}
+"""The downturn per dataset the demo can run on (its schema's columns)."""
+
+BOOK_BEFORE = 700
+"""Applications of the demo's book decided before the downturn (the drift region's borrowers
+among them are the ones who later default more)."""
+BOOK_AFTER = 2100
+"""Applications of the demo's book decided after it (the drift region's are drifted)."""
+SHOCK_FACTOR = 10.0
+"""How many times more often the drift region's borrowers default in the last three months."""
+SENDERS = 8
+"""Concurrent clients sending the book: the service commits their decisions together."""
+
+
+def _drifted(book: pd.DataFrame, schema: DatasetSchema, downturn: Downturn) -> pd.DataFrame:
+    """The book with the downturn applied to its region's applicants (within schema bounds)."""
+    out = book.copy()
+    hit = out[downturn.region_column] == downturn.region
+    moved = {
+        downturn.income: out.loc[hit, downturn.income].astype(float) * (1.0 - downturn.income_drop),
+        downturn.utilisation: out.loc[hit, downturn.utilisation].astype(float)
+        + downturn.utilisation_rise,
+        downturn.late_payments: out.loc[hit, downturn.late_payments].astype(float)
+        + downturn.late_rise,
+    }
+    for column, values in moved.items():
+        spec = schema.feature(column)
+        out.loc[hit, column] = values.clip(lower=spec.min, upper=spec.max)
+    return out
+
+
+def _send_book(
+    url: str, key: str, book: pd.DataFrame, schema: DatasetSchema, region_column: str
+) -> dict[str, dict[str, str]]:
+    """POST every application of the book (in order, from a few concurrent clients); returns
+    each approved decision's segment tags."""
+
+    def send(start: int) -> list[tuple[int, dict[str, Any]]]:
+        answers = []
+        with httpx.Client(base_url=url, timeout=60, headers=_bearer(key)) as client:
+            for k in range(start, len(book), SENDERS):
+                body = {
+                    "application_id": f"book-app-{k}",
+                    "applicant_id": f"book-applicant-{k}",
+                    "features": _features(book.iloc[k], schema),
+                    "signals": {
+                        "device_id": f"book-device-{k}",
+                        "phone": f"+1556{k:07d}",
+                        "applicant_name": f"Book applicant {k}",
+                        "phone_owner_name": f"Book applicant {k}",
+                        "age": 35,
+                    },
+                }
+                answers.append((k, _decide(client, f"book application {k}", body)))
+        return answers
+
+    with ThreadPoolExecutor(max_workers=SENDERS) as pool:
+        answered = [a for part in pool.map(send, range(SENDERS)) for a in part]
+    return {
+        answer["decision_id"]: {"region": str(book.iloc[k][region_column])}
+        for k, answer in sorted(answered, key=lambda a: a[0])
+        if answer["decision"] == "approve"
+    }
+
+
 def _monitoring_story(
     console: Console,
-    out: Path,
     *,
-    registry: Path,
+    service: tuple[subprocess.Popen[bytes], str],
     db_url: str,
     keys: dict[Role, str],
+    schema: DatasetSchema,
+    test: pd.DataFrame,
     rng: np.random.Generator,
     serve: bool,
 ) -> str:
-    """Load a generated, drifted book of loans and its outcomes, let the service check its alert
-    rules, and serve the dashboard (until Ctrl-C when ``serve``); returns the dashboard's URL.
-
-    The book's PDs come from the generator's own champion, so its release reference bands (also
-    generated) are the service's configured baseline, not the federated artifact's bands.
-    """
-    console.rule("[bold]9. Portfolio monitoring: outcomes, drift, alerts and the dashboard")
+    """Send a book of applications through the scoring service, with a regional downturn, then
+    generate the outcomes of the approved ones (keyed to their stored decisions), let the
+    service check its alert rules against the signed artifact's reference (score PSI and
+    per-feature CSI), and serve the dashboard (until Ctrl-C when ``serve``); returns its URL.
+    ``service`` is the running scoring service (its process and URL); the caller stops it."""
+    console.rule("[bold]9. Portfolio monitoring: the demo's decisions, outcomes, drift, alerts")
+    downturn = DOWNTURNS.get(schema.name)
+    book = test.sample(n=BOOK_BEFORE + BOOK_AFTER, replace=True, random_state=rng)
+    book = book.reset_index(drop=True)
+    if downturn is not None:
+        after = _drifted(book.iloc[BOOK_BEFORE:], schema, downturn)
+        book = pd.concat([book.iloc[:BOOK_BEFORE], after], ignore_index=True)
+    region_column = downturn.region_column if downturn is not None else schema.feature_names[0]
+    proc, url = service
+    tags = _send_book(url, keys[Role.SCORING], book, schema, region_column)
     config = PortfolioConfig(
-        applicants=3000, origination_months=6, drift_region=DRIFT_REGION, drift_from=3
+        drift_region=None if downturn is None else downturn.region,
+        shock_factor=SHOCK_FACTOR,
     )
-    portfolio = generate_portfolio(config, rng)
     engine = make_engine(db_url)
     try:
+        with engine.connect() as connection:
+            portfolio = outcomes_for_decisions(connection, config, rng, tags=tags)
         report = load_portfolio(engine, portfolio)
     finally:
         engine.dispose()
-    reference = out / "reference.json"
-    write_atomic(reference, reference_json(portfolio.reference))
     console.print(
-        f"  {len(portfolio.decisions)} generated applications, {report.loans_added} loans, "
-        f"{report.inserted} monthly outcome rows up to {portfolio.as_of}; region "
-        f"{DRIFT_REGION}'s income falls from origination month {config.drift_from + 1}"
+        f"  {len(book)} applications decided by the service, {report.loans_added} approved "
+        f"loans with {report.inserted} monthly outcome rows up to {portfolio.as_of}"
     )
-    proc, url = _start_service(
-        registry, db_url, out, env={"FEDRISK_MONITORING_REFERENCE_PATH": str(reference)}
+    if downturn is not None:
+        console.print(
+            f"  downturn in {downturn.region_column}={downturn.region} after the first "
+            f"{BOOK_BEFORE} applications: {downturn.income} falls "
+            f"{downturn.income_drop:.0%}, {downturn.utilisation} and "
+            f"{downturn.late_payments} rise; its borrowers default more in the last months"
+        )
+    with httpx.Client(
+        base_url=url, timeout=120, headers=_bearer(keys[Role.RISK_OFFICER])
+    ) as officer:
+        checked = officer.post("/v1/monitoring/alerts/check")
+        summary = officer.get("/v1/monitoring/summary")
+    if checked.status_code != 200 or summary.status_code != 200:
+        raise FedRiskError(
+            f"the alert check answered {checked.status_code}, the summary "
+            f"{summary.status_code}: {checked.text[:300]} {summary.text[:300]}"
+        )
+    csi = sorted(summary.json()["csi"].items(), key=lambda kv: -kv[1])[:4]
+    console.print(
+        f"  score PSI {summary.json()['psi'] or 0:.3f}; feature CSI "
+        + ", ".join(f"{name} {value:.3f}" for name, value in csi)
     )
-    try:
-        with httpx.Client(
-            base_url=url, timeout=120, headers=_bearer(keys[Role.RISK_OFFICER])
-        ) as officer:
-            checked = officer.post("/v1/monitoring/alerts/check")
-        if checked.status_code != 200:
-            raise FedRiskError(
-                f"the alert check answered {checked.status_code}: {checked.text[:500]}"
-            )
-        for alert in checked.json()["firing"]:
-            console.print(f"  alert {alert['kind']} ({alert['severity']}): {alert['message']}")
-        dashboard = f"{url}/dashboard"
-        console.print(f"dashboard:           {dashboard}  (sign in with the viewer key)")
-        console.print(f"viewer key:          {keys[Role.VIEWER]}")
-        if not serve:
-            console.print("  (not at a terminal: the dashboard stops with the demo)")
-        if serve:
-            console.print("  serving the dashboard until Ctrl-C")
-            sys.stdout.flush()
-            try:
-                proc.wait()
-            except KeyboardInterrupt:
-                console.print("  stopping the dashboard")
-    finally:
-        stop_process_tree(proc.pid, process=proc)
+    for alert in checked.json()["firing"]:
+        console.print(f"  alert {alert['kind']} ({alert['severity']}): {alert['message']}")
+    dashboard = f"{url}/dashboard"
+    console.print(f"dashboard:           {dashboard}  (sign in with the viewer key)")
+    console.print(f"viewer key:          {keys[Role.VIEWER]}")
+    if not serve:
+        console.print("  (not at a terminal: the dashboard stops with the demo)")
+    if serve:
+        console.print("  serving the dashboard until Ctrl-C")
+        sys.stdout.flush()
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            console.print("  stopping the dashboard")
     return dashboard
 
 
@@ -426,30 +537,26 @@ def run_demo(
             ) as officer,
         ):
             for app_label, body in _applications(artifact, schema, test):
-                response = client.post("/v1/applications/decision", json=body)
-                if response.status_code != 200:
-                    raise FedRiskError(
-                        f"the service answered {response.status_code} for {app_label}: "
-                        f"{response.text[:500]}"
-                    )
-                answers.append((app_label, response.json()))
+                answers.append((app_label, _decide(client, app_label, body)))
             queue = officer.get("/v1/reviews").json()
         # At least 150 columns so the reasons column stays readable; same destination as the rest.
         Console(width=max(console.width, 150), file=console.file).print(_decisions_table(answers))
         n_queue = len(queue["items"])
         console.print(f"  review queue now holds {n_queue} items (fraud flags, manual reviews)")
+        # the service stays up (idle) through the vertical step: the monitoring step uses it
+        vertical_parts = _vertical_story(console, out / "vertical") if vertical else None
+        dashboard = _monitoring_story(
+            console,
+            service=(proc, url),
+            db_url=db_url,
+            keys=keys,
+            schema=schema,
+            test=test,
+            rng=np.random.default_rng(20261204),
+            serve=serve_dashboard,
+        )
     finally:
         stop_process_tree(proc.pid, process=proc)
-    vertical_parts = _vertical_story(console, out / "vertical") if vertical else None
-    dashboard = _monitoring_story(
-        console,
-        out,
-        registry=registry,
-        db_url=db_url,
-        keys=keys,
-        rng=np.random.default_rng(20261204),
-        serve=serve_dashboard,
-    )
     console.rule("[bold]10. Done: everything stopped")
     console.print(f"signed model:        {registry / str(released['model_id'])}")
     console.print(
@@ -457,8 +564,8 @@ def run_demo(
         f"--db sqlite:///{(out / 'scoring.db').resolve()})"
     )
     console.print(
-        f"serve it again:      FEDRISK_MONITORING_REFERENCE_PATH={out / 'reference.json'} "
-        f"fedrisk serve --development --registry {registry} --db {db_url}  (dashboard was "
+        f"serve it again:      fedrisk serve --development --registry {registry} --db {db_url}"
+        f"  (dashboard was "
         f"{dashboard})"
     )
     console.print(

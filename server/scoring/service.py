@@ -214,6 +214,15 @@ def _application_details(screening: Screening, result: ApplicationDecision) -> d
     }
 
 
+def reference_bins(model: LoadedModel, features: dict[str, Any]) -> dict[str, int]:
+    """The applicant's bin in each per-feature reference of the model's release (for CSI):
+    only the bin index is stored, never the raw value."""
+    reference = getattr(model.artifact, "reference", None)
+    if reference is None:
+        return {}
+    return {f.name: f.bin_of(features.get(f.name)) for f in reference.features}
+
+
 def _fraud_out(screening: Screening) -> FraudOut:
     """API form of an application's fraud screening."""
     ring = screening.ring
@@ -347,6 +356,7 @@ class ScoringService:
         details: dict[str, Any],
         links: list[dict[str, Any]] | None = None,
         review: dict[str, Any] | None = None,
+        feature_bins: dict[str, int] | None = None,
     ) -> None:
         """Persist the decision with its audit record, then count it."""
         row = {
@@ -364,7 +374,11 @@ class ScoringService:
             "rules_hit": rules_hit,
             "details": details,
         }
-        await self._persist(DecisionWrite(row=row, links=links or [], review=review))
+        await self._persist(
+            DecisionWrite(
+                row=row, links=links or [], review=review, feature_bins=feature_bins or {}
+            )
+        )
         self.metrics.child(self.metrics.decisions, d.stage, outcome, d.role).inc()
 
     # -------------------------------------------------------------------------------- A-card
@@ -399,6 +413,7 @@ class ScoringService:
             | ({} if missing is None else {"missing_parts": missing}),
             links=screening.links,
             review=review,
+            feature_bins=reference_bins(d.model, d.body["features"]),
         )
         for rule in rules_hit:
             self.metrics.child(self.metrics.fraud_hits, rule).inc()

@@ -36,7 +36,13 @@ from server.scoring.audit import (
     audited_transaction,
 )
 from server.scoring.db.engine import write_connection
-from server.scoring.db.tables import audit_log, decisions, fraud_links, review_items
+from server.scoring.db.tables import (
+    audit_log,
+    decision_feature_bins,
+    decisions,
+    fraud_links,
+    review_items,
+)
 
 if TYPE_CHECKING:
     from server.scoring.anchor import AuditAnchor
@@ -60,6 +66,8 @@ class DecisionWrite:
     row: dict[str, Any]
     links: list[dict[str, Any]] = field(default_factory=list)
     review: dict[str, Any] | None = None
+    feature_bins: dict[str, int] = field(default_factory=dict)
+    """The decision's bin per reference feature (for CSI); the raw values are not stored."""
 
 
 JobFn = Callable[[Connection, AuditChain], Any]
@@ -78,19 +86,26 @@ class _Pending:
 _STOP = object()
 
 
-def _collect(
-    chain: AuditChain, items: Sequence[DecisionWrite]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Append each decision's audit records; return the rows of decisions, links and reviews."""
-    decision_rows: list[dict[str, Any]] = []
-    link_rows: list[dict[str, Any]] = []
-    review_rows: list[dict[str, Any]] = []
+Rows = list[dict[str, Any]]
+
+
+def _collect(chain: AuditChain, items: Sequence[DecisionWrite]) -> tuple[Rows, Rows, Rows, Rows]:
+    """Append each decision's audit records; return the rows of decisions, links, reviews and
+    feature bins."""
+    decision_rows: Rows = []
+    link_rows: Rows = []
+    review_rows: Rows = []
+    bin_rows: Rows = []
     for item in items:
         row = item.row
         payload = {name: row[name] for name in DECISION_FIELDS}
         seq = chain.append("decision", payload, created_at=row["created_at"])
         decision_rows.append({**row, "audit_seq": seq})
         link_rows.extend(item.links)
+        bin_rows.extend(
+            {"decision_id": row["decision_id"], "feature": name, "bin": b}
+            for name, b in item.feature_bins.items()
+        )
         if item.review is not None:
             review = item.review
             chain.append(
@@ -103,7 +118,7 @@ def _collect(
                 created_at=row["created_at"],
             )
             review_rows.append(review)
-    return decision_rows, link_rows, review_rows
+    return decision_rows, link_rows, review_rows, bin_rows
 
 
 def write_decisions(
@@ -111,23 +126,26 @@ def write_decisions(
 ) -> None:
     """Insert decisions with their audit records in the caller's transaction (also used to
     load generated portfolios)."""
-    decision_rows, link_rows, review_rows = _collect(chain, items)
+    decision_rows, link_rows, review_rows, bin_rows = _collect(chain, items)
     if connection.dialect.name == "sqlite":
         _insert_raw(connection, decisions, decision_rows)
         _insert_raw(connection, fraud_links, link_rows)
         _insert_raw(connection, review_items, review_rows)
+        _insert_raw(connection, decision_feature_bins, bin_rows)
     else:
         connection.execute(insert(decisions), decision_rows)
         if link_rows:
             connection.execute(insert(fraud_links), link_rows)
         if review_rows:
             connection.execute(insert(review_items), review_rows)
+        if bin_rows:
+            connection.execute(insert(decision_feature_bins), bin_rows)
     chain.flush()
 
 
 _JSON_COLUMNS = {
     table.name: frozenset(c.name for c in table.c if isinstance(c.type, JSON))
-    for table in (decisions, fraud_links, review_items)
+    for table in (decisions, fraud_links, review_items, decision_feature_bins)
 }
 
 
@@ -150,7 +168,7 @@ class _SqliteBatchWriter:
 
     On the request path SQLAlchemy's per-statement work (statement construction, cache keys,
     events, result set-up) cost about 0.7 ms per transaction, several times SQLite's own work;
-    this path issues the same seven statements through the driver directly. The SQL and the
+    this path issues the same statements through the driver directly. The SQL and the
     audit hashing are the ones the SQLAlchemy path uses, so both produce identical rows.
     """
 
@@ -174,10 +192,11 @@ class _SqliteBatchWriter:
                 if head is None
                 else AuditChain(connection=None, seq=int(head[0]), hash=str(head[1]))
             )
-            decision_rows, link_rows, review_rows = _collect(chain, items)
+            decision_rows, link_rows, review_rows, bin_rows = _collect(chain, items)
             _executemany(cursor, decisions, decision_rows)
             _executemany(cursor, fraud_links, link_rows)
             _executemany(cursor, review_items, review_rows)
+            _executemany(cursor, decision_feature_bins, bin_rows)
             _executemany(cursor, audit_log, chain.pending)
             if chain.has_head:
                 cursor.execute(

@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedrisk.data.datasets import load_dataset
 from fedrisk.data.schema import DatasetSchema, FeatureKind
 from fedrisk.decisions.scorecard import ScorecardScaling
-from fedrisk.ml.features import Preprocessor
+from fedrisk.ml.features import FeatureStats, Preprocessor
 from fedrisk.ml.inference import ModelSpec, NumpyScorer
-from fedrisk.ml.metrics import auc, ks
+from fedrisk.ml.metrics import auc, ks, score_histograms
 from fedrisk.ml.models import build_model, model_to_vector
 from fedrisk.ml.training import TrainConfig, train_with_early_stopping
 from fedrisk.ml.trees import TreeModel, TreeParams
@@ -49,6 +49,7 @@ from fedrisk.release.artifact import (
     write_artifact,
 )
 from fedrisk.release.identity import generate_signing_key, key_id, save_public_key
+from fedrisk.release.reference import ScoreReference, feature_reference, reference_from_histograms
 
 Stage = Literal["application", "behaviour", "collection"]
 
@@ -123,6 +124,7 @@ def make_artifact(
     stage: Stage | None,
     bias_shift: float = 0.0,
     scorecard: ScorecardScaling | None = None,
+    reference: ScoreReference | None = None,
 ) -> ModelArtifact:
     """Pack a trained model as an artifact.
 
@@ -139,6 +141,8 @@ def make_artifact(
         -12 approves all), which makes champion/challenger answers easy to tell apart.
     scorecard
         Scaling; default 600 points at 50:1, 20 PDO.
+    reference
+        The release reference (score bands and feature bins), e.g. :func:`sample_reference`.
     """
     weights = list(trained.weights)
     weights[-1] += bias_shift
@@ -154,6 +158,7 @@ def make_artifact(
             "scorecard": scorecard or ScorecardScaling(),
             "metrics": [RoundMetrics(round=1, auc=trained.auc, ks=trained.ks, n_parties=3)],
             "he_params": None,
+            "reference": reference,
             "lineage": Lineage(
                 run_id=f"test-{model_id}",
                 parties=["bank", "ecommerce", "telecom"],
@@ -163,6 +168,19 @@ def make_artifact(
             ),
         }
     )
+
+
+def sample_reference(trained: TrainedModel) -> ScoreReference:
+    """Score bands and per-feature bins of the held-out sample, as a release computes them
+    from pooled statistics."""
+    schema = trained.schema
+    assert schema.target_column is not None
+    p = NumpyScorer(trained.spec, np.asarray(trained.weights)).predict_proba(
+        Preprocessor.from_dict(trained.preprocessing).transform(trained.sample)
+    )
+    y = trained.sample[schema.target_column].to_numpy(dtype=np.int64)
+    stats = FeatureStats.from_frame(trained.sample, schema)
+    return reference_from_histograms(score_histograms(y, p), features=feature_reference(stats))
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,15 @@ from sqlalchemy.engine import Connection
 
 from server.scoring.dashboard.charts import Cell, ChartData, ChartInputs
 from server.scoring.monitoring import queries
-from server.scoring.monitoring.alerts import stored_alerts
+from server.scoring.monitoring.alerts import AlertThresholds, stored_alerts
 from server.scoring.monitoring.models import DIMENSIONS, Dimension, SegmentRow
 
 DEFAULT_CROSS: Final[tuple[Dimension, Dimension]] = ("industry", "region")
 """The direction page's two dimensions unless the page's query string chooses others."""
 
 PSI_COLUMNS = ("month", "psi", "applications")
+CSI_COLUMNS = ("feature", "month", "csi", "band", "applications")
+CSI_TREND_COLUMNS = ("feature", "month", "csi", "applications")
 BAND_SHARE_COLUMNS = ("band", "pd_range", "distribution", "share", "applications")
 BAND_COLUMNS = ("band", "pd_range", "loans", "bads", "bad_rate", "reference_bad_rate", "mean_pd")
 
@@ -62,6 +64,34 @@ def psi_bands(connection: Connection, inputs: ChartInputs) -> ChartData:
         rows.append((band.band, span, "reference", band.expected, None))
         rows.append((band.band, span, month, band.actual, band.count))
     return ChartData(BAND_SHARE_COLUMNS, tuple(rows))
+
+
+def _csi_band(value: float) -> str:
+    limits = AlertThresholds()
+    if value >= limits.csi:
+        return "shifted"
+    return "watch" if value >= limits.csi_warning else "stable"
+
+
+def feature_csi(connection: Connection, inputs: ChartInputs) -> ChartData:
+    """CSI of each reference feature over the latest decision month, most shifted first."""
+    month = queries.latest_decision_month(connection)
+    if inputs.reference is None or not inputs.reference.features or month is None:
+        return ChartData(CSI_COLUMNS, ())
+    results = queries.feature_csi(connection, inputs.reference, month=month)
+    scored = sorted((r for r in results if r.csi is not None), key=lambda r: -(r.csi or 0.0))
+    return ChartData(
+        CSI_COLUMNS,
+        tuple((r.feature, r.month, r.csi, _csi_band(r.csi or 0.0), r.count) for r in scored),
+    )
+
+
+def csi_trend(connection: Connection, inputs: ChartInputs) -> ChartData:
+    """CSI of each reference feature in each decision month."""
+    if inputs.reference is None or not inputs.reference.features:
+        return ChartData(CSI_TREND_COLUMNS, ())
+    points = queries.csi_trend(connection, inputs.reference)
+    return ChartData(CSI_TREND_COLUMNS, tuple((p.feature, p.month, p.csi, p.count) for p in points))
 
 
 def bad_rate_by_band(connection: Connection, inputs: ChartInputs) -> ChartData:

@@ -101,6 +101,28 @@ PSI_BANDS = ChartSpec(
     series=("distribution",),
     note="Share of applications in each reference PD band.",
 )
+FEATURE_CSI = ChartSpec(
+    chart_id="feature_csi",
+    title="Feature CSI of the latest decision month",
+    query=indicators.feature_csi,
+    kind="bar",
+    x="feature",
+    y="csi",
+    series=("band",),
+    note="Each input's distribution over the champion's applications against the bins the "
+    "signed release computed from the parties' encrypted pooled statistics (0.1: watch, "
+    "0.25: shifted, retrain recommended).",
+)
+CSI_TREND = ChartSpec(
+    chart_id="csi_trend",
+    title="Feature CSI by decision month",
+    query=indicators.csi_trend,
+    kind="line",
+    x="month",
+    y="csi",
+    series=("feature",),
+    note="One line per input feature the release's reference describes.",
+)
 BAD_RATE_BY_BAND = ChartSpec(
     chart_id="bad_rate_by_band",
     title="Realised bad rate of matured loans by PD band",
@@ -194,7 +216,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec(
         "drift",
         "Drift",
-        (PSI_TREND, PSI_BANDS),
+        (PSI_TREND, PSI_BANDS, FEATURE_CSI, CSI_TREND),
         needs_outcomes=True,
         intro="Score PSI and per-feature CSI against the release's reference distribution.",
     ),
@@ -224,7 +246,7 @@ PAGES: tuple[PageSpec, ...] = (
         "Alerts",
         (ALERTS,),
         needs_outcomes=True,
-        intro="PSI, AUC drop, segment delinquency and B-card warning alerts.",
+        intro="PSI, feature CSI, AUC drop, segment delinquency and B-card warning alerts.",
     ),
     PageSpec(
         "models",

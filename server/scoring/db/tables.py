@@ -28,6 +28,9 @@ Tables
 ``purpose_labels``    loan purpose read from a decision's free-text description: predicted
                       purpose and confidence, and the label a reviewer gave (``status`` auto,
                       queued, corrected or confirmed)
+``decision_feature_bins`` one row per decision and reference feature: the bin of the release's
+                      per-feature reference the applicant's value fell in (for CSI); the raw
+                      value itself is not stored
 
 A change here needs a migration in ``migrations/versions`` too: databases are built by the
 migrations, and ``tests/integration/scoring/test_scoring_migrations.py`` fails while the two
@@ -288,4 +291,12 @@ purpose_labels = Table(
     Column("reviewed_by", String(200), nullable=True),
     Column("reviewed_at", String(40), nullable=True),
     UniqueConstraint("decision_id", name="uq_purpose_decision"),
+)
+
+decision_feature_bins = Table(
+    "decision_feature_bins",
+    metadata,
+    Column("decision_id", String(32), primary_key=True),
+    Column("feature", String(200), primary_key=True),
+    Column("bin", Integer, nullable=False),
 )

@@ -3,21 +3,27 @@
 Rules (thresholds in :class:`AlertThresholds`):
 
 - ``psi``: score PSI of the latest decision month >= 0.25 (toad/optbinning's "shifted" band);
-- ``auc_drop``: AUC on matured loans at least 0.03 below the release's pooled AUC;
+- ``csi``: per-feature CSI of the latest decision month against the release's feature bins,
+  critical with every feature >= 0.25, a warning with those in [0.1, 0.25) (the same bands);
+- ``auc_drop``: AUC on matured loans at least 0.03 (and 1.645 standard errors) below the AUC
+  their own PDs promise (the release's pooled AUC covers every applicant, an approved-only book
+  ranks less well without drift);
 - ``segment_delinquency``: a segment's 30+ rate rose two months in a row against the
   portfolio's (its excess over the portfolio's rate grew by 1 point or more each month), and is
   at least 1.25x the portfolio's in the last month;
 - ``bcard_warning_spike``: the B-card early-warning rate of the last month is at least 1.5x the
   mean of the three before, and 5 points higher.
 
-The drift and performance alerts (``psi``, ``auc_drop``) carry ``retrain_recommended`` with the
-evidence; the portfolio alerts point at a segment or a policy, not at the model.
+The drift and performance alerts (``psi``, critical ``csi``, ``auc_drop``) carry
+``retrain_recommended`` with the evidence; the portfolio alerts point at a segment or a policy,
+not at the model.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 
@@ -27,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from server.scoring.audit import utc_now
 from server.scoring.db.tables import monitoring_alerts
-from server.scoring.monitoring.models import Alert, Dimension, PsiResult, RatePoint
+from server.scoring.monitoring.models import Alert, CsiResult, Dimension, PsiResult, RatePoint
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +44,12 @@ class AlertThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     psi: float = Field(default=0.25, gt=0)
+    csi: float = Field(default=0.25, gt=0)
+    csi_warning: float = Field(default=0.1, gt=0)
     auc_drop: float = Field(default=0.03, gt=0)
+    auc_min_z: float = Field(
+        default=1.645, ge=0, description="the drop in DeLong standard errors (one-sided 95 %)"
+    )
     segment_min_active: int = Field(default=50, ge=1)
     segment_min_rise: float = Field(default=0.01, ge=0, description="excess 30+ rate, per month")
     segment_min_ratio: float = Field(default=1.25, ge=1, description="last month vs portfolio")
@@ -69,28 +80,99 @@ def psi_alert(result: PsiResult, *, as_of: str, limits: AlertThresholds) -> Aler
     )
 
 
+def csi_alerts(results: Sequence[CsiResult], *, as_of: str, limits: AlertThresholds) -> list[Alert]:
+    """A critical alert naming every feature whose CSI reached ``limits.csi`` (retrain
+    recommended), and a warning naming those between ``limits.csi_warning`` and it."""
+    alerts = []
+    levels = (
+        ("critical", limits.csi, math.inf, "features"),
+        ("warning", limits.csi_warning, limits.csi, "features-watch"),
+    )
+    for severity, low, high, subject in levels:
+        hit = sorted(
+            (r for r in results if r.csi is not None and low <= r.csi < high),
+            key=lambda r: -(r.csi or 0.0),
+        )
+        if not hit:
+            continue
+        month = hit[0].month
+        named = ", ".join(f"{r.feature} {r.csi:.3f}" for r in hit)
+        critical = severity == "critical"
+        alerts.append(
+            Alert(
+                kind="csi",
+                severity="critical" if critical else "warning",
+                subject=f"{subject}:{month}",
+                as_of=as_of,
+                value=max(r.csi or 0.0 for r in hit),
+                threshold=low,
+                retrain_recommended=critical,
+                message=(
+                    f"feature CSI >= {low} in {month}: {named}; "
+                    + (
+                        "these inputs have shifted from the release population; retrain recommended"
+                        if critical
+                        else "watch these inputs"
+                    )
+                ),
+                evidence={
+                    "month": month,
+                    "features": {r.feature: r.csi for r in hit},
+                    "most_shifted_bins": {
+                        r.feature: [
+                            b.model_dump()
+                            for b in sorted(
+                                r.bins, key=lambda b: abs(b.actual - b.expected), reverse=True
+                            )[:3]
+                        ]
+                        for r in hit
+                    },
+                },
+            )
+        )
+    return alerts
+
+
 def auc_alert(
     auc: float | None,
-    release_auc: float | None,
+    expected: float | None,
     *,
+    release_auc: float | None,
+    variance: float | None,
     loans: int,
     as_of: str,
     limits: AlertThresholds,
 ) -> Alert | None:
-    """A critical alert when the matured AUC fell ``limits.auc_drop`` below the release's."""
-    if auc is None or release_auc is None or release_auc - auc < limits.auc_drop:
+    """A critical alert when the matured AUC fell ``limits.auc_drop`` below the AUC expected of
+    the same loans from their own PDs (:func:`~server.scoring.monitoring.queries.expected_auc`),
+    and the drop is beyond ``limits.auc_min_z`` DeLong standard errors.
+
+    Not the release's AUC: that one is measured over every applicant, while matured loans are
+    the approved ones only, whose narrower PD range ranks less well without any drift.
+    """
+    if auc is None or expected is None:
+        return None
+    drop = expected - auc
+    spread = None if variance is None else math.sqrt(max(variance, 0.0))
+    if drop < limits.auc_drop or (spread is not None and drop < limits.auc_min_z * spread):
         return None
     return Alert(
         kind="auc_drop",
         severity="critical",
         subject="score",
         as_of=as_of,
-        value=release_auc - auc,
+        value=drop,
         threshold=limits.auc_drop,
         retrain_recommended=True,
-        message=f"AUC on matured loans {auc:.3f} is {release_auc - auc:.3f} below the "
-        f"release's {release_auc:.3f}; retrain recommended",
-        evidence={"auc_matured": auc, "release_auc": release_auc, "matured_loans": loans},
+        message=f"AUC on matured loans {auc:.3f} is {drop:.3f} below the {expected:.3f} their "
+        "own PDs promise; the score ranks this book worse than it should: retrain recommended",
+        evidence={
+            "auc_matured": auc,
+            "expected_auc": expected,
+            "release_auc": release_auc,
+            "standard_error": spread,
+            "matured_loans": loans,
+        },
     )
 
 

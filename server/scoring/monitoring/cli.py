@@ -76,6 +76,17 @@ def outcomes_generate(
     drift_region: Annotated[
         str | None, typer.Option(help="Region whose income falls (drift), e.g. east")
     ] = None,
+    for_decisions: Annotated[
+        bool,
+        typer.Option(
+            "--for-decisions",
+            help="Generate outcomes for the approved application decisions already stored in "
+            "--db (keyed to them) instead of a new book of decisions",
+        ),
+    ] = False,
+    months: Annotated[
+        int, typer.Option(min=1, max=60, help="With --for-decisions: months of performance")
+    ] = 12,
     reference_out: Annotated[
         Path | None,
         typer.Option(help="Write the portfolio's release reference bands (JSON) here"),
@@ -84,7 +95,8 @@ def outcomes_generate(
         Path | None, typer.Option(help="Also write the outcome rows as CSV here")
     ] = None,
 ) -> None:
-    """Write a generated portfolio (decisions and 12-24 months of outcomes) into the database."""
+    """Write a generated portfolio (decisions and 12-24 months of outcomes) into the database,
+    or, with --for-decisions, outcomes for the decisions the service stored."""
     import numpy as np
 
     from fedrisk.files import write_atomic
@@ -93,19 +105,23 @@ def outcomes_generate(
         PortfolioConfig,
         generate_portfolio,
         load_portfolio,
+        outcomes_for_decisions,
         reference_json,
     )
 
-    portfolio = generate_portfolio(
-        PortfolioConfig(applicants=applicants, drift_region=drift_region),
-        np.random.default_rng(seed),
-    )
+    config = PortfolioConfig(applicants=applicants, drift_region=drift_region)
+    rng = np.random.default_rng(seed)
     engine = _migrated(db)
     try:
+        if for_decisions:
+            with engine.connect() as connection:
+                portfolio = outcomes_for_decisions(connection, config, rng, months=months)
+        else:
+            portfolio = generate_portfolio(config, rng)
         report = load_portfolio(engine, portfolio)
     finally:
         engine.dispose()
-    if reference_out is not None:
+    if reference_out is not None and portfolio.reference is not None:
         write_atomic(reference_out, reference_json(portfolio.reference))
     if csv_out is not None:
         write_atomic(csv_out, rows_to_csv(portfolio.outcome_rows))

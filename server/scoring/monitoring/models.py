@@ -58,6 +58,35 @@ class PsiPoint(Result):
     count: int
 
 
+class CsiBin(Result):
+    """One reference bin of a feature: its label, the reference share and the monitored one."""
+
+    bin: int
+    label: str
+    expected: float
+    actual: float
+    count: int
+
+
+class CsiResult(Result):
+    """CSI of one feature over one month's champion applications against the release's bins."""
+
+    feature: str
+    month: str | None
+    csi: float | None
+    count: int
+    bins: list[CsiBin]
+
+
+class CsiPoint(Result):
+    """CSI of one feature in one month (the per-feature drift trend)."""
+
+    feature: str
+    month: str
+    csi: float
+    count: int
+
+
 class BandPerformance(Result):
     """Matured loans of one PD band: realised bad rate against the reference's."""
 
@@ -179,7 +208,7 @@ class RatePoint(Result):
 class Alert(Result):
     """A monitoring alert; drift and performance alerts carry ``retrain_recommended``."""
 
-    kind: Literal["psi", "auc_drop", "segment_delinquency", "bcard_warning_spike"]
+    kind: Literal["psi", "csi", "auc_drop", "segment_delinquency", "bcard_warning_spike"]
     severity: Severity
     subject: str
     as_of: str
@@ -196,9 +225,16 @@ class Summary(Result):
     as_of: str | None
     psi: float | None
     psi_trend: list[PsiPoint]
+    csi: dict[str, float] = Field(
+        default_factory=dict, description="feature -> CSI of the latest decision month"
+    )
+    csi_trend: list[CsiPoint] = Field(default_factory=list)
     auc_matured: float | None
     ks_matured: float | None
     release_auc: float | None
+    expected_auc_matured: float | None = Field(
+        default=None, description="the AUC the matured loans' own PDs promise (alert baseline)"
+    )
     decision_mix: list[DecisionMixRow]
     bad_rate_by_band: list[BandPerformance]
     vintages: list[VintageCurve]

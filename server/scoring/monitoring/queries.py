@@ -28,11 +28,20 @@ from sqlalchemy import String as SqlString
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
-from fedrisk.release.reference import ScoreReference
-from server.scoring.db.tables import decisions, loans, outcomes, review_items
+from fedrisk.release.reference import FeatureReference, ScoreReference
+from server.scoring.db.tables import (
+    decision_feature_bins,
+    decisions,
+    loans,
+    outcomes,
+    review_items,
+)
 from server.scoring.monitoring.models import (
     BandPerformance,
     ChampionChallenger,
+    CsiBin,
+    CsiPoint,
+    CsiResult,
     DecisionMixRow,
     Dimension,
     Direction,
@@ -58,6 +67,8 @@ from server.scoring.monitoring.statistics import (
 from server.scoring.outcomes import add_months, is_bad_month, months_between
 
 WINDOW: Final = 12
+VERDICTS: Final = ("approve", "decline")
+"""Decisions a person's review can confirm or override."""
 BUCKETS: Final = ("current", "1-29", "30-59", "60-89", "90+")
 BUCKET_LOWER: Final = (0, 1, 30, 60, 90)
 
@@ -90,8 +101,11 @@ _is_bad = is_bad_month()
 
 # ------------------------------------------------------------------------------ decisions
 def decision_mix(connection: Connection) -> list[DecisionMixRow]:
-    """Application decisions by month and outcome, with the review override rate: the share of
-    resolved manual reviews whose resolution differs from the model's own decision."""
+    """Application decisions by month and outcome, with the review override rate by month of
+    resolution: the share of resolved reviews (manual reviews and applicants' human-review
+    requests, resolved approve or decline) whose resolution differs from the model's own
+    decision. A referral from the score's review band carries no automated verdict to
+    override, so it is left out (as on the dashboard's overview)."""
     month = month_of(decisions.c.created_at)
     counts: dict[str, dict[str, int]] = {}
     for row in connection.execute(
@@ -108,8 +122,9 @@ def decision_mix(connection: Connection) -> list[DecisionMixRow]:
         select(review_month.label("m"), func.count().label("n"), func.sum(overridden).label("o"))
         .join_from(review_items, decisions, decisions.c.decision_id == review_items.c.decision_id)
         .where(
-            review_items.c.kind == "manual_review",
-            review_items.c.resolution.in_(("approve", "decline")),
+            review_items.c.kind.in_(("manual_review", "human_review_request")),
+            review_items.c.resolution.in_(VERDICTS),
+            model_decision.in_(VERDICTS),
         )
         .group_by(review_month)
     ):
@@ -192,6 +207,77 @@ def psi_trend(connection: Connection, reference: ScoreReference) -> list[PsiPoin
     return points
 
 
+def _csi_counts(
+    connection: Connection, reference: ScoreReference, *, month: str | None
+) -> dict[tuple[str, str, int], int]:
+    """Champion applications by decision month, reference feature and bin."""
+    created = month_of(decisions.c.created_at)
+    bins = decision_feature_bins
+    query = (
+        select(created.label("m"), bins.c.feature, bins.c.bin, func.count().label("n"))
+        .join_from(bins, decisions, decisions.c.decision_id == bins.c.decision_id)
+        .where(
+            decisions.c.stage == "application",
+            decisions.c.role == "champion",
+            bins.c.feature.in_([f.name for f in reference.features]),
+        )
+        .group_by(created, bins.c.feature, bins.c.bin)
+    )
+    if month is not None:
+        query = query.where(
+            decisions.c.created_at >= month, decisions.c.created_at < add_months(month, 1)
+        )
+    return {(r.m, r.feature, int(r.bin)): int(r.n) for r in connection.execute(query)}
+
+
+def _csi_of(feature: FeatureReference, counts: dict[int, int], month: str | None) -> CsiResult:
+    # a bin outside the reference (a decision binned by another release) is not comparable
+    counts = {b: n for b, n in counts.items() if 0 <= b < len(feature.shares)}
+    total = sum(counts.values())
+    shares = [counts.get(i, 0) / total if total else 0.0 for i in range(len(feature.shares))]
+    return CsiResult(
+        feature=feature.name,
+        month=month,
+        csi=psi_from_shares(feature.shares, shares) if total else None,
+        count=total,
+        bins=[
+            CsiBin(
+                bin=i,
+                label=feature.labels[i],
+                expected=feature.shares[i],
+                actual=shares[i],
+                count=counts.get(i, 0),
+            )
+            for i in range(len(feature.shares))
+        ],
+    )
+
+
+def feature_csi(
+    connection: Connection, reference: ScoreReference, *, month: str
+) -> list[CsiResult]:
+    """CSI of every reference feature over the champion's applications decided in ``month``
+    (the same formula and floor as the score PSI)."""
+    by_feature: dict[str, dict[int, int]] = {}
+    for (_, feature, b), n in _csi_counts(connection, reference, month=month).items():
+        by_feature.setdefault(feature, {})[b] = n
+    return [_csi_of(f, by_feature.get(f.name, {}), month) for f in reference.features]
+
+
+def csi_trend(connection: Connection, reference: ScoreReference) -> list[CsiPoint]:
+    """CSI of every reference feature in every decision month with binned applications."""
+    grouped: dict[tuple[str, str], dict[int, int]] = {}
+    for (m, feature, b), n in _csi_counts(connection, reference, month=None).items():
+        grouped.setdefault((feature, m), {})[b] = n
+    points = []
+    for f in reference.features:
+        for m in sorted(m for name, m in grouped if name == f.name):
+            result = _csi_of(f, grouped[(f.name, m)], m)
+            if result.csi is not None:
+                points.append(CsiPoint(feature=f.name, month=m, csi=result.csi, count=result.count))
+    return points
+
+
 def latest_decision_month(connection: Connection) -> str | None:
     """The latest month with application decisions."""
     value = connection.execute(
@@ -256,6 +342,37 @@ def matured_discrimination(
     """AUC and KS of the score on matured loans decided by ``role``."""
     scores, bads, goods = _score_groups(connection, window).get(role, ([], [], []))
     return _discrimination(scores, bads, goods)
+
+
+def expected_auc(
+    connection: Connection, *, window: int = WINDOW, role: str = "champion"
+) -> float | None:
+    """The AUC the score would reach on the same matured loans if each loan's stored PD were
+    its true chance of going bad: every loan counts ``pd`` as a bad and ``1 - pd`` as a good.
+
+    The baseline of the AUC-drop alert. A book holds only the loans that were approved, so its
+    realised AUC sits below the release's (measured on every applicant) without any drift;
+    against this baseline, only a loss of ranking on this very population counts.
+    """
+    matured = _matured(window).subquery("matured")
+    rows = connection.execute(
+        select(
+            matured.c.score,
+            func.sum(matured.c.probability).label("pd_sum"),
+            func.count().label("n"),
+        )
+        .where(
+            matured.c.role == role,
+            matured.c.score.is_not(None),
+            matured.c.probability.is_not(None),
+        )
+        .group_by(matured.c.score)
+    ).all()
+    return auc_from_groups(
+        [float(r.score) for r in rows],
+        [float(r.pd_sum) for r in rows],
+        [int(r.n) - float(r.pd_sum) for r in rows],
+    )
 
 
 def champion_challenger(

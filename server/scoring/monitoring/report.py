@@ -24,6 +24,7 @@ from server.scoring.monitoring.alerts import (
     AlertThresholds,
     auc_alert,
     bcard_alert,
+    csi_alerts,
     psi_alert,
     segment_alerts,
 )
@@ -65,16 +66,29 @@ def build_summary(
         if reference is not None and decision_month is not None
         else PsiResult(month=decision_month, psi=None, count=0, bands=[])
     )
+    csi = (
+        queries.feature_csi(connection, reference, month=decision_month)
+        if reference is not None and reference.features and decision_month is not None
+        else []
+    )
     versus = queries.champion_challenger(connection, window=window)
     champion = versus.champion
     release_auc = None if reference is None else reference.auc
+    expected = queries.expected_auc(connection, window=window)
     alerts: list[Alert] = []
     if as_of is not None:
         found = psi_alert(psi, as_of=as_of, limits=limits)
         if found is not None:
             alerts.append(found)
+        alerts.extend(csi_alerts(csi, as_of=as_of, limits=limits))
         found = auc_alert(
-            champion.auc, release_auc, loans=champion.loans, as_of=as_of, limits=limits
+            champion.auc,
+            expected,
+            release_auc=release_auc,
+            variance=champion.auc_variance,
+            loans=champion.loans,
+            as_of=as_of,
+            limits=limits,
         )
         if found is not None:
             alerts.append(found)
@@ -93,9 +107,16 @@ def build_summary(
         as_of=as_of,
         psi=psi.psi,
         psi_trend=[] if reference is None else queries.psi_trend(connection, reference),
+        csi={r.feature: r.csi for r in csi if r.csi is not None},
+        csi_trend=(
+            []
+            if reference is None or not reference.features
+            else queries.csi_trend(connection, reference)
+        ),
         auc_matured=champion.auc,
         ks_matured=champion.ks,
         release_auc=release_auc,
+        expected_auc_matured=expected,
         decision_mix=queries.decision_mix(connection),
         bad_rate_by_band=(
             []
@@ -138,6 +159,14 @@ def _fmt(value: object) -> str:
     return html.escape(str(value))
 
 
+def _band_name(value: float) -> str:
+    """toad/optbinning's reading of a PSI or CSI."""
+    limits = AlertThresholds()
+    if value >= limits.csi:
+        return "shifted"
+    return "watch" if value >= limits.csi_warning else "stable"
+
+
 def _table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -165,13 +194,34 @@ def summary_html(data: dict[str, Any]) -> str:
         or "<p>No alerts.</p>",
         "<h2>Drift and performance</h2>",
         _table(
-            ["PSI (latest month)", "AUC matured", "KS matured", "release AUC"],
-            [[data["psi"], data["auc_matured"], data["ks_matured"], data["release_auc"]]],
+            ["PSI (latest month)", "AUC matured", "expected AUC", "KS matured", "release AUC"],
+            [
+                [
+                    data["psi"],
+                    data["auc_matured"],
+                    data["expected_auc_matured"],
+                    data["ks_matured"],
+                    data["release_auc"],
+                ]
+            ],
         ),
         "<h3>PSI by month</h3>",
         _table(
             ["month", "PSI", "applications"],
             [[p["month"], p["psi"], p["count"]] for p in data["psi_trend"]],
+        ),
+        "<h3>Feature CSI (latest decision month, against the release's feature bins)</h3>",
+        _table(
+            ["feature", "CSI", "band"],
+            [
+                [name, value, _band_name(value)]
+                for name, value in sorted(data["csi"].items(), key=lambda kv: -kv[1])
+            ],
+        ),
+        "<h3>Feature CSI by month</h3>",
+        _table(
+            ["feature", "month", "CSI", "applications"],
+            [[p["feature"], p["month"], p["csi"], p["count"]] for p in data["csi_trend"]],
         ),
         "<h3>Bad rate by PD band (matured loans)</h3>",
         _table(

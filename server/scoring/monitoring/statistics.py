@@ -24,7 +24,7 @@ def psi_from_shares(expected: Sequence[float], actual: Sequence[float]) -> float
 
 
 def _ordered(
-    scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]
+    scores: Sequence[float], bads: Sequence[float], goods: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")
     return (
@@ -34,9 +34,12 @@ def _ordered(
 
 
 def auc_from_groups(
-    scores: Sequence[float], bads: Sequence[int], goods: Sequence[int]
+    scores: Sequence[float], bads: Sequence[float], goods: Sequence[float]
 ) -> float | None:
     """AUC of "a lower score means riskier": P(score of a bad < score of a good), ties 1/2.
+
+    Counts may be fractional (expected bads and goods from PDs: :func:`~server.scoring.
+    monitoring.queries.expected_auc`).
 
     None when either class is absent.
     """

@@ -110,8 +110,13 @@ def test_the_demo_trains_releases_scores_and_stops_everything(
     assert queue is not None and int(queue.group(1)) >= 1
     assert (out / "scoring.db").is_file()
 
-    # the generated book's outcomes raised the drifted region's alert; the dashboard was served
-    assert re.search(r"alert segment_delinquency \(warning\): .*region=east", text)
+    # the demo's own decisions and their generated outcomes raised the drifted region's
+    # alerts against the signed artifact's reference: score PSI, income CSI, delinquency
+    booked = re.search(r"(\d+) applications decided by the service, (\d+) approved loans", text)
+    assert booked is not None and int(booked.group(2)) > 100
+    assert re.search(r"alert psi \(critical\)", text)
+    assert re.search(r"alert csi \(critical\): .*income", text)
+    assert re.search(r"alert segment_delinquency \(warning\): .*region=capital", text)
     assert re.search(r"dashboard:\s+http://127\.0\.0\.1:\d+/dashboard", text)
 
     # every process it started is stopped: none left alive, none left as our children

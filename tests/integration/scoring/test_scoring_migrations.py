@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -28,6 +30,7 @@ from server.scoring.db.migrate import (
 )
 from server.scoring.db.tables import metadata
 from server.scoring.errors import SchemaVersionError
+from server.scoring.portfolio import PortfolioConfig, generate_portfolio, load_portfolio
 from tests.support.artifacts import TrainedModel, build_registry
 from tests.support.legacy_scoring_schema import LEGACY_TABLES, create_legacy_schema
 from tests.support.scoring import (
@@ -47,11 +50,13 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-def snapshot(engine: Engine) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every baseline table, in primary-key order."""
+def snapshot(
+    engine: Engine, tables: Iterable[str] = BASELINE_TABLES
+) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every baseline table (or of ``tables``), in primary-key order."""
     rows: dict[str, list[dict[str, Any]]] = {}
     with engine.connect() as connection:
-        for name in sorted(BASELINE_TABLES):
+        for name in sorted(tables):
             table = metadata.tables[name]
             order = list(table.primary_key.columns)
             result = connection.execute(table.select().order_by(*order))
@@ -114,6 +119,30 @@ def fill_legacy_database(engine: Engine) -> list[str]:
         ),
     )  # fmt: skip
     return [d.row["decision_id"] for d in decisions]
+
+
+def test_v0007_upgrades_a_0006_database_without_losing_a_row(engine: Engine) -> None:
+    # arrange: a database at revision 0006 with decisions, reviews, loans and outcomes
+    with write_connection(engine) as connection, connection.begin():
+        command.upgrade(alembic_config(connection), "0006")
+    fill_legacy_database(engine)
+    book = generate_portfolio(PortfolioConfig(applicants=60), np.random.default_rng(7))
+    load_portfolio(engine, dataclasses.replace(book, features={}))  # 0006 keeps no bins
+    tables = sorted(set(inspect(engine).get_table_names()) - {VERSION_TABLE})
+    before = snapshot(engine, tables)
+
+    # act
+    revision = upgrade_database(engine)
+
+    # assert: every row kept, the new table empty, and new decisions store their bins
+    assert "decision_feature_bins" not in tables and all(before[t] for t in ("loans", "outcomes"))
+    assert snapshot(engine, tables) == before and revision == head_revision()
+    binned = dataclasses.replace(decision_write(200), feature_bins={"income": 3, "region": 0})
+    assert write_decisions(engine, [binned]) == [None]
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT feature, bin FROM decision_feature_bins")).all()
+        assert verify_chain(connection).ok
+    assert sorted(stored) == [("income", 3), ("region", 0)]
 
 
 def test_migrations_build_exactly_the_tables_the_code_uses(engine: Engine) -> None:

@@ -9,25 +9,40 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score, roc_curve
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from server.scoring.app import create_app
 from server.scoring.dashboard.charts import ChartInputs
 from server.scoring.dashboard.indicators import drill_segment
 from server.scoring.dashboard.pages import CHARTS
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
+from server.scoring.db.tables import decision_feature_bins
 from server.scoring.monitoring import queries
 from server.scoring.monitoring.alerts import send_alerts
+from server.scoring.monitoring.models import Summary
 from server.scoring.monitoring.report import build_summary
 from server.scoring.outcomes import add_months
 from server.scoring.portfolio import Portfolio, PortfolioConfig, generate_portfolio, load_portfolio
+from tests.support.artifacts import (
+    TrainedModel,
+    build_registry,
+    make_artifact,
+    new_signer,
+    publish,
+    sample_reference,
+    trust,
+)
 from tests.support.postgres import PostgresServer
+from tests.support.scoring import application, service_settings
 
 pytestmark = [pytest.mark.integration]
 
@@ -129,6 +144,71 @@ def test_psi_matches_numpy_on_the_raw_decisions(loaded: Loaded) -> None:
     assert latest.psi == pytest.approx(trend[max(months)], abs=TOL)
 
 
+def numpy_bins(p: Portfolio, feature: str, ids: pd.Series) -> np.ndarray:
+    """Reference bins of the raw values, computed with numpy in the transformed space."""
+    ref = next(f for f in p.reference.features if f.name == feature)
+    raw = [p.features[i][feature] for i in ids]
+    missing = len(ref.shares) - 1
+    if ref.spec.categories is not None:
+        lookup = {c: k for k, c in enumerate(ref.spec.categories)}
+        return np.array([missing if v is None else lookup.get(v, missing - 1) for v in raw])
+    assert ref.spec.min is not None and ref.spec.max is not None
+    x = np.clip(np.array(raw, dtype=np.float64), ref.spec.min, ref.spec.max)
+    t = np.log1p(x) if ref.spec.transform == "log1p" else x
+    lo, hi = (np.log1p([ref.spec.min, ref.spec.max]) if ref.spec.transform == "log1p"
+              else (ref.spec.min, ref.spec.max))  # fmt: skip
+    edges = lo + np.array(ref.cuts) * (hi - lo) / ref.fine_bins
+    return np.where(np.isnan(t), missing, np.searchsorted(edges, t, side="right"))
+
+
+def test_feature_csi_matches_numpy_on_the_raw_features(loaded: Loaded) -> None:
+    # arrange
+    p = loaded.portfolio
+    decisions, _ = frames(p)
+    champion = decisions[(decisions["role"] == "champion") & (decisions["stage"] == "application")]
+    months = champion["created_at"].str[:7]
+
+    # act
+    with loaded.engine.connect() as connection:
+        trend = {
+            (pt.feature, pt.month): pt.csi for pt in queries.csi_trend(connection, p.reference)
+        }
+        latest = queries.feature_csi(connection, p.reference, month=max(months))
+
+    # assert
+    names = [f.name for f in p.reference.features]
+    assert names == ["income", "debt_ratio", "customer_type", "region"]
+    assert set(trend) == {(f, m) for f in names for m in set(months)}
+    for ref in p.reference.features:
+        for month in set(months):
+            ids = champion.loc[months == month, "decision_id"]
+            counts = np.bincount(numpy_bins(p, ref.name, ids), minlength=len(ref.shares))
+            actual = np.maximum(counts / counts.sum(), 1e-4)
+            expected = np.maximum(np.array(ref.shares), 1e-4)
+            oracle = float(np.sum((actual - expected) * np.log(actual / expected)))
+            assert trend[(ref.name, month)] == pytest.approx(oracle, abs=TOL)
+    assert {r.feature: r.csi for r in latest} == {
+        name: pytest.approx(trend[(name, max(months))], abs=TOL) for name in names
+    }
+
+
+def test_the_income_drop_shows_in_the_income_csi_and_raises_a_csi_alert(loaded: Loaded) -> None:
+    # act
+    with loaded.engine.connect() as connection:
+        summary = build_summary(connection, loaded.portfolio.reference)
+        before = queries.feature_csi(connection, loaded.portfolio.reference, month="2025-01")
+
+    # assert: the drift region's income fell from the fourth month: income moves, debt does not
+    early = {r.feature: r.csi for r in before}
+    assert summary.csi["income"] >= 0.25 > early["income"]
+    assert summary.csi["debt_ratio"] < 0.1
+    alert = next(a for a in summary.alerts if a.kind == "csi" and a.severity == "critical")
+    assert alert.retrain_recommended and "income" in alert.message
+    assert "retrain recommended" in alert.message
+    assert "income" in alert.evidence["features"]  # type: ignore[operator]
+    assert "debt_ratio" not in alert.evidence["features"]  # type: ignore[operator]
+
+
 def test_auc_ks_and_delong_on_matured_loans_match_scikit_learn(loaded: Loaded) -> None:
     # arrange
     m = matured(loaded.portfolio)
@@ -148,6 +228,68 @@ def test_auc_ks_and_delong_on_matured_loans_match_scikit_learn(loaded: Loaded) -
         assert found.auc_variance == pytest.approx(delong_oracle(score, bad), abs=TOL)
     assert result.ci_low is not None and result.ci_high is not None
     assert result.ci_low < result.auc_difference < result.ci_high
+
+
+def test_expected_auc_from_the_stored_pds_matches_numpy(loaded: Loaded) -> None:
+    # arrange: every matured champion loan is a bad with weight pd and a good with 1 - pd
+    m = matured(loaded.portfolio)
+    m = m[m["role"] == "champion"]
+    score, pd_ = m["score"].to_numpy(), m["probability"].to_numpy()
+    below = (score[:, None] < score[None, :]) + 0.5 * (score[:, None] == score[None, :])
+    oracle = float(pd_ @ below @ (1.0 - pd_) / (pd_.sum() * (1.0 - pd_).sum()))
+
+    # act
+    with loaded.engine.connect() as connection:
+        expected = queries.expected_auc(connection)
+
+    # assert
+    assert expected == pytest.approx(oracle, abs=TOL)
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Summary]:
+    """Summaries of two approved-only books on SQLite: one without drift, one whose score
+    stops ranking the true risk (concept drift)."""
+    out = {}
+    for name, extra in (("steady", {}), ("drifted", {"concept_drift": 0.8, "drift_from": 0})):
+        book = generate_portfolio(
+            PortfolioConfig(applicants=3000, origination_months=6, **extra),
+            np.random.default_rng(20261205),
+        )
+        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp(name) / 'scoring.db'}")
+        upgrade_database(engine)
+        load_portfolio(engine, book)
+        with engine.connect() as connection:
+            out[name] = build_summary(connection, book.reference)
+        engine.dispose()
+    return out
+
+
+def test_an_approved_only_book_without_drift_raises_no_auc_alert(
+    books: dict[str, Summary],
+) -> None:
+    # arrange
+    steady = books["steady"]
+    assert steady.auc_matured is not None and steady.release_auc is not None
+
+    # act
+    kinds = [a.kind for a in steady.alerts]
+
+    # assert: below the release's AUC by selection alone, but as ranked as its PDs promise
+    assert steady.release_auc - steady.auc_matured >= 0.03
+    assert "auc_drop" not in kinds
+
+
+def test_a_book_whose_score_stops_ranking_raises_the_auc_alert(books: dict[str, Summary]) -> None:
+    # act
+    drifted = books["drifted"]
+    alert = next((a for a in drifted.alerts if a.kind == "auc_drop"), None)
+
+    # assert
+    assert alert is not None and alert.retrain_recommended
+    assert drifted.expected_auc_matured is not None and drifted.auc_matured is not None
+    assert alert.value == pytest.approx(drifted.expected_auc_matured - drifted.auc_matured)
+    assert alert.evidence["expected_auc"] == drifted.expected_auc_matured
 
 
 def test_bad_rate_by_band_matches_the_raw_loans(loaded: Loaded) -> None:
@@ -275,6 +417,10 @@ def test_dashboard_charts_draw_the_monitoring_queries_and_drill_to_the_raw_loans
     with loaded.engine.connect() as connection:
         charts = {chart_id: spec.query(connection, inputs) for chart_id, spec in CHARTS.items()}
         trend = queries.psi_trend(connection, p.reference)
+        month = queries.latest_decision_month(connection)
+        assert month is not None
+        csi = {r.feature: r.csi for r in queries.feature_csi(connection, p.reference, month=month)}
+        csi_trend = queries.csi_trend(connection, p.reference)
         crossed = queries.direction(connection, ["region", "purpose"], as_of=p.as_of)
         versus = queries.champion_challenger(connection)
         drilled = [drill_segment(r) for r in charts["direction"].records()]
@@ -290,6 +436,11 @@ def test_dashboard_charts_draw_the_monitoring_queries_and_drill_to_the_raw_loans
 
     # assert: the charts are the monitoring queries' numbers, the drill-down the raw loans
     assert charts["psi_trend"].column("psi") == [pt.psi for pt in trend]
+    csi_chart = charts["feature_csi"]
+    shown = dict(zip(csi_chart.column("feature"), csi_chart.column("csi"), strict=True))
+    assert shown == csi and csi_chart.column("feature")[0] == "income"
+    assert charts["csi_trend"].column("csi") == [pt.csi for pt in csi_trend]
+    assert csi_chart.to_csv().splitlines()[0] == "feature,month,csi,band,applications"
     assert charts["direction"].column("overdue_rate") == [r.overdue_rate for r in crossed.rows]
     assert charts["risk_return"].column("net_yield") == [r.net_yield for r in crossed.rows]
     assert charts["champion_challenger"].column("ci_low") == [versus.ci_low]
@@ -348,3 +499,103 @@ def test_alerts_reach_a_real_webhook(loaded: Loaded) -> None:
     # assert
     assert delivered == len(alerts) == len(received)
     assert {r["kind"] for r in received} == {a.kind for a in alerts}
+
+
+def test_service_decisions_store_their_reference_bins_and_the_summary_has_csi(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    # arrange: a champion whose signed artifact carries per-feature reference bins
+    registry = tmp_path / "registry"
+    signer = new_signer()
+    trust(registry, signer)
+    reference = sample_reference(trained)
+    artifact = make_artifact(
+        trained, model_id="acard-ref", stage="application", reference=reference
+    )
+    publish(registry, artifact, signer)
+    db_url = f"sqlite:///{tmp_path / 'scoring.db'}"
+    settings = service_settings(registry, db_url=db_url, insecure_dev=True)
+    bodies = [application(trained, n) for n in range(6)]
+
+    # act
+    with TestClient(create_app(settings)) as client:
+        answers = [client.post("/v1/applications/decision", json=b) for b in bodies]
+        summary = client.get("/v1/monitoring/summary")
+
+    # assert: one row per decision and reference feature, the bin its raw value falls in
+    assert [a.status_code for a in answers] == [200] * 6, answers[0].text
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            stored = {
+                (r.decision_id, r.feature): r.bin
+                for r in connection.execute(select(decision_feature_bins))
+            }
+    finally:
+        engine.dispose()
+    expected = {
+        (a.json()["decision_id"], f.name): f.bin_of(b["features"].get(f.name))
+        for a, b in zip(answers, bodies, strict=True)
+        for f in reference.features
+    }
+    assert len(reference.features) >= 10 and stored == expected
+    assert summary.status_code == 200, summary.text
+    assert set(summary.json()["csi"]) == {f.name for f in reference.features}
+
+
+def test_override_rate_of_reviews_resolved_through_the_service_matches_the_raw_rows(
+    tmp_path: Path,
+) -> None:
+    # arrange: a book whose manual reviews are queued, some of them sent by a policy rule
+    # against the model's approval; a registry so that the real service can start on it
+    book = generate_portfolio(
+        PortfolioConfig(
+            applicants=800, origination_months=3, review_items=True, policy_review_share=0.25
+        ),
+        np.random.default_rng(17),
+    )
+    db_url = f"sqlite:///{tmp_path / 'scoring.db'}"
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    load_portfolio(engine, book)
+    registry = tmp_path / "registry"
+    build_registry(registry, {"acard-v1": "application"})
+    declined = [d["decision_id"] for d in book.decisions if d["outcome"] == "decline"][:8]
+    resolved: list[dict[str, Any]] = []
+
+    # act: applicants ask for human review of declines; a person claims and resolves every
+    # item through the review endpoints, approving two in three
+    settings = service_settings(registry, db_url=db_url, insecure_dev=True)
+    with TestClient(create_app(settings)) as client:
+        for decision_id in declined:
+            asked = client.post(
+                f"/v1/decisions/{decision_id}/human-review", json={"reason": "income changed"}
+            )
+            assert asked.status_code == 201, asked.text
+        items = client.get("/v1/reviews", params={"status": "open", "limit": 500}).json()["items"]
+        for item in items:
+            path = f"/v1/reviews/{item['item_id']}"
+            assert client.post(f"{path}/claim", json={"reviewer": "ann"}).status_code == 200
+            verdict = "decline" if item["item_id"] % 3 == 0 else "approve"
+            answer = client.post(f"{path}/resolve", json={"reviewer": "ann", "resolution": verdict})
+            assert answer.status_code == 200, answer.text
+            resolved.append(answer.json())
+    with engine.connect() as connection:
+        mix = {r.month: r for r in queries.decision_mix(connection)}
+    engine.dispose()
+
+    # assert: the override rate is the raw rows' own, by month of resolution
+    model = {d["decision_id"]: d["details"]["model_decision"] for d in book.decisions}
+    raw = pd.DataFrame(resolved)
+    raw["model_decision"] = raw["decision_id"].map(model)
+    raw["month"] = raw["resolved_at"].str[:7]
+    kinds = set(raw["kind"])
+    counted = raw[raw["model_decision"].isin(["approve", "decline"])]
+    assert kinds == {"manual_review", "human_review_request"} and len(counted) > 40
+    assert len(raw) > len(counted)  # review-band referrals carry no verdict to override
+    for month, group in counted.groupby("month"):
+        overridden = int((group["resolution"] != group["model_decision"]).sum())
+        row = mix[str(month)]
+        assert (row.reviews_resolved, row.overrides) == (len(group), overridden)
+        assert row.override_rate == pytest.approx(overridden / len(group), abs=TOL)
+        assert 0 < overridden < len(group)

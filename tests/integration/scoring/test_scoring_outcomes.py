@@ -59,7 +59,8 @@ def database(tmp_path: Path, small: Portfolio) -> Iterator[Database]:
     url = f"sqlite:///{tmp_path / 'scoring.db'}"
     engine = make_engine(url)
     upgrade_database(engine)
-    load_portfolio(engine, Portfolio(small.decisions, [], small.as_of, small.reference))
+    book = Portfolio(small.decisions, [], small.as_of, small.reference, features=small.features)
+    load_portfolio(engine, book)
     yield Database(url, engine)
     engine.dispose()
 
@@ -249,12 +250,40 @@ def test_monitor_writes_html_and_json_with_the_agreed_keys(
     assert data["psi"] is not None and data["auc_matured"] is not None
     assert all({"kind", "severity"} <= set(a) for a in data["alerts"])
     assert all({"segment", "overdue_rate", "net_yield"} <= set(r) for r in data["direction"])
+    assert set(data["csi"]) == {f.name for f in small.reference.features}
     classifier = data["purpose_classifier"]  # held-out generated text, both languages
     assert classifier["accuracy"] >= 0.9
     assert min(classifier["accuracy_by_language"].values()) >= 0.9
     assert classifier["held_out_texts"] > 0
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "Direction analysis" in page and "<script" not in page
+    assert "Feature CSI" in page
+
+
+def test_outcomes_are_generated_for_the_decisions_already_stored(
+    database: Database, small: Portfolio, tmp_path: Path
+) -> None:
+    # arrange: the database holds the book's decisions and no outcomes
+    approved = {d["decision_id"] for d in small.decisions if d["outcome"] == "approve"}
+
+    # act: twice; the second run finds every approved decision booked already
+    first = fedrisk("outcomes", "generate", "--db", database.url, "--for-decisions",
+                    "--drift-region", "east", "--seed", "3", cwd=tmp_path)  # fmt: skip
+    second = fedrisk("outcomes", "generate", "--db", database.url, "--for-decisions",
+                     cwd=tmp_path)  # fmt: skip
+
+    # assert: one loan per approved decision, keyed to it, originated in its decision month
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0 and "0 loans, 0 outcome rows" in second.stdout
+    decided = {d["decision_id"]: d["created_at"][:7] for d in small.decisions}
+    with database.engine.connect() as connection:
+        booked = {r.decision_id: r.originated for r in connection.execute(select(loans))}
+        months = connection.execute(
+            select(outcomes.c.decision_id, func.count()).group_by(outcomes.c.decision_id)
+        ).all()
+    assert set(booked) == approved
+    assert all(booked[i] == decided[i] for i in booked)
+    assert {i for i, _ in months} == approved and all(n >= 1 for _, n in months)
 
 
 # ------------------------------------------------------------------ the API, by role

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from fedrisk.errors import SignatureError
+from fedrisk.ml.features import FeatureStats
 from fedrisk.ml.metrics import auc
 from fedrisk.release.artifact import load_trusted_keys, pipeline_from_artifact, read_artifact
+from fedrisk.release.reference import feature_reference
 from secure_agg.aggregation import sum_encrypted
 from secure_agg.codec import encrypt_vector
 from secure_agg.keys import generate_context
@@ -144,6 +146,29 @@ def test_released_artifact_carries_reference_bands_of_the_pooled_histograms(
     assert sum(reference.shares) == pytest.approx(1.0)
     # A riskier band defaults more often: the reference ranks as the model does.
     assert reference.bad_rates[-1] > reference.bad_rates[0]
+
+
+def test_released_artifact_carries_feature_bins_of_the_encrypted_pooled_statistics(
+    encrypted_run,
+) -> None:
+    # arrange: the plaintext oracle, the statistics of the union of the parties' training rows
+    _, data, _, outcome, _ = encrypted_run
+    schema = data.dataset.schema
+    oracle = feature_reference(FeatureStats.from_frame(data.pooled_train, schema, n_bins=64))
+
+    # act
+    reference = outcome.artifact.reference
+
+    # assert: the CKKS-summed, decrypted statistics give the same bins and shares
+    assert reference is not None and len(reference.features) == len(oracle) >= 10
+    for got, want in zip(reference.features, oracle, strict=True):
+        assert (got.name, got.cuts, got.labels) == (want.name, want.cuts, want.labels)
+        assert got.shares == pytest.approx(want.shares, abs=1e-9)
+    income = next(f for f in reference.features if f.name == "income")
+    rows = data.pooled_train["income"]
+    bins = [income.bin_of(None if np.isnan(v) else float(v)) for v in rows]
+    shares = np.bincount(bins, minlength=len(income.shares)) / len(rows)
+    assert shares == pytest.approx(income.shares, abs=1e-9)
 
 
 def test_released_artifact_signature_fails_after_one_byte_change(encrypted_run) -> None:
