@@ -214,9 +214,12 @@ def _application_details(screening: Screening, result: ApplicationDecision) -> d
     }
 
 
-def reference_bins(model: LoadedModel, features: dict[str, Any]) -> dict[str, int]:
+def reference_bins(model: LoadedModel | VerticalModel, features: dict[str, Any]) -> dict[str, int]:
     """The applicant's bin in each per-feature reference of the model's release (for CSI):
     only the bin index is stored, never the raw value."""
+    if isinstance(model, VerticalModel):
+        # A vertical release's guest part carries no feature reference yet: no CSI bins.
+        return {}
     reference = getattr(model.artifact, "reference", None)
     if reference is None:
         return {}
