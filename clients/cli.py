@@ -60,6 +60,15 @@ AllowPlaintextOption = Annotated[
     bool,
     typer.Option("--allow-plaintext", help="Let runs turn encryption off (cost comparisons only)."),
 ]
+RequireSelfMasksOption = Annotated[
+    bool,
+    typer.Option(
+        "--require-self-masks",
+        help="Every run must add SecAgg self masks (mask-self = true), so a coordinator that "
+        "falsely declares a live party dropped cannot unmask it; costs one exchange per "
+        "masked exchange.",
+    ),
+]
 AppOption = Annotated[
     Path | None,
     typer.Option(
@@ -105,6 +114,7 @@ def keys_init(
     ] = 8192,
     coordinator_workspace: CoordinatorWorkspaceOption = None,
     allow_plaintext: AllowPlaintextOption = False,
+    require_self_masks: RequireSelfMasksOption = False,
     app: AppOption = None,
 ) -> None:
     """Lead party: create the CKKS context, seal it to every other party, export the public part,
@@ -132,6 +142,7 @@ def keys_init(
             out,
             app=app,
             allow_plaintext=allow_plaintext,
+            require_self_masks=require_self_masks,
             coordinator_workspace=coordinator_workspace,
         )
     except (FedRiskError, SecureAggError, ValueError) as e:
@@ -377,6 +388,7 @@ def _sign_pin(
     *,
     app: Path | None,
     allow_plaintext: bool,
+    require_self_masks: bool,
     coordinator_workspace: str | None,
 ) -> tuple[AppPin | None, SignedPin]:
     """The pin the lead had installed (if any) and the next one, signed, written and installed."""
@@ -388,6 +400,7 @@ def _sign_pin(
         out_dir=out,
         app_dir=app,
         allow_plaintext=allow_plaintext,
+        require_self_masks=require_self_masks,
         coordinator_workspace=coordinator_workspace,
     )
     return before, signed
@@ -400,9 +413,12 @@ def _describe_pin(pin: AppPin) -> str:
     plaintext = (
         "allowed" if rule is not None and rule_violation(rule, True) is None else "forbidden"
     )
+    self_masks = pin.run_config.get("mask-self")
+    required = self_masks is not None and rule_violation(self_masks, False) is not None
     return (
         f"pin #{pin.sequence} signed by {pin.issued_by} at {pin.issued_at}: {pin.app}, FAB "
-        f"{pin.fab_sha256[:16]}, fedrisk {pin.fedrisk_version}, plaintext {plaintext}"
+        f"{pin.fab_sha256[:16]}, fedrisk {pin.fedrisk_version}, plaintext {plaintext}, "
+        f"self masks {'required' if required else 'optional'}"
     )
 
 
@@ -414,6 +430,7 @@ def pin_sign(
     ],
     coordinator_workspace: CoordinatorWorkspaceOption = None,
     allow_plaintext: AllowPlaintextOption = False,
+    require_self_masks: RequireSelfMasksOption = False,
     app: AppOption = None,
 ) -> None:
     """Lead party: sign and install an amendment of the app pin (a new app or new rules).
@@ -427,6 +444,7 @@ def pin_sign(
             out,
             app=app,
             allow_plaintext=allow_plaintext,
+            require_self_masks=require_self_masks,
             coordinator_workspace=coordinator_workspace,
         )
     except (FedRiskError, ValueError, OSError) as e:

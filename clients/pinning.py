@@ -78,6 +78,7 @@ def create_pin(
     *,
     app_dir: Path | None = None,
     allow_plaintext: bool = False,
+    require_self_masks: bool = False,
     coordinator_workspace: str | None = None,
     sequence: int = 1,
 ) -> SignedPin:
@@ -102,6 +103,7 @@ def create_pin(
         rules=fedrisk_app_rules(
             lead.manifest,
             allow_plaintext=allow_plaintext,
+            require_self_masks=require_self_masks,
             coordinator_workspace=coordinator_workspace,
         ),
     )
@@ -114,6 +116,7 @@ def issue_pin(
     out_dir: Path,
     app_dir: Path | None = None,
     allow_plaintext: bool = False,
+    require_self_masks: bool = False,
     coordinator_workspace: str | None = None,
 ) -> SignedPin:
     """Sign the next pin (the first, or an amendment), write ``out_dir/pin.json``, install it.
@@ -129,6 +132,7 @@ def issue_pin(
         lead,
         app_dir=app_dir,
         allow_plaintext=allow_plaintext,
+        require_self_masks=require_self_masks,
         coordinator_workspace=coordinator_workspace,
         sequence=sequence,
     )

@@ -194,6 +194,7 @@ def fedrisk_app_rules(
     manifest: FederationManifest,
     *,
     allow_plaintext: bool = False,
+    require_self_masks: bool = False,
     coordinator_workspace: str | None = None,
 ) -> dict[str, Rule]:
     """The run-config rules of fedrisk's own app, from the closed sets the run config uses.
@@ -204,6 +205,11 @@ def fedrisk_app_rules(
         ``release-party`` may only name one of its parties.
     allow_plaintext
         Whether runs may turn encryption off (``plaintext = true``, the cost-comparison mode).
+    require_self_masks
+        Whether every run must add SecAgg self masks (``mask-self = true``). Without them a
+        coordinator that falsely declares a live party dropped can unmask that party's vector,
+        so a federation that does not trust its coordinator requires them here: the run
+        config's own value is the coordinator's choice.
     coordinator_workspace
         The coordinator's workspace as its ``fedrisk run`` sees it: ``public-context`` is then
         fixed to its installed public context and ``server-dir`` confined to its ``runs/``.
@@ -261,8 +267,11 @@ def fedrisk_app_rules(
         "dp-sampling-rate": RangeRule(integer=False, min=1e-6, max=1.0),
         # Masks come off only with encryption's own comparison mode.
         "masking": ChoiceRule(values=(True, False)) if allow_plaintext else FixedRule(value=True),
-        # Self masks are the run's choice (they cost one exchange per masked exchange).
-        "mask-self": ChoiceRule(values=(False, True)),
+        # Self masks cost one exchange per masked exchange: the run's choice unless the pin
+        # requires them.
+        "mask-self": FixedRule(value=True)
+        if require_self_masks
+        else ChoiceRule(values=(False, True)),
         "mask-threshold": RangeRule(integer=True, min=0, max=len(manifest.parties)),
         "tree-depth": RangeRule(integer=True, min=1, max=10),
         "tree-learning-rate": RangeRule(integer=False, min=1e-6, max=1.0),

@@ -318,6 +318,24 @@ def test_plaintext_runs_pass_only_when_the_pin_allows_them(lead: PartyBundle, ga
     assert task.context.run_config["plaintext"] is True
 
 
+def test_a_pin_that_requires_self_masks_refuses_a_run_without_them(
+    lead: PartyBundle, gate: Gate
+) -> None:
+    # The coordinator picks mask-self; a federation that does not trust it to report dropouts
+    # honestly pins it on, so a run that turns self masks off never reaches the party's code.
+    install_pin(
+        lead, create_pin(lead, coordinator_workspace=COORDINATOR_WS, require_self_masks=True)
+    )
+    with_masks = _task(gate.fab, **{"mask-self": True})
+
+    refused = gate.refused(_task(gate.fab, **{"mask-self": False}))
+    gate.admit(with_masks)
+
+    assert refused.reason is RunRefusal.CONFIG_VALUE
+    assert "mask-self" in str(refused)
+    assert with_masks.context.run_config["mask-self"] is True
+
+
 def test_differential_privacy_run_configs_pass_the_pin(lead: PartyBundle, gate: Gate) -> None:
     install_pin(lead, create_pin(lead, coordinator_workspace=COORDINATOR_WS))
     # What `fedrisk run --dp-epsilon 3 --dp-mode client` submits: the calibrated noise included.
