@@ -61,7 +61,7 @@ def tree_params(node: PartyNode) -> TreeParams:
     return tree_params_of(node.federation)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=32)
 def _shard(config: PartyConfig, run_id: str, binning_json: str, params_json: str) -> Shard:
     del run_id  # part of the cache key: a new run starts with fresh margin caches
     binning = TreeBinning.from_dict(json.loads(binning_json))
