@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from fedrisk.data.partitions import PartyData
 from fedrisk.data.schema import DatasetSchema, write_schema
 from fedrisk.federation.pin import PIN_FILE
 from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
+from fedrisk.federation.run_config import RunConfigValue
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
 from secure_agg.params import HEParams
 from server.coordinator.deployed_runs import DeployedRun, execute_run, prepare_run, resumable_run
@@ -185,11 +186,13 @@ class LocalDeployment:
         resume: bool = False,
         min_parties: int = 3,
         timeout: float = 3600.0,
+        trees: Mapping[str, RunConfigValue] | None = None,
     ) -> tuple[DeployedRun, RunOutcome]:
         """Submit a run (or resume the last unfinished one) and wait for its real outcome.
 
         With ``resume`` the other settings are those the unfinished run was started with.
-        ``timeout`` bounds the wait for the outcome, in seconds.
+        ``timeout`` bounds the wait for the outcome, in seconds. ``trees`` holds a ``gbdt``
+        run's ``trees`` / ``tree-*`` run-config keys.
         """
         deployed = (
             resumable_run(self.workspace)
@@ -202,6 +205,7 @@ class LocalDeployment:
                 round_timeout=round_timeout,
                 min_parties=min_parties,
                 plaintext=self.plaintext,
+                trees=trees,
             )
         )
         try:

@@ -86,11 +86,13 @@ def prepare_run(
     local_epochs: int = 1,
     plaintext: bool = False,
     privacy: Mapping[str, RunConfigValue] | None = None,
+    trees: Mapping[str, RunConfigValue] | None = None,
 ) -> DeployedRun:
     """Create a new run folder and its validated run config.
 
     ``privacy`` holds the run's ``dp-*`` run-config keys (differential privacy, off when empty);
-    the noise multiplier is calibrated here, once, and written into the run config.
+    the noise multiplier is calibrated here, once, and written into the run config. ``trees``
+    holds a ``gbdt`` run's ``trees`` and ``tree-*`` keys (the run config's defaults otherwise).
 
     ``plaintext`` runs the INSECURE comparison mode (updates readable by the server); it exists
     for benchmarks only and must be asked for explicitly.
@@ -123,6 +125,7 @@ def prepare_run(
             "server_dir": str(run_dir.resolve()),
             "plaintext": plaintext,
             **(privacy or {}),
+            **(trees or {}),
         }
     ).with_calibrated_noise()
     run_dir.mkdir(parents=True)
