@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from clients.party import PartyConfig, PartyNode, PartyRefusedError, load_local_data
 from fedrisk.errors import FedRiskError
@@ -85,12 +86,44 @@ def shard_of(node: PartyNode, binning: TreeBinning, params: TreeParams) -> Shard
     )
 
 
-def load_state(state: RecordDict) -> BoostingState | None:
-    """The party's boosting state from ``Context.state``, or None before step 0."""
+_HISTS_KEY = "tree-boosting.open-hists"
+_live: dict[tuple[str, str], tuple[str, BoostingState]] = {}
+"""This process's last state per (party, run), with the text it was saved as: a process that
+answers many steps of a run (a simulation's) parses its state only when the text differs."""
+
+
+def load_state(state: RecordDict, *, owner: tuple[str, str] | None = None) -> BoostingState | None:
+    """The party's boosting state from ``Context.state``, or None before step 0.
+
+    ``owner`` (party, run) takes this process's live copy when it is the saved one: the caller
+    must save what it does with it (:func:`save_state`), or the copy is dropped.
+    """
     record = state.config_records.get(STATE_KEY)
     if record is None:
         return None
-    return BoostingState.from_dict(json.loads(str(record[_STATE_JSON])))
+    text = str(record[_STATE_JSON])
+    live = _live.pop(owner, None) if owner is not None else None
+    if live is not None and live[0] == text:
+        return live[1]
+    loaded = BoostingState.from_dict(json.loads(text))
+    hists = state.array_records.get(_HISTS_KEY)
+    if hists is not None:
+        loaded.open_hists = {
+            int(k): np.asarray(a.numpy(), dtype=np.float64) for k, a in hists.items()
+        }
+    return loaded
+
+
+def save_state(context_state: RecordDict, state: BoostingState, *, owner: tuple[str, str]) -> None:
+    """Keep ``state`` in ``Context.state``: JSON, with the open histograms as arrays."""
+    text = state.to_json(open_hists=False)
+    context_state[STATE_KEY] = ConfigRecord({_STATE_JSON: text})
+    context_state[_HISTS_KEY] = ArrayRecord(
+        {str(k): Array(np.ascontiguousarray(v)) for k, v in state.open_hists.items()}
+    )
+    for stale in [k for k in _live if k[1] != owner[1]]:
+        del _live[stale]  # one run at a time: earlier runs' states are done with
+    _live[owner] = (text, state)
 
 
 @dataclass(frozen=True)
@@ -128,10 +161,14 @@ def decode_snapshot(vec: FloatVector) -> BoostingState:
 
 
 def _resumed_state(
-    context_state: RecordDict, snapshot: FloatVector | None, number: int
+    context_state: RecordDict,
+    snapshot: FloatVector | None,
+    number: int,
+    *,
+    owner: tuple[str, str],
 ) -> BoostingState | None:
     """The state at step ``number - 1``: this run's own, else the checkpoint's snapshot."""
-    loaded = load_state(context_state)
+    loaded = load_state(context_state, owner=owner)
     if loaded is not None and loaded.step == number - 1:
         return loaded
     if snapshot is not None:
@@ -163,13 +200,14 @@ def step(
     """
     params = tree_params(node)
     pooled_sum = node.pooled_stats(stats)
+    owner = (node.config.name, node.federation.run_id)
     if number == 0:
         binning = TreeBinning.from_stats(pooled_sum, max_bins=params.max_bins)
         state = BoostingState(binning, params, base_margin=base_margin_of(pooled_sum))
         evaluated = 0
         trees = 0
     else:
-        resumed = _resumed_state(context_state, snapshot, number)
+        resumed = _resumed_state(context_state, snapshot, number, owner=owner)
         if resumed is None or pooled is None:
             loaded = load_state(context_state)
             raise TreeStepError(
@@ -180,7 +218,7 @@ def step(
         evaluated = len(state.losses)
         trees = len(state.trees)
         state.apply(pooled)
-    context_state[STATE_KEY] = ConfigRecord({_STATE_JSON: state.to_json()})
+    save_state(context_state, state, owner=owner)
     report = None
     if len(state.losses) > evaluated:
         report = {

@@ -1005,9 +1005,10 @@ class BoostingState:
         """The finished trees as a scorer (the best prefix once done)."""
         return Forest(self.binning, self.trees, base_margin=self.base_margin)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Everything needed to continue, JSON-able (the open histograms as lists)."""
-        return {
+    def to_dict(self, *, open_hists: bool = True) -> dict[str, Any]:
+        """Everything needed to continue, JSON-able (the open histograms as lists, unless
+        ``open_hists`` is false: a holder that keeps them as arrays beside it)."""
+        out = {
             "binning": self.binning.to_dict(),
             "params": self.params.model_dump(),
             "base_margin": self.base_margin,
@@ -1015,7 +1016,6 @@ class BoostingState:
             "current": self.current.to_dict() if self.current else None,
             "build": self.build,
             "derive": [list(d) for d in self.derive],
-            "open_hists": {str(k): v.tolist() for k, v in self.open_hists.items()},
             "eval_pending": self.eval_pending,
             "losses": self.losses,
             "valid_aucs": self.valid_aucs,
@@ -1024,14 +1024,17 @@ class BoostingState:
             "done": self.done,
             "step": self.step,
         }
+        if open_hists:
+            out["open_hists"] = {str(k): v.tolist() for k, v in self.open_hists.items()}
+        return out
 
-    def to_json(self) -> str:
+    def to_json(self, *, open_hists: bool = True) -> str:
         """:meth:`to_dict` as compact JSON."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return json.dumps(self.to_dict(open_hists=open_hists), separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BoostingState:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (without open histograms if it had none)."""
         state = cls.__new__(cls)
         state.binning = TreeBinning.from_dict(data["binning"])
         state.params = TreeParams.model_validate(data["params"])
@@ -1041,7 +1044,7 @@ class BoostingState:
         state.build = [int(v) for v in data["build"]]
         state.derive = [(int(a), int(b), int(c)) for a, b, c in data["derive"]]
         state.open_hists = {
-            int(k): np.asarray(v, dtype=np.float64) for k, v in data["open_hists"].items()
+            int(k): np.asarray(v, dtype=np.float64) for k, v in data.get("open_hists", {}).items()
         }
         state.eval_pending = bool(data["eval_pending"])
         state.losses = [float(v) for v in data["losses"]]
