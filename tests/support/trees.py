@@ -21,15 +21,20 @@ from fedrisk.ml.trees import (
 
 
 def central_trees(
-    parties: Sequence[PartyData], schema: DatasetSchema, params: TreeParams
+    parties: Sequence[PartyData],
+    schema: DatasetSchema,
+    params: TreeParams,
+    *,
+    stats_bins: int = TREE_STATS_BINS,
 ) -> BoostingState:
     """Boost centrally over every party's training rows, each party a shard under its own name
     (its validation and subsampling streams), on the bins of the pooled statistics at the
-    federation's resolution: what a federated run must release, node for node."""
+    federation's resolution (``stats_bins``): what a federated run must release, node for
+    node."""
     target = schema.target_column
     assert target is not None
     pooled = FeatureStats.from_frame(
-        pd.concat([p.train for p in parties], ignore_index=True), schema, n_bins=TREE_STATS_BINS
+        pd.concat([p.train for p in parties], ignore_index=True), schema, n_bins=stats_bins
     )
     binning = TreeBinning.from_stats(pooled, max_bins=params.max_bins)
     shards = [
