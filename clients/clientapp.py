@@ -206,21 +206,34 @@ def metrics(message: Message, node: PartyNode, sealed: dict[str, FloatVector]) -
 
 @app.query("tree")
 def tree(message: Message, context: Context) -> Message:
-    """One boosting step: apply the pooled histograms, send the next level's encrypted."""
+    """One boosting step: apply the pooled histograms, send the next level's encrypted.
+
+    A resumed run's first step also carries the checkpointed state to continue from; after a
+    finished tree the release party's answer carries its state for the next checkpoint.
+    """
     node = _node(context, message)
     sealed = _sealed(message, context, node)
     stats = sealed.get(proto.ENC_STATS)
     if stats is None:
         raise PartyRefusedError("tree message names no statistics sum")
     number = int(message.content.config_records[proto.CONFIG][proto.CFG_ROUND])  # type: ignore[arg-type]
-    record, report, done = tree_party.step(
-        node, context.state, stats=stats, pooled=sealed.get(proto.ENC_GLOBAL), number=number
+    snapshot = message.content.array_records.get(proto.ENC_TREE_STATE)
+    answer = tree_party.step(
+        node,
+        context.state,
+        stats=stats,
+        pooled=sealed.get(proto.ENC_GLOBAL),
+        number=number,
+        snapshot=None if snapshot is None else node.decrypt(snapshot),
     )
-    reply = _reply(message, node, **({proto.ENC_TREE: record} if record is not None else {}))
+    records = {} if answer.record is None else {proto.ENC_TREE: answer.record}
+    if answer.snapshot is not None:
+        records[proto.ENC_TREE_STATE] = answer.snapshot
+    reply = _reply(message, node, **records)
     _remember_masks(context, node)
     cfg = reply.content.config_records[proto.CONFIG]
-    cfg[proto.CFG_TREE_DONE] = done
-    cfg[proto.CFG_TREE_REPORT] = json.dumps(report) if report else ""
+    cfg[proto.CFG_TREE_DONE] = answer.done
+    cfg[proto.CFG_TREE_REPORT] = json.dumps(answer.report) if answer.report else ""
     return reply
 
 

@@ -219,7 +219,9 @@ def load_local_data(config: PartyConfig) -> LocalData:
     return _load_local_data(config, stamp)
 
 
-@functools.lru_cache(maxsize=16)  # a simulation process serves every party in turn
+# Sized for every party of a simulation: one process (a Ray actor) answers for all of them,
+# and a cache smaller than the party count evicts each party's entry before it is asked again.
+@functools.lru_cache(maxsize=16)
 def _aggregation(secret_context: Path | None, plaintext: bool) -> VectorAggregation:
     if plaintext:
         return InsecurePlainAggregation()
@@ -254,7 +256,7 @@ def warm_up(config: PartyConfig) -> None:
     optimiser.step()
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _peer_keys(path: Path, stamp: int) -> dict[str, X25519PublicKey]:
     del stamp  # part of the cache key only
     try:

@@ -191,12 +191,14 @@ class LocalDeployment:
         min_parties: int = 3,
         timeout: float = 3600.0,
         privacy: Mapping[str, RunConfigValue] | None = None,
+        trees: Mapping[str, RunConfigValue] | None = None,
     ) -> tuple[DeployedRun, RunOutcome]:
         """Submit a run (or resume the last unfinished one) and wait for its real outcome.
 
         With ``resume`` the other settings are those the unfinished run was started with.
         ``timeout`` bounds the wait for the outcome, in seconds; ``privacy`` holds the run's
-        ``dp_*`` settings (``prepare_run``).
+        ``dp_*`` settings (``prepare_run``); ``trees`` a ``gbdt`` run's ``trees`` / ``tree-*``
+        run-config keys.
         """
         deployed = (
             resumable_run(self.workspace)
@@ -212,6 +214,7 @@ class LocalDeployment:
                 masking=self.masking,
                 mask_self=self.mask_self,
                 privacy=privacy,
+                trees=trees,
             )
         )
         try:

@@ -9,6 +9,7 @@ have been checked.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -62,11 +63,17 @@ def read_study(path: Path) -> StudyResults:
 
 
 def _study(
-    preset: str, results_path: Path, *, data_dir: Path | None, max_cells: int | None
+    preset: str,
+    results_path: Path,
+    *,
+    data_dir: Path | None,
+    max_cells: int | None,
+    only: Mapping[str, str | None] | None = None,
 ) -> StudyResults:
-    from simulations.studies import get_preset, run_study
+    from simulations.studies import get_preset, narrow, run_study
 
-    config = get_preset(preset)
+    chosen = {k: None if v is None else v.split(",") for k, v in (only or {}).items()}
+    config = narrow(get_preset(preset), **chosen)
     console.print(
         f"[bold]study {preset}[/]: {len(config.tasks)} task(s) × {len(config.partitions)} "
         f"partition(s) × {len(config.models)} model(s) × {len(config.seeds)} seed(s); "
@@ -106,6 +113,16 @@ def study(
     max_cells: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many new cells (resume later)")
     ] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="Run only these of the preset's tasks (comma-separated)")
+    ] = None,
+    partitions: Annotated[
+        str | None,
+        typer.Option(help="Run only these of the preset's partition kinds (comma-separated)"),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Run only these of the preset's models (comma-separated)")
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Run a simulation study (resumable: cells already in --out are skipped)."""
@@ -113,9 +130,10 @@ def study(
     from fedrisk.ml.training import configure_torch
     from server.coordinator.runs import RunFailedError
 
-    configure_torch(threads=2)
+    configure_torch(threads=1)  # see configure_torch: 2 threads spin-wait on a busy machine
     try:
-        results = _study(preset, out, data_dir=data_dir, max_cells=max_cells)
+        only = {"tasks": tasks, "partitions": partitions, "models": models}
+        results = _study(preset, out, data_dir=data_dir, max_cells=max_cells, only=only)
     except (FedRiskError, RunFailedError) as e:
         raise fail(str(e)) from e
     if results.cells:
@@ -147,7 +165,7 @@ def report(
     from server.coordinator.runs import RunFailedError
     from simulations.report import write_report
 
-    configure_torch(threads=2)
+    configure_torch(threads=1)  # see configure_torch: 2 threads spin-wait on a busy machine
     try:
         if results is None:
             out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +218,7 @@ def scenario(
     from server.coordinator.runs import RunFailedError
     from simulations.scenarios import run_scenario
 
-    configure_torch(threads=2)
+    configure_torch(threads=1)  # see configure_torch: 2 threads spin-wait on a busy machine
     try:
         run = run_scenario(chosen, registry=registry, seed=seed, model=model, data_dir=data_dir)
     except (FedRiskError, RunFailedError) as e:

@@ -27,6 +27,9 @@ ENC_GLOBAL: Final = "enc-global"
 ENC_UPDATE: Final = "enc-update"
 ENC_HIST: Final = "enc-hist"
 ENC_TREE: Final = "enc-tree"
+ENC_TREE_STATE: Final = "enc-tree-state"
+"""A party's boosting state after a finished tree, serialized and encrypted: the release party
+sends it for the coordinator's checkpoint; a resumed run sends it back to every party."""
 ENC_POOLED_HIST: Final = "enc-pooled-hist"
 """The pooled histograms of an earlier round, sent to the one party that decrypts its metrics;
 it answers with :data:`METRICS` beside whatever else the message asked for."""

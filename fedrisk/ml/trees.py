@@ -18,6 +18,8 @@ trees from the sum of their histograms:
   candidate in (feature, threshold, missing-right-before-left) order.
 - **Growth** is level by level (:class:`BoostingState`): one exchange of histograms per level;
   only the smaller child of each split is histogrammed, its sibling is the parent minus it.
+  Children at the depth limit are leaves and take their sums from the parent's histogram, so
+  a tree of depth d costs d exchanges, not d + 1.
   Leaf values ``−η G/(H+λ)`` come from the pooled sums; a finished tree's validation loss and
   score histograms ride along with the next tree's first histograms and drive early stopping.
 
@@ -179,6 +181,14 @@ class TreeBinning:
         widths = self.n_bins + 1
         self.offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
         self.total_bins = int(widths.sum())
+        self._numeric_candidates: _NumericCandidates | None = None
+
+    @property
+    def numeric_candidates(self) -> _NumericCandidates:
+        """Every numeric split candidate (built once per binning)."""
+        if self._numeric_candidates is None:
+            self._numeric_candidates = _NumericCandidates.of(self)
+        return self._numeric_candidates
 
     @classmethod
     def from_stats(cls, stats: FeatureStats, *, max_bins: int = 255) -> Self:
@@ -535,7 +545,9 @@ class Split:
     left_categories: tuple[int, ...] = ()
 
 
-def _gain(gl: FloatArray, hl: FloatArray, g: float, h: float, params: TreeParams) -> FloatArray:
+def _gain(
+    gl: FloatArray, hl: FloatArray, g: FloatArray | float, h: FloatArray | float, params: TreeParams
+) -> FloatArray:
     lam = params.reg_lambda
     gr, hr = g - gl, h - hl
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -585,6 +597,82 @@ def _best_for_feature(gh: FloatArray, fb: FeatureBins, j: int, params: TreeParam
     return Split(j, float(gains[best]), default_left, threshold=cut)
 
 
+@dataclass(frozen=True)
+class _NumericCandidates:
+    """Every numeric split candidate of a binning, in the order :func:`best_split` ranks them:
+    by feature, then missing right before missing left, then by threshold.
+
+    Positions index a node's histogram cumulated along its bins with a zero column in front,
+    so ``cum[:, end] - cum[:, start]`` is the sum of the bins ``start .. end - 1``.
+    """
+
+    feature: IntArray
+    threshold: IntArray
+    missing_left: npt.NDArray[np.bool_]
+    start: IntArray
+    """The feature's first bin."""
+    end: IntArray
+    """One past the candidate's last left bin."""
+    missing: IntArray
+    """The feature's missing bin."""
+
+    @classmethod
+    def of(cls, binning: TreeBinning) -> _NumericCandidates:
+        parts: list[tuple[int, int, bool, int]] = []
+        for j, fb in enumerate(binning.features):
+            if fb.kind != "numeric":
+                continue
+            first = int(binning.offsets[j])
+            for left in (False, True):
+                parts += [(j, cut, left, first) for cut in range(fb.n_bins - 1)]
+        feature = np.array([p[0] for p in parts], dtype=np.int64)
+        threshold = np.array([p[1] for p in parts], dtype=np.int64)
+        starts = np.array([p[3] for p in parts], dtype=np.int64)
+        return cls(
+            feature=feature,
+            threshold=threshold,
+            missing_left=np.array([p[2] for p in parts], dtype=bool),
+            start=starts,
+            end=starts + threshold + 1,
+            missing=binning.offsets[feature] + binning.n_bins[feature],
+        )
+
+
+def _best_numeric(
+    hist: FloatArray, binning: TreeBinning, params: TreeParams, allowed: set[int] | None
+) -> Split | None:
+    """The best numeric split of a node, all features at once.
+
+    Notes
+    -----
+    Equal, bit for bit, to scanning each feature's cumulative sums (:func:`_best_for_feature`):
+    the histograms hold multiples of 2^-16 whose sums are exact in float64, so a difference of
+    two cumulative sums is the very number a per-feature cumulative sum gives, and ``argmax``
+    keeps the first of equal gains in the same order.
+    """
+    c = binning.numeric_candidates
+    if c.feature.size == 0:
+        return None
+    cum = np.concatenate([np.zeros((2, 1)), np.cumsum(hist, axis=1)], axis=1)
+    base = cum[:, c.start]
+    gl, hl = cum[0, c.end] - base[0], cum[1, c.end] - base[1]
+    g_tot, h_tot = cum[0, c.missing + 1] - base[0], cum[1, c.missing + 1] - base[1]
+    gl = np.where(c.missing_left, gl + hist[0, c.missing], gl)
+    hl = np.where(c.missing_left, hl + hist[1, c.missing], hl)
+    gains = _gain(gl, hl, g_tot, h_tot, params)
+    if allowed is not None:
+        gains = np.where(np.isin(c.feature, sorted(allowed)), gains, -np.inf)
+    best = int(np.argmax(gains))
+    if not np.isfinite(gains[best]) or gains[best] <= 0.0:
+        return None
+    return Split(
+        int(c.feature[best]),
+        float(gains[best]),
+        bool(c.missing_left[best]),
+        threshold=int(c.threshold[best]),
+    )
+
+
 def best_split(
     hist: FloatArray,
     binning: TreeBinning,
@@ -598,14 +686,16 @@ def best_split(
     candidate found: lowest feature, then lowest threshold (categorical: shortest prefix),
     missing right before missing left.
     """
-    best: Split | None = None
     allowed = None if columns is None else set(columns)
+    found = [_best_numeric(hist, binning, params, allowed)]
     for j, fb in enumerate(binning.features):
-        if allowed is not None and j not in allowed:
+        if fb.kind != "categorical" or (allowed is not None and j not in allowed):
             continue
         start = int(binning.offsets[j])
-        split = _best_for_feature(hist[:, start : start + fb.n_bins + 1], fb, j, params)
-        if split is not None and (best is None or split.gain > best.gain):
+        found.append(_best_for_feature(hist[:, start : start + fb.n_bins + 1], fb, j, params))
+    best: Split | None = None
+    for split in sorted((f for f in found if f is not None), key=lambda f: f.feature):
+        if best is None or split.gain > best.gain:
             best = split
     return best
 
@@ -826,18 +916,16 @@ class BoostingState:
         columns = tree_columns(self.params, len(self.trees), len(self.binning.features))
         build: list[int] = []
         derive: list[tuple[int, int, int]] = []
+        # Any one feature's block sums to the node's totals (every row has one bin per
+        # feature); the first feature's is exact in fixed point.
+        first = slice(0, int(self.binning.n_bins[0]) + 1)
         for node in sorted(hists):
             hist = hists[node] / scale
-            # Any one feature's block sums to the node's totals (every row has one bin per
-            # feature); the first feature's is exact in fixed point.
-            first = slice(0, int(self.binning.n_bins[0]) + 1)
-            g_node, h_node = float(hist[0, first].sum()), float(hist[1, first].sum())
-            tree.cover[node] = h_node
-            tree.value[node] = (
-                -self.params.learning_rate * g_node / (h_node + self.params.reg_lambda)
-                if h_node + self.params.reg_lambda > 0
-                else 0.0
+            g_fixed, h_fixed = (
+                float(hists[node][0, first].sum()),
+                float(hists[node][1, first].sum()),
             )
+            self._set_leaf(tree, node, g_fixed, h_fixed)
             if tree.depth[node] >= self.params.max_depth:
                 continue
             split = best_split(hist, self.binning, self.params, columns=columns)
@@ -851,8 +939,14 @@ class BoostingState:
             left = tree.add_node(depth=tree.depth[node] + 1, cover=0.0)
             right = tree.add_node(depth=tree.depth[node] + 1, cover=0.0)
             tree.left[node], tree.right[node] = left, right
-            h_left = _child_hessian(hists[node], split, self.binning)
-            h_fixed = float(hists[node][1, first].sum())
+            g_left, h_left = _child_sums(hists[node], split, self.binning)
+            if tree.depth[left] >= self.params.max_depth:
+                # Children at the depth limit are leaves, and a leaf needs only its totals:
+                # the split side's bins of this histogram hold them, so no exchange is spent
+                # on histograms of theirs (the deepest level holds the most nodes).
+                self._set_leaf(tree, left, g_left, h_left)
+                self._set_leaf(tree, right, g_fixed - g_left, h_fixed - h_left)
+                continue
             # Build the lighter child (fewer rows to histogram), derive the heavier one.
             small, big = (left, right) if 2 * h_left <= h_fixed else (right, left)
             build.append(small)
@@ -864,6 +958,14 @@ class BoostingState:
             self.trees.append(tree)
             self.current = None
             self.eval_pending = True
+
+    def _set_leaf(self, tree: Tree, node: int, g_fixed: float, h_fixed: float) -> None:
+        """Cover and leaf value of ``node`` from its fixed-point gradient and hessian sums
+        (exact integers, so dividing by the power-of-two scale is exact too)."""
+        g, h = g_fixed / GRADIENT_SCALE, h_fixed / GRADIENT_SCALE
+        lam = self.params.reg_lambda
+        tree.cover[node] = h
+        tree.value[node] = -self.params.learning_rate * g / (h + lam) if h + lam > 0 else 0.0
 
     def _evaluate(self, part: FloatArray) -> None:
         loss_sum, count = float(part[0]), float(part[1])
@@ -903,9 +1005,10 @@ class BoostingState:
         """The finished trees as a scorer (the best prefix once done)."""
         return Forest(self.binning, self.trees, base_margin=self.base_margin)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Everything needed to continue, JSON-able (the open histograms as lists)."""
-        return {
+    def to_dict(self, *, open_hists: bool = True) -> dict[str, Any]:
+        """Everything needed to continue, JSON-able (the open histograms as lists, unless
+        ``open_hists`` is false: a holder that keeps them as arrays beside it)."""
+        out = {
             "binning": self.binning.to_dict(),
             "params": self.params.model_dump(),
             "base_margin": self.base_margin,
@@ -913,7 +1016,6 @@ class BoostingState:
             "current": self.current.to_dict() if self.current else None,
             "build": self.build,
             "derive": [list(d) for d in self.derive],
-            "open_hists": {str(k): v.tolist() for k, v in self.open_hists.items()},
             "eval_pending": self.eval_pending,
             "losses": self.losses,
             "valid_aucs": self.valid_aucs,
@@ -922,14 +1024,17 @@ class BoostingState:
             "done": self.done,
             "step": self.step,
         }
+        if open_hists:
+            out["open_hists"] = {str(k): v.tolist() for k, v in self.open_hists.items()}
+        return out
 
-    def to_json(self) -> str:
+    def to_json(self, *, open_hists: bool = True) -> str:
         """:meth:`to_dict` as compact JSON."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return json.dumps(self.to_dict(open_hists=open_hists), separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BoostingState:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (without open histograms if it had none)."""
         state = cls.__new__(cls)
         state.binning = TreeBinning.from_dict(data["binning"])
         state.params = TreeParams.model_validate(data["params"])
@@ -939,7 +1044,7 @@ class BoostingState:
         state.build = [int(v) for v in data["build"]]
         state.derive = [(int(a), int(b), int(c)) for a, b, c in data["derive"]]
         state.open_hists = {
-            int(k): np.asarray(v, dtype=np.float64) for k, v in data["open_hists"].items()
+            int(k): np.asarray(v, dtype=np.float64) for k, v in data.get("open_hists", {}).items()
         }
         state.eval_pending = bool(data["eval_pending"])
         state.losses = [float(v) for v in data["losses"]]
@@ -951,16 +1056,19 @@ class BoostingState:
         return state
 
 
-def _child_hessian(hist: FloatArray, split: Split, binning: TreeBinning) -> float:
-    """Pooled fixed-point hessian of the split's left child."""
+def _child_sums(hist: FloatArray, split: Split, binning: TreeBinning) -> tuple[float, float]:
+    """Pooled fixed-point gradient and hessian sums of the split's left child."""
     start = int(binning.offsets[split.feature])
     nb = int(binning.n_bins[split.feature])
-    h = hist[1, start : start + nb + 1]
+    block = hist[:, start : start + nb + 1]
     if split.left_categories:
-        left = float(h[list(split.left_categories)].sum())
+        side = block[:, list(split.left_categories)]
     else:
-        left = float(h[: split.threshold + 1].sum())
-    return left + (float(h[nb]) if split.default_left else 0.0)
+        side = block[:, : split.threshold + 1]
+    g, h = float(side[0].sum()), float(side[1].sum())
+    if split.default_left:
+        g, h = g + float(block[0, nb]), h + float(block[1, nb])
+    return g, h
 
 
 def base_margin_of(stats: FeatureStats) -> float:

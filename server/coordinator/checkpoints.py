@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ class Checkpoint:
     """Public partial records of trained rounds whose metrics are not in yet."""
     enc_pooled_hist: ArrayRecord | None = None
     """The first pending round's pooled score histograms (a ciphertext), awaiting decryption."""
+    enc_tree_state: ArrayRecord | None = None
+    """Boosted trees: the parties' state after a finished tree, as the release party encrypted
+    it (a ciphertext). A tree run's ``round`` is its boosting step and ``enc_global`` that
+    step's pooled histograms, which the state has not applied yet."""
 
 
 class CheckpointStore:
@@ -40,8 +45,12 @@ class CheckpointStore:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
 
-    def save(self, checkpoint: Checkpoint) -> Path:
-        """Write ``round-NNNN`` via a temporary directory and a rename: never half-written."""
+    def save(self, checkpoint: Checkpoint, *, keep: int | None = None) -> Path:
+        """Write ``round-NNNN`` via a temporary directory and a rename: never half-written.
+
+        ``keep`` removes all but the newest ``keep`` checkpoints once this one is complete
+        (a tree run checkpoints after every tree, and only its latest is ever resumed).
+        """
         final = self.directory / f"round-{checkpoint.round:04d}"
         with staged_directory(final, replace=True) as tmp:
             records = {
@@ -52,6 +61,10 @@ class CheckpointStore:
                 records["enc_pooled_hist"] = _write_record(
                     checkpoint.enc_pooled_hist, tmp / "enc_pooled_hist"
                 )
+            if checkpoint.enc_tree_state is not None:
+                records["enc_tree_state"] = _write_record(
+                    checkpoint.enc_tree_state, tmp / "enc_tree_state"
+                )
             manifest = {
                 "round": checkpoint.round,
                 "history": checkpoint.history,
@@ -59,17 +72,26 @@ class CheckpointStore:
                 "records": records,
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        if keep is not None:
+            for old in self._complete()[:-keep]:
+                shutil.rmtree(old)
         return final
+
+    def _complete(self) -> list[Path]:
+        """Complete checkpoint folders, oldest first (by round number: it may pass 9999)."""
+        found = [p for p in self.directory.glob("round-*") if (p / "manifest.json").exists()]
+        return sorted(found, key=lambda p: int(p.name.removeprefix("round-")))
 
     def latest(self) -> Checkpoint | None:
         """The newest complete checkpoint, or None."""
-        rounds = sorted(p for p in self.directory.glob("round-*") if (p / "manifest.json").exists())
+        rounds = self._complete()
         if not rounds:
             return None
         path = rounds[-1]
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
         records = manifest["records"]
         pooled = records.get("enc_pooled_hist")
+        tree_state = records.get("enc_tree_state")
         return Checkpoint(
             round=int(manifest["round"]),
             history=list(manifest["history"]),
@@ -79,6 +101,9 @@ class CheckpointStore:
             pending=list(manifest.get("pending", [])),
             enc_pooled_hist=(
                 None if pooled is None else _read_record(path / "enc_pooled_hist", pooled)
+            ),
+            enc_tree_state=(
+                None if tree_state is None else _read_record(path / "enc_tree_state", tree_state)
             ),
         )
 

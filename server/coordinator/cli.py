@@ -364,8 +364,20 @@ def run(
     dp_clip_norm: Annotated[
         float, typer.Option("--dp-clip-norm", min=0.0, help="DP clipping norm.")
     ] = 1.0,
+    trees: Annotated[
+        int | None, typer.Option("--trees", min=1, help="gbdt: tree budget (default 300).")
+    ] = None,
+    tree_depth: Annotated[
+        int | None, typer.Option("--tree-depth", min=1, help="gbdt: tree depth (default 5).")
+    ] = None,
+    tree_bins: Annotated[
+        int | None, typer.Option("--tree-bins", min=2, help="gbdt: bins per feature (255).")
+    ] = None,
 ) -> None:
-    """Submit the encrypted federated run and follow it live; non-zero exit if it fails."""
+    """Submit the encrypted federated run and follow it live; non-zero exit if it fails.
+
+    A ``gbdt`` run's rounds are its trees: ``--rounds`` is not used, ``--trees`` bounds them.
+    """
     from rich.console import Console
 
     from server.coordinator.deployed_runs import execute_run, prepare_run, resumable_run
@@ -395,6 +407,15 @@ def run(
                         "dp-clip-norm": dp_clip_norm,
                     }
                 ),
+                trees={
+                    key: value
+                    for key, value in (
+                        ("trees", trees),
+                        ("tree-depth", tree_depth),
+                        ("tree-bins", tree_bins),
+                    )
+                    if value is not None
+                },
             )
         )
     except (FedRiskError, SecureAggError) as e:

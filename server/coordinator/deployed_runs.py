@@ -88,11 +88,13 @@ def prepare_run(
     masking: bool = True,
     mask_self: bool = False,
     privacy: Mapping[str, RunConfigValue] | None = None,
+    trees: Mapping[str, RunConfigValue] | None = None,
 ) -> DeployedRun:
     """Create a new run folder and its validated run config.
 
     ``privacy`` holds the run's ``dp-*`` run-config keys (differential privacy, off when empty);
-    the noise multiplier is calibrated here, once, and written into the run config.
+    the noise multiplier is calibrated here, once, and written into the run config. ``trees``
+    holds a ``gbdt`` run's ``trees`` and ``tree-*`` keys (the run config's defaults otherwise).
 
     ``plaintext`` runs the INSECURE comparison mode (updates readable by the server); it exists
     for benchmarks only and must be asked for explicitly; so is ``masking=False`` (CKKS without
@@ -129,6 +131,7 @@ def prepare_run(
             "masking": masking,
             "mask_self": mask_self,
             **(privacy or {}),
+            **(trees or {}),
         }
     ).with_calibrated_noise()
     run_dir.mkdir(parents=True)

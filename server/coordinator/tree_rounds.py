@@ -10,13 +10,18 @@ encrypted validation statistics. The server adds the answers blind and starts th
 When every party answers that boosting is done (tree budget spent or early stopping, decided
 identically from the pooled validation loss), the designated party releases the model.
 
+After every finished tree the release party's answer also carries the parties' boosting state,
+encrypted (:mod:`clients.tree_party`); the server checkpoints it with the step's pooled sum, and
+a resumed run (``resume``) sends both to every party, which continues from there: the resumed
+run grows the uninterrupted run's trees.
+
 Notes
 -----
 The server sees ciphertexts, the step count, and the public per-tree validation AUC / KS the
 parties report (as every federated run publishes its rounds' AUC / KS). It never sees a
-histogram, a split or a leaf value. A party that misses a step falls behind and is refused
-from then on (its state no longer matches the pooled sums); the others go on while at least
-``min_parties`` answer.
+histogram, a split or a leaf value; the checkpointed state is one more ciphertext. A party
+that misses a step falls behind and is refused from then on (its state no longer matches the
+pooled sums); the others go on while at least ``min_parties`` answer.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from fedrisk.federation import protocol as proto
-from server.coordinator.strategy import EncryptedFedAvg, FederationError, FederationResult
+from server.coordinator.checkpoints import Checkpoint
+from server.coordinator.strategy import (
+    Answers,
+    EncryptedFedAvg,
+    FederationError,
+    FederationResult,
+    RunState,
+)
+from server.coordinator.waves import Wave
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +72,18 @@ class TreeBoosting(EncryptedFedAvg):
         """
         del num_rounds, train_config, evaluate_config
         self.summary()
+        resumed = self.checkpoints.latest() if (self.checkpoints and self.config.resume) else None
         self._wait_for_parties(grid, timeout=timeout)
-        state = self.collect_statistics(grid, timeout=timeout, resumed=None)
-        pooled: ArrayRecord | None = None
-        history: list[dict[str, Any]] = []
+        if resumed is not None:
+            self.progress.emit("resumed", round=resumed.round)
+        state = self.collect_statistics(grid, timeout=timeout, resumed=resumed)
+        # A resumed run continues after its checkpoint's step, whose pooled sum every party
+        # applies to the checkpointed state it is sent with the first step.
+        pooled: ArrayRecord | None = None if resumed is None else resumed.enc_global
+        restore = None if resumed is None else resumed.enc_tree_state
+        history: list[dict[str, Any]] = [] if resumed is None else list(resumed.history)
         metrics: dict[int, MetricRecord] = {}
-        step = 0
+        step = 0 if resumed is None else resumed.round + 1
         tree_seconds = 0.0
         tree_bytes: list[float] = []
         tree_bytes_down: list[float] = []
@@ -77,6 +96,10 @@ class TreeBoosting(EncryptedFedAvg):
             wave = self._wave(
                 proto.MSG_TREE, state, step, ConfigRecord(), enc_global=pooled, masks=masks
             )
+            if restore is not None:
+                sealed = {**wave.records, proto.ENC_TREE_STATE: restore}
+                wave = Wave.of(wave.message_type, wave.config, sealed)
+                restore = None
             # One exchange per step. No round metrics await decryption here (the parties report
             # each tree's validation AUC / KS themselves), so the exchange carries no pooled
             # evaluation histograms.
@@ -130,6 +153,7 @@ class TreeBoosting(EncryptedFedAvg):
             )
             phases["server_sums"] += sum_seconds
             tree_seconds += self.clock.monotonic() - started
+            self._save_tree_checkpoint(state, step, pooled, answers, history)
             step += 1
         if pooled is None:
             raise FederationError("boosting ended before any histogram was summed")
@@ -138,6 +162,36 @@ class TreeBoosting(EncryptedFedAvg):
         self.progress.emit("released", party=release.party, model_id=release.model_id)
         return FederationResult(
             enc_global=pooled, history=state.history, metrics=metrics, release=release
+        )
+
+    def _save_tree_checkpoint(
+        self,
+        state: RunState,
+        step: int,
+        pooled: ArrayRecord,
+        answers: Answers,
+        history: list[dict[str, Any]],
+    ) -> None:
+        """After a finished tree (the release party's answer carries the state): checkpoint the
+        state with the step's pooled sum; older checkpoints are removed."""
+        if self.checkpoints is None:
+            return
+        snapshots = [
+            r.content.array_records[proto.ENC_TREE_STATE]
+            for r in answers.good
+            if proto.ENC_TREE_STATE in r.content.array_records
+        ]
+        if not snapshots:
+            return
+        self.checkpoints.save(
+            Checkpoint(
+                round=step,
+                enc_stats=state.enc_stats,
+                enc_global=pooled,
+                history=list(history),
+                enc_tree_state=snapshots[0],
+            ),
+            keep=1,
         )
 
 

@@ -47,6 +47,7 @@ from simulations.studies.config import (
     StudyConfig,
     cell_key,
     get_preset,
+    narrow,
     partition_text,
 )
 from simulations.studies.curves import ks_on_grid, model_curves, roc_on_grid, score_histogram
@@ -123,6 +124,7 @@ __all__ = [
     "local_round_auc",
     "mean_sd",
     "model_curves",
+    "narrow",
     "partition_text",
     "planned_cells",
     "roc_on_grid",

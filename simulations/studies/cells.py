@@ -35,6 +35,7 @@ from fedrisk.ml.training import (
 from fedrisk.ml.trees import TreeModel, tree_params_of
 from fedrisk.ml.woe import fit_woe_encoder
 from fedrisk.release.artifact import scorer_from_artifact
+from simulations.baselines import reference_scores
 from simulations.runner import (
     EventHandler,
     FederationOutcome,
@@ -387,6 +388,13 @@ def run_cell(
         on_event=on_event,
     )
     scores = evaluate_cell(spec, data, encrypted=encrypted, plaintext=plaintext)
+    reference = reference_scores(
+        data.pooled_train,
+        data.pooled_test,
+        data.dataset.schema,
+        model=spec.model,
+        seed=spec.seed,
+    )
     return CellResult(
         key=cell_key(scenario.name, text, model, seed),
         task=scenario.name,
@@ -411,6 +419,11 @@ def run_cell(
         encrypted=scores.encrypted,
         plaintext=scores.plaintext,
         centralized=scores.centralized,
+        reference=(
+            None
+            if reference is None
+            else BaselineResult(auc=rounded(reference["auc"]), ks=rounded(reference["ks"]))
+        ),
         party_results=scores.party_results,
         cold_start=scores.cold_start,
         curves=scores.curves,

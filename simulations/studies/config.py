@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,6 +91,35 @@ def get_preset(name: str) -> StudyConfig:
         return PRESETS[name]
     except KeyError as e:
         raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}") from e
+
+
+def narrow(
+    config: StudyConfig,
+    *,
+    tasks: Sequence[str] | None = None,
+    partitions: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+) -> StudyConfig:
+    """``config`` restricted to some of its tasks, partitions and models (None: all), in the
+    preset's order; the results of a narrowed study resume under the full preset.
+
+    Raises
+    ------
+    ConfigError
+        If a name is not one of the preset's.
+    """
+    update: dict[str, tuple[str, ...]] = {}
+    for field, chosen in (("tasks", tasks), ("partitions", partitions), ("models", models)):
+        if chosen is None:
+            continue
+        offered: tuple[str, ...] = getattr(config, field)
+        unknown = [c for c in chosen if c not in offered]
+        if unknown or not chosen:
+            raise ConfigError(
+                f"{field} must be some of {', '.join(offered)}; got {', '.join(chosen) or 'none'}"
+            )
+        update[field] = tuple(c for c in offered if c in chosen)
+    return StudyConfig.model_validate({**config.model_dump(), **update})
 
 
 def partition_text(scenario: Scenario, kind: PartitionKind, *, alpha: float = 0.3) -> str:

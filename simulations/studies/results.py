@@ -170,6 +170,10 @@ class CellResult(_Strict):
     encrypted: FederatedResult
     plaintext: FederatedResult | None
     centralized: BaselineResult
+    reference: BaselineResult | None = None
+    """The model kind's library reference on the pooled rows
+    (:func:`simulations.baselines.reference_scores`); None when not installed or not measured
+    (cells from before it was)."""
     party_results: list[PartyResult]
     cold_start: ColdStart
     curves: dict[str, ModelCurves]

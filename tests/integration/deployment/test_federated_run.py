@@ -1,60 +1,79 @@
 """The full deployed path with real processes: provision, key ceremony, TLS SuperLink, three
-authenticated SuperNodes, an encrypted run, the signed artifact, a differentially private run on
-the same federation and its privacy record; then dropout and resume."""
+authenticated SuperNodes, an encrypted run, the signed artifact; then dropout and resume.
+
+One federation serves the module: an LR run, a differentially private run with self masks and
+its privacy record, then a small boosted-trees run on the same SuperLink and SuperNodes, whose
+released trees are the central fit's."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from fedrisk.data.datasets import load_dataset
-from fedrisk.data.partitions import parse_partition, partition_frame
-from fedrisk.release.artifact import load_trusted_keys, read_artifact
+from fedrisk.data.partitions import PartyData, parse_partition, partition_frame
+from fedrisk.data.schema import DatasetSchema
+from fedrisk.ml.trees import tree_params_of
+from fedrisk.release.artifact import (
+    ModelArtifact,
+    forest_from_artifact,
+    load_trusted_keys,
+    read_artifact,
+)
 from server.coordinator.checkpoints import CheckpointStore
-from simulations.deployment import coordinator_files, running_federation
+from simulations.deployment import LocalDeployment, coordinator_files, running_federation
+from tests.support.trees import central_trees
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def synthetic_parties():
+def synthetic_parties() -> tuple[DatasetSchema, list[PartyData]]:
     rng = np.random.default_rng(11)
     dataset = load_dataset("synthetic", rng=rng, n_rows=6000)
     parties = partition_frame(
         dataset.frame, dataset.schema, parse_partition("by:segment"), n_parties=3, rng=rng
     )
-    return dataset.schema, parties
+    return dataset.schema, list(parties)
+
+
+@pytest.fixture(scope="module")
+def fed(
+    tmp_path_factory: pytest.TempPathFactory,
+    synthetic_parties: tuple[DatasetSchema, list[PartyData]],
+) -> Iterator[LocalDeployment]:
+    """The module's federation: started once, stopped (every process by PID) at the end."""
+    schema, parties = synthetic_parties
+    root = tmp_path_factory.mktemp("deployed") / "fed"
+    with running_federation(root, schema=schema, parties=parties) as deployment:
+        yield deployment
+
+
+def released_artifact(fed: LocalDeployment, events: list[dict]) -> ModelArtifact:
+    released = [e for e in events if e["event"] == "released"]
+    assert len(released) == 1, released
+    return read_artifact(
+        fed.release_dir / released[0]["model_id"],
+        trusted_keys=load_trusted_keys(fed.release_dir / "trusted_keys"),
+    )
 
 
 def test_three_party_encrypted_run_releases_a_verified_artifact(
-    tmp_path: Path, synthetic_parties
+    fed: LocalDeployment, synthetic_parties: tuple[DatasetSchema, list[PartyData]]
 ) -> None:
-    schema, parties = synthetic_parties
+    _, parties = synthetic_parties
     events: list[dict] = []
 
-    dp_events: list[dict] = []
-    with running_federation(tmp_path / "fed", schema=schema, parties=parties) as fed:
-        deployed, _ = fed.run(rounds=3, on_event=events.append)
-        # The same federation again, with DP-SGD at every party under an ε = 3 budget, and
-        # self masks besides the pairwise ones (every exchange then unmasked by query.unmask).
-        fed.mask_self = True
-        fed.run(
-            rounds=2,
-            on_event=dp_events.append,
-            privacy={"dp_mode": "sample", "dp_epsilon": 3.0, "dp_delta": 1e-5},
-        )
+    deployed, _ = fed.run(rounds=3, on_event=events.append)
 
     rounds = [e for e in events if e["event"] == "round"]
     assert [e["round"] for e in rounds] == [1, 2, 3]
     assert all(len(e["train_parties"]) == 3 for e in rounds)
-    released = [e for e in events if e["event"] == "released"]
-    artifact_dir = fed.release_dir / released[0]["model_id"]
-    artifact = read_artifact(
-        artifact_dir, trusted_keys=load_trusted_keys(fed.release_dir / "trusted_keys")
-    )
+    artifact = released_artifact(fed, events)
     assert artifact.lineage.rounds == 3
+    assert artifact.privacy is None
     assert sorted(artifact.lineage.parties) == sorted(p.name for p in parties)
     assert rounds[-1]["auc"] > 0.7
     # Checkpoints on the coordinator's disk hold ciphertexts only.
@@ -63,14 +82,30 @@ def test_three_party_encrypted_run_releases_a_verified_artifact(
         data = path.read_bytes()
         assert b"PRIVATE KEY" not in data or path.name in ("ca.key", "superlink.key"), path
         assert b"customer_id" not in data or path.suffix == ".toml", path
-    # The DP run's artifact records what the accountant spent, within the budget.
-    dp_released = next(e for e in dp_events if e["event"] == "released")
-    dp_artifact = read_artifact(
-        fed.release_dir / dp_released["model_id"],
-        trusted_keys=load_trusted_keys(fed.release_dir / "trusted_keys"),
-    )
-    privacy = dp_artifact.privacy
-    assert privacy is not None and artifact.privacy is None
+
+
+def test_a_private_run_with_self_masks_records_its_privacy_spend(
+    fed: LocalDeployment, synthetic_parties: tuple[DatasetSchema, list[PartyData]]
+) -> None:
+    _, parties = synthetic_parties
+    events: list[dict] = []
+
+    # DP-SGD at every party under an ε = 3 budget, and self masks besides the pairwise ones
+    # (every exchange then unmasked by query.unmask).
+    fed.mask_self = True
+    try:
+        fed.run(
+            rounds=2,
+            on_event=events.append,
+            privacy={"dp_mode": "sample", "dp_epsilon": 3.0, "dp_delta": 1e-5},
+        )
+    finally:
+        fed.mask_self = False
+
+    # The artifact records what the accountant spent, within the budget.
+    artifact = released_artifact(fed, events)
+    privacy = artifact.privacy
+    assert privacy is not None
     assert privacy.mode == "sample" and privacy.rounds == 2
     assert 0.0 < privacy.epsilon <= privacy.epsilon_budget == 3.0
     assert (privacy.delta, privacy.clip_norm) == (1e-5, 1.0)
@@ -78,4 +113,34 @@ def test_three_party_encrypted_run_releases_a_verified_artifact(
     assert sorted(privacy.epsilon_per_party) == sorted(p.name for p in parties)
     assert max(privacy.epsilon_per_party.values()) == privacy.epsilon
     assert privacy.accountant.startswith("rdp (dp-accounting==")
-    assert dp_artifact.lineage.secure_aggregation == "ckks+pairwise+self-masks threshold=2/3"
+    assert artifact.lineage.secure_aggregation == "ckks+pairwise+self-masks threshold=2/3"
+
+
+def test_boosted_trees_through_the_pinned_app_are_the_central_trees(
+    fed: LocalDeployment, synthetic_parties: tuple[DatasetSchema, list[PartyData]]
+) -> None:
+    # Arrange: a small gbdt run config, which the parties' executors check against the pin.
+    schema, parties = synthetic_parties
+    events: list[dict] = []
+
+    # Act: the deployed path of `fedrisk run --model gbdt --trees 2 --tree-depth 2`.
+    deployed, _ = fed.run(
+        rounds=1,
+        model="gbdt",
+        seed=3,
+        trees={"trees": 2, "tree-depth": 2, "tree-bins": 16},
+        on_event=events.append,
+    )
+
+    # Assert: the signed artifact holds the trees a central fit grows over the same parties'
+    # rows on the same bins, node for node.
+    params = tree_params_of(deployed.config)
+    assert (params.n_trees, params.max_depth, params.max_bins, params.seed) == (2, 2, 16, 3)
+    central = central_trees(parties, schema, params)
+    released = forest_from_artifact(released_artifact(fed, events))
+    assert [t.to_dict() for t in released.forest.trees] == [t.to_dict() for t in central.trees]
+    assert released.forest.base_margin == central.base_margin
+    assert [e["round"] for e in events if e["event"] == "round"] == [1.0, 2.0]
+    # After each tree the coordinator checkpointed the parties' state: a ciphertext.
+    checkpoint = CheckpointStore(deployed.run_dir / "checkpoints").latest()
+    assert checkpoint is not None and checkpoint.enc_tree_state is not None

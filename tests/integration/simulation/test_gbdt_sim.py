@@ -8,22 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedrisk.ml.features import FeatureStats
 from fedrisk.ml.metrics import auc
-from fedrisk.ml.trees import (
-    TREE_STATS_BINS,
-    Shard,
-    TreeBinning,
-    base_margin_of,
-    fit_central,
-    tree_params_of,
-)
+from fedrisk.ml.trees import tree_params_of
 from fedrisk.release.artifact import forest_from_artifact
 from simulations.runner import prepare_data, run_federation
 from simulations.spec import SimulationSpec
 from simulations.studies.cells import evaluate_cell
 from simulations.studies.results import rounded
 from simulations.tree_baselines import fit_central_trees
+from tests.support.trees import central_trees
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +38,9 @@ def test_encrypted_simulation_releases_the_central_trees(tmp_path: Path) -> None
     outcome = run_federation(spec, data, release_dir=tmp_path)
 
     # assert: the released trees are the central fit's over the same parties' rows and bins
-    pooled = FeatureStats.from_frame(data.pooled_train, schema, n_bins=TREE_STATS_BINS)
     params = tree_params_of(spec)
     assert (params.max_depth, params.max_bins, params.colsample) == (3, 32, 0.6)
-    binning = TreeBinning.from_stats(pooled, max_bins=params.max_bins)
-    shards = [
-        Shard.split(p.name, binning.transform(p.train), p.train[target].to_numpy(), params=params)
-        for p in data.parties
-    ]
-    central = fit_central(shards, binning, params, base_margin=base_margin_of(pooled))
+    central = central_trees(data.parties, schema, params)
     released = forest_from_artifact(outcome.artifact)
     assert outcome.artifact.model_spec.kind == "gbdt"
     assert [t.to_dict() for t in released.forest.trees] == [t.to_dict() for t in central.trees]

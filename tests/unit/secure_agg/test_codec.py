@@ -15,6 +15,7 @@ from secure_agg.codec import (
     CKKS_DTYPE,
     CKKS_STYPE,
     HEADER_KEY,
+    bytes_to_words,
     chunks_to_record,
     decrypt_record,
     decrypt_vector,
@@ -24,6 +25,7 @@ from secure_agg.codec import (
     record_scheme,
     record_to_chunks,
     record_to_plain_vector,
+    words_to_bytes,
 )
 from secure_agg.errors import CodecError
 from secure_agg.keys import CkksContext, generate_context
@@ -234,3 +236,23 @@ def test_plain_and_ckks_records_are_not_interchangeable(
         record_to_chunks(plain)
     with pytest.raises(CodecError, match="got a CKKS record"):
         record_to_plain_vector(_record(sample))
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.binary(min_size=0, max_size=3 * 4 * SLOTS))
+def test_bytes_travel_exactly_as_encrypted_words(ctx: CkksContext, data: bytes) -> None:
+    # Arrange / act: bytes as 32-bit words, through CKKS and back.
+    words = bytes_to_words(data)
+    decrypted = decrypt_record(ctx, encrypt_to_record(ctx, words))
+
+    # Assert: every byte back, though each value came back only approximately.
+    assert words_to_bytes(decrypted) == data
+
+
+@pytest.mark.parametrize(
+    "vec",
+    [np.zeros(0), np.array([9.0, 1.0]), np.array([2.0, -1.0]), np.array([4.0, 2.0**32])],
+)
+def test_words_that_are_not_bytes_are_rejected(vec: np.ndarray) -> None:
+    with pytest.raises(CodecError, match="words must"):
+        words_to_bytes(vec)

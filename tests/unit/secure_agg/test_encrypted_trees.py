@@ -14,11 +14,11 @@ from fedrisk.ml.trees import (
     TreeBinning,
     TreeParams,
     base_margin_of,
-    fit_central,
 )
 from secure_agg.aggregation import CkksAggregation
 from secure_agg.keys import generate_context, public_context
 from secure_agg.params import HEParams
+from tests.support.trees import central_trees
 
 
 def test_encrypted_boosting_grows_the_central_trees() -> None:
@@ -67,17 +67,10 @@ def test_encrypted_boosting_grows_the_central_trees() -> None:
             s.apply(party_channel.decode(pooled))
 
     # Act, central: plain sums over the same shards and bins.
-    plain = FeatureStats.from_frame(pd.concat([p.train for p in parties]), schema, n_bins=256)
-    plain_binning = TreeBinning.from_stats(plain, max_bins=params.max_bins)
-    central = fit_central(
-        [shard_of(plain, plain_binning, p.train, p.name) for p in parties],
-        plain_binning,
-        params,
-        base_margin=base_margin_of(plain),
-    )
+    central = central_trees(parties, schema, params, stats_bins=256)
 
     # Assert: same bins, same trees node for node, at every party.
-    assert plain_binning.to_dict() == binning.to_dict()
+    assert central.binning.to_dict() == binning.to_dict()
     assert len(central.trees) >= 2
     expected = [t.to_dict() for t in central.trees]
     for s in states:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedrisk.errors import ConfigError
 from fedrisk.ml.metrics import auc, ks
 from simulations.scenarios import SMOKE_SCENARIO, get_scenario
 from simulations.studies import (
@@ -16,8 +17,10 @@ from simulations.studies import (
     StudyConfig,
     cell_key,
     gap_note,
+    get_preset,
     ks_on_grid,
     load_results,
+    narrow,
     roc_on_grid,
     run_study,
     save_results,
@@ -228,3 +231,20 @@ def test_a_label_skew_cell_trained_with_another_optimiser_is_due_again(tmp_path:
         run_study(config, results_path=path, data_dir=tmp_path / "none", on_progress=lines.append)
 
         assert lines[0] == f"{1 - due} of 1 cells already done; {due} to run"
+
+
+def test_a_narrowed_study_keeps_the_chosen_cells_in_the_preset_order() -> None:
+    full = get_preset("full")
+
+    narrowed = narrow(full, tasks=["collection-taiwan"], models=["gbdt", "scorecard"])
+
+    assert narrowed.tasks == ("collection-taiwan",)
+    assert narrowed.models == ("scorecard", "gbdt")
+    assert (narrowed.partitions, narrowed.seeds) == (full.partitions, full.seeds)
+    assert narrowed.plaintext_seeds == full.plaintext_seeds
+
+
+@pytest.mark.parametrize("models", [["xgboost"], []])
+def test_narrowing_to_a_model_outside_the_preset_is_refused(models: list[str]) -> None:
+    with pytest.raises(ConfigError, match="models must be some of lr, mlp, scorecard, gbdt"):
+        narrow(get_preset("full"), models=models)
