@@ -8,9 +8,11 @@ Run from the repository root::
 Both databases are built by the service's own migrations (so they carry its indexes), then
 loaded in bulk (SQLite ``executemany``, PostgreSQL ``COPY``) with a vectorised synthetic book:
 N approved A-card decisions and their loans, 12 months of performance each (12 N outcome rows),
-a tenth decided by a challenger. The PostgreSQL server is a private one started here (Debian's
-binaries, ``tests/support/postgres.py``) and stopped by PID at the end; ``VACUUM ANALYZE`` runs
-after the load, as autovacuum would.
+a tenth decided by a challenger, and each decision's reference bin of every CSI feature
+(``decision_feature_bins``: 16 rows per decision, 16 N rows; about as many features and bins as
+the demo A-card's release reference carries). The PostgreSQL server is a private one started here
+(Debian's binaries, ``tests/support/postgres.py``) and stopped by PID at the end; ``VACUUM
+ANALYZE`` runs after the load, as autovacuum would.
 
 Each view runs ``--repeat`` times; the best time is reported with its ratio to a plain
 ``SELECT count(*) FROM outcomes`` timed in the same run on the same database, so the numbers
@@ -38,7 +40,9 @@ import pyarrow.csv as pacsv  # noqa: E402
 from sqlalchemy import Engine  # noqa: E402
 from sqlalchemy.engine import Connection  # noqa: E402
 
-from fedrisk.release.reference import ScoreReference  # noqa: E402
+from fedrisk.data.schema import FeatureKind, FeatureSpec  # noqa: E402
+from fedrisk.ml.features import UNKNOWN_CATEGORY  # noqa: E402
+from fedrisk.release.reference import MISSING_BIN, FeatureReference, ScoreReference  # noqa: E402
 from server.scoring.db.engine import make_engine  # noqa: E402
 from server.scoring.db.migrate import upgrade_database  # noqa: E402
 from server.scoring.monitoring import queries  # noqa: E402
@@ -49,6 +53,27 @@ from tests.support.postgres import running_postgres  # noqa: E402
 START_YEAR, START_MONTH0 = 2025, 0
 MONTHS = 12
 CHUNK = 50_000
+FEATURES = 16  # the demo A-card's release reference carries 19, of 2-11 bins each
+FEATURE_BINS = 11  # ten value bins (or nine categories and "unknown") and the missing bin
+
+
+def feature_reference(index: int) -> FeatureReference:
+    """Reference bins of synthetic feature ``index``: even ones numeric (ten equal-mass bins of
+    0-100), odd ones categorical (nine categories); 2% missing."""
+    shares = [0.098] * (FEATURE_BINS - 1) + [0.02]
+    if index % 2 == 0:
+        spec = FeatureSpec(name=f"x{index:02d}", kind=FeatureKind.NUMERIC, min=0, max=100)
+        cuts = list(range(10, 100, 10))
+        labels = [f"[{a}, {a + 10})" for a in range(0, 100, 10)] + [MISSING_BIN]
+        return FeatureReference(
+            spec=spec, fine_bins=100, cuts=cuts, labels=labels, shares=shares, count=100_000
+        )
+    categories = tuple(f"c{j}" for j in range(FEATURE_BINS - 2))
+    spec = FeatureSpec(name=f"x{index:02d}", kind=FeatureKind.CATEGORICAL, categories=categories)
+    labels = [*categories, UNKNOWN_CATEGORY, MISSING_BIN]
+    return FeatureReference(spec=spec, labels=labels, shares=shares, count=100_000)
+
+
 REFERENCE = ScoreReference(
     pd_edges=[0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.12],
     shares=[0.1] * 10,
@@ -56,6 +81,7 @@ REFERENCE = ScoreReference(
     auc=0.72,
     ks=0.33,
     count=100_000,
+    features=[feature_reference(i) for i in range(FEATURES)],
 )
 
 
@@ -96,6 +122,12 @@ def chunks(n: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         interest = np.where(since >= 0, 0.0, np.round(scheduled * 0.12 / 12, 2))
         paid = np.where(since >= 0, 0.0, np.round(principal[:, None] / 24 + interest, 2))
         recoveries = np.where(after & (rng.random((k, MONTHS)) < 0.1), 50.0, 0.0)
+        # each feature's bin drawn from its reference shares; the first feature drifts up one
+        # bin for a growing share of the later cohorts, so CSI rises month by month
+        cumulative = np.cumsum(REFERENCE.features[0].shares)[:-1]
+        bins = np.searchsorted(cumulative, rng.random((k, FEATURES)), side="right")
+        drift = rng.random(k) < cohort / 24
+        bins[:, 0] = np.where(drift & (bins[:, 0] < FEATURE_BINS - 2), bins[:, 0] + 1, bins[:, 0])
         yield {
             "decisions": {
                 "decision_id": ids,
@@ -135,6 +167,11 @@ def chunks(n: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
                 "income": interest.sum(axis=1),
                 "charged_off": charge_off.sum(axis=1),
                 "recovered": recoveries.sum(axis=1),
+            },
+            "decision_feature_bins": {
+                "decision_id": np.repeat(ids, FEATURES),
+                "feature": np.tile([f.name for f in REFERENCE.features], k),
+                "bin": bins.ravel(),
             },
             "outcomes": {
                 "decision_id": np.repeat(ids, MONTHS),
@@ -208,6 +245,11 @@ def views(as_of: str) -> dict[str, Callable[[Connection], Any]]:
             c, REFERENCE, month=queries.latest_decision_month(c) or latest
         ),
         "psi_trend": lambda c: queries.psi_trend(c, REFERENCE),
+        # as the dashboard's drift page calls them (server/scoring/dashboard/indicators.py)
+        "feature_csi": lambda c: queries.feature_csi(
+            c, REFERENCE, month=queries.latest_decision_month(c) or latest
+        ),
+        "csi_trend": lambda c: queries.csi_trend(c, REFERENCE),
         "performance": lambda c: queries.matured_discrimination(c),
         "bad_rate_by_band": lambda c: queries.bad_rate_by_band(c, REFERENCE),
         "champion_challenger": queries.champion_challenger,
@@ -258,6 +300,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "loans": args.loans,
         "outcome_rows": args.loans * MONTHS,
+        "feature_bin_rows": args.loans * FEATURES,
         "databases": {},
     }
     with (

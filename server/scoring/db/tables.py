@@ -79,6 +79,8 @@ decisions = Table(
     Index("ix_decisions_created", "created_at"),
     # covering for the matured-loan views (v0006): an index-only scan, not the wide rows
     Index("ix_decisions_scores", "decision_id", "role", "score", "probability"),
+    # covering for a month's champion applications (v0008: the CSI of the latest month)
+    Index("ix_decisions_month_role", "created_at", "stage", "role", "decision_id"),
 )
 
 audit_log = Table(
@@ -299,4 +301,6 @@ decision_feature_bins = Table(
     Column("decision_id", String(32), primary_key=True),
     Column("feature", String(200), primary_key=True),
     Column("bin", Integer, nullable=False),
+    # covering (v0008): the CSI views read the bins from the index alone
+    Index("ix_feature_bins_covering", "decision_id", "feature", "bin"),
 )
