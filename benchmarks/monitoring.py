@@ -45,6 +45,7 @@ from fedrisk.ml.features import UNKNOWN_CATEGORY  # noqa: E402
 from fedrisk.release.reference import MISSING_BIN, FeatureReference, ScoreReference  # noqa: E402
 from server.scoring.db.engine import make_engine  # noqa: E402
 from server.scoring.db.migrate import upgrade_database  # noqa: E402
+from server.scoring.db.rollup import rebuild_counts  # noqa: E402
 from server.scoring.monitoring import queries  # noqa: E402
 from server.scoring.monitoring.report import build_summary, summary_json  # noqa: E402
 from server.scoring.portfolio import CUSTOMER_TYPES, INDUSTRIES, PURPOSES, REGIONS  # noqa: E402
@@ -219,6 +220,14 @@ def load(engine: Engine, n: int, seed: int) -> float:
                     ) as copy:
                         copy.write(buffer.getvalue())
         raw.commit()
+    finally:
+        raw.close()
+    # the CSI rollup the writer keeps, counted once from the bulk-loaded bins
+    with engine.begin() as connection:
+        rebuild_counts(connection)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
         if engine.dialect.name == "sqlite":
             cursor.execute("ANALYZE")
             raw.commit()

@@ -36,6 +36,7 @@ from server.scoring.audit import (
     audited_transaction,
 )
 from server.scoring.db.engine import write_connection
+from server.scoring.db.rollup import UPSERT_QMARK, add_counts, batch_counts
 from server.scoring.db.tables import (
     audit_log,
     decision_feature_bins,
@@ -140,6 +141,8 @@ def write_decisions(
             connection.execute(insert(review_items), review_rows)
         if bin_rows:
             connection.execute(insert(decision_feature_bins), bin_rows)
+    # the CSI rollup, in the same transaction as the bins it counts
+    add_counts(connection, batch_counts((item.row, item.feature_bins) for item in items))
     chain.flush()
 
 
@@ -197,6 +200,9 @@ class _SqliteBatchWriter:
             _executemany(cursor, fraud_links, link_rows)
             _executemany(cursor, review_items, review_rows)
             _executemany(cursor, decision_feature_bins, bin_rows)
+            counts = batch_counts((item.row, item.feature_bins) for item in items)
+            if counts:
+                cursor.executemany(UPSERT_QMARK, counts)
             _executemany(cursor, audit_log, chain.pending)
             if chain.has_head:
                 cursor.execute(

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from server.scoring.audit import canonical_json, record_hash
+from server.scoring.db.rollup import rebuild_counts
 
 
 def rehash_from(connection: Connection, seq: int) -> int:
@@ -70,7 +71,11 @@ def truncate_after(connection: Connection, seq: int) -> None:
                             "FROM decisions WHERE audit_seq > :s)"), {"s": seq})  # fmt: skip
     connection.execute(text("DELETE FROM fraud_links WHERE decision_id IN (SELECT decision_id "
                             "FROM decisions WHERE audit_seq > :s)"), {"s": seq})  # fmt: skip
+    connection.execute(text("DELETE FROM decision_feature_bins WHERE decision_id IN (SELECT "
+                            "decision_id FROM decisions WHERE audit_seq > :s)"),
+                       {"s": seq})  # fmt: skip
     connection.execute(text("DELETE FROM decisions WHERE audit_seq > :s"), {"s": seq})
+    rebuild_counts(connection)  # the CSI rollup counted the deleted decisions' bins
     connection.execute(text("DELETE FROM audit_log WHERE seq > :s"), {"s": seq})
     digest = connection.execute(
         text("SELECT hash FROM audit_log WHERE seq = :s"), {"s": seq}

@@ -31,6 +31,10 @@ Tables
 ``decision_feature_bins`` one row per decision and reference feature: the bin of the release's
                       per-feature reference the applicant's value fell in (for CSI); the raw
                       value itself is not stored
+``feature_bin_counts`` rollup of ``decision_feature_bins``: decisions per decision month
+                      (``YYYY-MM``), stage, role, feature and bin, kept in the writer's
+                      transaction (v0009), so the CSI trend reads a few thousand rows instead
+                      of every decision's bins
 
 A change here needs a migration in ``migrations/versions`` too: databases are built by the
 migrations, and ``tests/integration/scoring/test_scoring_migrations.py`` fails while the two
@@ -40,6 +44,7 @@ disagree.
 from __future__ import annotations
 
 from sqlalchemy import (
+    CHAR,
     JSON,
     Boolean,
     Column,
@@ -303,4 +308,15 @@ decision_feature_bins = Table(
     Column("bin", Integer, nullable=False),
     # covering (v0008): the CSI views read the bins from the index alone
     Index("ix_feature_bins_covering", "decision_id", "feature", "bin"),
+)
+
+feature_bin_counts = Table(
+    "feature_bin_counts",
+    metadata,
+    Column("month", CHAR(7), primary_key=True),
+    Column("stage", String(16), primary_key=True),
+    Column("role", String(16), primary_key=True),
+    Column("feature", String(200), primary_key=True),
+    Column("bin", Integer, primary_key=True, autoincrement=False),
+    Column("n", Integer, nullable=False),
 )

@@ -30,8 +30,8 @@ from sqlalchemy.orm import aliased
 
 from fedrisk.release.reference import FeatureReference, ScoreReference
 from server.scoring.db.tables import (
-    decision_feature_bins,
     decisions,
+    feature_bin_counts,
     loans,
     outcomes,
     review_items,
@@ -210,24 +210,18 @@ def psi_trend(connection: Connection, reference: ScoreReference) -> list[PsiPoin
 def _csi_counts(
     connection: Connection, reference: ScoreReference, *, month: str | None
 ) -> dict[tuple[str, str, int], int]:
-    """Champion applications by decision month, reference feature and bin."""
-    created = month_of(decisions.c.created_at)
-    bins = decision_feature_bins
-    query = (
-        select(created.label("m"), bins.c.feature, bins.c.bin, func.count().label("n"))
-        .join_from(bins, decisions, decisions.c.decision_id == bins.c.decision_id)
-        .where(
-            decisions.c.stage == "application",
-            decisions.c.role == "champion",
-            bins.c.feature.in_([f.name for f in reference.features]),
-        )
-        .group_by(created, bins.c.feature, bins.c.bin)
+    """Champion applications by decision month, reference feature and bin, read from the
+    ``feature_bin_counts`` rollup the writer keeps (a few rows per month, not every decision's
+    bins)."""
+    counts = feature_bin_counts
+    query = select(counts.c.month, counts.c.feature, counts.c.bin, counts.c.n).where(
+        counts.c.stage == "application",
+        counts.c.role == "champion",
+        counts.c.feature.in_([f.name for f in reference.features]),
     )
     if month is not None:
-        query = query.where(
-            decisions.c.created_at >= month, decisions.c.created_at < add_months(month, 1)
-        )
-    return {(r.m, r.feature, int(r.bin)): int(r.n) for r in connection.execute(query)}
+        query = query.where(counts.c.month == month)
+    return {(r.month, r.feature, int(r.bin)): int(r.n) for r in connection.execute(query)}
 
 
 def _csi_of(feature: FeatureReference, counts: dict[int, int], month: str | None) -> CsiResult:

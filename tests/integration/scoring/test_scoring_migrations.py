@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, insert, inspect, select, text
 
 from server.scoring import store
 from server.scoring.app import create_app
@@ -28,7 +29,7 @@ from server.scoring.db.migrate import (
     head_revision,
     upgrade_database,
 )
-from server.scoring.db.tables import metadata
+from server.scoring.db.tables import decision_feature_bins, feature_bin_counts, metadata
 from server.scoring.errors import SchemaVersionError
 from server.scoring.portfolio import PortfolioConfig, generate_portfolio, load_portfolio
 from tests.support.artifacts import TrainedModel, build_registry
@@ -143,6 +144,42 @@ def test_v0007_upgrades_a_0006_database_without_losing_a_row(engine: Engine) -> 
         stored = connection.execute(text("SELECT feature, bin FROM decision_feature_bins")).all()
         assert verify_chain(connection).ok
     assert sorted(stored) == [("income", 3), ("region", 0)]
+
+
+def test_v0009_counts_the_bins_a_0008_database_already_holds(engine: Engine) -> None:
+    # arrange: a database at revision 0008 whose decisions have their bins (written as 0008's
+    # writer did: bins only, no rollup)
+    with write_connection(engine) as connection, connection.begin():
+        command.upgrade(alembic_config(connection), "0008")
+    book = generate_portfolio(PortfolioConfig(applicants=80), np.random.default_rng(11))
+    load_portfolio(engine, dataclasses.replace(book, features={}))
+    with engine.begin() as connection:
+        connection.execute(
+            insert(decision_feature_bins),
+            [
+                {"decision_id": d["decision_id"], "feature": f, "bin": b}
+                for d in book.decisions
+                for f, b in book.feature_bins(d["decision_id"]).items()
+            ],
+        )
+        raw = connection.execute(
+            text(
+                "SELECT substr(d.created_at, 1, 7), d.stage, d.role, b.feature, b.bin "
+                "FROM decision_feature_bins b JOIN decisions d USING (decision_id)"
+            )
+        ).all()
+
+    # act
+    revision = upgrade_database(engine)
+
+    # assert: the rollup holds exactly the stored bins' counts
+    with engine.connect() as connection:
+        rollup = {
+            (r.month, r.stage, r.role, r.feature, r.bin): r.n
+            for r in connection.execute(select(feature_bin_counts))
+        }
+    assert revision == head_revision() and len(raw) > 80
+    assert rollup == Counter(tuple(r) for r in raw)
 
 
 def test_migrations_build_exactly_the_tables_the_code_uses(engine: Engine) -> None:

@@ -4,8 +4,10 @@ injected drift (a region's income falls) raises a PSI and a direction-analysis a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,13 +27,14 @@ from server.scoring.dashboard.indicators import drill_segment
 from server.scoring.dashboard.pages import CHARTS
 from server.scoring.db.engine import make_engine
 from server.scoring.db.migrate import upgrade_database
-from server.scoring.db.tables import decision_feature_bins
+from server.scoring.db.tables import decision_feature_bins, decisions, feature_bin_counts
 from server.scoring.monitoring import queries
 from server.scoring.monitoring.alerts import send_alerts
 from server.scoring.monitoring.models import Summary
 from server.scoring.monitoring.report import build_summary
 from server.scoring.outcomes import add_months
 from server.scoring.portfolio import Portfolio, PortfolioConfig, generate_portfolio, load_portfolio
+from server.scoring.writer import DecisionWrite
 from tests.support.artifacts import (
     TrainedModel,
     build_registry,
@@ -41,8 +44,9 @@ from tests.support.artifacts import (
     sample_reference,
     trust,
 )
+from tests.support.audit import truncate_after
 from tests.support.postgres import PostgresServer
-from tests.support.scoring import application, service_settings
+from tests.support.scoring import application, decision_write, service_settings, write_decisions
 
 pytestmark = [pytest.mark.integration]
 
@@ -599,3 +603,65 @@ def test_override_rate_of_reviews_resolved_through_the_service_matches_the_raw_r
         assert (row.reviews_resolved, row.overrides) == (len(group), overridden)
         assert row.override_rate == pytest.approx(overridden / len(group), abs=TOL)
         assert 0 < overridden < len(group)
+
+
+Counts = Counter[tuple[Any, ...]]
+
+
+def rollup_and_raw_counts(engine: Engine) -> tuple[Counts, Counts]:
+    """The ``feature_bin_counts`` rollup, and the same counts taken in Python from the raw
+    decision and bin rows."""
+    with engine.connect() as connection:
+        rollup = Counter(
+            {
+                (r.month, r.stage, r.role, r.feature, r.bin): r.n
+                for r in connection.execute(select(feature_bin_counts))
+            }
+        )
+        decided = {
+            r.decision_id: (r.created_at[:7], r.stage, r.role)
+            for r in connection.execute(
+                select(
+                    decisions.c.decision_id, decisions.c.created_at, decisions.c.stage
+                ).add_columns(decisions.c.role)
+            )
+        }
+        raw = Counter(
+            (*decided[r.decision_id], r.feature, r.bin)
+            for r in connection.execute(select(decision_feature_bins))
+        )
+    return rollup, raw
+
+
+def test_the_writer_keeps_the_csi_rollup_equal_to_the_raw_bins(db_url: str) -> None:
+    # arrange: champion and challenger applications and behaviour decisions whose bins repeat,
+    # so that later batches add to keys the earlier ones created
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+
+    def binned(i: int) -> DecisionWrite:
+        write = decision_write(i)
+        write.row["role"] = "challenger" if i % 4 == 0 else "champion"
+        write.row["stage"] = "behaviour" if i % 5 == 0 else "application"
+        return dataclasses.replace(write, feature_bins={"income": i % 3, "region": i % 2})
+
+    try:
+        # act: two writers' batches over the same keys, rows deleted outside the writer, then
+        # a bulk load (the loader's path)
+        assert write_decisions(engine, [binned(i) for i in range(24)]) == [None] * 24
+        assert write_decisions(engine, [binned(i) for i in range(24, 60)]) == [None] * 36
+        written = rollup_and_raw_counts(engine)
+        with engine.begin() as connection:
+            truncate_after(connection, 40)
+        truncated = rollup_and_raw_counts(engine)
+        book = generate_portfolio(PortfolioConfig(applicants=150), np.random.default_rng(3))
+        load_portfolio(engine, book)
+        loaded = rollup_and_raw_counts(engine)
+    finally:
+        engine.dispose()
+
+    # assert: every key counted once per decision; the second batch added to the first's keys
+    assert written[0] == written[1] and sum(written[1].values()) == 120
+    assert max(written[1].values()) > 1
+    assert truncated[0] == truncated[1] and sum(truncated[1].values()) == 80
+    assert loaded[0] == loaded[1] and sum(loaded[1].values()) > 80
