@@ -23,7 +23,7 @@ from secure_agg.errors import SecureAggError
 from secure_agg.params import SUPPORTED_POLY_MODULUS_DEGREES, HEParams
 
 if TYPE_CHECKING:
-    from fedrisk.federation.pin import AppPin, SignedPin
+    from fedrisk.federation.pin import AppPin, SignedPin, VerticalRoster
 
 keys_app = typer.Typer(help="CKKS key ceremony between the parties.", no_args_is_help=True)
 party_app = typer.Typer(
@@ -69,6 +69,56 @@ RequireSelfMasksOption = Annotated[
         "masked exchange.",
     ),
 ]
+VerticalGuestOption = Annotated[
+    str | None,
+    typer.Option(
+        "--vertical-guest",
+        help="Pin a vertical federation: the label holder (with --vertical-hosts and "
+        "--vertical-id-column); runs are then vertical LR among exactly these parties.",
+    ),
+]
+VerticalHostsOption = Annotated[
+    str | None,
+    typer.Option("--vertical-hosts", help="Vertical pin: the feature holders, comma-separated."),
+]
+VerticalIdColumnOption = Annotated[
+    str | None,
+    typer.Option("--vertical-id-column", help="Vertical pin: the identifier column to align on."),
+]
+VerticalIdKindOption = Annotated[
+    str,
+    typer.Option(
+        "--vertical-id-kind",
+        click_type=click.Choice(("phone", "national-id", "opaque")),
+        help="Vertical pin: how identifiers are normalised.",
+    ),
+]
+
+
+def vertical_roster(
+    guest: str | None, hosts: str | None, id_column: str | None, id_kind: str
+) -> VerticalRoster | None:
+    """The roster a vertical pin fixes, from the three options (all or none)."""
+    from fedrisk.federation.pin import VerticalRoster
+
+    given = [v is not None for v in (guest, hosts, id_column)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise typer.BadParameter(
+            "a vertical pin needs --vertical-guest, --vertical-hosts and --vertical-id-column "
+            f"together; got guest={guest!r}, hosts={hosts!r}, id column={id_column!r}"
+        )
+    return VerticalRoster.model_validate(
+        {
+            "guest": guest,
+            "hosts": tuple(h.strip() for h in str(hosts).split(",") if h.strip()),
+            "id_column": id_column,
+            "id_kind": id_kind,
+        }
+    )
+
+
 AppOption = Annotated[
     Path | None,
     typer.Option(
@@ -390,6 +440,7 @@ def _sign_pin(
     allow_plaintext: bool,
     require_self_masks: bool,
     coordinator_workspace: str | None,
+    vertical: VerticalRoster | None = None,
 ) -> tuple[AppPin | None, SignedPin]:
     """The pin the lead had installed (if any) and the next one, signed, written and installed."""
     from clients.pinning import installed_pin, issue_pin, pin_path
@@ -402,6 +453,7 @@ def _sign_pin(
         allow_plaintext=allow_plaintext,
         require_self_masks=require_self_masks,
         coordinator_workspace=coordinator_workspace,
+        vertical=vertical,
     )
     return before, signed
 
@@ -415,10 +467,23 @@ def _describe_pin(pin: AppPin) -> str:
     )
     self_masks = pin.run_config.get("mask-self")
     required = self_masks is not None and rule_violation(self_masks, False) is not None
+    layout = pin.run_config.get("layout")
+    guest = pin.run_config.get("vertical-guest")
+    parties = pin.run_config.get("vertical-parties")
+    vertical = (
+        f", vertical: guest {guest.value}, parties {parties.value}"
+        if layout is not None
+        and rule_violation(layout, "vertical") is None
+        and guest is not None
+        and parties is not None
+        and hasattr(guest, "value")
+        and hasattr(parties, "value")
+        else ""
+    )
     return (
         f"pin #{pin.sequence} signed by {pin.issued_by} at {pin.issued_at}: {pin.app}, FAB "
         f"{pin.fab_sha256[:16]}, fedrisk {pin.fedrisk_version}, plaintext {plaintext}, "
-        f"self masks {'required' if required else 'optional'}"
+        f"self masks {'required' if required else 'optional'}{vertical}"
     )
 
 
@@ -432,12 +497,19 @@ def pin_sign(
     allow_plaintext: AllowPlaintextOption = False,
     require_self_masks: RequireSelfMasksOption = False,
     app: AppOption = None,
+    vertical_guest: VerticalGuestOption = None,
+    vertical_hosts: VerticalHostsOption = None,
+    vertical_id_column: VerticalIdColumnOption = None,
+    vertical_id_kind: VerticalIdKindOption = "opaque",
 ) -> None:
     """Lead party: sign and install an amendment of the app pin (a new app or new rules).
 
-    Hand OUT/pin.json to every other party like the ceremony's files; each runs `fedrisk party
-    pin accept`, and its executor enforces the new pin from its next run on.
+    With --vertical-guest/--vertical-hosts/--vertical-id-column the pin admits only vertical LR
+    runs among exactly those parties in those roles. Hand OUT/pin.json to every other party
+    like the ceremony's files; each runs `fedrisk party pin accept` (it shows the roster: check
+    your own role), and its executor enforces the new pin from its next run on.
     """
+    roster = vertical_roster(vertical_guest, vertical_hosts, vertical_id_column, vertical_id_kind)
     try:
         before, signed = _sign_pin(
             load_bundle(bundle),
@@ -446,6 +518,7 @@ def pin_sign(
             allow_plaintext=allow_plaintext,
             require_self_masks=require_self_masks,
             coordinator_workspace=coordinator_workspace,
+            vertical=roster,
         )
     except (FedRiskError, ValueError, OSError) as e:
         raise _fail(e) from e
@@ -465,13 +538,21 @@ def pin_accept(
         Path,
         typer.Option("--pin", exists=True, dir_okay=False, help="The lead's signed pin.json."),
     ],
+    expect_role: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-role",
+            click_type=click.Choice(("guest", "host")),
+            help="Vertical: the role this party plays; a pin giving it another is refused.",
+        ),
+    ] = None,
 ) -> None:
     """Every other party: verify the lead's signed pin amendment and install it (newer only)."""
     from clients.pinning import install_pin, load_pin_file
 
     try:
         party = load_bundle(bundle)
-        pinned = install_pin(party, load_pin_file(pin))
+        pinned = install_pin(party, load_pin_file(pin), expect_role=expect_role)
     except FedRiskError as e:
         raise _fail(e) from e
     typer.echo(f"Installed {_describe_pin(pinned)}")

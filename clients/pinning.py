@@ -28,11 +28,13 @@ from fedrisk.federation.pin import (
     PIN_FILE,
     AppPin,
     SignedPin,
+    VerticalRoster,
     check_fab_against_pin,
     check_run_config_against_pin,
     fedrisk_app_rules,
     make_pin,
     parse_pin,
+    pinned_vertical_role,
     sign_pin,
     verify_pin,
 )
@@ -81,6 +83,7 @@ def create_pin(
     require_self_masks: bool = False,
     coordinator_workspace: str | None = None,
     sequence: int = 1,
+    vertical: VerticalRoster | None = None,
 ) -> SignedPin:
     """The lead's signed pin of ``app_dir`` (default: the app ``fedrisk run`` submits).
 
@@ -105,6 +108,7 @@ def create_pin(
             allow_plaintext=allow_plaintext,
             require_self_masks=require_self_masks,
             coordinator_workspace=coordinator_workspace,
+            vertical=vertical,
         ),
     )
     return sign_pin(pin, lead.signing_key())
@@ -118,6 +122,7 @@ def issue_pin(
     allow_plaintext: bool = False,
     require_self_masks: bool = False,
     coordinator_workspace: str | None = None,
+    vertical: VerticalRoster | None = None,
 ) -> SignedPin:
     """Sign the next pin (the first, or an amendment), write ``out_dir/pin.json``, install it.
 
@@ -135,6 +140,7 @@ def issue_pin(
         require_self_masks=require_self_masks,
         coordinator_workspace=coordinator_workspace,
         sequence=sequence,
+        vertical=vertical,
     )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(out_dir) / PIN_FILE, signed.to_json(), private=False)
@@ -151,11 +157,14 @@ def load_pin_file(path: Path) -> SignedPin:
     return parse_pin(text, source=f"pin file {path}")
 
 
-def install_pin(bundle: PartyBundle, signed: SignedPin) -> AppPin:
+def install_pin(
+    bundle: PartyBundle, signed: SignedPin, *, expect_role: str | None = None
+) -> AppPin:
     """Verify ``signed`` against this party's manifest and install it in the party's folder.
 
     A pin replaces an installed one only with a higher ``sequence`` (an amendment): an older
-    pin replayed by anyone is refused.
+    pin replayed by anyone is refused. ``expect_role`` (``guest`` or ``host``) is the vertical
+    role this party knows it plays: a pin that gives it another role, or none, is refused.
 
     Raises
     ------
@@ -165,6 +174,11 @@ def install_pin(bundle: PartyBundle, signed: SignedPin) -> AppPin:
         Not newer than the installed pin.
     """
     pin = verify_pin(signed, bundle.manifest)
+    if expect_role is not None and pinned_vertical_role(pin, bundle.name) != expect_role:
+        raise IdentityError(
+            f"pin must make {bundle.name} a vertical {expect_role}; got role "
+            f"{pinned_vertical_role(pin, bundle.name)!r} (do not accept it: ask the lead)"
+        )
     target = pin_path(bundle)
     if target.exists():
         current = verify_pin(load_pin_file(target), bundle.manifest)

@@ -22,6 +22,11 @@ What a pin fixes:
   refused (``data-path`` is no run-config key of fedrisk's app, so a run cannot set it), path
   keys are fixed or confined to a coordinator folder, and ``plaintext`` is fixed to ``false``
   unless the pin allows the insecure comparison mode.
+
+A vertical federation's pin (:class:`VerticalRoster`) fixes the layout, the guest, the parties
+and the identifier column: the coordinator cannot make a host the guest, add a party of its own
+or turn the run horizontal. Each party also checks every vertical step against the pinned roster
+(:func:`check_vertical_roster`), since the coordinator writes the names inside the messages.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import PurePosixPath
 from typing import Annotated, Final, Literal
@@ -48,11 +53,14 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 
 from fedrisk.decisions.stages import STAGES
 from fedrisk.errors import IdentityError, RunRefusal, RunRefusedError
+from fedrisk.federation.identifiers import IdentifierKind
 from fedrisk.federation.roster import FederationManifest
+from fedrisk.federation.run_config import FederationConfig
 from fedrisk.ml.kinds import MODEL_KINDS, OPTIMIZERS, SERVER_OPTIMIZERS
 from fedrisk.ml.privacy import DP_MODES
 from fedrisk.release.identity import key_id
@@ -183,6 +191,104 @@ class SignedPin(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
+class VerticalRoster(BaseModel):
+    """Who plays which part in a vertical federation's runs: what a vertical pin fixes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    guest: str = Field(min_length=1)
+    """The label holder."""
+    hosts: tuple[str, ...] = Field(min_length=1)
+    """The feature holders."""
+    id_column: str = Field(min_length=1, pattern=r"^[^,]+$")
+    """The identifier column every party's own table holds (private set intersection's key)."""
+    id_kind: IdentifierKind = "opaque"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> VerticalRoster:
+        if len(set(self.parties)) != len(self.parties):
+            raise ValueError(
+                f"vertical parties must be distinct, the guest not among the hosts; got guest "
+                f"{self.guest!r} and hosts {list(self.hosts)}"
+            )
+        return self
+
+    @property
+    def parties(self) -> tuple[str, ...]:
+        """The guest first, then the hosts."""
+        return (self.guest, *self.hosts)
+
+    def role_of(self, party: str) -> str | None:
+        """``guest``, ``host``, or None for a party outside the roster."""
+        if party == self.guest:
+            return "guest"
+        return "host" if party in self.hosts else None
+
+
+def _vertical_rules(manifest: FederationManifest, roster: VerticalRoster) -> dict[str, Rule]:
+    """The run-config keys a vertical pin fixes (the rest keep the horizontal rules)."""
+    unknown = sorted(set(roster.parties) - set(manifest.party_names))
+    if unknown:
+        raise IdentityError(
+            f"vertical parties must be parties of federation {manifest.federation!r} "
+            f"{list(manifest.party_names)}; got also {unknown}"
+        )
+    return {
+        "layout": FixedRule(value="vertical"),
+        "model": FixedRule(value="lr"),
+        "vertical-guest": FixedRule(value=roster.guest),
+        "vertical-parties": FixedRule(value=",".join(roster.parties)),
+        "vertical-id-column": FixedRule(value=roster.id_column),
+        "vertical-id-kind": FixedRule(value=roster.id_kind),
+        # Every party takes part in every vertical step: a smaller quorum has no meaning.
+        "min-parties": FixedRule(value=len(roster.parties)),
+        "allow-fewer-parties": FixedRule(value=len(roster.parties) < 3),
+    }
+
+
+def check_vertical_roster(
+    config: FederationConfig,
+    *,
+    party: str,
+    role: str | None = None,
+    guest: str | None = None,
+    peers: Iterable[str] = (),
+) -> None:
+    """Refuse a vertical step that does not fit the run's pinned roster, at the party.
+
+    ``config`` is the run config the party's executor already checked against its pin, so its
+    ``vertical-guest`` and ``vertical-parties`` are the pinned ones; the coordinator writes
+    ``guest`` and the ``peers`` into the messages themselves, and a party knows its own
+    ``role`` from its local data (the guest holds the label). A run without
+    ``vertical-parties`` (the simulation engine) checks only the role against the guest.
+
+    Raises
+    ------
+    RunRefusedError
+        ``CONFIG_VALUE``, naming the key the step contradicts.
+    """
+    problems = []
+    roster = config.vertical_roster
+    if config.vertical_guest and guest is not None and guest != config.vertical_guest:
+        problems.append(f"vertical-guest is {config.vertical_guest!r}; the step names {guest!r}")
+    if config.vertical_guest and role is not None:
+        pinned = "guest" if party == config.vertical_guest else "host"
+        if role != pinned:
+            problems.append(
+                f"vertical-guest {config.vertical_guest!r} makes {party} a {pinned}; its own "
+                f"data makes it a {role}"
+            )
+    if roster:
+        outside = sorted({party, *peers} - set(roster))
+        if outside:
+            problems.append(f"vertical-parties is {list(roster)}; the step names also {outside}")
+    if problems:
+        raise RunRefusedError(
+            f"vertical step must fit the pinned roster at {party}: " + "; ".join(problems),
+            reason=RunRefusal.CONFIG_VALUE,
+        )
+
+
 @functools.cache
 def installed_fedrisk_version() -> str:
     """The version of the fedrisk distribution this process runs (read once: it cannot change
@@ -196,6 +302,7 @@ def fedrisk_app_rules(
     allow_plaintext: bool = False,
     require_self_masks: bool = False,
     coordinator_workspace: str | None = None,
+    vertical: VerticalRoster | None = None,
 ) -> dict[str, Rule]:
     """The run-config rules of fedrisk's own app, from the closed sets the run config uses.
 
@@ -214,6 +321,15 @@ def fedrisk_app_rules(
         The coordinator's workspace as its ``fedrisk run`` sees it: ``public-context`` is then
         fixed to its installed public context and ``server-dir`` confined to its ``runs/``.
         Without it both must stay empty.
+    vertical
+        A vertical federation's roster: runs are then vertical LR among exactly these parties
+        in these roles (layout, guest, parties, identifier column and quorum fixed). Without it
+        runs are horizontal.
+
+    Raises
+    ------
+    IdentityError
+        ``vertical`` names a party outside the manifest.
     """
     if coordinator_workspace:
         root = PurePosixPath(coordinator_workspace)
@@ -225,7 +341,7 @@ def fedrisk_app_rules(
     plaintext: Rule = (
         ChoiceRule(values=(False, True)) if allow_plaintext else FixedRule(value=False)
     )
-    return {
+    rules: dict[str, Rule] = {
         "run-id": PatternRule(pattern=r"[A-Za-z0-9_.-]{0,64}"),
         "rounds": RangeRule(integer=True, min=1, max=1000),
         "model": ChoiceRule(values=MODEL_KINDS),
@@ -250,9 +366,10 @@ def fedrisk_app_rules(
         "sim-workspace": FixedRule(value=""),
         "resume": ChoiceRule(values=(False, True)),
         "trees": RangeRule(integer=True, min=1, max=2000),
-        # Vertical runs exist only in the simulation engine so far: a deployed pin refuses them.
+        # A horizontal pin refuses vertical runs; a vertical one overrides these below.
         "layout": FixedRule(value="horizontal"),
         "vertical-guest": FixedRule(value=""),
+        "vertical-parties": FixedRule(value=""),
         "vertical-id-column": FixedRule(value=""),
         "vertical-id-kind": FixedRule(value="opaque"),
         "l2": RangeRule(integer=False, min=0.0, max=10.0),
@@ -279,6 +396,24 @@ def fedrisk_app_rules(
         "tree-bins": RangeRule(integer=True, min=2, max=1000),
         "tree-colsample": RangeRule(integer=False, min=0.01, max=1.0),
     }
+    if vertical is not None:
+        rules.update(_vertical_rules(manifest, vertical))
+    return rules
+
+
+def pinned_vertical_role(pin: AppPin, party: str) -> str | None:
+    """``guest`` or ``host`` when ``pin`` fixes a vertical roster naming ``party``; else None."""
+    fixed = {
+        key: rule.value
+        for key, rule in pin.run_config.items()
+        if key in ("layout", "vertical-guest", "vertical-parties") and isinstance(rule, FixedRule)
+    }
+    if fixed.get("layout") != "vertical":
+        return None
+    parties = str(fixed.get("vertical-parties", "")).split(",")
+    if party not in parties:
+        return None
+    return "guest" if party == fixed.get("vertical-guest") else "host"
 
 
 def sign_pin(pin: AppPin, signing_key: Ed25519PrivateKey) -> SignedPin:
@@ -469,12 +604,15 @@ __all__: Sequence[str] = [
     "RangeRule",
     "Rule",
     "SignedPin",
+    "VerticalRoster",
     "check_fab_against_pin",
     "check_run_against_pin",
     "check_run_config_against_pin",
+    "check_vertical_roster",
     "fedrisk_app_rules",
     "make_pin",
     "parse_pin",
+    "pinned_vertical_role",
     "sign_pin",
     "verify_pin",
 ]

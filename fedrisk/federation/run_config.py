@@ -110,6 +110,11 @@ class FederationConfig(BaseModel):
     """Vertical: the identifier column every party's own table holds ("" = the parties hold
     already-aligned rows)."""
     vertical_id_kind: IdentifierKind = Field(default="opaque", alias="vertical-id-kind")
+    vertical_parties: str = Field(
+        default="", alias="vertical-parties", pattern=r"^([A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*)?$"
+    )
+    """Vertical: every party of the run, comma-separated ("" = unchecked, the simulation
+    engine). A deployed pin fixes it, and each party refuses any other party named in a step."""
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -182,6 +187,11 @@ class FederationConfig(BaseModel):
         if plan is None or self.dp_noise_multiplier > 0:
             return self
         return self.model_copy(update={"dp_noise_multiplier": plan.noise_multiplier})
+
+    @property
+    def vertical_roster(self) -> tuple[str, ...]:
+        """The parties of a vertical run (``vertical-parties``); empty when unchecked."""
+        return tuple(name for name in self.vertical_parties.split(",") if name)
 
     @property
     def masked(self) -> bool:
