@@ -34,6 +34,7 @@ from fedrisk.federation.identifiers import (
     normalise_identifiers,
     psi_digests,
 )
+from fedrisk.federation.pin import check_vertical_roster
 from fedrisk.federation.run_config import FederationConfig
 from secure_agg import psi
 
@@ -165,6 +166,14 @@ def answer(
     step = str(cfg[proto.CFG_ALIGN_STEP])
     guest = str(cfg[proto.CFG_ALIGN_GUEST])
     is_guest = config.name == guest
+    # The coordinator names the guest and the hosts inside the messages: each must be the
+    # pinned one (the executor checked the run config against the party's pin).
+    peers = (
+        [str(e[proto.ALIGN_HOST_NAME]) for e in json.loads(str(cfg[proto.CFG_ALIGN_HOSTS]))]
+        if step == proto.ALIGN_MATCH and is_guest
+        else []
+    )
+    check_vertical_roster(federation, party=config.name, guest=guest, peers=[guest, *peers])
     if step == proto.ALIGN_OFFER:
         return _offer(message, state, config, federation, is_guest=is_guest, workers=workers)
     saved = state.config_records.get(STATE_SECRETS)

@@ -360,6 +360,17 @@ def party_start(
         bool, typer.Option("--insecure", help="No TLS, no node auth. Local experiments only.")
     ] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Leave it running and return.")] = False,
+    vertical: Annotated[
+        Path | None,
+        typer.Option(
+            "--vertical",
+            exists=True,
+            dir_okay=False,
+            help="A vertical party's view (JSON: role, id_column, numeric, categorical, label "
+            "for the guest): --data is then its own table, checked against this view and the "
+            "pinned role instead of the schema.",
+        ),
+    ] = None,
 ) -> None:
     """Validate local data against the schema, then run flower-supernode against the SuperLink."""
     from clients.pinning import installed_pin
@@ -384,7 +395,7 @@ def party_start(
                 "stop it first with `fedrisk party stop`"
             )
         runtime = prepare_party_runtime(
-            party, train=data, test=test, schema=schema, release_dir=release_dir
+            party, train=data, test=test, schema=schema, release_dir=release_dir, vertical=vertical
         )
         handle = start_supernode(
             party, runtime, superlink=superlink, runtime_port=runtime_port, insecure=insecure

@@ -351,6 +351,8 @@ def release(message: Message, context: Context) -> Message:
 def vertical(message: Message, context: Context) -> Message:
     """One step of vertical logistic regression (``clients.vertical_party``)."""
     from clients import vertical_party
+    from fedrisk.federation.pin import check_vertical_roster
+    from fedrisk.federation.vertical import STEP_SETUP
     from fedrisk.federation.vertical_params import params_of
     from secure_agg.vertical_records import packet_from_record, packet_to_record
 
@@ -361,10 +363,20 @@ def vertical(message: Message, context: Context) -> Message:
     runtime = vertical_party.runtime(
         config, federation.run_id, aligned.to_json() if aligned is not None else None
     )
+    packet = packet_from_record(message.content)
+    # Our role comes from our own data; the run's guest and parties from our pin. The setup
+    # step relays the peers' keys: a party outside the pinned roster is refused there, before
+    # any of its keys is installed.
+    check_vertical_roster(
+        federation,
+        party=config.name,
+        role=config.role,
+        peers=[key.partition("/")[2] for key in packet.enc if "/" in key]
+        if packet.step == STEP_SETUP
+        else [],
+    )
     record = context.state.config_records.get(vertical_party.STATE_KEY)
     state = json.loads(str(record["json"])) if record is not None else {}
-    answer = vertical_party.handle(
-        packet_from_record(message.content), runtime, state, params_of(federation)
-    )
+    answer = vertical_party.handle(packet, runtime, state, params_of(federation))
     context.state[vertical_party.STATE_KEY] = ConfigRecord({"json": json.dumps(state)})
     return Message(content=packet_to_record(answer), reply_to=message)

@@ -116,6 +116,9 @@ class PartyConfig(BaseModel):
     """The party's X25519 key (mode 0600): its pairwise mask seeds and sealed shares."""
     peer_keys: Path | None = None
     """JSON of every federation party's X25519 public key (PEM) by name, from the manifest."""
+    vertical: Path | None = None
+    """A vertical party's ``vertical.json`` (``clients.vertical_party.VerticalPartyConfig``):
+    its own columns, role and CKKS key; ``train`` is then its own table."""
 
 
 def load_party_config(path: Path) -> PartyConfig:
@@ -136,6 +139,7 @@ def load_party_config(path: Path) -> PartyConfig:
         "identifier_key",
         "receiving_key",
         "peer_keys",
+        "vertical",
     ):
         if key in raw and not Path(raw[key]).is_absolute():
             raw[key] = str(path.parent / raw[key])
@@ -242,6 +246,10 @@ def warm_up(config: PartyConfig) -> None:
     PartyRefusedError
         The data or the secret context cannot be read.
     """
+    if config.vertical is not None:
+        # A vertical party's table follows its own columns, not the federation's schema; its
+        # steps load it (and no torch) on first use.
+        return
     import torch
 
     from fedrisk.ml.training import configure_torch

@@ -94,6 +94,7 @@ def prepare_party_runtime(
     schema: Path | None = None,
     release_dir: Path | None = None,
     state_dir: Path | None = None,
+    vertical: Path | None = None,
 ) -> PartyRuntime:
     """Check the party's data and keys, then write its ``party.toml`` and SuperNode node config.
 
@@ -112,6 +113,9 @@ def prepare_party_runtime(
         Where the party writes a released model artifact; default ``state/releases``.
     state_dir
         Runtime directory; default ``BUNDLE/state``.
+    vertical
+        A vertical party's view (JSON, ``clients.vertical_party.VerticalView``): its role and
+        its own columns of ``train``, which then need not follow the federation's schema.
 
     Raises
     ------
@@ -137,14 +141,17 @@ def prepare_party_runtime(
             "none: the lead runs `fedrisk keys init`, the others `fedrisk keys accept`"
         )
     train = Path(train).resolve()
-    _validate_data(train, schema_file, what="training")
+    if vertical is not None:
+        test = train  # the guest splits its own table; a host scores every row it holds
+    else:
+        _validate_data(train, schema_file, what="training")
     if test is None:
         log.warning(
             "no test file for %s: evaluation will use the training data (in-sample metrics)",
             bundle.name,
         )
         test = train
-    else:
+    elif vertical is None:
         test = Path(test).resolve()
         _validate_data(test, schema_file, what="test")
     try:
@@ -157,6 +164,30 @@ def prepare_party_runtime(
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     releases.mkdir(parents=True, exist_ok=True)
     party_config = state / PARTY_CONFIG_FILE
+    pinned_role = None
+    if vertical is not None:
+        from clients.pinning import installed_pin
+        from clients.vertical_party import prepare_vertical_party  # TenSEAL: vertical only
+        from fedrisk.federation.pin import pinned_vertical_role
+
+        pinned_role = pinned_vertical_role(installed_pin(bundle).pin, bundle.name)
+    vertical_config = (
+        {
+            "vertical": str(
+                prepare_vertical_party(
+                    Path(vertical),
+                    name=bundle.name,
+                    data=train,
+                    state_dir=state,
+                    signing_key=layout.signing_key,
+                    release_dir=releases,
+                    pinned_role=pinned_role,
+                )
+            )
+        }
+        if vertical is not None
+        else {}
+    )
     # The pairwise masks' peers come from the provisioned manifest, never from the coordinator:
     # a key it substituted would let it strip a party's masks.
     peer_keys = state / PEER_KEYS_FILE
@@ -185,6 +216,7 @@ def prepare_party_runtime(
                 "peer_keys": str(peer_keys),
                 "release_dir": str(releases),
                 "he_params": he_params.model_dump(mode="json"),
+                **vertical_config,
             }
         ),
         private=True,  # it names the key files: owner only, like the keys

@@ -96,20 +96,128 @@ def load_config(path: Path) -> VerticalPartyConfig:
 def config_for(
     node_config: Mapping[str, object], federation: FederationConfig
 ) -> VerticalPartyConfig:
-    """The simulated party this node plays (its partition id names its folder).
+    """The party this node plays: a simulated one (its partition id names its folder) or the
+    deployed party its executor serves (``party.toml``'s ``vertical``).
 
     Raises
     ------
     VerticalStepError
-        Outside the simulation engine: deployed vertical parties are not supported yet.
+        The party holds no vertical view.
     """
-    if not federation.sim_workspace or "partition-id" not in node_config:
+    if federation.sim_workspace and "partition-id" in node_config:
+        pid = int(str(node_config["partition-id"]))
+        folder = Path(federation.sim_workspace) / "parties" / f"party_{pid}"
+        return load_config(folder / CONFIG_FILE)
+    from clients.party import resolve_party_config
+
+    served = resolve_party_config(node_config, federation)
+    if served.vertical is None:
         raise VerticalStepError(
-            "vertical runs need sim-workspace and a partition id (simulation engine); got node "
-            f"config keys {sorted(node_config)}"
+            f"party {served.name} must be started with a vertical view (`fedrisk party start "
+            "--vertical view.json`) to take part in a vertical run; got none"
         )
-    pid = int(str(node_config["partition-id"]))
-    return load_config(Path(federation.sim_workspace) / "parties" / f"party_{pid}" / CONFIG_FILE)
+    return load_config(served.vertical)
+
+
+class VerticalView(BaseModel):
+    """A deployed party's own description of its vertical data (``party start --vertical``).
+
+    Only column names and the party's role: the rows stay in its own table, and the guest's
+    split of its customers is drawn here, at the guest, from ``split_seed``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["guest", "host"]
+    id_column: str
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    label: str | None = None
+    """The guest's label column (0/1); a host must not name one."""
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    valid_fraction: float = 0.1
+
+
+def prepare_vertical_party(
+    view_file: Path,
+    *,
+    name: str,
+    data: Path,
+    state_dir: Path,
+    signing_key: Path,
+    release_dir: Path,
+    pinned_role: str | None,
+) -> Path:
+    """Check a deployed party's view against its own table and its pin, and write its
+    ``vertical.json``.
+
+    ``pinned_role`` is the role the party's installed pin gives it (None: the pin admits no
+    vertical run with this party): the view must say the same.
+
+    The party's own CKKS key is generated here on first use (mode 0600) and never leaves; the
+    guest's train / validation / test split is drawn once and kept beside it.
+
+    Raises
+    ------
+    VerticalStepError
+        The view does not parse, names columns the table lacks, or a host names a label.
+    """
+    from fedrisk.data.vertical import split_codes
+
+    try:
+        view = VerticalView.model_validate_json(view_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise VerticalStepError(f"vertical view {view_file} must be valid JSON; got {e}") from e
+    frame = read_table(data)
+    wanted = [view.id_column, *view.numeric, *view.categorical, view.label]
+    missing = sorted({c for c in wanted if c is not None} - set(frame.columns))
+    problems = [f"columns {missing} missing from {data}"] if missing else []
+    if (view.role == "guest") != (view.label is not None):
+        problems.append(f"label must be set exactly for the guest; got {view.label!r}")
+    if pinned_role != view.role:
+        problems.append(
+            f"role must be the one the installed pin gives this party ({pinned_role}); got "
+            f"{view.role!r} (the lead signs a vertical pin: `fedrisk party pin sign "
+            "--vertical-guest ...`)"
+        )
+    if problems:
+        raise VerticalStepError(f"vertical view of {name}: " + "; ".join(problems))
+    folder = state_dir / "vertical"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = folder / "ckks.secret"
+    if not secret.exists():
+        write_atomic(secret, PartyKey.generate().secret_bytes(), private=True)
+    guest_only: dict[str, Any] = {}
+    if view.label is not None:
+        labels = frame[view.label].to_numpy()
+        if not np.isin(labels, (0, 1)).all():
+            raise VerticalStepError(f"label {view.label!r} of {name} must be 0/1 in {data}")
+        split = folder / "split.npy"
+        codes = split_codes(
+            labels.astype(np.int64),
+            rng=np.random.default_rng(view.split_seed),
+            test_fraction=view.test_fraction,
+            valid_fraction=view.valid_fraction,
+        )
+        np.save(split, codes)
+        guest_only = {"label": view.label, "split": split}
+    config = VerticalPartyConfig(
+        name=name,
+        role=view.role,
+        own_data=data,
+        numeric=view.numeric,
+        categorical=view.categorical,
+        secret_key=secret,
+        signing_key=signing_key,
+        release_dir=release_dir,
+        peers_dir=folder / "peers",
+        id_column=view.id_column,
+        **guest_only,
+    )
+    target = folder / CONFIG_FILE
+    write_atomic(target, config.model_dump_json(), private=True)
+    return target
 
 
 @dataclass(frozen=True)

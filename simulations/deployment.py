@@ -192,13 +192,14 @@ class LocalDeployment:
         timeout: float = 3600.0,
         privacy: Mapping[str, RunConfigValue] | None = None,
         trees: Mapping[str, RunConfigValue] | None = None,
+        vertical: Mapping[str, RunConfigValue] | None = None,
     ) -> tuple[DeployedRun, RunOutcome]:
         """Submit a run (or resume the last unfinished one) and wait for its real outcome.
 
         With ``resume`` the other settings are those the unfinished run was started with.
         ``timeout`` bounds the wait for the outcome, in seconds; ``privacy`` holds the run's
         ``dp_*`` settings (``prepare_run``); ``trees`` a ``gbdt`` run's ``trees`` / ``tree-*``
-        run-config keys.
+        run-config keys; ``vertical`` a vertical run's keys (``prepare_run``).
         """
         deployed = (
             resumable_run(self.workspace)
@@ -215,6 +216,7 @@ class LocalDeployment:
                 mask_self=self.mask_self,
                 privacy=privacy,
                 trees=trees,
+                vertical=vertical,
             )
         )
         try:

@@ -8,6 +8,7 @@ process started.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -317,6 +318,39 @@ def install_public(
     typer.echo(f"Installed the CKKS public context at {path}")
 
 
+def _vertical_keys(
+    guest: str | None,
+    parties: str | None,
+    id_column: str | None,
+    id_kind: str,
+    *,
+    batch_size: int | None,
+    learning_rate: float | None,
+) -> dict[str, str | int | float] | None:
+    """A vertical run's run-config keys from ``fedrisk run``'s options (None: horizontal)."""
+    given = [v is not None for v in (guest, parties, id_column)]
+    tuning: dict[str, str | int | float] = {
+        key: value
+        for key, value in (("batch-size", batch_size), ("learning-rate", learning_rate))
+        if value is not None
+    }
+    if not any(given):
+        if tuning:
+            raise typer.BadParameter("--batch-size and --learning-rate are for vertical runs")
+        return None
+    if not all(given):
+        raise typer.BadParameter(
+            "a vertical run needs --vertical-guest, --vertical-parties and --vertical-id-column"
+        )
+    return {
+        "vertical-guest": str(guest),
+        "vertical-parties": str(parties),
+        "vertical-id-column": str(id_column),
+        "vertical-id-kind": id_kind,
+        **tuning,
+    }
+
+
 def run(
     workspace: WorkspaceOption,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 3,
@@ -373,10 +407,43 @@ def run(
     tree_bins: Annotated[
         int | None, typer.Option("--tree-bins", min=2, help="gbdt: bins per feature (255).")
     ] = None,
+    vertical_guest: Annotated[
+        str | None,
+        typer.Option(
+            "--vertical-guest",
+            help="A vertical run (PSI alignment, then encrypted vertical LR; --rounds are "
+            "epochs): the label holder, as the parties' pin names it.",
+        ),
+    ] = None,
+    vertical_parties: Annotated[
+        str | None,
+        typer.Option("--vertical-parties", help="Vertical: every party, guest first, as pinned."),
+    ] = None,
+    vertical_id_column: Annotated[
+        str | None,
+        typer.Option("--vertical-id-column", help="Vertical: the identifier column, as pinned."),
+    ] = None,
+    vertical_id_kind: Annotated[
+        str,
+        typer.Option(
+            "--vertical-id-kind",
+            click_type=click.Choice(("phone", "national-id", "opaque")),
+            help="Vertical: identifier normalisation, as pinned.",
+        ),
+    ] = "opaque",
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Vertical: mini-batch rows (256).")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", min=0.0, help="Vertical: learning rate.")
+    ] = None,
 ) -> None:
     """Submit the encrypted federated run and follow it live; non-zero exit if it fails.
 
     A ``gbdt`` run's rounds are its trees: ``--rounds`` is not used, ``--trees`` bounds them.
+    With ``--vertical-guest`` the run is vertical: the parties align their customers by private
+    set intersection (this coordinator learns only set sizes), then train LR under each party's
+    own CKKS key, and each party writes its own signed part of the model.
     """
     from rich.console import Console
 
@@ -416,6 +483,14 @@ def run(
                     )
                     if value is not None
                 },
+                vertical=_vertical_keys(
+                    vertical_guest,
+                    vertical_parties,
+                    vertical_id_column,
+                    vertical_id_kind,
+                    batch_size=batch_size,
+                    learning_rate=learning_rate,
+                ),
             )
         )
     except (FedRiskError, SecureAggError) as e:
@@ -440,6 +515,8 @@ def run(
             "party-error",
             "resent",
             "released",
+            "aligned",
+            "epoch",
         ):
             details = {k: v for k, v in event.items() if k not in ("event", "time")}
             console.print(f"{kind}: {details}")
@@ -451,9 +528,17 @@ def run(
     except (RunFailedError, FedRiskError) as e:
         raise _fail(e) from e
     released = [e for e in outcome.events if e.get("event") == "released"]
+    if released:
+        console.print(
+            f"[green]run completed[/] in {outcome.seconds:.0f}s; "
+            f"model {released[-1]['model_id']} released at {released[-1]['party']}"
+        )
+        return
+    # A vertical run: every party wrote its own signed part, in its own folder.
+    parts = json.loads(deployed.results.read_text(encoding="utf-8")).get("released", {})
     console.print(
-        f"[green]run completed[/] in {outcome.seconds:.0f}s; "
-        f"model {released[-1]['model_id']} released at {released[-1]['party']}"
+        f"[green]run completed[/] in {outcome.seconds:.0f}s; vertical model "
+        f"{deployed.run_config['run-id']}: each party holds its own part ({', '.join(parts)})"
     )
 
 

@@ -89,8 +89,15 @@ def prepare_run(
     mask_self: bool = False,
     privacy: Mapping[str, RunConfigValue] | None = None,
     trees: Mapping[str, RunConfigValue] | None = None,
+    vertical: Mapping[str, RunConfigValue] | None = None,
 ) -> DeployedRun:
     """Create a new run folder and its validated run config.
+
+    ``vertical`` holds a vertical run's ``vertical-*`` keys (``vertical-guest``,
+    ``vertical-parties``, ``vertical-id-column``, …) and may hold ``batch-size``,
+    ``learning-rate``, ``l2`` and ``patience``: the run is then PSI alignment and encrypted
+    vertical LR among exactly ``vertical-parties`` (the quorum), which each party's pin must
+    name the same way.
 
     ``privacy`` holds the run's ``dp-*`` run-config keys (differential privacy, off when empty);
     the noise multiplier is calibrated here, once, and written into the run config. ``trees``
@@ -111,6 +118,21 @@ def prepare_run(
     party = release_party or manifest.lead
     if party not in manifest.party_names:
         raise ConfigError(f"release party must be one of {manifest.party_names}; got {party!r}")
+    vertical_keys: dict[str, RunConfigValue] = {}
+    if vertical:
+        parties = [p for p in str(vertical.get("vertical-parties", "")).split(",") if p]
+        outside = sorted(set(parties) - set(manifest.party_names))
+        if not parties or outside:
+            raise ConfigError(
+                f"vertical-parties must name parties of the federation {manifest.party_names}; "
+                f"got {parties}"
+            )
+        vertical_keys = {
+            "layout": "vertical",
+            "min-parties": len(parties),
+            "allow-fewer-parties": len(parties) < 3,
+            **vertical,
+        }
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     run_dir = _runs_dir(workspace) / run_id
     # Validated here, not inside the SuperLink.
@@ -132,6 +154,7 @@ def prepare_run(
             "mask_self": mask_self,
             **(privacy or {}),
             **(trees or {}),
+            **vertical_keys,
         }
     ).with_calibrated_noise()
     run_dir.mkdir(parents=True)
