@@ -286,6 +286,49 @@ def party_init(
     )
 
 
+PartyDirOption = Annotated[
+    Path,
+    typer.Option("--dir", exists=True, file_okay=False, help="This party's folder."),
+]
+
+
+@party_app.command("tls-request")
+def party_tls_request(
+    party_dir: PartyDirOption,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="A name the feature service is reached at (repeat)."),
+    ] = None,
+) -> None:
+    """Create this party's mutual-TLS key (it stays here) and the request the coordinator's CA
+    signs (`fedrisk server certify-party`); send only tls-request.json."""
+    from clients.enrollment import create_tls_request
+
+    try:
+        path = create_tls_request(party_dir, hosts=host or ())
+    except FedRiskError as e:
+        raise _fail(e) from e
+    typer.echo(f"Send {path} to the coordinator; your TLS key stays in {party_dir / 'tls'}.")
+
+
+@party_app.command("tls-install")
+def party_tls_install(
+    party_dir: PartyDirOption,
+    certificate: Annotated[
+        Path,
+        typer.Option("--certificate", exists=True, dir_okay=False, help="The CA's certificate."),
+    ],
+) -> None:
+    """Check the coordinator's certificate against this party's own TLS key and CA; keep it."""
+    from clients.enrollment import install_party_certificate
+
+    try:
+        path = install_party_certificate(party_dir, certificate)
+    except FedRiskError as e:
+        raise _fail(e) from e
+    typer.echo(f"Installed {path}: `party serve` uses it with {path.parent / 'party.key'}.")
+
+
 @party_app.command("join")
 def party_join(
     party_dir: Annotated[

@@ -12,8 +12,10 @@ and copies the files into the party's folder, which then loads with
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -22,6 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from clients.bundle import PartyBundle, load_bundle
@@ -29,10 +32,12 @@ from fedrisk.errors import IdentityError
 from fedrisk.federation.enrollment import (
     MANIFEST_SIGNATURE_FILE,
     REQUEST_FILE,
+    TLS_REQUEST_FILE,
     PartyRequest,
     manifest_fingerprints,
     parse_request,
     sign_request,
+    sign_tls_request,
 )
 from fedrisk.federation.roster import BundleInfo, BundleLayout, check_party_name, load_manifest
 from fedrisk.files import write_atomic
@@ -205,3 +210,87 @@ def join_federation(party_dir: Path, coordinator_bundle: Path) -> JoinResult:
         )
     ).hexdigest()
     return JoinResult(bundle, manifest_fingerprints(manifest), ca_sha)
+
+
+TLS_DIR: Final = "tls"
+PARTY_TLS_KEY: Final = "party.key"
+PARTY_TLS_CERTIFICATE: Final = "party.crt"
+
+
+def create_tls_request(party_dir: Path, *, hosts: Sequence[str] = ()) -> Path:
+    """Generate this party's mutual-TLS key (mode 0600, it stays here) and write the request
+    the coordinator's CA signs: a CSR for common name = the party and ``hosts``, signed with
+    the party's provisioned Ed25519 key. Returns the request file (public).
+
+    Raises
+    ------
+    IdentityError
+        The folder holds no joined bundle, or a TLS key already (a new key is a new request:
+        remove the old one first, on purpose).
+    """
+    bundle = load_bundle(Path(party_dir))
+    folder = Path(party_dir) / TLS_DIR
+    key_path = folder / PARTY_TLS_KEY
+    if key_path.exists():
+        raise IdentityError(f"TLS key {key_path} must not exist yet; got one (remove it first)")
+    _private_dir(folder)
+    key = ec.generate_private_key(ec.SECP384R1())
+    write_atomic(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        private=True,
+    )
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, bundle.name)])
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    request = sign_tls_request(
+        bundle.name, builder.sign(key, hashes.SHA384()), signing_key=bundle.signing_key()
+    )
+    target = Path(party_dir) / TLS_REQUEST_FILE
+    write_atomic(target, request.model_dump_json(indent=1), private=False)
+    return target
+
+
+def install_party_certificate(party_dir: Path, certificate: Path) -> Path:
+    """Check the CA's certificate against this party's own TLS key and CA, then keep it.
+
+    Raises
+    ------
+    IdentityError
+        Not issued by the federation's CA, not for this party's key, or not for its name.
+    """
+    bundle = load_bundle(Path(party_dir))
+    folder = Path(party_dir) / TLS_DIR
+    try:
+        cert = x509.load_pem_x509_certificate(Path(certificate).read_bytes())
+        key = serialization.load_pem_private_key(
+            (folder / PARTY_TLS_KEY).read_bytes(), password=None
+        )
+        ca = x509.load_pem_x509_certificate(bundle.layout.ca_certificate.read_bytes())
+        cert.verify_directly_issued_by(ca)
+    except (OSError, ValueError, TypeError, InvalidSignature) as e:
+        raise IdentityError(
+            f"certificate {certificate} must be issued by the federation CA for this party's "
+            f"TLS key ({folder / PARTY_TLS_KEY}); got {e or type(e).__name__}"
+        ) from e
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cert.public_key() != key.public_key() or names != [bundle.name]:
+        raise IdentityError(
+            f"certificate {certificate} must be for {bundle.name}'s own TLS key; got one for "
+            f"{names} with {'its' if cert.public_key() == key.public_key() else 'another'} key"
+        )
+    target = folder / PARTY_TLS_CERTIFICATE
+    write_atomic(target, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return target

@@ -131,7 +131,7 @@ def prepare_party_runtime(
     """
     layout = bundle.layout
     schema_file = Path(schema) if schema else layout.schema
-    if not schema_file.is_file():
+    if not schema_file.is_file() and vertical is None:
         raise ConfigError(
             f"schema must be given (--schema) or provisioned in the bundle; got no {schema_file}"
         )

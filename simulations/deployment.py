@@ -33,9 +33,11 @@ from clients.supernode import (
     prepare_party_runtime,
     start_supernode,
 )
+from clients.vertical_party import VerticalView
 from fedrisk.data.partitions import PartyData
 from fedrisk.data.schema import DatasetSchema, write_schema
-from fedrisk.federation.pin import PIN_FILE
+from fedrisk.data.vertical import VerticalDataset
+from fedrisk.federation.pin import PIN_FILE, VerticalRoster
 from fedrisk.federation.processes import KILL_WAIT, descendants, signal_tree, stop_process_tree
 from fedrisk.federation.run_config import RunConfigValue
 from secure_agg.ceremony import accept_sealed_context, run_key_ceremony
@@ -76,6 +78,10 @@ class LocalDeployment:
     """The parties' port once started; a restart reuses it so SuperNodes find it again."""
     fleet_proxy: bool = False
     """Put the Fleet-API proxy in front of the SuperLink, as ``fedrisk server start`` does."""
+    views: dict[str, Path] = field(default_factory=dict)
+    """A vertical federation's party views (``party start --vertical``), by party."""
+    release_dirs: dict[str, Path] = field(default_factory=dict)
+    """Per-party release folders (a vertical party keeps its own part); default ``release_dir``."""
 
     @property
     def lead(self) -> str:
@@ -116,7 +122,11 @@ class LocalDeployment:
         installed_pin(bundle)  # as `party start` does: the signed app pin, verified first
         train, test = self.data[party]
         runtime = prepare_party_runtime(
-            bundle, train=train, test=test, release_dir=self.release_dir
+            bundle,
+            train=train,
+            test=test,
+            release_dir=self.release_dirs.get(party, self.release_dir),
+            vertical=self.views.get(party),
         )
         node = start_supernode(bundle, runtime, superlink=self.superlink.fleet_address)
         self.supernodes[party] = node
@@ -266,23 +276,26 @@ def _crash(pid: int, process: subprocess.Popen[bytes] | None) -> None:
     stop_process_tree(pid, process=process, grace=KILL_WAIT)
 
 
-def provision_local(
+def _provision_keys(
     root: Path,
     *,
-    schema: DatasetSchema,
-    parties: Sequence[PartyData],
-    he_params: HEParams | None = None,
-    allow_plaintext: bool = False,
-) -> LocalDeployment:
-    """Provision, run the key ceremony and the app pin, hand out files: everything before
-    processes start. ``allow_plaintext`` lets the pin admit unencrypted comparison runs."""
+    names: Sequence[str],
+    schema: DatasetSchema | None,
+    he_params: HEParams | None,
+    allow_plaintext: bool,
+    vertical: VerticalRoster | None = None,
+) -> tuple[Path, dict[str, Path]]:
+    """Enrol, run the key ceremony, sign and hand out the app pin (a vertical one after the
+    ceremony's, as ``party pin sign --vertical-guest`` does), install the public context.
+    Returns the coordinator workspace and every party's bundle folder."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    schema_file = root / "schema.toml"
-    write_schema(schema, schema_file)
+    schema_file = None
+    if schema is not None:
+        schema_file = root / "schema.toml"
+        write_schema(schema, schema_file)
     workspace = root / "coordinator"
-    names = [p.name for p in parties]
     # Each party creates its own keys in its own folder; the coordinator sees only requests.
     bundles = enroll_parties(
         workspace,
@@ -320,8 +333,50 @@ def provision_local(
             receiving_key=receiver.receiving_key(),
             own_ckks_dir=receiver.layout.ckks_dir,
         )
+    if vertical is not None:
+        amendment = root / "pin-vertical"
+        issue_pin(
+            lead,
+            out_dir=amendment,
+            coordinator_workspace=str(workspace.resolve()),
+            vertical=vertical,
+        )
+        for name in names[1:]:  # `party pin accept --expect-role`: each knows its own role
+            install_pin(
+                load_bundle(bundles[name]),
+                load_pin_file(amendment / PIN_FILE),
+                expect_role=vertical.role_of(name),
+            )
     install_public_context(
         workspace, context_file=ceremony.public_context, signature_file=ceremony.public_signature
+    )
+    return workspace, bundles
+
+
+def _trusting_registry(release_dir: Path, bundle: PartyBundle) -> None:
+    """A lender's registry folder that trusts the parties' provisioned signing keys only."""
+    trusted = release_dir / "trusted_keys"
+    trusted.mkdir(parents=True)
+    for record in bundle.manifest.parties:
+        (trusted / f"{record.name}.pub").write_text(record.signing_public_key, encoding="utf-8")
+
+
+def provision_local(
+    root: Path,
+    *,
+    schema: DatasetSchema,
+    parties: Sequence[PartyData],
+    he_params: HEParams | None = None,
+    allow_plaintext: bool = False,
+) -> LocalDeployment:
+    """Provision, run the key ceremony and the app pin, hand out files: everything before
+    processes start. ``allow_plaintext`` lets the pin admit unencrypted comparison runs."""
+    workspace, bundles = _provision_keys(
+        root,
+        names=[p.name for p in parties],
+        schema=schema,
+        he_params=he_params,
+        allow_plaintext=allow_plaintext,
     )
     data: dict[str, tuple[Path, Path]] = {}
     for party in parties:
@@ -331,17 +386,65 @@ def provision_local(
         party.test.to_csv(folder / "test.csv", index=False)
         data[party.name] = (folder / "train.csv", folder / "test.csv")
     release_dir = root / "registry"
-    trusted = release_dir / "trusted_keys"
-    trusted.mkdir(parents=True)
-    # The lender's registry trusts the parties' provisioned signing keys, nothing else.
-    for record in lead.manifest.parties:
-        (trusted / f"{record.name}.pub").write_text(record.signing_public_key, encoding="utf-8")
+    _trusting_registry(release_dir, load_bundle(next(iter(bundles.values()))))
     return LocalDeployment(
         root=root,
         workspace=workspace,
         bundles=bundles,
         data=data,
         release_dir=release_dir,
+    )
+
+
+def provision_vertical_local(
+    root: Path, *, dataset: VerticalDataset, he_params: HEParams | None = None
+) -> LocalDeployment:
+    """A vertical federation before its processes start: the guest leads and signs a vertical
+    pin; each party keeps its own table (identifier column included), its view of it and its
+    own release folder (its part of the model lands there and nowhere else)."""
+    raw = [dataset.guest, *dataset.hosts]
+    roster = VerticalRoster(
+        guest=dataset.guest.name,
+        hosts=tuple(p.name for p in dataset.hosts),
+        id_column=dataset.guest.id_column,
+    )
+    workspace, bundles = _provision_keys(
+        root,
+        names=[p.name for p in raw],
+        schema=None,
+        he_params=he_params,
+        allow_plaintext=False,
+        vertical=roster,
+    )
+    data: dict[str, tuple[Path, Path]] = {}
+    views: dict[str, Path] = {}
+    for party in raw:
+        folder = root / "party-data" / party.name
+        folder.mkdir(parents=True)
+        table = folder / "own.csv"
+        party.frame.to_csv(table, index=False)
+        data[party.name] = (table, table)
+        views[party.name] = folder / "view.json"
+        views[party.name].write_text(
+            VerticalView(
+                role="guest" if party.label is not None else "host",
+                id_column=party.id_column,
+                numeric=party.numeric,
+                categorical=party.categorical,
+                label=party.label,
+            ).model_dump_json(indent=1),
+            encoding="utf-8",
+        )
+    release_dir = root / "registry"
+    _trusting_registry(release_dir, load_bundle(bundles[roster.guest]))
+    return LocalDeployment(
+        root=root,
+        workspace=workspace,
+        bundles=bundles,
+        data=data,
+        release_dir=release_dir,
+        views=views,
+        release_dirs={p.name: root / "party-releases" / p.name for p in raw},
     )
 
 
@@ -362,13 +465,32 @@ def running_federation(
         root, schema=schema, parties=parties, allow_plaintext=allow_plaintext
     )
     deployment.fleet_proxy = fleet_proxy
+    with _started(deployment) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def _started(deployment: LocalDeployment) -> Iterator[LocalDeployment]:
+    """Start the SuperLink and every party's SuperNode; stop them all on exit."""
     try:
         deployment.start_superlink()
-        for party in parties:
-            deployment.start_party(party.name)
+        for party in deployment.data:
+            deployment.start_party(party)
         yield deployment
     finally:
         deployment.stop()
+
+
+@contextlib.contextmanager
+def running_vertical_federation(
+    root: Path, *, dataset: VerticalDataset, fleet_proxy: bool = False
+) -> Iterator[LocalDeployment]:
+    """:func:`provision_vertical_local`, then the SuperLink and every party's SuperNode, each
+    serving its own vertical view; stop them all on exit."""
+    deployment = provision_vertical_local(root, dataset=dataset)
+    deployment.fleet_proxy = fleet_proxy
+    with _started(deployment) as started:
+        yield started
 
 
 def coordinator_files(deployment: LocalDeployment) -> list[Path]:

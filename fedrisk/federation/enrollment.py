@@ -19,10 +19,12 @@ import hashlib
 import json
 from typing import Final, Literal
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from fedrisk.errors import IdentityError
@@ -207,3 +209,76 @@ def party_fingerprint(record: PartyRecord) -> str:
 def manifest_fingerprints(manifest: FederationManifest) -> dict[str, str]:
     """Every party's fingerprint, in manifest order."""
     return {record.name: party_fingerprint(record) for record in manifest.parties}
+
+
+TLS_REQUEST_FILE: Final = "tls-request.json"
+"""A party's request for its mutual-TLS certificate (``party tls-request``): public only."""
+
+_TLS_PAYLOAD_LABEL: Final = b"fedrisk-tls-request-v1\n"
+
+
+class TlsRequest(BaseModel):
+    """A party's certificate signing request, signed with its provisioned Ed25519 key.
+
+    The party generates the TLS key pair on its own machine and keeps the private half; the
+    coordinator's CA signs the request (:func:`server.coordinator.provisioning.certify_party`)
+    only when this signature verifies under the manifest's key of ``party``, so nobody else can
+    obtain a certificate in a party's name.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: Literal[1] = 1
+    party: str
+    csr: str
+    """The PEM certificate signing request (common name = ``party``)."""
+    signature: str
+    """Ed25519 signature of :meth:`payload` by the party's signing key (base64)."""
+
+    def payload(self) -> bytes:
+        """The bytes the party's signing key signs."""
+        return _TLS_PAYLOAD_LABEL + json.dumps([self.party, self.csr]).encode("utf-8")
+
+    def verify(self, manifest: FederationManifest) -> x509.CertificateSigningRequest:
+        """The request's CSR, once the party's signature and the CSR's own signature verify and
+        its common name is the party.
+
+        Raises
+        ------
+        IdentityError
+            Another party's, an unknown party's, or an altered request.
+        """
+        source = f"TLS request of {self.party}"
+        if self.party not in manifest.party_names:
+            raise IdentityError(
+                f"{source} must come from a party of {list(manifest.party_names)}; got "
+                f"{self.party!r}"
+            )
+        key = verify_key_from_pem(manifest.party(self.party).signing_public_key, source=source)
+        try:
+            key.verify(_unb64(self.signature, what=f"signature in {source}"), self.payload())
+        except InvalidSignature as e:
+            raise IdentityError(
+                f"{source} must be signed by that party's provisioned signing key; got a "
+                "signature that does not verify"
+            ) from e
+        try:
+            csr = x509.load_pem_x509_csr(self.csr.encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as e:
+            raise IdentityError(f"{source} must carry a PEM CSR; got {e}") from e
+        names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        if not csr.is_signature_valid or names != [self.party]:
+            raise IdentityError(
+                f"{source} must carry a self-signed CSR for common name {self.party!r}; got "
+                f"{names} (signature {'valid' if csr.is_signature_valid else 'invalid'})"
+            )
+        return csr
+
+
+def sign_tls_request(
+    party: str, csr: x509.CertificateSigningRequest, *, signing_key: Ed25519PrivateKey
+) -> TlsRequest:
+    """The party's :class:`TlsRequest` for ``csr``, signed with its Ed25519 key."""
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    unsigned = TlsRequest(party=party, csr=pem, signature="")
+    return unsigned.model_copy(update={"signature": _b64(signing_key.sign(unsigned.payload()))})

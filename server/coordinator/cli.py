@@ -258,6 +258,38 @@ def start(
     raise typer.Exit(code or 1)
 
 
+@server_app.command("certify-party")
+def certify_party_command(
+    workspace: WorkspaceOption,
+    request: Annotated[
+        Path,
+        typer.Option(
+            "--request",
+            exists=True,
+            dir_okay=False,
+            help="The party's tls-request.json (`fedrisk party tls-request`).",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", dir_okay=False, help="Where to write the party's certificate.")
+    ],
+    validity_days: Annotated[int, typer.Option("--validity-days", min=1)] = 365,
+) -> None:
+    """Sign a party's mutual-TLS certificate (its `party serve` and the lender's calls) with the
+    federation CA; the party's request must be signed with its provisioned key."""
+    from fedrisk.federation.enrollment import TlsRequest
+    from fedrisk.files import write_atomic
+    from server.coordinator.provisioning import certify_party
+
+    try:
+        parsed = TlsRequest.model_validate_json(request.read_text(encoding="utf-8"))
+        pem = certify_party(workspace, parsed, validity_days=validity_days)
+    except (FedRiskError, ValueError) as e:
+        raise _fail(e) from e
+    write_atomic(out, pem)
+    typer.echo(f"Certificate for {parsed.party} written to {out}: hand it to {parsed.party} only.")
+
+
 @server_app.command("stop")
 def stop(workspace: WorkspaceOption) -> None:
     """Stop the workspace's SuperLink and its Fleet-API proxy (by the pids recorded at start)."""

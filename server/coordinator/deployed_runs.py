@@ -129,8 +129,8 @@ def prepare_run(
             )
         vertical_keys = {
             "layout": "vertical",
-            "min-parties": len(parties),
-            "allow-fewer-parties": len(parties) < 3,
+            "min_parties": len(parties),
+            "allow_fewer_parties": len(parties) < 3,
             **vertical,
         }
     run_id = f"run-{uuid.uuid4().hex[:12]}"

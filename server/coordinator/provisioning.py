@@ -35,7 +35,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrisk.data.schema import load_schema
 from fedrisk.errors import ConfigError, IdentityError
-from fedrisk.federation.enrollment import MANIFEST_SIGNATURE_FILE, PartyRequest, parse_request
+from fedrisk.federation.enrollment import (
+    MANIFEST_SIGNATURE_FILE,
+    PartyRequest,
+    TlsRequest,
+    parse_request,
+)
 from fedrisk.federation.roster import (
     PUBLIC_CONTEXT_FILE,
     PUBLIC_SIGNATURE_FILE,
@@ -270,12 +275,34 @@ def _issue(
     validity_days: int,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP384R1())
+    cert = _certificate(
+        ca_key,
+        ca_cert,
+        key.public_key(),
+        common_name=common_name,
+        hosts=hosts,
+        usages=usages,
+        validity_days=validity_days,
+    )
+    return key, cert
+
+
+def _certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    common_name: str,
+    hosts: Sequence[str],
+    usages: list[x509.ObjectIdentifier],
+    validity_days: int,
+) -> x509.Certificate:
     now = _now()
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=validity_days))
@@ -283,14 +310,58 @@ def _issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
         .sign(ca_key, hashes.SHA384())
     )
-    return key, cert
+
+
+def certify_party(workspace: Path, request: TlsRequest, *, validity_days: int = 365) -> bytes:
+    """The federation CA's mutual-TLS certificate (PEM) for a party's own key.
+
+    The party generated the key and sent only a CSR signed with its provisioned Ed25519 key
+    (:class:`~fedrisk.federation.enrollment.TlsRequest`): the coordinator never holds the
+    private key. The certificate serves both ways (a host's ``fedrisk party serve`` and the
+    lender's client side), common name = the party, names = the CSR's subject alternative names.
+
+    Raises
+    ------
+    IdentityError
+        The request is not signed by a party of the manifest, or its CSR is not that party's.
+    ConfigError
+        A requested host name is not an IP address or DNS name.
+    """
+    layout = WorkspaceLayout(Path(workspace))
+    csr = request.verify(load_manifest(layout.manifest))
+    try:
+        alt = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        hosts = [str(h) for h in alt.get_values_for_type(x509.DNSName)]
+        hosts += [str(ip) for ip in alt.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        hosts = []
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise IdentityError(
+            f"TLS request of {request.party} must carry an ECDSA key; got "
+            f"{type(public_key).__name__}"
+        )
+    ca_key = serialization.load_pem_private_key(layout.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise IdentityError(f"CA key {layout.ca_key} must be an ECDSA key")
+    ca_cert = x509.load_pem_x509_certificate(layout.ca_certificate.read_bytes())
+    cert = _certificate(
+        ca_key,
+        ca_cert,
+        public_key,
+        common_name=request.party,
+        hosts=_check_hosts(hosts),
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        validity_days=validity_days,
+    )
+    return _pem_cert(cert)
 
 
 def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
