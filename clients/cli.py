@@ -329,6 +329,25 @@ def party_tls_install(
     typer.echo(f"Installed {path}: `party serve` uses it with {path.parent / 'party.key'}.")
 
 
+@party_app.command("serve-config")
+def party_serve_config(
+    bundle: BundleOption,
+    model_id: Annotated[
+        str, typer.Option("--model-id", help="The vertical run whose part this host serves.")
+    ],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="The serve.json to write.")],
+) -> None:
+    """Host of a deployed vertical run: write `party serve`'s settings from this party's own
+    folder (its released part, table, pairwise keys, identifier key and TLS certificate)."""
+    from clients.serve_settings import write_serve_settings
+
+    try:
+        settings = write_serve_settings(load_bundle(bundle), model_id=model_id, out=out)
+    except (FedRiskError, ValueError) as e:
+        raise _fail(e) from e
+    typer.echo(f"Wrote {out} for part {settings.part}: `fedrisk party serve --config {out}`")
+
+
 @party_app.command("join")
 def party_join(
     party_dir: Annotated[

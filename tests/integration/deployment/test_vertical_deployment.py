@@ -19,13 +19,19 @@ import numpy as np
 import pytest
 
 from clients.bundle import load_bundle
+from clients.enrollment import create_tls_request, install_party_certificate
+from clients.feature_service import HostScorer, load_settings
+from clients.serve_settings import write_serve_settings
 from fedrisk.data.vertical import VerticalDataset, align_by_join, load_vertical
+from fedrisk.federation.enrollment import TlsRequest
+from fedrisk.federation.identifiers import keyed_hashes
+from fedrisk.federation.online_scoring import ScoreRequest
 from fedrisk.federation.processes import console_script
 from fedrisk.ml.metrics import auc
 from fedrisk.release.artifact import load_trusted_keys
 from fedrisk.release.identity import verify_key_from_pem
 from fedrisk.release.vertical import read_part
-from server.coordinator.provisioning import WorkspaceLayout
+from server.coordinator.provisioning import WorkspaceLayout, certify_party
 from server.coordinator.superlink import LOG_FILE as SUPERLINK_LOG_FILE
 from simulations.deployment import LocalDeployment, running_vertical_federation
 from simulations.vertical import lr_auc, party_matrices
@@ -176,3 +182,42 @@ def test_each_party_holds_only_its_own_signed_part(
     assert not (fed.release_dir / model_id).exists()
     assert not list(fed.workspace.rglob("artifact.sig"))
     assert load_bundle(fed.bundles[dataset.hosts[0].name]).name == dataset.hosts[0].name
+
+
+def test_hosts_serve_their_parts_with_ca_certificates(
+    fed: LocalDeployment, dataset: VerticalDataset, run_dir: Path, tmp_path: Path
+) -> None:
+    """What `party serve` needs after the run, from each host's own folder: a certificate the
+    CA signed for the host's own key, its part, its table, its masks; answers sum to the parts."""
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    model_id = results["run_id"]
+    trusted = load_trusted_keys(fed.release_dir / "trusted_keys")
+    shared = set(dataset.hosts[0].frame[dataset.hosts[0].id_column]) & set(
+        dataset.hosts[1].frame[dataset.hosts[1].id_column]
+    )
+    customer = sorted(shared)[0]
+    total, plain = 0.0, 0.0
+    for host in dataset.hosts:
+        folder = fed.bundles[host.name]
+        request = TlsRequest.model_validate_json(
+            create_tls_request(folder, hosts=["127.0.0.1"]).read_text(encoding="utf-8")
+        )
+        (tmp_path / f"{host.name}.crt").write_bytes(certify_party(fed.workspace, request))
+        install_party_certificate(folder, tmp_path / f"{host.name}.crt")
+
+        settings = write_serve_settings(
+            load_bundle(folder), model_id=model_id, out=tmp_path / f"{host.name}.json"
+        )
+        scorer = HostScorer(load_settings(tmp_path / f"{host.name}.json"))
+        (hashed,) = keyed_hashes([customer], "opaque", key=scorer.key)
+        answer = scorer.answer(
+            ScoreRequest(request_id="request-0001", customer=hashed, model_id=model_id)
+        )
+
+        assert settings.part == fed.release_dirs[host.name] / model_id / host.name
+        assert answer.status == "known" and answer.masked
+        total += answer.score
+        part = read_part(settings.part, trusted_keys=trusted)
+        row = host.frame[host.frame[host.id_column] == customer]
+        plain += float(part.partial_scores(row, np.ones(1, dtype=bool))[0])
+    assert total == pytest.approx(plain, abs=1e-6)
