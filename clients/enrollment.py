@@ -12,7 +12,6 @@ and copies the files into the party's folder, which then loads with
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import shutil
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from fedrisk.federation.enrollment import (
     parse_request,
     sign_request,
     sign_tls_request,
+    subject_alt_names,
 )
 from fedrisk.federation.roster import BundleInfo, BundleLayout, check_party_name, load_manifest
 from fedrisk.files import write_atomic
@@ -244,17 +244,11 @@ def create_tls_request(party_dir: Path, *, hosts: Sequence[str] = ()) -> Path:
         ),
         private=True,
     )
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, bundle.name)])
     )
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if hosts:
+        builder = builder.add_extension(subject_alt_names(hosts), critical=False)
     request = sign_tls_request(
         bundle.name, builder.sign(key, hashes.SHA384()), signing_key=bundle.signing_key()
     )

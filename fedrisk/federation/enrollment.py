@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
+from collections.abc import Sequence
 from typing import Final, Literal
 
 from cryptography import x509
@@ -273,6 +275,17 @@ class TlsRequest(BaseModel):
                 f"{names} (signature {'valid' if csr.is_signature_valid else 'invalid'})"
             )
         return csr
+
+
+def subject_alt_names(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
+    """A certificate's names: IP addresses as such, anything else as a DNS name."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
 
 
 def sign_tls_request(

@@ -40,6 +40,7 @@ from fedrisk.federation.enrollment import (
     PartyRequest,
     TlsRequest,
     parse_request,
+    subject_alt_names,
 )
 from fedrisk.federation.roster import (
     PUBLIC_CONTEXT_FILE,
@@ -181,13 +182,7 @@ def _check_hosts(hosts: Sequence[str]) -> tuple[str, ...]:
 
 
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(names)
+    return subject_alt_names(hosts)
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:

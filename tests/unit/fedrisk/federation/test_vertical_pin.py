@@ -15,6 +15,7 @@ from clients.pinning import install_pin
 from fedrisk.errors import IdentityError, RunRefusal, RunRefusedError
 from fedrisk.federation.pin import (
     AppPin,
+    SignedPin,
     VerticalRoster,
     check_fab_against_pin,
     check_run_config_against_pin,
@@ -38,7 +39,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PartyBundle]:
     return {name: load_bundle(path) for name, path in result.bundles.items()}
 
 
-def _pin(bundles: dict[str, PartyBundle], *, vertical: VerticalRoster | None) -> AppPin:
+def _signed(bundles: dict[str, PartyBundle], *, vertical: VerticalRoster | None) -> SignedPin:
     lead = bundles["bank"]
     pin = make_pin(
         lead.manifest,
@@ -47,8 +48,12 @@ def _pin(bundles: dict[str, PartyBundle], *, vertical: VerticalRoster | None) ->
         issued_at="2026-12-05T04:00:00+00:00",
         rules=fedrisk_app_rules(lead.manifest, vertical=vertical),
     )
-    signed = sign_pin(pin, lead.signing_key())
-    return check_fab_against_pin(signed, manifest=lead.manifest, fab_hash=FAB)
+    return sign_pin(pin, lead.signing_key())
+
+
+def _pin(bundles: dict[str, PartyBundle], *, vertical: VerticalRoster | None) -> AppPin:
+    signed = _signed(bundles, vertical=vertical)
+    return check_fab_against_pin(signed, manifest=bundles["bank"].manifest, fab_hash=FAB)
 
 
 def _vertical_run(**overrides: RunConfigValue) -> dict[str, RunConfigValue]:
@@ -159,16 +164,8 @@ def test_party_accepts_a_step_inside_the_pinned_roster() -> None:
 def test_party_refuses_to_install_a_pin_with_another_role(
     bundles: dict[str, PartyBundle], tmp_path: Path
 ) -> None:
-    lead = bundles["bank"]
-    pin = make_pin(
-        lead.manifest,
-        fab_sha256=FAB,
-        app="fedrisk/fedrisk==test",
-        issued_at="2026-12-05T04:00:00+00:00",
-        rules=fedrisk_app_rules(lead.manifest, vertical=ROSTER),
-    )
-    signed = sign_pin(pin, lead.signing_key())
+    signed = _signed(bundles, vertical=ROSTER)
 
     with pytest.raises(IdentityError, match="vertical guest"):
         install_pin(bundles["telco"], signed, expect_role="guest")
-    assert install_pin(bundles["telco"], signed, expect_role="host") == pin
+    assert install_pin(bundles["telco"], signed, expect_role="host") == signed.pin
