@@ -395,12 +395,7 @@ def _vertical_serving(
                 serve_json, log_path=serve_json.parent / "serve.log"
             )
             started[view.name] = proc
-        host_services.wait_until_serving(urls, host_services.lender_tls(ca.ca_file, lender_cert))
-        for name, proc in started.items():
-            console.print(
-                f"  {name}: fedrisk party serve, pid {proc.pid}, {urls[name]} (mutual TLS, "
-                "its own signed part and table)"
-            )
+        # The lender's service starts while the hosts do (it reaches them only per decision).
         lender = ws.root / "lender"
         registry = lender / "registry"
         (registry / "trusted_keys").mkdir(parents=True, exist_ok=True)
@@ -420,6 +415,12 @@ def _vertical_serving(
         )
         proc, url = _start_service(registry, db_url, lender, env=env)
         started["lender"] = proc
+        host_services.wait_until_serving(urls, host_services.lender_tls(ca.ca_file, lender_cert))
+        for name in urls:
+            console.print(
+                f"  {name}: fedrisk party serve, pid {started[name].pid}, {urls[name]} (mutual "
+                "TLS, its own signed part and table)"
+            )
         console.print(
             f"  the lender's scoring service (pid {proc.pid}) holds only the bank's signed part; "
             f"A-card champion {VERTICAL_MODEL_ID}"
