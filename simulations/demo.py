@@ -405,7 +405,7 @@ def _vertical_serving(
             registry / "trusted_keys" / f"{guest.name}.pub",
         )
         db_url = f"sqlite:///{(lender / 'scoring.db').resolve()}"
-        key = create_keys_at(db_url, {Role.SCORING: "demo vertical origination"}, actor="demo")
+        keys = create_keys_at(db_url, {Role.SCORING: "demo vertical origination"}, actor="demo")
         env = host_services.lender_environment(
             urls,
             client_cert=lender_cert,
@@ -425,7 +425,7 @@ def _vertical_serving(
             f"  the lender's scoring service (pid {proc.pid}) holds only the bank's signed part; "
             f"A-card champion {VERTICAL_MODEL_ID}"
         )
-        _vertical_decisions(console, url, key[Role.SCORING], [guest, *hosts], guest_ids, started)
+        _vertical_decisions(console, url, keys[Role.SCORING], [guest, *hosts], guest_ids, started)
     finally:
         for proc in started.values():
             stop_process_tree(proc.pid, process=proc)
