@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,7 @@ def measure(decisions: int, connections: int) -> dict[str, Any]:
     half = max(decisions // 2, 1)
     servers: dict[str, tuple[int, str]] = {}
     runs: dict[str, list[dict[str, Any]]] = {"horizontal": [], "vertical": []}
-    cpu: dict[str, float] = Counter()
+    cpu: defaultdict[str, float] = defaultdict(float)
     with running_host_services(work / "hosts") as hosts:
         try:
             for kind, registry in registries.items():

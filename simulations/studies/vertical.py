@@ -23,13 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.data.catalog import VERTICAL_DATASET_NAMES
-from fedrisk.errors import ConfigError, FedRiskError
+from fedrisk.errors import FedRiskError
 from fedrisk.files import write_atomic
 from fedrisk.ml.vertical import VerticalParams
-from simulations.studies.results import rounded
+from simulations.studies.config import preset_named
+from simulations.studies.results import read_document, rounded
 from simulations.studies.summary import mean_sd
 
 VerticalRunner = Callable[..., dict[str, Any]]
@@ -86,12 +87,7 @@ def get_vertical_preset(name: str) -> VerticalStudyConfig:
     ConfigError
         If there is no such preset.
     """
-    try:
-        return VERTICAL_PRESETS[name]
-    except KeyError as e:
-        raise ConfigError(
-            f"vertical preset must be one of {', '.join(VERTICAL_PRESETS)}; got {name!r}"
-        ) from e
+    return preset_named(VERTICAL_PRESETS, name, what="vertical preset")
 
 
 class _Strict(BaseModel):
@@ -160,12 +156,7 @@ def load_vertical_results(path: Path) -> VerticalStudyResults:
     ConfigError
         If the file is not one.
     """
-    try:
-        return VerticalStudyResults.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as e:
-        raise ConfigError(
-            f"results file must be a fedrisk vertical study results file; {path}: {e}"
-        ) from e
+    return read_document(path, VerticalStudyResults, what="a fedrisk vertical study results file")
 
 
 def save_vertical_results(results: VerticalStudyResults, path: Path) -> None:
