@@ -10,7 +10,12 @@
 6. Sample applications go in with the scoring key: ordinary ones, a likely decline with its
    reasons, a fraud ring; the risk officer's key reads the review queue.
 7. The decisions are printed, with a viewer key, how to serve again and the report command.
-8. (Optional) the vertical federation: one bank, one platform, one operator.
+8. (Optional) the vertical federation: one bank, one platform, one operator align their
+   shared customers by private set intersection and train one LR under CKKS, each with its own
+   key; then each host serves its signed part (``fedrisk party serve``, mutual TLS, customers
+   only as a keyed hash), the lender installs the bank's part and scores applications through
+   its real ``/v1/applications/decision`` (host reason codes, ``missing_parts``); one host is
+   stopped and the next decisions come back with its part missing, not an error.
 9. Portfolio monitoring on the demo's own decisions: a book of applications goes through the
    scoring service with an injected drift (one region's income falls in a downturn); the outcome
    generator gives the approved ones 12 months of performance, keyed to their stored decisions;
@@ -665,7 +670,8 @@ def run_demo(
 ) -> None:
     """Run the end-to-end demo; every process it starts is stopped before it returns.
 
-    ``vertical=False`` leaves out the vertical federation's step (about half a minute);
+    ``vertical=False`` leaves out the vertical federation's step (training about half a
+    minute, then two host services and a second scoring service for a few seconds);
     ``serve_dashboard=True`` keeps the dashboard up at the end until Ctrl-C (``make demo``).
     """
     if out.exists():
