@@ -18,6 +18,7 @@ from simulations.studies.vertical import (
     get_vertical_preset,
     load_vertical_results,
     run_vertical_study,
+    save_vertical_results,
     summarize_vertical,
     vertical_key,
 )
@@ -180,3 +181,19 @@ def test_a_report_without_a_vertical_study_has_no_vertical_section(tmp_path: Pat
 
     assert "Vertical federation" not in files.html.read_text(encoding="utf-8")
     assert "vertical" not in json.loads(files.results.read_text(encoding="utf-8"))
+
+
+def test_the_report_command_adds_a_vertical_study_file(tmp_path: Path) -> None:
+    study = tmp_path / "study.json"
+    study.write_text(make_results([make_cell()]).model_dump_json(), encoding="utf-8")
+    vertical = tmp_path / "study-vertical.json"
+    save_vertical_results(_results([_cell("fate-hetero", 0, 0.72, 0.72, 0.66)]), vertical)
+    args = ["report", "--results", str(study), "--out", str(tmp_path / "r")]
+
+    run = CliRunner().invoke(app, [*args, "--vertical", str(vertical)], env=WIDE)
+    refused = CliRunner().invoke(app, [*args, "--vertical", str(study)], env=WIDE)
+
+    assert run.exit_code == 0, run.output
+    document = json.loads((tmp_path / "r" / "results.json").read_text(encoding="utf-8"))
+    assert document["vertical"]["summary"][0]["central_gaps"] == [0.0]
+    assert refused.exit_code != 0 and "vertical study results file" in refused.output
