@@ -17,8 +17,12 @@ off, so every one runs ``--epochs``):
 
 Printed: seconds per epoch of each, the ratios encrypted / plaintext, and the bytes each party
 sends and receives per epoch (ciphertexts and masked sums, as the coordinator relays them).
-The machine is shared: compare the ratios. Serving latency (vertical decisions) is not measured
-yet: the host feature service does not exist.
+
+Then, in the same run, serving: the lender's real ``/v1/applications/decision`` with a vertical
+champion (two live ``fedrisk party serve`` hosts over mutual TLS) against a horizontal one, p50
+and p99 at ``--connections`` connections and their ratio, and a host stopped mid-load
+(``benchmarks/vertical_hosts.py``'s measurement, ``--decisions`` of each kind; ``--decisions 0``
+skips it). The machine is shared: compare the ratios.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="fate-hetero")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--decisions", type=int, default=800, help="decisions of each kind")
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     result = measure(args.dataset, epochs=args.epochs, seed=args.seed)
@@ -108,6 +114,12 @@ def main() -> None:
     )
     for name, size in result["bytes_per_party_per_epoch"].items():
         print(f"  {name}: {size / 1e6:.1f} MB per epoch (sent + received)")
+    if args.decisions > 0:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import vertical_hosts
+
+        result["decisions"] = vertical_hosts.measure(args.decisions, args.connections)
+        vertical_hosts.print_summary(result["decisions"])
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
 

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,16 +155,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ main
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--decisions", type=int, default=1600, help="decisions of each kind")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--load-worker", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.load_worker:
-        print(json.dumps(asyncio.run(_load(json.loads(args.load_worker.read_text())))))
-        return 0
+def measure(decisions: int, connections: int) -> dict[str, Any]:
+    """Horizontal against vertical decisions on the real route, one connection, and a host
+    stopped mid-load (see the module docstring); the JSON document."""
     work = Path(tempfile.mkdtemp(prefix="fedrisk-vertical-bench-"))
     registries = {"horizontal": work / "registry-horizontal", "vertical": work / "registry-v"}
     build_registry(registries["horizontal"], {"acard-bench": "application"})
@@ -180,10 +173,10 @@ def main() -> int:
     }
     # both hosts know customers 10-19; the others are known to one host (missing: unknown)
     applicants = {"horizontal": [f"c{i}" for i in range(64)], "vertical": CUSTOMERS}
-    half = max(args.decisions // 2, 1)
+    half = max(decisions // 2, 1)
     servers: dict[str, tuple[int, str]] = {}
     runs: dict[str, list[dict[str, Any]]] = {"horizontal": [], "vertical": []}
-    cpu: dict[str, float] = Counter()
+    cpu: defaultdict[str, float] = defaultdict(float)
     with running_host_services(work / "hosts") as hosts:
         try:
             for kind, registry in registries.items():
@@ -195,20 +188,20 @@ def main() -> int:
                     )
                 servers[kind] = (pid, f"http://127.0.0.1:{port}{DECISION_PATH}")
 
-            def spec(kind: str, n: int, tag: str, connections: int = 0) -> dict[str, Any]:
+            def spec(kind: str, n: int, tag: str, n_connections: int = 0) -> dict[str, Any]:
                 return {
                     "url": servers[kind][1],
                     "bodies": bodies[kind],
                     "applicants": applicants[kind],
                     "decisions": n,
-                    "connections": connections or args.connections,
+                    "connections": n_connections or connections,
                     "tag": tag,
                 }
 
             # warm-up: first-request paths, connection pools
             warm = {kind: run_load(spec(kind, 200, f"warm-{kind}"), work) for kind in servers}
             for i, kind in enumerate(("horizontal", "vertical", "vertical", "horizontal")):
-                print(f"load: {half} {kind} decisions, {args.connections} connections ...")
+                print(f"load: {half} {kind} decisions, {connections} connections ...")
                 pids = {"lender": servers[kind][0]}
                 if kind == "vertical":
                     pids |= hosts.pids
@@ -224,10 +217,10 @@ def main() -> int:
             # A host stopped mid-load: decisions keep coming back 200 with its part missing.
             print("load: vertical decisions, the shop's service stopped mid-way ...")
             stored_before = stored_decisions(work / "vertical.db")
-            stopping = start_load(spec("vertical", args.decisions, "stop"), work)
+            stopping = start_load(spec("vertical", decisions, "stop"), work)
             half_way = time.monotonic() + 120.0
             while (
-                stored_decisions(work / "vertical.db") < stored_before + args.decisions // 2
+                stored_decisions(work / "vertical.db") < stored_before + decisions // 2
                 and stopping.poll() is None
                 and time.monotonic() < half_way
             ):
@@ -240,7 +233,7 @@ def main() -> int:
                 stop_pid(pid)
     result: dict[str, Any] = {
         "decisions_each": 2 * half,
-        "connections": args.connections,
+        "connections": connections,
         "cores": os.cpu_count(),
         "load_average": [round(x, 2) for x in load_average],
     }
@@ -264,7 +257,13 @@ def main() -> int:
     stop["lost"] = stop["statuses"].get("200", 0) - stop["stored"]
     result["host_stopped_mid_load"] = stop
     result["target_p99_ms"] = TARGET_P99_MS
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """The side-by-side lines of :func:`measure`'s document."""
+    load_average = result["load_average"]
+    stop = result["host_stopped_mid_load"]
     h, v = result["horizontal"], result["vertical"]
     print(
         f"\nhorizontal decision p50 {h['p50_ms']:.1f} ms p99 {h['p99_ms']:.1f} ms | vertical "
@@ -282,6 +281,21 @@ def main() -> int:
         f"host stopped mid-load: {stop['decisions']} decisions, statuses {stop['statuses']}, "
         f"missing parts {stop['missing_parts']}, {stop['stored']} stored ({stop['lost']} lost)"
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=1600, help="decisions of each kind")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--load-worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_worker:
+        print(json.dumps(asyncio.run(_load(json.loads(args.load_worker.read_text())))))
+        return 0
+    result = measure(args.decisions, args.connections)
+    print(json.dumps(result, indent=2))
+    print_summary(result)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0

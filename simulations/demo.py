@@ -10,7 +10,12 @@
 6. Sample applications go in with the scoring key: ordinary ones, a likely decline with its
    reasons, a fraud ring; the risk officer's key reads the review queue.
 7. The decisions are printed, with a viewer key, how to serve again and the report command.
-8. (Optional) the vertical federation: one bank, one platform, one operator.
+8. (Optional) the vertical federation: one bank, one platform, one operator align their
+   shared customers by private set intersection and train one LR under CKKS, each with its own
+   key; then each host serves its signed part (``fedrisk party serve``, mutual TLS, customers
+   only as a keyed hash), the lender installs the bank's part and scores applications through
+   its real ``/v1/applications/decision`` (host reason codes, ``missing_parts``); one host is
+   stopped and the next decisions come back with its part missing, not an error.
 9. Portfolio monitoring on the demo's own decisions: a book of applications goes through the
    scoring service with an injected drift (one region's income falls in a downturn); the outcome
    generator gives the approved ones 12 months of performance, keyed to their stored decisions;
@@ -250,7 +255,9 @@ def _vertical_story(console: Console, out: Path) -> Path:
     """The vertical federation in brief: the bank, the e-commerce platform and the telecom
     operator align their shared customers by private set intersection and train one LR under
     CKKS, each with its own key (the PSI steps and the coordinator and party code of the
-    simulation engine, called in-process to keep the demo short; docs/vertical.md)."""
+    simulation engine, called in-process to keep the demo short; docs/vertical.md); then the
+    hosts serve their parts live and the lender scores applications with them
+    (:func:`_vertical_serving`)."""
     from fedrisk.data.vertical import align_by_join, load_vertical
     from fedrisk.ml.metrics import auc
     from fedrisk.ml.vertical import VerticalParams
@@ -280,7 +287,7 @@ def _vertical_story(console: Console, out: Path) -> Path:
     result = run_in_process(
         ws,
         VerticalParams(epochs=8, batch_size=2048, learning_rate=0.2, seed=2026),
-        model_id="vertical-demo",
+        model_id=VERTICAL_MODEL_ID,
     )
     y = views[0].labels
     assert y is not None
@@ -299,7 +306,191 @@ def _vertical_story(console: Console, out: Path) -> Path:
         "  no party saw another's features, weights, partial scores or gradient; the labels "
         "never left the bank"
     )
-    return ws.release_dir / "vertical-demo"
+    ids = raw.guest.frame[raw.guest.id_column].astype(str).tolist()
+    _vertical_serving(console, ws, views, result.released, guest_ids=ids)
+    return ws.release_dir / VERTICAL_MODEL_ID
+
+
+VERTICAL_MODEL_ID = "vertical-demo"
+HOST_REASONS: dict[str, dict[str, str]] = {
+    "ecommerce": {
+        "online_spend_12m": "Online spending pattern",
+        "orders_12m": "Online order history",
+        "returns_rate": "Share of online orders returned",
+        "payment_method": "Preferred online payment method",
+    },
+    "telecom": {
+        "phone_tenure_months": "Time with the mobile operator",
+        "plan_type": "Mobile plan type",
+        "monthly_topups": "Prepaid top-up pattern",
+        "late_bill_payments_12m": "Late phone bill payments",
+        "avg_monthly_bill": "Monthly phone spend",
+        "device_tier": "Phone price tier",
+    },
+}
+"""Each host's own reason texts (its ``party serve`` settings); the lender never sees values."""
+HOST_DEADLINE_SECONDS = 1.0
+"""The lender's per-host deadline in the demo (the service's default is 0.25 s; the demo shares
+a laptop with its own training)."""
+
+
+def _vertical_applicants(views: list[Any]) -> list[tuple[str, int]]:
+    """Test customers to score: known to both hosts, to one only, and to none."""
+    test = views[0].rows("test")
+    known = [v.known[test] for v in views[1:]]
+    picks: list[tuple[str, int]] = []
+    for label, mask in (
+        ("known to both hosts", known[0] & known[1]),
+        (f"known to {views[1].name} only", known[0] & ~known[1]),
+        (f"known to {views[2].name} only", ~known[0] & known[1]),
+        ("known to neither host", ~known[0] & ~known[1]),
+    ):
+        rows = test[mask]
+        if len(rows):
+            picks.append((label, int(rows[0])))
+    both = test[known[0] & known[1]]
+    picks += [("known to both hosts", int(r)) for r in both[1:3]]
+    return picks
+
+
+def _vertical_serving(
+    console: Console,
+    ws: Any,
+    views: list[Any],
+    released: dict[str, str],
+    *,
+    guest_ids: list[str],
+) -> None:
+    """Each host starts ``fedrisk party serve`` on its signed part and its own table (mutual
+    TLS under a demo CA; customers only as a keyed hash; masked answers); the lender installs
+    the guest's part in its registry, its scoring service calls the hosts on every
+    ``/v1/applications/decision``; then one host stops and the decisions go on without its
+    part. Every process started here is stopped by PID before returning."""
+    from clients.feature_service import ServiceSettings
+    from simulations import host_services
+
+    guest = views[0]
+    hosts = views[1:]
+    tls_dir = ws.root / "tls"
+    ca = host_services.create_local_ca(tls_dir, "demo")
+    lender_cert = ca.issue(guest.name)
+    id_key = ws.root / "identifier.key"
+    configs = {c.name: c for c in ws.configs}
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        urls: dict[str, str] = {}
+        for view in hosts:
+            config = configs[view.name]
+            cert, key = ca.issue(view.name)
+            settings = ServiceSettings(
+                part=Path(released[view.name]),
+                trusted_keys=ws.trusted_keys_dir,
+                data=config.own_data,
+                id_column=config.id_column or "customer_id",
+                identifier_key=id_key,
+                masks_dir=config.peers_dir,
+                reasons=HOST_REASONS.get(view.name, {}),
+                certificate=cert,
+                private_key=key,
+                ca_certificate=ca.ca_file,
+            )
+            serve_json = config.own_data.parent / "serve.json"
+            serve_json.write_text(settings.model_dump_json(), encoding="utf-8")
+            proc, urls[view.name] = host_services.start_feature_service(
+                serve_json, log_path=serve_json.parent / "serve.log"
+            )
+            started[view.name] = proc
+        # The lender's service starts while the hosts do (it reaches them only per decision).
+        lender = ws.root / "lender"
+        registry = lender / "registry"
+        (registry / "trusted_keys").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(released[guest.name], registry / VERTICAL_MODEL_ID)
+        shutil.copy(
+            ws.trusted_keys_dir / f"{guest.name}.pub",
+            registry / "trusted_keys" / f"{guest.name}.pub",
+        )
+        db_url = f"sqlite:///{(lender / 'scoring.db').resolve()}"
+        keys = create_keys_at(db_url, {Role.SCORING: "demo vertical origination"}, actor="demo")
+        env = host_services.lender_environment(
+            urls,
+            client_cert=lender_cert,
+            ca_file=ca.ca_file,
+            identifier_key=id_key,
+            deadline=HOST_DEADLINE_SECONDS,
+        )
+        proc, url = _start_service(registry, db_url, lender, env=env)
+        started["lender"] = proc
+        host_services.wait_until_serving(urls, host_services.lender_tls(ca.ca_file, lender_cert))
+        for name in urls:
+            console.print(
+                f"  {name}: fedrisk party serve, pid {started[name].pid}, {urls[name]} (mutual "
+                "TLS, its own signed part and table)"
+            )
+        console.print(
+            f"  the lender's scoring service (pid {proc.pid}) holds only the bank's signed part; "
+            f"A-card champion {VERTICAL_MODEL_ID}"
+        )
+        _vertical_decisions(console, url, keys[Role.SCORING], [guest, *hosts], guest_ids, started)
+    finally:
+        for proc in started.values():
+            stop_process_tree(proc.pid, process=proc)
+    console.print("  host services and the vertical scoring service stopped")
+
+
+def _vertical_decisions(
+    console: Console,
+    url: str,
+    key: str,
+    views: list[Any],
+    guest_ids: list[str],
+    started: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    """Score the demo's applicants through ``/v1/applications/decision`` (the applicant id is
+    the bank's customer id, ``guest_ids`` per aligned row), stop one host, score again; print
+    each decision with its host reasons and missing parts."""
+    guest, hosts = views[0], views[1:]
+    table = Table(title="Vertical A-card decisions (bank part + live host parts)")
+    for col in ("applicant", "decision", "PD", "host reasons", "missing parts"):
+        table.add_column(col)
+
+    def decide(client: httpx.Client, label: str, row: int, tag: str) -> None:
+        values = guest.features.iloc[row]
+        body = {
+            "application_id": f"vertical-{tag}-{row}",
+            "applicant_id": guest_ids[row],
+            "features": {
+                k: None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
+                for k, v in values.items()
+            },
+        }
+        answer = _decide(client, label, body)
+        host_reasons = [
+            f"{r['code']}: {r['text']}" for r in answer["reasons"] if "." in str(r["code"])
+        ]
+        missing = answer.get("missing_parts", {})
+        table.add_row(
+            label,
+            answer["decision"],
+            f"{answer['pd']:.3f}",
+            "\n".join(host_reasons) or "-",
+            ", ".join(f"{h}: {why}" for h, why in missing.items()) or "none",
+        )
+
+    applicants = _vertical_applicants(views)
+    stopped = hosts[-1].name
+    with httpx.Client(base_url=url, timeout=30, headers=_bearer(key)) as client:
+        for label, row in applicants:
+            decide(client, label, row, "live")
+        proc = started.pop(stopped)
+        stop_process_tree(proc.pid, process=proc)
+        for label, row in applicants[:3]:
+            decide(client, f"{label}, {stopped} stopped", row, "stopped")
+    Console(width=max(console.width, 150), file=console.file).print(table)
+    console.print(
+        f"  {stopped}'s service stopped (pid {proc.pid}): the next decisions came back 200 with "
+        f"its part missing ('down'); the other host's masked answer cannot be unmasked alone "
+        "('masks-incomplete'), so they fall back to the bank's part, as in training"
+    )
 
 
 @dataclass(frozen=True)
@@ -479,7 +670,8 @@ def run_demo(
 ) -> None:
     """Run the end-to-end demo; every process it starts is stopped before it returns.
 
-    ``vertical=False`` leaves out the vertical federation's step (about half a minute);
+    ``vertical=False`` leaves out the vertical federation's step (training about half a
+    minute, then two host services and a second scoring service for a few seconds);
     ``serve_dashboard=True`` keeps the dashboard up at the end until Ctrl-C (``make demo``).
     """
     if out.exists():

@@ -20,9 +20,11 @@ from rich.table import Table
 from fedrisk.ml.kinds import MODEL_KINDS, ModelKind
 from simulations.commands import DataDirOption, SeedOption, console, fail, in_existing_directory
 from simulations.studies.config import PRESETS
+from simulations.studies.vertical import VERTICAL_PRESETS
 
 if TYPE_CHECKING:
     from simulations.studies import StudyResults
+    from simulations.studies.vertical import VerticalStudyResults
 
 app = typer.Typer(
     help="Simulation studies of the lifecycle scenarios and their report.",
@@ -38,6 +40,14 @@ PresetOption = Annotated[
     typer.Option(
         help="Study preset (see the README)",
         click_type=click.Choice(sorted(PRESETS), case_sensitive=True),
+    ),
+]
+
+StudyPresetOption = Annotated[
+    str,
+    typer.Option(
+        help="Study preset (see the README); vertical and vertical-smoke run the vertical study",
+        click_type=click.Choice(sorted([*PRESETS, *VERTICAL_PRESETS]), case_sensitive=True),
     ),
 ]
 
@@ -99,6 +109,46 @@ def _print_summary(results: StudyResults) -> None:
             console.print(f"[yellow]note[/] {row.task} | {row.partition} | {row.model}: {row.note}")
 
 
+def _vertical_study(
+    preset: str, results_path: Path, *, data_dir: Path | None, max_cells: int | None
+) -> None:
+    from fedrisk.errors import FedRiskError
+    from server.coordinator.runs import RunFailedError
+    from simulations.report import vertical_summary_table
+    from simulations.studies.vertical import (
+        get_vertical_preset,
+        run_vertical_study,
+        summarize_vertical,
+    )
+
+    config = get_vertical_preset(preset)
+    console.print(
+        f"[bold]study {preset}[/]: {len(config.datasets)} vertical dataset(s) × "
+        f"{len(config.seeds)} seed(s); results in {results_path}"
+    )
+    try:
+        results = run_vertical_study(
+            config,
+            results_path=results_path,
+            data_dir=data_dir,
+            on_progress=lambda line: console.print(line, highlight=False),
+            max_cells=max_cells,
+        )
+    except (FedRiskError, RunFailedError) as e:
+        raise fail(str(e)) from e
+    if results.cells:
+        console.print(vertical_summary_table(summarize_vertical(results)))
+    if results.failures:
+        console.print(f"[red]{len(results.failures)} cell(s) failed[/]; rerun to retry them")
+
+
+def read_vertical_study(path: Path) -> VerticalStudyResults:
+    """A vertical study's results file (``fedrisk study --preset vertical``)."""
+    from simulations.studies.vertical import load_vertical_results
+
+    return load_vertical_results(path)
+
+
 @app.command("study")
 def study(
     out: Annotated[
@@ -109,7 +159,7 @@ def study(
             help="results.json to write (and resume from)",
         ),
     ],
-    preset: PresetOption = "smoke",
+    preset: StudyPresetOption = "smoke",
     max_cells: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many new cells (resume later)")
     ] = None,
@@ -131,6 +181,11 @@ def study(
     from server.coordinator.runs import RunFailedError
 
     configure_torch(threads=1)  # see configure_torch: 2 threads spin-wait on a busy machine
+    if preset in VERTICAL_PRESETS:
+        if tasks or partitions or models:
+            raise fail("--tasks, --partitions and --models apply to horizontal presets", code=2)
+        _vertical_study(preset, out, data_dir=data_dir, max_cells=max_cells)
+        return
     try:
         only = {"tasks": tasks, "partitions": partitions, "models": models}
         results = _study(preset, out, data_dir=data_dir, max_cells=max_cells, only=only)
@@ -157,6 +212,15 @@ def report(
         ),
     ] = None,
     preset: PresetOption = "smoke",
+    vertical: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A vertical study's results file (fedrisk study --preset vertical): adds the "
+            "vertical section",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Write the HTML report (PNG plots, results.json) of a simulation study."""
@@ -172,7 +236,8 @@ def report(
             study = _study(preset, out / STUDY_FILE, data_dir=data_dir, max_cells=None)
         else:
             study = read_study(results)
-        files = write_report(study, out)
+        vertical_study = read_vertical_study(vertical) if vertical is not None else None
+        files = write_report(study, out, vertical=vertical_study)
     except (FedRiskError, RunFailedError) as e:
         raise fail(str(e)) from e
     _print_summary(study)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrisk.errors import ConfigError
 from fedrisk.ml.kinds import ModelKind
 from simulations.scenarios import SCENARIOS, Scenario
+
+_Preset = TypeVar("_Preset", bound=BaseModel)
 
 PartitionKind = Literal["iid", "label", "feature", "quantity"]
 
@@ -87,10 +89,15 @@ def get_preset(name: str) -> StudyConfig:
     ConfigError
         If there is no such preset.
     """
+    return preset_named(PRESETS, name, what="preset")
+
+
+def preset_named(presets: dict[str, _Preset], name: str, *, what: str) -> _Preset:
+    """``presets[name]``, or a :class:`ConfigError` listing the names (``what`` says which)."""
     try:
-        return PRESETS[name]
+        return presets[name]
     except KeyError as e:
-        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}") from e
+        raise ConfigError(f"{what} must be one of {', '.join(presets)}; got {name!r}") from e
 
 
 def narrow(

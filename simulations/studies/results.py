@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, SupportsFloat
+from typing import Literal, SupportsFloat, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,6 +35,7 @@ from fedrisk.ml.kinds import ModelKind
 from simulations.studies.config import PartitionKind, StudyConfig
 
 _DECIMALS = 6
+_Document = TypeVar("_Document", bound=BaseModel)
 
 
 def rounded(value: SupportsFloat) -> float:
@@ -192,6 +193,20 @@ class StudyResults(_Strict):
     failures: dict[str, str] = Field(default_factory=dict)
 
 
+def read_document(path: Path, model: type[_Document], *, what: str) -> _Document:
+    """Read and validate one results document of type ``model``.
+
+    Raises
+    ------
+    ConfigError
+        If the file is unreadable or not such a document (``what`` names it in the message).
+    """
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as e:
+        raise ConfigError(f"results file must be {what}; {path}: {e}") from e
+
+
 def load_results(path: Path) -> StudyResults:
     """Read and validate a study's ``results.json``.
 
@@ -200,10 +215,7 @@ def load_results(path: Path) -> StudyResults:
     ConfigError
         If the file is not a valid study results document.
     """
-    try:
-        return StudyResults.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as e:
-        raise ConfigError(f"results file must be a fedrisk study results.json; {path}: {e}") from e
+    return read_document(path, StudyResults, what="a fedrisk study results.json")
 
 
 def save_results(results: StudyResults, path: Path) -> None:

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import ssl
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +14,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-from cryptography.hazmat.primitives import serialization
 
 from clients.feature_service import OWN_X25519, ServiceSettings
 from fedrisk.federation.identifiers import IdentifierKey
@@ -24,8 +21,8 @@ from fedrisk.ml.vertical import PartyPreprocessor
 from fedrisk.release.identity import generate_signing_key, save_public_key
 from fedrisk.release.vertical import VerticalPart, write_part
 from secure_agg.vertical import generate_x25519
-from server.coordinator.provisioning import create_ca, issue_party_certificate
-from tests.support.processes import ProcessRegistry, free_port, start_process, wait_for
+from simulations import host_services
+from tests.support.processes import ProcessRegistry
 
 MODEL_ID = "vm-test-1"
 HOSTS = ("shop", "telecom")
@@ -49,9 +46,7 @@ class HostServices:
 
     def tls(self) -> ssl.SSLContext:
         """The lender's TLS context: the federation CA, and its own certificate to present."""
-        context = ssl.create_default_context(cafile=self.ca)
-        context.load_cert_chain(*self.lender_cert)
-        return context
+        return host_services.lender_tls(Path(self.ca), self.lender_cert)
 
     def client(self) -> httpx.Client:
         """An httpx client holding the lender's certificate."""
@@ -89,31 +84,16 @@ def _frame(
     return frame, ("spend_12m", "returns_12m"), ()
 
 
-def _pem_key(key: object) -> bytes:
-    return key.private_bytes(  # type: ignore[attr-defined,no-any-return]
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def write_hosts(root: Path) -> HostServices:
     """Write both hosts' parts, data (``<host>/data.csv``), keys, certificates and settings
     (``<host>/serve.json``) under ``root``; nothing started yet (no URLs, no PIDs)."""
     rng = np.random.default_rng(3)
-    ca_key, ca_cert = create_ca("test")
-    ca = root / "ca.pem"
-    root.mkdir(parents=True, exist_ok=True)
-    ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    local_ca = host_services.create_local_ca(root, "test")
+    ca = local_ca.ca_file
 
     def certificate(name: str) -> tuple[str, str]:
-        key, cert = issue_party_certificate(
-            ca_key, ca_cert, party=name, hosts=["127.0.0.1"], validity_days=1
-        )
-        (root / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (root / f"{name}.key").write_bytes(_pem_key(key))
-        (root / f"{name}.key").chmod(0o600)
-        return str(root / f"{name}.crt"), str(root / f"{name}.key")
+        cert, key = local_ca.issue(name)
+        return str(cert), str(key)
 
     id_key = IdentifierKey(secrets.token_bytes(32), "test")
     id_key.save(root / "identifier.key")
@@ -179,33 +159,12 @@ def start_host_services(root: Path, registry: ProcessRegistry) -> HostServices:
     services = write_hosts(root)
     for host in HOSTS:
         folder = root / host
-        port = free_port()
-        fedrisk = str(Path(sys.executable).parent / "fedrisk")
-        proc = start_process(
-            [
-                fedrisk,
-                "party",
-                "serve",
-                "--config",
-                str(folder / "serve.json"),
-                "--port",
-                str(port),
-            ],
-            log_path=folder / "serve.log",
+        proc, url = host_services.start_feature_service(
+            folder / "serve.json", log_path=folder / "serve.log"
         )
         services.pids[host] = registry.track(proc.pid)
-        services.urls[host] = f"https://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with services.client() as client:
-                return all(
-                    client.get(f"{u}/healthz").status_code == 200 for u in services.urls.values()
-                )
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, timeout=60, what="both feature services answering")
+        services.urls[host] = url
+    host_services.wait_until_serving(services.urls, services.tls())
     return services
 
 
@@ -253,12 +212,10 @@ def install_guest_part(registry: Path) -> VerticalPart:
 
 def lender_environment(services: HostServices, *, deadline: float) -> dict[str, str]:
     """The scoring service's ``FEDRISK_VERTICAL_*`` variables to reach ``services``."""
-    cert, key = services.lender_cert
-    return {
-        "FEDRISK_VERTICAL_HOSTS": json.dumps(services.urls),
-        "FEDRISK_VERTICAL_CLIENT_CERTIFICATE": cert,
-        "FEDRISK_VERTICAL_CLIENT_KEY": key,
-        "FEDRISK_VERTICAL_CA_CERTIFICATE": services.ca,
-        "FEDRISK_VERTICAL_IDENTIFIER_KEY_PATH": str(services.root / "identifier.key"),
-        "FEDRISK_VERTICAL_DEADLINE_SECONDS": str(deadline),
-    }
+    return host_services.lender_environment(
+        services.urls,
+        client_cert=services.lender_cert,
+        ca_file=services.ca,
+        identifier_key=services.root / "identifier.key",
+        deadline=deadline,
+    )

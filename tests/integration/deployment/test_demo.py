@@ -1,5 +1,6 @@
 """``run_demo`` end to end on the real runtime: TLS SuperLink, three SuperNodes, an encrypted round,
-a signed release, the scoring service's decisions, and every process it started stopped."""
+a signed release, the scoring service's decisions, the vertical federation scored through live
+host services, and every process it started stopped."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def sampler() -> Iterator[ProcessSampler]:
 def test_the_demo_trains_releases_scores_and_stops_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampler: ProcessSampler
 ) -> None:
-    # arrange: the synthetic parties, one round, everything under tmp_path
+    # arrange: the synthetic parties, one round, the vertical step, everything under tmp_path
     monkeypatch.delenv("FEDRISK_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     output = io.StringIO()
@@ -72,7 +73,7 @@ def test_the_demo_trains_releases_scores_and_stops_everything(
 
     # act
     with sampler:
-        run_demo(console=console, out=out, rounds=1, vertical=False)
+        run_demo(console=console, out=out, rounds=1, vertical=True)
 
     # assert: the federation ran with three parties and released a model
     text = output.getvalue()
@@ -119,9 +120,33 @@ def test_the_demo_trains_releases_scores_and_stops_everything(
     assert re.search(r"alert segment_delinquency \(warning\): .*region=capital", text)
     assert re.search(r"dashboard:\s+http://127\.0\.0\.1:\d+/dashboard", text)
 
+    # the vertical step: PSI, encrypted training, then decisions through the lender's real
+    # /v1/applications/decision with two live host services, then one host stopped
+    assert "private set intersection over X25519" in text
+    assert re.search(r"ecommerce knows \d+% of the bank's customers", text)
+    host_pids = {
+        name: int(pid) for name, pid in re.findall(r"(\w+): fedrisk party serve, pid (\d+)", text)
+    }
+    assert sorted(host_pids) == ["ecommerce", "telecom"]
+    lender = re.search(r"the lender's scoring service \(pid (\d+)\)", text)
+    assert lender is not None
+    assert "Vertical A-card decisions" in text
+    table = text[text.index("Vertical A-card decisions") :]
+    live = [line for line in table.splitlines() if "known to both hosts " in line]
+    assert live and re.search(r"│ (approve|manual_review|decline) .*│ none", live[0])
+    assert re.search(r"(ecommerce|telecom)\.\w+: \w", table)  # a host's coded reason and text
+    assert "telecom: unknown" in table  # a customer the operator does not know
+    stopped = [line for line in table.splitlines() if "telecom stopped" in line]
+    assert len(stopped) == 3
+    assert all("ecommerce: masks-incomplete, telecom: down" in line for line in stopped)
+    assert "host services and the vertical scoring service stopped" in text
+    parts = re.search(r"vertical model parts: (\S+)", text)
+    assert parts is not None and Path(parts.group(1)).is_dir()
+
     # every process it started is stopped: none left alive, none left as our children
     started = sampler.seen - before
     assert set(supernode_pids.values()) <= started
+    assert {*host_pids.values(), int(lender.group(1))} <= started
     assert len(started) >= 1 + len(PARTY_NAMES) + 1  # SuperLink, SuperNodes, scoring service
     assert [pid for pid in started if is_alive(pid)] == []
     assert [pid for pid in descendants(os.getpid()) if is_alive(pid)] == []
