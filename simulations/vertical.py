@@ -128,7 +128,8 @@ def prepare_vertical_workspace(
         if raw is not None:
             (folder / PARTY_CONFIG_FILE).write_text(
                 f'name = "{view.name}"\ntrain = "{table.name}"\ntest = "{table.name}"\n'
-                f'schema_file = "schema.toml"\nidentifier_key = "{id_key}"\n',
+                f'schema_file = "schema.toml"\nidentifier_key = "{id_key}"\n'
+                f'signing_key = "signing.key"\nroster = "{trusted}"\n',
                 encoding="utf-8",
             )
         config = vertical_party.VerticalPartyConfig(
@@ -143,6 +144,7 @@ def prepare_vertical_workspace(
             peers_dir=folder / "peers",
             id_column=raw[pid].id_column if raw is not None else None,
             alignment=aligned,
+            roster=trusted,
             **guest_only,
         )
         (folder / vertical_party.CONFIG_FILE).write_text(config.model_dump_json(), encoding="utf-8")
