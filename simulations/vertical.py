@@ -229,10 +229,12 @@ def run_in_process(
     model_id: str,
     tap: Tap | None = None,
     states: list[dict[str, Any]] | None = None,
+    coordinator: Callable[..., VerticalCoordinator] = VerticalCoordinator,
 ) -> VerticalResult:
     """The same coordinator and party code with direct calls instead of Flower messages (tests
     and benchmarks; every packet still passes through ``tap``, and ``states`` , when given,
-    are the parties' live run states)."""
+    are the parties' live run states; ``coordinator`` builds the coordinator, e.g. a
+    malicious subclass in tests)."""
     runtimes = [vertical_party.runtime(c, model_id) for c in ws.configs]
     if states is None:
         states = [{} for _ in runtimes]
@@ -249,9 +251,7 @@ def run_in_process(
             out[node] = answer
         return out
 
-    return VerticalCoordinator(params, exchange=exchange, model_id=model_id).run(
-        list(range(len(runtimes)))
-    )
+    return coordinator(params, exchange=exchange, model_id=model_id).run(list(range(len(runtimes))))
 
 
 def run_in_engine(
