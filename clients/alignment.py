@@ -383,14 +383,9 @@ def _check_channel(
 ) -> None:
     """Refuse a relayed channel key that is not ``party``'s own for this run (the coordinator
     would otherwise read the sealed result, or seal one of its own)."""
-    if config.roster is None:
-        raise PartyRefusedError(
-            f"party {config.name} must name its roster (the federation's verify keys) to check "
-            "the alignment channel keys the coordinator relays; got none"
-        )
     try:
         pk.check_published_key(
-            pk.load_roster_keys(config.roster),
+            pk.roster_keys_of(config.name, config.roster),
             bytes(cast(bytes, signature)) if signature else None,
             run_id=federation.run_id,
             step=step,

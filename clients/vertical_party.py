@@ -22,7 +22,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
 from fedrisk.data.vertical import SPLIT_CODES
@@ -493,10 +492,9 @@ def _checked_keys(packet: Packet, rt: Runtime) -> dict[tuple[str, str], bytes]:
     ]
     if not wanted:
         return {}
-    roster = _roster_keys(rt.config)
-    checked: dict[tuple[str, str], bytes] = {}
-    for prefix, name, chunks in wanted:
-        try:
+    try:
+        roster = published_keys.roster_keys_of(rt.config.name, rt.config.roster)
+        for prefix, name, chunks in wanted:
             published_keys.check_published_key(
                 roster,
                 chunks[1] if len(chunks) > 1 else None,
@@ -507,24 +505,14 @@ def _checked_keys(packet: Packet, rt: Runtime) -> dict[tuple[str, str], bytes]:
                 key=chunks[0],
                 receiver=rt.config.name,
             )
-        except IdentityError as e:
-            raise VerticalStepError(str(e)) from e
+    except IdentityError as e:
+        raise VerticalStepError(str(e)) from e
+    checked: dict[tuple[str, str], bytes] = {}
+    for prefix, name, chunks in wanted:
         if prefix == vp.PUBLIC_CONTEXT and PartyKey.from_bytes(chunks[0]).secret:
             raise VerticalStepError(f"peer context of {name} must be public; got a secret one")
         checked[(prefix, name)] = chunks[0]
     return checked
-
-
-def _roster_keys(config: VerticalPartyConfig) -> dict[str, Ed25519PublicKey]:
-    if config.roster is None:
-        raise VerticalStepError(
-            f"party {config.name} must name its roster (the federation's verify keys) to check "
-            "the keys the coordinator relays; got none"
-        )
-    try:
-        return published_keys.load_roster_keys(config.roster)
-    except IdentityError as e:
-        raise VerticalStepError(f"party {config.name}: {e}") from e
 
 
 def _guest_install(rt: Runtime, hosts: list[str]) -> Packet:

@@ -106,6 +106,22 @@ def check_published_key(
         ) from e
 
 
+def roster_keys_of(party: str, roster: Path | None) -> dict[str, Ed25519PublicKey]:
+    """The roster keys ``party`` checks relayed keys against (:func:`load_roster_keys`).
+
+    Raises
+    ------
+    IdentityError
+        The party names no roster, or it does not load.
+    """
+    if roster is None:
+        raise IdentityError(
+            f"party {party} must name its roster (the federation's verify keys) to check the "
+            "keys the coordinator relays; got none"
+        )
+    return load_roster_keys(roster)
+
+
 def load_roster_keys(path: Path) -> dict[str, Ed25519PublicKey]:
     """Every party's Ed25519 verify key by name: from the federation's manifest (a file, or a
     folder holding ``manifest.json``) or from a folder of ``<party>.pub`` PEM files (the
