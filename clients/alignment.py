@@ -361,14 +361,8 @@ def _sign_channel(
             f"party {config.name} must hold its signing key to sign its alignment channel key; "
             "got none"
         )
-    return pk.sign_published_key(
-        load_signing_key(config.signing_key),
-        run_id=federation.run_id,
-        step=step,
-        party=config.name,
-        purpose=purpose,
-        key=key,
-    )
+    claim = pk.KeyClaim(federation.run_id, step, config.name, purpose)
+    return claim.sign(load_signing_key(config.signing_key), key)
 
 
 def _check_channel(
@@ -383,16 +377,11 @@ def _check_channel(
 ) -> None:
     """Refuse a relayed channel key that is not ``party``'s own for this run (the coordinator
     would otherwise read the sealed result, or seal one of its own)."""
+    claim = pk.KeyClaim(federation.run_id, step, party, purpose)
     try:
-        pk.check_published_key(
-            pk.roster_keys_of(config.name, config.roster),
-            bytes(cast(bytes, signature)) if signature else None,
-            run_id=federation.run_id,
-            step=step,
-            party=party,
-            purpose=purpose,
-            key=key,
-            receiver=config.name,
+        roster = pk.roster_keys_of(config.name, config.roster)
+        claim.check(
+            roster, bytes(cast(bytes, signature)) if signature else None, key, receiver=config.name
         )
     except IdentityError as e:
         raise PartyRefusedError(str(e)) from e

@@ -463,15 +463,8 @@ _PURPOSES = {
 def _signed(rt: Runtime, kind: str, key: bytes) -> list[bytes]:
     """A key we publish, as it travels: the key, then our signature binding it to this run,
     the setup step, our name and its purpose."""
-    signature = published_keys.sign_published_key(
-        load_signing_key(rt.config.signing_key),
-        run_id=rt.run_id,
-        step=vp.STEP_SETUP,
-        party=rt.config.name,
-        purpose=_PURPOSES[kind],
-        key=key,
-    )
-    return [key, signature]
+    claim = published_keys.KeyClaim(rt.run_id, vp.STEP_SETUP, rt.config.name, _PURPOSES[kind])
+    return [key, claim.sign(load_signing_key(rt.config.signing_key), key)]
 
 
 def _checked_keys(packet: Packet, rt: Runtime) -> dict[tuple[str, str], bytes]:
@@ -495,16 +488,9 @@ def _checked_keys(packet: Packet, rt: Runtime) -> dict[tuple[str, str], bytes]:
     try:
         roster = published_keys.roster_keys_of(rt.config.name, rt.config.roster)
         for prefix, name, chunks in wanted:
-            published_keys.check_published_key(
-                roster,
-                chunks[1] if len(chunks) > 1 else None,
-                run_id=rt.run_id,
-                step=vp.STEP_SETUP,
-                party=name,
-                purpose=_PURPOSES[prefix],
-                key=chunks[0],
-                receiver=rt.config.name,
-            )
+            claim = published_keys.KeyClaim(rt.run_id, vp.STEP_SETUP, name, _PURPOSES[prefix])
+            signature = chunks[1] if len(chunks) > 1 else None
+            claim.check(roster, signature, chunks[0], receiver=rt.config.name)
     except IdentityError as e:
         raise VerticalStepError(str(e)) from e
     checked: dict[tuple[str, str], bytes] = {}

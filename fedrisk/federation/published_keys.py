@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -52,58 +53,62 @@ def psi_channel_purpose(host: str) -> str:
     return f"{PSI_CHANNEL}/{host}"
 
 
-def key_statement(*, run_id: str, step: str, party: str, purpose: str, key: bytes) -> bytes:
-    """The bytes a party signs for one published key: canonical JSON of what binds it."""
-    digest = hashlib.sha256(key).hexdigest()
-    return json.dumps([_STATEMENT, run_id, step, party, purpose, digest]).encode("utf-8")
+@dataclass(frozen=True)
+class KeyClaim:
+    """Who publishes a key, in which run and step, and for what: what its signature binds."""
 
+    run_id: str
+    step: str
+    party: str
+    purpose: str
 
-def sign_published_key(
-    signing_key: Ed25519PrivateKey, *, run_id: str, step: str, party: str, purpose: str, key: bytes
-) -> bytes:
-    """The owner's Ed25519 signature of ``key`` for this run, step and purpose."""
-    return signing_key.sign(
-        key_statement(run_id=run_id, step=step, party=party, purpose=purpose, key=key)
-    )
+    def statement(self, key: bytes) -> bytes:
+        """The bytes the owner signs for ``key``: canonical JSON of the claim and its SHA-256."""
+        digest = hashlib.sha256(key).hexdigest()
+        claim = [_STATEMENT, self.run_id, self.step, self.party, self.purpose, digest]
+        return json.dumps(claim).encode("utf-8")
 
+    def sign(self, signing_key: Ed25519PrivateKey, key: bytes) -> bytes:
+        """The owner's Ed25519 signature of ``key`` under this claim."""
+        return signing_key.sign(self.statement(key))
 
-def check_published_key(
-    roster: Mapping[str, Ed25519PublicKey],
-    signature: bytes | None,
-    *,
-    run_id: str,
-    step: str,
-    party: str,
-    purpose: str,
-    key: bytes,
-    receiver: str,
-) -> None:
-    """Refuse ``key`` unless ``signature`` is ``party``'s roster key's signature of it for this
-    run, step and purpose.
+    def check(
+        self,
+        roster: Mapping[str, Ed25519PublicKey],
+        signature: bytes | None,
+        key: bytes,
+        *,
+        receiver: str,
+    ) -> None:
+        """Refuse ``key`` unless ``signature`` is the claimed owner's roster key's signature of
+        it under this claim.
 
-    Raises
-    ------
-    KeySignatureError
-        Naming the receiver, the owner, the step and the purpose: the owner is not in the
-        roster, the signature is missing, or it does not verify (a substituted key, or a
-        signature replayed from another run, step, party or purpose).
-    """
-    where = f"{receiver} refuses {party}'s {purpose} key relayed at step {step!r} of run {run_id!r}"
-    verify = roster.get(party)
-    if verify is None:
-        raise KeySignatureError(
-            f"{where}: its owner must be in the roster {sorted(roster)}; got {party!r}"
+        Raises
+        ------
+        KeySignatureError
+            Naming the receiver, the owner, the step and the purpose: the owner is not in the
+            roster, the signature is missing, or it does not verify (a substituted key, or a
+            signature replayed from another run, step, party or purpose).
+        """
+        party = self.party
+        where = (
+            f"{receiver} refuses {party}'s {self.purpose} key relayed at step {self.step!r} of "
+            f"run {self.run_id!r}"
         )
-    if not signature:
-        raise KeySignatureError(f"{where}: it must carry {party}'s signature; got none")
-    statement = key_statement(run_id=run_id, step=step, party=party, purpose=purpose, key=key)
-    try:
-        verify.verify(signature, statement)
-    except InvalidSignature as e:
-        raise KeySignatureError(
-            f"{where}: its signature must be {party}'s roster key's over this run, step and "
-            "purpose; got an invalid one (a substituted key or a replayed signature)"
-        ) from e
+        verify = roster.get(party)
+        if verify is None:
+            raise KeySignatureError(
+                f"{where}: its owner must be in the roster {sorted(roster)}; got {party!r}"
+            )
+        if not signature:
+            raise KeySignatureError(f"{where}: it must carry {party}'s signature; got none")
+        try:
+            verify.verify(signature, self.statement(key))
+        except InvalidSignature as e:
+            raise KeySignatureError(
+                f"{where}: its signature must be {party}'s roster key's over this run, step and "
+                "purpose; got an invalid one (a substituted key or a replayed signature)"
+            ) from e
 
 
 def roster_keys_of(party: str, roster: Path | None) -> dict[str, Ed25519PublicKey]:

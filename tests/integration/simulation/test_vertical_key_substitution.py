@@ -92,14 +92,8 @@ def test_a_guest_context_re_signed_by_a_colluding_host_is_refused(
     # The coordinator controls host2's node: it signs its own public context with host2's
     # roster key, claiming it is the guest's, so host1 would encrypt under a key it holds.
     forged = PartyKey.generate().public_bytes()
-    signature = published_keys.sign_published_key(
-        load_signing_key(federation.ws.configs[2].signing_key),
-        run_id=RUN,
-        step=vp.STEP_SETUP,
-        party=guest,
-        purpose=published_keys.CKKS_PUBLIC_CONTEXT,
-        key=forged,
-    )
+    claim = published_keys.KeyClaim(RUN, vp.STEP_SETUP, guest, published_keys.CKKS_PUBLIC_CONTEXT)
+    signature = claim.sign(load_signing_key(federation.ws.configs[2].signing_key), forged)
 
     def swap(packets: dict[int, Packet]) -> None:
         packets[1].enc[for_party(vp.PUBLIC_CONTEXT, guest)] = [forged, signature]
