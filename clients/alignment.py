@@ -24,7 +24,9 @@ import pandas as pd
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from clients.party import PartyConfig, PartyRefusedError
+from fedrisk.errors import IdentityError
 from fedrisk.federation import protocol as proto
+from fedrisk.federation import published_keys as pk
 from fedrisk.federation.alignment import GuestAlignment, HostAlignment
 from fedrisk.federation.identifiers import (
     IDENTIFIER_KINDS,
@@ -36,6 +38,7 @@ from fedrisk.federation.identifiers import (
 )
 from fedrisk.federation.pin import check_vertical_roster
 from fedrisk.federation.run_config import FederationConfig
+from fedrisk.release.identity import load_signing_key
 from secure_agg import psi
 
 log = logging.getLogger(__name__)
@@ -196,10 +199,20 @@ def answer(
     if step == proto.ALIGN_FINISH and not is_guest:
         host = _host_secrets(saved)
         sealed = message.content.array_records[proto.PSI_SEALED][proto.PSI_RESULT].numpy()
+        guest_channel = bytes(cast(bytes, cfg[proto.CFG_ALIGN_CHANNEL]))
+        _check_channel(
+            config,
+            federation,
+            guest_channel,
+            cfg.get(pk.CFG_ALIGN_CHANNEL_SIGNATURE),
+            step=proto.ALIGN_MATCH,
+            party=guest,
+            purpose=pk.psi_channel_purpose(config.name),
+        )
         view = psi.open_match(
             sealed.tobytes(),
             secrets=host,
-            guest_channel_public=bytes(cast(bytes, cfg[proto.CFG_ALIGN_CHANNEL])),
+            guest_channel_public=guest_channel,
             context=_channel_context(federation.run_id, guest, config.name),
         )
         result = HostAlignment(host=config.name, guest=guest, slots=view.slots, rows=view.rows)
@@ -251,8 +264,11 @@ def _offer(
         reply = _reply(
             message, config.name, **{proto.PSI_POINTS: ArrayRecord({proto.PSI_OWN: Array(points)})}
         )
-        reply.content.config_records[proto.CONFIG][proto.CFG_ALIGN_CHANNEL] = psi.public_key_of(
-            host.channel_key
+        channel = psi.public_key_of(host.channel_key)
+        reply_cfg = reply.content.config_records[proto.CONFIG]
+        reply_cfg[proto.CFG_ALIGN_CHANNEL] = channel
+        reply_cfg[pk.CFG_ALIGN_CHANNEL_SIGNATURE] = _sign_channel(
+            config, federation, channel, step=proto.ALIGN_OFFER, purpose=pk.PSI_CHANNEL
         )
     state[STATE_SECRETS] = saved
     reply.content.config_records[proto.CONFIG][proto.CFG_ALIGN_ROWS] = len(digests)
@@ -303,18 +319,72 @@ def _match(
         )
         shared[name] = match.guest_rows
         refs[name] = match.host_slots
+        host_channel = bytes.fromhex(str(entry[proto.ALIGN_HOST_CHANNEL]))
+        signature = entry.get(pk.ALIGN_HOST_CHANNEL_SIGNATURE)
+        _check_channel(
+            config,
+            federation,
+            host_channel,
+            bytes.fromhex(str(signature)) if signature else None,
+            step=proto.ALIGN_OFFER,
+            party=name,
+            purpose=pk.PSI_CHANNEL,
+        )
         blob = psi.seal_match(
             match,
             secrets=keys,
-            host_channel_public=bytes.fromhex(str(entry[proto.ALIGN_HOST_CHANNEL])),
+            host_channel_public=host_channel,
             context=_channel_context(federation.run_id, config.name, name),
         )
         sealed[str(slot)] = Array(np.frombuffer(blob, dtype=np.uint8).copy())
-        reply_cfg[proto.align_channel_key(slot)] = psi.public_key_of(keys.channel_key)
+        own_channel = psi.public_key_of(keys.channel_key)
+        reply_cfg[proto.align_channel_key(slot)] = own_channel
+        reply_cfg[pk.align_channel_signature_key(slot)] = _sign_channel(
+            config,
+            federation,
+            own_channel,
+            step=proto.ALIGN_MATCH,
+            purpose=pk.psi_channel_purpose(name),
+        )
     result = GuestAlignment(guest=config.name, n_rows=n_rows, shared=shared, refs=refs)
     _store(state, "guest", result.to_json())
     content = RecordDict({proto.CONFIG: reply_cfg, proto.PSI_SEALED: ArrayRecord(sealed)})
     return Message(content=content, reply_to=message)
+
+
+def _sign_channel(
+    config: PartyConfig, federation: FederationConfig, key: bytes, *, step: str, purpose: str
+) -> bytes:
+    """Our signature of a channel key we publish, bound to this run, step and purpose."""
+    if config.signing_key is None:
+        raise PartyRefusedError(
+            f"party {config.name} must hold its signing key to sign its alignment channel key; "
+            "got none"
+        )
+    claim = pk.KeyClaim(federation.run_id, step, config.name, purpose)
+    return claim.sign(load_signing_key(config.signing_key), key)
+
+
+def _check_channel(
+    config: PartyConfig,
+    federation: FederationConfig,
+    key: bytes,
+    signature: object,
+    *,
+    step: str,
+    party: str,
+    purpose: str,
+) -> None:
+    """Refuse a relayed channel key that is not ``party``'s own for this run (the coordinator
+    would otherwise read the sealed result, or seal one of its own)."""
+    claim = pk.KeyClaim(federation.run_id, step, party, purpose)
+    try:
+        roster = pk.roster_keys_of(config.name, config.roster)
+        claim.check(
+            roster, bytes(cast(bytes, signature)) if signature else None, key, receiver=config.name
+        )
+    except IdentityError as e:
+        raise PartyRefusedError(str(e)) from e
 
 
 def _store(state: RecordDict, role: str, text: str) -> None:

@@ -116,6 +116,10 @@ class PartyConfig(BaseModel):
     """The party's X25519 key (mode 0600): its pairwise mask seeds and sealed shares."""
     peer_keys: Path | None = None
     """JSON of every federation party's X25519 public key (PEM) by name, from the manifest."""
+    roster: Path | None = None
+    """Every party's Ed25519 verify key: the provisioned manifest (deployment) or a folder of
+    ``<party>.pub`` keys (simulation); relayed public keys are checked against it
+    (:mod:`fedrisk.federation.published_keys`)."""
     vertical: Path | None = None
     """A vertical party's ``vertical.json`` (``clients.vertical_party.VerticalPartyConfig``):
     its own columns, role and CKKS key; ``train`` is then its own table."""
@@ -139,6 +143,7 @@ def load_party_config(path: Path) -> PartyConfig:
         "identifier_key",
         "receiving_key",
         "peer_keys",
+        "roster",
         "vertical",
     ):
         if key in raw and not Path(raw[key]).is_absolute():

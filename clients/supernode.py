@@ -182,6 +182,7 @@ def prepare_party_runtime(
                     signing_key=layout.signing_key,
                     release_dir=releases,
                     pinned_role=pinned_role,
+                    roster=layout.manifest,
                 )
             )
         }
@@ -214,6 +215,7 @@ def prepare_party_runtime(
                 "signing_key": str(layout.signing_key),
                 "receiving_key": str(layout.receiving_key),
                 "peer_keys": str(peer_keys),
+                "roster": str(layout.manifest),
                 "release_dir": str(releases),
                 "he_params": he_params.model_dump(mode="json"),
                 **vertical_config,

@@ -25,7 +25,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from fedrisk.data.vertical import SPLIT_CODES
-from fedrisk.errors import FedRiskError
+from fedrisk.errors import FedRiskError, IdentityError
+from fedrisk.federation import published_keys
 from fedrisk.federation import vertical as vp
 from fedrisk.federation.alignment import GuestAlignment, HostAlignment
 from fedrisk.federation.run_config import FederationConfig
@@ -86,6 +87,10 @@ class VerticalPartyConfig(BaseModel):
     order_seed: int | None = None
     """The guest's secret seed of its batch order and padding; fresh from the OS when unset.
     Hosts must never know it."""
+    roster: Path | None = None
+    """Every party's Ed25519 verify key (:func:`fedrisk.federation.published_keys.load_roster_keys`:
+    the provisioned manifest, or the simulation's trusted-key folder): the keys the coordinator
+    relays are checked against it. ``signing_key`` signs the keys this party publishes."""
 
 
 def load_config(path: Path) -> VerticalPartyConfig:
@@ -148,6 +153,7 @@ def prepare_vertical_party(
     signing_key: Path,
     release_dir: Path,
     pinned_role: str | None,
+    roster: Path | None = None,
 ) -> Path:
     """Check a deployed party's view against its own table and its pin, and write its
     ``vertical.json``.
@@ -213,6 +219,7 @@ def prepare_vertical_party(
         release_dir=release_dir,
         peers_dir=folder / "peers",
         id_column=view.id_column,
+        roster=roster,
         **guest_only,
     )
     target = folder / CONFIG_FILE
@@ -234,6 +241,8 @@ class Runtime:
     split: npt.NDArray[np.int8] | None = None
     prep: PartyPreprocessor | None = None
     matrix: npt.NDArray[np.float64] | None = None
+    run_id: str = ""
+    """The run the keys this party publishes and accepts are bound to."""
 
     @property
     def is_guest(self) -> bool:
@@ -286,7 +295,6 @@ def runtime(config: VerticalPartyConfig, run_id: str, alignment: str | None = No
     VerticalStepError
         If the party has no alignment, or it does not fit the party's role or table.
     """
-    del run_id  # cache key only
     if alignment is None:
         if config.alignment is None:
             raise VerticalStepError(
@@ -303,7 +311,7 @@ def runtime(config: VerticalPartyConfig, run_id: str, alignment: str | None = No
                 f"party {config.name} ({config.role}) must hold a host's alignment over its "
                 f"{len(frame)} rows; got one for {result.host}"
             )
-        return Runtime(config=config, features=features, key=key, alignment=result)
+        return Runtime(config=config, features=features, key=key, alignment=result, run_id=run_id)
     if config.role != "guest" or config.label is None or config.split is None:
         raise VerticalStepError(
             f"party {config.name} got a guest's alignment; it must be the guest with a label "
@@ -327,6 +335,7 @@ def runtime(config: VerticalPartyConfig, run_id: str, alignment: str | None = No
         split=split,
         prep=prep,
         matrix=with_intercept(prep.transform(features, known)),
+        run_id=run_id,
     )
 
 
@@ -401,21 +410,19 @@ def handle(packet: Packet, rt: Runtime, state: State, params: VerticalParams) ->
 
 def _setup(packet: Packet, rt: Runtime, state: State) -> Packet:
     """Install the peers' public contexts (and, at a host, the other hosts' X25519 keys) the
-    coordinator relays; answer with our own. The guest, once it holds the hosts' contexts,
-    answers each host's training references (under that host's key)."""
+    coordinator relays, each checked first against its owner's signature and roster key; answer
+    with our own, signed. The guest, once it holds the hosts' contexts, answers each host's
+    training references (under that host's key)."""
+    relayed = _checked_keys(packet, rt)
     rt.config.peers_dir.mkdir(parents=True, exist_ok=True)
     installed = []
-    for key, chunks in packet.enc.items():
-        prefix, _, name = key.partition("/")
-        if prefix == vp.PUBLIC_CONTEXT and name:
-            peer = PartyKey.from_bytes(chunks[0])
-            if peer.secret:
-                raise VerticalStepError(f"peer context of {name} must be public; got a secret one")
-            write_atomic(rt.config.peers_dir / f"{name}.ctx", chunks[0])
+    for (prefix, name), key in relayed.items():
+        if prefix == vp.PUBLIC_CONTEXT:
+            write_atomic(rt.config.peers_dir / f"{name}.ctx", key)
             _peer_key.cache_clear()
             installed.append(name)
-        elif prefix == vp.X25519 and name and name != rt.config.name:
-            write_atomic(rt.config.peers_dir / f"{name}.x25519", chunks[0])
+        else:
+            write_atomic(rt.config.peers_dir / f"{name}.x25519", key)
     if rt.is_guest:
         if "order_seed" not in state:
             seed = rt.config.order_seed
@@ -430,16 +437,68 @@ def _setup(packet: Packet, rt: Runtime, state: State) -> Packet:
             "train_rows": len(rt.rows("train")),
             "valid_rows": len(rt.rows("valid")),
         }
-        return Packet(vp.STEP_SETUP, meta=meta, enc={vp.PUBLIC_CONTEXT: [rt.key.public_bytes()]})
-    enc = {vp.PUBLIC_CONTEXT: [rt.key.public_bytes()]}
+        return Packet(
+            vp.STEP_SETUP,
+            meta=meta,
+            enc={vp.PUBLIC_CONTEXT: _signed(rt, vp.PUBLIC_CONTEXT, rt.key.public_bytes())},
+        )
+    enc = {vp.PUBLIC_CONTEXT: _signed(rt, vp.PUBLIC_CONTEXT, rt.key.public_bytes())}
     own = rt.config.peers_dir / _OWN_X25519
     if not own.exists():
         private, public = generate_x25519()
         write_atomic(own, private)
         own.chmod(0o600)
         write_atomic(own.with_suffix(".pub"), public)
-    enc[vp.X25519] = [own.with_suffix(".pub").read_bytes()]
+    enc[vp.X25519] = _signed(rt, vp.X25519, own.with_suffix(".pub").read_bytes())
     return Packet(vp.STEP_SETUP, meta={"party": rt.config.name, "role": "host"}, enc=enc)
+
+
+_PURPOSES = {
+    vp.PUBLIC_CONTEXT: published_keys.CKKS_PUBLIC_CONTEXT,
+    vp.X25519: published_keys.X25519_MASK,
+}
+"""What each published key of the setup step is for (part of what its owner signs)."""
+
+
+def _signed(rt: Runtime, kind: str, key: bytes) -> list[bytes]:
+    """A key we publish, as it travels: the key, then our signature binding it to this run,
+    the setup step, our name and its purpose."""
+    claim = published_keys.KeyClaim(rt.run_id, vp.STEP_SETUP, rt.config.name, _PURPOSES[kind])
+    return [key, claim.sign(load_signing_key(rt.config.signing_key), key)]
+
+
+def _checked_keys(packet: Packet, rt: Runtime) -> dict[tuple[str, str], bytes]:
+    """The peers' keys of a setup packet, each verified against its owner's roster key before
+    anything is installed (a substituted or replayed key stops the step).
+
+    Raises
+    ------
+    VerticalStepError
+        A key is unsigned or its signature is not its owner's for this run, or a context is a
+        secret one.
+    """
+    wanted = [
+        (prefix, name, chunks)
+        for key, chunks in packet.enc.items()
+        for prefix, _, name in [key.partition("/")]
+        if prefix in _PURPOSES and name and name != rt.config.name
+    ]
+    if not wanted:
+        return {}
+    try:
+        roster = published_keys.roster_keys_of(rt.config.name, rt.config.roster)
+        for prefix, name, chunks in wanted:
+            claim = published_keys.KeyClaim(rt.run_id, vp.STEP_SETUP, name, _PURPOSES[prefix])
+            signature = chunks[1] if len(chunks) > 1 else None
+            claim.check(roster, signature, chunks[0], receiver=rt.config.name)
+    except IdentityError as e:
+        raise VerticalStepError(str(e)) from e
+    checked: dict[tuple[str, str], bytes] = {}
+    for prefix, name, chunks in wanted:
+        if prefix == vp.PUBLIC_CONTEXT and PartyKey.from_bytes(chunks[0]).secret:
+            raise VerticalStepError(f"peer context of {name} must be public; got a secret one")
+        checked[(prefix, name)] = chunks[0]
+    return checked
 
 
 def _guest_install(rt: Runtime, hosts: list[str]) -> Packet:

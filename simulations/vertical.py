@@ -128,7 +128,8 @@ def prepare_vertical_workspace(
         if raw is not None:
             (folder / PARTY_CONFIG_FILE).write_text(
                 f'name = "{view.name}"\ntrain = "{table.name}"\ntest = "{table.name}"\n'
-                f'schema_file = "schema.toml"\nidentifier_key = "{id_key}"\n',
+                f'schema_file = "schema.toml"\nidentifier_key = "{id_key}"\n'
+                f'signing_key = "signing.key"\nroster = "{trusted}"\n',
                 encoding="utf-8",
             )
         config = vertical_party.VerticalPartyConfig(
@@ -143,6 +144,7 @@ def prepare_vertical_workspace(
             peers_dir=folder / "peers",
             id_column=raw[pid].id_column if raw is not None else None,
             alignment=aligned,
+            roster=trusted,
             **guest_only,
         )
         (folder / vertical_party.CONFIG_FILE).write_text(config.model_dump_json(), encoding="utf-8")
@@ -227,10 +229,12 @@ def run_in_process(
     model_id: str,
     tap: Tap | None = None,
     states: list[dict[str, Any]] | None = None,
+    coordinator: Callable[..., VerticalCoordinator] = VerticalCoordinator,
 ) -> VerticalResult:
     """The same coordinator and party code with direct calls instead of Flower messages (tests
     and benchmarks; every packet still passes through ``tap``, and ``states`` , when given,
-    are the parties' live run states)."""
+    are the parties' live run states; ``coordinator`` builds the coordinator, e.g. a
+    malicious subclass in tests)."""
     runtimes = [vertical_party.runtime(c, model_id) for c in ws.configs]
     if states is None:
         states = [{} for _ in runtimes]
@@ -247,9 +251,7 @@ def run_in_process(
             out[node] = answer
         return out
 
-    return VerticalCoordinator(params, exchange=exchange, model_id=model_id).run(
-        list(range(len(runtimes)))
-    )
+    return coordinator(params, exchange=exchange, model_id=model_id).run(list(range(len(runtimes))))
 
 
 def run_in_engine(

@@ -31,6 +31,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedrisk.federation import protocol as proto
+from fedrisk.federation import published_keys as pk
 from fedrisk.federation.identifiers import IDENTIFIER_KINDS, IdentifierKind
 from server.coordinator.progress import ProgressLog
 from server.coordinator.strategy import FederationError, short_reason
@@ -163,12 +164,17 @@ def align_parties(
         double = doubles[node].content.array_records[proto.PSI_POINTS][proto.PSI_DOUBLE]
         match_points[proto.psi_slot_key(proto.PSI_OWN, slot)] = own
         match_points[proto.psi_slot_key(proto.PSI_DOUBLE, slot)] = double
-        channel = offers[node].content.config_records[proto.CONFIG][proto.CFG_ALIGN_CHANNEL]
+        offer_cfg = offers[node].content.config_records[proto.CONFIG]
+        channel = offer_cfg[proto.CFG_ALIGN_CHANNEL]
+        # Channel keys travel with their owner's signature, relayed as is: the receiver checks
+        # it against the owner's roster key.
+        signature = offer_cfg.get(pk.CFG_ALIGN_CHANNEL_SIGNATURE, b"")
         host_entries.append(
             {
                 proto.ALIGN_HOST_SLOT: slot,
                 proto.ALIGN_HOST_NAME: names[node],
                 proto.ALIGN_HOST_CHANNEL: bytes(channel).hex(),  # type: ignore[arg-type]
+                pk.ALIGN_HOST_CHANNEL_SIGNATURE: bytes(signature).hex(),  # type: ignore[arg-type]
             }
         )
     matched = step(
@@ -191,7 +197,14 @@ def align_parties(
                 {
                     proto.PSI_SEALED: ArrayRecord({proto.PSI_RESULT: sealed[str(slot_of[node])]}),
                     proto.CONFIG: ConfigRecord(
-                        {proto.CFG_ALIGN_CHANNEL: guest_cfg[proto.align_channel_key(slot_of[node])]}
+                        {
+                            proto.CFG_ALIGN_CHANNEL: guest_cfg[
+                                proto.align_channel_key(slot_of[node])
+                            ],
+                            pk.CFG_ALIGN_CHANNEL_SIGNATURE: guest_cfg.get(
+                                pk.align_channel_signature_key(slot_of[node]), b""
+                            ),
+                        }
                     ),
                 }
             )

@@ -102,8 +102,10 @@ class VerticalCoordinator:
             )
         guest = guests[0]
         name = {n: str(first[n].meta["party"]) for n in nodes}
-        ctx = {n: first[n].enc[vp.PUBLIC_CONTEXT][0] for n in nodes}
-        guest_key = PartyKey.from_bytes(ctx[guest])
+        # Each key travels as [key, its owner's signature]: relayed whole, checked by the
+        # receivers against the owner's roster key (the coordinator cannot swap one).
+        ctx = {n: first[n].enc[vp.PUBLIC_CONTEXT] for n in nodes}
+        guest_key = PartyKey.from_bytes(ctx[guest][0])
         if guest_key.secret:
             raise VerticalRunError("the guest sent a secret context; the coordinator refuses it")
         # Hosts get the guest's public context and every host's X25519 key (their zero-sum
@@ -112,12 +114,12 @@ class VerticalCoordinator:
         setup = {
             h: Packet(
                 vp.STEP_SETUP,
-                enc={for_party(vp.PUBLIC_CONTEXT, name[guest]): [ctx[guest]], **x25519},
+                enc={for_party(vp.PUBLIC_CONTEXT, name[guest]): ctx[guest], **x25519},
             )
             for h in hosts
         }
         setup[guest] = Packet(
-            vp.STEP_SETUP, enc={for_party(vp.PUBLIC_CONTEXT, name[h]): [ctx[h]] for h in hosts}
+            vp.STEP_SETUP, enc={for_party(vp.PUBLIC_CONTEXT, name[h]): ctx[h] for h in hosts}
         )
         plan = self._send(setup)[guest]
         # Each host fits its preprocessing on the training customers the guest names (under

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fedrisk.federation.identifiers import normalise_phone
+from fedrisk.release.identity import generate_signing_key, save_private_key, save_public_key
 
 
 def spelled(number: int, style: int) -> str:
@@ -28,8 +29,11 @@ def write_alignment_workspace(
 ) -> Path:
     """``root/parties/party_<i>/`` for each party of ``order``: a ``train.csv`` with its
     ``phone`` column and a ``party.toml`` naming one shared secret-context file (the key
-    material the federation's identifier key is derived from)."""
+    material the federation's identifier key is derived from), the party's own signing key and
+    the roster of every party's verify key (``root/roster/<party>.pub``)."""
     root.mkdir(parents=True, exist_ok=True)
+    roster = root / "roster"
+    roster.mkdir()
     secret = root / "context.secret"
     secret.write_bytes(hashlib.sha512(b"the federation's sealed secret context").digest())
     for pid, name in enumerate(order):
@@ -37,9 +41,13 @@ def write_alignment_workspace(
         folder.mkdir(parents=True)
         frame = pd.DataFrame({"phone": list(columns[name]), "x": np.arange(len(columns[name]))})
         frame.to_csv(folder / "train.csv", index=False)
+        signing = generate_signing_key()
+        save_private_key(signing, folder / "signing.key")
+        save_public_key(signing.public_key(), roster / f"{name}.pub")
         (folder / "party.toml").write_text(
             f'name = "{name}"\ntrain = "train.csv"\ntest = "train.csv"\n'
-            f'schema_file = "schema.toml"\nsecret_context = "{secret}"\n',
+            f'schema_file = "schema.toml"\nsecret_context = "{secret}"\n'
+            f'signing_key = "signing.key"\nroster = "{roster}"\n',
             encoding="utf-8",
         )
     return root

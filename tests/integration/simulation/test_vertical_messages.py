@@ -195,15 +195,16 @@ def test_labels_and_residual_leave_the_guest_only_under_its_own_key(run: Run) ->
 
 
 def test_the_coordinator_only_ever_holds_public_contexts(run: Run) -> None:
-    contexts = [
-        c
+    # each published context travels as [context, its owner's 64-byte Ed25519 signature]
+    published = [
+        chunks
         for _, _, p in run.packets
         for key, chunks in p.enc.items()
         if key.startswith(vp.PUBLIC_CONTEXT)
-        for c in chunks
     ]
-    assert len(contexts) >= 2 * len(run.ws.views)
-    assert not any(PartyKey.from_bytes(c).secret for c in contexts)
+    assert len(published) >= 2 * len(run.ws.views)
+    assert all(len(chunks) == 2 and len(chunks[1]) == 64 for chunks in published)
+    assert not any(PartyKey.from_bytes(chunks[0]).secret for chunks in published)
 
 
 def test_parts_are_signed_and_missing_customers_score_zero(run: Run) -> None:
