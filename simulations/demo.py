@@ -258,6 +258,9 @@ def _vertical_story(console: Console, out: Path) -> Path:
     simulation engine, called in-process to keep the demo short; docs/vertical.md); then the
     hosts serve their parts live and the lender scores applications with them
     (:func:`_vertical_serving`)."""
+    # The hosts' serve.json files are read relative to their own folders: absolute paths
+    # keep a relative --out (make demo's demo-out/) from being resolved twice.
+    out = out.resolve()
     from fedrisk.data.vertical import align_by_join, load_vertical
     from fedrisk.ml.metrics import auc
     from fedrisk.ml.vertical import VerticalParams
