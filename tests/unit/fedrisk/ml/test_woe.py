@@ -195,17 +195,16 @@ def test_auto_trend_keeps_a_real_valley_and_refuses_a_turn_the_data_did_not_ask_
     rng = np.random.default_rng(5)
     n = 6000
     x = rng.uniform(0, 100, n)
-    schema = DatasetSchema(
-        name="woe-shapes",
-        id_column="id",
-        target_column="bad",
-        features=(
-            FeatureSpec(name="u_shaped", kind=FeatureKind.NUMERIC, min=0, max=100),
-            FeatureSpec(name="falling", kind=FeatureKind.NUMERIC, min=0, max=100),
-        ),
+    # two numeric features on [0, 100]: "score" gets the U, "score_copy" (below) the fall
+    schema = DatasetSchema.model_validate(
+        {
+            **SCHEMA.model_dump(),
+            "name": "woe-shapes",
+            "features": SCHEMA.model_dump()["features"][:2],
+        }
     )
     u_bad = rng.uniform(size=n) < 0.15 + 0.6 * ((x - 50) / 50) ** 2
-    frame = pd.DataFrame({"id": np.arange(n), "u_shaped": x, "falling": x, "bad": u_bad})
+    frame = pd.DataFrame({"id": np.arange(n), "score": x, "score_copy": x, "bad": u_bad})
     falling = frame.assign(bad=rng.uniform(size=n) < 0.6 - 0.5 * x / 100)
     monotonic = CONFIG.model_copy(update={"trend": "auto_monotonic"})
 
