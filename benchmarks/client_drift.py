@@ -16,6 +16,11 @@ process overhead; encryption changes the sums by ~1e-12 (the study's plaintext c
 
 A variant is ``fedavg``, ``fedprox:MU``, ``fedadam:ETA`` or ``fedyogi:ETA`` (server step size).
 Every variant keeps the scenario's label-skew plan (rounds, client SGD and its rate).
+``--model scorecard`` (or ``lr``) and ``--partition`` measure another model kind or split the
+same way, e.g. the C-card scorecard's plans::
+
+    .venv/bin/python benchmarks/client_drift.py --model scorecard --tasks collection-taiwan \
+        --partition by:AGE --variants fedavg fedyogi:0.1
 """
 
 from __future__ import annotations
@@ -92,6 +97,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     parser.add_argument("--alpha", type=float, default=0.3)
+    parser.add_argument(
+        "--model", choices=("mlp", "lr", "scorecard"), default="mlp", help="model kind"
+    )
+    parser.add_argument(
+        "--partition", default=None, help="another split than dirichlet:ALPHA (iid, by:AGE, ...)"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="override the plan's rounds")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -110,7 +121,10 @@ def main() -> None:
         scenario = get_scenario(task)
         for seed in args.seeds:
             base = scenario.spec(
-                seed=seed, model="mlp", partition=f"dirichlet:{args.alpha:g}", rounds=args.rounds
+                seed=seed,
+                model=args.model,
+                partition=args.partition or f"dirichlet:{args.alpha:g}",
+                rounds=args.rounds,
             )
             data = prepare_data(base)
             central = central_baseline(base, data, rng=np.random.default_rng(seed + 1)).auc

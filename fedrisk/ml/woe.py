@@ -1,9 +1,10 @@
 """WOE scorecard binning fitted from additive good/bad statistics, so parties can fit it jointly.
 
-A points scorecard (the classic A-card) goes: fine bins, coarse classing under a monotonic trend,
-weight of evidence (WOE) and information value (IV) per bin, feature selection by IV and by
-correlation, then a logistic regression on the WOE values (trained as any fedrisk LR), then
-points (:mod:`fedrisk.decisions.scorecard`).
+A points scorecard (the classic A-card) goes: fine bins, coarse classing under a trend
+(monotonic, or one peak or valley that earns its place), weight of evidence (WOE) and
+information value (IV) per bin, feature selection by IV and by correlation, then a logistic
+regression on the WOE values (trained as any fedrisk LR), then points
+(:mod:`fedrisk.decisions.scorecard`).
 
 Everything this module learns is a function of two additive statistics vectors, so the sum of the
 parties' vectors (under CKKS) gives exactly what the pooled rows would:
@@ -61,7 +62,8 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-Trend = Literal["auto", "ascending", "descending"]
+Trend = Literal["auto", "auto_monotonic", "ascending", "descending", "peak", "valley"]
+Shape = Literal["ascending", "descending", "peak", "valley"]
 
 WOE_FORMAT = "fedrisk.woe/1"
 SPECIAL_BIN = "Missing / other"
@@ -79,11 +81,20 @@ class BinningConfig(BaseModel):
     fine_bins
         Target number of quantile fine bins per numeric feature (fewer when values repeat).
     histogram_bins
-        Resolution of the equal-width histograms the quantiles come from.
+        Resolution of the equal-width histograms the quantiles come from. The grid spans the
+        schema's bounds, which are wide for amounts (Taiwan bills: -2M to 5M, most within
+        0-100k), so it must be fine: at 128 cells all of a C-card bill feature's mass sat in
+        two or three cells and its IV halved (the C-card scorecard's AUC: 0.718 at 128, 0.721 at
+        2,048 and 4,096, 0.732 at 8,192, seeds 0-2). 8,192 cells cost one more ciphertext
+        (about 113 KB) per numeric feature and class in the encrypted sum.
     trend
-        Monotonic trend of the bad rate over a numeric feature's bins: ``ascending``,
-        ``descending``, or ``auto`` (whichever of the two keeps the higher IV, as optbinning's
-        ``auto`` chooses between trends).
+        Trend of the bad rate over a numeric feature's bins: ``ascending``, ``descending``,
+        ``peak`` (rising, then falling), ``valley`` (falling, then rising), ``auto`` (the four,
+        as optbinning's ``auto`` chooses among them; a turn must earn its extra freedom, see
+        :func:`_coarse`) or ``auto_monotonic`` (the better of ascending and descending).
+        Credit features are not always monotonic: on the Taiwan C-card an account with no
+        bill at all is riskier than one with a small bill, and the risk then rises with the
+        bill (a valley of the bad rate); forcing a monotonic trend merges that away.
     min_bin_share
         Every coarse bin holds at least this share of the feature's non-missing rows.
     min_bad_count
@@ -98,7 +109,7 @@ class BinningConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fine_bins: int = Field(default=20, ge=2, le=200)
-    histogram_bins: int = Field(default=128, ge=8, le=4096)
+    histogram_bins: int = Field(default=8192, ge=8, le=16384)
     trend: Trend = "auto"
     min_bin_share: float = Field(default=0.05, ge=0.0, lt=0.5)
     min_bad_count: int = Field(default=5, ge=0)
@@ -370,20 +381,85 @@ def _coarse(
     special: tuple[float, float],
     config: BinningConfig,
     *,
-    trends: Sequence[Literal["ascending", "descending"]],
+    trends: Sequence[Shape],
 ) -> tuple[list[list[int]], list[float], list[float], str]:
-    """Coarse-class fine bins under each trend; keep the one with the highest IV."""
+    """Coarse-class fine bins under each trend; keep the best.
+
+    Of the monotonic trends the one with the highest IV wins (ties keep the earlier). A peak
+    (valley) tries every bin of the size-merged sequence as the turning point: the bins before
+    it are pooled ascending (descending), the rest descending (ascending). A turning shape
+    can always match some monotonic one, so it must earn its extra freedom: it replaces the
+    best monotonic fit only if it has a higher IV *and* a lower Bayesian information criterion
+    (:func:`_bic`: ln(n) per bin less the binned likelihood-ratio statistic; a coarser turning
+    fit with less IV is not a turn the data asked for). On the Taiwan
+    C-card this keeps the valleys of the bill amounts (IV 0.10 -> 0.24, a gain worth hundreds
+    in the statistic) and refuses the small wiggles that IV alone would pick on the A-cards
+    (which cost 0.005-0.008 AUC there when admitted).
+    """
+    g0, b0 = list(goods), list(bads)
+    m0 = [[k] for k in range(len(g0))]
+    _merge_small(g0, b0, m0, config)
     best: tuple[float, list[list[int]], list[float], list[float], str] | None = None
+    best_turn: tuple[float, list[list[int]], list[float], list[float], str] | None = None
     for trend in trends:
-        g, b = list(goods), list(bads)
-        members = [[k] for k in range(len(g))]
-        _merge_small(g, b, members, config)
-        _monotone(g, b, members, ascending=trend == "ascending")
-        _, iv = _iv([*g, special[0]], [*b, special[1]])
-        if best is None or iv > best[0] + 1e-12:
-            best = (iv, members, g, b, trend)
+        for turn in _turning_points(trend, len(g0)):
+            g, b, members = list(g0), list(b0), [list(m) for m in m0]
+            first_up = trend in ("ascending", "peak")
+            # The part from the turning point on runs the other way; pooled on its own.
+            tail_g, tail_b, tail_m = g[turn:], b[turn:], members[turn:]
+            del g[turn:], b[turn:], members[turn:]
+            _monotone(g, b, members, ascending=first_up)
+            _monotone(tail_g, tail_b, tail_m, ascending=not first_up)
+            g, b, members = g + tail_g, b + tail_b, members + tail_m
+            if trend in ("ascending", "descending"):
+                _, iv = _iv([*g, special[0]], [*b, special[1]])
+                if best is None or iv > best[0] + 1e-12:
+                    best = (iv, members, g, b, trend)
+                continue
+            score = _bic([*g, special[0]], [*b, special[1]])
+            if best_turn is None or score < best_turn[0] - 1e-9:
+                best_turn = (score, members, g, b, trend)
+    if best_turn is not None and (
+        best is None
+        or (
+            _iv([*best_turn[2], special[0]], [*best_turn[3], special[1]])[1] > best[0] + 1e-12
+            and best_turn[0] < _bic([*best[2], special[0]], [*best[3], special[1]]) - 1e-9
+        )
+    ):
+        best = best_turn
     assert best is not None
     return best[1], best[2], best[3], best[4]
+
+
+def _bic(goods: Sequence[float], bads: Sequence[float]) -> float:
+    """Schwarz's criterion of a binning as a model of the bad rate, up to a constant.
+
+    ``ln(n) * bins - G``, where ``G = 2 * sum(observed * ln(observed / expected))`` is the
+    likelihood-ratio statistic of the per-bin bad rates against the pooled one. Lower is better.
+    """
+    g_total, b_total = float(sum(goods)), float(sum(bads))
+    n = g_total + b_total
+    if g_total <= 0 or b_total <= 0:
+        return 0.0
+    rate = b_total / n
+    stat = 0.0
+    bins = 0
+    for g, b in zip(goods, bads, strict=True):
+        size = g + b
+        if size <= 0:
+            continue
+        bins += 1
+        if g > 0:
+            stat += g * math.log(g / (size * (1.0 - rate)))
+        if b > 0:
+            stat += b * math.log(b / (size * rate))
+    return math.log(n) * bins - 2.0 * stat
+
+
+def _turning_points(trend: Shape, n: int) -> range:
+    """Where the second, opposite run may start: nowhere for a monotonic trend (index ``n``),
+    else at each of bins 1 .. n-1."""
+    return range(n, n + 1) if trend in ("ascending", "descending") else range(1, n)
 
 
 def _numeric_binning(
@@ -402,8 +478,12 @@ def _numeric_binning(
     fine_g = [float(h_good[a:z].sum()) for a, z in itertools.pairwise(bounds)]
     fine_b = [float(h_bad[a:z].sum()) for a, z in itertools.pairwise(bounds)]
     special = (good.n_rows - good.count(spec.name), bad.n_rows - bad.count(spec.name))
-    trends: list[Literal["ascending", "descending"]] = (
-        ["ascending", "descending"] if config.trend == "auto" else [config.trend]
+    trends: list[Shape] = (
+        ["ascending", "descending", "peak", "valley"]
+        if config.trend == "auto"
+        else ["ascending", "descending"]
+        if config.trend == "auto_monotonic"
+        else [config.trend]
     )
     members, g, b, trend = _coarse(fine_g, fine_b, special, config, trends=trends)
     edges = tuple(starts[m[0]] for m in members)

@@ -12,7 +12,13 @@ from fedrisk.data.partitions import parse_partition
 from fedrisk.errors import ConfigError
 from fedrisk.release.artifact import load_trusted_keys, read_artifact
 from simulations.runner import prepare_data
-from simulations.scenarios import SCENARIOS, SMOKE_SCENARIO, get_scenario, run_scenario
+from simulations.scenarios import (
+    SCENARIOS,
+    SMOKE_SCENARIO,
+    TrainingPlan,
+    get_scenario,
+    run_scenario,
+)
 from simulations.studies import PARTITION_KINDS, partition_text
 
 # Lending Club fields only known after the loan is granted (payments, recoveries, status).
@@ -97,6 +103,23 @@ def test_a_scenario_without_a_label_skew_plan_keeps_its_own() -> None:
 
     assert spec.optimizer == "default"
     assert spec.rounds == SMOKE_SCENARIO.lr.rounds
+
+
+def test_a_scorecard_trains_with_its_own_plan_where_given_else_the_lrs() -> None:
+    own = SMOKE_SCENARIO.model_copy(
+        update={
+            "scorecard": TrainingPlan(rounds=7, learning_rate=0.02),
+            "label_skew_scorecard": TrainingPlan(rounds=9, optimizer="sgd", learning_rate=0.1),
+        }
+    )
+
+    assert own.spec(model="scorecard").rounds == 7
+    assert own.spec(model="scorecard", partition="dirichlet:0.3").rounds == 9
+    assert own.spec(model="lr").rounds == SMOKE_SCENARIO.lr.rounds
+    # without its own plans a scorecard's LR keeps the LR's settings
+    assert SMOKE_SCENARIO.plan("scorecard") == SMOKE_SCENARIO.lr
+    skewed = SMOKE_SCENARIO.model_copy(update={"label_skew_lr": TrainingPlan(rounds=4)})
+    assert skewed.plan("scorecard", label_skew=True).rounds == 4
 
 
 def test_the_lending_club_a_card_uses_application_time_features_only() -> None:

@@ -190,6 +190,41 @@ def test_a_forced_trend_against_the_data_collapses_the_feature() -> None:
     assert "score" not in encoder.selected_
 
 
+def test_auto_trend_keeps_a_real_valley_and_refuses_a_turn_the_data_did_not_ask_for() -> None:
+    # arrange: a bad rate that falls, then rises, over x (a U), and one that only falls
+    rng = np.random.default_rng(5)
+    n = 6000
+    x = rng.uniform(0, 100, n)
+    # two numeric features on [0, 100]: "score" gets the U, "score_copy" (below) the fall
+    schema = DatasetSchema.model_validate(
+        {
+            **SCHEMA.model_dump(),
+            "name": "woe-shapes",
+            "features": SCHEMA.model_dump()["features"][:2],
+        }
+    )
+    u_bad = rng.uniform(size=n) < 0.15 + 0.6 * ((x - 50) / 50) ** 2
+    frame = pd.DataFrame({"id": np.arange(n), "score": x, "score_copy": x, "bad": u_bad})
+    falling = frame.assign(bad=rng.uniform(size=n) < 0.6 - 0.5 * x / 100)
+    monotonic = CONFIG.model_copy(update={"trend": "auto_monotonic"})
+
+    # act
+    auto = fit_woe_encoder(frame, schema, CONFIG)
+    forced = fit_woe_encoder(frame, schema, monotonic)
+    plain = fit_woe_encoder(falling, schema, CONFIG)
+
+    # assert: the U is kept as a valley of the bad rate, far above the best monotonic IV
+    valley = auto.binnings_[0]
+    rates = np.divide(valley.bads[:-1], np.add(valley.goods[:-1], valley.bads[:-1]))
+    turn = int(np.argmin(rates))
+    assert valley.trend == "valley" and 0 < turn < len(rates) - 1
+    assert (np.diff(rates[: turn + 1]) < 0).all() and (np.diff(rates[turn:]) > 0).all()
+    assert valley.iv > 2 * forced.binnings_[0].iv
+    # a feature whose bad rate only falls stays monotonic: noise earns no turn
+    assert plain.binnings_[1].trend == "descending"
+    assert all(b.trend in ("ascending", "descending") for b in plain.binnings_)
+
+
 def test_state_round_trips_and_the_reference_row_sits_in_every_best_bin(fitted: Fitted) -> None:
     # arrange
     encoder = fitted.federated
