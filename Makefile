@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(MAKE) lint
 	# Two workers, one module per work unit (tests/conftest.py): the federation tests spend much
 	# of their time waiting on Flower processes, so two at once fill the two cores.
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
 
 demo: $(STAMP)
 	bash tests/support/ensure_nginx.sh
