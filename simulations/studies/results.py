@@ -48,11 +48,13 @@ def rounded_all(values: Iterable[SupportsFloat]) -> list[float]:
     return [rounded(v) for v in values]
 
 
-class _Strict(BaseModel):
+class StrictRecord(BaseModel):
+    """A study record: unknown keys in a results file are refused, not dropped."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class RoundPoint(_Strict):
+class RoundPoint(StrictRecord):
     """Pooled-test AUC and KS after one federated round (from the decrypted histograms)."""
 
     round: int
@@ -60,7 +62,7 @@ class RoundPoint(_Strict):
     ks: float
 
 
-class FederatedResult(_Strict):
+class FederatedResult(StrictRecord):
     """One federated run (encrypted or plaintext), scored exactly on the pooled test data."""
 
     auc: float
@@ -72,14 +74,14 @@ class FederatedResult(_Strict):
     history: list[RoundPoint]
 
 
-class BaselineResult(_Strict):
+class BaselineResult(StrictRecord):
     """A non-federated model on the pooled test data."""
 
     auc: float
     ks: float
 
 
-class PartyResult(_Strict):
+class PartyResult(StrictRecord):
     """One party: its data and its local-only model against the federated one."""
 
     party: str
@@ -99,7 +101,7 @@ class PartyResult(_Strict):
     """Local-only model on the federated schedule, pooled-test AUC after each round."""
 
 
-class ColdStart(_Strict):
+class ColdStart(StrictRecord):
     """What the smallest party gains by joining, on its own test rows."""
 
     party: str
@@ -112,14 +114,14 @@ class ColdStart(_Strict):
     gain: float | None
 
 
-class RocCurve(_Strict):
+class RocCurve(StrictRecord):
     """True-positive rate (bads caught) at a fixed grid of false-positive rates."""
 
     fpr: list[float]
     tpr: list[float]
 
 
-class KsCurve(_Strict):
+class KsCurve(StrictRecord):
     """Cumulative share of bads and of goods among the riskiest ``population`` share."""
 
     population: list[float]
@@ -129,7 +131,7 @@ class KsCurve(_Strict):
     at_population: float
 
 
-class ScoreHistogram(_Strict):
+class ScoreHistogram(StrictRecord):
     """Counts of goods and bads per scorecard-points bin (higher points = safer)."""
 
     edges: list[float]
@@ -137,7 +139,7 @@ class ScoreHistogram(_Strict):
     bads: list[int]
 
 
-class ModelCurves(_Strict):
+class ModelCurves(StrictRecord):
     """Plot data of one model on the pooled test data."""
 
     roc: RocCurve
@@ -145,7 +147,7 @@ class ModelCurves(_Strict):
     scores: ScoreHistogram | None = None
 
 
-class CellResult(_Strict):
+class CellResult(StrictRecord):
     """Everything measured in one cell; see the module docstring."""
 
     key: str
@@ -181,7 +183,7 @@ class CellResult(_Strict):
     seconds: float
 
 
-class StudyResults(_Strict):
+class StudyResults(StrictRecord):
     """The ``results.json`` of a study."""
 
     format: Literal["fedrisk-study"] = "fedrisk-study"

@@ -30,7 +30,7 @@ from fedrisk.errors import FedRiskError
 from fedrisk.files import write_atomic
 from fedrisk.ml.vertical import VerticalParams
 from simulations.studies.config import preset_named
-from simulations.studies.results import read_document, rounded
+from simulations.studies.results import StrictRecord, read_document, rounded
 from simulations.studies.summary import mean_sd
 
 VerticalRunner = Callable[..., dict[str, Any]]
@@ -90,11 +90,7 @@ def get_vertical_preset(name: str) -> VerticalStudyConfig:
     return preset_named(VERTICAL_PRESETS, name, what="vertical preset")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class VerticalCell(_Strict):
+class VerticalCell(StrictRecord):
     """One (dataset, seed): the three models on the guest's test customers, and the costs."""
 
     key: str
@@ -131,7 +127,7 @@ class VerticalCell(_Strict):
         return self.federated_auc - self.guest_only_auc
 
 
-class VerticalStudyResults(_Strict):
+class VerticalStudyResults(StrictRecord):
     """The results file of a vertical study."""
 
     format: Literal["fedrisk-vertical-study"] = "fedrisk-vertical-study"
@@ -266,7 +262,7 @@ def run_vertical_study(
     return results
 
 
-class VerticalSummaryRow(_Strict):
+class VerticalSummaryRow(StrictRecord):
     """One dataset over its seeds (mean and sample sd; sd None for one seed)."""
 
     dataset: str
